@@ -1,0 +1,81 @@
+"""Typed settings of the local platform (ports, heaps, directories).
+
+Every value can be set from the environment with the ``TRAFFIC_`` prefix, e.g.
+``TRAFFIC_KAFKA_PORT=19092`` or ``TRAFFIC_WORK_DIR=/tmp/traffic``. Settings are
+served by the cached :func:`get_settings`; tests and commands that need other
+values build their own ``PlatformSettings(...)`` instead of mutating a global.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PlatformSettings", "get_settings", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "traffic-forecast"
+
+
+class PlatformSettings(BaseSettings):
+    """Where the local services live and how they are sized."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="downloads (jars, Flink, Go tools)")
+    work_dir: Path = Field(default=REPO_ROOT / ".work", description="PID files, logs and service data")
+    host: str = Field(default="127.0.0.1", description="every service binds here")
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap_mb: int = 512
+
+    flink_rest_port: int = 8081
+    flink_rpc_port: int = 6123
+    flink_jobmanager_heap_mb: int = 768
+    flink_taskmanager_process_mb: int = 2048
+    flink_task_slots: int = 2
+    flink_checkpoint_interval_ms: int = 10_000
+
+    job_server_port: int = 8099
+    job_server_artifact_port: int = 8098
+    job_server_expansion_port: int = 8097
+    job_server_heap_mb: int = 512
+
+    hdfs_namenode_port: int = 8020
+    hdfs_http_port: int = 9870
+    hdfs_datanode_port: int = 9866
+    hdfs_datanode_http_port: int = 9864
+    hdfs_datanode_ipc_port: int = 9867
+    hdfs_heap_mb: int = 384
+    hdfs_user: str = "traffic"
+
+    startup_timeout_s: float = 120.0
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def flink_rest_url(self) -> str:
+        return f"http://{self.host}:{self.flink_rest_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work_dir / "run"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> PlatformSettings:
+    """The process-wide platform settings (read once from the environment)."""
+    return PlatformSettings()

@@ -1,0 +1,1 @@
+"""Avro schemas of every topic and file record, and their wire-format codecs."""

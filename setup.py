@@ -1,0 +1,58 @@
+"""Real-time traffic forecasting on Apache Beam (METR-LA).
+
+Installs the packages ``pipelines``, ``transforms``, ``ml``, ``schemas``,
+``runners`` and ``api`` and the ``traffic`` console command. Direct
+dependencies are pinned here; ``requirements.lock`` pins the whole resolved
+environment and is used as a constraints file by ``runners/bootstrap.sh``.
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    # The pipeline SDK; gcp for gs:// paths and Dataflow, interactive for
+    # analysts' notebooks, hadoop for hdfs:// through WebHDFS.
+    "apache-beam[gcp,interactive,hadoop]==2.77.0",
+    "confluent-kafka==2.16.1",  # Kafka producer/consumer/admin (librdkafka)
+    "fastavro==1.13.1",  # Avro records in the Confluent wire format
+    "pyarrow==25.0.1",  # Parquet feature tables and windowed outputs
+    "numpy==2.4.6",
+    "pandas==2.3.3",
+    "tables==3.11.1",  # reads the full dataset's metr-la.h5 (pandas HDFStore)
+    "scikit-learn==1.9.1",  # the forecasting models
+    "skops==0.16.0",  # safe model persistence (no pickle on load)
+    "matplotlib==3.11.2",  # evaluation plots
+    "pydantic==2.14.3",
+    "pydantic-settings==2.16.3",  # typed settings from the environment
+    "fastapi==0.165.0",
+    "sse-starlette==3.7.0",
+    "uvicorn[standard]==0.54.0",
+    "prometheus-client==0.26.0",  # /metrics
+    "httpx==0.28.1",  # Flink REST and WebHDFS health checks
+    "tqdm==4.70.1",  # progress bars for replay, training and backfills
+]
+
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "hypothesis==6.170.15",  # property-based tests of validation
+        "playwright==1.65.2",  # the dashboard's browser test (drives Debian's Chromium)
+        "ruff==0.17.5",
+    ],
+}
+
+setup(
+    name="traffic-forecast",
+    version="0.1.0",
+    description="Real-time METR-LA traffic forecasting with Apache Beam, Kafka, Flink and scikit-learn",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipelines*", "transforms*", "ml*", "schemas*", "runners*", "api*"]),
+    package_data={
+        "schemas": ["avro/*.avsc", "avro/history/*/*.avsc", "schema_ids.json"],
+        "runners": ["pom.xml", "bootstrap.sh", "conf/*"],
+        "api": ["static/*", "static/**/*"],
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["traffic=runners.cli:main"]},
+)
