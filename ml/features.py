@@ -1,0 +1,347 @@
+"""The one feature function used by training, batch backfills and streaming inference.
+
+``build_features(history, step_ms, ctx)`` turns the last ``HISTORY_STEPS``
+readings of every sensor (steps t-11 .. t, oldest first, NaN = missing) into one
+row of ``FEATURE_NAMES`` per sensor. It receives nothing after t, so no feature
+can leak a target. Everything fitted (time-of-day x day-type speed profiles,
+sensor constants, the normalised road graph) lives in a :class:`FeatureContext`
+computed from the training period only (``fit_context``) and stored as ``.npz``.
+
+``build_features_batch`` is the same computation over a stack of histories;
+``build_features`` is that function applied to a stack of one, so the batch
+training-set builder and the per-step streaming path share every line.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml.dataset import STEP_MS, MetrLA, load_adjacency, split_of
+from ml.exceptions import DataError
+
+__all__ = [
+    "FEATURE_NAMES",
+    "HISTORY_STEPS",
+    "HORIZONS_MIN",
+    "HORIZON_STEPS",
+    "SLOTS_PER_DAY",
+    "FeatureContext",
+    "build_features",
+    "build_features_batch",
+    "fit_context",
+    "history_from_speeds",
+    "slot_and_daytype",
+]
+
+HISTORY_STEPS = 12
+HORIZONS_MIN: tuple[int, ...] = (15, 30, 60)
+HORIZON_STEPS: dict[int, int] = {h: h * 60_000 // STEP_MS for h in HORIZONS_MIN}
+SLOTS_PER_DAY = 24 * 60 * 60 * 1000 // STEP_MS
+_DAY_MS = 24 * 60 * 60 * 1000
+_LAGS = (1, 2, 3, 6, 11)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "speed_last",
+    *(f"speed_lag{k}" for k in _LAGS),
+    "mean_3",
+    "mean_6",
+    "mean_12",
+    "std_12",
+    "min_12",
+    "max_12",
+    "slope_3",
+    "slope_6",
+    "slope_11",
+    "n_missing",
+    "last_missing",
+    "steps_since_obs",
+    "tod_sin",
+    "tod_cos",
+    "dow_sin",
+    "dow_cos",
+    "weekend",
+    "profile_t",
+    "profile_std_t",
+    *(f"profile_h{h}" for h in HORIZONS_MIN),
+    *(f"profile_delta_h{h}" for h in HORIZONS_MIN),
+    "dev_last",
+    "dev_mean_3",
+    "dev_mean_12",
+    "up_last",
+    "up_dev",
+    "up_slope_3",
+    "down_last",
+    "down_dev",
+    "down_slope_3",
+    "hop2_dev",
+    "network_dev",
+    "network_slope_3",
+    "sensor_mean",
+    "sensor_std",
+    "degree_in",
+    "degree_out",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureContext:
+    """Everything the features need that is fitted on the training period.
+
+    profile / profile_std: (N, 2, SLOTS_PER_DAY) mean / std of observed speed by
+    day type (0 weekday, 1 weekend) and 5-minute slot of the day.
+    w_up / w_down: (N, N) row-normalised road-graph weights without the diagonal;
+    row i of w_up weighs the sensors upstream of i (adjacency[j, i] > 0), of
+    w_down those downstream (adjacency[i, j] > 0). w_hop2 = two hops, both ways.
+    """
+
+    sensor_ids: tuple[str, ...]
+    profile: np.ndarray
+    profile_std: np.ndarray
+    sensor_mean: np.ndarray
+    sensor_std: np.ndarray
+    w_up: np.ndarray
+    w_down: np.ndarray
+    w_hop2: np.ndarray
+    degree_in: np.ndarray
+    degree_out: np.ndarray
+    train_start_ms: int
+    train_end_ms: int
+
+    @property
+    def n_sensors(self) -> int:
+        return len(self.sensor_ids)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        arrays = {
+            name: getattr(self, name)
+            for name in (
+                "profile", "profile_std", "sensor_mean", "sensor_std", "w_up", "w_down", "w_hop2",
+                "degree_in", "degree_out",
+            )
+        }
+        np.savez_compressed(
+            buffer,
+            sensor_ids=np.array(self.sensor_ids, dtype=str),
+            train_range_ms=np.array([self.train_start_ms, self.train_end_ms], dtype=np.int64),
+            **arrays,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeatureContext:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                values = {k: np.asarray(npz[k]) for k in npz.files}
+        except (ValueError, KeyError, OSError) as exc:
+            raise DataError(f"not a feature context .npz: {exc}") from None
+        start, end = (int(v) for v in values.pop("train_range_ms"))
+        ids = tuple(str(s) for s in values.pop("sensor_ids"))
+        return cls(sensor_ids=ids, train_start_ms=start, train_end_ms=end, **values)
+
+    def restrict(self, sensor_ids: tuple[str, ...]) -> FeatureContext:
+        """The context for a subset of sensors (graph weights renormalised over the subset)."""
+        index = {sid: i for i, sid in enumerate(self.sensor_ids)}
+        cols = np.array([index[s] for s in sensor_ids])
+        return FeatureContext(
+            sensor_ids=tuple(sensor_ids),
+            profile=self.profile[cols],
+            profile_std=self.profile_std[cols],
+            sensor_mean=self.sensor_mean[cols],
+            sensor_std=self.sensor_std[cols],
+            w_up=_row_normalise(self.w_up[np.ix_(cols, cols)]),
+            w_down=_row_normalise(self.w_down[np.ix_(cols, cols)]),
+            w_hop2=_row_normalise(self.w_hop2[np.ix_(cols, cols)]),
+            degree_in=self.degree_in[cols],
+            degree_out=self.degree_out[cols],
+            train_start_ms=self.train_start_ms,
+            train_end_ms=self.train_end_ms,
+        )
+
+
+def _row_normalise(w: np.ndarray) -> np.ndarray:
+    sums = w.sum(axis=1, keepdims=True)
+    return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
+
+
+def slot_and_daytype(times_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """5-minute slot of the day, day type (1 = Saturday/Sunday) and day of week (0 = Monday)."""
+    times_ms = np.asarray(times_ms, dtype=np.int64)
+    slot = (times_ms % _DAY_MS) // STEP_MS
+    dow = (times_ms // _DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
+    return slot.astype(np.int64), (dow >= 5).astype(np.int64), dow.astype(np.int64)
+
+
+def history_from_speeds(speed_window: np.ndarray) -> np.ndarray:
+    """Loader speeds (0 = missing) to the float64 history ``build_features`` takes (NaN = missing)."""
+    history = np.asarray(speed_window, dtype=np.float64).copy()
+    history[~np.isfinite(history) | (history <= 0)] = np.nan
+    return history
+
+
+def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureContext:
+    """Fit the profiles and sensor constants on the steps of ``data`` whose split is 'train'."""
+    train = split_of(data.times_ms) == "train"
+    if not train.any():
+        raise DataError("the data has no steps in the training period; cannot fit the feature context")
+    speed = history_from_speeds(data.speed[train])
+    times = data.times_ms[train]
+    slot, daytype, _ = slot_and_daytype(times)
+    n = speed.shape[1]
+    observed = np.isfinite(speed)
+    filled = np.where(observed, speed, 0.0)
+    sensor_mean = np.divide(filled.sum(0), observed.sum(0), out=np.full(n, np.nan), where=observed.sum(0) > 0)
+    overall = float(np.nanmean(speed)) if observed.any() else 60.0
+    sensor_mean = np.where(np.isfinite(sensor_mean), sensor_mean, overall)
+    sq = np.where(observed, (speed - sensor_mean) ** 2, 0.0).sum(0)
+    sensor_std = np.sqrt(np.divide(sq, observed.sum(0), out=np.zeros(n), where=observed.sum(0) > 0))
+
+    key = daytype * SLOTS_PER_DAY + slot
+    total = np.zeros((2 * SLOTS_PER_DAY, n))
+    total_sq = np.zeros((2 * SLOTS_PER_DAY, n))
+    count = np.zeros((2 * SLOTS_PER_DAY, n))
+    np.add.at(total, key, filled)
+    np.add.at(total_sq, key, filled**2)
+    np.add.at(count, key, observed.astype(np.float64))
+    # Smooth over +-1 slot (circular) so sparse slots borrow from their neighbours.
+    total, total_sq, count = (
+        _smooth_slots(a.reshape(2, SLOTS_PER_DAY, n)) for a in (total, total_sq, count)
+    )
+    prior = 3.0  # shrink thin cells toward the sensor mean
+    profile = (total + prior * sensor_mean) / (count + prior)
+    var = np.divide(total_sq, count, out=np.zeros_like(total), where=count > 0) - np.divide(
+        total, count, out=np.zeros_like(total), where=count > 0
+    ) ** 2
+    profile_std = np.sqrt(np.clip((var * count + prior * sensor_std**2) / (count + prior), 0.0, None))
+
+    adjacency = load_adjacency(data.sensor_ids) if adjacency is None else np.asarray(adjacency, dtype=np.float64)
+    a = adjacency.copy()
+    np.fill_diagonal(a, 0.0)
+    w_down = _row_normalise(a)
+    w_up = _row_normalise(a.T)
+    sym = a + a.T
+    hop2 = sym @ sym
+    np.fill_diagonal(hop2, 0.0)
+    return FeatureContext(
+        sensor_ids=tuple(data.sensor_ids),
+        profile=profile.transpose(2, 0, 1).copy(),
+        profile_std=profile_std.transpose(2, 0, 1).copy(),
+        sensor_mean=sensor_mean,
+        sensor_std=sensor_std,
+        w_up=w_up,
+        w_down=w_down,
+        w_hop2=_row_normalise(hop2),
+        degree_in=a.sum(0),
+        degree_out=a.sum(1),
+        train_start_ms=int(times[0]),
+        train_end_ms=int(times[-1]) + STEP_MS,
+    )
+
+
+def _smooth_slots(a: np.ndarray) -> np.ndarray:
+    return a + 0.5 * (np.roll(a, 1, axis=1) + np.roll(a, -1, axis=1))
+
+
+def build_features(history: np.ndarray, step_ms: int, ctx: FeatureContext) -> np.ndarray:
+    """Features (N, len(FEATURE_NAMES)) at step t from ``history`` (HISTORY_STEPS, N), steps t-11..t, NaN = missing."""
+    history = np.asarray(history, dtype=np.float64)
+    if history.shape != (HISTORY_STEPS, ctx.n_sensors):
+        raise DataError(f"history has shape {history.shape}, expected ({HISTORY_STEPS}, {ctx.n_sensors})")
+    return build_features_batch(history[None], np.array([step_ms], dtype=np.int64), ctx)[0]
+
+
+def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> np.ndarray:
+    """``build_features`` over a stack: histories (B, HISTORY_STEPS, N), steps_ms (B,) -> (B, N, F) float32."""
+    x = np.asarray(histories, dtype=np.float64)
+    steps_ms = np.asarray(steps_ms, dtype=np.int64)
+    b, k, n = x.shape
+    if k != HISTORY_STEPS or n != ctx.n_sensors or steps_ms.shape != (b,):
+        raise DataError(f"histories {x.shape} / steps {steps_ms.shape} do not match ({HISTORY_STEPS}, {ctx.n_sensors})")
+    x = np.where(x > 0, x, np.nan)  # 0, negatives and NaN all mean missing
+    observed = np.isfinite(x)
+
+    # Profile at each history step and at the targets (indices only need the step times).
+    offsets = np.arange(-(HISTORY_STEPS - 1), 1) * STEP_MS
+    hist_times = steps_ms[:, None] + offsets[None, :]
+    hist_profile = _profile_at(ctx.profile, hist_times)  # (B, K, N)
+    # Impute: carry the last observation forward, before the first one use the profile.
+    idx = np.where(observed, np.arange(k)[None, :, None], -1)
+    last_idx = np.maximum.accumulate(idx, axis=1)
+    gathered = np.take_along_axis(np.where(observed, x, 0.0), np.clip(last_idx, 0, None), axis=1)
+    filled = np.where(last_idx >= 0, gathered, hist_profile)
+    last = filled[:, -1]
+
+    def tail_mean(m: int) -> np.ndarray:
+        seg, obs = x[:, -m:], observed[:, -m:]
+        cnt = obs.sum(1)
+        s = np.where(obs, seg, 0.0).sum(1)
+        return np.where(cnt > 0, s / np.maximum(cnt, 1), filled[:, -m:].mean(1))
+
+    mean3, mean6, mean12 = tail_mean(3), tail_mean(6), tail_mean(12)
+    slot, daytype, dow = slot_and_daytype(steps_ms)
+    tod = 2 * np.pi * slot / SLOTS_PER_DAY
+    dw = 2 * np.pi * dow / 7
+    prof_t = hist_profile[:, -1]
+    prof_std_t = _profile_at(ctx.profile_std, steps_ms[:, None])[:, 0]
+    prof_h = [_profile_at(ctx.profile, (steps_ms + HORIZON_STEPS[h] * STEP_MS)[:, None])[:, 0] for h in HORIZONS_MIN]
+    dev = filled - hist_profile
+    dev_last = dev[:, -1]
+    slope3 = last - filled[:, -4]
+
+    def graph(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return v @ w.T  # (B, N) @ (N, N).T: row i mixes the sensors weighted in w[i]
+
+    network_dev = np.broadcast_to(dev_last.mean(1, keepdims=True), (b, n))
+    network_slope = np.broadcast_to(slope3.mean(1, keepdims=True), (b, n))
+    ones = np.ones((b, n))
+    columns = [
+        last,
+        *(filled[:, -1 - lag] for lag in _LAGS),
+        mean3,
+        mean6,
+        mean12,
+        filled.std(1),
+        filled.min(1),
+        filled.max(1),
+        slope3,
+        last - filled[:, -7],
+        last - filled[:, 0],
+        (~observed).sum(1).astype(np.float64),
+        (~observed[:, -1]).astype(np.float64),
+        np.where(last_idx[:, -1] >= 0, k - 1 - last_idx[:, -1], k).astype(np.float64),
+        np.sin(tod)[:, None] * ones,
+        np.cos(tod)[:, None] * ones,
+        np.sin(dw)[:, None] * ones,
+        np.cos(dw)[:, None] * ones,
+        daytype[:, None] * ones,
+        prof_t,
+        prof_std_t,
+        *prof_h,
+        *(p - prof_t for p in prof_h),
+        dev_last,
+        dev[:, -3:].mean(1),
+        dev.mean(1),
+        graph(ctx.w_up, last),
+        graph(ctx.w_up, dev_last),
+        graph(ctx.w_up, slope3),
+        graph(ctx.w_down, last),
+        graph(ctx.w_down, dev_last),
+        graph(ctx.w_down, slope3),
+        graph(ctx.w_hop2, dev_last),
+        network_dev,
+        network_slope,
+        ctx.sensor_mean[None, :] * ones,
+        ctx.sensor_std[None, :] * ones,
+        ctx.degree_in[None, :] * ones,
+        ctx.degree_out[None, :] * ones,
+    ]
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def _profile_at(profile: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
+    """profile (N, 2, S) looked up at times (B, M) -> (B, M, N)."""
+    slot, daytype, _ = slot_and_daytype(times_ms)
+    return profile[:, daytype, slot].transpose(1, 2, 0)
