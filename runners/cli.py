@@ -26,6 +26,8 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 COMMAND_MODULES: tuple[str, ...] = (
     "runners.setup_cmd",
     "runners.platform.cli",
+    "runners.topics",
+    "pipelines.replay",
 )
 
 

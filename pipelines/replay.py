@@ -1,0 +1,399 @@
+"""``traffic replay``: METR-LA readings to the raw topic, as the road sensors would send them.
+
+Steps go out in event-time order; within a step, one RawReading per sensor
+(key = sensor id). ``event_time`` inside the record is the reading's time in
+the data set; the Kafka record timestamp is the produce time (CreateTime =
+now), as for a real sensor feed. ``speed`` is a speed-up factor: 1 sends one
+5-minute step every 300 s, 300 one step a second, ``math.inf`` (``--speed
+max``) as fast as the producer goes. With ``loops`` > 1 (0 = forever) the range
+is replayed again with event times shifted forward by its span, so they keep
+increasing. Missing readings (speed 0) are real data and are sent as they are.
+``inject_bad`` mixes in the malformed and hostile records of
+:mod:`pipelines.bad_records`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaException, Producer
+from tqdm import tqdm
+
+from ml.dataset import BUNDLED_DIR, STEP_MS, MetrLA, load_metrla
+from pipelines.bad_records import BadRecordInjector, Reading
+from runners.settings import get_settings
+from runners.topics import check_kafka, kafka_client_config
+from schemas.codec import AvroCodec, codec_for
+from schemas.exceptions import TrafficError
+from schemas.topics import get_topic_settings
+
+__all__ = [
+    "ReplayError",
+    "ReplayReport",
+    "known_sensor_ids",
+    "print_report",
+    "producer_config",
+    "register",
+    "replay",
+    "run",
+]
+
+STEP_S = STEP_MS / 1000
+
+
+class ReplayError(TrafficError):
+    """The replay cannot start or could not deliver its records."""
+
+
+@dataclass
+class ReplayReport:
+    """What one replay sent."""
+
+    topic: str
+    readings: int = 0
+    missing: int = 0
+    bad: dict[str, int] = field(default_factory=dict)
+    steps: int = 0
+    loops: int = 0
+    sensors: int = 0
+    first_event_ms: int | None = None
+    last_event_ms: int | None = None
+    elapsed_s: float = 0.0
+    undelivered: int = 0
+    interrupted: bool = False
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+    @property
+    def events(self) -> int:
+        return self.readings + self.bad_total
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(bad_total=self.bad_total, events=self.events, events_per_s=round(self.events_per_s, 1))
+        return out
+
+
+def producer_config(
+    bootstrap_servers: str,
+    linger_ms: float = 20.0,
+    batch_size: int = 1_000_000,
+    compression: str = "zstd",
+    **extra: Any,
+) -> dict[str, Any]:
+    """An idempotent, batching, compressing producer's settings (librdkafka names)."""
+    return kafka_client_config(
+        bootstrap_servers,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.size": batch_size,
+            "compression.type": "none" if compression == "producer" else compression,
+            "message.timeout.ms": 60_000,
+            "queue.buffering.max.messages": 500_000,
+            **extra,
+        },
+    )
+
+
+def known_sensor_ids(data: MetrLA) -> frozenset[str]:
+    """Every real sensor id: the data's and the bundled sensor list's (unknown-sensor records avoid them)."""
+    bundled = (BUNDLED_DIR / "sensors.csv").read_text().splitlines()[1:]
+    return frozenset(data.sensor_ids) | {line.split(",")[0] for line in bundled if line}
+
+
+class _Deliveries:
+    """Counts failed deliveries (librdkafka reports only errors: ``delivery.report.only.error``)."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = err.str()
+
+
+def _pace(producer: Producer, deadline: float, stop: threading.Event | None) -> None:
+    while (remaining := deadline - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            return
+        producer.poll(min(remaining, 0.2))
+
+
+def _select(
+    data: MetrLA | str | Path | None, start_ms: int | None, end_ms: int | None, sensors: list[str] | None
+) -> tuple[MetrLA, MetrLA]:
+    full = data if isinstance(data, MetrLA) else load_metrla(data)
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ReplayError("the time range is empty: --start must be before --end")
+    chosen = full.between(start_ms, end_ms)
+    if chosen.n_steps == 0:
+        first, last = (np.datetime64(int(full.times_ms[i]), "ms") for i in (0, -1)) if full.n_steps else ("-", "-")
+        raise ReplayError(f"no readings in the requested time range; the data covers {first} to {last}")
+    if sensors:
+        chosen = chosen.only(list(dict.fromkeys(sensors)))
+    return full, chosen
+
+
+def replay(
+    data: MetrLA | str | Path | None,
+    producer_config: dict[str, Any],
+    topic: str,
+    speed: float = 1.0,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    sensors: list[str] | None = None,
+    loops: int = 1,
+    inject_bad: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    codec: AvroCodec | None = None,
+    max_message_bytes: int = 1_048_588,
+    stop: threading.Event | None = None,
+    flush_timeout_s: float = 60.0,
+) -> ReplayReport:
+    """Replay ``data`` (a :class:`MetrLA`, a path, or None for the bundled copy) to ``topic``.
+
+    ``loops`` = 0 repeats until ``stop`` is set (or Ctrl-C). Returns what was sent;
+    raises :class:`ReplayError` when Kafka or the topic is missing or records were not delivered.
+    """
+    if not speed > 0:
+        raise ReplayError(f"the speed factor must be positive, not {speed}")
+    if not 0.0 <= inject_bad <= 1.0:
+        raise ReplayError(f"--inject-bad must be a fraction within [0, 1], not {inject_bad}")
+    if loops < 0:
+        raise ReplayError(f"loops must be >= 0 (0 = forever), not {loops}")
+    full, chosen = _select(data, start_ms, end_ms, sensors)
+    codec = codec or AvroCodec("raw_reading")
+    injector = BadRecordInjector(inject_bad, codec, known_sensor_ids(full), seed, max_message_bytes=max_message_bytes)
+
+    deliveries = _Deliveries()
+    config = {**producer_config, "delivery.report.only.error": True, "on_delivery": deliveries}
+    producer = Producer(config)
+    bootstrap = str(config.get("bootstrap.servers"))
+    metadata = check_kafka(producer, bootstrap)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        raise ReplayError(f"topic {topic} does not exist on {bootstrap}; create it with `traffic topics create`")
+
+    n_steps, n_sensors = chosen.speed.shape
+    span_ms = int(chosen.times_ms[-1] - chosen.times_ms[0]) + STEP_MS
+    keys = [sid.encode() for sid in chosen.sensor_ids]
+    sensor_ids = chosen.sensor_ids
+    interval_s = 0.0 if math.isinf(speed) else STEP_S / speed
+    report = ReplayReport(topic=topic, sensors=n_sensors)
+    bad_counts: Counter = injector.counts
+    bar = tqdm(
+        total=n_steps * n_sensors * loops if loops else None,
+        unit="ev", unit_scale=True, disable=not progress, desc=f"replay -> {topic}", smoothing=0.1,
+    )
+    produce, poll, encode = producer.produce, producer.poll, codec.encode
+    started = time.monotonic()
+    step_no = 0
+    try:
+        loop = 0
+        while loops == 0 or loop < loops:
+            shift_ms = loop * span_ms
+            for i in range(n_steps):
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                if interval_s:
+                    _pace(producer, started + step_no * interval_s, stop)
+                event_ms = int(chosen.times_ms[i]) + shift_ms
+                row = chosen.speed[i].tolist()
+                bad_after = set(injector.plan(n_sensors).tolist())
+                for j in range(n_sensors):
+                    value = encode({"sensor_id": sensor_ids[j], "event_time": event_ms, "speed_mph": row[j]})
+                    _send(produce, poll, topic, keys[j], value)
+                    if j in bad_after:
+                        bad = injector.make(Reading(sensor_ids[j], event_ms, row[j]), value)
+                        _send(produce, poll, topic, bad.key, bad.value)
+                poll(0)
+                report.missing += row.count(0.0)
+                report.readings += n_sensors
+                report.steps += 1
+                step_no += 1
+                report.first_event_ms = event_ms if report.first_event_ms is None else report.first_event_ms
+                report.last_event_ms = event_ms
+                bar.update(n_sensors)
+            loop += 1
+            report.loops = loop
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        bar.close()
+        remaining = producer.flush(flush_timeout_s)
+        report.elapsed_s = time.monotonic() - started
+        report.bad = {kind: bad_counts[kind] for kind in injector.kinds if bad_counts[kind]}
+        report.undelivered = remaining + deliveries.failed
+    if report.undelivered:
+        reason = f": {deliveries.first_error}" if deliveries.first_error else " before the flush timeout"
+        raise ReplayError(f"{report.undelivered} of {report.events} records were not delivered to {topic}{reason}")
+    return report
+
+
+def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            produce(topic, value, key)
+            return
+        except BufferError:
+            poll(0.05)  # the local queue is full: let librdkafka send, then retry
+        except KafkaException as exc:
+            raise ReplayError(f"cannot produce to {topic}: {exc.args[0].str() if exc.args else exc}") from None
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _parse_time(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReplayError(f"{flag} {text!r} is not an ISO timestamp such as 2012-03-01T06:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _parse_speed(text: str) -> float:
+    if text.lower() in ("max", "inf"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'max'") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"the speed factor must be a positive number or 'max', not {text}")
+    return value
+
+
+def _parse_sensors(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise ReplayError(f"cannot read the sensor list {text[1:]}: {exc.strerror}") from None
+    sensors = [s.strip() for s in text.replace(",", "\n").splitlines() if s.strip() and not s.startswith("#")]
+    if not sensors:
+        raise ReplayError("the sensor list is empty")
+    return sensors
+
+
+def _iso(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def print_report(report: ReplayReport, out: Any = sys.stdout) -> None:
+    """The end-of-run summary: events/s and, when any were sent, the bad-record table."""
+    state = "interrupted after" if report.interrupted else "replayed"
+    print(
+        f"{state} {report.readings:,} readings ({report.missing:,} missing) from {report.sensors} sensors"
+        f" + {report.bad_total:,} bad records, {report.steps:,} steps {_iso(report.first_event_ms)}"
+        f" .. {_iso(report.last_event_ms)}, to {report.topic} in {report.elapsed_s:.2f} s:"
+        f" {report.events_per_s:,.0f} events/s",
+        file=out,
+    )
+    if report.bad:
+        width = max(len(kind) for kind in [*report.bad, "bad record kind"])
+        print(f"{'bad record kind'.ljust(width)}  sent", file=out)
+        for kind, count in report.bad.items():
+            print(f"{kind.ljust(width)}  {count:>5}", file=out)
+        print(f"{'total'.ljust(width)}  {report.bad_total:>5}", file=out)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    start_ms, end_ms = _parse_time(args.start, "--start"), _parse_time(args.end, "--end")
+    settings = get_topic_settings()
+    config = producer_config(
+        args.bootstrap_servers, linger_ms=args.linger_ms, batch_size=args.batch_size, compression=args.compression
+    )
+    report = replay(
+        args.data,
+        config,
+        args.topic or settings.raw,
+        speed=args.speed,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        sensors=_parse_sensors(args.sensors),
+        loops=args.loop,
+        inject_bad=args.inject_bad,
+        seed=args.seed,
+        progress=not args.no_progress,
+        codec=codec_for("raw_reading", args.registry_url or settings.registry_url),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    print_report(report)
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    settings = get_topic_settings()
+    parser = subparsers.add_parser(
+        "replay",
+        help="send METR-LA readings to the raw topic in event-time order",
+        description=__doc__.split("\n\n")[1].replace("``", "`"),
+    )
+    parser.add_argument("--data", default=None, help="a .npz or .h5 file, local or hdfs:// (default: bundled copy)")
+    parser.add_argument("--bootstrap-servers", default=get_settings().kafka_bootstrap, help="default: %(default)s")
+    parser.add_argument("--topic", default=None, help=f"default: {settings.raw}")
+    parser.add_argument(
+        "--speed", type=_parse_speed, default=1.0, help="speed-up: 1 = real time, 300 = a step per second, max"
+    )
+    parser.add_argument("--start", help="first event time, ISO (e.g. 2012-03-01T06:00; UTC unless an offset is given)")
+    parser.add_argument("--end", help="event times before this, ISO")
+    parser.add_argument("--sensors", help="comma-separated sensor ids, or @FILE with one id per line")
+    parser.add_argument(
+        "--loop", type=int, nargs="?", const=0, default=1, metavar="N",
+        help="replay N times (bare --loop: until Ctrl-C), event times shifted forward each pass",
+    )
+    parser.add_argument("--inject-bad", type=float, default=0.0, metavar="FRACTION",
+                        help="bad records per good reading (e.g. 0.01); see pipelines/bad_records.py")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bad-record injection")
+    parser.add_argument("--report-json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--linger-ms", type=float, default=20.0, help="producer batching delay (%(default)s ms)")
+    parser.add_argument("--batch-size", type=int, default=1_000_000, help="producer batch bytes (%(default)s)")
+    parser.add_argument(
+        "--compression", default="zstd" if settings.compression in ("producer", "none") else settings.compression,
+        choices=["none", "gzip", "snappy", "lz4", "zstd"], help="producer compression (%(default)s)",
+    )
+    parser.add_argument("--registry-url", default=None, help="schema registry (default: TRAFFIC_TOPICS_REGISTRY_URL)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_cmd_replay)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.replay ...`` = ``traffic replay ...``."""
+    from runners.cli import main
+
+    return main(["replay", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())
