@@ -1,0 +1,62 @@
+"""``traffic platform up|down|status [SERVICE...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from runners.platform import ALL_SERVICES, Platform
+from runners.settings import PlatformSettings
+
+__all__ = ["format_status", "register"]
+
+
+def format_status(rows: list) -> str:
+    header = f"{'SERVICE':10} {'STATE':9} {'PID':15} {'HEALTH':7} PORTS"
+    lines = [header]
+    for row in rows:
+        pids = ",".join(str(p) for p in row.pids) or "-"
+        health = "ok" if row.healthy else "-"
+        lines.append(f"{row.service:10} {row.state:9} {pids:15} {health:7} {row.port_text()}")
+    return "\n".join(lines)
+
+
+def _settings(args: argparse.Namespace) -> PlatformSettings:
+    overrides = {"work_dir": args.work_dir} if args.work_dir else {}
+    return PlatformSettings(**overrides)
+
+
+def _up(args: argparse.Namespace) -> int:
+    platform = Platform(_settings(args))
+    platform.up(args.services, echo=print)
+    print(format_status(platform.status(args.services)))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    Platform(_settings(args)).down(args.services, echo=print)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    rows = Platform(_settings(args)).status(args.services)
+    print(format_status(rows))
+    wanted_up = [r for r in rows if r.state != "stopped"]
+    return 0 if all(r.healthy for r in wanted_up) else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "platform", help="start, stop or show the local services (kafka, flink, jobserver, hdfs)",
+        description="Local services on 127.0.0.1; ports, heaps and directories come from TRAFFIC_* settings. "
+        "PID files and logs live in <work_dir>/run and <work_dir>/logs.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, func, text in (
+        ("up", _up, "start the services (all if none named) and wait until healthy; harmless if running"),
+        ("down", _down, "stop the services this work directory started"),
+        ("status", _status, "show each service's state, PIDs, health and ports (exit 1 if one is unhealthy)"),
+    ):
+        sub = actions.add_parser(action, help=text, description=text)
+        sub.add_argument("services", nargs="*", metavar="SERVICE", help=f"one or more of: {', '.join(ALL_SERVICES)}")
+        sub.add_argument("--work-dir", help="work directory (default: TRAFFIC_WORK_DIR or <repo>/.work)")
+        sub.set_defaults(func=func)

@@ -1,0 +1,102 @@
+"""A Flink 1.19 session cluster: one JobManager and one TaskManager on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+
+from runners.install import FLINK_VERSION
+from runners.platform.service import JAVA_BASE_OPTS, Launch, Service
+
+__all__ = ["JAVA17_OPENS", "FlinkService", "render_flink_config"]
+
+# The module openings Flink's own distribution config passes on Java 17 (plus IPv4 for this sandbox).
+JAVA17_OPENS: tuple[str, ...] = (
+    "--add-exports=java.base/sun.net.util=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED",
+    *(f"--add-opens=java.base/{pkg}=ALL-UNNAMED" for pkg in (
+        "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text",
+        "java.time", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
+        "java.util.concurrent.locks")),
+)
+
+
+def render_flink_config(settings_values: dict[str, object]) -> str:
+    """Flat ``key: value`` YAML (Flink 1.19 ``config.yaml``); strings are JSON-quoted, valid YAML."""
+    return "".join(f"{key}: {json.dumps(value)}\n" for key, value in settings_values.items())
+
+
+class FlinkService(Service):
+    name = "flink"
+    process_names = ("flink-jobmanager", "flink-taskmanager")
+
+    def ports(self) -> dict[str, int]:
+        return {"rest": self.settings.flink_rest_port, "rpc": self.settings.flink_rpc_port}
+
+    def check_installed(self) -> None:
+        self._require_installed(self.layout.flink_home / "lib" / f"flink-dist-{FLINK_VERSION}.jar",
+                                f"Flink {FLINK_VERSION}")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    def config_values(self) -> dict[str, object]:
+        s = self.settings
+        return {
+            "env.java.opts.all": " ".join((*JAVA17_OPENS, *JAVA_BASE_OPTS)),
+            "jobmanager.rpc.address": s.host,
+            "jobmanager.rpc.port": s.flink_rpc_port,
+            "jobmanager.bind-host": s.host,
+            "jobmanager.memory.heap.size": f"{s.flink_jobmanager_heap_mb}m",
+            "jobmanager.memory.off-heap.size": "128m",
+            "jobmanager.memory.jvm-metaspace.size": "256m",
+            "jobmanager.execution.failover-strategy": "region",
+            "taskmanager.bind-host": s.host,
+            "taskmanager.host": s.host,
+            "taskmanager.numberOfTaskSlots": s.flink_task_slots,
+            "taskmanager.memory.process.size": f"{s.flink_taskmanager_process_mb}m",
+            "taskmanager.memory.managed.fraction": 0.2,
+            "parallelism.default": 1,
+            "rest.address": s.host,
+            "rest.bind-address": s.host,
+            "rest.port": s.flink_rest_port,
+            "blob.server.port": "0",
+            "state.checkpoints.dir": self.checkpoint_dir.as_uri(),
+            "state.savepoints.dir": (self.data_dir / "savepoints").as_uri(),
+            "io.tmp.dirs": str(self.data_dir / "tmp"),
+            "web.tmpdir": str(self.data_dir / "web"),
+            "web.upload.dir": str(self.data_dir / "upload"),
+            "env.pid.dir": str(self.settings.run_dir / "flink"),
+            "env.log.dir": str(self.settings.logs_dir / "flink"),
+        }
+
+    def prepare(self) -> list[Launch]:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("checkpoints", "savepoints", "tmp", "web", "upload"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.settings.run_dir / "flink").mkdir(parents=True, exist_ok=True)
+        (self.settings.logs_dir / "flink").mkdir(parents=True, exist_ok=True)
+        (self.conf_dir / "config.yaml").write_text(render_flink_config(self.config_values()))
+        dist_conf = self.layout.flink_home / "conf"
+        for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml", "logback.xml"):
+            shutil.copyfile(dist_conf / name, self.conf_dir / name)
+        env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir), FLINK_LOG_DIR=str(self.settings.logs_dir / "flink"),
+                   FLINK_PID_DIR=str(self.settings.run_dir / "flink"))
+        env.pop("FLINK_HOME", None)
+        bin_dir = self.layout.flink_home / "bin"
+        return [
+            Launch("flink-jobmanager", ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env),
+            Launch("flink-taskmanager", ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env),
+        ]
+
+    def healthy(self) -> bool:
+        if self.settings.flink_rest_port not in self.listening_ports():
+            return False
+        overview = httpx.get(f"{self.settings.flink_rest_url}/overview", timeout=3).raise_for_status().json()
+        return int(overview.get("taskmanagers", 0)) >= 1 and int(overview.get("slots-total", 0)) >= 1
