@@ -1,0 +1,125 @@
+"""The FastAPI app factory: ``create_app(settings)``.
+
+The lifespan builds one :class:`~api.runtime.Runtime` per app: the sensor
+catalog, live state, fan-out hub, metrics, model info, and the single Kafka
+consumer thread. Routes live in :mod:`api.routes`; guards in :mod:`api.security`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.broker import KafkaFeed
+from api.hub import Hub
+from api.metrics import ApiMetrics
+from api.model_info import ModelInfo
+from api.routes import alerts, dashboard, model, ops, predictions, sensors, stream
+from api.runtime import Runtime
+from api.security import BodySizeLimit, RateLimit
+from api.settings import ApiSettings, get_settings
+from api.state import LiveState, SensorCatalog
+from api.vendor import ensure_vendor
+from ml.exceptions import ModelRegistryError
+from schemas.topics import TopicSettings, get_topic_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _RequestMetrics:
+    """Counts requests by route template and status; times the non-streaming ones."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("/dashboard" if scope["path"].startswith("/dashboard") else "other")
+            self.metrics.requests.labels(path, str(status)).inc()
+            if path != "/stream":
+                self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
+
+
+def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
+               *, start_feed: bool = True) -> FastAPI:
+    """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly)."""
+    settings = settings or get_settings()
+    topics = topics or get_topic_settings()
+    if settings.require_vendor:
+        ensure_vendor(settings.static_dir)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog = SensorCatalog.from_csv(settings.sensors_csv)
+        runtime = Runtime(
+            settings=settings, topics=topics, catalog=catalog,
+            state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
+            hub=Hub(settings.ring_buffer_size, settings.client_queue_size),
+            metrics=metrics, model=ModelInfo(settings.model_registry),
+        )
+        try:
+            runtime.model.reload()
+        except ModelRegistryError as exc:
+            log.warning("no model yet: %s", exc)
+        if start_feed:
+            runtime.feed = KafkaFeed(
+                settings.kafka_bootstrap, topics, runtime.ingest, asyncio.get_running_loop(),
+                consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
+                metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
+            )
+            runtime.feed.start()
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.hub.close()
+            if runtime.feed is not None:
+                await asyncio.to_thread(runtime.feed.stop)
+
+    app = FastAPI(
+        title="Traffic forecasting API",
+        version="0.1.0",
+        summary="METR-LA speed forecasts: live SSE stream, REST, health, metrics and a live map dashboard.",
+        lifespan=lifespan,
+    )
+    for module in (stream, predictions, sensors, alerts, ops, dashboard):
+        app.include_router(module.router)
+    app.include_router(model.router)
+    app.include_router(model.admin_router)
+    app.mount("/dashboard", StaticFiles(directory=settings.static_dir, html=True), name="dashboard")
+
+    # Middlewares run outermost-last-added: metrics see everything, then the guards.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                       allow_headers=["X-API-Key", "Last-Event-ID", "Content-Type"], max_age=600)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RateLimit, per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst,
+                       on_limited=metrics.rate_limited.inc)
+    app.add_middleware(_RequestMetrics, metrics=metrics)
+    return app

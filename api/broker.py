@@ -1,0 +1,168 @@
+"""The API's single Kafka consumer: a background thread feeding the asyncio loop.
+
+One :class:`KafkaFeed` per process reads the predictions and alerts topics (and
+the aggregates topic for actual speeds), decodes every record with the Avro
+codec, stamps it with its arrival time at the poll (``received_ms``, epoch ms),
+and hands each batch to the event loop with ``loop.call_soon_threadsafe``,
+where :class:`~api.state.LiveState` and :class:`~api.hub.Hub` take it.
+
+Partitions are assigned explicitly (no consumer group, nothing committed):
+every API process sees every record. At start the feed re-reads the last
+``backfill_per_partition`` records of each partition so the latest state is
+back after a restart; topics and partitions created later are picked up every
+``metadata_refresh_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from api.state import Record
+from schemas.codec import AvroCodec
+from schemas.exceptions import DecodeError
+from schemas.topics import TopicSettings
+
+__all__ = ["KafkaFeed", "check_kafka"]
+
+log = logging.getLogger(__name__)
+
+
+def check_kafka(bootstrap: str, timeout_s: float) -> dict[str, object]:
+    """A real round trip to the brokers (metadata request); raises KafkaException when down."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "traffic-api-health",
+                         "enable.auto.commit": False, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        return {"brokers": len(metadata.brokers), "topics": sorted(t for t in metadata.topics if not t.startswith("_"))}
+    finally:
+        consumer.close()
+
+
+class KafkaFeed:
+    """Consumes the API's topics on a daemon thread and delivers decoded batches to ``deliver``."""
+
+    def __init__(self, bootstrap: str, topics: TopicSettings, deliver: Callable[[list[Record]], None],
+                 loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
+                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500) -> None:
+        self.bootstrap = bootstrap
+        self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
+        if consume_actuals:
+            self.kinds[topics.aggregates] = "aggregate"
+        self.codecs = {
+            topics.predictions: AvroCodec("prediction"),
+            topics.alerts: AvroCodec("alert"),
+            topics.aggregates: AvroCodec("window_aggregate"),
+        }
+        self.deliver = deliver
+        self.loop = loop
+        self.backfill = backfill_per_partition
+        self.metadata_refresh_s = metadata_refresh_s
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.assigned: set[tuple[str, int]] = set()
+        self.consumed = 0
+        self.decode_errors = 0
+        self.last_error: str | None = None
+        self.last_poll_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="traffic-api-kafka", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _consumer(self) -> Consumer:
+        return Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"traffic-api-{uuid.uuid4().hex[:12]}",  # never joined: partitions are assigned
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,  # low delivery latency matters more than batching here
+            "fetch.min.bytes": 1,
+            "socket.connection.setup.timeout.ms": int(self.timeout_s * 1000),
+        })
+
+    def _assign_new(self, consumer: Consumer) -> None:
+        try:
+            metadata = consumer.list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            self.last_error = f"metadata: {exc}"
+            return
+        fresh = []
+        for topic in self.kinds:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for partition in meta.partitions:
+                if (topic, partition) in self.assigned:
+                    continue
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout_s)
+                fresh.append(TopicPartition(topic, partition, max(low, high - self.backfill)))
+        if fresh:
+            consumer.incremental_assign(fresh)
+            self.assigned.update((tp.topic, tp.partition) for tp in fresh)
+            log.info("api consumer assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in fresh))
+
+    def _decode(self, messages: list) -> list[Record]:
+        batch: list[Record] = []
+        received_ms = time.time() * 1000.0  # arrival at the API: stamped at the poll
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self.last_error = str(error)
+                continue
+            topic = message.topic()
+            try:
+                record = self.codecs[topic].decode(message.value())
+            except DecodeError as exc:
+                self.decode_errors += 1
+                log.warning("skipping undecodable record %s[%d]@%d: %s", topic, message.partition(),
+                            message.offset(), exc)
+                continue
+            batch.append((self.kinds[topic], record, received_ms))
+        return batch
+
+    def _run(self) -> None:
+        consumer = None
+        next_refresh = 0.0
+        try:
+            while not self._stop.is_set():
+                if consumer is None:
+                    consumer = self._consumer()
+                if time.monotonic() >= next_refresh:
+                    self._assign_new(consumer)
+                    next_refresh = time.monotonic() + self.metadata_refresh_s
+                if not self.assigned:
+                    self._stop.wait(0.2)
+                    continue
+                messages = consumer.consume(num_messages=self.batch_size, timeout=0.1)
+                self.last_poll_s = time.time()
+                if not messages:
+                    continue
+                batch = self._decode(messages)
+                self.consumed += len(batch)
+                if batch and not self.loop.is_closed():
+                    self.loop.call_soon_threadsafe(self.deliver, batch)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("api Kafka consumer stopped")
+        finally:
+            if consumer is not None:
+                consumer.close()

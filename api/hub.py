@@ -1,0 +1,194 @@
+"""The fan-out hub: one stream of events in, any number of filtered SSE clients out.
+
+Every event gets a monotonically increasing id and is encoded once as an SSE
+frame; the hub keeps the last ``ring_size`` events so a client reconnecting
+with ``Last-Event-ID`` gets exactly what it missed.
+
+Slow-client policy: each client has a bounded queue (``queue_size`` events).
+When a new event would overflow it, the client is marked *lagged* and removed
+from the hub; its stream sends one ``lagged`` event (carrying the id of the
+last event it was sent) and closes. The client may reconnect with that id as
+``Last-Event-ID``: if it is still in the ring buffer it resumes without a gap,
+otherwise it gets a fresh snapshot. Nobody else waits for a slow client.
+
+All methods run on the event loop thread (the Kafka thread hands batches over
+with ``loop.call_soon_threadsafe``), so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CONGESTION_RANK",
+    "EVENT_KINDS",
+    "SEVERITY_RANK",
+    "Event",
+    "EventFilter",
+    "Hub",
+    "Subscriber",
+    "encode_frame",
+]
+
+EVENT_KINDS: tuple[str, ...] = ("prediction", "alert", "reading")
+CONGESTION_RANK: dict[str, int] = {"UNKNOWN": 0, "FREE_FLOW": 1, "MODERATE": 2, "HEAVY": 3, "SEVERE": 4}
+SEVERITY_RANK: dict[str, int] = {"INFO": 1, "WARNING": 2, "CRITICAL": 3}
+
+
+def encode_frame(event_id: int | None, kind: str, data: Any) -> bytes:
+    """One SSE frame (``id``, ``event``, a single-line JSON ``data``)."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return f"{head}event: {kind}\ndata: {body}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event, already encoded."""
+
+    id: int
+    kind: str
+    sensor_id: str
+    horizon_min: int | None
+    rank: int  # congestion rank of a prediction, severity rank of an alert, 0 for readings
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What one client wants; ``None`` means no restriction.
+
+    A bounding box is resolved to the set of sensors inside it when the filter
+    is built, so matching is a set lookup per event.
+    """
+
+    sensors: frozenset[str] | None = None
+    horizons: frozenset[int] | None = None
+    kinds: frozenset[str] = frozenset(EVENT_KINDS)
+    min_congestion: int = 0
+    min_severity: int = 0
+
+    def matches(self, event: Event) -> bool:
+        if event.kind not in self.kinds:
+            return False
+        if self.sensors is not None and event.sensor_id not in self.sensors:
+            return False
+        if event.horizon_min is not None and self.horizons is not None and event.horizon_min not in self.horizons:
+            return False
+        if event.kind == "prediction" and event.rank < self.min_congestion:
+            return False
+        return not (event.kind == "alert" and event.rank < self.min_severity)
+
+    def matches_record(self, kind: str, record: dict[str, Any]) -> bool:
+        """The same test on a decoded record (used for snapshots and REST)."""
+        if kind == "prediction":
+            rank = CONGESTION_RANK.get(record.get("congestion", "UNKNOWN"), 0)
+        elif kind == "alert":
+            rank = SEVERITY_RANK.get(record.get("severity", "INFO"), 0)
+        else:
+            rank = 0
+        probe = Event(0, kind, record["sensor_id"], record.get("horizon_min"), rank, b"")
+        return self.matches(probe)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One connected client: its filter, its bounded queue, and whether it lagged."""
+
+    filter: EventFilter
+    limit: int
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    lagged: bool = False
+    closed: bool = False
+    last_sent_id: int = 0
+    dropped: int = 0
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event``; False (and lagged) when the queue is full."""
+        if self.queue.qsize() >= self.limit:
+            self.lagged = True
+            self.dropped += 1
+            self.queue.put_nowait(None)  # wake the stream so it reports the lag now
+            return False
+        self.queue.put_nowait(event)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put_nowait(None)
+
+    def drain(self, first: Event | None, max_events: int) -> list[Event]:
+        """``first`` plus whatever is already queued (up to ``max_events``), in order."""
+        batch = [first] if first is not None else []
+        while len(batch) < max_events and not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not None:
+                batch.append(item)
+        return batch
+
+
+class Hub:
+    """Assigns ids, keeps the ring buffer, and fans events out to subscribers."""
+
+    def __init__(self, ring_size: int, queue_size: int) -> None:
+        self.ring: deque[Event] = deque(maxlen=ring_size)
+        self.queue_size = queue_size
+        self.subscribers: set[Subscriber] = set()
+        self.last_id = 0
+        self.published = 0
+        self.lagged_total = 0
+        self.closed = False
+
+    def publish(self, items: Iterable[tuple[str, str, int | None, int, dict[str, Any]]]) -> list[Event]:
+        """Publish ``(kind, sensor_id, horizon_min, rank, data)`` items; returns the events."""
+        events = []
+        for kind, sensor_id, horizon, rank, data in items:
+            self.last_id += 1
+            event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data))
+            self.ring.append(event)
+            events.append(event)
+        self.published += len(events)
+        lagging = []
+        for sub in self.subscribers:
+            for event in events:
+                if sub.filter.matches(event) and not sub.offer(event):
+                    lagging.append(sub)
+                    break
+        for sub in lagging:
+            self.subscribers.discard(sub)
+            self.lagged_total += 1
+        return events
+
+    def subscribe(self, event_filter: EventFilter) -> Subscriber:
+        sub = Subscriber(event_filter, self.queue_size)
+        if self.closed:
+            sub.close()
+        else:
+            self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def replay_after(self, last_id: int, event_filter: EventFilter) -> list[Event] | None:
+        """Events after ``last_id`` matching the filter, or None when the ring no longer reaches back that far."""
+        if last_id > self.last_id:
+            return None  # an id from another process's lifetime
+        if last_id == self.last_id:
+            return []
+        if not self.ring or self.ring[0].id > last_id + 1:
+            return None
+        start = last_id + 1 - self.ring[0].id
+        return [e for i, e in enumerate(self.ring) if i >= start and event_filter.matches(e)]
+
+    def close(self) -> None:
+        """Tell every stream to finish (server shutdown)."""
+        self.closed = True
+        for sub in list(self.subscribers):
+            sub.close()
+        self.subscribers.clear()

@@ -1,0 +1,33 @@
+"""Prometheus metrics of one API instance (its own registry, so apps never collide in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ApiMetrics"]
+
+
+class ApiMetrics:
+    """Counters and gauges served by ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("traffic_api_requests_total", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.request_seconds = Histogram("traffic_api_request_seconds", "HTTP request latency (non-streaming)",
+                                         ["route"], registry=r)
+        self.records = Counter("traffic_api_records_total", "Kafka records ingested by kind", ["kind"], registry=r)
+        self.sse_clients = Gauge("traffic_api_sse_clients", "connected SSE clients", registry=r)
+        self.sse_connections = Counter("traffic_api_sse_connections_total", "SSE connections opened", registry=r)
+        self.sse_events_sent = Counter("traffic_api_sse_events_sent_total", "events written to SSE clients",
+                                       registry=r)
+        self.sse_lagged = Counter("traffic_api_sse_lagged_total", "clients dropped for lagging", registry=r)
+        self.sse_resumed = Counter("traffic_api_sse_resumed_total", "connections resumed from Last-Event-ID",
+                                   registry=r)
+        self.rate_limited = Counter("traffic_api_rate_limited_total", "requests refused by the rate limit",
+                                    registry=r)
+        self.hub_last_id = Gauge("traffic_api_hub_last_event_id", "id of the newest event", registry=r)
+        self.decode_errors = Gauge("traffic_api_kafka_decode_errors", "undecodable records skipped", registry=r)
+        self.assigned_partitions = Gauge("traffic_api_kafka_partitions", "partitions assigned to the consumer",
+                                         registry=r)

@@ -1,0 +1,104 @@
+"""Response models of the REST endpoints (they document the API in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Alert", "Analytics", "Health", "History", "Model", "Prediction", "Reading", "Sensor"]
+
+
+class Prediction(BaseModel):
+    sensor_id: str
+    event_time: int = Field(description="input step t, epoch ms")
+    target_time: int = Field(description="t + horizon, epoch ms")
+    horizon_min: int
+    predicted_speed_mph: float
+    lower_mph: float
+    upper_mph: float
+    coverage: float
+    congestion: str
+    model_version: str
+    processing_time: int
+    received_ms: float = Field(description="when the API consumed it, epoch ms")
+
+
+class Reading(BaseModel):
+    sensor_id: str
+    time_ms: int
+    speed_mph: float | None
+    received_ms: float
+
+
+class Alert(BaseModel):
+    alert_id: str
+    sensor_id: str
+    event_time: int
+    target_time: int
+    horizon_min: int
+    rule: str
+    severity: str
+    message: str
+    predicted_speed_mph: float
+    current_speed_mph: float | None
+    model_version: str
+    processing_time: int
+    received_ms: float
+
+
+class Sensor(BaseModel):
+    sensor_id: str
+    latitude: float
+    longitude: float
+    latest_reading: Reading | None
+    latest_predictions: dict[str, Prediction] = Field(description="by horizon in minutes")
+
+
+class HistoryPoint(BaseModel):
+    time_ms: int
+    speed_mph: float | None
+
+
+class PredictedPoint(BaseModel):
+    target_time: int
+    event_time: int
+    predicted_speed_mph: float
+    lower_mph: float
+    upper_mph: float
+    coverage: float
+    congestion: str
+    model_version: str
+
+
+class History(BaseModel):
+    sensor_id: str
+    horizon_min: int
+    actual: list[HistoryPoint]
+    predicted: list[PredictedPoint]
+
+
+class Analytics(BaseModel):
+    horizon_min: int
+    sensors: int
+    sensors_with_prediction: int
+    sensors_with_reading: int
+    avg_predicted_speed_mph: float | None
+    avg_actual_speed_mph: float | None
+    congestion: dict[str, int]
+    latest_event_time: int | None
+    alerts_kept: int
+    records: dict[str, int]
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok or degraded")
+    checks: dict[str, dict[str, Any]]
+
+
+class Model(BaseModel):
+    registry: str
+    version: str | None
+    loaded_at_ms: int | None
+    metadata: dict[str, Any] | None
+    error: str | None

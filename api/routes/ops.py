@@ -1,0 +1,61 @@
+"""``/health`` (real checks of Kafka, the consumer and the model registry) and ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.broker import check_kafka
+from api.deps import RuntimeDep
+from api.models import Health
+from ml.exceptions import ModelRegistryError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health", response_model=Health, summary="Kafka, consumer and model registry checks; 503 when degraded",
+            responses={503: {"model": Health}})
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    settings = runtime.settings
+    checks: dict[str, dict] = {}
+    try:
+        info = await run_in_threadpool(check_kafka, settings.kafka_bootstrap, settings.kafka_timeout_s)
+        wanted = [runtime.topics.predictions, runtime.topics.alerts]
+        missing = [t for t in wanted if t not in info["topics"]]
+        checks["kafka"] = {"ok": True, "bootstrap": settings.kafka_bootstrap, "brokers": info["brokers"],
+                           "missing_topics": missing}
+    except Exception as exc:  # noqa: BLE001 - any failure of the round trip is "down"
+        checks["kafka"] = {"ok": False, "bootstrap": settings.kafka_bootstrap, "error": str(exc)}
+    feed = runtime.feed
+    checks["consumer"] = {
+        "ok": feed is not None and feed.alive,
+        "partitions": len(feed.assigned) if feed else 0,
+        "records": feed.consumed if feed else 0,
+        "decode_errors": feed.decode_errors if feed else 0,
+        "last_poll_age_s": round(time.time() - feed.last_poll_s, 3) if feed and feed.last_poll_s else None,
+        "error": feed.last_error if feed else "not started",
+    }
+    try:
+        version = await run_in_threadpool(runtime.model.check)
+        checks["model_registry"] = {"ok": True, "root": str(runtime.model.root), "latest_version": version,
+                                    "served_version": runtime.model.version}
+    except ModelRegistryError as exc:
+        checks["model_registry"] = {"ok": False, "root": str(runtime.model.root), "error": str(exc)}
+    checks["stream"] = {"ok": True, "clients": len(runtime.hub.subscribers), "last_event_id": runtime.hub.last_id}
+    ok = all(check["ok"] for check in checks.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(runtime: RuntimeDep) -> Response:
+    feed = runtime.feed
+    if feed is not None:
+        runtime.metrics.decode_errors.set(feed.decode_errors)
+        runtime.metrics.assigned_partitions.set(len(feed.assigned))
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

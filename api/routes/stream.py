@@ -1,0 +1,114 @@
+"""``GET /stream``: predictions, alerts and readings as Server-Sent Events.
+
+On connect a client gets a ``snapshot`` event (the latest state matching its
+filters) unless it sends ``Last-Event-ID`` still covered by the ring buffer, in
+which case it gets exactly the events it missed. Then live events follow:
+``prediction``, ``alert``, ``reading``; a ``lagged`` event when it fell
+``client_queue_size`` events behind (then the stream closes, see
+:mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
+``ping_s``; a send blocked for ``send_timeout_s`` drops the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, HTTPException, status
+from sse_starlette import EventSourceResponse
+
+from api.deps import FilterDep, RuntimeDep
+from api.hub import EventFilter, Subscriber, encode_frame
+from api.runtime import Runtime
+
+__all__ = ["router", "snapshot_of"]
+
+router = APIRouter(prefix="/stream", tags=["stream"])
+MAX_EVENTS_PER_WRITE = 256
+
+
+def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
+    """The latest state a new client starts from."""
+    state = runtime.state
+    kinds = event_filter.kinds
+    predictions = [p for p in state.latest.values() if event_filter.matches_record("prediction", p)] \
+        if "prediction" in kinds else []
+    readings = [r for r in state.readings.values() if event_filter.matches_record("reading", r)] \
+        if "reading" in kinds else []
+    alerts = [a for a in state.alerts if event_filter.matches_record("alert", a)][-100:] if "alert" in kinds else []
+    return {"last_event_id": runtime.hub.last_id, "predictions": predictions, "readings": readings, "alerts": alerts}
+
+
+async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    hub, metrics = runtime.hub, runtime.metrics
+
+    async def wake_on_shutdown() -> None:
+        await shutdown.wait()
+        sub.close()
+
+    watcher = asyncio.create_task(wake_on_shutdown())
+    metrics.sse_clients.inc()
+    try:
+        yield first
+        while True:
+            item = await sub.queue.get()
+            if sub.lagged:
+                metrics.sse_lagged.inc()
+                yield encode_frame(None, "lagged", {
+                    "last_event_id": sub.last_sent_id, "queue_size": sub.limit,
+                    "message": "this client fell too far behind and is disconnected; reconnect with "
+                               "Last-Event-ID to resume (a snapshot is sent if the gap is too old)"})
+                return
+            if sub.closed:
+                yield encode_frame(None, "bye", {"last_event_id": sub.last_sent_id, "message": "server shutting down"})
+                return
+            batch = sub.drain(item, MAX_EVENTS_PER_WRITE)
+            if not batch:
+                continue
+            sub.last_sent_id = batch[-1].id
+            metrics.sse_events_sent.inc(len(batch))
+            yield b"".join(event.frame for event in batch)
+    finally:
+        watcher.cancel()
+        hub.unsubscribe(sub)
+        metrics.sse_clients.dec()
+
+
+@router.get("", summary="Live predictions, alerts and readings (Server-Sent Events)",
+            response_description="text/event-stream")
+async def stream(
+    runtime: RuntimeDep,
+    event_filter: FilterDep,
+    last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
+) -> EventSourceResponse:
+    resume_from = None
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            resume_from = int(last_event_id)
+        except ValueError:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                "Last-Event-ID must be an event id (an integer)") from None
+        if resume_from < 0:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must not be negative")
+    hub, settings = runtime.hub, runtime.settings
+    sub = hub.subscribe(event_filter)  # subscribe first: nothing published between snapshot and live is lost
+    runtime.metrics.sse_connections.inc()
+    missed = hub.replay_after(resume_from, event_filter) if resume_from is not None else None
+    if missed is not None:
+        runtime.metrics.sse_resumed.inc()
+        first = b"".join(event.frame for event in missed) or b": resumed\n\n"
+        sub.last_sent_id = hub.last_id
+    else:
+        first = encode_frame(hub.last_id, "snapshot", snapshot_of(runtime, event_filter))
+        sub.last_sent_id = hub.last_id
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        _events(runtime, sub, first, shutdown),
+        ping=settings.ping_s,
+        send_timeout=settings.send_timeout_s,
+        shutdown_event=shutdown,
+        shutdown_grace_period=settings.shutdown_grace_s,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,45 @@
+"""Everything one running API instance holds, built by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from api.broker import KafkaFeed
+from api.hub import Hub
+from api.metrics import ApiMetrics
+from api.model_info import ModelInfo
+from api.settings import ApiSettings
+from api.state import LiveState, Record, SensorCatalog
+from schemas.topics import TopicSettings
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: ApiSettings
+    topics: TopicSettings
+    catalog: SensorCatalog
+    state: LiveState
+    hub: Hub
+    metrics: ApiMetrics
+    model: ModelInfo
+    feed: KafkaFeed | None = None
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ingest(self, records: list[Record]) -> None:
+        """Called on the loop thread with one decoded batch from the Kafka feed."""
+        try:
+            items = self.state.ingest(records)
+            self.hub.publish(items)
+        except Exception:
+            log.exception("could not ingest a batch of %d records", len(records))
+            self.metrics.records.labels("failed").inc(len(records))
+            return
+        for kind, *_ in items:
+            self.metrics.records.labels(kind).inc()
+        self.metrics.hub_last_id.set(self.hub.last_id)

@@ -1,0 +1,74 @@
+"""Typed settings of the prediction API (env prefix ``TRAFFIC_API_``).
+
+Examples: ``TRAFFIC_API_PORT=8010``, ``TRAFFIC_API_ADMIN_KEY=...`` (a secret),
+``TRAFFIC_API_CORS_ORIGINS='["https://ops.example.org"]'``,
+``TRAFFIC_API_TILE_URL='https://tile.openstreetmap.org/{z}/{x}/{y}.png'``.
+Served by the cached :func:`get_settings`; tests build their own ``ApiSettings(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runners.settings import REPO_ROOT
+from runners.settings import get_settings as get_platform_settings
+
+__all__ = ["ApiSettings", "get_settings"]
+
+
+def _default_bootstrap() -> str:
+    return get_platform_settings().kafka_bootstrap
+
+
+def _default_registry() -> Path:
+    return Path(os.environ.get("TRAFFIC_MODEL_REGISTRY", REPO_ROOT / ".work" / "models"))
+
+
+class ApiSettings(BaseSettings):
+    """How the API binds, consumes Kafka, fans out, and protects itself."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_API_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="bind address of `traffic serve`")
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    kafka_bootstrap: str = Field(default_factory=_default_bootstrap, description="Kafka bootstrap servers")
+    kafka_timeout_s: float = Field(default=5.0, gt=0, description="health-check and metadata timeout")
+    metadata_refresh_s: float = Field(default=5.0, gt=0, description="how often new topics/partitions are picked up")
+    backfill_per_partition: int = Field(
+        default=2_000, ge=0, description="records re-read per partition at start-up to rebuild the latest state"
+    )
+    consume_actuals: bool = Field(default=True, description="also consume traffic-aggregates as the actual speeds")
+
+    model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
+
+    client_queue_size: int = Field(default=1_000, ge=1, description="events buffered per SSE client before it lags")
+    ring_buffer_size: int = Field(default=20_000, ge=1, description="recent events kept for Last-Event-ID resume")
+    ping_s: float = Field(default=15.0, gt=0, description="SSE keep-alive comment interval")
+    send_timeout_s: float = Field(default=10.0, gt=0, description="a client that blocks one send this long is dropped")
+    shutdown_grace_s: float = Field(default=2.0, ge=0, description="time SSE streams get to say goodbye on shutdown")
+    history_steps: int = Field(default=288, ge=1, description="steps of actuals/predictions kept per sensor (5 min)")
+    alerts_kept: int = Field(default=1_000, ge=1, description="recent alerts served by GET /alerts")
+
+    admin_key: SecretStr | None = Field(default=None, description="X-API-Key for /admin; admin is off when unset")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allowlist; empty = same origin only")
+    max_request_bytes: int = Field(default=64 * 1024, ge=1, description="larger request bodies get 413")
+    rate_limit_per_s: float = Field(default=20.0, ge=0, description="requests per second per client IP; 0 = off")
+    rate_limit_burst: int = Field(default=60, ge=1, description="token-bucket size of the rate limit")
+
+    tile_url: str | None = Field(default=None, description="map tile URL template; unset = offline map, no tiles")
+    tile_attribution: str = Field(default="&copy; OpenStreetMap contributors")
+    sensors_csv: Path = Field(default=REPO_ROOT / "data" / "metr-la" / "sensors.csv")
+    static_dir: Path = Field(default=REPO_ROOT / "api" / "static")
+    require_vendor: bool = Field(default=True, description="refuse to start without Leaflet in static/vendor")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ApiSettings:
+    """The process-wide API settings (read once from the environment)."""
+    return ApiSettings()
