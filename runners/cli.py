@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 # Modules that contribute sub-commands, in the order `traffic --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "runners.setup_cmd",
+    "api.cli",
     "runners.platform.cli",
     "runners.topics",
     "pipelines.replay",
