@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request, status
 from api.hub import CONGESTION_RANK, EVENT_KINDS, SEVERITY_RANK, EventFilter
 from api.runtime import Runtime
 from api.security import check_api_key
+from api.state import HORIZONS_MIN
 
 __all__ = ["AdminDep", "FilterDep", "HorizonDep", "LimitDep", "RuntimeDep", "SensorIdDep", "parse_filter"]
 
@@ -64,12 +65,16 @@ def parse_filter(
     sensors: Annotated[str | None, Query(description="comma-separated sensor ids", examples=["773869,767541"])] = None,
     bbox: Annotated[str | None, Query(description="min_lat,min_lon,max_lat,max_lon",
                                       examples=["34.05,-118.35,34.20,-118.20"])] = None,
-    horizon: Annotated[list[Horizon] | None, Query(description="forecast horizons in minutes (repeatable)")] = None,
+    horizon: Annotated[list[int] | None, Query(description="forecast horizons in minutes: 15, 30, 60 (repeatable)")]
+    = None,
     min_congestion: Annotated[Congestion | None, Query(description="predictions at least this congested")] = None,
     min_severity: Annotated[Severity | None, Query(description="alerts at least this severe")] = None,
     types: Annotated[list[Kind] | None, Query(description="event kinds to receive (repeatable); default all")] = None,
 ) -> EventFilter:
     """Filters shared by the stream and the REST lists; bad values are 422 with the reason."""
+    bad = sorted(set(horizon or ()) - set(HORIZONS_MIN))
+    if bad:
+        raise _unprocessable(f"horizon: {', '.join(map(str, bad))} is not one of 15, 30 or 60")
     chosen = _parse_sensors(runtime, sensors)
     boxed = _parse_bbox(runtime, bbox)
     if boxed is not None:

@@ -58,6 +58,25 @@ class BodySizeLimit:
                 if too_big:
                     await _send_json(send, 413, detail)
                     return
+        if scope["method"] in ("POST", "PUT", "PATCH") and not any(n == b"content-length" for n, _ in scope["headers"]):
+            # a chunked body: read it (at most max_bytes) before the app runs, then replay it
+            buffered: list[Message] = []
+            size = 0
+            while True:
+                message = await receive()
+                buffered.append(message)
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    await _send_json(send, 413, detail)
+                    return
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+            upstream = receive
+
+            async def replay() -> Message:
+                return buffered.pop(0) if buffered else await upstream()
+
+            receive = replay
         seen = 0
         started = False
 

@@ -1,0 +1,96 @@
+"""The fan-out hub in isolation: filters, ring-buffer resume, and the slow-client policy (synthetic events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from api.hub import CONGESTION_RANK, SEVERITY_RANK, EventFilter, Hub, encode_frame
+
+
+def _prediction(sensor: str, horizon: int, congestion: str = "FREE_FLOW"):
+    return ("prediction", sensor, horizon, CONGESTION_RANK[congestion],
+            {"sensor_id": sensor, "horizon_min": horizon, "congestion": congestion})
+
+
+def _alert(sensor: str, severity: str):
+    return ("alert", sensor, 15, SEVERITY_RANK[severity], {"sensor_id": sensor, "severity": severity})
+
+
+def test_encode_frame_is_one_sse_event_with_id_and_single_line_json():
+    frame = encode_frame(7, "prediction", {"a": 1, "b": "x\ny"})
+    assert frame == b'id: 7\nevent: prediction\ndata: {"a":1,"b":"x\\ny"}\n\n'
+    assert json.loads(frame.split(b"data: ")[1]) == {"a": 1, "b": "x\ny"}
+
+
+def test_ids_increase_and_filters_select_sensor_horizon_and_severity():
+    async def run():
+        hub = Hub(ring_size=100, queue_size=100)
+        wanted = hub.subscribe(EventFilter(sensors=frozenset({"a"}), horizons=frozenset({15})))
+        severe = hub.subscribe(EventFilter(kinds=frozenset({"alert"}), min_severity=SEVERITY_RANK["WARNING"]))
+        congested = hub.subscribe(EventFilter(kinds=frozenset({"prediction"}),
+                                              min_congestion=CONGESTION_RANK["HEAVY"]))
+        events = hub.publish([_prediction("a", 15), _prediction("a", 30), _prediction("b", 15, "SEVERE"),
+                              _alert("a", "INFO"), _alert("b", "CRITICAL")])
+        assert [e.id for e in events] == [1, 2, 3, 4, 5]
+        got = {name: [sub.queue.get_nowait().id for _ in range(sub.queue.qsize())]
+               for name, sub in (("wanted", wanted), ("severe", severe), ("congested", congested))}
+        assert got == {"wanted": [1, 4], "severe": [5], "congested": [3]}
+
+    asyncio.run(run())
+
+
+def test_replay_after_returns_exactly_the_missed_events_or_none_when_too_old():
+    hub = Hub(ring_size=5, queue_size=10)
+    hub.publish([_prediction(s, 15) for s in "abcdefg"])  # ids 1..7, ring keeps 3..7
+    everything = EventFilter()
+    assert [e.id for e in hub.replay_after(4, everything)] == [5, 6, 7]
+    assert [e.id for e in hub.replay_after(2, everything)] == [3, 4, 5, 6, 7]
+    assert hub.replay_after(1, everything) is None  # event 2 is gone: the client needs a snapshot
+    assert hub.replay_after(7, everything) == []
+    assert hub.replay_after(99, everything) is None  # an id from another server lifetime
+    only_f = EventFilter(sensors=frozenset({"f"}))
+    assert [e.id for e in hub.replay_after(3, only_f)] == [6]
+
+
+def test_a_slow_client_is_marked_lagged_and_dropped_while_others_keep_receiving():
+    async def run():
+        hub = Hub(ring_size=100, queue_size=3)
+        slow = hub.subscribe(EventFilter())
+        fast = hub.subscribe(EventFilter())
+        for i in range(5):
+            hub.publish([_prediction("a", 15)])
+            while not fast.queue.empty():  # the fast client keeps up
+                fast.queue.get_nowait()
+        assert slow.lagged and slow not in hub.subscribers
+        assert not fast.lagged and fast in hub.subscribers
+        assert hub.lagged_total == 1
+        queued = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
+        assert [e.id for e in queued if e is not None] == [1, 2, 3]
+        assert queued[-1] is None  # the wake-up that makes the stream report the lag at once
+
+    asyncio.run(run())
+
+
+def test_close_wakes_every_subscriber_and_later_subscribers_are_closed_at_once():
+    async def run():
+        hub = Hub(ring_size=10, queue_size=10)
+        sub = hub.subscribe(EventFilter())
+        hub.close()
+        assert sub.closed and await sub.queue.get() is None
+        late = hub.subscribe(EventFilter())
+        assert late.closed and late not in hub.subscribers
+
+    asyncio.run(run())
+
+
+def test_drain_batches_queued_events_in_order_up_to_the_limit():
+    async def run():
+        hub = Hub(ring_size=10, queue_size=10)
+        sub = hub.subscribe(EventFilter())
+        hub.publish([_prediction("a", 15) for _ in range(5)])
+        first = await sub.queue.get()
+        assert [e.id for e in sub.drain(first, 3)] == [1, 2, 3]
+        assert [e.id for e in sub.drain(None, 10)] == [4, 5]
+
+    asyncio.run(run())
