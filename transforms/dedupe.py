@@ -1,0 +1,133 @@
+"""DeduplicateEvents: one TrafficEvent per (sensor_id, event_time).
+
+The first event seen for a (sensor, event time) pair passes; every repeat goes
+to the ``dead_letter`` output (reason ``duplicate``, or ``conflicting_duplicate``
+when its speed differs from the first one), so in = valid + dead letters holds
+exactly. The transform is a stateful DoFn keyed by (sensor, event time) in the
+global window, identical in batch and streaming. An event-time timer clears
+each key's state once the watermark is ``ttl_s`` past the event time; a repeat
+arriving after that is not recognised as a duplicate (``ttl_s`` bounds the
+state kept, and how late a replayed duplicate can still be caught).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+
+from schemas.codec import AvroCodec
+from transforms.exceptions import TransformConfigError
+from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
+
+__all__ = ["DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents"]
+
+STEP = "DeduplicateEvents"
+DEFAULT_DEDUPE_TTL_S = 6 * 3600
+
+
+def _dedupe_key(event: dict[str, Any]) -> tuple[tuple[str, int], dict[str, Any]]:
+    return (event["sensor_id"], event["event_time"]), event
+
+
+class _FirstWinsFn(beam.DoFn):
+    FIRST = ReadModifyWriteStateSpec("first_speed", PickleCoder())
+    EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
+    FIRST_PARAM = beam.DoFn.StateParam(FIRST)
+    EXPIRY_PARAM = beam.DoFn.TimerParam(EXPIRY)
+
+    def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None) -> None:
+        self.ttl_ms = int(ttl_s) * 1000
+        self.now_ms_fn = now_ms_fn
+        self._codec: AvroCodec | None = None
+        self.kept = Metrics.counter(STEP, "kept")
+        self.duplicates = Metrics.counter(STEP, "dead_letter_duplicate")
+        self.conflicts = Metrics.counter(STEP, "dead_letter_conflicting_duplicate")
+
+    def setup(self) -> None:
+        self._codec = AvroCodec("traffic_event")
+
+    def process(
+        self,
+        element: tuple[tuple[str, int], dict[str, Any]],
+        first=FIRST_PARAM,
+        expiry=EXPIRY_PARAM,
+    ) -> Iterator[Any]:
+        (sensor_id, event_time), event = element
+        seen = first.read()
+        if seen is None:
+            first.write((event.get("speed_mph"),))
+            expiry.set(Timestamp(micros=(event_time + self.ttl_ms) * 1000))
+            self.kept.inc()
+            yield event
+            return
+        conflicting = seen[0] != event.get("speed_mph")
+        reason = "conflicting_duplicate" if conflicting else "duplicate"
+        (self.conflicts if conflicting else self.duplicates).inc()
+        error = f"sensor {sensor_id} already has a reading at {event_time}"
+        if conflicting:
+            error += f" with speed {seen[0]} (this one: {event.get('speed_mph')})"
+        now = int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
+        yield TaggedOutput(
+            DEAD_LETTER_TAG,
+            make_dead_letter(
+                self._payload(event),
+                reason=reason,
+                error=error,
+                step=STEP,
+                failed_at=now,
+                key=str(sensor_id).encode("utf-8"),
+            ),
+        )
+
+    def _payload(self, event: dict[str, Any]) -> bytes:
+        if self._codec is None:
+            self.setup()
+        assert self._codec is not None
+        try:
+            return self._codec.encode(event)
+        except Exception:  # noqa: BLE001 - an event that does not fit the schema is kept as text
+            return repr(event).encode("utf-8", "backslashreplace")
+
+    @on_timer(EXPIRY)
+    def expire(self, first=FIRST_PARAM) -> None:
+        first.clear()
+
+
+class DeduplicateEvents(beam.PTransform):
+    """Drop exact repeats of (sensor_id, event_time) into ``dead_letter``; outputs ``valid`` and ``dead_letter``.
+
+    Input: TrafficEvent dicts with event-time timestamps (the ``valid`` output
+    of :class:`~transforms.validate.ValidateEvents`). Output elements keep
+    their timestamps and are in the global window. The dead letter's payload
+    is the repeated event in the ``traffic_event`` wire format.
+    """
+
+    def __init__(
+        self,
+        ttl_s: int = DEFAULT_DEDUPE_TTL_S,
+        now_ms_fn: Callable[[], int] | None = None,
+        label: str | None = None,
+    ) -> None:
+        super().__init__(label)
+        if ttl_s <= 0:
+            raise TransformConfigError(f"ttl_s must be positive, got {ttl_s}")
+        self.ttl_s = int(ttl_s)
+        self.now_ms_fn = now_ms_fn
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (
+            events
+            | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "KeyBySensorAndTime" >> beam.Map(_dedupe_key).with_output_types(tuple[tuple[str, int], dict[str, Any]])
+            | "KeepFirst"
+            >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn)).with_outputs(DEAD_LETTER_TAG, main=VALID_TAG)
+        )

@@ -1,0 +1,15 @@
+"""Errors raised by the shared transforms.
+
+Bad records never raise (they become dead letters); these are for mistakes a
+user makes when building a pipeline, such as a non-positive window length.
+"""
+
+from __future__ import annotations
+
+from schemas.exceptions import TrafficError
+
+__all__ = ["TransformConfigError"]
+
+
+class TransformConfigError(TrafficError, ValueError):
+    """A composite transform was given parameters it cannot work with."""
