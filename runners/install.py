@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -142,6 +143,17 @@ def _require_tool(tool: str, what: str) -> str:
     return path
 
 
+def _pom_key(profile: str) -> str:
+    """Hash of what decides a profile's classpath: the pom minus the other profiles."""
+    pom = POM_PATH.read_text()
+    blocks = re.findall(r"<profile>.*?</profile>", pom, flags=re.DOTALL)
+    mine = [b for b in blocks if f"<id>{profile}</id>" in b]
+    others_removed = pom
+    for block in blocks:
+        others_removed = others_removed.replace(block, "")
+    return _sha(others_removed, *mine, profile)
+
+
 def _jars_step(layout: InstallLayout, profile: str) -> InstallStep:
     out_dir = layout.jars_dir(profile)
 
@@ -159,7 +171,7 @@ def _jars_step(layout: InstallLayout, profile: str) -> InstallStep:
     return InstallStep(
         name=f"jars-{profile}",
         title=f"JVM jars ({profile})",
-        key=_sha(POM_PATH.read_bytes(), profile),
+        key=_pom_key(profile),
         outputs=[out_dir],
         run=run,
     )
