@@ -13,7 +13,6 @@ from api.state import HORIZONS_MIN
 
 __all__ = ["AdminDep", "FilterDep", "HorizonDep", "LimitDep", "RuntimeDep", "SensorIdDep", "parse_filter"]
 
-Horizon = Literal[15, 30, 60]
 Congestion = Literal["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE"]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
 Kind = Literal["prediction", "alert", "reading"]
@@ -89,7 +88,13 @@ def parse_filter(
 
 
 FilterDep = Annotated[EventFilter, Depends(parse_filter)]
-HorizonDep = Annotated[Horizon, Query(description="forecast horizon in minutes")]
+def horizon_param(horizon: Annotated[int, Query(description="forecast horizon in minutes: 15, 30 or 60")] = 15) -> int:
+    if horizon not in HORIZONS_MIN:
+        raise _unprocessable(f"horizon: {horizon} is not one of 15, 30 or 60")
+    return horizon
+
+
+HorizonDep = Annotated[int, Depends(horizon_param)]
 LimitDep = Annotated[int, Query(ge=1, le=5000, description="at most this many rows")]
 
 

@@ -19,5 +19,5 @@ def latest(runtime: RuntimeDep, event_filter: FilterDep, limit: LimitDep = 1000)
 
 
 @router.get("/analytics", response_model=Analytics, summary="Counts, average speeds and congestion breakdown")
-def analytics(runtime: RuntimeDep, horizon: HorizonDep = 15) -> dict:
+def analytics(runtime: RuntimeDep, horizon: HorizonDep) -> dict:
     return runtime.state.analytics(horizon)

@@ -42,7 +42,7 @@ def sensor(runtime: RuntimeDep, sensor_id: SensorIdDep) -> dict:
 
 @router.get("/{sensor_id}/history", response_model=History,
             summary="Recent actual speeds and predictions (with intervals) for one horizon")
-def history(runtime: RuntimeDep, sensor_id: SensorIdDep, horizon: HorizonDep = 15,
+def history(runtime: RuntimeDep, sensor_id: SensorIdDep, horizon: HorizonDep,
             since_ms: Annotated[int | None, Query(ge=0, description="only points at or after this time")] = None,
             ) -> dict:
     return runtime.state.sensor_history(sensor_id, horizon, since_ms)

@@ -29,7 +29,9 @@
     const marker = state.markers.get(sid);
     if (!marker) return;
     const cat = categoryOf(sid);
-    marker.setStyle({ fillColor: COLOURS[cat], color: cat === "NONE" ? "#888" : "#333" });
+    const selected = sid === state.selected;
+    marker.setStyle({ fillColor: COLOURS[cat], color: selected ? "#0d47a1" : cat === "NONE" ? "#888" : "#333",
+      weight: selected ? 3 : 1, radius: selected ? 9 : 6 });
     const node = marker.getElement();
     if (node) node.setAttribute("data-congestion", cat);
   }
@@ -64,7 +66,7 @@
     $("a-actual").textContent = an ? (asum / an).toFixed(1) + " mph" : "–";
     $("a-events").textContent = state.events.toLocaleString();
     $("as-of").textContent = newest ? "forecast from " + new Date(newest).toISOString().slice(0, 16).replace("T", " ")
-      + " UTC" : "no predictions yet";
+      + " (data time)" : "no predictions yet";
     const bar = $("breakdown");
     bar.textContent = "";
     for (const [cat, count] of Object.entries(counts)) {
@@ -141,7 +143,10 @@
   }
 
   function select(sid) {
+    const previous = state.selected;
     state.selected = sid;
+    if (previous) schedule(previous);
+    schedule(sid);
     $("detail").hidden = false;
     $("d-id").textContent = sid;
     const s = state.sensors.get(sid);
@@ -182,11 +187,11 @@
 
   async function start() {
     const config = await (await fetch("config.json")).json();
-    const map = L.map("map", { zoomControl: true, attributionControl: !!config.tile_url });
+    const map = L.map("map", { zoomControl: true, zoomSnap: 0.25, attributionControl: !!config.tile_url });
     state.map = map;
     if (config.tile_url) L.tileLayer(config.tile_url, { attribution: config.tile_attribution, maxZoom: 18 }).addTo(map);
     const sensors = await (await fetch("../sensors")).json();
-    const bounds = [];
+    map.fitBounds(sensors.map((s) => [s.latitude, s.longitude]), { padding: [20, 20] });
     for (const s of sensors) {
       state.sensors.set(s.sensor_id, s);
       for (const p of Object.values(s.latest_predictions)) applyPrediction(p);
@@ -200,9 +205,7 @@
       marker.on("click", () => select(s.sensor_id));
       marker.getElement().setAttribute("data-sensor-id", s.sensor_id);
       state.markers.set(s.sensor_id, marker);
-      bounds.push([s.latitude, s.longitude]);
     }
-    map.fitBounds(bounds, { padding: [20, 20] });
     const legend = $("legend");
     for (const cat of ["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE", "UNKNOWN", "NONE"]) {
       const li = document.createElement("li");
@@ -211,7 +214,12 @@
       legend.appendChild(li);
     }
     $("horizon").onchange = (e) => { state.horizon = Number(e.target.value); repaintAll(); loadDetail(); };
-    $("d-close").onclick = () => { state.selected = null; $("detail").hidden = true; };
+    $("d-close").onclick = () => {
+      const previous = state.selected;
+      state.selected = null;
+      $("detail").hidden = true;
+      if (previous) schedule(previous);
+    };
     repaintAll();
     connect();
   }

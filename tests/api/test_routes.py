@@ -40,7 +40,8 @@ def client(tmp_path):
         ("/stream?types=weather", 422, "prediction"),
         ("/sensors/773869/history?horizon=45", 422, "15, 30 or 60"),
         ("/sensors/773869/history?since_ms=-5", 422, "greater than or equal to 0"),
-        ("/predictions/analytics?horizon=abc", 422, "15, 30 or 60"),
+        ("/predictions/analytics?horizon=abc", 422, "valid integer"),
+        ("/predictions/analytics?horizon=45", 422, "45 is not one of 15, 30 or 60"),
     ],
 )
 def test_invalid_requests_get_a_4xx_with_a_clear_message(client, path, status, needle):
