@@ -1,0 +1,107 @@
+"""Session fixtures shared by every test package: the real local platform.
+
+The fixtures start a service through :class:`runners.platform.Platform` only if
+it is not already running (so a developer's ``traffic platform up`` is reused)
+and, at the end of the session, stop only what they started themselves.
+Ports and the work directory come from the usual ``TRAFFIC_*`` variables
+(``TRAFFIC_KAFKA_PORT``, ``TRAFFIC_WORK_DIR``, ...), so a test run can be
+pointed at a separate platform.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from runners.platform import Platform, PlatformError
+from runners.settings import PlatformSettings
+
+
+@pytest.fixture(scope="session")
+def platform_settings() -> PlatformSettings:
+    """The platform the tests use: the default settings unless ``TRAFFIC_*`` variables say otherwise."""
+    return PlatformSettings()
+
+
+class _SessionPlatform:
+    """Starts services on demand and remembers which ones this test session started."""
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        self.platform = Platform(settings)
+        self.started: list[str] = []
+
+    def ensure(self, *names: str) -> None:
+        try:
+            self.started.extend(self.platform.up(list(names)))
+        except PlatformError as exc:
+            pytest.fail(f"the local platform could not start {', '.join(names)}: {exc}", pytrace=False)
+
+    def stop_started(self) -> None:
+        if self.started:
+            self.platform.down(self.started)
+            self.started.clear()
+
+
+@pytest.fixture(scope="session")
+def _session_platform(platform_settings: PlatformSettings) -> Iterator[_SessionPlatform]:
+    session = _SessionPlatform(platform_settings)
+    yield session
+    session.stop_started()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> str:
+    """``"127.0.0.1:<port>"`` of a running Kafka broker."""
+    _session_platform.ensure("kafka")
+    return platform_settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def flink_services(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> dict[str, str]:
+    """A running Flink cluster and Beam job server: ``{"rest_url", "job_endpoint", "flink_master"}``."""
+    _session_platform.ensure("flink", "jobserver")
+    host = platform_settings.host
+    return {
+        "rest_url": platform_settings.flink_rest_url,
+        "job_endpoint": f"{host}:{platform_settings.job_server_port}",
+        "flink_master": f"{host}:{platform_settings.flink_rest_port}",
+    }
+
+
+@pytest.fixture(scope="session")
+def hdfs_service(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> dict[str, object]:
+    """A running HDFS: ``{"host", "http_port", "namenode_port", "user"}`` (``http_port`` is WebHDFS)."""
+    _session_platform.ensure("hdfs")
+    return {
+        "host": platform_settings.host,
+        "http_port": platform_settings.hdfs_http_port,
+        "namenode_port": platform_settings.hdfs_namenode_port,
+        "user": platform_settings.hdfs_user,
+    }
+
+
+@pytest.fixture
+def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """A factory: ``fresh_topic("events", partitions=2)`` creates a uniquely named topic, deleted afterwards."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+                                          operation_timeout=30).values():
+            future.result(timeout=60)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            try:
+                future.result(timeout=60)
+            except Exception:  # noqa: BLE001, S110 - a test may already have deleted its topic
+                pass
