@@ -3,7 +3,8 @@
 # The project's image. Two targets, both used by docker-compose.yml:
 #
 #   app    (default)  Python 3.11 + the `traffic` package installed from
-#                     requirements.lock + Beam's Python SDK `boot` binary.
+#                     requirements.lock (with the dashboard's Leaflet files)
+#                     + Beam's Python SDK `boot` binary.
 #                     Runs the API, the one-shot jobs (topics, train, replay,
 #                     stream submission). ENTRYPOINT is `traffic`.
 #   flink             app + Java 17 + the Flink 1.19.3 distribution (the same
@@ -19,6 +20,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG GO_IMAGE=golang:1.26
+ARG NODE_IMAGE=node:22-bookworm-slim
 
 # --- Beam's Python SDK boot binary (starts SDK workers with the pipeline options)
 FROM ${GO_IMAGE} AS boot
@@ -26,6 +28,12 @@ ARG BEAM_VERSION=2.77.0
 ENV CGO_ENABLED=0 GOBIN=/out GOFLAGS=-trimpath
 RUN go install "github.com/apache/beam/sdks/v2/python/container@v${BEAM_VERSION}" \
  && mv /out/container /out/boot
+
+# --- The dashboard's npm packages (Leaflet), pinned by api/package-lock.json
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /src/api
+COPY api/package.json api/package-lock.json ./
+RUN npm ci --no-audit --no-fund
 
 # --- The Python environment: the package and exactly the locked dependency versions
 FROM ${PYTHON_IMAGE} AS build
@@ -39,6 +47,9 @@ COPY ml/ ml/
 COPY pipelines/ pipelines/
 COPY runners/ runners/
 COPY api/ api/
+# Fill api/static/vendor/ first: `pip install .` packages api/static as it is.
+COPY --from=assets /src/api/node_modules/ api/node_modules/
+RUN python -m api.vendor
 RUN pip install --no-build-isolation -c requirements.lock . \
  && pip check \
  && traffic --help > /dev/null
@@ -63,7 +74,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRAFFIC_WORK_DIR=/var/lib/traffic/work \
     TRAFFIC_CACHE_DIR=/var/lib/traffic/cache \
     TRAFFIC_MODEL_REGISTRY=/var/lib/traffic/models \
-    TRAFFIC_DATA_DIR=/opt/traffic/data/metr-la \
     TRAFFIC_API_SENSORS_CSV=/opt/traffic/data/metr-la/sensors.csv
 RUN groupadd --system --gid 10001 traffic \
  && useradd --system --uid 10001 --gid traffic --home-dir /var/lib/traffic --no-create-home \

@@ -357,6 +357,18 @@ def test_stream_job_submits_through_the_job_server_to_the_worker_pools(config: d
 
 
 @needs_compose
+def test_replay_sends_the_bundled_data_to_the_containers_kafka(config: dict[str, Any]) -> None:
+    flags = flag_values(argv_of(config["services"]["replay"]))
+    assert flags["--bootstrap-servers"] == f"kafka:{platform_default('kafka_port')}"
+    data = Path(flags["--data"])
+    copies = [args.split() for stage in dockerfile_stages() for kw, args in stage["instructions"]
+              if kw == "COPY" and "--from=" not in args]
+    image_dirs = {Path(words[-1]): REPO_ROOT / words[-2] for words in copies}
+    source = next((src / data.relative_to(dst) for dst, src in image_dirs.items() if data.is_relative_to(dst)), None)
+    assert source is not None and source.is_file(), f"{data} is not copied into the image"
+
+
+@needs_compose
 def test_hdfs_matches_platform_settings(config: dict[str, Any]) -> None:
     services = config["services"]
     env = env_of(services["hdfs-namenode"])
@@ -567,6 +579,10 @@ def test_dockerfile_installs_the_package_from_requirements_lock() -> None:
     assert installs, "no `pip install -c requirements.lock .`"
     copies = [args for stage in stages for kw, args in stage["instructions"] if kw == "COPY"]
     assert any(copy.split()[0] == "requirements.lock" for copy in copies)
+    install_at = next(i for i, run in enumerate(runs) if run in installs)
+    vendor_at = next(i for i, run in enumerate(runs) if "python -m api.vendor" in run)
+    assert vendor_at <= install_at, "the dashboard's vendor files must be in place before the package is installed"
+    assert any(re.search(r"\bnpm ci\b", run) for run in runs), "Leaflet must come from api/package-lock.json"
     base = dockerfile_args()["PYTHON_IMAGE"]
     assert base.startswith("python:3.11-slim"), base
     python_stages = [stage for stage in stages if stage["base"] in {"${PYTHON_IMAGE}", base}]
