@@ -344,7 +344,8 @@ def test_stream_job_submits_through_the_job_server_to_the_worker_pools(config: d
     stream = config["services"]["stream"]
     argv = argv_of(stream)
     assert argv[:3] == ["stream", "--runner", "flink"]
-    flags = flag_values(argv)
+    assert flag_values(argv[:argv.index("--")])["--bootstrap"] == f"kafka:{platform_default('kafka_port')}"
+    flags = flag_values(argv[argv.index("--") + 1:])  # Beam's own options
     assert flags["--job_endpoint"] == f"beam-jobserver:{platform_default('job_server_port')}"
     assert flags["--artifact_endpoint"] == f"beam-jobserver:{platform_default('job_server_artifact_port')}"
     assert flags["--environment_type"] == "EXTERNAL"
