@@ -358,15 +358,17 @@ def test_stream_job_submits_through_the_job_server_to_the_worker_pools(config: d
 
 
 @needs_compose
-def test_replay_sends_the_bundled_data_to_the_containers_kafka(config: dict[str, Any]) -> None:
+def test_replay_and_train_read_the_data_copied_into_the_image(config: dict[str, Any]) -> None:
     flags = flag_values(argv_of(config["services"]["replay"]))
     assert flags["--bootstrap-servers"] == f"kafka:{platform_default('kafka_port')}"
-    data = Path(flags["--data"])
     copies = [args.split() for stage in dockerfile_stages() for kw, args in stage["instructions"]
               if kw == "COPY" and "--from=" not in args]
     image_dirs = {Path(words[-1]): REPO_ROOT / words[-2] for words in copies}
-    source = next((src / data.relative_to(dst) for dst, src in image_dirs.items() if data.is_relative_to(dst)), None)
-    assert source is not None and source.is_file(), f"{data} is not copied into the image"
+    for job in ("replay", "train"):
+        data = Path(flag_values(argv_of(config["services"][job]))["--data"])
+        source = next((src / data.relative_to(dst) for dst, src in image_dirs.items() if data.is_relative_to(dst)),
+                      None)
+        assert source is not None and source.is_file(), f"{job}: {data} is not copied into the image"
 
 
 @needs_compose
