@@ -93,7 +93,7 @@
       li.className = a.severity;
       li.textContent = `${a.severity} · ${a.sensor_id} · +${a.horizon_min} min · ${a.message}`;
       li.title = new Date(a.event_time).toISOString();
-      li.onclick = () => select(a.sensor_id);
+      li.onclick = () => select(a.sensor_id, true);
       list.appendChild(li);
     }
     $("alerts-count").textContent = state.alerts.length ? `(${state.alerts.length})` : "";
@@ -142,7 +142,7 @@
     window.drawSpeedChart($("chart"), history, COLOURS[cat === "NONE" ? "UNKNOWN" : cat]);
   }
 
-  function select(sid) {
+  function select(sid, pan) {
     const previous = state.selected;
     state.selected = sid;
     if (previous) schedule(previous);
@@ -150,7 +150,7 @@
     $("detail").hidden = false;
     $("d-id").textContent = sid;
     const s = state.sensors.get(sid);
-    if (s) state.map.panTo([s.latitude, s.longitude]);
+    if (s && pan) state.map.panTo([s.latitude, s.longitude]);
     loadDetail();
   }
 
@@ -202,7 +202,7 @@
         const p = state.latest.get(key(s.sensor_id, state.horizon));
         return `${s.sensor_id}: ` + (p ? `${p.predicted_speed_mph.toFixed(1)} mph (${LABELS[p.congestion]})` : "no forecast");
       });
-      marker.on("click", () => select(s.sensor_id));
+      marker.on("click", () => select(s.sensor_id, false));
       marker.getElement().setAttribute("data-sensor-id", s.sensor_id);
       state.markers.set(s.sensor_id, marker);
     }
