@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,7 @@ def kafka_client_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     return config
 
 
-def _unreachable(bootstrap_servers: str, exc: BaseException | None = None) -> KafkaUnavailableError:
+def _unreachable(bootstrap_servers: str, exc: object = None) -> KafkaUnavailableError:
     detail = f" ({exc})" if exc is not None and str(exc) else ""
     return KafkaUnavailableError(
         f"Kafka at {bootstrap_servers} is not reachable{detail} (is `traffic platform up kafka` running?)"
@@ -96,7 +97,8 @@ def check_kafka(client: Any, bootstrap_servers: str, timeout_s: float = DEFAULT_
     try:
         metadata = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise _unreachable(bootstrap_servers, exc.args[0] if exc.args else None) from None
+        detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
+        raise _unreachable(bootstrap_servers, detail) from None
     if not metadata.brokers:
         raise _unreachable(bootstrap_servers)
     return metadata
@@ -212,8 +214,21 @@ def create_topics(
                 if exc is not None:
                     raise _fail("add partitions to", name, exc)
                 status[name] = "updated"
+    _await_partitions(admin, list(wanted), settings.partitions, timeout_s)
     states = describe_topics(admin, list(wanted), timeout_s)
     return [TopicState(s.name, s.partitions, s.configs, status.get(s.name, "")) for s in states]
+
+
+def _await_partitions(admin: AdminClient, names: list[str], partitions: int, timeout_s: float) -> None:
+    """Topic metadata reaches the broker shortly after a create: wait until every topic shows up complete."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        if all(n in topics and topics[n].error is None and len(topics[n].partitions) >= partitions for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics {', '.join(names)} did not show {partitions} partitions within {timeout_s} s")
+        time.sleep(0.1)
 
 
 def delete_topics(admin: AdminClient, names: Sequence[str], timeout_s: float = 15.0) -> dict[str, str]:
@@ -269,8 +284,9 @@ def _print_table(states: Sequence[TopicState], with_status: bool) -> None:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
     admin = admin_client(args.bootstrap_servers, args.timeout_s)
-    _print_table(create_topics(admin, _settings_from(args)), with_status=True)
+    _print_table(create_topics(admin, settings), with_status=True)
     return 0
 
 
