@@ -33,6 +33,9 @@ class PlatformSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="every service binds here")
 
     kafka_port: int = 9092
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="clients' bootstrap list when Kafka is not the local broker, e.g. kafka:9092"
+    )
     kafka_controller_port: int = 9093
     kafka_heap_mb: int = 512
 
@@ -60,7 +63,8 @@ class PlatformSettings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        """Where clients connect: the configured list, else the local broker."""
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
 
     @property
     def flink_rest_url(self) -> str:
