@@ -49,7 +49,10 @@ REASONS: dict[str, str] = {
     "wrong_type": "the element is neither bytes nor a KafkaMessage with a bytes value",
     "empty": "no payload (None or zero bytes, e.g. a tombstone)",
     "oversized": "payload longer than max_payload_bytes",
-    "undecodable": "not a Confluent wire-format Avro record (magic byte, length, body, trailing bytes)",
+    "undecodable": (
+        "not a Confluent wire-format Avro record (magic byte, length, body, trailing bytes),"
+        " or an event_time beyond what a timestamp can hold (before year 1 or after 9999)"
+    ),
     "wrong_schema": "the schema id is unknown or belongs to another record type than RawReading",
     "unknown_sensor": "sensor_id is not one of the known sensors",
     "ancient_timestamp": "event_time before min_event_time_ms (default 2000-01-01)",
