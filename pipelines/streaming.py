@@ -1,0 +1,255 @@
+"""``traffic stream``: the streaming prediction pipeline (Kafka in, Kafka and Parquet out).
+
+The same composites as ``pipelines/batch.py``; only the source, the sinks and
+the trigger arguments differ::
+
+    traffic-raw -> ReadFromKafka -> ValidateEvents -> DeduplicateEvents -> traffic-events
+                                        '-> dead letters (invalid, duplicate, too late) -> traffic-dlq
+    events -> WindowedAggregate (5-min event-time windows, early pane per reading)
+           -> traffic-aggregates + <output>/aggregates/*.parquet
+           -> NetworkHistory (12 steps x all sensors, emitted once every sensor reported the step)
+           -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
+           -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
+
+Counts add up: every raw record ends as a valid event or a dead letter
+(``raw = valid + dead letters``); events later than the allowed lateness are
+dead letters with reason ``late`` and step ``WindowedAggregate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from ml.dataset import STEP_MS
+from ml.features import HISTORY_STEPS
+from pipelines.tables import join_path, parquet_schema
+from schemas.exceptions import TrafficError
+from schemas.topics import TopicSettings
+from transforms.aggregate import WindowedAggregate
+from transforms.dedupe import DeduplicateEvents
+from transforms.forecast import Forecast
+from transforms.history import NetworkHistory
+from transforms.kafka_io import ReadFromKafka
+from transforms.postprocess import PostProcess
+from transforms.publish import PublishToKafka, WriteWindowedParquet
+from transforms.validate import ValidateEvents, make_dead_letter
+
+__all__ = ["StreamingConfig", "StreamingError", "build_pipeline", "register", "run"]
+
+_LOG = logging.getLogger("traffic.stream")
+NAMESPACE = "traffic.stream"
+
+
+class StreamingError(TrafficError):
+    """The streaming job cannot start: no model, bad flags."""
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Everything ``build_pipeline`` needs; ``run`` builds it from flags and the registry."""
+
+    bootstrap_servers: str
+    topics: TopicSettings
+    sensor_ids: tuple[str, ...]
+    registry: str
+    output: str | None = None
+    group_id: str = "traffic-stream"
+    start: str = "earliest"
+    window_s: int = STEP_MS // 1000
+    allowed_lateness_s: int = 600
+    early_firing_count: int | None = 1
+    model_refresh_s: float = 10.0
+    idle_timeout_s: float = 2.0
+    hdfs_options: tuple[tuple[str, Any], ...] = ()
+
+
+class _Counted(beam.DoFn):
+    def __init__(self, name: str) -> None:
+        self.counter = Metrics.counter(NAMESPACE, name)
+
+    def process(self, element: Any):
+        self.counter.inc()
+        yield element
+
+
+def _late_to_dead_letter(event: dict[str, Any]) -> dict[str, Any]:
+    """An event later than the allowed lateness keeps its content as a dead letter."""
+    from schemas.codec import AvroCodec
+    from transforms.validate import system_now_ms
+
+    return make_dead_letter(
+        AvroCodec("traffic_event").encode(event),
+        reason="late",
+        error=f"event at {event['event_time']} arrived after its window closed",
+        step="WindowedAggregate",
+        failed_at=system_now_ms(),
+        key=str(event.get("sensor_id", "")).encode(),
+    )
+
+
+def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
+    """Apply the streaming chain (see the module doc) to ``p``."""
+    topics = cfg.topics
+    raw = (
+        p
+        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start,
+                                     idle_timeout_s=cfg.idle_timeout_s)
+        | "CountRaw" >> beam.ParDo(_Counted("raw"))
+    )
+    checked = raw | "ValidateEvents" >> ValidateEvents(cfg.sensor_ids)
+    deduped = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
+    events = deduped.valid | "CountValid" >> beam.ParDo(_Counted("valid"))
+    _ = events | "PublishEvents" >> PublishToKafka(cfg.bootstrap_servers, topics.events, "traffic_event")
+
+    windowed = events | "WindowedAggregate" >> WindowedAggregate(
+        window_s=cfg.window_s, allowed_lateness_s=cfg.allowed_lateness_s, early_firing_count=cfg.early_firing_count
+    )
+    late = windowed.late | "LateToDeadLetters" >> beam.Map(_late_to_dead_letter)
+    dead = (checked.dead_letter, deduped.dead_letter, late) | "AllDeadLetters" >> beam.Flatten()
+    _ = (
+        dead
+        | "CountDeadLetters" >> beam.ParDo(_Counted("dead_letters"))
+        | "PublishDeadLetters" >> PublishToKafka(cfg.bootstrap_servers, topics.dead_letters, "dead_letter",
+                                                 key_field="key")
+    )
+    aggregates = windowed.aggregates
+    _ = aggregates | "PublishAggregates" >> PublishToKafka(cfg.bootstrap_servers, topics.aggregates,
+                                                           "window_aggregate")
+
+    snapshots = aggregates | "NetworkHistory" >> NetworkHistory(
+        list(cfg.sensor_ids), history_steps=HISTORY_STEPS, step_s=cfg.window_s
+    )
+    forecasts = snapshots | "Forecast" >> Forecast(
+        cfg.registry, refresh_s=cfg.model_refresh_s, max_batch_size=4, hdfs_options=dict(cfg.hdfs_options) or None
+    )
+    post = forecasts | "PostProcess" >> PostProcess()
+    predictions = post.predictions | "CountPredictions" >> beam.ParDo(_Counted("predictions"))
+    _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
+    _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
+
+    if cfg.output:
+        _ = aggregates | "WriteAggregateFiles" >> WriteWindowedParquet(
+            join_path(cfg.output, "aggregates"), parquet_schema("window_aggregate")
+        )
+        _ = (
+            predictions
+            | "WindowPredictions" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s))
+            | "WritePredictionFiles" >> WriteWindowedParquet(
+                join_path(cfg.output, "predictions"), parquet_schema("prediction")
+            )
+        )
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def make_config(args: argparse.Namespace) -> StreamingConfig:
+    """Resolve flags: the model's sensors come from the registry (the job refuses to start without a model)."""
+    from ml.registry import ModelRegistry, default_registry_root
+    from runners.settings import get_settings
+    from schemas.topics import get_topic_settings
+
+    settings = get_settings()
+    registry = args.registry or default_registry_root()
+    hdfs: dict[str, Any] = {}
+    if any(str(p).startswith("hdfs://") for p in (registry, args.output) if p):
+        hdfs = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
+    bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
+    if args.window_s <= 0 or args.allowed_lateness_s < 0:
+        raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
+    return StreamingConfig(
+        bootstrap_servers=args.bootstrap or settings.kafka_bootstrap,
+        topics=get_topic_settings(),
+        sensor_ids=tuple(bundle.context.sensor_ids),
+        registry=registry,
+        output=args.output if args.output != "none" else None,
+        group_id=args.group_id,
+        start=args.start,
+        window_s=args.window_s,
+        allowed_lateness_s=args.allowed_lateness_s,
+        model_refresh_s=args.model_refresh_s,
+        hdfs_options=tuple(sorted(hdfs.items())),
+    )
+
+
+def _check_kafka(bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}).list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - librdkafka raises KafkaException with long texts
+        raise StreamingError(
+            f"Kafka at {bootstrap} is not reachable (start it with `traffic platform up kafka`)"
+        ) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runners.presets import pipeline_options
+
+    from runners.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = make_config(args)
+    _check_kafka(cfg.bootstrap_servers)
+    extra = list(args.beam_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    extra += [f"--{key}={value}" for key, value in cfg.hdfs_options]
+    options = pipeline_options(args.runner, True, extra, get_settings())
+    _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)",
+              cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, cfg)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        _LOG.info("stream: cancelling the job")
+        result.cancel()
+    return 0
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from runners.settings import get_settings
+
+    parser.add_argument("--runner", choices=("prism", "flink", "direct"), default="prism",
+                        help="prism (local default) or flink (the local cluster through the job server)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local platform)")
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    parser.add_argument("--output", default=str(get_settings().work_dir / "stream"),
+                        help="directory (local or hdfs://) for aggregate and prediction Parquet files; 'none' "
+                        "to write only to Kafka")
+    parser.add_argument("--group-id", default="traffic-stream", help="Kafka consumer group of the raw reader")
+    parser.add_argument("--start", choices=("earliest", "latest", "committed"), default="committed",
+                        help="where to start reading the raw topic when the job starts fresh (default: committed, "
+                        "falling back to earliest)")
+    parser.add_argument("--window-s", type=int, default=STEP_MS // 1000, help="aggregation window (default 300)")
+    parser.add_argument("--allowed-lateness-s", type=int, default=600,
+                        help="events up to this late still update their window; later ones are dead letters")
+    parser.add_argument("--model-refresh-s", type=float, default=10.0,
+                        help="how often the job checks the registry for a newly registered model")
+    parser.add_argument("beam_args", nargs=argparse.REMAINDER,
+                        help="after --: further Beam pipeline options, e.g. -- --checkpointing_interval=10000")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="traffic stream")
+    _add_arguments(parser)
+    return _run(parser.parse_args(argv))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stream",
+        help="the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)",
+        description="Run the streaming pipeline on Prism (default) or the local Flink cluster.",
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=_run)
