@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,14 +116,29 @@ class Service:
     def _busy_ports(self) -> list[str]:
         return [f"{self.host}:{port}" for port in self.ports().values() if port_open(self.host, port, 0.3)]
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise up/down of this service between processes sharing the work directory."""
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.settings.run_dir / f"{self.name}.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def up(self) -> bool:
         """Start the service unless it already runs; wait until healthy. True if it was started now."""
+        with self._locked():
+            return self._up()
+
+    def _up(self) -> bool:
         if self.is_running():
             if self.healthy():
                 return False
             self._wait_healthy(self.processes())
             return False
-        self.down()  # a half-started service (one process died): clean up before starting again
+        self._down()  # a half-started service (one process died): clean up before starting again
         self.check_installed()
         busy = self._busy_ports()
         launches = self.prepare()
@@ -155,6 +172,10 @@ class Service:
 
     def down(self) -> bool:
         """Stop this service's processes (only those its PID files record). True if any ran."""
+        with self._locked():
+            return self._down()
+
+    def _down(self) -> bool:
         stopped = False
         for proc in reversed(self.processes()):
             stopped = proc.stop() or stopped
