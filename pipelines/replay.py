@@ -307,8 +307,9 @@ def _iso(ms: int | None) -> str:
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def print_report(report: ReplayReport, out: Any = sys.stdout) -> None:
+def print_report(report: ReplayReport, out: Any = None) -> None:
     """The end-of-run summary: events/s and, when any were sent, the bad-record table."""
+    out = out if out is not None else sys.stdout
     state = "interrupted after" if report.interrupted else "replayed"
     print(
         f"{state} {report.readings:,} readings ({report.missing:,} missing) from {report.sensors} sensors"

@@ -280,7 +280,7 @@ def _print_table(states: Sequence[TopicState], with_status: bool) -> None:
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _cmd_create(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ def test_catalogue_has_one_generator_per_kind() -> None:
 
 
 def test_truncated_is_a_strict_nonempty_prefix_that_does_not_decode(known) -> None:
-    for reading, encoded, bad in _records("truncated", known):
+    for _reading, encoded, bad in _records("truncated", known):
         assert bad.key == b"773869" and 0 < len(bad.value) < len(encoded) and encoded.startswith(bad.value)
         with pytest.raises(DecodeError):
             RAW.decode(bad.value)
@@ -80,7 +80,7 @@ def test_wrong_schema_is_valid_avro_of_another_schema(known) -> None:
 
 
 def test_wrong_field_types_claim_the_raw_schema_id(known) -> None:
-    for reading, _, bad in _records("wrong_field_types", known):
+    for _reading, _, bad in _records("wrong_field_types", known):
         assert bad.value[:5] == b"\x00" + RAW.schema_id.to_bytes(4, "big")
         record = fastavro.schemaless_reader(io.BytesIO(bad.value[5:]), WRONG_FIELD_TYPES_SCHEMA)
         assert record["sensor_id"] == 773869 and isinstance(record["speed_mph"], str)
@@ -100,7 +100,7 @@ def test_wrong_field_types_claim_the_raw_schema_id(known) -> None:
 )
 def test_hostile_values_are_valid_avro(kind: str, check, known) -> None:
     now = int(time.time() * 1000)
-    for reading, _, bad in _records(kind, known):
+    for _reading, _, bad in _records(kind, known):
         record = RAW.decode(bad.value)
         assert bad.key == b"773869" and record["sensor_id"] == "773869"
         assert check(record, now), record
