@@ -1,6 +1,6 @@
 """Start-up time and resident memory of each local service.
 
-    .venv/bin/python benchmarks/platform_startup.py [--rounds 2] [--port-offset 20000] [--write docs/benchmarks/platform.md]
+    .venv/bin/python benchmarks/platform_startup.py [--rounds 2] [--port-offset 15000] [--write docs/benchmarks/platform.md]
 
 Runs in a fresh temporary work directory on ports shifted by ``--port-offset``
 (so the platform on the default ports is left alone) with the default heaps.
@@ -97,7 +97,7 @@ def _markdown(rows: list[dict[str, object]], settings: PlatformSettings, command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--port-offset", type=int, default=20_000)
+    parser.add_argument("--port-offset", type=int, default=15_000)
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--write", type=Path, help="also write the figures as Markdown to this file")
     args = parser.parse_args(argv)
