@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ml.dataset import BUNDLED_DIR, STEP_MS, MetrLA, load_metrla
 from pipelines.bad_records import BadRecordInjector, Reading
+from pipelines.replay_encoding import RawReadingEncoder
 from runners.settings import get_settings
 from runners.topics import check_kafka, kafka_client_config
 from schemas.codec import AvroCodec, codec_for
@@ -207,6 +208,7 @@ def replay(
         unit="ev", unit_scale=True, disable=not progress, desc=f"replay -> {topic}", smoothing=0.1,
     )
     produce, poll, encode = producer.produce, producer.poll, codec.encode
+    fast = RawReadingEncoder.for_codec(codec, sensor_ids)
     started = time.monotonic()
     step_no = 0
     try:
@@ -220,13 +222,22 @@ def replay(
                     _pace(producer, started + step_no * interval_s, stop)
                 event_ms = int(chosen.times_ms[i]) + shift_ms
                 row = chosen.speed[i].tolist()
-                bad_after = set(injector.plan(n_sensors).tolist())
-                for j in range(n_sensors):
-                    value = encode({"sensor_id": sensor_ids[j], "event_time": event_ms, "speed_mph": row[j]})
-                    _send(produce, poll, topic, keys[j], value)
+                if fast is not None:
+                    values = fast.step(event_ms, chosen.speed[i])
+                else:
+                    values = [encode({"sensor_id": sid, "event_time": event_ms, "speed_mph": sp})
+                              for sid, sp in zip(sensor_ids, row, strict=True)]
+                bad_after = {
+                    j: injector.make(Reading(sensor_ids[j], event_ms, row[j]), values[j])
+                    for j in injector.plan(n_sensors).tolist()
+                }
+                for j, value in enumerate(values):
+                    try:
+                        produce(topic, value, keys[j])
+                    except BufferError:  # the local queue is full: let librdkafka send, then retry
+                        _send(produce, poll, topic, keys[j], value)
                     if j in bad_after:
-                        bad = injector.make(Reading(sensor_ids[j], event_ms, row[j]), value)
-                        _send(produce, poll, topic, bad.key, bad.value)
+                        _send(produce, poll, topic, bad_after[j].key, bad_after[j].value)
                 poll(0)
                 report.missing += row.count(0.0)
                 report.readings += n_sensors
@@ -239,6 +250,8 @@ def replay(
             report.loops = loop
     except KeyboardInterrupt:
         report.interrupted = True
+    except KafkaException as exc:
+        raise ReplayError(f"cannot produce to {topic}: {exc.args[0].str() if exc.args else exc}") from None
     finally:
         bar.close()
         remaining = producer.flush(flush_timeout_s)
