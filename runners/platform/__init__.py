@@ -12,6 +12,7 @@ Everything (PID files, logs, data, generated configuration) lives under
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from runners.platform.flink import FlinkService
 from runners.platform.hdfs import HdfsService
@@ -36,7 +37,12 @@ class Platform:
     """Starts, stops and reports the local services for one set of settings (one work directory)."""
 
     def __init__(self, settings: PlatformSettings | None = None) -> None:
-        self.settings = settings or get_settings()
+        settings = settings or get_settings()
+        # Absolute paths: the services run with the work directory as their current directory.
+        self.settings = settings.model_copy(update={
+            "work_dir": Path(settings.work_dir).expanduser().resolve(),
+            "cache_dir": Path(settings.cache_dir).expanduser().resolve(),
+        })
         self.services: dict[str, Service] = {name: cls(self.settings) for name, cls in _SERVICE_CLASSES.items()}
 
     def _names(self, names: Iterable[str] | None) -> list[str]:

@@ -167,7 +167,10 @@ class Service:
         if reason is None:
             return
         log = next((p.log_file for p in procs if p.exit_reason()), procs[0].log_file)
-        hint = f" (port {', '.join(busy)} was already in use before the start)" if busy else ""
+        hint = ""
+        if busy:
+            hint = f" (port {busy[0]} was" if len(busy) == 1 else f" (ports {', '.join(busy)} were"
+            hint += " already in use before the start)"
         raise PlatformError(f"{self.name} did not come up: {reason}{hint}; read {log}")
 
     def down(self) -> bool:
