@@ -1,0 +1,174 @@
+"""WindowedAggregate: statistics, missing readings, out-of-order, early/on-time/late panes, the late output."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from schemas.codec import AvroCodec
+from transforms.aggregate import STEP, SpeedStatsFn, WindowedAggregate, speed_stats
+from transforms.exceptions import TransformConfigError
+
+T0_MS = 1_330_560_000_000  # a window boundary (divisible by 300 s)
+W_MS = 300_000
+
+
+def event(sensor: str, offset_s: float, speed: float | None) -> dict:
+    return {"sensor_id": sensor, "event_time": T0_MS + int(offset_s * 1000), "speed_mph": speed, "validated_at": 0}
+
+
+def stamped(e: dict) -> TimestampedValue:
+    return TimestampedValue(e, e["event_time"] / 1000)
+
+
+def streaming_options() -> PipelineOptions:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def brief(a: dict) -> tuple:
+    mean = None if a["mean_speed_mph"] is None else round(a["mean_speed_mph"], 9)
+    return (a["sensor_id"], (a["window_start"] - T0_MS) // W_MS, a["pane_timing"], a["count"], a["missing_count"], mean)
+
+
+def test_speed_stats_population_stddev_and_order_independence():
+    speeds = [50.0, 60.0, 55.5, 70.25, 0.1]
+    stats = speed_stats(speeds, 2)
+    mean = sum(speeds) / 5
+    assert stats["mean"] == pytest.approx(mean)
+    assert stats["stddev"] == pytest.approx(math.sqrt(sum((s - mean) ** 2 for s in speeds) / 5))
+    assert (stats["min"], stats["max"], stats["count"], stats["missing"]) == (0.1, 70.25, 7, 2)
+    rng = random.Random(3)
+    values = [rng.uniform(0, 80) for _ in range(200)]
+    shuffled = values[:]
+    rng.shuffle(shuffled)
+    assert speed_stats(values, 0) == speed_stats(shuffled, 0)  # bit for bit
+
+
+def test_all_missing_window_has_no_speed_statistics():
+    assert speed_stats([], 3) == {"mean": None, "min": None, "max": None, "stddev": None, "count": 3, "missing": 3}
+    fn = SpeedStatsFn()
+    left = fn.add_input(fn.add_input(fn.create_accumulator(), None), 40.0)
+    right = fn.add_input(fn.create_accumulator(), 60.0)
+    assert fn.extract_output(fn.merge_accumulators([left, right]))["mean"] == 50.0
+
+
+def test_batch_aggregates_out_of_order_and_missing_readings():
+    events = [
+        event("a", 250, 60.0),
+        event("a", 10, 50.0),
+        event("a", 100, None),  # missing reading
+        event("b", 20, None),
+        event("b", 200, None),  # every reading of b's window missing
+        event("a", 310, 40.0),  # next window
+    ]
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=None)
+        assert_that(
+            result.aggregates | beam.Map(brief),
+            equal_to(
+                [("a", 0, "ON_TIME", 3, 1, 55.0), ("b", 0, "ON_TIME", 2, 2, None), ("a", 1, "ON_TIME", 1, 0, 40.0)]
+            ),
+            label="CheckAggregates",
+        )
+        assert_that(result.late, equal_to([]), label="CheckNoneLate")
+        full = result.aggregates | "Full" >> beam.Filter(lambda a: a["sensor_id"] == "a" and a["window_start"] == T0_MS)
+        assert_that(
+            full | beam.Map(lambda a: (a["window_end"] - a["window_start"], a["min_speed_mph"], a["max_speed_mph"])),
+            equal_to([(W_MS, 50.0, 60.0)]),
+            label="CheckFields",
+        )
+        encoded = result.aggregates | "Encode" >> beam.Map(lambda a: len(AvroCodec("window_aggregate").encode(a)) > 5)
+        assert_that(encoded, equal_to([True] * 3), label="FitsSchema")
+
+
+def test_streaming_early_on_time_late_and_too_late():
+    """Window 0 of sensor a: two early panes, on time, one late pane within lateness, one reading too late."""
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements([stamped(event("a", 10, 50.0))])
+        .add_elements([stamped(event("a", 200, 60.0))])
+        .add_elements([stamped(event("a", 320, 30.0))])  # window 1
+        .advance_watermark_to(T0_MS / 1000 + 330)  # window 0 closes: ON_TIME pane
+        .add_elements([stamped(event("a", 100, 70.0))])  # late, but within the 60 s allowed lateness
+        .add_elements([stamped(event("a", 400, 20.0))])  # the sensor's high-water mark passes 300 + 60
+        .add_elements([stamped(event("a", 150, 99.0))])  # later than allowed: goes to `late`
+        .advance_watermark_to_infinity()
+    )
+    with test_pipeline.TestPipeline(options=streaming_options()) as p:
+        result = p | stream | WindowedAggregate(allowed_lateness_s=60, early_firing_count=1)
+        _check_panes(result)
+
+
+def _check_panes(result) -> None:
+    assert_that(
+        result.aggregates | beam.Map(brief),
+        equal_to(
+            [
+                ("a", 0, "EARLY", 1, 0, 50.0),
+                ("a", 0, "EARLY", 2, 0, 55.0),
+                ("a", 0, "ON_TIME", 2, 0, 55.0),
+                ("a", 0, "LATE", 3, 0, 60.0),
+                ("a", 1, "EARLY", 1, 0, 30.0),
+                ("a", 1, "EARLY", 2, 0, 25.0),
+                ("a", 1, "ON_TIME", 2, 0, 25.0),
+            ]
+        ),
+        label="CheckPanes",
+    )
+    assert_that(result.late | beam.Map(lambda e: e["speed_mph"]), equal_to([99.0]), label="CheckLate")
+
+
+def test_batch_flags_late_by_arrival_order_and_counts_it():
+    """With a lateness limit, batch input is judged in arrival order (pass None for batch to switch it off)."""
+    events = [event("a", 320, 30.0), event("a", 10, 50.0), event("b", 10, 45.0)]
+    p = test_pipeline.TestPipeline()
+    result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=0)
+    assert_that(
+        result.aggregates | beam.Map(brief),
+        equal_to([("a", 1, "ON_TIME", 1, 0, 30.0), ("b", 0, "ON_TIME", 1, 0, 45.0)]),
+        label="CheckAggregates",
+    )
+    assert_that(result.late | beam.Map(lambda e: e["speed_mph"]), equal_to([50.0]), label="CheckLate")
+    outcome = p.run()
+    outcome.wait_until_finish()
+    late = outcome.metrics().query(MetricsFilter().with_namespace(STEP).with_name("late"))["counters"]
+    assert sum(c.committed for c in late) == 1
+
+
+def test_streaming_discarding_mode_and_counts_add_up():
+    readings = [event("a", t, 40.0 + t / 100) for t in (10, 50, 90, 310, 320)] + [event("b", 5, None)]
+    stream = TestStream().advance_watermark_to(T0_MS / 1000)
+    for e in readings:
+        stream = stream.add_elements([stamped(e)])
+    stream = stream.add_elements([stamped(event("a", 20, 99.0))])  # late: a's mark is at 320 > 300 + 0
+    stream = stream.advance_watermark_to_infinity()
+    with test_pipeline.TestPipeline(options=streaming_options()) as p:
+        result = p | stream | WindowedAggregate(early_firing_count=2, accumulate=False)
+        parts = (
+            result.aggregates | beam.Map(lambda a: ("aggregated", a["count"])),
+            result.late | beam.Map(lambda e: ("late", 1)),
+        ) | beam.Flatten()
+
+        def counts_add_up(actual: list) -> None:
+            assert sum(n for _, n in actual) == len(readings) + 1
+            assert sum(n for kind, n in actual if kind == "late") == 1
+
+        assert_that(parts, counts_add_up)
+
+
+def test_invalid_parameters_are_rejected():
+    for kwargs in ({"window_s": 0}, {"allowed_lateness_s": -1}, {"early_firing_count": 0}, {"lateness_grace_s": -5}):
+        with pytest.raises(TransformConfigError):
+            WindowedAggregate(**kwargs)

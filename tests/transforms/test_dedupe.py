@@ -1,0 +1,104 @@
+"""DeduplicateEvents: first wins, repeats become dead letters, identical in batch and streaming."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from schemas.codec import AvroCodec
+from transforms.dedupe import DeduplicateEvents
+from transforms.exceptions import TransformConfigError
+
+T0_MS = 1_330_560_000_000
+STEP_MS = 300_000
+
+
+def event(sensor: str, step: int, speed: float | None, validated_at: int = 1) -> dict:
+    return {"sensor_id": sensor, "event_time": T0_MS + step * STEP_MS, "speed_mph": speed, "validated_at": validated_at}
+
+
+def stamped(e: dict) -> TimestampedValue:
+    return TimestampedValue(e, e["event_time"] / 1000)
+
+
+EVENTS = [
+    event("a", 0, 50.0),
+    event("a", 1, 51.0),
+    event("a", 0, 50.0, validated_at=2),  # exact repeat (re-sent later)
+    event("b", 0, None),
+    event("b", 0, None, validated_at=3),  # repeat of a missing reading
+    event("a", 1, 49.0),  # same time, different speed
+    event("b", 1, 30.0),
+]
+EXPECTED_VALID = [("a", 0, 50.0), ("a", 1, 51.0), ("b", 0, None), ("b", 1, 30.0)]
+EXPECTED_DEAD = [("duplicate", b"a"), ("duplicate", b"b"), ("conflicting_duplicate", b"a")]
+
+
+def summary(e: dict) -> tuple:
+    return e["sensor_id"], (e["event_time"] - T0_MS) // STEP_MS, e["speed_mph"]
+
+
+def check(result) -> None:
+    assert_that(result.valid | "Summarise" >> beam.Map(summary), equal_to(EXPECTED_VALID), label="CheckValid")
+    assert_that(
+        result.dead_letter | "Reasons" >> beam.Map(lambda d: (d["reason"], d["key"])),
+        equal_to(EXPECTED_DEAD),
+        label="CheckDeadLetters",
+    )
+
+
+def test_batch_keeps_the_first_and_dead_letters_the_repeats():
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(EVENTS) | beam.Map(stamped) | DeduplicateEvents(now_ms_fn=lambda: 7)
+        check(result)
+        total = (result.valid, result.dead_letter) | beam.Flatten() | beam.combiners.Count.Globally()
+        assert_that(total, equal_to([len(EVENTS)]), label="CountsAddUp")
+
+
+def test_streaming_gives_the_same_split():
+    stream = TestStream().advance_watermark_to(T0_MS / 1000)
+    for e in EVENTS:
+        stream = stream.add_elements([stamped(e)])
+    stream = stream.advance_watermark_to((T0_MS + 2 * STEP_MS) / 1000).advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with test_pipeline.TestPipeline(options=options) as p:
+        check(p | stream | DeduplicateEvents())
+
+
+def test_dead_letter_payload_is_the_repeated_event_in_wire_format():
+    repeat = event("a", 0, 50.0, validated_at=2)
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create([event("a", 0, 50.0), repeat]) | beam.Map(stamped) | DeduplicateEvents()
+        decoded = result.dead_letter | beam.Map(lambda d: AvroCodec("traffic_event").decode(d["payload"]))
+        assert_that(decoded, equal_to([repeat]))
+
+
+def test_state_expires_after_ttl_so_very_late_repeats_pass():
+    """ttl_s bounds the state: after the watermark passes event_time + ttl, a repeat is not caught."""
+    first = event("a", 0, 50.0)
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_MS / 1000)
+        .add_elements([stamped(first)])
+        .add_elements([stamped(event("a", 0, 50.0, validated_at=2))])
+        .advance_watermark_to(T0_MS / 1000 + 120)
+        .add_elements([stamped(event("a", 0, 50.0, validated_at=3))])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with test_pipeline.TestPipeline(options=options) as p:
+        result = p | stream | DeduplicateEvents(ttl_s=60)
+        assert_that(result.valid | beam.Map(lambda e: e["validated_at"]), equal_to([1, 3]), label="CheckValid")
+        assert_that(result.dead_letter | beam.Map(lambda d: d["reason"]), equal_to(["duplicate"]), label="CheckDead")
+
+
+def test_ttl_must_be_positive():
+    with pytest.raises(TransformConfigError):
+        DeduplicateEvents(ttl_s=0)
