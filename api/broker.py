@@ -152,7 +152,7 @@ class KafkaFeed:
                 if not self.assigned:
                     self._stop.wait(0.2)
                     continue
-                messages = consumer.consume(num_messages=self.batch_size, timeout=0.1)
+                messages = consumer.consume(num_messages=self.batch_size, timeout=0.05)  # returns early only when full
                 self.last_poll_s = time.time()
                 if not messages:
                     continue

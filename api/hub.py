@@ -4,8 +4,9 @@ Every event gets a monotonically increasing id and is encoded once as an SSE
 frame; the hub keeps the last ``ring_size`` events so a client reconnecting
 with ``Last-Event-ID`` gets exactly what it missed.
 
-Slow-client policy: each client has a bounded queue (``queue_size`` events).
-When a new event would overflow it, the client is marked *lagged* and removed
+Slow-client policy: each client has a bounded queue (``queue_size`` events,
+held as the batches the Kafka consumer delivered, so a burst costs one wake-up
+and one write per client). When a new batch would overflow it, the client is marked *lagged* and removed
 from the hub; its stream sends one ``lagged`` event (carrying the id of the
 last event it was sent) and closes. The client may reconnect with that id as
 ``Last-Event-ID``: if it is still in the ring buffer it resumes without a gap,
@@ -26,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "CONGESTION_RANK",
+    "Batch",
     "EVENT_KINDS",
     "SEVERITY_RANK",
     "Event",
@@ -96,40 +98,56 @@ class EventFilter:
         return self.matches(probe)
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Consecutive events for one filter, encoded once and shared by every client with that filter."""
+
+    payload: bytes
+    count: int
+    last_id: int
+
+    @classmethod
+    def of(cls, events: list[Event]) -> Batch:
+        return cls(b"".join([event.frame for event in events]), len(events), events[-1].id)
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One connected client: its filter, its bounded queue, and whether it lagged."""
+    """One connected client: its filter, its bounded queue of event batches, and whether it lagged."""
 
     filter: EventFilter
     limit: int
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    batches: deque = field(default_factory=deque)
+    pending: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     lagged: bool = False
     closed: bool = False
     last_sent_id: int = 0
     dropped: int = 0
 
-    def offer(self, event: Event) -> bool:
-        """Queue ``event``; False (and lagged) when the queue is full."""
-        if self.queue.qsize() >= self.limit:
+    def offer(self, batch: Batch) -> bool:
+        """Queue a batch of matching events; False (and lagged) when it would overflow the queue."""
+        if self.pending + batch.count > self.limit:
             self.lagged = True
-            self.dropped += 1
-            self.queue.put_nowait(None)  # wake the stream so it reports the lag now
+            self.dropped += batch.count
+            self.wake.set()  # the stream reports the lag at once
             return False
-        self.queue.put_nowait(event)
+        self.batches.append(batch)
+        self.pending += batch.count
+        self.wake.set()
         return True
 
     def close(self) -> None:
         self.closed = True
-        self.queue.put_nowait(None)
+        self.wake.set()
 
-    def drain(self, first: Event | None, max_events: int) -> list[Event]:
-        """``first`` plus whatever is already queued (up to ``max_events``), in order."""
-        batch = [first] if first is not None else []
-        while len(batch) < max_events and not self.queue.empty():
-            item = self.queue.get_nowait()
-            if item is not None:
-                batch.append(item)
-        return batch
+    def take(self) -> list[Batch]:
+        """Every queued batch, oldest first; the queue is empty afterwards."""
+        batches = list(self.batches)
+        self.batches.clear()
+        self.pending = 0
+        self.wake.clear()
+        return batches
 
 
 class Hub:
@@ -153,12 +171,18 @@ class Hub:
             self.ring.append(event)
             events.append(event)
         self.published += len(events)
+        if not events:
+            return events
         lagging = []
+        batches: dict[EventFilter, Batch | None] = {}  # clients with equal filters share one encoded batch
         for sub in self.subscribers:
-            for event in events:
-                if sub.filter.matches(event) and not sub.offer(event):
-                    lagging.append(sub)
-                    break
+            if sub.filter in batches:
+                batch = batches[sub.filter]
+            else:
+                matched = [event for event in events if sub.filter.matches(event)]
+                batch = batches[sub.filter] = Batch.of(matched) if matched else None
+            if batch is not None and not sub.offer(batch):
+                lagging.append(sub)
         for sub in lagging:
             self.subscribers.discard(sub)
             self.lagged_total += 1

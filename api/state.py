@@ -42,8 +42,8 @@ class SensorCatalog:
         locations = load_sensor_locations(ids, path)
         return cls(
             ids,
-            {sid: float(loc[0]) for sid, loc in zip(ids, locations)},
-            {sid: float(loc[1]) for sid, loc in zip(ids, locations)},
+            {sid: float(loc[0]) for sid, loc in zip(ids, locations, strict=True)},
+            {sid: float(loc[1]) for sid, loc in zip(ids, locations, strict=True)},
         )
 
     def __contains__(self, sensor_id: object) -> bool:

@@ -26,7 +26,6 @@ from api.runtime import Runtime
 __all__ = ["router", "snapshot_of"]
 
 router = APIRouter(prefix="/stream", tags=["stream"])
-MAX_EVENTS_PER_WRITE = 256
 
 
 def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
@@ -43,6 +42,8 @@ def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
 
 async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: anyio.Event) -> AsyncIterator[bytes]:
     hub, metrics = runtime.hub, runtime.metrics
+    coalesce_s = runtime.settings.coalesce_ms / 1000.0
+    loop = asyncio.get_running_loop()
 
     async def wake_on_shutdown() -> None:
         await shutdown.wait()
@@ -52,8 +53,11 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
     metrics.sse_clients.inc()
     try:
         yield first
+        last_write = loop.time()
         while True:
-            item = await sub.queue.get()
+            if coalesce_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
+                await asyncio.sleep(max(0.0, last_write + coalesce_s - loop.time()))
+            await sub.wake.wait()
             if sub.lagged:
                 metrics.sse_lagged.inc()
                 yield encode_frame(None, "lagged", {
@@ -64,12 +68,13 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
             if sub.closed:
                 yield encode_frame(None, "bye", {"last_event_id": sub.last_sent_id, "message": "server shutting down"})
                 return
-            batch = sub.drain(item, MAX_EVENTS_PER_WRITE)
-            if not batch:
+            batches = sub.take()
+            if not batches:
                 continue
-            sub.last_sent_id = batch[-1].id
-            metrics.sse_events_sent.inc(len(batch))
-            yield b"".join(event.frame for event in batch)
+            sub.last_sent_id = batches[-1].last_id
+            metrics.sse_events_sent.inc(sum(batch.count for batch in batches))
+            last_write = loop.time()
+            yield batches[0].payload if len(batches) == 1 else b"".join([batch.payload for batch in batches])
     finally:
         watcher.cancel()
         hub.unsubscribe(sub)

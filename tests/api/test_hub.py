@@ -13,6 +13,12 @@ def _prediction(sensor: str, horizon: int, congestion: str = "FREE_FLOW"):
             {"sensor_id": sensor, "horizon_min": horizon, "congestion": congestion})
 
 
+def _ids(batches) -> list[int]:
+    """Event ids in the encoded batches, in order."""
+    return [int(line[4:]) for batch in batches for line in batch.payload.decode().splitlines()
+            if line.startswith("id: ")]
+
+
 def _alert(sensor: str, severity: str):
     return ("alert", sensor, 15, SEVERITY_RANK[severity], {"sensor_id": sensor, "severity": severity})
 
@@ -33,7 +39,7 @@ def test_ids_increase_and_filters_select_sensor_horizon_and_severity():
         events = hub.publish([_prediction("a", 15), _prediction("a", 30), _prediction("b", 15, "SEVERE"),
                               _alert("a", "INFO"), _alert("b", "CRITICAL")])
         assert [e.id for e in events] == [1, 2, 3, 4, 5]
-        got = {name: [sub.queue.get_nowait().id for _ in range(sub.queue.qsize())]
+        got = {name: _ids(sub.take())
                for name, sub in (("wanted", wanted), ("severe", severe), ("congested", congested))}
         assert got == {"wanted": [1, 4], "severe": [5], "congested": [3]}
 
@@ -58,16 +64,36 @@ def test_a_slow_client_is_marked_lagged_and_dropped_while_others_keep_receiving(
         hub = Hub(ring_size=100, queue_size=3)
         slow = hub.subscribe(EventFilter())
         fast = hub.subscribe(EventFilter())
-        for i in range(5):
+        for _ in range(5):
             hub.publish([_prediction("a", 15)])
-            while not fast.queue.empty():  # the fast client keeps up
-                fast.queue.get_nowait()
+            fast.take()  # the fast client keeps up
         assert slow.lagged and slow not in hub.subscribers
         assert not fast.lagged and fast in hub.subscribers
         assert hub.lagged_total == 1
-        queued = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
-        assert [e.id for e in queued if e is not None] == [1, 2, 3]
-        assert queued[-1] is None  # the wake-up that makes the stream report the lag at once
+        assert slow.wake.is_set()  # its stream wakes up to report the lag at once
+        assert _ids(slow.take()) == [1, 2, 3]
+
+    asyncio.run(run())
+
+
+def test_a_burst_larger_than_the_queue_lags_at_once():
+    async def run():
+        hub = Hub(ring_size=100, queue_size=3)
+        sub = hub.subscribe(EventFilter())
+        hub.publish([_prediction("a", 15) for _ in range(4)])
+        assert sub.lagged and sub.take() == []
+
+    asyncio.run(run())
+
+
+def test_clients_with_equal_filters_share_the_matched_batch():
+    async def run():
+        hub = Hub(ring_size=100, queue_size=10)
+        one = hub.subscribe(EventFilter(horizons=frozenset({15})))
+        two = hub.subscribe(EventFilter(horizons=frozenset({15})))
+        hub.publish([_prediction("a", 15), _prediction("a", 30)])
+        first, second = one.take(), two.take()
+        assert first[0] is second[0] and _ids(first) == [1]
 
     asyncio.run(run())
 
@@ -77,20 +103,8 @@ def test_close_wakes_every_subscriber_and_later_subscribers_are_closed_at_once()
         hub = Hub(ring_size=10, queue_size=10)
         sub = hub.subscribe(EventFilter())
         hub.close()
-        assert sub.closed and await sub.queue.get() is None
+        assert sub.closed and sub.wake.is_set()
         late = hub.subscribe(EventFilter())
         assert late.closed and late not in hub.subscribers
-
-    asyncio.run(run())
-
-
-def test_drain_batches_queued_events_in_order_up_to_the_limit():
-    async def run():
-        hub = Hub(ring_size=10, queue_size=10)
-        sub = hub.subscribe(EventFilter())
-        hub.publish([_prediction("a", 15) for _ in range(5)])
-        first = await sub.queue.get()
-        assert [e.id for e in sub.drain(first, 3)] == [1, 2, 3]
-        assert [e.id for e in sub.drain(None, 10)] == [4, 5]
 
     asyncio.run(run())

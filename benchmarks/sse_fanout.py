@@ -1,0 +1,319 @@
+"""Load benchmark of the API's SSE fan-out: N concurrent clients on loopback, real Kafka, real predictions.
+
+What it does (bounded in time and in connections):
+
+1. creates fresh predictions/alerts/aggregates topics on the local Kafka;
+2. trains the quick ridge model with the project's feature code and forecasts
+   a few hours of bundled METR-LA with it (``tests/api/real_predictions.py``);
+3. starts ``traffic serve`` as a separate process on a free port;
+4. opens ``--clients`` SSE connections (``GET /stream``, all events) from
+   ``--client-procs`` asyncio processes;
+5. produces the model's Prediction records to Kafka at ``--rate`` records/s for
+   ``--duration-s`` seconds;
+6. every client measures each event's delivery latency: its receive time minus
+   the ``received_ms`` the API stamped when its consumer polled the record.
+
+Prints p50/p90/p99/max latency, delivered/expected events, and the server's RSS
+(before clients, with clients, peak). ``--write-doc`` writes docs/benchmarks/api.md.
+
+    .venv/bin/python benchmarks/sse_fanout.py --clients 1000 --rate 20 --duration-s 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "api"))
+
+RECEIVED = re.compile(rb'"received_ms":([0-9.]+)')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _client(port: int, path: str, stop, latencies: list[float], counts: list[int],
+                  ready: asyncio.Event | None) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    buffer = b""
+    events = 0
+    snapshot_seen = False
+    try:
+        while not stop.is_set():
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout=0.5)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            now_ms = time.time() * 1000.0
+            buffer += chunk
+            end = buffer.rfind(b"\n\n")
+            if end < 0:
+                continue
+            complete, buffer = buffer[: end + 2], buffer[end + 2 :]
+            if not snapshot_seen and b"event: snapshot" in complete:
+                snapshot_seen = True
+                complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
+                if ready is not None:
+                    ready.set()
+            for match in RECEIVED.finditer(complete):
+                latencies.append(now_ms - float(match.group(1)))
+                events += 1
+    finally:
+        counts.append(events)
+        writer.close()
+
+
+def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue) -> None:
+    async def main() -> None:
+        latencies: list[float] = []
+        counts: list[int] = []
+        tasks = []
+        for i in range(n):
+            ready = asyncio.Event()
+            tasks.append(asyncio.create_task(_client(port, path, stop, latencies, counts, ready)))
+            await asyncio.wait_for(ready.wait(), 30)
+            with connected.get_lock():
+                connected.value += 1
+            if i % 50 == 49:
+                await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        out.put((latencies, counts))
+
+    asyncio.run(main())
+
+
+def _setup_topics(bootstrap: str):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from schemas.topics import TopicSettings
+
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(predictions=f"bench-{tag}-predictions", alerts=f"bench-{tag}-alerts",
+                           aggregates=f"bench-{tag}-aggregates")
+    names = [topics.predictions, topics.alerts, topics.aggregates]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names]).values():
+        future.result(30)
+    return topics, admin, names
+
+
+def run(args: argparse.Namespace) -> dict:
+    from api_harness import Producer
+    from real_predictions import forecast_hours, train_quick_model
+
+    topics, admin, names = _setup_topics(args.bootstrap)
+    tmp = Path(tempfile.mkdtemp(prefix="sse-bench-"))
+    server = None
+    try:
+        print("training the quick model and forecasting with it ...", flush=True)
+        train_quick_model(tmp / "registry")
+        first = int(np.datetime64("2012-06-01T16:00", "ms").astype("int64"))
+        records = forecast_hours(tmp / "registry", first, max(1, int(np.ceil(args.rate * args.duration_s / 621))) + 1)
+        predictions = records.predictions
+        port = _free_port()
+        env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=args.bootstrap,
+                   TRAFFIC_API_MODEL_REGISTRY=str(tmp / "registry"), TRAFFIC_API_RATE_LIMIT_PER_S="0",
+                   TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
+                   TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5")
+        server = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve", "--log-level", "warning"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+                if health["checks"]["consumer"]["partitions"] == 12:
+                    break
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("traffic serve did not become ready")
+            time.sleep(0.3)
+        rss_idle = _rss_mb(server.pid)
+
+        connect_s = 60.0
+        stop = mp.Event()
+        connected = mp.Value("i", 0)
+        out: mp.Queue = mp.Queue()
+        per_proc = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
+                    for i in range(args.client_procs)]
+        path = "/stream?types=prediction&types=alert"
+        procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out)) for n in per_proc]
+        t_connect = time.monotonic()
+        for proc in procs:
+            proc.start()
+        while connected.value < args.clients:
+            if time.monotonic() - t_connect > connect_s:
+                raise RuntimeError(f"only {connected.value} of {args.clients} clients connected in {connect_s:.0f} s")
+            time.sleep(0.1)
+        connect_time_s = time.monotonic() - t_connect
+        rss_connected = _rss_mb(server.pid)
+        print(f"{args.clients} clients connected in {connect_time_s:.1f} s; producing ...", flush=True)
+
+        producer = Producer(args.bootstrap, topics)
+        peak = [rss_connected]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.5):
+                peak[0] = max(peak[0], _rss_mb(server.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        sent = 0
+        cpu0 = _cpu_s(server.pid)
+        t0 = time.monotonic()
+        interval = 1.0 / args.rate
+        while time.monotonic() - t0 < args.duration_s and sent < len(predictions):
+            target = t0 + sent * interval
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            record = predictions[sent]
+            producer.producer.produce(topics.predictions, key=record["sensor_id"].encode(),
+                                      value=producer.targets["prediction"][1].encode(record))
+            producer.producer.poll(0)
+            sent += 1
+        producer.producer.flush(30)
+        # let the stream drain, then stop the clients early
+        time.sleep(args.drain_s)
+        server_cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
+        load = os.getloadavg()[0]
+        stop.set()
+        latencies: list[float] = []
+        counts: list[int] = []
+        for _ in procs:
+            lat, cnt = out.get(timeout=120)
+            latencies.extend(lat)
+            counts.extend(cnt)
+        for proc in procs:
+            proc.join(30)
+        sampling.set()
+        lat = np.array(latencies) if latencies else np.array([np.nan])
+        result = {
+            "clients": args.clients,
+            "client_procs": args.client_procs,
+            "rate_records_per_s": args.rate,
+            "duration_s": args.duration_s,
+            "records_produced": sent,
+            "events_expected": sent * args.clients,
+            "events_delivered": int(sum(counts)),
+            "clients_complete": int(sum(1 for c in counts if c == sent)),
+            "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
+                           for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+            "connect_time_s": round(connect_time_s, 1),
+            "server_cpu_cores": round(server_cpu, 2),
+            "load_avg_1m": round(load, 1),
+            "server_rss_mb": {"idle": round(rss_idle, 1), "connected": round(rss_connected, 1),
+                              "peak": round(peak[0], 1)},
+        }
+        return result
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        for future in admin.delete_topics(names).values():
+            try:
+                future.result(30)
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print(f"could not delete a benchmark topic: {exc}", file=sys.stderr)
+
+
+def _doc(results: list[dict], command: str) -> str:
+    lines = [
+        "# API: SSE fan-out benchmark",
+        "",
+        f"Machine: 2 cores / 24 GiB (shared with other work), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        "Kafka 4 (KRaft, local), one `traffic serve` process (uvicorn, one worker), clients on loopback "
+        "(raw asyncio sockets in separate processes on the same 2 cores).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Records: Prediction records made by the quick ridge model (project feature code) over bundled METR-LA, "
+        "produced to Kafka at a steady rate; every client subscribes to all predictions and alerts. "
+        "Latency = client receive time - `received_ms` (stamped by the API's consumer when it polled the record).",
+        "",
+        "| clients | records/s | records | delivered / expected | complete clients | p50 ms | p90 ms | p99 ms "
+        "| max ms | RSS idle / connected / peak MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lat, rss = r["latency_ms"], r["server_rss_mb"]
+        lines.append(
+            f"| {r['clients']} | {r['rate_records_per_s']} | {r['records_produced']} | "
+            f"{r['events_delivered']} / {r['events_expected']} | {r['clients_complete']} | {lat['p50']} | "
+            f"{lat['p90']} | {lat['p99']} | {lat['max']} | {r['server_cpu_cores']} | {r['load_avg_1m']} | "
+            f"{rss['idle']} / {rss['connected']} / {rss['peak']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runners.settings import get_settings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--rate", type=float, nargs="+", default=[20.0], help="records/s (one run per value)")
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--drain-s", type=float, default=3.0)
+    parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
+    parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/api.md")
+    args = parser.parse_args(argv)
+    if args.clients > 5000 or args.duration_s > 300:
+        parser.error("keep it bounded: at most 5000 clients and 300 s")
+    results = []
+    for rate in args.rate:
+        one = argparse.Namespace(**{**vars(args), "rate": rate})
+        result = run(one)
+        print(json.dumps(result, indent=2), flush=True)
+        results.append(result)
+    if args.write_doc:
+        command = "python benchmarks/sse_fanout.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        (REPO / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
+        (REPO / "docs" / "benchmarks" / "api.md").write_text(_doc(results, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
