@@ -119,7 +119,8 @@ def test_format_status_lists_pid_health_and_ports(tmp_path: Path) -> None:
 
 def test_managed_process_start_and_stop_the_whole_group(tmp_path: Path) -> None:
     proc = ManagedProcess("sleeper", tmp_path / "run", tmp_path / "logs")
-    script = "import subprocess, time; subprocess.Popen(['sleep', '300']); print('child', 'started', flush=True); time.sleep(300)"
+    script = ("import subprocess, time; subprocess.Popen(['sleep', '300']); "
+              "print('child', 'started', flush=True); time.sleep(300)")
     pid = proc.start([sys.executable, "-c", script])
     deadline = time.monotonic() + 30
     while "child started" not in proc.log_file.read_text() and time.monotonic() < deadline:

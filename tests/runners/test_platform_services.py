@@ -150,3 +150,51 @@ def test_hdfs_fixture_serves_webhdfs(hdfs_service: dict[str, object]) -> None:
     response = httpx.get(url, params={"op": "GETFILESTATUS", "user.name": hdfs_service["user"]}, timeout=10)
     assert response.status_code == 200
     assert response.json()["FileStatus"]["type"] == "DIRECTORY"
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+def test_job_server_runs_a_beam_pipeline_on_flink(flink_services: dict[str, str], tmp_path: Path) -> None:
+    import uuid
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    job_name = f"platform-smoke-{uuid.uuid4().hex[:8]}"
+    options = PipelineOptions([
+        "--runner=PortableRunner", f"--job_endpoint={flink_services['job_endpoint']}",
+        "--environment_type=LOOPBACK", f"--job_name={job_name}",
+    ])
+    out = tmp_path / "squares"
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (pipeline
+             | "Numbers" >> beam.Create(range(50))
+             | "Square" >> beam.Map(lambda n: n * n)
+             | "Sum" >> beam.CombineGlobally(sum)
+             | "Write" >> beam.io.WriteToText(str(out), shard_name_template=""))
+    assert out.read_text().strip() == str(sum(n * n for n in range(50)))
+    jobs = httpx.get(f"{flink_services['rest_url']}/jobs/overview", timeout=10).json()["jobs"]
+    assert [job["state"] for job in jobs if job["name"].startswith(job_name)] == ["FINISHED"]
+
+
+@pytest.mark.hdfs
+def test_beam_filesystem_round_trip_through_webhdfs(hdfs_service: dict[str, object]) -> None:
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions([
+        f"--hdfs_host={hdfs_service['host']}", f"--hdfs_port={hdfs_service['http_port']}",
+        f"--hdfs_user={hdfs_service['user']}",
+    ]))
+    root = f"hdfs://platform-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with FileSystems.create(f"{root}/hello.txt") as handle:
+            handle.write(b"hello webhdfs")
+        with FileSystems.open(f"{root}/hello.txt") as handle:
+            assert handle.read() == b"hello webhdfs"
+        assert [m.path for m in FileSystems.match([f"{root}/*"])[0].metadata_list] == [f"{root}/hello.txt"]
+    finally:
+        FileSystems.delete([root])
+    assert not FileSystems.exists(f"{root}/hello.txt")
