@@ -142,9 +142,13 @@ def _pace(producer: Producer, deadline: float, stop: threading.Event | None) -> 
 
 
 def _select(
-    data: MetrLA | str | Path | None, start_ms: int | None, end_ms: int | None, sensors: list[str] | None
+    data: MetrLA | str | Path | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    sensors: list[str] | None,
+    hdfs_options: dict[str, Any] | None = None,
 ) -> tuple[MetrLA, MetrLA]:
-    full = data if isinstance(data, MetrLA) else load_metrla(data)
+    full = data if isinstance(data, MetrLA) else load_metrla(data, hdfs_options)
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise ReplayError("the time range is empty: --start must be before --end")
     chosen = full.between(start_ms, end_ms)
@@ -172,10 +176,12 @@ def replay(
     max_message_bytes: int = 1_048_588,
     stop: threading.Event | None = None,
     flush_timeout_s: float = 60.0,
+    hdfs_options: dict[str, Any] | None = None,
 ) -> ReplayReport:
     """Replay ``data`` (a :class:`MetrLA`, a path, or None for the bundled copy) to ``topic``.
 
-    ``loops`` = 0 repeats until ``stop`` is set (or Ctrl-C). Returns what was sent;
+    ``loops`` = 0 repeats until ``stop`` is set (or Ctrl-C). ``hdfs_options`` (``hdfs_host``,
+    ``hdfs_port`` = WebHDFS, ``hdfs_user``) are for an ``hdfs://`` path. Returns what was sent;
     raises :class:`ReplayError` when Kafka or the topic is missing or records were not delivered.
     """
     if not speed > 0:
@@ -184,7 +190,7 @@ def replay(
         raise ReplayError(f"--inject-bad must be a fraction within [0, 1], not {inject_bad}")
     if loops < 0:
         raise ReplayError(f"loops must be >= 0 (0 = forever), not {loops}")
-    full, chosen = _select(data, start_ms, end_ms, sensors)
+    full, chosen = _select(data, start_ms, end_ms, sensors, hdfs_options)
     codec = codec or AvroCodec("raw_reading")
     injector = BadRecordInjector(inject_bad, codec, known_sensor_ids(full), seed, max_message_bytes=max_message_bytes)
 
@@ -339,6 +345,11 @@ def print_report(report: ReplayReport, out: Any = None) -> None:
         print(f"{'total'.ljust(width)}  {report.bad_total:>5}", file=out)
 
 
+def _hdfs_options() -> dict[str, Any]:
+    platform = get_settings()
+    return {"hdfs_host": platform.host, "hdfs_port": platform.hdfs_http_port, "hdfs_user": platform.hdfs_user}
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     start_ms, end_ms = _parse_time(args.start, "--start"), _parse_time(args.end, "--end")
     settings = get_topic_settings()
@@ -359,6 +370,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         codec=codec_for("raw_reading", args.registry_url or settings.registry_url),
         max_message_bytes=settings.max_message_bytes,
+        hdfs_options=_hdfs_options() if str(args.data or "").startswith("hdfs://") else None,
     )
     print_report(report)
     if args.report_json:

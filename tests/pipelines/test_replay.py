@@ -263,3 +263,31 @@ def test_producer_config_is_idempotent_and_batching() -> None:
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert (config["linger.ms"], config["batch.size"], config["compression.type"]) == (5, 65536, "lz4")
     assert np.isfinite(config["message.timeout.ms"])
+
+
+@pytest.mark.integration
+@pytest.mark.hdfs
+def test_replay_reads_an_npz_from_hdfs(kafka_bootstrap, fresh_topic, hdfs_service, data) -> None:
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = {"hdfs_host": hdfs_service["host"], "hdfs_port": hdfs_service["http_port"],
+               "hdfs_user": hdfs_service["user"]}
+    FileSystems.set_options(PipelineOptions.from_dictionary(options))
+    path = f"hdfs://tests/replay-{uuid.uuid4().hex[:8]}/slice.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, speed=data.speed[:6, :3], timestamps=data.times_ms[:6].astype("datetime64[ms]"),
+             sensor_ids=np.array(data.sensor_ids[:3]))
+    with FileSystems.create(path) as handle:
+        handle.write(buffer.getvalue())
+    try:
+        topic = fresh_topic("replay-hdfs")
+        report = replay(path, producer_config(kafka_bootstrap), topic, speed=math.inf, progress=False,
+                        hdfs_options=options)
+        assert (report.readings, report.sensors, report.steps) == (18, 3, 6)
+        got = {(r["sensor_id"], r["event_time"]): r["speed_mph"]
+               for r in (RAW.decode(m.value()) for m in consume_all(kafka_bootstrap, topic, 18))}
+        assert got == {(sid, int(data.times_ms[i])): data.speed[i, j]
+                       for i in range(6) for j, sid in enumerate(data.sensor_ids[:3])}
+    finally:
+        FileSystems.delete([path])
