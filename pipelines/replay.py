@@ -251,6 +251,7 @@ def replay(
                 step_no += 1
                 report.first_event_ms = event_ms if report.first_event_ms is None else report.first_event_ms
                 report.last_event_ms = event_ms
+                bar.set_postfix_str(_iso(event_ms), refresh=False)
                 bar.update(n_sensors)
             loop += 1
             report.loops = loop
@@ -331,7 +332,7 @@ def print_report(report: ReplayReport, out: Any = None) -> None:
     out = out if out is not None else sys.stdout
     state = "interrupted after" if report.interrupted else "replayed"
     print(
-        f"{state} {report.readings:,} readings ({report.missing:,} missing) from {report.sensors} sensors"
+        f"{state} {report.readings:,} readings ({report.missing:,} missing) from {report.sensors} sensor(s)"
         f" + {report.bad_total:,} bad records, {report.steps:,} steps {_iso(report.first_event_ms)}"
         f" .. {_iso(report.last_event_ms)}, to {report.topic} in {report.elapsed_s:.2f} s:"
         f" {report.events_per_s:,.0f} events/s",

@@ -291,3 +291,27 @@ def test_replay_reads_an_npz_from_hdfs(kafka_bootstrap, fresh_topic, hdfs_servic
                        for i in range(6) for j, sid in enumerate(data.sensor_ids[:3])}
     finally:
         FileSystems.delete([path])
+
+
+@pytest.mark.integration
+def test_rejected_records_are_reported_not_counted_as_sent(kafka_bootstrap, data) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic = f"replay-tiny-{uuid.uuid4().hex[:10]}"
+    # the broker refuses every batch bigger than 64 bytes
+    futures = admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "64"})])
+    for future in futures.values():
+        future.result(timeout=30)
+    try:
+        for _ in range(100):
+            if topic in admin.list_topics(timeout=10).topics:
+                break
+            time.sleep(0.1)
+        with pytest.raises(ReplayError, match=r"of \d+ records were not delivered to .*too large") as info:
+            replay(data, producer_config(kafka_bootstrap, linger_ms=50), topic, speed=math.inf,
+                   start_ms=T0, end_ms=T0 + 2 * STEP_MS, progress=False)
+        assert "\n" not in str(info.value)
+    finally:
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
