@@ -9,8 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing import test_pipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
@@ -95,7 +94,7 @@ def test_batch_aggregates_out_of_order_and_missing_readings():
 def test_streaming_early_on_time_late_and_too_late():
     """Window 0 of sensor a: two early panes, on time, one late pane within lateness, one reading too late."""
     stream = (
-        TestStream()
+        test_stream.TestStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([stamped(event("a", 10, 50.0))])
         .add_elements([stamped(event("a", 200, 60.0))])
@@ -149,7 +148,7 @@ def test_batch_flags_late_by_arrival_order_and_counts_it():
 
 def test_streaming_discarding_mode_and_counts_add_up():
     readings = [event("a", t, 40.0 + t / 100) for t in (10, 50, 90, 310, 320)] + [event("b", 5, None)]
-    stream = TestStream().advance_watermark_to(T0_MS / 1000)
+    stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     for e in readings:
         stream = stream.add_elements([stamped(e)])
     stream = stream.add_elements([stamped(event("a", 20, 99.0))])  # late: a's mark is at 320 > 300 + 0

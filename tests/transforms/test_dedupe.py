@@ -5,8 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing import test_pipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
@@ -61,7 +60,7 @@ def test_batch_keeps_the_first_and_dead_letters_the_repeats():
 
 
 def test_streaming_gives_the_same_split():
-    stream = TestStream().advance_watermark_to(T0_MS / 1000)
+    stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     for e in EVENTS:
         stream = stream.add_elements([stamped(e)])
     stream = stream.advance_watermark_to((T0_MS + 2 * STEP_MS) / 1000).advance_watermark_to_infinity()
@@ -83,7 +82,7 @@ def test_state_expires_after_ttl_so_very_late_repeats_pass():
     """ttl_s bounds the state: after the watermark passes event_time + ttl, a repeat is not caught."""
     first = event("a", 0, 50.0)
     stream = (
-        TestStream()
+        test_stream.TestStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([stamped(first)])
         .add_elements([stamped(event("a", 0, 50.0, validated_at=2))])

@@ -1,0 +1,181 @@
+"""NetworkHistory and SensorHistory: explicit NaN for gaps, pane ranking, prompt emission, batch == streaming."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_pipeline, test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.exceptions import TransformConfigError
+from transforms.history import NetworkHistory, SensorHistory, _NetworkHistoryFn
+
+T0_MS = 1_330_560_000_000
+S_MS = 300_000
+SENSORS = ["a", "b", "c"]
+
+
+def agg(sensor: str, step: int, mean: float | None, timing: str = "ON_TIME", count: int = 1) -> dict:
+    return {
+        "sensor_id": sensor,
+        "window_start": T0_MS + step * S_MS,
+        "window_end": T0_MS + (step + 1) * S_MS,
+        "mean_speed_mph": mean,
+        "count": count,
+        "missing_count": 0 if mean is not None else count,
+        "pane_timing": timing,
+    }
+
+
+def plain(snapshot: dict) -> tuple:
+    """(step index, rows as tuples, NaN as None): comparable with equal_to."""
+    rows = tuple(tuple(None if math.isnan(v) else v for v in row) for row in np.atleast_2d(snapshot["speeds"]))
+    return (snapshot["step_ms"] - T0_MS) // S_MS, rows
+
+
+N = None
+AGGREGATES = [
+    agg("a", 0, 50.0),
+    agg("b", 0, 40.0),
+    agg("c", 0, 30.0),
+    agg("a", 1, 51.0),
+    agg("b", 1, None),  # every reading missing
+    agg("a", 2, 52.0, "EARLY"),
+    agg("a", 2, 99.0, "EARLY", count=0),  # a lower-ranked pane
+    agg("b", 2, 42.0),
+    agg("c", 2, 32.0),
+    # step 3: no data at all
+    agg("a", 4, 54.0),
+    agg("c", 4, 34.0),
+    agg("zz", 4, 1.0),  # not in the network: ignored
+]
+EXPECTED = [
+    (0, ((N, N, N), (N, N, N), (50.0, 40.0, 30.0))),
+    (1, ((N, N, N), (50.0, 40.0, 30.0), (51.0, N, N))),
+    (2, ((50.0, 40.0, 30.0), (51.0, N, N), (52.0, 42.0, 32.0))),
+    (3, ((51.0, N, N), (52.0, 42.0, 32.0), (N, N, N))),
+    (4, ((52.0, 42.0, 32.0), (N, N, N), (54.0, N, 34.0))),
+]
+
+
+def streaming_options() -> PipelineOptions:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_network_history_fills_gaps_with_nan_whatever_the_order(seed):
+    aggregates = AGGREGATES[:]
+    random.Random(seed).shuffle(aggregates)
+    with test_pipeline.TestPipeline() as p:
+        snapshots = p | beam.Create(aggregates) | NetworkHistory(SENSORS, history_steps=3)
+        assert_that(snapshots | beam.Map(plain), equal_to(EXPECTED), label="CheckSnapshots")
+        shapes = snapshots | beam.Map(lambda s: (s["speeds"].shape, s["speeds"].dtype.name))
+        assert_that(shapes, equal_to([((3, 3), "float64")] * 5), label="CheckShapes")
+
+
+def test_the_later_pane_wins():
+    aggregates = [agg("a", 0, 10.0, "EARLY"), agg("a", 0, 20.0, "ON_TIME", 2), agg("a", 0, 30.0, "LATE", 3)]
+    with test_pipeline.TestPipeline() as p:
+        snapshots = p | beam.Create(aggregates[::-1]) | NetworkHistory(["a"], history_steps=1)
+        assert_that(snapshots | beam.Map(plain), equal_to([(0, ((30.0,),))]))
+
+
+def test_sensor_history_per_sensor():
+    aggregates = [agg("a", 0, 50.0), agg("a", 2, 52.0), agg("b", 1, 41.0)]
+    with test_pipeline.TestPipeline() as p:
+        histories = p | beam.Create(aggregates) | SensorHistory(history_steps=2)
+        assert_that(
+            histories | beam.Map(lambda kv: (kv[0], *plain(kv[1]))),
+            equal_to(
+                [
+                    ("a", 0, ((N, 50.0),)),
+                    ("a", 1, ((50.0, N),)),
+                    ("a", 2, ((N, 52.0),)),
+                    ("b", 1, ((N, 41.0),)),
+                ]
+            ),
+        )
+
+
+def test_streaming_with_early_panes_equals_batch():
+    stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
+    watermark_ms = T0_MS
+    for a in AGGREGATES:
+        if a["window_start"] > watermark_ms:
+            watermark_ms = a["window_start"]
+            stream = stream.advance_watermark_to(watermark_ms / 1000)
+        stream = stream.add_elements([TimestampedValue(a, (a["window_end"] - 1) / 1000)])
+    # The streaming DirectRunner does not hold the output watermark for pending user timers, so a
+    # timer that only fires on the final jump to +inf could emit after assert_that has closed;
+    # advancing past the last step first lets every timer fire before that (Flink and Prism hold).
+    stream = stream.advance_watermark_to((watermark_ms + 2 * S_MS) / 1000).advance_watermark_to_infinity()
+    with test_pipeline.TestPipeline(options=streaming_options()) as p:
+        snapshots = p | stream | NetworkHistory(SENSORS, history_steps=3)
+        assert_that(snapshots | beam.Map(plain), equal_to(EXPECTED))
+
+
+class _State:
+    def __init__(self, value=None, bag=False):
+        self.value = [] if bag else value
+        self.bag = bag
+
+    def read(self):
+        return list(self.value) if self.bag else self.value
+
+    def write(self, value):
+        self.value = value
+
+    def add(self, value):
+        self.value.append(value)
+
+    def clear(self):
+        self.value = [] if self.bag else None
+
+
+class _Timer:
+    def __init__(self):
+        self.at = None
+
+    def set(self, timestamp):
+        self.at = timestamp
+
+    def clear(self):
+        self.at = None
+
+
+def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was():
+    """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
+    fn = _NetworkHistoryFn(["a", "b"], 2, 300)
+    pending, last, timer_at, flush = _State(bag=True), _State(), _State(), _Timer()
+    state = (pending, last, timer_at, flush)
+
+    def feed(a):
+        return [plain(s.value) for s in fn.on_aggregate(("network", a), *state)]
+
+    assert feed(agg("a", 0, 50.0)) == [] and feed(agg("b", 0, 40.0)) == []  # the first step waits for its timer
+    assert flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
+    fired = [plain(s.value) for s in fn.on_timer_fired("network", flush.at, *state)]
+    assert fired == [(0, ((N, N), (50.0, 40.0)))]
+    assert feed(agg("a", 1, 51.0)) == []
+    assert feed(agg("b", 1, 41.0)) == [(1, ((50.0, 40.0), (51.0, 41.0)))]  # complete: out at once
+    assert last.value == T0_MS + S_MS and timer_at.value is None
+    assert feed(agg("a", 0, 10.0)) == []  # too old for any future span: counted as stale, ignored
+    assert all(entry[0] >= T0_MS + S_MS for entry in pending.value)
+
+
+def test_invalid_parameters_are_rejected():
+    with pytest.raises(TransformConfigError):
+        NetworkHistory([])
+    with pytest.raises(TransformConfigError):
+        NetworkHistory(["a", "a"])
+    with pytest.raises(TransformConfigError):
+        SensorHistory(history_steps=0)
