@@ -72,13 +72,18 @@ def flink_services(_session_platform: _SessionPlatform, platform_settings: Platf
 
 @pytest.fixture(scope="session")
 def hdfs_service(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> dict[str, object]:
-    """A running HDFS: ``{"host", "http_port", "namenode_port", "user"}`` (``http_port`` is WebHDFS)."""
+    """A running HDFS: ``{"host", "http_port", "namenode_port", "user", "webhdfs_url"}``.
+
+    ``http_port`` is WebHDFS, what Beam's ``hdfs://`` filesystem needs (``--hdfs_port``).
+    """
     _session_platform.ensure("hdfs")
+    host = platform_settings.host
     return {
-        "host": platform_settings.host,
+        "host": host,
         "http_port": platform_settings.hdfs_http_port,
         "namenode_port": platform_settings.hdfs_namenode_port,
         "user": platform_settings.hdfs_user,
+        "webhdfs_url": f"http://{host}:{platform_settings.hdfs_http_port}/webhdfs/v1",
     }
 
 

@@ -81,6 +81,8 @@ class FlinkService(Service):
         for sub in ("checkpoints", "savepoints", "tmp", "web", "upload"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.settings.run_dir / "flink").mkdir(parents=True, exist_ok=True)
+        for stale in (self.settings.run_dir / "flink").glob("*.pid"):  # Flink's scripts only ever append to these
+            stale.unlink()
         (self.settings.logs_dir / "flink").mkdir(parents=True, exist_ok=True)
         (self.conf_dir / "config.yaml").write_text(render_flink_config(self.config_values()))
         dist_conf = self.layout.flink_home / "conf"
