@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "prometheus-client==0.26.0",  # /metrics
     "httpx==0.28.1",  # Flink REST and WebHDFS health checks
     "tqdm==4.70.1",  # progress bars for replay, training and backfills
+    "psutil==7.2.2",  # the platform's process trees, ports and memory
 ]
 
 EXTRAS_REQUIRE = {
@@ -38,6 +39,7 @@ EXTRAS_REQUIRE = {
         "hypothesis==6.170.15",  # property-based tests of validation
         "playwright==1.65.2",  # the dashboard's browser test (drives Debian's Chromium)
         "ruff==0.17.5",
+        "PyYAML==6.0.3",  # reads generated Flink/compose YAML in tests
     ],
 }
 
