@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -354,10 +355,33 @@ def _hdfs_options() -> dict[str, Any]:
 def _cmd_replay(args: argparse.Namespace) -> int:
     start_ms, end_ms = _parse_time(args.start, "--start"), _parse_time(args.end, "--end")
     settings = get_topic_settings()
+    stop = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: give up on the orderly stop
+            raise KeyboardInterrupt
+        stop.set()  # the first one ends the replay after the current step, so the counts stay exact
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        report = _replay_from_args(args, settings, start_ms, end_ms, stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    print_report(report)
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _replay_from_args(
+    args: argparse.Namespace, settings: Any, start_ms: int | None, end_ms: int | None, stop: threading.Event
+) -> ReplayReport:
     config = producer_config(
         args.bootstrap_servers, linger_ms=args.linger_ms, batch_size=args.batch_size, compression=args.compression
     )
-    report = replay(
+    return replay(
         args.data,
         config,
         args.topic or settings.raw,
@@ -372,11 +396,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         codec=codec_for("raw_reading", args.registry_url or settings.registry_url),
         max_message_bytes=settings.max_message_bytes,
         hdfs_options=_hdfs_options() if str(args.data or "").startswith("hdfs://") else None,
+        stop=stop,
     )
-    print_report(report)
-    if args.report_json:
-        Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -315,3 +315,38 @@ def test_rejected_records_are_reported_not_counted_as_sent(kafka_bootstrap, data
     finally:
         for future in admin.delete_topics([topic]).values():
             future.result(timeout=30)
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_after_the_current_step_with_exact_counts(kafka_bootstrap, fresh_topic, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    topic = fresh_topic("replay-sigint", partitions=2)
+    report_path = tmp_path / "report.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
+         "--speed", "600", "--sensors", "773869,717490,716328", "--loop", "--inject-bad", "0.3",
+         "--report-json", str(report_path), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while consumer.poll(0.5) is None and time.monotonic() < deadline:  # wait until the replay is sending
+            pass
+        consumer.close()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.startswith("interrupted after")
+    saved = json.loads(report_path.read_text())
+    assert saved["interrupted"] and saved["readings"] >= 3 and saved["readings"] % 3 == 0
+    assert len(consume_all(kafka_bootstrap, topic, saved["events"], idle_s=5)) == saved["events"]
