@@ -1,0 +1,165 @@
+"""Runner presets: one ``--runner direct|prism|flink`` flag -> Beam pipeline options.
+
+This table is the only place that knows runner names; pipelines call
+:func:`pipeline_options` and never branch on the runner.
+
+=======  ==============================================================================
+direct   ``DirectRunner``: unit tests, small batch runs (no unbounded streaming)
+prism    ``PrismRunner`` with the Go-built binary from ``traffic setup`` (never a
+         download): local batch and real unbounded streaming; the default
+flink    ``PortableRunner`` to the Beam Flink job server of the local platform
+         (``--job_endpoint=127.0.0.1:8099``), SDK harness ``LOOPBACK`` (inside the
+         submitting process) or, with ``--flink_worker_pool=HOST:PORT``, ``EXTERNAL``
+         (a ``worker_pool_main`` process); streaming jobs get ``--checkpointing_interval``
+=======  ==============================================================================
+
+Every preset adds ``--streaming`` for streaming jobs and, when a path in the
+arguments is ``hdfs://``, the platform's WebHDFS settings (``--hdfs_host``,
+``--hdfs_port``, ``--hdfs_user``). Flags in ``extra_args`` come last and win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from runners.install import InstallLayout
+from runners.options import FlinkOptions
+from runners.settings import PlatformSettings, get_settings
+from schemas.exceptions import TrafficError
+
+__all__ = [
+    "PRESETS",
+    "RUNNERS",
+    "PresetContext",
+    "RunnerPreset",
+    "RunnerPresetError",
+    "add_runner_argument",
+    "pipeline_options",
+    "preset_args",
+    "prism_location",
+]
+
+PRISM_LOCATION_ENV = "TRAFFIC_PRISM_LOCATION"
+
+
+class RunnerPresetError(TrafficError):
+    """An unknown runner name, or a runner whose binary is not installed."""
+
+
+@dataclass(frozen=True)
+class PresetContext:
+    """What a preset needs to build its flags."""
+
+    settings: PlatformSettings
+    streaming: bool
+    worker_pool: str | None
+
+
+@dataclass(frozen=True)
+class RunnerPreset:
+    """A runner choice: its Beam runner class and the flags it adds."""
+
+    beam_runner: str
+    description: str
+    flags: Callable[[PresetContext], list[str]]
+
+
+def prism_location(settings: PlatformSettings | None = None) -> Path:
+    """The Go-built Prism binary: ``<cache_dir>/bin/prism``, else ``$TRAFFIC_PRISM_LOCATION``."""
+    settings = settings or get_settings()
+    installed = InstallLayout.from_settings(settings).prism
+    if installed.is_file():
+        return installed
+    override = os.environ.get(PRISM_LOCATION_ENV)
+    if override and Path(override).expanduser().is_file():
+        return Path(override).expanduser()
+    raise RunnerPresetError(
+        f"the Prism runner is not installed at {installed} (run `traffic setup`, or set {PRISM_LOCATION_ENV})"
+    )
+
+
+def _direct(ctx: PresetContext) -> list[str]:
+    return []
+
+
+def _prism(ctx: PresetContext) -> list[str]:
+    return [f"--prism_location={prism_location(ctx.settings)}"]
+
+
+def _flink(ctx: PresetContext) -> list[str]:
+    s = ctx.settings
+    flags = [f"--job_endpoint={s.host}:{s.job_server_port}"]
+    if ctx.worker_pool:
+        flags += ["--environment_type=EXTERNAL", f"--environment_config={ctx.worker_pool}"]
+    else:
+        flags += ["--environment_type=LOOPBACK"]
+    if ctx.streaming:
+        flags.append(f"--checkpointing_interval={s.flink_checkpoint_interval_ms}")
+    return flags
+
+
+PRESETS: Mapping[str, RunnerPreset] = {
+    "direct": RunnerPreset("DirectRunner", "in-process; tests and small batch runs", _direct),
+    "prism": RunnerPreset("PrismRunner", "local portable runner (batch and unbounded streaming)", _prism),
+    "flink": RunnerPreset("PortableRunner", "the Flink cluster through the Beam job server", _flink),
+}
+RUNNERS: tuple[str, ...] = tuple(PRESETS)
+
+
+def _flag_given(args: Sequence[str], name: str) -> bool:
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+
+
+def _hdfs_flags(settings: PlatformSettings, args: Sequence[str], paths: Sequence[str]) -> list[str]:
+    if not any("hdfs://" in str(value) for value in (*args, *paths)):
+        return []
+    wanted = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
+    return [f"--{name}={value}" for name, value in wanted.items() if not _flag_given(args, name)]
+
+
+def preset_args(
+    runner: str,
+    streaming: bool,
+    extra_args: Sequence[str] = (),
+    settings: PlatformSettings | None = None,
+    paths: Sequence[str] = (),
+) -> list[str]:
+    """The full argument list for ``runner``: preset flags first, then ``extra_args``."""
+    preset = PRESETS.get(runner)
+    if preset is None:
+        raise RunnerPresetError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    settings = settings or get_settings()
+    extra = list(extra_args)
+    worker_pool = PipelineOptions(extra).view_as(FlinkOptions).flink_worker_pool
+    args = [f"--runner={preset.beam_runner}"]
+    args += preset.flags(PresetContext(settings, streaming, worker_pool))
+    if streaming:
+        args.append("--streaming")
+    args += _hdfs_flags(settings, extra, paths)
+    return args + extra
+
+
+def pipeline_options(
+    runner: str,
+    streaming: bool,
+    extra_args: Sequence[str] = (),
+    settings: PlatformSettings | None = None,
+    paths: Sequence[str] = (),
+) -> PipelineOptions:
+    """``PipelineOptions`` for ``runner`` (``direct``, ``prism`` or ``flink``); see the module doc.
+
+    ``paths``: input/output locations of the job; any ``hdfs://`` one adds the WebHDFS flags.
+    """
+    return PipelineOptions(preset_args(runner, streaming, extra_args, settings, paths))
+
+
+def add_runner_argument(parser: argparse.ArgumentParser, default: str = "prism") -> None:
+    """Adds the one ``--runner`` flag a pipeline command needs."""
+    choices = ", ".join(f"{name} ({preset.description})" for name, preset in PRESETS.items())
+    parser.add_argument("--runner", choices=RUNNERS, default=default, help=f"where the job runs: {choices}")

@@ -1,0 +1,136 @@
+"""Runner presets: one flag -> the right Beam options, and nothing else branches on runner names."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import (
+    HadoopFileSystemOptions,
+    PortableOptions,
+    StandardOptions,
+)
+
+from runners.options import FlinkOptions, KafkaOptions, RegistryOptions
+from runners.presets import (
+    PRESETS,
+    RUNNERS,
+    RunnerPresetError,
+    add_runner_argument,
+    pipeline_options,
+    preset_args,
+    prism_location,
+)
+from runners.settings import PlatformSettings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> PlatformSettings:
+    """Settings whose cache holds an (empty, executable) prism file, so the prism preset resolves."""
+    prism = tmp_path / "cache" / "bin" / "prism"
+    prism.parent.mkdir(parents=True)
+    prism.write_bytes(b"")
+    prism.chmod(0o755)
+    return PlatformSettings(cache_dir=tmp_path / "cache", job_server_port=18099, flink_checkpoint_interval_ms=4321,
+                            hdfs_http_port=19870, hdfs_user="analyst")
+
+
+def test_the_three_runners_map_to_their_beam_runners(settings: PlatformSettings) -> None:
+    assert RUNNERS == ("direct", "prism", "flink")
+    runners = {name: pipeline_options(name, False, [], settings).view_as(StandardOptions).runner for name in RUNNERS}
+    assert runners == {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "PortableRunner"}
+
+
+def test_prism_uses_the_binary_from_the_cache(settings: PlatformSettings) -> None:
+    options = pipeline_options("prism", True, [], settings).get_all_options()
+    assert options["prism_location"] == str(settings.cache_dir / "bin" / "prism")
+    assert options["streaming"] is True
+
+
+def test_prism_falls_back_to_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "tools" / "prism"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"")
+    monkeypatch.setenv("TRAFFIC_PRISM_LOCATION", str(elsewhere))
+    assert prism_location(PlatformSettings(cache_dir=tmp_path / "empty-cache")) == elsewhere
+
+
+def test_missing_prism_is_a_one_line_error_not_a_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRAFFIC_PRISM_LOCATION", raising=False)
+    with pytest.raises(RunnerPresetError, match=r"not installed at .*bin/prism \(run `traffic setup`"):
+        pipeline_options("prism", False, [], PlatformSettings(cache_dir=tmp_path / "empty-cache"))
+
+
+def test_flink_defaults_to_loopback_on_the_local_job_server(settings: PlatformSettings) -> None:
+    options = pipeline_options("flink", False, [], settings)
+    portable = options.view_as(PortableOptions)
+    assert portable.job_endpoint == "127.0.0.1:18099"
+    assert portable.environment_type == "LOOPBACK"
+    assert options.view_as(StandardOptions).streaming is False
+    assert options.view_as(FlinkOptions).checkpointing_interval is None
+
+
+def test_flink_streaming_sends_the_checkpoint_interval(settings: PlatformSettings) -> None:
+    options = pipeline_options("flink", True, [], settings)
+    assert options.view_as(StandardOptions).streaming is True
+    # Declared options are what the PortableRunner serialises for the job server.
+    assert options.get_all_options(retain_unknown_options=False)["checkpointing_interval"] == 4321
+
+
+def test_flink_worker_pool_switches_to_external(settings: PlatformSettings) -> None:
+    options = pipeline_options("flink", True, ["--flink_worker_pool=127.0.0.1:50000"], settings)
+    portable = options.view_as(PortableOptions)
+    assert (portable.environment_type, portable.environment_config) == ("EXTERNAL", "127.0.0.1:50000")
+
+
+def test_a_bad_worker_pool_address_is_rejected(settings: PlatformSettings) -> None:
+    with pytest.raises(SystemExit):
+        preset_args("flink", True, ["--flink_worker_pool=nohost"], settings)
+
+
+def test_hdfs_flags_only_when_a_path_is_hdfs(settings: PlatformSettings) -> None:
+    local = pipeline_options("direct", False, ["--output=/tmp/out"], settings).view_as(HadoopFileSystemOptions)
+    assert local.hdfs_host is None
+    remote = pipeline_options("direct", False, [], settings, paths=["hdfs://features/2012"])
+    hdfs = remote.view_as(HadoopFileSystemOptions)
+    assert (hdfs.hdfs_host, hdfs.hdfs_port, hdfs.hdfs_user) == ("127.0.0.1", "19870", "analyst")
+
+
+def test_explicit_hdfs_flags_are_not_overridden(settings: PlatformSettings) -> None:
+    args = preset_args("prism", False, ["--output=hdfs://x", "--hdfs_host=namenode"], settings)
+    assert [a for a in args if a.startswith("--hdfs_host")] == ["--hdfs_host=namenode"]
+    assert "--hdfs_port=19870" in args
+
+
+def test_extra_args_come_last_and_win(settings: PlatformSettings) -> None:
+    args = preset_args("flink", False, ["--environment_type=PROCESS", "--job_name=nightly"], settings)
+    assert args[0] == "--runner=PortableRunner"
+    assert args[-2:] == ["--environment_type=PROCESS", "--job_name=nightly"]
+    assert pipeline_options("flink", False, args[-2:], settings).view_as(PortableOptions).environment_type == "PROCESS"
+
+
+def test_unknown_runner_names_the_choices(settings: PlatformSettings) -> None:
+    with pytest.raises(RunnerPresetError, match="unknown runner 'spark'; choose one of direct, prism, flink"):
+        pipeline_options("spark", False, [], settings)
+
+
+def test_runner_argument_offers_exactly_the_presets() -> None:
+    parser = argparse.ArgumentParser()
+    add_runner_argument(parser)
+    assert parser.parse_args([]).runner == "prism"
+    assert parser.parse_args(["--runner", "flink"]).runner == "flink"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--runner", "dataflow"])
+    assert set(PRESETS) == set(RUNNERS)
+
+
+def test_shared_typed_options_parse() -> None:
+    options = pipeline_options("direct", True, [
+        "--kafka_bootstrap_servers=k:9092", "--kafka_start=earliest", "--kafka_idle_timeout_s=0.5",
+        "--model_registry=hdfs://models", "--model_refresh_s=5",
+    ], PlatformSettings())
+    kafka, registry = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
+    assert (kafka.kafka_bootstrap_servers, kafka.kafka_start, kafka.kafka_idle_timeout_s) == ("k:9092", "earliest", 0.5)
+    assert (registry.model_registry, registry.model_refresh_s) == ("hdfs://models", 5.0)
+    assert options.view_as(HadoopFileSystemOptions).hdfs_port == str(PlatformSettings().hdfs_http_port)
