@@ -142,6 +142,18 @@ def _pace(producer: Producer, deadline: float, stop: threading.Event | None) -> 
         producer.poll(min(remaining, 0.2))
 
 
+def _await_topic(producer: Producer, bootstrap: str, topic: str, timeout_s: float = 5.0) -> None:
+    """The topic must exist; a just-created one may take a moment to reach the broker's metadata."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = check_kafka(producer, bootstrap)  # all topics: asking for one could auto-create it
+        if topic in metadata.topics and metadata.topics[topic].error is None:
+            return
+        if time.monotonic() > deadline:
+            raise ReplayError(f"topic {topic} does not exist on {bootstrap}; create it with `traffic topics create`")
+        time.sleep(0.2)
+
+
 def _select(
     data: MetrLA | str | Path | None,
     start_ms: int | None,
@@ -199,9 +211,7 @@ def replay(
     config = {**producer_config, "delivery.report.only.error": True, "on_delivery": deliveries}
     producer = Producer(config)
     bootstrap = str(config.get("bootstrap.servers"))
-    metadata = check_kafka(producer, bootstrap)
-    if topic not in metadata.topics or metadata.topics[topic].error is not None:
-        raise ReplayError(f"topic {topic} does not exist on {bootstrap}; create it with `traffic topics create`")
+    _await_topic(producer, bootstrap, topic)
 
     n_steps, n_sensors = chosen.speed.shape
     span_ms = int(chosen.times_ms[-1] - chosen.times_ms[0]) + STEP_MS
