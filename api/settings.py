@@ -48,7 +48,7 @@ class ApiSettings(BaseSettings):
     model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
 
     client_queue_size: int = Field(default=5_000, ge=1, description="events buffered per SSE client before it lags")
-    coalesce_ms: float = Field(default=50.0, ge=0, description="a client gets at most one write per this interval; "
+    coalesce_ms: float = Field(default=100.0, ge=0, description="a client gets at most one write per this interval; "
                                "events arriving meanwhile share it (fewer syscalls with many clients)")
     ring_buffer_size: int = Field(default=20_000, ge=1, description="recent events kept for Last-Event-ID resume")
     ping_s: float = Field(default=15.0, gt=0, description="SSE keep-alive comment interval")

@@ -26,7 +26,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import re
+import resource
 import socket
 import subprocess
 import sys
@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "api"))
 
-RECEIVED = re.compile(rb'"received_ms":([0-9.]+)')
+RECEIVED_KEY = b'"received_ms":'  # the API's arrival stamp, the last field of every event's JSON
 
 
 def _free_port() -> int:
@@ -64,7 +65,7 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _client(port: int, path: str, stop, latencies: list[float], counts: list[int],
+async def _client(port: int, path: str, stop, latencies: Counter, counts: list[int],
                   ready: asyncio.Event | None) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
@@ -75,7 +76,7 @@ async def _client(port: int, path: str, stop, latencies: list[float], counts: li
     try:
         while not stop.is_set():
             try:
-                chunk = await asyncio.wait_for(reader.read(65536), timeout=0.5)
+                chunk = await asyncio.wait_for(reader.read(1 << 20), timeout=0.5)
             except TimeoutError:
                 continue
             if not chunk:
@@ -91,9 +92,11 @@ async def _client(port: int, path: str, stop, latencies: list[float], counts: li
                 complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
                 if ready is not None:
                     ready.set()
-            for match in RECEIVED.finditer(complete):
-                latencies.append(now_ms - float(match.group(1)))
-                events += 1
+            # events of one Kafka poll share their received_ms: count them per value (cheap at 1000 clients)
+            parts = complete.split(RECEIVED_KEY)[1:]
+            for received, n in Counter(part[: part.find(b"}")] for part in parts).items():
+                latencies[round(now_ms - float(received), 1)] += n
+                events += n
     finally:
         counts.append(events)
         writer.close()
@@ -101,7 +104,7 @@ async def _client(port: int, path: str, stop, latencies: list[float], counts: li
 
 def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue) -> None:
     async def main() -> None:
-        latencies: list[float] = []
+        latencies: Counter = Counter()
         counts: list[int] = []
         tasks = []
         for i in range(n):
@@ -113,7 +116,8 @@ def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: m
             if i % 50 == 49:
                 await asyncio.sleep(0)
         await asyncio.gather(*tasks, return_exceptions=True)
-        out.put((latencies, counts))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out.put((latencies, counts, usage.ru_utime + usage.ru_stime))
 
     asyncio.run(main())
 
@@ -144,13 +148,16 @@ def run(args: argparse.Namespace) -> dict:
         print("training the quick model and forecasting with it ...", flush=True)
         train_quick_model(tmp / "registry")
         first = int(np.datetime64("2012-06-01T16:00", "ms").astype("int64"))
-        records = forecast_hours(tmp / "registry", first, max(1, int(np.ceil(args.rate * args.duration_s / 621))) + 1)
+        n_steps = (int(args.duration_s / args.step_every_s) + 1 if args.step_every_s
+                   else int(np.ceil(args.rate * args.duration_s / 621)) + 1)
+        records = forecast_hours(tmp / "registry", first, n_steps)
         predictions = records.predictions
         port = _free_port()
         env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=args.bootstrap,
                    TRAFFIC_API_MODEL_REGISTRY=str(tmp / "registry"), TRAFFIC_API_RATE_LIMIT_PER_S="0",
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
-                   TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5")
+                   TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
+                   TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
         server = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve", "--log-level", "warning"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         import httpx
@@ -200,46 +207,73 @@ def run(args: argparse.Namespace) -> dict:
         sent = 0
         cpu0 = _cpu_s(server.pid)
         t0 = time.monotonic()
-        interval = 1.0 / args.rate
-        while time.monotonic() - t0 < args.duration_s and sent < len(predictions):
-            target = t0 + sent * interval
-            delay = target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            record = predictions[sent]
-            producer.producer.produce(topics.predictions, key=record["sensor_id"].encode(),
-                                      value=producer.targets["prediction"][1].encode(record))
+        codec = producer.targets["prediction"][1]
+
+        def produce(record: dict) -> None:
+            producer.producer.produce(topics.predictions, key=record["sensor_id"].encode(), value=codec.encode(record))
             producer.producer.poll(0)
-            sent += 1
+
+        if args.step_every_s:  # bursts: one model step (207 sensors x 3 horizons) every step_every_s
+            for i, step in enumerate(records.steps_ms):
+                if time.monotonic() - t0 >= args.duration_s:
+                    break
+                delay = t0 + i * args.step_every_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                for record in predictions:
+                    if record["event_time"] == step:
+                        produce(record)
+                        sent += 1
+                producer.producer.flush(30)
+        else:  # a steady stream of args.rate records/s
+            interval = 1.0 / args.rate
+            while time.monotonic() - t0 < args.duration_s and sent < len(predictions):
+                delay = t0 + sent * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                produce(predictions[sent])
+                sent += 1
         producer.producer.flush(30)
         # let the stream drain, then stop the clients early
         time.sleep(args.drain_s)
         server_cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
         load = os.getloadavg()[0]
         stop.set()
-        latencies: list[float] = []
+        latencies: Counter = Counter()
         counts: list[int] = []
+        client_cpu_s = 0.0
         for _ in procs:
-            lat, cnt = out.get(timeout=120)
-            latencies.extend(lat)
+            lat, cnt, cpu = out.get(timeout=120)
+            latencies.update(lat)
             counts.extend(cnt)
+            client_cpu_s += cpu
         for proc in procs:
             proc.join(30)
         sampling.set()
-        lat = np.array(latencies) if latencies else np.array([np.nan])
+        values = np.array(sorted(latencies), dtype=np.float64)
+        cumulative = np.cumsum([latencies[v] for v in sorted(latencies)]) if latencies else np.array([1])
+
+        def percentile(p: float) -> float:
+            if not latencies:
+                return float("nan")
+            return float(values[min(len(values) - 1, int(np.searchsorted(cumulative, p / 100 * cumulative[-1])))])
+
         result = {
             "clients": args.clients,
             "client_procs": args.client_procs,
-            "rate_records_per_s": args.rate,
+            "coalesce_ms": args.coalesce_ms,
+            "workload": f"one step (621 records) every {args.step_every_s:g} s" if args.step_every_s
+            else f"steady {args.rate:g} records/s",
             "duration_s": args.duration_s,
             "records_produced": sent,
             "events_expected": sent * args.clients,
             "events_delivered": int(sum(counts)),
             "clients_complete": int(sum(1 for c in counts if c == sent)),
-            "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
+            "latency_ms": {q: round(percentile(p), 1)
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
             "connect_time_s": round(connect_time_s, 1),
             "server_cpu_cores": round(server_cpu, 2),
+            "client_cpu_s": round(client_cpu_s, 1),
             "load_avg_1m": round(load, 1),
             "server_rss_mb": {"idle": round(rss_idle, 1), "connected": round(rss_connected, 1),
                               "peak": round(peak[0], 1)},
@@ -259,28 +293,24 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"could not delete a benchmark topic: {exc}", file=sys.stderr)
 
 
+HEADER = ("| clients | workload | coalesce ms | records | delivered / expected | complete clients | p50 ms | p90 ms "
+          "| p99 ms | max ms | server CPU (cores) | load avg (1 min) | RSS idle / connected / peak MB |")
+MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and tests (see the load average column); "
+           "Kafka 4 (KRaft) on the same host; one `traffic serve` process (uvicorn + uvloop, one worker); "
+           "clients are raw asyncio sockets in separate processes on the same 2 cores.")
+METHOD = ("Records: Prediction records made by the quick ridge model (the project's feature code, bundled METR-LA), "
+          "produced to Kafka; every client subscribes to all predictions and alerts (`/stream?types=prediction"
+          "&types=alert`). Latency = the client's receive time minus `received_ms`, which the API's consumer stamps "
+          "when its poll returns the record.")
+
+
 def _doc(results: list[dict], command: str) -> str:
-    lines = [
-        "# API: SSE fan-out benchmark",
-        "",
-        f"Machine: 2 cores / 24 GiB (shared with other work), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
-        "Kafka 4 (KRaft, local), one `traffic serve` process (uvicorn, one worker), clients on loopback "
-        "(raw asyncio sockets in separate processes on the same 2 cores).",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Records: Prediction records made by the quick ridge model (project feature code) over bundled METR-LA, "
-        "produced to Kafka at a steady rate; every client subscribes to all predictions and alerts. "
-        "Latency = client receive time - `received_ms` (stamped by the API's consumer when it polled the record).",
-        "",
-        "| clients | records/s | records | delivered / expected | complete clients | p50 ms | p90 ms | p99 ms "
-        "| max ms | RSS idle / connected / peak MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = ["# API: SSE fan-out benchmark", "", f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {MACHINE}", "",
+             f"Command: `{command}`", "", METHOD, "", HEADER, "|" + " --- |" * 13]
     for r in results:
         lat, rss = r["latency_ms"], r["server_rss_mb"]
         lines.append(
-            f"| {r['clients']} | {r['rate_records_per_s']} | {r['records_produced']} | "
+            f"| {r['clients']} | {r['workload']} | {r['coalesce_ms']:g} | {r['records_produced']} | "
             f"{r['events_delivered']} / {r['events_expected']} | {r['clients_complete']} | {lat['p50']} | "
             f"{lat['p90']} | {lat['p99']} | {lat['max']} | {r['server_cpu_cores']} | {r['load_avg_1m']} | "
             f"{rss['idle']} / {rss['connected']} / {rss['peak']} |"
@@ -295,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--rate", type=float, nargs="+", default=[20.0], help="records/s (one run per value)")
+    parser.add_argument("--step-every-s", type=float, nargs="+", default=[],
+                        help="instead of --rate: produce one whole model step (621 records) every S seconds")
     parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--coalesce-ms", type=float, nargs="+", default=[100.0],
+                        help="the server's TRAFFIC_API_COALESCE_MS (one run per value)")
     parser.add_argument("--drain-s", type=float, default=3.0)
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
     parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/api.md")
@@ -303,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients > 5000 or args.duration_s > 300:
         parser.error("keep it bounded: at most 5000 clients and 300 s")
     results = []
-    for rate in args.rate:
-        one = argparse.Namespace(**{**vars(args), "rate": rate})
+    workloads = [{"rate": 0.0, "step_every_s": s} for s in args.step_every_s] or \
+        [{"rate": r, "step_every_s": 0.0} for r in args.rate]
+    runs = [{**w, "coalesce_ms": c} for w in workloads for c in args.coalesce_ms]
+    for overrides in runs:
+        one = argparse.Namespace(**{**vars(args), **overrides})
         result = run(one)
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
