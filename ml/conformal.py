@@ -51,7 +51,12 @@ class BinnedConformal:
         return np.clip(lo, 0.0, None), np.maximum(hi, 0.0)
 
     def to_dict(self) -> dict:
-        return {"coverage": self.coverage, "edges": list(self.edges), "lower": list(self.lower), "upper": list(self.upper)}
+        return {
+            "coverage": self.coverage,
+            "edges": list(self.edges),
+            "lower": list(self.lower),
+            "upper": list(self.upper),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> BinnedConformal:

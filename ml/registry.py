@@ -107,7 +107,8 @@ class ModelBundle:
     def predict_point(self, x: np.ndarray, horizon_min: int) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
-            raise ModelRegistryError(f"features have shape {x.shape}, the model expects (rows, {len(self.feature_names)})")
+            expected = len(self.feature_names)
+            raise ModelRegistryError(f"features have shape {x.shape}, the model expects (rows, {expected})")
         base_name = self.base_features.get(horizon_min)
         base = x[:, self.feature_names.index(base_name)].astype(np.float64) if base_name else np.zeros(len(x))
         est = self.estimators[horizon_min]

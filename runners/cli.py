@@ -29,6 +29,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runners.platform.cli",
     "runners.topics",
     "pipelines.replay",
+    "ml.train",
+    "ml.evaluate",
 )
 
 

@@ -1,0 +1,124 @@
+"""``traffic evaluate``: the standard masked metrics of the registered model, per split and horizon.
+
+For the validation split (and the test split when the file covers it, i.e. the
+full 34,272-step METR-LA), every protocol window is featurised with
+``build_features`` and scored at 15 / 30 / 60 minutes (single steps t+3, t+6,
+t+12): masked MAE, RMSE, MAPE, and the coverage and mean width of the
+calibrated intervals. The last-value and historical-average baselines are
+scored on the same rows. A markdown report with the published anchors and PNG
+plots goes to ``--out`` (default ``.work/evaluation/<version>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml.dataset import MetrLA, load_metrla
+from ml.exceptions import DataError
+from ml.features import FEATURE_NAMES
+from ml.metrics import scores
+from ml.registry import ModelBundle, ModelRegistry, default_registry_root
+from ml.training_set import ExampleMeta, examples
+
+__all__ = ["SplitPredictions", "predict_split", "evaluate", "register", "run", "SPLITS"]
+
+SPLITS = ("val", "test")
+
+
+@dataclass
+class SplitPredictions:
+    """Targets, model forecasts with intervals and baseline forecasts of one split."""
+
+    y: np.ndarray  # (rows, H)
+    meta: ExampleMeta
+    predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    baselines: dict[str, dict[int, np.ndarray]]
+
+
+def predict_split(bundle: ModelBundle, data: MetrLA, split: str) -> SplitPredictions | None:
+    """Forecasts for every window of ``split`` in ``data`` (None when the data has none)."""
+    x, y, meta = examples(data, bundle.context, split, horizons_min=bundle.horizons_min)
+    if len(x) == 0:
+        return None
+    predictions = bundle.predict(x)
+    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    baselines = {
+        "last_value": {h: last for h in bundle.horizons_min},
+        "historical_average": {
+            h: x[:, FEATURE_NAMES.index(f"profile_h{h}")].astype(np.float64) for h in bundle.horizons_min
+        },
+    }
+    return SplitPredictions(y, meta, predictions, baselines)
+
+
+def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPredictions]]:
+    """({split: {horizon: metrics}}, the per-split predictions) for the splits the data covers."""
+    missing = [s for s in bundle.context.sensor_ids if s not in set(data.sensor_ids)]
+    if missing:
+        raise DataError(f"the data lacks {len(missing)} of the model's sensors (e.g. {missing[0]})")
+    if tuple(data.sensor_ids) != tuple(bundle.context.sensor_ids):
+        data = data.only(list(bundle.context.sensor_ids))
+    result: dict = {}
+    per_split: dict[str, SplitPredictions] = {}
+    for split in SPLITS:
+        preds = predict_split(bundle, data, split)
+        if preds is None:
+            continue
+        per_split[split] = preds
+        result[split] = {}
+        for j, h in enumerate(bundle.horizons_min):
+            yhat, lower, upper = preds.predictions[h]
+            entry = scores(preds.y[:, j], yhat, lower, upper)
+            entry["model"] = bundle.model_names.get(h, "")
+            entry["baselines"] = {
+                name: scores(preds.y[:, j], forecast[h]) for name, forecast in preds.baselines.items()
+            }
+            result[split][str(h)] = entry
+    if not result:
+        raise DataError("the data has no validation or test windows (it must cover 2012-05-20 or later)")
+    return result, per_split
+
+
+def register(parser: argparse._SubParsersAction) -> None:
+    p = parser.add_parser("evaluate", help="score the registered model on the validation (and test) split")
+    p.add_argument("--data", required=True, help="METR-LA .npz or .h5 (local or hdfs://), e.g. data/metr-la/speed.npz")
+    p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
+    p.add_argument("--version", help="model version (default: LATEST)")
+    p.add_argument("--json", action="store_true", help="print one JSON object keyed by split and horizon")
+    p.add_argument("--out", help="report directory (default .work/evaluation/<version>)")
+    p.set_defaults(func=run)
+
+
+def _print_text(result: dict, version: str) -> None:
+    print(f"model {version}")
+    print("split | horizon | model                  |   MAE |  RMSE | MAPE % | coverage | width")
+    for split, horizons in result.items():
+        for h, m in horizons.items():
+            print(
+                f"{split:>5} | {h:>4} min | {m['model']:<22} | {m['mae']:5.2f} | {m['rmse']:5.2f} | "
+                f"{m['mape']:6.2f} | {m['coverage']:8.1%} | {m['width']:5.1f}"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    data = load_metrla(args.data)
+    registry = ModelRegistry(args.registry or default_registry_root())
+    bundle = registry.load(args.version)
+    result, per_split = evaluate(bundle, data)
+    from ml.report import write_report
+    from runners.settings import PlatformSettings
+
+    out = Path(args.out) if args.out else PlatformSettings().work_dir / "evaluation" / bundle.version
+    report = write_report(out, result, per_split, bundle)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_text(result, bundle.version)
+        print(f"report: {report}")
+    return 0
+

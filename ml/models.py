@@ -1,0 +1,103 @@
+"""Candidate forecasters: two baselines and three scikit-learn models.
+
+Every candidate predicts ``base + estimator(X)``: the learned models use the
+last (imputed) reading ``speed_last`` as base and learn the change over the
+horizon, which is what varies; the baselines are a base alone (the last value;
+the historical average = the sensor's training-period profile at the target
+time). ``ModelSpec.make()`` returns an unfitted estimator; ``max_rows`` caps the
+training rows it sees (a seeded uniform subsample) so full training stays within
+the time budget on two cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+__all__ = ["ModelSpec", "candidate_specs", "N_JOBS"]
+
+N_JOBS = 2  # the machine is shared: never more than two worker threads
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One candidate: a name, its base feature, and how to build (and cap) its estimator."""
+
+    name: str
+    base_feature: str | None
+    make: Callable[[], Any] | None = None
+    max_rows: int | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.make is None
+
+
+def _ridge() -> Pipeline:
+    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1.0))])
+
+
+def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
+    """The candidates for one horizon (``quick``: tiny models for tests and smoke runs)."""
+    specs = [
+        ModelSpec("last_value", "speed_last"),
+        ModelSpec("historical_average", f"profile_h{horizon_min}"),
+        ModelSpec("ridge", "speed_last", _ridge, max_rows=20_000 if quick else 500_000),
+    ]
+    if quick:
+        specs += [
+            ModelSpec(
+                "random_forest",
+                "speed_last",
+                lambda: RandomForestRegressor(
+                    n_estimators=5, max_depth=6, min_samples_leaf=20, n_jobs=N_JOBS, random_state=0
+                ),
+                max_rows=5_000,
+            ),
+            ModelSpec(
+                "hist_gradient_boosting",
+                "speed_last",
+                lambda: HistGradientBoostingRegressor(
+                    loss="absolute_error", max_iter=10, early_stopping=False, random_state=0
+                ),
+                max_rows=20_000,
+            ),
+        ]
+        return specs
+    specs += [
+        ModelSpec(
+            "random_forest",
+            "speed_last",
+            lambda: RandomForestRegressor(
+                n_estimators=20,
+                max_depth=16,
+                min_samples_leaf=40,
+                max_features=0.33,
+                n_jobs=N_JOBS,
+                random_state=0,
+            ),
+            max_rows=200_000,
+        ),
+        ModelSpec(
+            "hist_gradient_boosting",
+            "speed_last",
+            lambda: HistGradientBoostingRegressor(
+                loss="absolute_error",
+                learning_rate=0.1,
+                max_iter=250,
+                max_leaf_nodes=63,
+                min_samples_leaf=100,
+                l2_regularization=1.0,
+                early_stopping=False,
+                random_state=0,
+            ),
+            max_rows=600_000,
+        ),
+    ]
+    return specs

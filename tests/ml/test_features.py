@@ -1,0 +1,133 @@
+"""Features use readings at or before t only, and the context is fitted on the training period only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.dataset import TRAIN_END_MS, MetrLA, load_metrla
+from ml.exceptions import DataError
+from ml.features import (
+    FEATURE_NAMES,
+    HISTORY_STEPS,
+    FeatureContext,
+    build_features,
+    build_features_batch,
+    fit_context,
+    history_from_speeds,
+)
+from ml.training_set import examples, iter_example_chunks, read_feature_table, window_ends, write_feature_table
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@pytest.fixture(scope="module")
+def small() -> MetrLA:
+    """Two days either side of the train/validation boundary, 15 sensors."""
+    data = load_metrla()
+    return data.between(TRAIN_END_MS - 2 * DAY_MS, TRAIN_END_MS + 2 * DAY_MS).only(list(data.sensor_ids[:15]))
+
+
+@pytest.fixture(scope="module")
+def ctx(small: MetrLA) -> FeatureContext:
+    return fit_context(small)
+
+
+def _features_at(data: MetrLA, ctx: FeatureContext, t: int) -> np.ndarray:
+    """The features of the window ending at step index t, through the training-set windowing."""
+    for x, _, meta in iter_example_chunks(data, ctx, None, chunk_windows=64):
+        rows = meta.step_ms == data.times_ms[t]
+        if rows.any():
+            return x[rows]
+    raise AssertionError(f"no window ends at step {t}")
+
+
+def _with_speed(data: MetrLA, speed: np.ndarray) -> MetrLA:
+    return MetrLA(speed, data.times_ms, data.sensor_ids)
+
+
+def test_features_ignore_every_reading_after_t(small: MetrLA, ctx: FeatureContext) -> None:
+    rng = np.random.default_rng(1)
+    for t in (HISTORY_STEPS - 1 + 5, small.n_steps // 2, small.n_steps - 13):
+        before = _features_at(small, ctx, t)
+        speed = small.speed.copy()
+        speed[t + 1 :] = rng.uniform(1.0, 80.0, size=speed[t + 1 :].shape)  # rewrite the whole future
+        speed[t + 1 :: 7] = 0.0  # and make some of it missing
+        after = _features_at(_with_speed(small, speed), ctx, t)
+        assert np.array_equal(before, after), f"a feature at step {t} changed when only readings after t changed"
+
+
+def test_features_change_when_readings_at_or_before_t_change(small: MetrLA, ctx: FeatureContext) -> None:
+    t = small.n_steps // 2
+    base = _features_at(small, ctx, t)
+    for lag in range(HISTORY_STEPS):
+        speed = small.speed.copy()
+        speed[t - lag, 3] = 5.0 if speed[t - lag, 3] != 5.0 else 70.0
+        changed = _features_at(_with_speed(small, speed), ctx, t)
+        assert not np.array_equal(base, changed), f"no feature reacts to the reading at t-{lag}"
+
+
+def test_targets_are_the_readings_15_30_60_minutes_ahead_with_zeros_missing(small: MetrLA, ctx: FeatureContext) -> None:
+    x, y, meta = examples(small, ctx, "all")
+    t = window_ends(small)[10]
+    rows = np.flatnonzero(meta.step_ms == small.times_ms[t])
+    for j, steps in enumerate((3, 6, 12)):
+        expected = small.speed[t + steps].astype(float)
+        expected[expected == 0] = np.nan
+        np.testing.assert_array_equal(y[rows, j], expected)
+    assert x.shape == (len(y), len(FEATURE_NAMES))
+
+
+def test_build_features_is_the_batch_function_on_one_history(small: MetrLA, ctx: FeatureContext) -> None:
+    t = 40
+    history = history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1])
+    single = build_features(history, int(small.times_ms[t]), ctx)
+    batch = build_features_batch(history[None], small.times_ms[t : t + 1], ctx)[0]
+    assert single.shape == (len(small.sensor_ids), len(FEATURE_NAMES))
+    assert np.array_equal(single, batch)
+    assert np.isfinite(single).all()
+
+
+def test_all_missing_history_still_gives_finite_features(ctx: FeatureContext) -> None:
+    history = np.full((HISTORY_STEPS, len(ctx.sensor_ids)), np.nan)
+    features = build_features(history, TRAIN_END_MS, ctx)
+    assert np.isfinite(features).all()
+    assert np.all(features[:, FEATURE_NAMES.index("n_missing")] == HISTORY_STEPS)
+
+
+def test_history_from_speeds_turns_zeros_into_nan() -> None:
+    history = history_from_speeds(np.array([[0.0, 55.5], [61.0, 0.0]]))
+    assert np.isnan(history[0, 0]) and np.isnan(history[1, 1])
+    assert history[0, 1] == 55.5
+
+
+def test_wrong_history_shape_is_a_data_error(ctx: FeatureContext) -> None:
+    with pytest.raises(DataError, match="expected"):
+        build_features(np.zeros((HISTORY_STEPS - 1, len(ctx.sensor_ids))), TRAIN_END_MS, ctx)
+
+
+def test_context_uses_only_training_steps(small: MetrLA, ctx: FeatureContext) -> None:
+    speed = small.speed.copy()
+    speed[small.times_ms >= TRAIN_END_MS] = 11.0  # rewrite the whole validation period
+    refit = fit_context(_with_speed(small, speed))
+    assert np.array_equal(refit.profile, ctx.profile)
+    assert np.array_equal(refit.sensor_mean, ctx.sensor_mean)
+    assert ctx.train_end_ms <= TRAIN_END_MS
+
+
+def test_context_round_trips_through_npz_bytes(ctx: FeatureContext) -> None:
+    back = FeatureContext.from_bytes(ctx.to_bytes())
+    assert back.sensor_ids == ctx.sensor_ids
+    assert np.array_equal(back.profile, ctx.profile) and np.array_equal(back.w_up, ctx.w_up)
+    assert (back.train_start_ms, back.train_end_ms) == (ctx.train_start_ms, ctx.train_end_ms)
+
+
+def test_feature_table_round_trips_through_parquet(small: MetrLA, ctx: FeatureContext, tmp_path) -> None:
+    x, y, meta = examples(small, ctx, "val", stride=50)
+    path = tmp_path / "features.parquet"
+    write_feature_table(path, x, y, meta)
+    x2, y2, meta2 = read_feature_table(path, sensor_ids=small.sensor_ids)
+    order = np.lexsort((meta.sensor_index, meta.step_ms))
+    assert np.array_equal(x2, x[order])
+    np.testing.assert_array_equal(y2, y[order])
+    assert np.array_equal(meta2.sensor_index, meta.sensor_index[order])

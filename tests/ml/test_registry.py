@@ -1,0 +1,93 @@
+"""Registry round trip: register, LATEST, load, identical predictions; refusals with one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import Ridge
+
+from ml.conformal import fit_binned_conformal
+from ml.dataset import TRAIN_END_MS, load_metrla
+from ml.exceptions import ModelRegistryError
+from ml.features import FEATURE_NAMES, fit_context
+from ml.registry import ModelBundle, ModelRegistry
+from ml.training_set import examples
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@pytest.fixture(scope="module")
+def bundle_and_rows() -> tuple[ModelBundle, np.ndarray]:
+    data = load_metrla()
+    data = data.between(TRAIN_END_MS - 2 * DAY_MS, TRAIN_END_MS + DAY_MS).only(list(data.sensor_ids[:8]))
+    ctx = fit_context(data)
+    x, y, _ = examples(data, ctx, "all", stride=3)
+    ok = np.isfinite(y[:, 0])
+    last = x[:, FEATURE_NAMES.index("speed_last")]
+    estimators = {
+        15: HistGradientBoostingRegressor(max_iter=5, loss="absolute_error").fit(x[ok], y[ok, 0] - last[ok]),
+        30: RandomForestRegressor(n_estimators=3, max_depth=4, random_state=0).fit(x[ok], y[ok, 0] - last[ok]),
+        60: Ridge().fit(x[ok], y[ok, 0] - last[ok]),
+    }
+    intervals = {h: fit_binned_conformal(y[:, 0], last, min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(
+        estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx,
+        model_names={15: "hgb", 30: "rf", 60: "ridge"}, metadata={"validation_metrics": {"15": {"val_mae": 1.0}}},
+    )
+    return bundle, x
+
+
+def test_register_latest_load_predict_identical(bundle_and_rows, tmp_path) -> None:
+    bundle, x = bundle_and_rows
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.latest_version() is None and registry.versions() == []
+    version = registry.register(bundle)
+    assert registry.latest_version() == version
+    assert registry.versions() == [version]
+    loaded = registry.load()
+    assert loaded.version == version and loaded.model_names == bundle.model_names
+    before, after = bundle.predict(x), loaded.predict(x)
+    for h in (15, 30, 60):
+        for a, b in zip(before[h], after[h], strict=True):
+            assert np.array_equal(a, b)
+        yhat, lower, upper = after[h]
+        assert np.all(lower <= yhat) and np.all(yhat <= upper)
+
+
+def test_metadata_records_features_libraries_and_metrics(bundle_and_rows, tmp_path) -> None:
+    bundle, _ = bundle_and_rows
+    registry = ModelRegistry(tmp_path)
+    version = registry.register(bundle)
+    metadata = json.loads((tmp_path / version / "metadata.json").read_text())
+    assert metadata["feature_names"] == list(FEATURE_NAMES)
+    assert set(metadata["libraries"]) >= {"python", "numpy", "scikit-learn"}
+    assert metadata["validation_metrics"]["15"]["val_mae"] == 1.0
+    assert metadata["coverage"] == 0.9
+    assert (tmp_path / version / "model.skops").stat().st_size > 0
+    assert (tmp_path / version / "context.npz").stat().st_size > 0
+
+
+def test_latest_moves_to_the_newest_version(bundle_and_rows, tmp_path) -> None:
+    bundle, _ = bundle_and_rows
+    registry = ModelRegistry(tmp_path)
+    first = registry.register(ModelBundle(bundle.estimators, bundle.base_features, bundle.intervals, bundle.context))
+    second = registry.register(ModelBundle(bundle.estimators, bundle.base_features, bundle.intervals, bundle.context))
+    assert first != second and registry.latest_version() == second
+    assert registry.load(first).version == first
+
+
+def test_empty_registry_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(ModelRegistryError, match="has no model yet"):
+        ModelRegistry(tmp_path / "empty").load()
+
+
+def test_untrusted_types_are_refused(bundle_and_rows, tmp_path, monkeypatch) -> None:
+    bundle, _ = bundle_and_rows
+    registry = ModelRegistry(tmp_path)
+    registry.register(bundle)
+    monkeypatch.setattr("ml.registry.TRUSTED_TYPES", ())
+    with pytest.raises(ModelRegistryError, match="untrusted types"):
+        registry.load()

@@ -1,0 +1,58 @@
+"""A quick training run end to end through the `traffic train` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ml.dataset import load_metrla
+from ml.features import FEATURE_NAMES
+from ml.registry import ModelRegistry
+from ml.train import quick_subset, validation_halves
+from ml.training_set import examples
+from runners.cli import main
+
+
+def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> None:
+    root = tmp_path / "models"
+    assert main(["train", "--quick", "--registry", str(root)]) == 0
+    out = capsys.readouterr()
+    assert "registered model" in out.out
+    assert "hist_gradient_boosting" in out.out and "last_value" in out.out
+    assert "h=15 min" in out.err  # progress lines
+
+    registry = ModelRegistry(root)
+    bundle = registry.load()
+    metadata = json.loads((root / bundle.version / "metadata.json").read_text())
+    assert set(metadata["validation_metrics"]) == {"15", "30", "60"}
+    selected = [row for row in metadata["candidates"] if row.get("selected")]
+    assert len(selected) == 3
+    for row in selected:  # the winner has the lowest selection-half MAE of its horizon
+        rivals = [r["val_select_mae"] for r in metadata["candidates"] if r["horizon_min"] == row["horizon_min"]]
+        assert row["val_select_mae"] == min(rivals)
+
+    data = quick_subset(load_metrla())
+    x, y, _ = examples(data, bundle.context, "val")
+    predictions = bundle.predict(x)
+    last = x[:, FEATURE_NAMES.index("speed_last")]
+    for j, h in enumerate((15, 30, 60)):
+        yhat, lower, upper = predictions[h]
+        assert np.all(lower <= yhat) and np.all(yhat <= upper)
+        ok = np.isfinite(y[:, j])
+        assert 0.5 < np.mean((lower[ok] <= y[ok, j]) & (y[ok, j] <= upper[ok])) <= 1.0
+        assert np.abs(yhat[ok] - y[ok, j]).mean() < np.abs(last[ok] - y[ok, j]).mean() * 1.2
+
+
+def test_validation_halves_split_whole_days() -> None:
+    day = 24 * 60 * 60 * 1000
+    steps = np.array([0, day - 1, day, 2 * day + 5]) + 10 * day
+    select, calibrate = validation_halves(steps)
+    assert select.tolist() == [True, True, False, True]
+    assert np.array_equal(calibrate, ~select)
+
+
+def test_train_on_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["train", "--data", str(tmp_path / "nope.npz"), "--registry", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("traffic: error:") and "does not exist" in err and "\n" not in err
