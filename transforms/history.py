@@ -6,8 +6,11 @@ count, then the later arrival). Output: one element per step, in step order.
 
 When a step is emitted (the rule that makes batch and streaming agree):
 
-* on an event-time timer at the end of the step (the watermark has passed it:
-  nothing more is expected), with NaN for the sensors that have no aggregate;
+* on an event-time timer once the watermark has passed the end of the step
+  (nothing more is expected), with NaN for the sensors that have no aggregate.
+  The timer is set at the end of the oldest pending step, and after a firing at
+  the end of the newest pending step (so a batch run needs two firings, not one
+  per incomplete step);
 * earlier, as soon as every sensor has an aggregate for the step *and* the
   previous step has been emitted. The very first step is always emitted by its
   timer. In batch every timer fires after all input has been read, so the
@@ -190,7 +193,11 @@ class _HistoryLogic(beam.DoFn):
                     pending.add((kept_step, member, rank, mean))
         later = [s for s in table if s > last]
         if later:
-            self._set_timer(flush, timer_at, min(later) + self.step_ms)
+            # The newest pending step's end, not the oldest's: a timer cannot tell how far the watermark
+            # has gone, and in batch (watermark at +inf) this flushes everything in one more firing
+            # instead of one firing (and one pass over the buffer) per incomplete step. In streaming
+            # `later` is rarely more than the step now arriving, so this costs no latency there.
+            self._set_timer(flush, timer_at, max(later) + self.step_ms)
         else:
             timer_at.clear()  # the timer itself is left alone: a firing with nothing due is harmless
 
