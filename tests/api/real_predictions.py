@@ -1,8 +1,9 @@
 """Predictions made by the project's own code for the API's integration and browser tests.
 
-``train_quick_model`` fits a small model with the project's feature code
-(``ml.features.fit_context``, ``ml.training_set.examples``), calibrates its
-intervals on the validation split (``ml.conformal``) and registers it
+``train_quick_model`` trains with the project's own training code
+(``ml.train.train(quick=True)``: candidate models per horizon, selection and
+split-conformal calibration on validation days) on strided windows of all 207
+sensors built by ``ml.training_set.examples``, and registers the bundle
 (``ml.registry``). ``forecast_hours`` runs that registered model over a few
 hours of the bundled METR-LA data the way the streaming job does
 (``build_features`` -> ``ModelBundle.predict`` -> ``ml.handler.prediction_inputs``)
@@ -17,22 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, MetrLA, load_metrla
 from ml.features import (
     HISTORY_STEPS,
-    HORIZONS_MIN,
     build_features,
     fit_context,
     history_from_speeds,
 )
 from ml.handler import prediction_inputs
-from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
+from ml.registry import MAX_SPEED_MPH, ModelRegistry
 from ml.training_set import examples
 
 __all__ = ["RealRecords", "forecast_hours", "train_quick_model"]
@@ -47,31 +42,15 @@ class RealRecords:
     steps_ms: list[int]
 
 
-def _masked_mae(y: np.ndarray, yhat: np.ndarray) -> float:
-    ok = np.isfinite(y) & (y > 0)
-    return float(np.mean(np.abs(y[ok] - yhat[ok])))
+def train_quick_model(registry_root: Path, data: MetrLA | None = None, stride: int = 48) -> str:
+    """``ml.train.train(quick=True)`` on every sensor's windows (every ``stride``-th); registered; the version."""
+    from ml.train import train
 
-
-def train_quick_model(registry_root: Path, data: MetrLA | None = None) -> str:
-    """Fit a ridge regression per horizon on a strided training sample; register it; return the version."""
     data = data or load_metrla()
     ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=96)
-    xv, yv, _ = examples(data, ctx, "val", stride=24)
-    estimators, intervals, metrics = {}, {}, {}
-    for i, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, i])
-        model = Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler()), ("ridge", Ridge(alpha=1.0))])
-        model.fit(x[ok], y[ok, i])
-        estimators[h] = model
-        pred_v = np.clip(model.predict(xv), 0.0, 100.0)
-        intervals[h] = fit_binned_conformal(yv[:, i], pred_v, coverage=0.9)
-        metrics[str(h)] = {"masked_mae": _masked_mae(yv[:, i], pred_v)}
-    bundle = ModelBundle(
-        estimators=estimators, base_features={h: None for h in HORIZONS_MIN}, intervals=intervals, context=ctx,
-        coverage=0.9, model_names={h: "ridge" for h in HORIZONS_MIN},
-        metadata={"validation_metrics": metrics, "trained_by": "tests/api/real_model.py (quick ridge)"},
-    )
+    features = examples(data, ctx, "all", stride=stride)
+    bundle, _ = train(features=features, ctx=ctx, quick=True, progress=lambda message: None)
+    bundle.metadata["trained_by"] = "tests/api/real_predictions.py: ml.train.train(quick=True), strided windows"
     return ModelRegistry(registry_root).register(bundle)
 
 

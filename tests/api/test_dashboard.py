@@ -96,7 +96,7 @@ def test_dashboard_colours_markers_live_and_charts_a_sensor(served_api, timeline
     assert breakdown == counts
 
     page.select_option("#horizon", "15")
-    page.click(f'path[data-sensor-id="{sensor_id}"]', force=True)
+    page.dispatch_event(f'path[data-sensor-id="{sensor_id}"]', "click")  # markers overlap: target this one
     page.wait_for_selector("#chart svg polyline.predicted", timeout=30_000)
     chart = page.locator("#chart svg")
     assert int(chart.get_attribute("data-points-predicted")) == timeline.produced
