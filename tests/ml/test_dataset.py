@@ -144,7 +144,11 @@ def test_shape_and_order_checks() -> None:
         MetrLA(np.zeros((3, 1)), np.array([0, 2, 1], dtype=np.int64), ("a",))
 
 
-def test_unreadable_remote_paths_are_data_errors() -> None:
+def test_unreadable_remote_paths_are_data_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    # load_metrla sets Beam's process-wide filesystem options: restore them for the other tests
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)
     with pytest.raises(DataError, match="cannot read"):
         load_metrla("nosuchscheme://somewhere/metr-la.h5")
     hdfs_down = {"hdfs_host": "127.0.0.1", "hdfs_port": 1, "hdfs_user": "traffic"}

@@ -269,9 +269,11 @@ def test_producer_config_is_idempotent_and_batching() -> None:
 
 @pytest.mark.integration
 @pytest.mark.hdfs
-def test_replay_reads_an_npz_from_hdfs(kafka_bootstrap, fresh_topic, hdfs_service, data) -> None:
+def test_replay_reads_an_npz_from_hdfs(kafka_bootstrap, fresh_topic, hdfs_service, data, monkeypatch) -> None:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)  # restored afterwards
 
     options = {"hdfs_host": hdfs_service["host"], "hdfs_port": hdfs_service["http_port"],
                "hdfs_user": hdfs_service["user"]}
