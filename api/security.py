@@ -44,8 +44,8 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)  # no body is read on these routes; streams skip the wrappers
             return
         detail = f"request body larger than {self.max_bytes} bytes"
         for name, value in scope.get("headers", ()):

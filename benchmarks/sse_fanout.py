@@ -5,7 +5,8 @@ What it does (bounded in time and in connections):
 1. creates fresh predictions/alerts/aggregates topics on the local Kafka;
 2. trains the quick ridge model with the project's feature code and forecasts
    a few hours of bundled METR-LA with it (``tests/api/real_predictions.py``);
-3. starts ``traffic serve`` as a separate process on a free port;
+3. starts the server as a separate process on a free port (``python -m api``,
+   i.e. ``traffic serve`` without the other sub-commands' imports);
 4. opens ``--clients`` SSE connections (``GET /stream``, all events) from
    ``--client-procs`` asyncio processes;
 5. produces the model's Prediction records to Kafka at ``--rate`` records/s for
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> dict:
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
                    TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
                    TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
-        server = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve", "--log-level", "warning"], env=env,
+        server = subprocess.Popen([sys.executable, "-m", "api", "--log-level", "warning"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         import httpx
 
@@ -296,9 +297,11 @@ def run(args: argparse.Namespace) -> dict:
 HEADER = ("| clients | workload | coalesce ms | records | delivered / expected | complete clients | p50 ms | p90 ms "
           "| p99 ms | max ms | server CPU (cores) | load avg (1 min) | RSS idle / connected / peak MB |")
 MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and tests (see the load average column); "
-           "Kafka 4 (KRaft) on the same host; one `traffic serve` process (uvicorn + uvloop, one worker); "
+           "Kafka 4 (KRaft) on the same host; one server process "
+           "(`python -m api`, uvicorn + uvloop, one worker; `traffic serve` is the same server plus ~146 MB of "
+           "the other sub-commands' imports); "
            "clients are raw asyncio sockets in separate processes on the same 2 cores.")
-METHOD = ("Records: Prediction records made by the quick ridge model (the project's feature code, bundled METR-LA), "
+METHOD = ("Records: Prediction records made by the model trained by `ml.train.train(quick=True)` (bundled METR-LA), "
           "produced to Kafka; every client subscribes to all predictions and alerts (`/stream?types=prediction"
           "&types=alert`). Latency = the client's receive time minus `received_ms`, which the API's consumer stamps "
           "when its poll returns the record.")
