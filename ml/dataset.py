@@ -33,6 +33,7 @@ __all__ = [
     "MetrLA",
     "load_metrla",
     "load_sensor_locations",
+    "network_sensor_ids",
     "load_adjacency",
     "split_of",
 ]
@@ -137,6 +138,16 @@ def load_metrla(path: str | Path | None = None, hdfs_options: dict | None = None
     if source.endswith(".npz"):
         return _from_npz(data, source)
     raise DataError(f"{source}: unsupported format; give a .npz or .h5 file")
+
+
+def network_sensor_ids(path: Path | None = None) -> tuple[str, ...]:
+    """Every sensor of the network (``sensors.csv``), in file order: what validation accepts."""
+    path = path or BUNDLED_DIR / "sensors.csv"
+    try:
+        rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"sensor metadata {path} does not exist") from None
+    return tuple(str(r["sensor_id"]) for r in np.atleast_1d(rows))
 
 
 def load_sensor_locations(sensor_ids: tuple[str, ...], path: Path | None = None) -> np.ndarray:

@@ -59,6 +59,7 @@ class StreamingConfig:
     topics: TopicSettings
     sensor_ids: tuple[str, ...]
     registry: str
+    known_sensor_ids: tuple[str, ...] = ()
     output: str | None = None
     group_id: str = "traffic-stream"
     start: str = "earliest"
@@ -103,7 +104,8 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
                                      idle_timeout_s=cfg.idle_timeout_s)
         | "CountRaw" >> beam.ParDo(_Counted("raw"))
     )
-    checked = raw | "ValidateEvents" >> ValidateEvents(cfg.sensor_ids)
+    known = sorted(set(cfg.known_sensor_ids) | set(cfg.sensor_ids))
+    checked = raw | "ValidateEvents" >> ValidateEvents(known)
     deduped = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
     events = deduped.valid | "CountValid" >> beam.ParDo(_Counted("valid"))
     _ = events | "PublishEvents" >> PublishToKafka(cfg.bootstrap_servers, topics.events, "traffic_event")
@@ -152,6 +154,7 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
 
 def make_config(args: argparse.Namespace) -> StreamingConfig:
     """Resolve flags: the model's sensors come from the registry (the job refuses to start without a model)."""
+    from ml.dataset import network_sensor_ids
     from ml.registry import ModelRegistry, default_registry_root
     from runners.settings import get_settings
     from schemas.topics import get_topic_settings
@@ -168,6 +171,7 @@ def make_config(args: argparse.Namespace) -> StreamingConfig:
         bootstrap_servers=args.bootstrap or settings.kafka_bootstrap,
         topics=get_topic_settings(),
         sensor_ids=tuple(bundle.context.sensor_ids),
+        known_sensor_ids=network_sensor_ids(),
         registry=registry,
         output=args.output if args.output != "none" else None,
         group_id=args.group_id,
@@ -192,7 +196,6 @@ def _check_kafka(bootstrap: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from runners.presets import pipeline_options
-
     from runners.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

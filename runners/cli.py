@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -29,8 +30,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runners.platform.cli",
     "runners.topics",
     "pipelines.replay",
+    "pipelines.batch",
     "ml.train",
     "ml.evaluate",
+    "pipelines.streaming",
+    "runners.run_cmd",
 )
 
 
@@ -45,9 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_REMOTE_CAUSE = re.compile(r"(\w+(?:\.\w+)*(?:Error|Exception)): (.+?)(?= During handling| File \"|$)")
+_MAX_LINE = 400
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """The error as one readable line; a pipeline failure's remote traceback becomes its last cause."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if "Traceback (most recent call last)" in text:
+        causes = _REMOTE_CAUSE.findall(text)
+        if causes:
+            name, message = causes[-1]
+            step = re.search(r"\[while running '([^']+)'\]", text)
+            message = re.sub(r"\s*\[while running '[^']+'\]", "", message).strip()
+            text = f"{name.rsplit('.', 1)[-1]}: {message}" + (f" (in step {step.group(1)})" if step else "")
+    return text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 3] + "..."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
