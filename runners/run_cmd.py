@@ -1,0 +1,188 @@
+"""``traffic run``: the whole local system with one command (``make run``).
+
+1. the platform: Kafka (and Flink + the job server with ``--runner flink``);
+2. the topics;
+3. a model: trains one if the registry has none;
+4. the API and dashboard (``traffic serve``) and the streaming job (``traffic stream``),
+   as background processes with PID files and logs under the work directory;
+5. a replay of METR-LA into the raw topic at ``--speed`` (a 5-minute step every
+   ``300 / speed`` seconds), continuing the timeline of earlier runs by whole weeks
+   so time-of-day and day-of-week stay true.
+
+Ctrl-C (or the end of a finite replay) stops the job and the API; the platform
+keeps running (``traffic platform down`` stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runners.platform.process import ManagedProcess, port_open, wait_until
+from runners.settings import PlatformSettings, get_settings
+from schemas.exceptions import TrafficError
+
+__all__ = ["register", "newest_event_time_ms", "week_aligned_shift_ms"]
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+REPLAY_DEFAULT_START = "2012-05-23T06:45"  # the first step of the validation period (a Wednesday)
+
+
+class RunError(TrafficError):
+    """The local system could not be brought up."""
+
+
+def _say(line: str) -> None:
+    print(f"run: {line}", flush=True)
+
+
+def _traffic() -> str:
+    exe = shutil.which("traffic", path=str(Path(sys.executable).parent)) or shutil.which("traffic")
+    if exe is None:
+        raise RunError("the `traffic` command is not installed in this environment (run `make run`)")
+    return exe
+
+
+def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
+    """The newest event time among the last record of each partition of ``topic`` (None if empty)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas.codec import AvroCodec
+    from schemas.exceptions import SchemaError
+
+    codec = AvroCodec("raw_reading")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"traffic-run-probe-{os.getpid()}",
+                        "enable.auto.commit": False, "socket.timeout.ms": int(timeout_s * 1000)})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        newest: int | None = None
+        for partition in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            for offset in range(max(low, high - 50), high):  # a few, in case the last ones are bad records
+                consumer.assign([TopicPartition(topic, partition, offset)])
+                message = consumer.poll(timeout_s)
+                if message is None or message.error():
+                    continue
+                try:
+                    event_ms = int(codec.decode(message.value())["event_time"])
+                except (SchemaError, KeyError, TypeError, ValueError):
+                    continue
+                if event_ms < 4_102_444_800_000:  # ignore injected far-future records (year 2100+)
+                    newest = event_ms if newest is None else max(newest, event_ms)
+        return newest
+    finally:
+        consumer.close()
+
+
+def week_aligned_shift_ms(data_start_ms: int, newest_ms: int | None) -> int:
+    """The smallest whole-week shift that puts ``data_start_ms`` after ``newest_ms``."""
+    if newest_ms is None or newest_ms < data_start_ms:
+        return 0
+    return math.ceil((newest_ms - data_start_ms + 1) / WEEK_MS) * WEEK_MS
+
+
+def _background(settings: PlatformSettings, name: str, argv: list[str], port: int | None, timeout_s: float) -> \
+        ManagedProcess:
+    proc = ManagedProcess(name, settings.run_dir, settings.logs_dir)
+    if proc.pid() is not None:
+        _say(f"{name}: already running (pid {proc.pid()})")
+        return proc
+    proc.start(argv, env=os.environ.copy())
+    ready = (lambda: port_open(settings.host, port)) if port else (lambda: proc.pid() is not None)
+    if not wait_until(lambda: ready() or proc.pid() is None, timeout_s) or proc.pid() is None:
+        raise RunError(f"{name} did not start ({proc.exit_reason() or 'timed out'}); read {proc.log_file}")
+    _say(f"{name}: running (pid {proc.pid()}, log {proc.log_file})")
+    return proc
+
+
+def _ensure_model(traffic: str, registry: str | None, quick: bool) -> None:
+    from ml.registry import ModelRegistry, default_registry_root
+
+    root = registry or default_registry_root()
+    if ModelRegistry(root).latest_version() is not None:
+        _say(f"model: using {ModelRegistry(root).latest_version()} from {root}")
+        return
+    _say(f"model: none registered in {root}; training one{' (quick)' if quick else ''} ...")
+    argv = [traffic, "train", "--registry", root] + (["--quick"] if quick else [])
+    if subprocess.run(argv).returncode != 0:
+        raise RunError("training failed (see the lines above)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from api.settings import ApiSettings
+    from pipelines.replay import print_report, producer_config, replay
+    from runners.platform import Platform
+    from runners.topics import admin_client, create_topics
+    from schemas.topics import get_topic_settings
+
+    settings, topics, traffic = get_settings(), get_topic_settings(), _traffic()
+    services = ["kafka"] + (["flink", "jobserver"] if args.runner == "flink" else [])
+    Platform(settings).up(services, echo=print)
+    create_topics(admin_client(settings.kafka_bootstrap), topics)
+    _ensure_model(traffic, args.registry, args.quick_model)
+
+    started: list[ManagedProcess] = []
+    try:
+        if not args.no_api:
+            api = ApiSettings()
+            started.append(_background(settings, "api", [traffic, "serve"], api.port, 60))
+            _say(f"dashboard: http://{api.host}:{api.port}/dashboard/")
+        stream_argv = [traffic, "stream", "--runner", args.runner]
+        if args.registry:
+            stream_argv += ["--registry", args.registry]
+        started.append(_background(settings, "stream", stream_argv, None, 30))
+
+        from ml.dataset import load_metrla
+        from pipelines.replay import _parse_time
+
+        data = load_metrla(args.data)
+        start_ms = _parse_time(args.start, "--start")
+        first_ms = int(data.between(start_ms, None).times_ms[0])
+        shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.kafka_bootstrap, topics.raw))
+        if shift:
+            _say(f"replay: continuing after earlier runs, event times shifted by {shift // WEEK_MS} week(s)")
+        report = replay(data, producer_config(settings.kafka_bootstrap), topics.raw, speed=args.speed,
+                        start_ms=start_ms, loops=0 if args.loop else 1, inject_bad=args.inject_bad,
+                        shift_ms=shift)
+        print_report(report)
+        if not args.loop and not args.exit_after_replay:
+            _say("replay finished; the job and the dashboard keep running. Ctrl-C stops them.")
+            while all(p.pid() is not None for p in started):
+                time.sleep(1)
+    except KeyboardInterrupt:
+        _say("stopping")
+    finally:
+        for proc in reversed(started):
+            if proc.stop():
+                _say(f"{proc.name}: stopped")
+        _say("the platform keeps running; `traffic platform down` (or `make down`) stops it")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="bring up the whole local system: platform, model, streaming job, API and a live replay",
+        description="Start Kafka (and Flink), create topics, train a model if none is registered, start the "
+        "API/dashboard and the streaming job, then replay METR-LA into Kafka. Ctrl-C stops the job and API.",
+    )
+    parser.add_argument("--runner", choices=("prism", "flink"), default="prism", help="where the job runs")
+    parser.add_argument("--speed", type=float, default=60.0,
+                        help="replay speed factor (60 = a 5-minute step every 5 s; default 60)")
+    parser.add_argument("--start", default=REPLAY_DEFAULT_START, help="first replayed step (UTC)")
+    parser.add_argument("--data", help="METR-LA .npz/.h5 to replay (default: the bundled data)")
+    parser.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep replaying (event times move on by whole weeks each loop; default on)")
+    parser.add_argument("--inject-bad", type=float, default=0.001, metavar="FRACTION",
+                        help="fraction of malformed records mixed in (they go to the dead-letter topic)")
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    parser.add_argument("--quick-model", action="store_true", help="train a small model if none is registered")
+    parser.add_argument("--no-api", action="store_true", help="do not start the API and dashboard")
+    parser.add_argument("--exit-after-replay", action="store_true", help="stop everything when a finite replay ends")
+    parser.set_defaults(func=_cmd_run)
