@@ -123,8 +123,8 @@ def _from_h5(data: bytes, source: str) -> MetrLA:
         tmp.flush()
         try:
             frame = pd.read_hdf(tmp.name, key="df")
-        except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{source} is not a METR-LA HDFStore with key 'df': {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - PyTables raises its own HDF5ExtError on corrupt files
+            raise DataError(f"{source} is not a METR-LA HDFStore with key 'df': {type(exc).__name__}") from None
     times = pd.DatetimeIndex(frame.index).as_unit("ms").asi8.astype(np.int64)
     return MetrLA(frame.to_numpy(dtype=np.float64), times, tuple(str(c) for c in frame.columns))
 

@@ -124,7 +124,6 @@ def test_corrupt_npz(tmp_path) -> None:
         load_metrla(tmp_path / "bad.npz")
 
 
-@pytest.mark.xfail(strict=True, reason="ml/dataset.py _from_h5 lets tables.HDF5ExtError through (reported)")
 def test_corrupt_h5(tmp_path) -> None:
     (tmp_path / "bad.h5").write_bytes(b"not hdf5 either")
     with pytest.raises(DataError, match="not a METR-LA HDFStore"):
