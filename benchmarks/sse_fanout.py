@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +48,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "api"))
 
 RECEIVED_KEY = b'"received_ms":'  # the API's arrival stamp, the last field of every event's JSON
+
+
+_MODEL: dict[str, Path] = {}
 
 
 def _free_port() -> int:
@@ -144,18 +149,22 @@ def run(args: argparse.Namespace) -> dict:
 
     topics, admin, names = _setup_topics(args.bootstrap)
     tmp = Path(tempfile.mkdtemp(prefix="sse-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
     server = None
     try:
-        print("training the quick model and forecasting with it ...", flush=True)
-        train_quick_model(tmp / "registry")
+        if "registry" not in _MODEL:  # one model per benchmark invocation
+            print("training the quick model ...", flush=True)
+            _MODEL["registry"] = tmp / "registry"
+            train_quick_model(_MODEL["registry"])
+        registry = _MODEL["registry"]
         first = int(np.datetime64("2012-06-01T16:00", "ms").astype("int64"))
         n_steps = (int(args.duration_s / args.step_every_s) + 1 if args.step_every_s
                    else int(np.ceil(args.rate * args.duration_s / 621)) + 1)
-        records = forecast_hours(tmp / "registry", first, n_steps)
+        records = forecast_hours(registry, first, n_steps)
         predictions = records.predictions
         port = _free_port()
         env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=args.bootstrap,
-                   TRAFFIC_API_MODEL_REGISTRY=str(tmp / "registry"), TRAFFIC_API_RATE_LIMIT_PER_S="0",
+                   TRAFFIC_API_MODEL_REGISTRY=str(registry), TRAFFIC_API_RATE_LIMIT_PER_S="0",
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
                    TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
                    TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
