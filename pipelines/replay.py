@@ -2,12 +2,15 @@
 
 Steps go out in event-time order; within a step, one RawReading per sensor
 (key = sensor id). ``event_time`` inside the record is the reading's time in
-the data set; the Kafka record timestamp is the produce time (CreateTime =
-now), as for a real sensor feed. ``speed`` is a speed-up factor: 1 sends one
-5-minute step every 300 s, 300 one step a second, ``math.inf`` (``--speed
-max``) as fast as the producer goes. With ``loops`` > 1 (0 = forever) the range
-is replayed again with event times shifted forward by its span, so they keep
-increasing. Missing readings (speed 0) are real data and are sent as they are.
+the data set (plus ``shift_ms``), and the Kafka record timestamp is that same
+event time, so the streaming job's watermark follows the data (see
+``docs/readme/data-and-replay.md``: topics keep records by size, not age).
+``speed`` is a speed-up factor: 1 sends one 5-minute step every 300 s, 300 one
+step a second, ``math.inf`` (``--speed max``) as fast as the producer goes.
+With ``loops`` > 1 (0 = forever) the range is replayed again with event times
+shifted forward by its span rounded up to whole weeks, so they keep increasing
+and time of day and day of week stay true (the models use both). Missing
+readings (speed 0) are real data and are sent as they are.
 ``inject_bad`` mixes in the malformed and hostile records of
 :mod:`pipelines.bad_records`.
 """
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 STEP_S = STEP_MS / 1000
+WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 class ReplayError(TrafficError):
@@ -183,10 +187,12 @@ def replay(
     stop: threading.Event | None = None,
     flush_timeout_s: float = 60.0,
     hdfs_options: dict[str, Any] | None = None,
+    shift_ms: int = 0,
 ) -> ReplayReport:
     """Replay ``data`` (a :class:`MetrLA`, a path, or None for the bundled copy) to ``topic``.
 
-    ``loops`` = 0 repeats until ``stop`` is set (or Ctrl-C). ``hdfs_options`` (``hdfs_host``,
+    ``loops`` = 0 repeats until ``stop`` is set (or Ctrl-C). ``shift_ms`` moves every event time
+    (keep it a whole number of weeks so time-of-day and day-of-week stay true). ``hdfs_options`` (``hdfs_host``,
     ``hdfs_port`` = WebHDFS, ``hdfs_user``) are for an ``hdfs://`` path. Returns what was sent;
     raises :class:`ReplayError` when Kafka or the topic is missing or records were not delivered.
     """
@@ -208,6 +214,7 @@ def replay(
 
     n_steps, n_sensors = chosen.speed.shape
     span_ms = int(chosen.times_ms[-1] - chosen.times_ms[0]) + STEP_MS
+    loop_shift_ms = math.ceil(span_ms / WEEK_MS) * WEEK_MS
     keys = [sid.encode() for sid in chosen.sensor_ids]
     sensor_ids = chosen.sensor_ids
     interval_s = 0.0 if math.isinf(speed) else STEP_S / speed
@@ -224,13 +231,13 @@ def replay(
     try:
         loop = 0
         while loops == 0 or loop < loops:
-            shift_ms = loop * span_ms
+            offset_ms = shift_ms + loop * loop_shift_ms
             for i in range(n_steps):
                 if stop is not None and stop.is_set():
                     raise KeyboardInterrupt
                 if interval_s:
                     _pace(producer, started + step_no * interval_s, stop)
-                event_ms = int(chosen.times_ms[i]) + shift_ms
+                event_ms = int(chosen.times_ms[i]) + offset_ms
                 row = chosen.speed[i].tolist()
                 if fast is not None:
                     values = fast.step(event_ms, chosen.speed[i])
@@ -243,11 +250,11 @@ def replay(
                 }
                 for j, value in enumerate(values):
                     try:
-                        produce(topic, value, keys[j])
+                        produce(topic, value, keys[j], timestamp=event_ms)
                     except BufferError:  # the local queue is full: let librdkafka send, then retry
-                        _send(produce, poll, topic, keys[j], value)
+                        _send(produce, poll, topic, keys[j], value, event_ms)
                     if j in bad_after:
-                        _send(produce, poll, topic, bad_after[j].key, bad_after[j].value)
+                        _send(produce, poll, topic, bad_after[j].key, bad_after[j].value, event_ms)
                 poll(0)
                 report.missing += row.count(0.0)
                 report.readings += n_sensors
@@ -275,10 +282,10 @@ def replay(
     return report
 
 
-def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes) -> None:
+def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
     while True:
         try:
-            produce(topic, value, key)
+            produce(topic, value, key, timestamp=timestamp_ms)
             return
         except BufferError:
             poll(0.05)  # the local queue is full: let librdkafka send, then retry

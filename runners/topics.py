@@ -119,6 +119,8 @@ def topic_configs(settings: TopicSettings) -> dict[str, dict[str, str]]:
         configs[name] = {
             "cleanup.policy": "delete",
             "retention.ms": str(retention),
+            "retention.bytes": str(settings.retention_bytes),
+            "message.timestamp.type": "CreateTime",
             "compression.type": settings.compression,
             "max.message.bytes": str(settings.max_message_bytes),
         }
@@ -248,7 +250,7 @@ def delete_topics(admin: AdminClient, names: Sequence[str], timeout_s: float = 1
 
 # --- command line -------------------------------------------------------------------------------
 
-_SHOWN_CONFIGS = ("retention.ms", "compression.type", "max.message.bytes")
+_SHOWN_CONFIGS = ("retention.ms", "retention.bytes", "compression.type", "max.message.bytes")
 
 
 def _settings_from(args: argparse.Namespace) -> TopicSettings:

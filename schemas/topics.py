@@ -29,8 +29,11 @@ class TopicSettings(BaseSettings):
 
     partitions: int = Field(default=4, ge=1, description="partitions per topic; keys are sensor ids")
     replication_factor: int = Field(default=1, ge=1)
-    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, description="how long records are kept")
-    dead_letter_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, description="dead letters are kept longer")
+    # Record timestamps are event times (replayed history is years old), so topics keep records
+    # by size; an age limit (retention_ms) would drop replayed data at once.
+    retention_ms: int = Field(default=-1, ge=-1, description="age limit in ms by record timestamp; -1 = none")
+    dead_letter_retention_ms: int = Field(default=-1, ge=-1, description="age limit of the dead-letter topic")
+    retention_bytes: int = Field(default=1 << 30, ge=-1, description="size limit per partition; -1 = none")
     compression: str = Field(default="zstd", pattern="^(none|gzip|snappy|lz4|zstd|producer)$")
     max_message_bytes: int = Field(default=1_048_588, description="the broker rejects larger records")
     registry_url: str | None = Field(default=None, description="Confluent schema registry; file ids when unset")

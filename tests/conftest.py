@@ -89,16 +89,19 @@ def hdfs_service(_session_platform: _SessionPlatform, platform_settings: Platfor
 
 @pytest.fixture
 def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
-    """A factory: ``fresh_topic("events", partitions=2)`` creates a uniquely named topic, deleted afterwards."""
+    """A factory: ``fresh_topic("events", partitions=2, config={...})`` creates a uniquely named topic.
+
+    Every topic it made is deleted after the test.
+    """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
-    def make(prefix: str = "test", partitions: int = 1) -> str:
+    def make(prefix: str = "test", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
-                                          operation_timeout=30).values():
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+        for future in admin.create_topics([topic], operation_timeout=30).values():
             future.result(timeout=60)
         created.append(name)
         return name

@@ -38,6 +38,8 @@ def test_topic_configs_follow_the_settings() -> None:
     assert configs[settings.raw] == {
         "cleanup.policy": "delete",
         "retention.ms": "3600000",
+        "retention.bytes": str(settings.retention_bytes),
+        "message.timestamp.type": "CreateTime",
         "compression.type": "lz4",
         "max.message.bytes": "2000000",
     }
