@@ -122,3 +122,8 @@ def test_dashboard_is_served_with_its_vendor_files(client):
     assert page.status_code == 200 and "vendor/leaflet/leaflet.js" in page.text
     assert client.get("/dashboard/vendor/leaflet/leaflet.js").status_code == 200
     assert client.get("/dashboard/config.json").json()["tile_url"] is None  # offline by default
+
+
+def test_head_on_the_stream_is_refused_without_subscribing(client):
+    assert client.head("/stream").status_code == 405
+    assert client.app.state.runtime.hub.subscribers == set()
