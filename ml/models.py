@@ -75,14 +75,14 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             "random_forest",
             "speed_last",
             lambda: RandomForestRegressor(
-                n_estimators=20,
+                n_estimators=16,
                 max_depth=16,
                 min_samples_leaf=40,
                 max_features=0.33,
                 n_jobs=N_JOBS,
                 random_state=0,
             ),
-            max_rows=200_000,
+            max_rows=150_000,
         ),
         ModelSpec(
             "hist_gradient_boosting",
@@ -90,14 +90,14 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             lambda: HistGradientBoostingRegressor(
                 loss="absolute_error",
                 learning_rate=0.1,
-                max_iter=250,
+                max_iter=200,
                 max_leaf_nodes=63,
                 min_samples_leaf=100,
                 l2_regularization=1.0,
                 early_stopping=False,
                 random_state=0,
             ),
-            max_rows=600_000,
+            max_rows=500_000,
         ),
     ]
     return specs

@@ -1,0 +1,69 @@
+"""Wall-clock and CPU time of a full `traffic train` on the bundled METR-LA data.
+
+    .venv/bin/python benchmarks/training.py [--registry DIR]
+
+Runs the same code as `traffic train` (features for every training and
+validation window, all five candidates for each of the three horizons,
+selection, calibration, registration) into a temporary registry unless
+``--registry`` is given, and prints the wall time, the process CPU time and
+the load average before and after (the machine may be shared: a load above the
+core count stretches the wall time), then the validation table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform as host_platform
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+
+from ml.dataset import load_metrla
+from ml.registry import ModelRegistry
+from ml.train import train
+
+__all__ = ["main"]
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", help="registry root (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    started, cpu_started = time.perf_counter(), _cpu_s()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, table = train(load_metrla())
+        bundle.metadata["training_seconds"] = round(time.perf_counter() - started, 1)
+        version = ModelRegistry(args.registry or tmp).register(bundle)
+    wall_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_started
+    load_after = os.getloadavg()
+    print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
+    print(f"machine: {os.cpu_count()} cores, {host_platform.python_implementation()} {host_platform.python_version()}")
+    print("command: .venv/bin/python benchmarks/training.py")
+    print(f"full training wall time: {wall_s:.0f} s ({wall_s / 60:.1f} min); process CPU time: {cpu_s:.0f} s")
+    print(f"load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}")
+    print(f"model version: {version}")
+    print("horizon | model | val MAE | val RMSE | fit s | selected")
+    for row in table:
+        print(
+            f"{row['horizon_min']} | {row['model']} | {row['val_mae']:.3f} | {row['val_rmse']:.3f} | "
+            f"{row['fit_s']:.1f} | {'*' if row.get('selected') else ''}"
+        )
+    for h, m in bundle.metadata["validation_metrics"].items():
+        print(
+            f"{h} min: {m['model']} val MAE {m['val_mae']:.3f}; intervals cover {m['val_select_coverage']:.1%} "
+            f"of the selection days, mean width {m['val_select_width']:.1f} mph"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
