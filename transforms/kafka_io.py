@@ -221,7 +221,6 @@ class _ReadPartitionFn(beam.DoFn):
             self._consumer.close()
             self._consumer = None
 
-    @beam.DoFn.unbounded_per_element()
     def process(
         self,
         element: PartitionRead,
@@ -316,6 +315,19 @@ class _ReadPartitionFn(beam.DoFn):
             self._consumer.commit(offsets=[TopicPartition(element.topic, element.partition, start)], asynchronous=True)
 
 
+class _ReadUnboundedPartitionFn(_ReadPartitionFn):
+    """The same reader, declared unbounded per element (a bounded read keeps Flink in batch mode)."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: PartitionRead,
+        tracker=_RESTRICTION_PARAM,
+        estimator=_WATERMARK_PARAM,
+    ) -> Iterator[TimestampedValue]:
+        yield from super().process(element, tracker, estimator)
+
+
 class ReadFromKafka(beam.PTransform):
     """Reads ``topics`` as :class:`KafkaMessage` elements timestamped with the Kafka record time.
 
@@ -350,8 +362,9 @@ class ReadFromKafka(beam.PTransform):
         self._topics = [topics] if isinstance(topics, str) else list(topics)
         self._plan = _PlanPartitions(bootstrap_servers, self._topics, group_id, start, bounded, stop_at_end,
                                      max_records, consumer_config)
-        self._read = _ReadPartitionFn(bootstrap_servers, group_id, consumer_config, idle_timeout_s,
-                                      max_out_of_orderness_s, commit_offsets)
+        reader = _ReadPartitionFn if bounded else _ReadUnboundedPartitionFn
+        self._read = reader(bootstrap_servers, group_id, consumer_config, idle_timeout_s,
+                            max_out_of_orderness_s, commit_offsets)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaMessage]:
         return (

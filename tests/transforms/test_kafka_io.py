@@ -87,6 +87,13 @@ def test_watermark_only_moves_forward() -> None:
     assert estimator.current_watermark() == Timestamp(5)
 
 
+def test_boundedness_follows_the_bounded_flag() -> None:
+    # An unbounded PCollection would switch the Flink job server to streaming mode for a batch job.
+    p = beam.Pipeline()
+    assert (p | "Bounded" >> ReadFromKafka("127.0.0.1:1", "t", bounded=True)).is_bounded
+    assert not (p | "Unbounded" >> ReadFromKafka("127.0.0.1:1", "t")).is_bounded
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -112,10 +119,14 @@ def test_bounded_read_emits_every_record_with_its_kafka_coordinates_and_timestam
         _produce(kafka_bootstrap, topic, [(f"k{p}".encode(), f"{p}-{i}".encode(), BASE_MS + i) for i in range(4)], p)
     expected = [(p, i, f"{p}-{i}".encode(), BASE_MS + i, float(BASE_MS + i) / 1000) for p in range(3) for i in range(4)]
     with TestPipeline(runner="DirectRunner") as p:
-        got = (p
-               | "Read" >> ReadFromKafka(kafka_bootstrap, topic, bounded=True)
-               | "Coordinates" >> beam.Map(lambda m, ts=beam.DoFn.TimestampParam: (
-                   m.partition, m.offset, m.value, m.timestamp_ms, float(ts))))
+        got = (
+            p
+            | "Read" >> ReadFromKafka(kafka_bootstrap, topic, bounded=True)
+            | "Coordinates"
+            >> beam.Map(
+                lambda m, ts=beam.DoFn.TimestampParam: (m.partition, m.offset, m.value, m.timestamp_ms, float(ts))
+            )
+        )
         assert_that(got, equal_to(expected))
 
 
@@ -138,9 +149,11 @@ def test_start_latest_and_start_at_a_timestamp(kafka_bootstrap: str, fresh_topic
     with TestPipeline(runner="DirectRunner") as p:
         latest = p | "Latest" >> ReadFromKafka(kafka_bootstrap, topic, start="latest", bounded=True)
         assert_that(latest, equal_to([]), label="NothingAfterLatest")
-        since = (p
-                 | "Since" >> ReadFromKafka(kafka_bootstrap, topic, start=BASE_MS + 4000, bounded=True)
-                 | "Values" >> beam.Map(lambda m: m.value))
+        since = (
+            p
+            | "Since" >> ReadFromKafka(kafka_bootstrap, topic, start=BASE_MS + 4000, bounded=True)
+            | "Values" >> beam.Map(lambda m: m.value)
+        )
         assert_that(since, equal_to([b"4", b"5"]), label="FromTimestamp")
 
 
@@ -153,9 +166,11 @@ def test_bounded_read_can_wait_for_records_produced_after_it_started(
     later.start()
     try:
         with TestPipeline(runner="DirectRunner") as p:
-            got = (p
-                   | ReadFromKafka(kafka_bootstrap, topic, bounded=True, stop_at_end=False, max_records=5)
-                   | beam.Map(lambda m: m.value))
+            got = (
+                p
+                | ReadFromKafka(kafka_bootstrap, topic, bounded=True, stop_at_end=False, max_records=5)
+                | beam.Map(lambda m: m.value)
+            )
             assert_that(got, equal_to([b"late"] * 5))
     finally:
         later.join()
@@ -173,10 +188,12 @@ def test_write_sets_key_value_and_event_timestamp(kafka_bootstrap: str, fresh_to
     topic = fresh_topic("kio-write", partitions=2)
     rows = [(f"s{i % 3}", f"v{i}".encode(), BASE_MS + i * 1000) for i in range(9)]
     with TestPipeline(runner="DirectRunner") as p:
-        _ = (p
-             | beam.Create(rows)
-             | "EventTime" >> beam.Map(lambda r: beam.window.TimestampedValue(r, r[2] / 1000))
-             | WriteToKafka(kafka_bootstrap, topic, key_fn=lambda r: r[0], value_fn=lambda r: r[1]))
+        _ = (
+            p
+            | beam.Create(rows)
+            | "EventTime" >> beam.Map(lambda r: beam.window.TimestampedValue(r, r[2] / 1000))
+            | WriteToKafka(kafka_bootstrap, topic, key_fn=lambda r: r[0], value_fn=lambda r: r[1])
+        )
     got = _consume_all(kafka_bootstrap, topic, len(rows))
     assert sorted((m.key().decode(), m.value(), m.timestamp()[1]) for m in got) == sorted(rows)
     by_key = {}
@@ -190,9 +207,11 @@ def test_round_trip_of_kafka_messages(kafka_bootstrap: str, fresh_topic: Callabl
     source, sink = fresh_topic("kio-src", partitions=2), fresh_topic("kio-dst", partitions=2)
     _produce(kafka_bootstrap, source, [(str(i % 4).encode(), str(i).encode(), BASE_MS + i) for i in range(40)])
     with TestPipeline(runner="DirectRunner") as p:
-        _ = (p
-             | ReadFromKafka(kafka_bootstrap, source, bounded=True)
-             | WriteToKafka(kafka_bootstrap, sink, key_fn=lambda m: m.key, value_fn=lambda m: m.value + b"!"))
+        _ = (
+            p
+            | ReadFromKafka(kafka_bootstrap, source, bounded=True)
+            | WriteToKafka(kafka_bootstrap, sink, key_fn=lambda m: m.key, value_fn=lambda m: m.value + b"!")
+        )
     got = _consume_all(kafka_bootstrap, sink, 40)
     assert sorted(int(m.value()[:-1]) for m in got) == list(range(40))
     assert all(m.key() == str(int(m.value()[:-1]) % 4).encode() for m in got)  # keys carried over
@@ -204,10 +223,13 @@ def test_undeliverable_records_fail_the_bundle(kafka_bootstrap: str, fresh_topic
     too_big = b"x" * 3_000_000  # the broker's default limit is ~1 MB; the client is told to allow it
     with pytest.raises(Exception, match=r"1 record\(s\) to kio-big-\w+ were not delivered: .*too large"):
         with TestPipeline(runner="DirectRunner") as p:
-            _ = (p
-                 | beam.Create([too_big])
-                 | WriteToKafka(kafka_bootstrap, topic, producer_config={"message.max.bytes": 4_000_000,
-                                                                         "compression.type": "none"}))
+            _ = (
+                p
+                | beam.Create([too_big])
+                | WriteToKafka(
+                    kafka_bootstrap, topic, producer_config={"message.max.bytes": 4_000_000, "compression.type": "none"}
+                )
+            )
 
 
 @pytest.mark.integration
