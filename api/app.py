@@ -108,6 +108,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         version="0.1.0",
         summary="METR-LA speed forecasts: live SSE stream, REST, health, metrics and a live map dashboard.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served from vendored files (routes/dashboard.py), not a CDN
+        redoc_url=None,
     )
     for module in (stream, predictions, sensors, alerts, ops, dashboard):
         app.include_router(module.router)

@@ -1,4 +1,4 @@
-"""Copy the dashboard's npm packages into ``api/static/vendor/`` (git-ignored).
+"""Copy the dashboard's npm packages (Leaflet, Swagger UI) into ``api/static/vendor/`` (git-ignored).
 
 ``npm ci`` in ``api/`` (run by ``traffic setup --with-test-tools``, or by hand)
 fills ``api/node_modules``; ``python -m api.vendor`` copies the files the
@@ -27,6 +27,11 @@ VENDOR_FILES: dict[str, str] = {
     "leaflet/images/marker-icon-2x.png": "leaflet/dist/images/marker-icon-2x.png",
     "leaflet/images/marker-shadow.png": "leaflet/dist/images/marker-shadow.png",
     "leaflet/LICENSE": "leaflet/LICENSE",
+    # the OpenAPI page (/docs) is served locally too, so it works offline
+    "swagger-ui/swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui/swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
+    "swagger-ui/favicon-32x32.png": "swagger-ui-dist/favicon-32x32.png",
+    "swagger-ui/LICENSE": "swagger-ui-dist/LICENSE",
 }
 
 
@@ -56,7 +61,7 @@ def ensure_vendor(static_dir: Path = API_DIR / "static", node_modules: Path = AP
         copy_vendor(node_modules, static_dir)
         return
     raise VendorFilesMissing(
-        f"dashboard files missing in {static_dir / 'vendor'} (Leaflet): run `npm ci` in {API_DIR} "
+        f"dashboard files missing in {static_dir / 'vendor'} (Leaflet, Swagger UI): run `npm ci` in {API_DIR} "
         "and `python -m api.vendor`, or `traffic setup --with-test-tools`"
     )
 

@@ -1,9 +1,13 @@
-"""The dashboard: ``/`` redirects to ``/dashboard/``; ``/dashboard/config.json`` tells it the map settings."""
+"""The dashboard: ``/`` redirects to ``/dashboard/``; ``/dashboard/config.json`` tells it the map settings.
+
+``/docs`` is Swagger UI for ``/openapi.json``, served from the vendored npm files.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import RuntimeDep
 from api.state import HORIZONS_MIN
@@ -16,6 +20,16 @@ router = APIRouter(tags=["dashboard"])
 @router.get("/", include_in_schema=False)
 def root() -> RedirectResponse:
     return RedirectResponse("/dashboard/")
+
+
+@router.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    """Swagger UI for /openapi.json, from the vendored npm files (no CDN: works offline)."""
+    vendor = "/dashboard/vendor/swagger-ui"
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Traffic forecasting API",
+                               swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{vendor}/swagger-ui.css",
+                               swagger_favicon_url=f"{vendor}/favicon-32x32.png")
 
 
 @router.get("/dashboard/config.json", summary="Settings the dashboard needs (tiles, horizons)")

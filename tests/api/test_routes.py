@@ -113,7 +113,10 @@ def test_openapi_documents_every_route(client):
     for path in ("/stream", "/predictions/latest", "/predictions/analytics", "/sensors", "/sensors/{sensor_id}",
                  "/sensors/{sensor_id}/history", "/alerts", "/model", "/admin/model/reload", "/health", "/metrics"):
         assert path in paths
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/dashboard/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert client.get("/dashboard/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
 
 
 def test_dashboard_is_served_with_its_vendor_files(client):
