@@ -1,0 +1,382 @@
+"""``traffic batch``: the batch pipeline over history, on the same composites as streaming.
+
+Two modes share one chain (only the source, the sinks and the windowing
+arguments differ from ``pipelines/streaming.py``)::
+
+    file -> ReadRawReadings (Avro RawReading bytes) -> ValidateEvents -> DeduplicateEvents
+         -> WindowedAggregate (5-min event-time windows) -> NetworkHistory (12 steps x all sensors)
+
+- ``features``: -> build_features (a FeatureContext fitted on the training
+  period of the input before the pipeline is built) joined with the targets
+  (the aggregate mean at t+3 / t+6 / t+12 steps, NaN when missing) by step and
+  sensor -> Parquet tables with ``FEATURE_TABLE_COLUMNS`` under
+  ``<output>/features/{train,val,test}/``. Rows exist for the protocol's
+  windows (12 inputs and 12 following steps in the input).
+- ``backfill``: -> Forecast (RunInference with the registry's model) ->
+  PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
+  and with ``--to-kafka`` also the predictions and alerts topics (Avro).
+
+Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
+The run logs progress and ends with the per-stage counts from Beam metrics
+(in = valid + dead letters + late).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import shlex
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from ml.dataset import STEP_MS
+from ml.features import HISTORY_STEPS, FeatureContext
+from pipelines.sources import ReadRawReadings, SourceSpec
+from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
+from schemas.exceptions import TrafficError
+from transforms.aggregate import WindowedAggregate
+from transforms.dedupe import DeduplicateEvents
+from transforms.forecast import Forecast
+from transforms.history import NetworkHistory
+from transforms.postprocess import PostProcess
+from transforms.validate import ValidateEvents
+
+__all__ = ["COUNTERS", "BatchConfig", "BatchError", "build_pipeline", "parquet_schema", "register", "run"]
+
+_LOG = logging.getLogger("traffic.batch")
+NAMESPACE = "traffic.batch"
+MODES = ("features", "backfill")
+# DirectRunner only (other runners ignore them): run the bundles in worker subprocesses. In-process, Beam's
+# state cache sizes every stateful write with objsize over all loaded modules (~4 ms each): 4-5x slower.
+BATCH_DIRECT_ARGS: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+# Stage counters, in pipeline order (namespace traffic.batch).
+COUNTERS: tuple[str, ...] = (
+    "in", "valid", "dead_letters", "late", "aggregates", "snapshots", "feature_rows", "predictions", "alerts",
+    "prediction_dead_letters",
+)
+
+
+class BatchError(TrafficError):
+    """A batch run cannot start: bad flags, no model, no data in range."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Everything ``build_pipeline`` needs; built by :func:`run` from the command line.
+
+    ``context`` (features mode) is fitted before the pipeline is built;
+    ``window_ends_ms`` are the steps t that get feature rows; ``sensor_ids`` is
+    the network in column order (the model's in backfill mode).
+    """
+
+    mode: str
+    source: SourceSpec
+    output: str
+    sensor_ids: tuple[str, ...]
+    context: FeatureContext | None = None
+    window_ends_ms: frozenset[int] = frozenset()
+    registry: str | None = None
+    model_version: str | None = None
+    first_step_ms: int | None = None
+    to_kafka: bool = False
+    bootstrap_servers: str | None = None
+    predictions_topic: str = "traffic-predictions"
+    alerts_topic: str = "traffic-alerts"
+    hdfs_options: dict[str, Any] = field(default_factory=dict)
+    progress_every: int = 100_000
+
+
+class _Count(beam.DoFn):
+    """Counts elements under ``traffic.batch/<name>`` and logs every ``every`` of them (per worker)."""
+
+    def __init__(self, name: str, every: int, weight: Any = None) -> None:
+        self.name = name
+        self.every = max(1, int(every))
+        self.weight = weight
+        self.counter = Metrics.counter(NAMESPACE, name)
+        self._seen = 0
+
+    def process(self, element: Any) -> Iterator[Any]:
+        n = 1 if self.weight is None else int(self.weight(element))
+        self.counter.inc(n)
+        before, self._seen = self._seen, self._seen + n
+        if before // self.every != self._seen // self.every:
+            _LOG.info("batch: %s: %d so far (this worker)", self.name, self._seen)
+        yield element
+
+
+def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, weight: Any = None) -> beam.PCollection:
+    label = "Count" + "".join(part.capitalize() for part in name.split("_"))
+    return pcoll | label >> beam.ParDo(_Count(name, cfg.progress_every, weight))
+
+
+def _dead_letter_json(record: dict[str, Any]) -> str:
+    out = dict(record)
+    for key in ("payload", "key"):
+        if isinstance(out.get(key), (bytes, bytearray)):
+            out[key] = base64.b64encode(bytes(out[key])).decode("ascii")
+    return json.dumps(out, sort_keys=True)
+
+
+def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
+    assert cfg.registry is not None
+    full = snapshots
+    if cfg.first_step_ms is not None:
+        first_full = cfg.first_step_ms + (HISTORY_STEPS - 1) * STEP_MS
+        full = snapshots | "FullHistoryOnly" >> beam.Filter(lambda s: int(s["step_ms"]) >= first_full)
+    forecasts = full | "Forecast" >> Forecast(
+        cfg.registry, version=cfg.model_version, max_batch_size=32, hdfs_options=cfg.hdfs_options or None
+    )
+    post = forecasts | "PostProcess" >> PostProcess()
+    outputs = {"predictions": post.predictions, "alerts": post.alerts}
+    _ = (
+        _count(post.dead_letter, "prediction_dead_letters", cfg)
+        | "PredictionDeadLettersToJson" >> beam.Map(_dead_letter_json)
+        | "WritePredictionDeadLetters"
+        >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "predictions"), file_name_suffix=".jsonl")
+    )
+    for name, avro_name, topic in (
+        ("predictions", "prediction", cfg.predictions_topic),
+        ("alerts", "alert", cfg.alerts_topic),
+    ):
+        label = name.capitalize()
+        records = _count(outputs[name], name, cfg)
+        _ = records | f"Write{label}Parquet" >> beam.io.WriteToParquet(
+            join_path(cfg.output, name, "part"), parquet_schema(avro_name), file_name_suffix=".parquet"
+        )
+        if cfg.to_kafka:
+            from schemas.codec import AvroCodec
+            from transforms.kafka_io import WriteToKafka
+
+            codec = AvroCodec(avro_name)
+            _ = (
+                records
+                | f"Encode{label}" >> beam.Map(lambda r, c=codec: (r["sensor_id"], c.encode(r)))
+                | f"Produce{label}"
+                >> WriteToKafka(cfg.bootstrap_servers, topic, key_fn=lambda kv: kv[0], value_fn=lambda kv: kv[1])
+            )
+
+
+def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
+    """Apply the batch chain of ``cfg.mode`` to ``p`` (see the module doc)."""
+    if cfg.mode not in MODES:
+        raise BatchError(f"unknown batch mode {cfg.mode!r}; choose {' or '.join(MODES)}")
+    raw = _count(p | "ReadRawReadings" >> ReadRawReadings(cfg.source), "in", cfg)
+    checked = raw | "ValidateEvents" >> ValidateEvents(cfg.sensor_ids)
+    deduped = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
+    valid = _count(deduped.valid, "valid", cfg)
+    windowed = valid | "WindowedAggregate" >> WindowedAggregate(window_s=STEP_MS // 1000, allowed_lateness_s=None)
+    aggregates = _count(windowed.aggregates, "aggregates", cfg)
+    _ = _count(windowed.late, "late", cfg)
+    dead = (checked.dead_letter, deduped.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+    _ = (
+        _count(dead, "dead_letters", cfg)
+        | "DeadLettersToJson" >> beam.Map(_dead_letter_json)
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "readings"), file_name_suffix=".jsonl")
+    )
+    snapshots = _count(
+        aggregates | "NetworkHistory" >> NetworkHistory(list(cfg.sensor_ids), history_steps=HISTORY_STEPS,
+                                                         step_s=STEP_MS // 1000),
+        "snapshots",
+        cfg,
+    )
+    if cfg.mode == "features":
+        tables = {"snapshots": snapshots, "aggregates": aggregates} | "WriteFeatureTables" >> WriteFeatureTables(
+            cfg.context, cfg.window_ends_ms, cfg.sensor_ids, cfg.output
+        )
+        _ = _count(tables, "feature_rows", cfg, weight=lambda kv: kv[1].num_rows)
+    else:
+        _write_backfill(snapshots, cfg)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _parse_time_ms(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(np.datetime64(value.rstrip("Z"), "ms").astype(np.int64))
+    except ValueError:
+        raise BatchError(f"{flag} {value!r} is not a date/time such as 2012-03-01 or 2012-03-01T06:00") from None
+
+
+def _hdfs_options(*paths: str | None) -> dict[str, Any]:
+    if not any(p and p.startswith("hdfs://") for p in paths):
+        return {}
+    from runners.settings import get_settings
+
+    settings = get_settings()
+    return {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
+
+
+def make_config(args: argparse.Namespace) -> BatchConfig:
+    """Resolve flags into a :class:`BatchConfig`: loads the input once (and the model in backfill mode)."""
+    from ml.registry import ModelRegistry, default_registry_root
+    from ml.training_set import window_ends
+    from pipelines.sources import load_readings
+    from runners.settings import get_settings
+
+    output = args.output or str(get_settings().work_dir / "batch" / args.mode)
+    registry = args.registry or default_registry_root()
+    hdfs = _hdfs_options(args.data, output, registry if args.mode == "backfill" else None)
+    spec = SourceSpec(
+        path=args.data,
+        start_ms=_parse_time_ms(args.start, "--start"),
+        end_ms=_parse_time_ms(args.end, "--end"),
+        sensor_ids=tuple(s for s in (args.sensors or "").split(",") if s) or None,
+        hdfs_options=tuple(sorted(hdfs.items())),
+    )
+    cfg = BatchConfig(mode=args.mode, source=spec, output=output, sensor_ids=(), hdfs_options=hdfs,
+                      progress_every=args.progress_every)
+    if args.mode == "backfill":
+        bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load(args.model_version)
+        if spec.sensor_ids:
+            raise BatchError("--sensors is for features mode; a backfill runs on the model's sensors")
+        spec = replace(spec, sensor_ids=tuple(bundle.context.sensor_ids))
+        data = load_readings(spec)
+        from runners.settings import get_settings as settings
+        from schemas.topics import get_topic_settings
+
+        topics = get_topic_settings()
+        return replace(
+            cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
+            first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
+            bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
+            predictions_topic=topics.predictions, alerts_topic=topics.alerts,
+        )
+    from ml.features import fit_context
+
+    data = load_readings(spec)
+    _LOG.info("batch: fitting the feature context on the training period of %d steps x %d sensors",
+              data.n_steps, len(data.sensor_ids))
+    context = fit_context(data)
+    ends = frozenset(int(t) for t in data.times_ms[window_ends(data)])
+    if not ends:
+        raise BatchError(f"the input has {data.n_steps} steps; a window needs {HISTORY_STEPS + 12} consecutive steps")
+    return replace(cfg, sensor_ids=tuple(data.sensor_ids), context=context, window_ends_ms=ends,
+                   first_step_ms=int(data.times_ms[0]))
+
+
+def _counters(result: Any) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except Exception:  # noqa: BLE001 - some runners cannot report metrics
+        return {}
+    counts: dict[str, int] = {}
+    for item in found:
+        value = item.committed if item.committed is not None else item.attempted
+        counts[item.key.metric.name] = counts.get(item.key.metric.name, 0) + int(value or 0)
+    return counts
+
+
+def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[str, bool]:
+    """The end-of-run summary and whether the counts add up (in = valid + dead letters + late)."""
+    c = {name: counts.get(name, 0) for name in COUNTERS}
+    balanced = c["in"] == c["valid"] + c["dead_letters"] + c["late"]
+    rate = c["in"] / wall_s if wall_s > 0 else 0.0
+    lines = [
+        f"batch {cfg.mode}: in {c['in']} = valid {c['valid']} + dead letters {c['dead_letters']} + late {c['late']}"
+        + (" (counts add up)" if balanced else " (COUNTS DO NOT ADD UP)"),
+        f"  aggregates {c['aggregates']}, network steps {c['snapshots']}, "
+        + (f"feature rows {c['feature_rows']}" if cfg.mode == "features"
+           else f"predictions {c['predictions']}, alerts {c['alerts']}, rejected predictions "
+           f"{c['prediction_dead_letters']} (model {cfg.model_version})"),
+        f"  output {cfg.output}" + (" and Kafka" if cfg.to_kafka else ""),
+        f"  wall {wall_s:.1f} s, {rate:,.0f} readings/s",
+    ]
+    if not counts:
+        lines.insert(0, "batch: this runner reported no metrics; counts below are zero")
+    return "\n".join(lines), balanced or not counts
+
+
+class _WorkerProgress(logging.Filter):
+    """Lets through the progress lines relayed from DirectRunner worker processes (and warnings), unwrapped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        marker = text.find('message: "batch: ')
+        if marker >= 0:
+            record.msg, record.args = text[marker + 10 : text.find('"', marker + 10)], ()
+            return True
+        return record.levelno >= logging.WARNING
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("traffic").setLevel(logging.INFO)
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    relay.setLevel(logging.INFO)
+    if not any(isinstance(f, _WorkerProgress) for f in relay.filters):
+        relay.addFilter(_WorkerProgress())
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (the ``traffic batch`` flags), build and run the pipeline, print the summary."""
+    parser = argparse.ArgumentParser(prog="traffic batch")
+    _add_arguments(parser)
+    return _run(parser.parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runners.presets import pipeline_options
+    from runners.settings import get_settings
+
+    _configure_logging()
+    started = time.monotonic()
+    cfg = make_config(args)
+    extra = [*BATCH_DIRECT_ARGS, *shlex.split(args.beam_args or "")]
+    paths = [p for p in (cfg.source.path, cfg.output, cfg.registry) if p]
+    options = pipeline_options(args.runner, False, extra, get_settings(), paths)
+    _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, cfg)
+    result = pipeline.run()
+    result.wait_until_finish()
+    text, balanced = summarise(cfg, _counters(result), time.monotonic() - started)
+    print(text, flush=True)
+    return 0 if balanced else 1
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mode", choices=MODES, help="features: feature+target tables; backfill: predictions")
+    parser.add_argument("--data", help="METR-LA .npz/.h5 or raw-reading Parquet (file, directory or glob), "
+                        "local or hdfs://; default: the bundled data")
+    parser.add_argument("--start", help="first step to read (UTC), e.g. 2012-03-01 or 2012-03-01T06:00")
+    parser.add_argument("--end", help="read steps before this time (UTC)")
+    parser.add_argument("--sensors", help="features mode: comma-separated sensor ids (default: all in the input)")
+    parser.add_argument("--output", help="output directory, local or hdfs:// (default: <work_dir>/batch/<mode>)")
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or "
+                        "<work_dir>/models)")
+    parser.add_argument("--model-version", help="backfill with this model version (default: LATEST)")
+    parser.add_argument("--runner", choices=("direct", "prism", "flink"), default="direct",
+                        help="where the pipeline runs (default: direct, in this process)")
+    parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
+                        "(Avro) to their topics")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
+    parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
+                        help="log a progress line every N elements per stage (default 100000)")
+    parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
+                        help="further Beam pipeline options in one string, e.g. '--direct_num_workers=1'")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "batch",
+        help="batch pipeline over history: feature tables or backfilled predictions",
+        description="Run the Beam batch pipeline (ValidateEvents -> DeduplicateEvents -> WindowedAggregate -> "
+        "NetworkHistory, as in streaming) over a file of readings.",
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=_run)

@@ -1,0 +1,189 @@
+"""Parquet tables written by the batch pipeline.
+
+``WriteFeatureTables``: NetworkHistory snapshots and window aggregates -> the
+feature+target tables of ``ml.training_set`` (``FEATURE_TABLE_COLUMNS``), one
+directory per split. Features come from ``ml.features.build_features`` on each
+snapshot (the function training and streaming use); the targets of step t are
+the aggregate means of steps t+3, t+6 and t+12 (NaN when missing), joined to
+the features by step with the sensors aligned in network order.
+
+``parquet_schema(avro_name)``: the Parquet schema of an Avro record type, for
+prediction, alert and aggregate tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindows
+
+from ml.dataset import STEP_MS, split_of
+from ml.features import (
+    FEATURE_NAMES,
+    HORIZON_STEPS,
+    HORIZONS_MIN,
+    FeatureContext,
+    build_features,
+)
+from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
+
+__all__ = ["SPLITS", "WriteFeatureTables", "feature_table_schema", "join_path", "parquet_schema"]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def join_path(root: str, *parts: str) -> str:
+    """``root/parts...`` for local paths and filesystem URLs alike."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+class _BuildFeatureBlock(beam.DoFn):
+    """Snapshot at a window end t -> (t, (N, F) float32 features) via ml.features.build_features."""
+
+    def __init__(self, ctx: FeatureContext, window_ends_ms: frozenset[int]) -> None:
+        self.ctx = ctx
+        self.window_ends_ms = window_ends_ms
+
+    def process(self, snapshot: dict[str, Any]) -> Iterator[tuple[int, np.ndarray]]:
+        t = int(snapshot["step_ms"])
+        if t in self.window_ends_ms:
+            yield t, build_features(np.asarray(snapshot["speeds"], dtype=np.float64), t, self.ctx)
+
+
+def _step_vector(sensor_ids: tuple[str, ...]):
+    index = {sid: i for i, sid in enumerate(sensor_ids)}
+
+    def vector(step_ms: int, pairs: Sequence[tuple[str, float | None]]) -> tuple[int, np.ndarray]:
+        speeds = np.full(len(sensor_ids), np.nan)
+        for sensor_id, mean in pairs:
+            if sensor_id in index and mean is not None:
+                speeds[index[sensor_id]] = mean
+        speeds[speeds <= 0] = np.nan
+        return step_ms, speeds
+
+    return vector
+
+
+def _targets_for(step: tuple[int, np.ndarray]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
+    """The aggregate means of step s are the h-minute targets of step s - h."""
+    step_ms, speeds = step
+    for h in HORIZONS_MIN:
+        yield step_ms - HORIZON_STEPS[h] * STEP_MS, (h, speeds)
+
+
+class _FeatureTable(beam.DoFn):
+    """(t, {"x": [(N, F)], "y": [(h, (N,))...]}) -> (split, pyarrow.Table with FEATURE_TABLE_COLUMNS)."""
+
+    def __init__(self, sensor_ids: tuple[str, ...]) -> None:
+        self.sensor_ids = sensor_ids
+
+    def process(self, element: tuple[int, dict[str, list]]) -> Iterator[tuple[str, Any]]:
+        import pyarrow as pa
+
+        step_ms, parts = element
+        if not parts["x"]:
+            return
+        x = parts["x"][0]
+        n = len(self.sensor_ids)
+        targets = {h: np.full(n, np.nan) for h in HORIZONS_MIN}
+        for h, speeds in parts["y"]:
+            targets[h] = speeds
+        split = str(split_of(np.array([step_ms]))[0])
+        columns = {
+            "sensor_id": pa.array(self.sensor_ids, pa.string()),
+            "step_ms": pa.array(np.full(n, step_ms, dtype=np.int64), pa.int64()),
+            "split": pa.array([split] * n, pa.string()),
+        }
+        for j, name in enumerate(FEATURE_NAMES):
+            columns[name] = pa.array(x[:, j].astype(np.float32), pa.float32())
+        for h, name in zip(HORIZONS_MIN, TARGET_COLUMNS, strict=False):
+            columns[name] = pa.array(targets[h].astype(np.float64), pa.float64())
+        yield split, pa.table(columns)
+
+
+def feature_table_schema():
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [("sensor_id", pa.string()), ("step_ms", pa.int64()), ("split", pa.string())]
+        + [(name, pa.float32()) for name in FEATURE_NAMES]
+        + [(name, pa.float64()) for name in TARGET_COLUMNS]
+    )
+    assert tuple(schema.names) == FEATURE_TABLE_COLUMNS
+    return schema
+
+
+def parquet_schema(avro_name: str):
+    """The Parquet schema of an Avro record type (timestamps stay epoch-ms int64, enums become strings)."""
+    import pyarrow as pa
+
+    from schemas.codec import load_schema_json
+
+    def arrow_type(avro_type: Any) -> tuple[Any, bool]:
+        if isinstance(avro_type, list):
+            inner = [t for t in avro_type if t != "null"]
+            return arrow_type(inner[0])[0], True
+        if isinstance(avro_type, dict):
+            if avro_type.get("type") == "enum":
+                return pa.string(), False
+            return arrow_type(avro_type["type"])[0], False
+        return {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+                "boolean": pa.bool_(), "bytes": pa.binary(), "float": pa.float32()}[avro_type], False
+
+    fields = []
+    for f in load_schema_json(avro_name)["fields"]:
+        typ, nullable = arrow_type(f["type"])
+        fields.append(pa.field(f["name"], typ, nullable=nullable))
+    return pa.schema(fields)
+
+
+class WriteFeatureTables(beam.PTransform):
+    """``{"snapshots": ..., "aggregates": ...}`` -> ``<output>/features/<split>/part-*.parquet``.
+
+    Emits (returns) the ``(split, pyarrow.Table)`` pieces it writes, one per window end.
+    """
+
+    def __init__(
+        self, ctx: FeatureContext, window_ends_ms: frozenset[int], sensor_ids: tuple[str, ...], output: str
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.window_ends_ms = frozenset(window_ends_ms)
+        self.sensor_ids = tuple(sensor_ids)
+        self.output = output
+
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        blocks = (
+            inputs["snapshots"]
+            | "BuildFeatures" >> beam.ParDo(_BuildFeatureBlock(self.ctx, self.window_ends_ms))
+            | "FeaturesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+        )
+        targets = (
+            inputs["aggregates"]
+            | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "KeyByStep" >> beam.Map(lambda a: (int(a["window_start"]), (a["sensor_id"], a["mean_speed_mph"])))
+            | "GroupByStep" >> beam.GroupByKey()
+            | "StepVectors" >> beam.MapTuple(_step_vector(self.sensor_ids))
+            | "TargetsOfEarlierSteps" >> beam.FlatMap(_targets_for)
+        )
+        tables = (
+            {"x": blocks, "y": targets}
+            | "JoinFeaturesAndTargets" >> beam.CoGroupByKey()
+            | "ToFeatureTables" >> beam.ParDo(_FeatureTable(self.sensor_ids))
+        )
+        schema = feature_table_schema()
+        for split in SPLITS:
+            name = split.capitalize()
+            _ = (
+                tables
+                | f"Only{name}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
+                | f"Drop{name}Key" >> beam.Values()
+                | f"Write{name}Features"
+                >> beam.io.WriteToParquetBatched(
+                    join_path(self.output, "features", split, "part"), schema=schema, file_name_suffix=".parquet"
+                )
+            )
+        return tables

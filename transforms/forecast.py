@@ -1,0 +1,80 @@
+"""``Forecast``: network snapshots -> RunInference -> one PostProcess input dict per sensor and horizon.
+
+Input: ``NetworkHistory`` snapshots ``{"step_ms": int, "speeds": (12, N) NaN = missing}``
+with the sensors in the model's order (build ``NetworkHistory`` with
+``model_sensor_ids(registry_root)``). Output: dicts ``{sensor_id, event_time,
+horizon_min, predicted_speed_mph, lower_mph, upper_mph, coverage, model_version,
+current_speed_mph}``, the input of ``PostProcess``. Batch and streaming use it
+alike; the model follows the registry's LATEST pointer (see :mod:`ml.handler`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from ml.handler import HandlerConfig, make_model_handler
+
+__all__ = ["Forecast", "model_sensor_ids"]
+
+
+def model_sensor_ids(
+    registry_root: str, version: str | None = None, hdfs_options: dict[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The sensors (in order) of the registry's model ``version`` (default LATEST): NetworkHistory's input."""
+    from ml.handler import LiveModel
+
+    return tuple(LiveModel(registry_root, version, hdfs_options=hdfs_options).current().context.sensor_ids)
+
+
+class _Explode(beam.DoFn):
+    """PredictionResult -> its per sensor x horizon dicts, counted."""
+
+    def __init__(self) -> None:
+        self.snapshots = beam.metrics.Metrics.counter("traffic.forecast", "snapshots_forecast")
+        self.predictions = beam.metrics.Metrics.counter("traffic.forecast", "predictions")
+
+    def process(self, result: PredictionResult) -> Iterator[dict[str, Any]]:
+        self.snapshots.inc()
+        rows = result.inference
+        self.predictions.inc(len(rows))
+        yield from rows
+
+
+class Forecast(beam.PTransform):
+    """Snapshots -> RunInference(sklearn bundle from the registry) -> PostProcess input dicts."""
+
+    def __init__(
+        self,
+        registry_root: str,
+        *,
+        version: str | None = None,
+        refresh_s: float = 30.0,
+        min_batch_size: int = 1,
+        max_batch_size: int = 16,
+        max_batch_duration_s: int | None = None,
+        hdfs_options: dict[str, Any] | None = None,
+        model_metadata_pcoll: beam.PCollection | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = HandlerConfig(
+            registry_root=str(registry_root),
+            version=version,
+            refresh_s=refresh_s,
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_s=max_batch_duration_s,
+            hdfs_options=tuple(sorted((hdfs_options or {}).items())),
+        )
+        self.model_metadata_pcoll = model_metadata_pcoll
+
+    def expand(self, snapshots: beam.PCollection[dict]) -> beam.PCollection[dict]:
+        return (
+            snapshots
+            | "RunInference"
+            >> RunInference(make_model_handler(self.cfg), model_metadata_pcoll=self.model_metadata_pcoll)
+            | "PerSensorHorizon" >> beam.ParDo(_Explode())
+        )
