@@ -31,7 +31,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runners.topics",
     "pipelines.replay",
     "pipelines.batch",
-    "pipelines.batch",
     "ml.train",
     "ml.evaluate",
     "pipelines.streaming",
