@@ -104,6 +104,21 @@ def _flink_jobs(settings: PlatformSettings, name: str) -> list[dict]:
     return [j for j in jobs if j["name"].startswith(name)]
 
 
+def _flink_job_summary(settings: PlatformSettings, name: str) -> str:
+    """State, per-vertex record counts and the latest exception of a job, for failure messages."""
+    lines = []
+    for job in _flink_jobs(settings, name):
+        detail = httpx.get(f"{settings.flink_rest_url}/jobs/{job['jid']}", timeout=10).json()
+        lines.append(f"{job['jid']} {detail['state']}")
+        lines += [f"  {v['name'][:60]}: {v['status']} in={v['metrics'].get('read-records')} "
+                  f"out={v['metrics'].get('write-records')}" for v in detail["vertices"]]
+        history = httpx.get(f"{settings.flink_rest_url}/jobs/{job['jid']}/exceptions", timeout=10).json()
+        entries = history.get("exceptionHistory", {}).get("entries", [])
+        if entries:
+            lines.append("  latest exception: " + entries[0]["stacktrace"].splitlines()[0][:300])
+    return "\n".join(lines) or "no such job"
+
+
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < deadline:
@@ -206,7 +221,10 @@ def test_unbounded_read_on_flink_checkpoints_and_keeps_reading(
     options = pipeline_options("flink", True, [f"--job_name={job_name}"], platform_settings)
     rest = platform_settings.flink_rest_url
     try:
-        _result, stop = _run_unbounded(options, kafka_bootstrap, fresh_topic, reader_factory)
+        try:
+            _result, stop = _run_unbounded(options, kafka_bootstrap, fresh_topic, reader_factory)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nFlink: {_flink_job_summary(platform_settings, job_name)}") from None
         [job] = _flink_jobs(platform_settings, job_name)
         assert job["state"] == "RUNNING"
         config = httpx.get(f"{rest}/jobs/{job['jid']}/checkpoints/config", timeout=10).json()
