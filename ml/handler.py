@@ -6,7 +6,8 @@ model's order. For a batch of snapshots the handler computes
 ``build_features(speeds, step_ms, bundle.context)`` for each (the feature
 context, i.e. the training-period profiles and graph weights, belongs to the
 model bundle, so a model swap swaps both together), calls ``bundle.predict``
-once on the stacked rows and emits one ``PredictionResult`` per snapshot whose
+on each snapshot's rows (a step's forecast never depends on how it was
+batched) and emits one ``PredictionResult`` per snapshot whose
 ``inference`` is the list of PostProcess input dicts (one per sensor and
 horizon) and whose ``model_id`` is the model version.
 
@@ -192,7 +193,7 @@ class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
             model.pin(self._side_input_version)
         bundle = model.current()
         n = bundle.context.n_sensors
-        blocks = []
+        results = []
         for snapshot in batch:
             speeds = np.asarray(snapshot["speeds"], dtype=np.float64)
             if speeds.shape != (HISTORY_STEPS, n):
@@ -200,15 +201,10 @@ class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
                     f"snapshot at {snapshot['step_ms']} has shape {speeds.shape}; model {bundle.version} "
                     f"expects ({HISTORY_STEPS}, {n}) (its sensors, in its order)"
                 )
-            blocks.append(build_features(speeds, int(snapshot["step_ms"]), bundle.context))
-        if not blocks:
-            return []
-        predictions = bundle.predict(np.concatenate(blocks))
-        results = []
-        for j, snapshot in enumerate(batch):
-            rows = slice(j * n, (j + 1) * n)
-            mine = {h: tuple(np.asarray(a)[rows] for a in triple) for h, triple in predictions.items()}
-            results.append(PredictionResult(snapshot, prediction_inputs(snapshot, mine, bundle), str(bundle.version)))
+            # One predict per snapshot, never across snapshots: float32 estimators (ridge on float32 features)
+            # round differently with the row count, so a step's forecast must not depend on how it was batched.
+            predictions = bundle.predict(build_features(speeds, int(snapshot["step_ms"]), bundle.context))
+            results.append(PredictionResult(snapshot, prediction_inputs(snapshot, predictions, bundle), bundle.version))
         return results
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "SourceSpec",
     "is_parquet",
     "load_readings",
+    "network_sensor_ids",
     "write_readings_parquet",
 ]
 
@@ -143,16 +144,31 @@ def _pivot(table, source: str) -> MetrLA:
     frame = table.to_pandas()
     if frame.empty:
         raise DataError(f"{source} holds no readings")
-    frame = frame.dropna(subset=["sensor_id", "event_time"])
+    frame = frame.dropna(subset=["sensor_id", "event_time", "speed_mph"])
     times = frame["event_time"]
     if pd.api.types.is_datetime64_any_dtype(times):
         frame["event_time"] = pd.DatetimeIndex(times).as_unit("ms").asi8
-    wide = frame.pivot_table(index="event_time", columns="sensor_id", values="speed_mph", aggfunc="last")
+    # What validation would reject never shapes the array: unknown sensors, impossible speeds. Repeats: first wins.
+    speed = frame["speed_mph"].astype(np.float64)
+    frame = frame[frame["sensor_id"].astype(str).isin(network_sensor_ids()) & np.isfinite(speed) & (speed >= 0)]
+    frame = frame.drop_duplicates(subset=["sensor_id", "event_time"], keep="first")
+    if frame.empty:
+        raise DataError(f"{source} holds no valid readings of known sensors")
+    wide = frame.pivot(index="event_time", columns="sensor_id", values="speed_mph").sort_index()
     return MetrLA(
         wide.to_numpy(dtype=np.float64),  # absent readings are NaN (missing), as in the pipeline
         wide.index.to_numpy(dtype=np.int64),
         tuple(str(c) for c in wide.columns),
     )
+
+
+@lru_cache(maxsize=1)
+def network_sensor_ids() -> frozenset[str]:
+    """The METR-LA network's sensor ids (``data/metr-la/sensors.csv``): what a Parquet input may contain."""
+    from ml.dataset import BUNDLED_DIR
+
+    lines = (BUNDLED_DIR / "sensors.csv").read_text().splitlines()[1:]
+    return frozenset(line.split(",", 1)[0].strip() for line in lines if line.strip())
 
 
 def write_readings_parquet(data: MetrLA, path: str) -> int:

@@ -1,0 +1,197 @@
+"""The RunInference handler: features from the bundle's own context, one bundle.predict per batch,
+PostProcess input dicts, explicit batching, and the hot swap that follows the registry's LATEST pointer."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that
+from sklearn.linear_model import Ridge
+
+from ml.conformal import fit_binned_conformal
+from ml.dataset import STEP_MS, load_metrla
+from ml.exceptions import ModelRegistryError
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
+from ml.handler import HandlerConfig, LiveModel, make_model_handler
+from ml.registry import ModelBundle, ModelRegistry
+from ml.training_set import examples
+from transforms.forecast import Forecast
+
+N_SENSORS = 6
+DAY_STEPS = 288
+
+
+def fit_bundle(days: tuple[int, int], alpha: float) -> ModelBundle:
+    """A real (small) model: ridge on the change from the last reading, per horizon, on the first sensors."""
+    data = load_metrla()
+    data = data.only(data.sensor_ids[:N_SENSORS])
+    t0 = int(data.times_ms[0])
+    data = data.between(t0 + days[0] * DAY_STEPS * STEP_MS, t0 + days[1] * DAY_STEPS * STEP_MS)
+    ctx = fit_context(data)
+    x, y, _ = examples(data, ctx, "train", stride=2)
+    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    estimators, intervals = {}, {}
+    for j, h in enumerate(HORIZONS_MIN):
+        ok = np.isfinite(y[:, j])
+        estimators[h] = Ridge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
+        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
+    return ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx,
+                       model_names=dict.fromkeys(HORIZONS_MIN, "ridge"))
+
+
+@pytest.fixture(scope="module")
+def bundles() -> tuple[ModelBundle, ModelBundle]:
+    return fit_bundle((0, 2), alpha=1.0), fit_bundle((2, 4), alpha=100.0)
+
+
+def snapshots(ctx, first_t: int = 400, count: int = 5) -> list[dict]:
+    data = load_metrla().only(ctx.sensor_ids)
+    out = []
+    for t in range(first_t, first_t + count):
+        speeds = history_from_speeds(data.speed[t - 11 : t + 1])
+        out.append({"step_ms": int(data.times_ms[t]), "speeds": speeds})
+    if count > 1:
+        out[1]["speeds"][-1, 2] = np.nan  # a sensor with no current reading
+    return out
+
+
+def expected_rows(snapshot: dict, bundle: ModelBundle) -> list[tuple]:
+    x = build_features(snapshot["speeds"], snapshot["step_ms"], bundle.context)
+    pred = bundle.predict(x)
+    rows = []
+    for i, sensor in enumerate(bundle.context.sensor_ids):
+        for h in HORIZONS_MIN:
+            rows.append((sensor, snapshot["step_ms"], h, *(float(a[i]) for a in pred[h])))
+    return rows
+
+
+def as_tuples(rows: list[dict]) -> list[tuple]:
+    keys = ("sensor_id", "event_time", "horizon_min", "predicted_speed_mph", "lower_mph", "upper_mph")
+    return [tuple(r[k] for k in keys) for r in rows]
+
+
+def test_run_inference_equals_bundle_predict_on_build_features(bundles, tmp_path) -> None:
+    first, _ = bundles
+    version = ModelRegistry(tmp_path).register(first)
+    handler = make_model_handler(HandlerConfig(str(tmp_path)))
+    model = handler.load_model()
+    snaps = snapshots(first.context)
+    results = list(handler.run_inference(snaps, model))
+    assert len(results) == len(snaps)
+    for snap, result in zip(snaps, results, strict=True):
+        assert result.model_id == version and result.example is snap
+        assert as_tuples(result.inference) == expected_rows(snap, first)
+        assert {r["model_version"] for r in result.inference} == {version}
+        assert {r["coverage"] for r in result.inference} == {0.9}
+    current = {(r["sensor_id"], r["horizon_min"]): r["current_speed_mph"] for r in results[1].inference}
+    sensor = first.context.sensor_ids[2]
+    assert current[(sensor, 15)] is None
+    assert current[(first.context.sensor_ids[0], 15)] == snaps[1]["speeds"][-1, 0]
+
+
+def test_batching_is_explicit() -> None:
+    handler = make_model_handler(HandlerConfig("unused", min_batch_size=2, max_batch_size=8, max_batch_duration_s=1))
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 2, "max_batch_size": 8, "max_batch_duration_secs": 1}
+
+
+def test_a_snapshot_of_another_network_is_refused(bundles, tmp_path) -> None:
+    ModelRegistry(tmp_path).register(bundles[0])
+    handler = make_model_handler(HandlerConfig(str(tmp_path)))
+    bad = {"step_ms": 0, "speeds": np.zeros((12, N_SENSORS + 1))}
+    with pytest.raises(ModelRegistryError, match="expects"):
+        list(handler.run_inference([bad], handler.load_model()))
+
+
+def test_empty_registry_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(ModelRegistryError, match="no model"):
+        make_model_handler(HandlerConfig(str(tmp_path))).load_model()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_live_model_swaps_model_and_context_when_latest_moves(bundles, tmp_path) -> None:
+    first, second = bundles
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(first)
+    clock = Clock()
+    live = LiveModel(str(tmp_path), refresh_s=30.0, clock=clock)
+    assert live.version == v1
+    v2 = registry.register(second)
+    clock.now = 29.0
+    assert live.current().version == v1  # not re-checked before refresh_s
+    clock.now = 31.0
+    swapped = live.current()
+    assert swapped.version == v2
+    snap = snapshots(second.context, count=1)[0]
+    x_new = build_features(snap["speeds"], snap["step_ms"], swapped.context)
+    assert np.array_equal(x_new, build_features(snap["speeds"], snap["step_ms"], second.context))
+    assert not np.array_equal(swapped.context.profile, first.context.profile)  # the context came with the model
+
+
+def test_pinned_version_ignores_latest_and_a_broken_pointer_keeps_the_model(bundles, tmp_path) -> None:
+    first, second = bundles
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(first)
+    registry.register(second)
+    clock = Clock()
+    pinned = LiveModel(str(tmp_path), version=v1, refresh_s=0.0, clock=clock)
+    clock.now = 100.0
+    assert pinned.current().version == v1
+    following = LiveModel(str(tmp_path), refresh_s=0.0, clock=clock)
+    (tmp_path / "LATEST").write_text("no-such-version\n")
+    clock.now = 200.0
+    assert following.current().version != "no-such-version"  # a bad pointer never stops the pipeline
+
+
+class _RegisterAt(beam.DoFn):
+    """Test driver: registers ``bundle`` (moving LATEST) when the snapshot of ``step_ms`` passes by."""
+
+    def __init__(self, root: str, bundle: ModelBundle, step_ms: int) -> None:
+        self.root, self.bundle, self.step_ms = root, bundle, step_ms
+
+    def process(self, snapshot: dict):
+        if snapshot["step_ms"] == self.step_ms:
+            ModelRegistry(self.root).register(self.bundle)
+        yield snapshot
+
+
+def test_a_running_pipeline_picks_up_a_newly_registered_model(bundles, tmp_path) -> None:
+    """Through RunInference itself: the model is loaded once; a new LATEST mid-run is served from then on."""
+    first, second = bundles
+    root = str(tmp_path)
+    v1 = ModelRegistry(root).register(first)
+    snaps = snapshots(first.context, count=8)
+    swap_at = snaps[4]["step_ms"]
+    by_version = {v1: first}
+
+    def check(rows: list[dict]) -> None:
+        versions = {}
+        for row in rows:
+            versions.setdefault(row["event_time"], set()).add(row["model_version"])
+        assert all(len(v) == 1 for v in versions.values())
+        order = [next(iter(versions[s["step_ms"]])) for s in snaps]
+        # Served by the first model until the swap, by the new one from then on (never back).
+        assert order[0] == v1 and order[-1] != v1 and len(set(order)) == 2
+        switch = order.index(order[-1])
+        assert switch <= 4 and set(order[switch:]) == {order[-1]}
+        by_version[order[-1]] = ModelRegistry(root).load(order[-1])
+        for snap in snaps:
+            mine = sorted(as_tuples([r for r in rows if r["event_time"] == snap["step_ms"]]))
+            assert mine == sorted(expected_rows(snap, by_version[next(iter(versions[snap["step_ms"]]))]))
+
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        rows = (
+            p
+            | beam.Create(snaps, reshuffle=False)
+            | "RegisterSecondModel" >> beam.ParDo(_RegisterAt(root, second, swap_at))
+            | Forecast(root, refresh_s=0.0, max_batch_size=1)
+        )
+        assert_that(rows, check)
