@@ -3,11 +3,13 @@
 The first event seen for a (sensor, event time) pair passes; every repeat goes
 to the ``dead_letter`` output (reason ``duplicate``, or ``conflicting_duplicate``
 when its speed differs from the first one), so in = valid + dead letters holds
-exactly. The transform is a stateful DoFn keyed by (sensor, event time) in the
-global window, identical in batch and streaming. An event-time timer clears
-each key's state once the watermark is ``ttl_s`` past the event time; a repeat
-arriving after that is not recognised as a duplicate (``ttl_s`` bounds the
-state kept, and how late a replayed duplicate can still be caught).
+exactly. The transform is a stateful DoFn keyed by sensor in the global window
+(the event times it has seen, with their speeds), identical in batch and
+streaming. An event-time timer forgets an event time once the watermark is
+``ttl_s`` (at most about twice that) past it; a repeat arriving after that is not recognised as a
+duplicate (``ttl_s`` bounds the state kept, and how late a replayed duplicate
+can still be caught). Keying by sensor rather than by (sensor, time) keeps the
+number of keys small, which matters a lot to the batch DirectRunner.
 """
 
 from __future__ import annotations
@@ -34,14 +36,17 @@ STEP = "DeduplicateEvents"
 DEFAULT_DEDUPE_TTL_S = 6 * 3600
 
 
-def _dedupe_key(event: dict[str, Any]) -> tuple[tuple[str, int], dict[str, Any]]:
-    return (event["sensor_id"], event["event_time"]), event
+def _by_sensor(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return event["sensor_id"], event
 
 
 class _FirstWinsFn(beam.DoFn):
-    FIRST = ReadModifyWriteStateSpec("first_speed", PickleCoder())
+    # event_time (ms) -> (speed,) of the first event seen, per sensor; pruned by the expiry timer.
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    EXPIRY_AT = ReadModifyWriteStateSpec("expiry_at_ms", PickleCoder())
     EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
-    FIRST_PARAM = beam.DoFn.StateParam(FIRST)
+    SEEN_PARAM = beam.DoFn.StateParam(SEEN)
+    EXPIRY_AT_PARAM = beam.DoFn.StateParam(EXPIRY_AT)
     EXPIRY_PARAM = beam.DoFn.TimerParam(EXPIRY)
 
     def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None) -> None:
@@ -57,24 +62,32 @@ class _FirstWinsFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[tuple[str, int], dict[str, Any]],
-        first=FIRST_PARAM,
+        element: tuple[str, dict[str, Any]],
+        seen_state=SEEN_PARAM,
+        expiry_at=EXPIRY_AT_PARAM,
         expiry=EXPIRY_PARAM,
     ) -> Iterator[Any]:
-        (sensor_id, event_time), event = element
-        seen = first.read()
-        if seen is None:
-            first.write((event.get("speed_mph"),))
-            expiry.set(Timestamp(micros=(event_time + self.ttl_ms) * 1000))
+        sensor_id, event = element
+        event_time = int(event["event_time"])
+        seen = seen_state.read() or {}
+        first = seen.get(event_time)
+        if first is None:
+            seen[event_time] = (event.get("speed_mph"),)
+            seen_state.write(seen)
+            due = event_time + self.ttl_ms
+            armed = expiry_at.read()
+            if armed is None or due < armed:
+                expiry.set(Timestamp(micros=due * 1000))
+                expiry_at.write(due)
             self.kept.inc()
             yield event
             return
-        conflicting = seen[0] != event.get("speed_mph")
+        conflicting = first[0] != event.get("speed_mph")
         reason = "conflicting_duplicate" if conflicting else "duplicate"
         (self.conflicts if conflicting else self.duplicates).inc()
         error = f"sensor {sensor_id} already has a reading at {event_time}"
         if conflicting:
-            error += f" with speed {seen[0]} (this one: {event.get('speed_mph')})"
+            error += f" with speed {first[0]} (this one: {event.get('speed_mph')})"
         now = int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
         yield TaggedOutput(
             DEAD_LETTER_TAG,
@@ -88,6 +101,28 @@ class _FirstWinsFn(beam.DoFn):
             ),
         )
 
+    @on_timer(EXPIRY)
+    def expire(
+        self,
+        fired_at=beam.DoFn.TimestampParam,
+        seen_state=SEEN_PARAM,
+        expiry_at=EXPIRY_AT_PARAM,
+        expiry=EXPIRY_PARAM,
+    ) -> None:
+        horizon_ms = fired_at.micros // 1000 - self.ttl_ms
+        seen = {t: v for t, v in (seen_state.read() or {}).items() if t > horizon_ms}
+        if not seen:
+            seen_state.clear()
+            expiry_at.clear()
+            return
+        seen_state.write(seen)
+        # Re-arm at the newest entry's expiry, not the oldest's: a timer cannot tell how far the watermark
+        # has gone, and in batch (watermark at +inf) one more firing then clears everything instead of one
+        # firing per event time. An event time is so forgotten between ttl_s and about 2 x ttl_s after it.
+        due = max(seen) + self.ttl_ms
+        expiry.set(Timestamp(micros=due * 1000))
+        expiry_at.write(due)
+
     def _payload(self, event: dict[str, Any]) -> bytes:
         if self._codec is None:
             self.setup()
@@ -96,10 +131,6 @@ class _FirstWinsFn(beam.DoFn):
             return self._codec.encode(event)
         except Exception:  # noqa: BLE001 - an event that does not fit the schema is kept as text
             return repr(event).encode("utf-8", "backslashreplace")
-
-    @on_timer(EXPIRY)
-    def expire(self, first=FIRST_PARAM) -> None:
-        first.clear()
 
 
 class DeduplicateEvents(beam.PTransform):
@@ -127,7 +158,7 @@ class DeduplicateEvents(beam.PTransform):
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyBySensorAndTime" >> beam.Map(_dedupe_key).with_output_types(tuple[tuple[str, int], dict[str, Any]])
+            | "KeyBySensor" >> beam.Map(_by_sensor).with_output_types(tuple[str, dict[str, Any]])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn)).with_outputs(DEAD_LETTER_TAG, main=VALID_TAG)
         )

@@ -114,6 +114,15 @@ def _as_bytes(value: object) -> bytes | None:
     return None
 
 
+def _as_message(element: tuple) -> object:
+    """A plain 6-tuple (a KafkaMessage that lost its type in a coder) or a ``(key, value)`` pair."""
+    if len(element) == len(KafkaMessage._fields):
+        return KafkaMessage(*element)
+    if len(element) == 2:
+        return KafkaMessage(element[0], element[1], None, None, None, None)  # type: ignore[arg-type]
+    return element
+
+
 def _describe(value: object) -> bytes:
     """Bytes that stand for a non-bytes element in a dead letter."""
     try:
@@ -166,8 +175,10 @@ class ValidateEventsFn(beam.DoFn):
         except Exception:  # noqa: BLE001 - a failing clock must not lose the record
             now = system_now_ms()
         try:
+            if isinstance(element, tuple) and not isinstance(element, KafkaMessage):
+                element = _as_message(element)
             if isinstance(element, KafkaMessage):
-                key = _as_bytes(element.key)
+                key = _as_bytes(element.key) if not isinstance(element.key, str) else element.key.encode()
                 topic = element.topic if isinstance(element.topic, str) else None
                 partition = _safe_int(element.partition)
                 offset = _safe_int(element.offset)
@@ -262,8 +273,9 @@ class ValidateEventsFn(beam.DoFn):
 class ValidateEvents(beam.PTransform):
     """Decode and check raw readings; outputs ``valid`` (TrafficEvent dicts) and ``dead_letter``.
 
-    Input: :class:`~schemas.records.KafkaMessage` elements or raw ``bytes``
-    values (Confluent wire-format ``RawReading``). The result is indexable by
+    Input: :class:`~schemas.records.KafkaMessage` elements (or plain
+    ``(key, value)`` pairs) or raw ``bytes`` values (Confluent wire-format
+    ``RawReading``). The result is indexable by
     tag: ``result.valid`` / ``result[VALID_TAG]`` and ``result.dead_letter``.
     A raw speed of exactly 0 means the sensor reported no reading and becomes
     ``speed_mph=None``. The future check compares with processing time

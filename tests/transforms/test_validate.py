@@ -171,6 +171,15 @@ def test_hostile_kafka_message_fields_do_not_raise():
     assert out.value["key"] is None and out.value["source_partition"] is None
 
 
+def test_key_value_pairs_and_plain_tuples_are_accepted():
+    (pair,) = run_one(make_fn(), (b"773869", reading()))
+    assert isinstance(pair, TimestampedValue)
+    (plain,) = run_one(make_fn(), ("773869", b"junk", "traffic-raw", 1, 99, 0))
+    assert plain.value["key"] == b"773869" and plain.value["source_offset"] == 99
+    (odd,) = run_one(make_fn(), (1, 2, 3))
+    assert odd.value["reason"] == "wrong_type"
+
+
 def test_a_failing_clock_does_not_lose_the_record():
     def broken_clock() -> int:
         raise RuntimeError("no clock")

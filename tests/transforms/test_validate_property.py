@@ -87,7 +87,12 @@ kafka_messages = st.builds(
     st.integers(-(2**40), 2**42),
 )
 others = st.one_of(
-    st.integers(), st.floats(), st.text(max_size=20), st.dictionaries(st.text(max_size=3), st.integers(), max_size=3)
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.tuples(st.one_of(st.none(), st.binary(max_size=4), st.integers()), payloads),
+    st.tuples(st.integers(), st.integers(), st.integers()),
 )
 elements = st.one_of(payloads, kafka_messages, others)
 
@@ -96,7 +101,10 @@ def check_one_output(element) -> None:
     outputs = list(FN.process(element))
     assert len(outputs) == 1, outputs
     (out,) = outputs
-    value = element.value if isinstance(element, KafkaMessage) else element
+    if isinstance(element, tuple) and len(element) == 2:
+        value = element[1]
+    else:
+        value = element.value if isinstance(element, KafkaMessage) else element
     if isinstance(out, TimestampedValue):
         event = out.value
         assert isinstance(value, bytes)
