@@ -15,6 +15,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.transforms.window import TimestampedValue
 
 from ml.handler import HandlerConfig, make_model_handler
 
@@ -31,17 +32,23 @@ def model_sensor_ids(
 
 
 class _Explode(beam.DoFn):
-    """PredictionResult -> its per sensor x horizon dicts, counted."""
+    """PredictionResult -> its per sensor x horizon dicts, counted, each timestamped at its input step.
+
+    RunInference batches in the global window and may emit a batch at the window's end
+    (year 294247); re-stamping at the step's event time keeps downstream windows and the
+    Kafka record timestamps in event time.
+    """
 
     def __init__(self) -> None:
         self.snapshots = beam.metrics.Metrics.counter("traffic.forecast", "snapshots_forecast")
         self.predictions = beam.metrics.Metrics.counter("traffic.forecast", "predictions")
 
-    def process(self, result: PredictionResult) -> Iterator[dict[str, Any]]:
+    def process(self, result: PredictionResult) -> Iterator[TimestampedValue]:
         self.snapshots.inc()
         rows = result.inference
         self.predictions.inc(len(rows))
-        yield from rows
+        for row in rows:
+            yield TimestampedValue(row, int(row["event_time"]) / 1000.0)
 
 
 class Forecast(beam.PTransform):
