@@ -4,7 +4,8 @@ This table is the only place that knows runner names; pipelines call
 :func:`pipeline_options` and never branch on the runner.
 
 =======  ==============================================================================
-direct   ``DirectRunner``: unit tests, small batch runs (no unbounded streaming)
+direct   ``DirectRunner``: unit tests, small batch runs (no unbounded streaming); Beam 2.77
+         runs it on Prism when it can, so it gets the local binary too
 prism    ``PrismRunner`` with the Go-built binary from ``traffic setup`` (never a
          download): local batch and real unbounded streaming; the default
 flink    ``PortableRunner`` to the Beam Flink job server of the local platform
@@ -84,12 +85,22 @@ def prism_location(settings: PlatformSettings | None = None) -> Path:
     )
 
 
+# Beam keeps one Prism job server per process; a DirectRunner run without --prism_location (which
+# tries to download Prism, and fails offline) leaves a broken one there that later Prism runs reuse.
+_OWN_PRISM = "--experiments=disable_prism_server_singleton"
+
+
 def _direct(ctx: PresetContext) -> list[str]:
-    return []
+    # Beam 2.77's DirectRunner first tries to run the pipeline on Prism: point it at the local binary
+    # (no download attempt); without one it falls back to its in-process runners.
+    try:
+        return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM]
+    except RunnerPresetError:
+        return []
 
 
 def _prism(ctx: PresetContext) -> list[str]:
-    return [f"--prism_location={prism_location(ctx.settings)}"]
+    return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM]
 
 
 def _flink(ctx: PresetContext) -> list[str]:

@@ -48,6 +48,21 @@ def test_prism_uses_the_binary_from_the_cache(settings: PlatformSettings) -> Non
     assert options["streaming"] is True
 
 
+def test_prism_runs_its_own_server_so_a_failed_direct_run_cannot_poison_it(settings: PlatformSettings) -> None:
+    experiments = pipeline_options("prism", False, [], settings).get_all_options()["experiments"]
+    assert "disable_prism_server_singleton" in experiments
+
+
+def test_direct_gets_the_local_prism_when_installed(settings: PlatformSettings, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Beam 2.77's DirectRunner tries Prism first; without a location it would try to download it.
+    assert pipeline_options("direct", False, [], settings).get_all_options()["prism_location"] == str(
+        settings.cache_dir / "bin" / "prism")
+    monkeypatch.delenv("TRAFFIC_PRISM_LOCATION", raising=False)
+    bare = pipeline_options("direct", False, [], PlatformSettings(cache_dir=tmp_path / "empty-cache"))
+    assert bare.get_all_options()["prism_location"] is None  # still runs, in-process
+
+
 def test_prism_falls_back_to_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     elsewhere = tmp_path / "tools" / "prism"
     elsewhere.parent.mkdir()
