@@ -302,7 +302,7 @@ def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[
 
 
 class _WorkerProgress(logging.Filter):
-    """Lets through the progress lines relayed from DirectRunner worker processes (and warnings), unwrapped."""
+    """Lets through the progress lines relayed from DirectRunner worker processes (and errors), unwrapped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
@@ -310,7 +310,7 @@ class _WorkerProgress(logging.Filter):
         if marker >= 0:
             record.msg, record.args = text[marker + 10 : text.find('"', marker + 10)], ()
             return True
-        return record.levelno >= logging.WARNING
+        return record.levelno >= logging.ERROR
 
 
 def _configure_logging() -> None:

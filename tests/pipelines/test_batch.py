@@ -1,0 +1,151 @@
+"""The batch pipeline end to end on DirectRunner over small real slices.
+
+- features: the Beam path (validation, de-duplication, windows, network history, build_features,
+  target join) writes exactly what ml.training_set.examples computes in-process for the same slice,
+  split by split, from a Parquet input that also carries bad rows (which become dead letters);
+- backfill: predictions equal bundle.predict(build_features(...)) for every step with a full history;
+- the command: one-line errors, counts that add up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import Ridge
+
+from ml.conformal import fit_binned_conformal
+from ml.dataset import STEP_MS, TRAIN_END_MS, load_metrla
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
+from ml.registry import ModelBundle, ModelRegistry
+from ml.training_set import FEATURE_TABLE_COLUMNS, examples, read_feature_table
+from pipelines.batch import BatchConfig, run, summarise
+from pipelines.sources import SourceSpec, load_readings, write_readings_parquet
+from runners.cli import main
+
+DAY_MS = 24 * 3600 * 1000
+SENSORS = 5
+
+
+def iso(ms: int) -> str:
+    return str(np.datetime64(ms, "ms"))
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory) -> tuple[Path, object, list[str]]:
+    """Parquet of 5 sensors x 36 h across the train/validation boundary, plus 4 bad rows; run `features`."""
+    tmp = tmp_path_factory.mktemp("features")
+    data = load_metrla()
+    data = data.only(data.sensor_ids[:SENSORS]).between(TRAIN_END_MS - DAY_MS, TRAIN_END_MS + DAY_MS // 2)
+    raw = tmp / "raw.parquet"
+    write_readings_parquet(data, str(raw))
+    table = pq.read_table(raw)
+    t0 = int(data.times_ms[0])
+    bad = pa.table({
+        "sensor_id": ["999999", data.sensor_ids[0], data.sensor_ids[1], None],
+        "event_time": [t0, t0 + STEP_MS, t0 + 2 * STEP_MS, t0],
+        "speed_mph": [55.0, -3.0, float(data.speed[2, 1]), 60.0],  # unknown, negative, exact repeat, no sensor
+    })
+    pq.write_table(pa.concat_tables([table, bad]), raw)
+    out = tmp / "out"
+    rc = run(["features", "--data", str(raw), "--output", str(out), "--start", iso(t0), "--end",
+              iso(int(data.times_ms[-1]) + STEP_MS)])
+    assert rc == 0
+    return out, data, [str(s) for s in data.sensor_ids]
+
+
+def test_feature_tables_equal_the_in_process_training_set(features_run) -> None:
+    out, clean, _ = features_run
+    data = load_readings(SourceSpec(str(out.parent / "raw.parquet")))  # sensors sorted; bad rows left out
+    assert np.array_equal(data.speed, clean.only(data.sensor_ids).speed)
+    ctx = fit_context(data)
+    seen = 0
+    for split in ("train", "val"):
+        x, y, meta = read_feature_table(out / "features" / split, sensor_ids=data.sensor_ids)
+        ex, ey, emeta = examples(data, ctx, split)
+        order = np.lexsort((emeta.sensor_index, emeta.step_ms))
+        assert len(x) == len(ex) > 0
+        assert np.array_equal(meta.step_ms, emeta.step_ms[order])
+        assert np.array_equal(meta.sensor_index, emeta.sensor_index[order])
+        assert np.max(np.abs(x.astype(np.float64) - ex[order].astype(np.float64))) <= 1e-9
+        assert np.array_equal(np.isnan(y), np.isnan(ey[order]))
+        assert np.nanmax(np.abs(y - ey[order])) <= 1e-9
+        seen += len(x)
+    test_files = list((out / "features" / "test").glob("*.parquet"))
+    assert sum(pq.read_table(f).num_rows for f in test_files) == 0
+    assert seen == len(examples(data, ctx, "all")[0])
+    assert tuple(pq.read_schema(next((out / "features" / "train").glob("*.parquet"))).names) == FEATURE_TABLE_COLUMNS
+
+
+def test_bad_rows_are_dead_letters_with_reasons(features_run) -> None:
+    out, _, _ = features_run
+    files = (out / "dead_letters").glob("readings*.jsonl")
+    letters = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert sorted(d["reason"] for d in letters) == ["duplicate", "negative_speed", "undecodable", "unknown_sensor"]
+    assert all(d["payload"] for d in letters)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> tuple[str, ModelBundle]:
+    data = load_metrla()
+    data = data.only(data.sensor_ids[:SENSORS]).between(None, int(data.times_ms[0]) + 2 * DAY_MS)
+    ctx = fit_context(data)
+    x, y, _ = examples(data, ctx, "train", stride=2)
+    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    estimators, intervals = {}, {}
+    for j, h in enumerate(HORIZONS_MIN):
+        ok = np.isfinite(y[:, j])
+        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
+        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
+    bundle = ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx)
+    root = str(tmp_path_factory.mktemp("registry"))
+    ModelRegistry(root).register(bundle)
+    return root, bundle
+
+
+def test_backfill_predictions_equal_bundle_predict(registered, tmp_path) -> None:
+    root, bundle = registered
+    data = load_metrla().only(bundle.context.sensor_ids)
+    start = int(data.times_ms[0]) + 3 * DAY_MS + 6 * 3600 * 1000  # after the training slice
+    end = start + 3 * 3600 * 1000
+    out = tmp_path / "backfill"
+    assert run(["backfill", "--registry", root, "--start", iso(start), "--end", iso(end), "--output", str(out)]) == 0
+    table = pq.read_table(out / "predictions").to_pandas()
+    lo = int(np.searchsorted(data.times_ms, start))
+    steps = range(lo + 11, int(np.searchsorted(data.times_ms, end)))
+    assert len(table) == len(steps) * SENSORS * len(HORIZONS_MIN)
+    assert set(table["model_version"]) == {bundle.version}
+    got = table.set_index(["event_time", "sensor_id", "horizon_min"]).sort_index()
+    worst = 0.0
+    for t in steps:
+        x = build_features(history_from_speeds(data.speed[t - 11 : t + 1]), int(data.times_ms[t]), bundle.context)
+        pred = bundle.predict(x)
+        for h in HORIZONS_MIN:
+            rows = got.loc[(int(data.times_ms[t]), list(bundle.context.sensor_ids), h)]
+            for column, want in zip(("predicted_speed_mph", "lower_mph", "upper_mph"), pred[h], strict=True):
+                worst = max(worst, float(np.max(np.abs(rows[column].to_numpy() - want))))
+    assert worst <= 1e-9
+    assert (out / "alerts").is_dir()
+
+
+def test_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["batch", "features", "--data", str(tmp_path / "nope.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"traffic: error: data file {tmp_path / 'nope.npz'} does not exist"
+
+
+def test_bad_time_flag_is_a_one_line_error(capsys) -> None:
+    assert main(["batch", "features", "--start", "yesterday"]) == 2
+    assert capsys.readouterr().err.strip().startswith("traffic: error: --start 'yesterday' is not a date/time")
+
+
+def test_summary_checks_that_counts_add_up() -> None:
+    cfg = BatchConfig(mode="features", source=SourceSpec(), output="out", sensor_ids=("a",))
+    text, ok = summarise(cfg, {"in": 10, "valid": 7, "dead_letters": 2, "late": 1}, 2.0)
+    assert ok and "in 10 = valid 7 + dead letters 2 + late 1 (counts add up)" in text
+    text, ok = summarise(cfg, {"in": 10, "valid": 7, "dead_letters": 2}, 2.0)
+    assert not ok and "DO NOT ADD UP" in text
