@@ -59,6 +59,7 @@ class Event:
     horizon_min: int | None
     rank: int  # congestion rank of a prediction, severity rank of an alert, 0 for readings
     frame: bytes
+    received_ms: float = 0.0  # when the API's consumer polled the record (epoch ms)
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,11 @@ class Batch:
     payload: bytes
     count: int
     last_id: int
+    received_ms: float  # the oldest event's arrival at the API
 
     @classmethod
     def of(cls, events: list[Event]) -> Batch:
-        return cls(b"".join([event.frame for event in events]), len(events), events[-1].id)
+        return cls(b"".join([event.frame for event in events]), len(events), events[-1].id, events[0].received_ms)
 
 
 @dataclass(eq=False)
@@ -167,7 +169,8 @@ class Hub:
         events = []
         for kind, sensor_id, horizon, rank, data in items:
             self.last_id += 1
-            event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data))
+            event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
+                          data.get("received_ms", 0.0))
             self.ring.append(event)
             events.append(event)
         self.published += len(events)

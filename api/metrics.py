@@ -22,6 +22,13 @@ class ApiMetrics:
         self.sse_connections = Counter("traffic_api_sse_connections_total", "SSE connections opened", registry=r)
         self.sse_events_sent = Counter("traffic_api_sse_events_sent_total", "events written to SSE clients",
                                        registry=r)
+        buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+        self.sse_ready_seconds = Histogram(
+            "traffic_api_sse_ready_seconds", "from the consumer's poll to a client's write being handed to the server",
+            registry=r, buckets=buckets)
+        self.sse_sent_seconds = Histogram(
+            "traffic_api_sse_sent_seconds", "from the consumer's poll to a client's write accepted by the socket "
+            "(includes waiting for a slow reader)", registry=r, buckets=buckets)
         self.sse_lagged = Counter("traffic_api_sse_lagged_total", "clients dropped for lagging", registry=r)
         self.sse_resumed = Counter("traffic_api_sse_resumed_total", "connections resumed from Last-Event-ID",
                                    registry=r)

@@ -11,8 +11,10 @@ What it does (bounded in time and in connections):
    ``--client-procs`` asyncio processes;
 5. produces the model's Prediction records to Kafka at ``--rate`` records/s for
    ``--duration-s`` seconds;
-6. every client measures each event's delivery latency: its receive time minus
-   the ``received_ms`` the API stamped when its consumer polled the record.
+6. every client counts its events; every ``--sample-every``-th client (default
+   10th) also records each event's delivery latency: its receive time minus the
+   ``received_ms`` the API stamped when its consumer polled the record (parsing
+   every event in every client would make the Python clients the bottleneck).
 
 Prints p50/p90/p99/max latency, delivered/expected events, and the server's RSS
 (before clients, with clients, peak). ``--write-doc`` writes docs/benchmarks/api.md.
@@ -28,6 +30,7 @@ import atexit
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import shutil
 import socket
@@ -48,6 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "api"))
 
 RECEIVED_KEY = b'"received_ms":'  # the API's arrival stamp, the last field of every event's JSON
+RECEIVED = re.compile(rb'"received_ms":([0-9.]+)')
 
 
 _MODEL: dict[str, Path] = {}
@@ -71,8 +75,9 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _client(port: int, path: str, stop, latencies: Counter, counts: list[int],
+async def _client(port: int, path: str, stop, latencies: Counter | None, counts: list[int],
                   ready: asyncio.Event | None) -> None:
+    """One SSE connection; counts its events and, when ``latencies`` is given, records each one's latency."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
@@ -88,7 +93,7 @@ async def _client(port: int, path: str, stop, latencies: Counter, counts: list[i
             if not chunk:
                 break
             now_ms = time.time() * 1000.0
-            buffer += chunk
+            buffer = buffer + chunk if buffer else chunk
             end = buffer.rfind(b"\n\n")
             if end < 0:
                 continue
@@ -98,9 +103,11 @@ async def _client(port: int, path: str, stop, latencies: Counter, counts: list[i
                 complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
                 if ready is not None:
                     ready.set()
-            # events of one Kafka poll share their received_ms: count them per value (cheap at 1000 clients)
-            parts = complete.split(RECEIVED_KEY)[1:]
-            for received, n in Counter(part[: part.find(b"}")] for part in parts).items():
+            if latencies is None:  # not sampled: only count (a C-speed scan)
+                events += complete.count(RECEIVED_KEY)
+                continue
+            # events of one Kafka poll share their received_ms: count them per value
+            for received, n in Counter(RECEIVED.findall(complete)).items():
                 latencies[round(now_ms - float(received), 1)] += n
                 events += n
     finally:
@@ -108,14 +115,15 @@ async def _client(port: int, path: str, stop, latencies: Counter, counts: list[i
         writer.close()
 
 
-def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue) -> None:
+def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue, sample_every: int) -> None:
     async def main() -> None:
         latencies: Counter = Counter()
         counts: list[int] = []
         tasks = []
         for i in range(n):
             ready = asyncio.Event()
-            tasks.append(asyncio.create_task(_client(port, path, stop, latencies, counts, ready)))
+            sampled = latencies if i % sample_every == 0 else None
+            tasks.append(asyncio.create_task(_client(port, path, stop, sampled, counts, ready)))
             await asyncio.wait_for(ready.wait(), 30)
             with connected.get_lock():
                 connected.value += 1
@@ -192,7 +200,8 @@ def run(args: argparse.Namespace) -> dict:
         per_proc = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
                     for i in range(args.client_procs)]
         path = "/stream?types=prediction&types=alert"
-        procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out)) for n in per_proc]
+        procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out, args.sample_every))
+                 for n in per_proc]
         t_connect = time.monotonic()
         for proc in procs:
             proc.start()
@@ -260,6 +269,7 @@ def run(args: argparse.Namespace) -> dict:
         for proc in procs:
             proc.join(30)
         sampling.set()
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
         values = np.array(sorted(latencies), dtype=np.float64)
         cumulative = np.cumsum([latencies[v] for v in sorted(latencies)]) if latencies else np.array([1])
 
@@ -271,6 +281,7 @@ def run(args: argparse.Namespace) -> dict:
         result = {
             "clients": args.clients,
             "client_procs": args.client_procs,
+            "latency_sampled_clients": sum((n + args.sample_every - 1) // args.sample_every for n in per_proc),
             "coalesce_ms": args.coalesce_ms,
             "workload": f"one step (621 records) every {args.step_every_s:g} s" if args.step_every_s
             else f"steady {args.rate:g} records/s",
@@ -281,6 +292,8 @@ def run(args: argparse.Namespace) -> dict:
             "clients_complete": int(sum(1 for c in counts if c == sent)),
             "latency_ms": {q: round(percentile(p), 1)
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+            "server_ready": _histogram_quantiles(scraped, "traffic_api_sse_ready_seconds"),
+            "server_sent": _histogram_quantiles(scraped, "traffic_api_sse_sent_seconds"),
             "connect_time_s": round(connect_time_s, 1),
             "server_cpu_cores": round(server_cpu, 2),
             "client_cpu_s": round(client_cpu_s, 1),
@@ -304,7 +317,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 HEADER = ("| clients | workload | coalesce ms | records | delivered / expected | complete clients | p50 ms | p90 ms "
-          "| p99 ms | max ms | server CPU (cores) | load avg (1 min) | RSS idle / connected / peak MB |")
+          "| p99 ms | max ms | server: write ready p50 / p99 | server: write accepted p50 / p99 | server CPU (cores) "
+          "| load avg (1 min) | RSS idle / connected / peak MB |")
 MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and tests (see the load average column); "
            "Kafka 4 (KRaft) on the same host; one server process "
            "(`python -m api`, uvicorn + uvloop, one worker; `traffic serve` is the same server plus ~146 MB of "
@@ -313,10 +327,14 @@ MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and
 METHOD = ("Records: Prediction records made by the model trained by `ml.train.train(quick=True)` (bundled METR-LA), "
           "produced to Kafka; every client subscribes to all predictions and alerts (`/stream?types=prediction"
           "&types=alert`). Latency = the client's receive time minus `received_ms`, which the API's consumer stamps "
-          "when its poll returns the record.")
+          "when its poll returns the record; every 10th client records latencies (all count their events).")
 
 
-NOTES = """How to read it: "server CPU" is the CPU time the API process used per second of the run; far below one
+NOTES = """How to read it: "write ready" is the server's own delay (consumer poll -> a client's bytes handed to
+uvicorn, including the coalescing window); "write accepted" adds the wait until the client's socket took them
+(a reader that is not keeping up holds it). Both come from the server's histograms
+(`traffic_api_sse_ready_seconds`, `traffic_api_sse_sent_seconds`), as bucket bounds.
+"server CPU" is the CPU time the API process used per second of the run; far below one
 core while latency grows means the process was waiting for a CPU, not working (the load average counts the
 other jobs on the machine). The server's own path per event is: decode in the consumer thread, one hand-over to
 the event loop per poll batch, one filter pass and one encoding per distinct filter, then one write per client
@@ -324,15 +342,33 @@ per `TRAFFIC_API_COALESCE_MS` (100 ms) window. The target p99 <= 200 ms holds wh
 spare for the server and its clients; see the load column for each row."""
 
 
+def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, str]:
+    """Upper bucket bounds holding the p50/p99 of a Prometheus histogram (``<= x ms``)."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return {}
+    total = buckets[-1][1]
+    out = {}
+    for label, q in (("p50", 0.5), ("p99", 0.99)):
+        bound = next(b for b, count in buckets if count >= q * total)
+        out[label] = f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 10 s"
+    return out
+
+
 def _doc(results: list[dict], command: str) -> str:
     lines = ["# API: SSE fan-out benchmark", "", f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {MACHINE}", "",
-             f"Command: `{command}`", "", METHOD, "", HEADER, "|" + " --- |" * 13]
+             f"Command: `{command}`", "", METHOD, "", HEADER, "|" + " --- |" * 15]
     for r in results:
         lat, rss = r["latency_ms"], r["server_rss_mb"]
         lines.append(
             f"| {r['clients']} | {r['workload']} | {r['coalesce_ms']:g} | {r['records_produced']} | "
             f"{r['events_delivered']} / {r['events_expected']} | {r['clients_complete']} | {lat['p50']} | "
-            f"{lat['p90']} | {lat['p99']} | {lat['max']} | {r['server_cpu_cores']} | {r['load_avg_1m']} | "
+            f"{lat['p90']} | {lat['p99']} | {lat['max']} | {' / '.join(r['server_ready'].values())} | "
+            f"{' / '.join(r['server_sent'].values())} | {r['server_cpu_cores']} | {r['load_avg_1m']} | "
             f"{rss['idle']} / {rss['connected']} / {rss['peak']} |"
         )
     lines += ["", NOTES]
@@ -345,21 +381,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000], help="one run per value")
     parser.add_argument("--client-procs", type=int, default=2)
-    parser.add_argument("--rate", type=float, nargs="+", default=[20.0], help="records/s (one run per value)")
+    parser.add_argument("--rate", type=float, nargs="+", default=[],
+                        help="steady records/s, one run per value (default 20 when no --step-every-s)")
     parser.add_argument("--step-every-s", type=float, nargs="+", default=[],
-                        help="instead of --rate: produce one whole model step (621 records) every S seconds")
+                        help="bursts: one whole model step (621 records) every S seconds, one run per value")
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--coalesce-ms", type=float, nargs="+", default=[100.0],
                         help="the server's TRAFFIC_API_COALESCE_MS (one run per value)")
     parser.add_argument("--drain-s", type=float, default=3.0)
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="every n-th client records latencies (all clients count their events)")
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
     parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/api.md")
     args = parser.parse_args(argv)
     if max(args.clients) > 5000 or args.duration_s > 300:
         parser.error("keep it bounded: at most 5000 clients and 300 s")
     results = []
-    workloads = [{"rate": 0.0, "step_every_s": s} for s in args.step_every_s] or \
-        [{"rate": r, "step_every_s": 0.0} for r in args.rate]
+    rates = args.rate or ([] if args.step_every_s else [20.0])
+    workloads = [{"rate": r, "step_every_s": 0.0} for r in rates] + \
+        [{"rate": 0.0, "step_every_s": s} for s in args.step_every_s]
     runs = [{**w, "coalesce_ms": c, "clients": n} for n in args.clients for w in workloads for c in args.coalesce_ms]
     for overrides in runs:
         one = argparse.Namespace(**{**vars(args), **overrides})

@@ -12,6 +12,7 @@ which case it gets exactly the events it missed. Then live events follow:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -74,7 +75,10 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
             sub.last_sent_id = batches[-1].last_id
             metrics.sse_events_sent.inc(sum(batch.count for batch in batches))
             last_write = loop.time()
+            oldest_ms = batches[0].received_ms
+            metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
             yield batches[0].payload if len(batches) == 1 else b"".join([batch.payload for batch in batches])
+            metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
     finally:
         watcher.cancel()
         hub.unsubscribe(sub)
