@@ -203,7 +203,7 @@ class _HistoryLogic(beam.DoFn):
 
     def _output(self, key: str, table, step_ms: int) -> TimestampedValue:
         speeds = history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)
-        timestamp = Timestamp(micros=(step_ms + self.step_ms) * 1000 - 1)
+        timestamp = Timestamp(micros=(step_ms + self.step_ms - 1) * 1000)
         if self.members is None:
             return TimestampedValue((key, {"step_ms": step_ms, "speeds": speeds[:, 0]}), timestamp)
         return TimestampedValue({"step_ms": step_ms, "speeds": speeds}, timestamp)

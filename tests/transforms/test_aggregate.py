@@ -171,3 +171,29 @@ def test_invalid_parameters_are_rejected():
     for kwargs in ({"window_s": 0}, {"allowed_lateness_s": -1}, {"early_firing_count": 0}, {"lateness_grace_s": -5}):
         with pytest.raises(TransformConfigError):
             WindowedAggregate(**kwargs)
+
+
+def _window_and_time(a: dict, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> tuple:
+    return a["window_start"], window.start.micros // 1000, window.end.micros // 1000, timestamp.micros
+
+
+@pytest.mark.parametrize("allowed_lateness_s", [None, 0], ids=["bounded-path", "windowed-path"])
+def test_both_batch_paths_give_windowed_aggregates_stamped_with_the_window_end(allowed_lateness_s):
+    events = [event("a", 10, 50.0), event("a", 20, 52.0), event("b", 400, None)]
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=allowed_lateness_s)
+        assert_that(
+            result.aggregates | beam.Map(_window_and_time),
+            equal_to(
+                [
+                    (T0_MS, T0_MS, T0_MS + W_MS, (T0_MS + W_MS) * 1000 - 1000),
+                    (T0_MS + W_MS, T0_MS + W_MS, T0_MS + 2 * W_MS, (T0_MS + 2 * W_MS) * 1000 - 1000),
+                ]
+            ),
+            label="CheckWindows",
+        )
+        assert_that(
+            result.aggregates | "Brief" >> beam.Map(brief),
+            equal_to([("a", 0, "ON_TIME", 2, 0, 51.0), ("b", 1, "ON_TIME", 1, 1, None)]),
+            label="CheckValues",
+        )
