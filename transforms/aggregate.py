@@ -165,7 +165,10 @@ def _key_by_window(element: tuple[str, dict[str, Any]], window_ms: int) -> tuple
 
 
 class _BoundedAggregateFn(beam.DoFn):
-    """Bounded input: the whole window is known, so its one pane is ON_TIME, stamped 1 ms before the window end (the last millisecond in it, as portable runners stamp a window)."""
+    """Bounded input: the whole window is known, so its one pane is ON_TIME.
+
+    It is stamped 1 ms before the window end: the window's last millisecond, as portable runners stamp a pane.
+    """
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms

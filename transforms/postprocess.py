@@ -161,7 +161,8 @@ def to_alerts(prediction: dict[str, Any], current_mph: float | None, drop_alert_
         if rule == "severe_congestion":
             message = f"severe congestion predicted in {prediction['horizon_min']} min: {predicted:.1f} mph"
         else:
-            message = f"speed predicted to drop from {current_mph:.1f} to {predicted:.1f} mph in {prediction['horizon_min']} min"
+            horizon = prediction["horizon_min"]
+            message = f"speed predicted to drop from {current_mph:.1f} to {predicted:.1f} mph in {horizon} min"
         alerts.append(
             {
                 "alert_id": alert_id(
