@@ -49,14 +49,33 @@ from transforms.history import NetworkHistory
 from transforms.postprocess import PostProcess
 from transforms.validate import ValidateEvents
 
-__all__ = ["COUNTERS", "BatchConfig", "BatchError", "build_pipeline", "parquet_schema", "register", "run"]
+__all__ = [
+    "COUNTERS",
+    "BatchConfig",
+    "BatchError",
+    "BatchRun",
+    "build_parser",
+    "build_pipeline",
+    "execute",
+    "make_config",
+    "parquet_schema",
+    "register",
+    "run",
+    "summarise",
+]
 
 _LOG = logging.getLogger("traffic.batch")
 NAMESPACE = "traffic.batch"
 MODES = ("features", "backfill")
-# DirectRunner only (other runners ignore them): run the bundles in worker subprocesses. In-process, Beam's
-# state cache sizes every stateful write with objsize over all loaded modules (~4 ms each): 4-5x slower.
-BATCH_DIRECT_ARGS: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+# For DirectRunner (other runners ignore or tolerate them). --allow_unsafe_triggers keeps Beam 2.77's DirectRunner
+# from handing the job to Prism, which double-fires WindowedAggregate's AfterCount late trigger (apache/beam#33623:
+# every aggregate twice) and measured 3x slower here. multi_processing runs bundles in worker subprocesses: in
+# process, Beam's state cache sizes every stateful write with objsize over all loaded modules (~4 ms each).
+BATCH_DIRECT_ARGS: tuple[str, ...] = (
+    "--allow_unsafe_triggers",
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=2",
+)
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (
     "in", "valid", "dead_letters", "late", "aggregates", "snapshots", "feature_rows", "predictions", "alerts",
@@ -322,18 +341,33 @@ def _configure_logging() -> None:
         relay.addFilter(_WorkerProgress())
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (the ``traffic batch`` flags), build and run the pipeline, print the summary."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``traffic batch`` flags as a stand-alone parser (``run`` and the benchmark use it)."""
     parser = argparse.ArgumentParser(prog="traffic batch")
     _add_arguments(parser)
-    return _run(parser.parse_args(argv))
+    return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (the ``traffic batch`` flags), build and run the pipeline, print the summary."""
+    return _run(build_parser().parse_args(argv))
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What a finished run reports: its config, the stage counters and the wall time (flags to finish)."""
+
+    cfg: BatchConfig
+    counts: dict[str, int]
+    wall_s: float
+    pipeline_s: float
+
+
+def execute(args: argparse.Namespace) -> BatchRun:
+    """Resolve the flags, build and run the pipeline to completion, and collect the counters."""
     from runners.presets import pipeline_options
     from runners.settings import get_settings
 
-    _configure_logging()
     started = time.monotonic()
     cfg = make_config(args)
     extra = [*BATCH_DIRECT_ARGS, *shlex.split(args.beam_args or "")]
@@ -342,9 +376,17 @@ def _run(args: argparse.Namespace) -> int:
     _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, cfg)
+    launched = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
-    text, balanced = summarise(cfg, _counters(result), time.monotonic() - started)
+    finished = time.monotonic()
+    return BatchRun(cfg, _counters(result), finished - started, finished - launched)
+
+
+def _run(args: argparse.Namespace) -> int:
+    _configure_logging()
+    outcome = execute(args)
+    text, balanced = summarise(outcome.cfg, outcome.counts, outcome.wall_s)
     print(text, flush=True)
     return 0 if balanced else 1
 
@@ -368,7 +410,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
     parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
-                        help="further Beam pipeline options in one string, e.g. '--direct_num_workers=1'")
+                        help="further Beam pipeline options in one string (note the =), "
+                        "e.g. --beam-args='--direct_num_workers=1'")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
