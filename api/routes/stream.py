@@ -56,8 +56,9 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
         yield first
         last_write = loop.time()
         while True:
-            if coalesce_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
-                await asyncio.sleep(max(0.0, last_write + coalesce_s - loop.time()))
+            wait_s = last_write + coalesce_s - loop.time()
+            if wait_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
+                await asyncio.sleep(wait_s)
             await sub.wake.wait()
             if sub.lagged:
                 metrics.sse_lagged.inc()
