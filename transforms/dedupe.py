@@ -26,7 +26,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
@@ -49,8 +49,9 @@ class _FirstWinsFn(beam.DoFn):
     EXPIRY_AT_PARAM = beam.DoFn.StateParam(EXPIRY_AT)
     EXPIRY_PARAM = beam.DoFn.TimerParam(EXPIRY)
 
-    def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None) -> None:
+    def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None, registry_url: str | None) -> None:
         self.ttl_ms = int(ttl_s) * 1000
+        self.registry_url = registry_url
         self.now_ms_fn = now_ms_fn
         self._codec: AvroCodec | None = None
         self.kept = Metrics.counter(STEP, "kept")
@@ -58,7 +59,7 @@ class _FirstWinsFn(beam.DoFn):
         self.conflicts = Metrics.counter(STEP, "dead_letter_conflicting_duplicate")
 
     def setup(self) -> None:
-        self._codec = AvroCodec("traffic_event")
+        self._codec = codec_for("traffic_event", self.registry_url)
 
     def process(
         self,
@@ -146,6 +147,7 @@ class DeduplicateEvents(beam.PTransform):
         self,
         ttl_s: int = DEFAULT_DEDUPE_TTL_S,
         now_ms_fn: Callable[[], int] | None = None,
+        registry_url: str | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
@@ -153,6 +155,7 @@ class DeduplicateEvents(beam.PTransform):
             raise TransformConfigError(f"ttl_s must be positive, got {ttl_s}")
         self.ttl_s = int(ttl_s)
         self.now_ms_fn = now_ms_fn
+        self.registry_url = registry_url
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
@@ -160,5 +163,7 @@ class DeduplicateEvents(beam.PTransform):
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
             | "KeyBySensor" >> beam.Map(_by_sensor).with_output_types(tuple[str, dict[str, Any]])
             | "KeepFirst"
-            >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn)).with_outputs(DEAD_LETTER_TAG, main=VALID_TAG)
+            >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
+                DEAD_LETTER_TAG, main=VALID_TAG
+            )
         )

@@ -21,7 +21,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, codec_for
 from schemas.records import KafkaMessage
 from transforms.exceptions import TransformConfigError
 
@@ -146,8 +146,10 @@ class ValidateEventsFn(beam.DoFn):
         max_payload_bytes: int,
         max_speed_mph: float,
         now_ms_fn: Callable[[], int] | None,
+        registry_url: str | None = None,
     ) -> None:
         self.known_sensor_ids = frozenset(known_sensor_ids)
+        self.registry_url = registry_url
         self.max_future_ms = int(max_future_s) * 1000
         self.min_event_time_ms = int(min_event_time_ms)
         self.max_payload_bytes = int(max_payload_bytes)
@@ -157,7 +159,7 @@ class ValidateEventsFn(beam.DoFn):
         self._counters: dict[str, Any] = {}
 
     def setup(self) -> None:
-        self._codec = AvroCodec("raw_reading")
+        self._codec = codec_for("raw_reading", self.registry_url)
 
     def _count(self, name: str) -> None:
         counter = self._counters.get(name)
@@ -280,6 +282,9 @@ class ValidateEvents(beam.PTransform):
     A raw speed of exactly 0 means the sensor reported no reading and becomes
     ``speed_mph=None``. The future check compares with processing time
     (``now_ms_fn``, the wall clock by default) so replays of 2012 data pass.
+    ``registry_url``: resolve schema ids with a Confluent schema registry (as
+    the producers do when ``TRAFFIC_TOPICS_REGISTRY_URL`` is set) instead of
+    ``schemas/schema_ids.json``.
     """
 
     def __init__(
@@ -290,6 +295,7 @@ class ValidateEvents(beam.PTransform):
         max_payload_bytes: int = 1024,
         max_speed_mph: float = 120.0,
         now_ms_fn: Callable[[], int] | None = None,
+        registry_url: str | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
@@ -298,7 +304,9 @@ class ValidateEvents(beam.PTransform):
             raise TransformConfigError("ValidateEvents needs at least one known sensor id")
         if max_future_s < 0 or max_payload_bytes <= 0 or not max_speed_mph > 0:
             raise TransformConfigError("max_future_s must be >= 0, max_payload_bytes and max_speed_mph > 0")
-        self._fn = ValidateEventsFn(known, max_future_s, min_event_time_ms, max_payload_bytes, max_speed_mph, now_ms_fn)
+        self._fn = ValidateEventsFn(
+            known, max_future_s, min_event_time_ms, max_payload_bytes, max_speed_mph, now_ms_fn, registry_url
+        )
 
     def expand(self, pcoll: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return pcoll | "CheckRecords" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main=VALID_TAG)

@@ -16,6 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.bad_records import VALIDATOR_REASON, BadRecordInjector, Reading
 from schemas.codec import AvroCodec
+from schemas.exceptions import SchemaError
 from schemas.records import KafkaMessage
 from transforms.exceptions import TransformConfigError
 from transforms.validate import DEAD_LETTER_TAG, REASONS, STEP, VALID_TAG, ValidateEvents, ValidateEventsFn
@@ -198,6 +199,12 @@ def test_the_replay_bad_record_catalogue_gets_the_documented_reasons(kind):
         (out,) = run_one(fn, bad.value)
         assert out.value["reason"] == VALIDATOR_REASON[kind]
         assert out.value["payload"] == bad.value
+
+
+def test_a_registry_url_makes_the_codec_use_the_registry():
+    fn = ValidateEventsFn(frozenset(SENSORS), 3600, 0, 1024, 120.0, fixed_now, registry_url="http://127.0.0.1:9")
+    with pytest.raises(SchemaError, match="not reachable"):
+        fn.setup()  # a registry that is down is a deployment error, reported once at setup
 
 
 def test_constructor_rejects_unusable_parameters():
