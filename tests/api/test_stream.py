@@ -152,3 +152,23 @@ def test_traffic_serve_says_bye_to_streams_on_sigterm(kafka_bootstrap, api_topic
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_keep_alive_comments_flow_while_no_event_matches(served_api):
+    params = {"sensors": "773869", "types": "alert", "min_severity": "CRITICAL", "horizon": 15}
+    with served_api.client() as client, client.stream("GET", "/stream", params=params) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("id: ")  # the snapshot
+        comment = next(line for line in lines if line.startswith(":"))
+    assert comment.startswith(": ping")  # served_api pings every second
+
+
+def test_an_unknown_last_event_id_gets_a_fresh_snapshot(served_api, timeline):
+    if timeline.produced == 0:
+        timeline.produce_next()
+    headers = {"Last-Event-ID": str(10**12)}  # from another server lifetime: cannot be resumed
+    with served_api.client() as client, \
+            client.stream("GET", "/stream", params={"sensors": "773869"}, headers=headers) as response:
+        first = next(read_events(response))
+    assert first.event == "snapshot" and first.id == first.data["last_event_id"]
+    assert {p["horizon_min"] for p in first.data["predictions"]} == {15, 30, 60}
