@@ -246,11 +246,12 @@ class ModelRegistry:
             return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metadata.json").exists())
         from apache_beam.io.filesystems import FileSystems
 
-        try:
-            matches = FileSystems.match([_join(self.root, "*", "metadata.json")])[0].metadata_list
+        try:  # Beam's HDFS match lists one directory level, so list the versions, then check each
+            matches = FileSystems.match([_join(self.root, "*")])[0].metadata_list
         except Exception:  # noqa: BLE001 - an absent root matches nothing
             return []
-        return sorted({m.path.rstrip("/").split("/")[-2] for m in matches})
+        names = {m.path.rstrip("/").split("/")[-1] for m in matches}
+        return sorted(n for n in names if not n.startswith(".") and self._exists(_join(self.root, n, "metadata.json")))
 
     def load_metadata(self, version: str | None = None) -> dict:
         version = version or self._require_latest()

@@ -172,9 +172,12 @@ def train(
 
 def register(parser: argparse._SubParsersAction) -> None:
     p = parser.add_parser("train", help="train the forecasting models and save them to the model registry")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", help="METR-LA .npz or .h5 (local or hdfs://); default: the bundled data")
-    source.add_argument("--features", help="a Parquet feature table (file or directory) from the batch pipeline")
+    p.add_argument("--data", help="METR-LA .npz or .h5 (local or hdfs://); default: the bundled data")
+    p.add_argument(
+        "--features",
+        help="train on a Parquet feature table (file or directory, local or hdfs://) from the batch pipeline; "
+        "the feature context comes from context.npz beside it, else is fitted on --data",
+    )
     p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
@@ -201,12 +204,11 @@ def run(args: argparse.Namespace) -> int:
     features = None
     ctx = None
     if args.features:
-        data = load_metrla()
         context_file = Path(args.features) / "context.npz" if "://" not in args.features else None
         if context_file is not None and context_file.exists():
             ctx = FeatureContext.from_bytes(context_file.read_bytes())
         else:
-            ctx = fit_context(data)
+            ctx = fit_context(load_metrla(args.data))
         features = read_feature_table(args.features, sensor_ids=ctx.sensor_ids)
         data = None
     else:

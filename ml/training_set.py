@@ -166,6 +166,35 @@ def write_feature_table(path: str | Path, x: np.ndarray, y: np.ndarray, meta: Ex
     pq.write_table(_table(x, y, meta), str(path))
 
 
+def _read_local_table(path: Path):  # noqa: ANN202 - pyarrow.Table
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.is_file():
+        return pq.read_table(path)
+    files = sorted(path.rglob("*.parquet"))
+    if not files:
+        raise DataError(f"feature table {path} has no .parquet files")
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def _read_remote_table(source: str):  # noqa: ANN202 - pyarrow.Table
+    """A Parquet file or a directory of ``*.parquet`` files on a Beam filesystem (hdfs://, gs://)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = source if source.endswith(".parquet") else source.rstrip("/") + "/*.parquet"
+    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not files:
+        raise DataError(f"feature table {source} has no .parquet files")
+    tables = []
+    for name in files:
+        with FileSystems.open(name) as handle:
+            tables.append(pq.read_table(pa.BufferReader(handle.read())))
+    return pa.concat_tables(tables)
+
+
 def read_feature_table(
     path: str | Path, sensor_ids: Sequence[str] | None = None, split: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, ExampleMeta]:
@@ -174,13 +203,14 @@ def read_feature_table(
     ``sensor_ids`` fixes the meaning of ``meta.sensor_index`` (default: the sorted ids in the table);
     ``split`` keeps only rows of that split. Rows come back sorted by (step_ms, sensor index).
     """
-    import pyarrow.parquet as pq
 
     source = str(path)
     if "://" not in source and not Path(source).exists():
         raise DataError(f"feature table {source} does not exist")
     try:
-        table = pq.read_table(source)
+        table = _read_local_table(Path(source)) if "://" not in source else _read_remote_table(source)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
         raise DataError(f"cannot read feature table {source}: {exc}") from None
     missing = [c for c in FEATURE_TABLE_COLUMNS if c not in table.column_names]

@@ -91,3 +91,37 @@ def test_untrusted_types_are_refused(bundle_and_rows, tmp_path, monkeypatch) -> 
     monkeypatch.setattr("ml.registry.TRUSTED_TYPES", ())
     with pytest.raises(ModelRegistryError, match="untrusted types"):
         registry.load()
+
+
+@pytest.mark.integration
+@pytest.mark.hdfs
+def test_registry_round_trip_on_hdfs(bundle_and_rows, hdfs_service, monkeypatch) -> None:
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)  # restored afterwards
+    bundle, x = bundle_and_rows
+    options = {"hdfs_host": hdfs_service["host"], "hdfs_port": hdfs_service["http_port"],
+               "hdfs_user": hdfs_service["user"]}
+    root = f"hdfs://tests/models-{uuid.uuid4().hex[:8]}"
+    registry = ModelRegistry(root, hdfs_options=options)
+    try:
+        _hdfs_round_trip(registry, bundle, x)
+    finally:
+        if FileSystems.exists(root):
+            FileSystems.delete([root])
+
+
+def _hdfs_round_trip(registry: ModelRegistry, bundle: ModelBundle, x: np.ndarray) -> None:
+    assert registry.latest_version() is None
+    first = registry.register(ModelBundle(bundle.estimators, bundle.base_features, bundle.intervals, bundle.context))
+    second = registry.register(ModelBundle(bundle.estimators, bundle.base_features, bundle.intervals, bundle.context))
+    assert registry.latest_version() == second
+    assert registry.versions() == sorted([first, second])
+    loaded = registry.load()
+    assert loaded.version == second
+    expected = bundle.predict(x)
+    for h, got in loaded.predict(x).items():
+        for a, b in zip(got, expected[h], strict=True):
+            assert np.array_equal(a, b)

@@ -56,3 +56,23 @@ def test_train_on_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
     assert main(["train", "--data", str(tmp_path / "nope.npz"), "--registry", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("traffic: error:") and "does not exist" in err and "\n" not in err
+
+
+def test_train_from_a_feature_table_directory(tmp_path, capsys) -> None:
+    from ml.features import fit_context
+    from ml.training_set import write_feature_table
+
+    data = quick_subset(load_metrla())
+    ctx = fit_context(data)
+    table_dir = tmp_path / "features"
+    table_dir.mkdir()
+    for i, split in enumerate(("train", "val")):
+        write_feature_table(table_dir / f"part-{i}.parquet", *examples(data, ctx, split))
+    (table_dir / "context.npz").write_bytes(ctx.to_bytes())
+    root = tmp_path / "models"
+    assert main(["train", "--features", str(table_dir), "--quick", "--registry", str(root)]) == 0
+    assert "registered model" in capsys.readouterr().out
+    bundle = ModelRegistry(root).load()
+    assert bundle.context.sensor_ids == ctx.sensor_ids
+    assert np.array_equal(bundle.context.profile, ctx.profile)
+    assert bundle.metadata["training_rows"] == len(examples(data, ctx, "train")[0])
