@@ -30,7 +30,7 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from runners.install import InstallLayout
-from runners.options import FlinkOptions
+from runners.options import host_port
 from runners.settings import PlatformSettings, get_settings
 from schemas.exceptions import TrafficError
 
@@ -123,6 +123,21 @@ PRESETS: Mapping[str, RunnerPreset] = {
 RUNNERS: tuple[str, ...] = tuple(PRESETS)
 
 
+def _worker_pool(args: Sequence[str]) -> str | None:
+    value = None
+    for i, arg in enumerate(args):
+        if arg.startswith("--flink_worker_pool="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--flink_worker_pool" and i + 1 < len(args):
+            value = args[i + 1]
+    if value is None:
+        return None
+    try:
+        return host_port(value)
+    except argparse.ArgumentTypeError as exc:
+        raise RunnerPresetError(f"--flink_worker_pool: {exc}") from None
+
+
 def _flag_given(args: Sequence[str], name: str) -> bool:
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
@@ -147,7 +162,7 @@ def preset_args(
         raise RunnerPresetError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     settings = settings or get_settings()
     extra = list(extra_args)
-    worker_pool = PipelineOptions(extra).view_as(FlinkOptions).flink_worker_pool
+    worker_pool = _worker_pool(extra)
     args = [f"--runner={preset.beam_runner}"]
     args += preset.flags(PresetContext(settings, streaming, worker_pool))
     if streaming:

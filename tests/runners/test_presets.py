@@ -100,8 +100,10 @@ def test_flink_worker_pool_switches_to_external(settings: PlatformSettings) -> N
 
 
 def test_a_bad_worker_pool_address_is_rejected(settings: PlatformSettings) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(RunnerPresetError, match="--flink_worker_pool: 'nohost' is not HOST:PORT"):
         preset_args("flink", True, ["--flink_worker_pool=nohost"], settings)
+    spaced = pipeline_options("flink", False, ["--flink_worker_pool", "10.0.0.5:50000"], settings)
+    assert spaced.view_as(PortableOptions).environment_config == "10.0.0.5:50000"
 
 
 def test_hdfs_flags_only_when_a_path_is_hdfs(settings: PlatformSettings) -> None:
