@@ -271,7 +271,8 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
             bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
-            predictions_topic=topics.predictions, alerts_topic=topics.alerts,
+            predictions_topic=args.predictions_topic or topics.predictions,
+            alerts_topic=args.alerts_topic or topics.alerts,
         )
     from ml.features import fit_context
 
@@ -407,6 +408,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
                         "(Avro) to their topics")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
+    parser.add_argument("--predictions-topic",
+                        help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")
+    parser.add_argument("--alerts-topic",
+                        help="--to-kafka: alerts topic (default: TRAFFIC_TOPICS_ALERTS)")
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
     parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
