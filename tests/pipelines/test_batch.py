@@ -187,3 +187,42 @@ def test_backfill_to_kafka_produces_the_parquet_predictions(registered, tmp_path
     want = sorted(zip(table["sensor_id"], table["event_time"], table["horizon_min"], table["predicted_speed_mph"],
                       strict=True))
     assert got == want
+
+
+@pytest.mark.integration
+@pytest.mark.hdfs
+def test_features_from_and_to_hdfs(hdfs_service, tmp_path, monkeypatch) -> None:
+    """Raw-reading Parquet on hdfs:// in, feature tables on hdfs:// out, equal to the in-process training set."""
+    import io
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)  # restored afterwards
+    FileSystems.set_options(PipelineOptions.from_dictionary(
+        {"hdfs_host": hdfs_service["host"], "hdfs_port": hdfs_service["http_port"], "hdfs_user": hdfs_service["user"]}))
+    data = load_metrla()
+    data = data.only(data.sensor_ids[:3]).between(TRAIN_END_MS - DAY_MS, TRAIN_END_MS)
+    local = tmp_path / "raw.parquet"
+    write_readings_parquet(data, str(local))
+    root = f"hdfs://tests/batch-{uuid.uuid4().hex[:8]}"
+    with FileSystems.create(f"{root}/raw/part-0.parquet") as handle:
+        handle.write(local.read_bytes())
+    try:
+        assert run(["features", "--data", f"{root}/raw/", "--output", f"{root}/out"]) == 0
+        files = [m.path for m in FileSystems.match([f"{root}/out/features/train/*.parquet"])[0].metadata_list]
+        tables = []
+        for name in files:
+            with FileSystems.open(name) as handle:
+                tables.append(pq.read_table(io.BytesIO(handle.read())))
+        got = pa.concat_tables(tables).to_pandas().sort_values(["step_ms", "sensor_id"])
+        parquet_data = load_readings(SourceSpec(str(local)))
+        x, y, meta = examples(parquet_data, fit_context(parquet_data), "train")
+        want_ids = meta.sensor_id
+        order = np.lexsort((want_ids, meta.step_ms))
+        assert len(got) == len(x) > 0
+        assert np.array_equal(got["step_ms"].to_numpy(), meta.step_ms[order])
+        assert np.max(np.abs(got[list(FEATURE_NAMES)].to_numpy(np.float64) - x[order].astype(np.float64))) <= 1e-9
+    finally:
+        FileSystems.delete([root])
