@@ -184,6 +184,9 @@ class _HistoryLogic(beam.DoFn):
                 yield self._output(key, table, step_ms)
             last = step_ms
             step_ms += self.step_ms
+        if last is None:  # a firing before anything is due (e.g. a timer overtaken by a lower one): wait
+            self._set_timer(flush, timer_at, min(candidates) + self.step_ms)
+            return
         last_emitted.write(last)
         keep_from = last - (self.history_steps - 2) * self.step_ms
         pending.clear()

@@ -172,6 +172,15 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
     assert all(entry[0] >= T0_MS + S_MS for entry in pending.value)
 
 
+def test_an_early_timer_firing_before_anything_is_due_waits():
+    fn = _NetworkHistoryFn(["a"], 2, 300)
+    pending, last, timer_at, flush = _State(bag=True), _State(), _State(), _Timer()
+    list(fn.on_aggregate(("network", agg("a", 3, 50.0)), pending, last, timer_at, flush))
+    early = Timestamp(micros=(T0_MS + S_MS) * 1000)
+    assert list(fn.on_timer_fired("network", early, pending, last, timer_at, flush)) == []
+    assert last.value is None and flush.at == Timestamp(micros=(T0_MS + 4 * S_MS) * 1000)
+
+
 def test_invalid_parameters_are_rejected():
     with pytest.raises(TransformConfigError):
         NetworkHistory([])

@@ -129,3 +129,31 @@ def test_streaming_pipeline(early_firing_count):
     options.view_as(StandardOptions).streaming = True
     with test_pipeline.TestPipeline(options=options) as p:
         build(p | stream, WindowedAggregate(window_s=300, allowed_lateness_s=0, early_firing_count=early_firing_count))
+
+
+def _prism_options(*extra: str) -> PipelineOptions:
+    from runners.presets import RunnerPresetError, prism_location
+
+    try:
+        location = prism_location()
+    except RunnerPresetError as exc:
+        pytest.skip(str(exc))
+    flags = [f"--prism_location={location}", "--experiments=disable_prism_server_singleton"]
+    return PipelineOptions(["--runner=PrismRunner", "--environment_type=LOOPBACK", *flags, *extra])
+
+
+@pytest.mark.integration
+def test_batch_and_streaming_on_prism():
+    """The same chain on Beam's portable Prism runner (which holds the watermark for user timers)."""
+    shuffled = [raw for step in readings_by_step() for raw in step]
+    random.Random(6).shuffle(shuffled)
+    with beam.Pipeline(options=_prism_options()) as p:
+        build(p | beam.Create(shuffled), WindowedAggregate(window_s=300, allowed_lateness_s=None))
+    stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
+    for step, step_readings in enumerate(readings_by_step()):
+        stream = stream.add_elements(step_readings).advance_watermark_to((T0_MS + (step + 1) * STEP_MS) / 1000)
+    with beam.Pipeline(options=_prism_options("--streaming")) as p:
+        build(
+            p | stream.advance_watermark_to_infinity(),
+            WindowedAggregate(window_s=300, allowed_lateness_s=0, early_firing_count=1),
+        )
