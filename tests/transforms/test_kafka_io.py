@@ -1,7 +1,8 @@
-"""ReadFromKafka / WriteToKafka: offset trackers and watermarks as units, then on the real broker (DirectRunner).
+"""ReadFromKafka / WriteToKafka: bounded offset ranges and arguments as units, then on the real broker (direct preset).
 
 Runner coverage (Prism, Flink through the job server, unbounded reads) is in
-tests/runners/test_pipelines_on_platform.py.
+tests/runners/test_pipelines_on_platform.py; the unbounded topic reader's units in
+tests/transforms/test_kafka_topic_reader.py.
 """
 
 from __future__ import annotations
@@ -12,22 +13,27 @@ from collections.abc import Callable
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRange
-from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from confluent_kafka import Consumer, Producer
 
+from runners.presets import pipeline_options
+from runners.settings import PlatformSettings
 from transforms.kafka_io import (
-    UNBOUNDED_STOP,
     KafkaIOError,
     PartitionRead,
     ReadFromKafka,
     WriteToKafka,
-    _advance,
     _OffsetRanges,
 )
+
+
+@pytest.fixture
+def direct_options(platform_settings: PlatformSettings) -> PipelineOptions:
+    """The ``direct`` preset: Beam 2.77's DirectRunner, pointed at the local Prism (no download attempt)."""
+    return pipeline_options("direct", False, [], platform_settings)
+
 
 BASE_MS = int(time.time() * 1000) - 3_600_000  # recent: the broker's time retention must not delete them
 
@@ -56,18 +62,6 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 6
 # --- units ---------------------------------------------------------------------------------------------
 
 
-def test_unbounded_restriction_only_checkpoints() -> None:
-    provider = _OffsetRanges()
-    element = PartitionRead("t", 0, 5, None)
-    tracker = provider.create_tracker(provider.initial_restriction(element))
-    assert tracker.current_restriction() == OffsetRange(5, UNBOUNDED_STOP)
-    assert not tracker.is_bounded()
-    assert tracker.try_claim(5)
-    assert tracker.try_split(0.5) is None  # a dynamic split would send a reader to offset ~4.6e18
-    primary, residual = tracker.try_split(0)  # the self-checkpoint of defer_remainder
-    assert (primary, residual) == (OffsetRange(5, 6), OffsetRange(6, UNBOUNDED_STOP))
-
-
 def test_bounded_restriction_splits_and_sizes() -> None:
     provider = _OffsetRanges()
     element = PartitionRead("t", 1, 10, 30)
@@ -78,13 +72,6 @@ def test_bounded_restriction_splits_and_sizes() -> None:
     assert tracker.try_claim(10)
     primary, residual = tracker.try_split(0.5)
     assert primary.stop == residual.start and residual.stop == 30
-
-
-def test_watermark_only_moves_forward() -> None:
-    estimator = ManualWatermarkEstimator(MIN_TIMESTAMP)
-    _advance(estimator, 5_000)
-    _advance(estimator, 3_000)  # an older record: late, the watermark stays
-    assert estimator.current_watermark() == Timestamp(5)
 
 
 def test_boundedness_follows_the_bounded_flag() -> None:
@@ -112,13 +99,13 @@ def test_bad_arguments_are_one_line_errors(kwargs: dict, message: str) -> None:
 
 @pytest.mark.integration
 def test_bounded_read_emits_every_record_with_its_kafka_coordinates_and_timestamp(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]
 ) -> None:
     topic = fresh_topic("kio-read", partitions=3)
     for p in range(3):
         _produce(kafka_bootstrap, topic, [(f"k{p}".encode(), f"{p}-{i}".encode(), BASE_MS + i) for i in range(4)], p)
     expected = [(p, i, f"{p}-{i}".encode(), BASE_MS + i, float(BASE_MS + i) / 1000) for p in range(3) for i in range(4)]
-    with TestPipeline(runner="DirectRunner") as p:
+    with TestPipeline(options=direct_options) as p:
         got = (
             p
             | "Read" >> ReadFromKafka(kafka_bootstrap, topic, bounded=True)
@@ -132,21 +119,22 @@ def test_bounded_read_emits_every_record_with_its_kafka_coordinates_and_timestam
 
 @pytest.mark.integration
 def test_max_records_takes_the_first_records_by_partition_and_offset(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]
 ) -> None:
     topic = fresh_topic("kio-max", partitions=2)
     for p in range(2):
         _produce(kafka_bootstrap, topic, [(b"k", f"{p}-{i}".encode(), BASE_MS) for i in range(5)], p)
-    with TestPipeline(runner="DirectRunner") as p:
+    with TestPipeline(options=direct_options) as p:
         got = p | ReadFromKafka(kafka_bootstrap, topic, bounded=True, max_records=7) | beam.Map(lambda m: m.value)
         assert_that(got, equal_to([f"0-{i}".encode() for i in range(5)] + [b"1-0", b"1-1"]))
 
 
 @pytest.mark.integration
-def test_start_latest_and_start_at_a_timestamp(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+def test_start_latest_and_start_at_a_timestamp(
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
     topic = fresh_topic("kio-start")
     _produce(kafka_bootstrap, topic, [(b"k", str(i).encode(), BASE_MS + i * 1000) for i in range(6)])
-    with TestPipeline(runner="DirectRunner") as p:
+    with TestPipeline(options=direct_options) as p:
         latest = p | "Latest" >> ReadFromKafka(kafka_bootstrap, topic, start="latest", bounded=True)
         assert_that(latest, equal_to([]), label="NothingAfterLatest")
         since = (
@@ -159,13 +147,13 @@ def test_start_latest_and_start_at_a_timestamp(kafka_bootstrap: str, fresh_topic
 
 @pytest.mark.integration
 def test_bounded_read_can_wait_for_records_produced_after_it_started(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]
 ) -> None:
     topic = fresh_topic("kio-wait", partitions=2)
     later = threading.Timer(3.0, _produce, (kafka_bootstrap, topic, [(b"k", b"late", BASE_MS)] * 5))
     later.start()
     try:
-        with TestPipeline(runner="DirectRunner") as p:
+        with TestPipeline(options=direct_options) as p:
             got = (
                 p
                 | ReadFromKafka(kafka_bootstrap, topic, bounded=True, stop_at_end=False, max_records=5)
@@ -177,17 +165,19 @@ def test_bounded_read_can_wait_for_records_produced_after_it_started(
 
 
 @pytest.mark.integration
-def test_missing_topic_fails_with_its_name(kafka_bootstrap: str) -> None:
+def test_missing_topic_fails_with_its_name(
+    direct_options: PipelineOptions, kafka_bootstrap: str) -> None:
     with pytest.raises(Exception, match="topic 'no-such-topic-kio' does not exist"):
-        with TestPipeline(runner="DirectRunner") as p:
+        with TestPipeline(options=direct_options) as p:
             _ = p | ReadFromKafka(kafka_bootstrap, "no-such-topic-kio", bounded=True)
 
 
 @pytest.mark.integration
-def test_write_sets_key_value_and_event_timestamp(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+def test_write_sets_key_value_and_event_timestamp(
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
     topic = fresh_topic("kio-write", partitions=2)
     rows = [(f"s{i % 3}", f"v{i}".encode(), BASE_MS + i * 1000) for i in range(9)]
-    with TestPipeline(runner="DirectRunner") as p:
+    with TestPipeline(options=direct_options) as p:
         _ = (
             p
             | beam.Create(rows)
@@ -203,10 +193,11 @@ def test_write_sets_key_value_and_event_timestamp(kafka_bootstrap: str, fresh_to
 
 
 @pytest.mark.integration
-def test_round_trip_of_kafka_messages(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+def test_round_trip_of_kafka_messages(
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
     source, sink = fresh_topic("kio-src", partitions=2), fresh_topic("kio-dst", partitions=2)
     _produce(kafka_bootstrap, source, [(str(i % 4).encode(), str(i).encode(), BASE_MS + i) for i in range(40)])
-    with TestPipeline(runner="DirectRunner") as p:
+    with TestPipeline(options=direct_options) as p:
         _ = (
             p
             | ReadFromKafka(kafka_bootstrap, source, bounded=True)
@@ -218,11 +209,12 @@ def test_round_trip_of_kafka_messages(kafka_bootstrap: str, fresh_topic: Callabl
 
 
 @pytest.mark.integration
-def test_undeliverable_records_fail_the_bundle(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+def test_undeliverable_records_fail_the_bundle(
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
     topic = fresh_topic("kio-big")
     too_big = b"x" * 3_000_000  # the broker's default limit is ~1 MB; the client is told to allow it
     with pytest.raises(Exception, match=r"1 record\(s\) to kio-big-\w+ were not delivered: .*too large"):
-        with TestPipeline(runner="DirectRunner") as p:
+        with TestPipeline(options=direct_options) as p:
             _ = (
                 p
                 | beam.Create([too_big])
@@ -233,8 +225,9 @@ def test_undeliverable_records_fail_the_bundle(kafka_bootstrap: str, fresh_topic
 
 
 @pytest.mark.integration
-def test_non_bytes_values_are_rejected(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+def test_non_bytes_values_are_rejected(
+    direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
     topic = fresh_topic("kio-type")
     with pytest.raises(Exception, match="needs bytes values, got dict"):
-        with TestPipeline(runner="DirectRunner") as p:
+        with TestPipeline(options=direct_options) as p:
             _ = p | beam.Create([{"sensor_id": "1"}]) | WriteToKafka(kafka_bootstrap, topic)
