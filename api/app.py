@@ -8,6 +8,7 @@ consumer thread. Routes live in :mod:`api.routes`; guards in :mod:`api.security`
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -66,6 +67,28 @@ class _RequestMetrics:
                 self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
 
+class _GcTimer:
+    """Records every cyclic-GC pause (a long gen-2 pass stalls every stream at once)."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self.metrics = metrics
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.metrics.gc_seconds.labels(str(info["generation"])).observe(time.perf_counter() - self.started)
+
+
+async def _watch_loop_lag(metrics: ApiMetrics, interval_s: float = 0.25) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval_s)
+        metrics.loop_lag_seconds.observe(max(0.0, loop.time() - started - interval_s))
+
+
 def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
                *, start_feed: bool = True) -> FastAPI:
     """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly)."""
@@ -96,9 +119,18 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             )
             runtime.feed.start()
         app.state.runtime = runtime
+        lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
+        gc_timer = _GcTimer(metrics)
+        gc.callbacks.append(gc_timer)
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold0, gen1, gen2)
+        if settings.gc_freeze:
+            gc.freeze()  # what start-up built lives forever: later full collections need not walk it
         try:
             yield
         finally:
+            lag_monitor.cancel()
+            gc.callbacks.remove(gc_timer)
             runtime.hub.close()
             if runtime.feed is not None:
                 await asyncio.to_thread(runtime.feed.stop)

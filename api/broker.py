@@ -152,10 +152,14 @@ class KafkaFeed:
                 if not self.assigned:
                     self._stop.wait(0.2)
                     continue
-                messages = consumer.consume(num_messages=self.batch_size, timeout=0.05)  # returns early only when full
+                # poll() returns as soon as one record is there (consume() would wait out its timeout unless the
+                # batch fills); then take whatever else is already fetched. Idle, the thread wakes 5 times a second,
+                # so it rarely competes with the event loop for the GIL.
+                first = consumer.poll(timeout=0.2)
                 self.last_poll_s = time.time()
-                if not messages:
+                if first is None:
                     continue
+                messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
                 batch = self._decode(messages)
                 self.consumed += len(batch)
                 if batch and not self.loop.is_closed():

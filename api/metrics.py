@@ -29,6 +29,12 @@ class ApiMetrics:
         self.sse_sent_seconds = Histogram(
             "traffic_api_sse_sent_seconds", "from the consumer's poll to a client's write accepted by the socket "
             "(includes waiting for a slow reader)", registry=r, buckets=buckets)
+        self.loop_lag_seconds = Histogram(
+            "traffic_api_event_loop_lag_seconds", "how late a 250 ms timer fires on the event loop (busy or starved)",
+            registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
+        self.gc_seconds = Histogram(
+            "traffic_api_gc_seconds", "pauses of Python's cyclic garbage collector by generation", ["generation"],
+            registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0))
         self.sse_lagged = Counter("traffic_api_sse_lagged_total", "clients dropped for lagging", registry=r)
         self.sse_resumed = Counter("traffic_api_sse_resumed_total", "connections resumed from Last-Event-ID",
                                    registry=r)

@@ -115,7 +115,10 @@ async def _client(port: int, path: str, stop, latencies: Counter | None, counts:
         writer.close()
 
 
-def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue, sample_every: int) -> None:
+def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue, sample_every: int,
+                 nice: int) -> None:
+    if nice:
+        os.nice(nice)
     async def main() -> None:
         latencies: Counter = Counter()
         counts: list[int] = []
@@ -176,7 +179,9 @@ def run(args: argparse.Namespace) -> dict:
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
                    TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
                    TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
-        server = subprocess.Popen([sys.executable, "-m", "api", "--log-level", "warning"], env=env,
+        env.update({k: v for k, v in os.environ.items() if k.startswith("TRAFFIC_API_GC_")})
+        priority = ["nice", "-n", str(args.nice)] if args.nice else []
+        server = subprocess.Popen([*priority, sys.executable, "-m", "api", "--log-level", "warning"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         import httpx
 
@@ -200,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
         per_proc = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
                     for i in range(args.client_procs)]
         path = "/stream?types=prediction&types=alert"
-        procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out, args.sample_every))
+        procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out, args.sample_every,
+                                                               args.nice))
                  for n in per_proc]
         t_connect = time.monotonic()
         for proc in procs:
@@ -283,6 +289,7 @@ def run(args: argparse.Namespace) -> dict:
             "client_procs": args.client_procs,
             "latency_sampled_clients": sum((n + args.sample_every - 1) // args.sample_every for n in per_proc),
             "coalesce_ms": args.coalesce_ms,
+            "nice": args.nice,
             "workload": f"one step (621 records) every {args.step_every_s:g} s" if args.step_every_s
             else f"steady {args.rate:g} records/s",
             "duration_s": args.duration_s,
@@ -294,6 +301,10 @@ def run(args: argparse.Namespace) -> dict:
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
             "server_ready": _histogram_quantiles(scraped, "traffic_api_sse_ready_seconds"),
             "server_sent": _histogram_quantiles(scraped, "traffic_api_sse_sent_seconds"),
+            "server_loop_lag": _histogram_quantiles(scraped, "traffic_api_event_loop_lag_seconds"),
+            "server_gc_sum_s": {g: sum(float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+                                       if line.startswith(f'traffic_api_gc_seconds_sum{{generation="{g}"}}'))
+                                for g in ("0", "1", "2")},
             "connect_time_s": round(connect_time_s, 1),
             "server_cpu_cores": round(server_cpu, 2),
             "client_cpu_s": round(client_cpu_s, 1),
@@ -316,9 +327,9 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"could not delete a benchmark topic: {exc}", file=sys.stderr)
 
 
-HEADER = ("| clients | workload | coalesce ms | records | delivered / expected | complete clients | p50 ms | p90 ms "
-          "| p99 ms | max ms | server: write ready p50 / p99 | server: write accepted p50 / p99 | server CPU (cores) "
-          "| load avg (1 min) | RSS idle / connected / peak MB |")
+HEADER = ("| clients | workload | nice | coalesce ms | records | delivered / expected | complete clients | p50 ms "
+          "| p90 ms | p99 ms | max ms | server: write ready p50 / p99 | server: write accepted p50 / p99 "
+          "| server CPU (cores) | load avg (1 min) | RSS idle / connected / peak MB |")
 MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and tests (see the load average column); "
            "Kafka 4 (KRaft) on the same host; one server process "
            "(`python -m api`, uvicorn + uvloop, one worker; `traffic serve` is the same server plus ~146 MB of "
@@ -362,11 +373,12 @@ def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, str]:
 
 def _doc(results: list[dict], command: str) -> str:
     lines = ["# API: SSE fan-out benchmark", "", f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {MACHINE}", "",
-             f"Command: `{command}`", "", METHOD, "", HEADER, "|" + " --- |" * 15]
+             f"Command: `{command}`", "", METHOD, "", HEADER, "|" + " --- |" * 16]
     for r in results:
         lat, rss = r["latency_ms"], r["server_rss_mb"]
         lines.append(
-            f"| {r['clients']} | {r['workload']} | {r['coalesce_ms']:g} | {r['records_produced']} | "
+            f"| {r['clients']} | {r['workload']} | {r.get('nice', 0)} | {r['coalesce_ms']:g} | "
+            f"{r['records_produced']} | "
             f"{r['events_delivered']} / {r['events_expected']} | {r['clients_complete']} | {lat['p50']} | "
             f"{lat['p90']} | {lat['p99']} | {lat['max']} | {' / '.join(r['server_ready'].values())} | "
             f"{' / '.join(r['server_sent'].values())} | {r['server_cpu_cores']} | {r['load_avg_1m']} | "
@@ -390,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coalesce-ms", type=float, nargs="+", default=[100.0],
                         help="the server's TRAFFIC_API_COALESCE_MS (one run per value)")
     parser.add_argument("--drain-s", type=float, default=3.0)
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the server and clients at this niceness (negative needs root): approximates a "
+                             "machine whose cores are not shared with other jobs")
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every n-th client records latencies (all clients count their events)")
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
