@@ -122,8 +122,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(settings.gc_threshold0, gen1, gen2)
+        gc_before = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold0, *gc_before[1:])
         if settings.gc_freeze:
             gc.freeze()  # what start-up built lives forever: later full collections need not walk it
         try:
@@ -131,6 +131,9 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         finally:
             lag_monitor.cancel()
             gc.callbacks.remove(gc_timer)
+            gc.set_threshold(*gc_before)
+            if settings.gc_freeze:
+                gc.unfreeze()
             runtime.hub.close()
             if runtime.feed is not None:
                 await asyncio.to_thread(runtime.feed.stop)
