@@ -54,13 +54,17 @@ class _BuildFeatureBlock(beam.DoFn):
 
 
 def _step_vector(sensor_ids: tuple[str, ...]):
+    """(step, [(sensor, count, mean)...]) -> (step, (N,) means, NaN = missing); of several panes the fullest wins."""
     index = {sid: i for i, sid in enumerate(sensor_ids)}
 
-    def vector(step_ms: int, pairs: Sequence[tuple[str, float | None]]) -> tuple[int, np.ndarray]:
+    def vector(step_ms: int, panes: Sequence[tuple[str, int, float | None]]) -> tuple[int, np.ndarray]:
         speeds = np.full(len(sensor_ids), np.nan)
-        for sensor_id, mean in pairs:
-            if sensor_id in index and mean is not None:
-                speeds[index[sensor_id]] = mean
+        best = np.full(len(sensor_ids), -1)
+        for sensor_id, count, mean in panes:
+            i = index.get(sensor_id)
+            if i is not None and count > best[i]:
+                best[i] = count
+                speeds[i] = np.nan if mean is None else mean
         speeds[speeds <= 0] = np.nan
         return step_ms, speeds
 
@@ -164,7 +168,8 @@ class WriteFeatureTables(beam.PTransform):
         targets = (
             inputs["aggregates"]
             | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByStep" >> beam.Map(lambda a: (int(a["window_start"]), (a["sensor_id"], a["mean_speed_mph"])))
+            | "KeyByStep"
+            >> beam.Map(lambda a: (int(a["window_start"]), (a["sensor_id"], int(a["count"]), a["mean_speed_mph"])))
             | "GroupByStep" >> beam.GroupByKey()
             | "StepVectors" >> beam.MapTuple(_step_vector(self.sensor_ids))
             | "TargetsOfEarlierSteps" >> beam.FlatMap(_targets_for)
