@@ -195,3 +195,54 @@ def test_a_running_pipeline_picks_up_a_newly_registered_model(bundles, tmp_path)
             | Forecast(root, refresh_s=0.0, max_batch_size=1)
         )
         assert_that(rows, check)
+
+
+class _AppendVersion(beam.DoFn):
+    """Test sink: appends (step, model version) of each forecast to a local file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, row: dict):
+        with open(self.path, "a") as handle:
+            handle.write(f"{row['event_time']} {row['model_version']}\n")
+
+
+@pytest.mark.integration
+def test_hot_swap_in_an_unbounded_streaming_pipeline_on_prism(bundles, tmp_path) -> None:
+    """A streaming job on Prism (PeriodicImpulse source) serves the new LATEST from the step it was registered at."""
+    import time
+
+    from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+    from runners.presets import pipeline_options
+
+    first, second = bundles
+    root, out = str(tmp_path / "registry"), tmp_path / "versions.txt"
+    v1 = ModelRegistry(root).register(first)
+    snaps = snapshots(first.context, count=12)
+    out.write_text("")
+    start, interval_s = time.time(), 0.5
+    p = beam.Pipeline(options=pipeline_options("prism", True, []))
+    _ = (
+        p
+        | PeriodicImpulse(start_timestamp=start, stop_timestamp=start + len(snaps) * interval_s,
+                          fire_interval=interval_s)
+        | beam.Map(lambda ts: snaps[min(round((float(ts) - start) / interval_s), len(snaps) - 1)])
+        | "RegisterSecondModel" >> beam.ParDo(_RegisterAt(root, second, snaps[5]["step_ms"]))
+        | Forecast(root, refresh_s=0.0, max_batch_size=1)
+        | beam.ParDo(_AppendVersion(str(out)))
+    )
+    p.run().wait_until_finish()
+    versions: dict[int, set[str]] = {}
+    for line in out.read_text().splitlines():
+        step, version = line.split()
+        versions.setdefault(int(step), set()).add(version)
+    order = [versions[s["step_ms"]] for s in snaps]
+    assert all(len(v) == 1 for v in order)
+    order = [next(iter(v)) for v in order]
+    # The first model until the swap (registered as step 5 passes), the new one from then on, never back.
+    assert order[0] == v1 and order[-1] != v1 and len(set(order)) == 2
+    switch = order.index(order[-1])
+    assert switch <= 5 and set(order[switch:]) == {order[-1]}
+    assert ModelRegistry(root).latest_version() == order[-1]
