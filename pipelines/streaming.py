@@ -67,7 +67,6 @@ class StreamingConfig:
     allowed_lateness_s: int = 600
     early_firing_count: int | None = 1
     model_refresh_s: float = 10.0
-    idle_timeout_s: float = 2.0
     hdfs_options: tuple[tuple[str, Any], ...] = ()
 
 
@@ -100,8 +99,7 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     topics = cfg.topics
     raw = (
         p
-        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start,
-                                     idle_timeout_s=cfg.idle_timeout_s)
+        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start)
         | "CountRaw" >> beam.ParDo(_Counted("raw"))
     )
     known = sorted(set(cfg.known_sensor_ids) | set(cfg.sensor_ids))

@@ -48,9 +48,8 @@ class KafkaOptions(PipelineOptions):
                             help="consumer group whose offsets the reader commits (best effort)")
         parser.add_argument("--kafka_start", choices=KAFKA_START_POSITIONS, default="committed",
                             help="where a fresh job starts reading: earliest, latest or committed")
-        parser.add_argument("--kafka_idle_timeout_s", type=float, default=2.0,
-                            help="a caught-up partition with no record for this long is idle and stops "
-                            "holding the watermark back")
+        parser.add_argument("--kafka_max_out_of_orderness_s", type=float, default=0.0,
+                            help="how far behind the newest record time the reader's watermark stays")
 
 
 class RegistryOptions(PipelineOptions):

@@ -6,33 +6,31 @@ Flink through the portable job server).
 
 Reading (:class:`ReadFromKafka`)
     At pipeline start one step lists the partitions of the topics and resolves
-    the start offsets; each ``(topic, partition)`` is then read by a splittable
-    DoFn whose restriction is an offset range. Unbounded reads use the range
-    ``[start, 2**63-1)`` and check themselves in (``defer_remainder``) at least
-    once a second, so the runner checkpoints the restriction: on Flink the
-    checkpointed restriction is the source of truth for where to resume.
-    Bounded reads use ``[start, end)`` with the end offsets present when the
-    pipeline started (for batch pipelines and tests).
+    the start offsets. Unbounded reads (streaming) then read each topic with
+    one splittable restriction covering all its partitions
+    (:mod:`transforms.kafka_topic_reader`), which checks itself in at least once
+    a second so the runner checkpoints it: on Flink the checkpointed restriction
+    (every partition's next offset) is the source of truth for where to resume.
+    Bounded reads (batch, tests) read each ``(topic, partition)`` as an offset
+    range ``[start, end)`` with the end offsets present when the pipeline started.
 
 Delivery guarantee
     At least once. A restart from a runner checkpoint re-reads from the
     checkpointed offsets, so records after the last checkpoint may be seen
-    twice; none is skipped. Committing offsets to the consumer group (when
-    ``group_id`` is set) happens after the runner has durably committed the
-    bundle (bundle finalisation) and is best effort: it serves lag monitoring
+    twice (DeduplicateEvents drops exact repeats downstream); none is skipped.
+    Committing offsets to the consumer group (when ``group_id`` is set) is best
+    effort, when a checkpointed restriction resumes: it serves lag monitoring
     and ``start="committed"`` for a new pipeline, never recovery.
 
 Watermarks and idle partitions
-    Each partition's watermark is the newest record timestamp it has read
-    (the Kafka record timestamp, which the producers set to the event time)
-    minus ``max_out_of_orderness_s``; it never goes back. A partition is
-    *idle* when it has read everything up to its high-water mark and has seen
-    no record for ``idle_timeout_s``. An idle partition advances its watermark
-    to the newest record timestamp present in any partition of its topic (read
-    from the broker), never past it. So an empty or quiet partition never holds
-    back event-time windows that the busy partitions have passed, and when all
-    partitions are quiet the watermark reaches the newest record; the window
-    holding that record fires when newer data arrives or the read ends.
+    Record timestamps are event times (the producers set them). A topic's
+    watermark is the newest timestamp read in the partitions that still have
+    unread records (held at MIN until each has read one); partitions that have
+    read everything up to their high-water mark hold nothing, and when all are
+    caught up the watermark is the newest timestamp read, minus
+    ``max_out_of_orderness_s``. So an empty or quiet partition never stalls
+    event-time windows, and a partition that starts late never finds the
+    watermark already past its records.
 
 Writing (:class:`WriteToKafka`)
     One idempotent producer per DoFn instance; every bundle is flushed in
@@ -50,21 +48,19 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.exceptions import TrafficError
 from schemas.records import KafkaMessage
+from transforms.kafka_topic_reader import ReadTopicFn, TopicRead
 
 __all__ = ["KafkaIOError", "PartitionRead", "ReadFromKafka", "WriteToKafka"]
 
-UNBOUNDED_STOP = 2**63 - 1
 _NO_GROUP = "traffic-beam-reader"  # librdkafka needs a group id even for assign(); never committed to
-_READ_CALL_S = 1.0  # an unbounded read checks itself in at least this often
 _POLL_S = 0.2
 _META_TIMEOUT_S = 10.0
 START_POSITIONS = ("earliest", "latest", "committed")
@@ -75,15 +71,15 @@ class KafkaIOError(TrafficError):
 
 
 class PartitionRead(NamedTuple):
-    """What one partition reader reads: ``[start, stop)``; ``stop`` is None when unbounded."""
+    """What one bounded partition reader reads: ``[start, stop)``."""
 
     topic: str
     partition: int
     start: int
-    stop: int | None
+    stop: int
 
 
-def _consumer(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any] | None) -> Consumer:
+def _consumer_config(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any] | None) -> dict:
     config = {
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id or _NO_GROUP,
@@ -93,7 +89,11 @@ def _consumer(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, 
         "enable.partition.eof": False,
     }
     config.update(extra or {})
-    return Consumer(config)
+    return config
+
+
+def _consumer(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any] | None) -> Consumer:
+    return Consumer(_consumer_config(bootstrap_servers, group_id, extra))
 
 
 def _partitions(consumer: Consumer, bootstrap_servers: str, topic: str) -> list[int]:
@@ -129,13 +129,15 @@ class _PlanPartitions(beam.DoFn):
         self._start, self._bounded, self._stop_at_end = start, bounded, stop_at_end
         self._max_records, self._config = max_records, dict(consumer_config or {})
 
-    def process(self, _: bytes) -> Iterator[PartitionRead]:
+    def process(self, _: bytes) -> Iterator[PartitionRead | TopicRead]:
         consumer = _consumer(self._servers, self._group, self._config)
         try:
             tps = [TopicPartition(t, p) for t in self._topics for p in _partitions(consumer, self._servers, t)]
             starts = [_start_offset(consumer, tp, self._start) for tp in tps]
             if not self._bounded:
-                yield from (PartitionRead(tp.topic, tp.partition, s, None) for tp, s in zip(tps, starts, strict=True))
+                for topic in self._topics:
+                    yield TopicRead(topic, tuple((tp.partition, s) for tp, s in zip(tps, starts, strict=True)
+                                                 if tp.topic == topic))
                 return
             ends = self._end_offsets(consumer, tps, starts)
         finally:
@@ -156,84 +158,43 @@ class _PlanPartitions(beam.DoFn):
             time.sleep(_POLL_S)  # wait for max_records records to exist
 
 
-class _PartitionOffsetTracker(OffsetRestrictionTracker):
-    """Offset tracker that only self-checkpoints (no dynamic splits) when unbounded."""
-
-    def try_split(self, fraction_of_remainder: float):
-        if self._range.stop == UNBOUNDED_STOP and fraction_of_remainder > 0:
-            return None
-        return super().try_split(fraction_of_remainder)
-
-    def is_bounded(self) -> bool:
-        return self._range.stop != UNBOUNDED_STOP
-
-
 class _OffsetRanges(RestrictionProvider):
     def initial_restriction(self, element: PartitionRead) -> OffsetRange:
-        return OffsetRange(element.start, UNBOUNDED_STOP if element.stop is None else element.stop)
+        return OffsetRange(element.start, element.stop)
 
-    def create_tracker(self, restriction: OffsetRange) -> _PartitionOffsetTracker:
-        return _PartitionOffsetTracker(restriction)
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
 
     def split(self, element: PartitionRead, restriction: OffsetRange) -> Iterator[OffsetRange]:
         yield restriction
 
     def restriction_size(self, element: PartitionRead, restriction: OffsetRange) -> int:
-        return 1 if restriction.stop == UNBOUNDED_STOP else restriction.size()
-
-
-class _Watermarks(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, element: PartitionRead, restriction: OffsetRange) -> Timestamp:
-        return MIN_TIMESTAMP
-
-    def create_watermark_estimator(self, estimator_state: Timestamp) -> ManualWatermarkEstimator:
-        return ManualWatermarkEstimator(estimator_state)
+        return restriction.size()
 
 
 _RESTRICTION_PARAM = beam.DoFn.RestrictionParam(_OffsetRanges())
-_WATERMARK_PARAM = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
-
-
-def _advance(estimator: ManualWatermarkEstimator, timestamp_ms: int) -> None:
-    candidate = Timestamp(micros=min(timestamp_ms * 1000, MAX_TIMESTAMP.micros - 1))
-    current = estimator.current_watermark()
-    if current is None or candidate > current:
-        estimator.set_watermark(candidate)
 
 
 class _ReadPartitionFn(beam.DoFn):
-    """Splittable DoFn reading one partition's offset range (see the module docstring)."""
+    """Splittable DoFn reading one partition's bounded offset range (batch reads and tests)."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: Mapping | None,
-                 idle_timeout_s: float, max_out_of_orderness_s: float, commit_offsets: bool):
+    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: Mapping | None):
         self._servers, self._group, self._config = bootstrap_servers, group_id, dict(consumer_config or {})
-        self._idle_timeout_s, self._lag_ms = idle_timeout_s, int(max_out_of_orderness_s * 1000)
-        self._commit = commit_offsets and group_id is not None
         self._records = Metrics.counter("kafka_io", "records_read")
 
     def setup(self) -> None:
         self._consumer = _consumer(self._servers, self._group, self._config)
-        self._idle_since: dict[tuple[str, int], float] = {}
-        self._newest: dict[str, tuple[float, int | None]] = {}
 
     def teardown(self) -> None:
         if getattr(self, "_consumer", None) is not None:
             self._consumer.close()
             self._consumer = None
 
-    def process(
-        self,
-        element: PartitionRead,
-        tracker=_RESTRICTION_PARAM,
-        estimator=_WATERMARK_PARAM,
-    ) -> Iterator[TimestampedValue]:
+    def process(self, element: PartitionRead, tracker=_RESTRICTION_PARAM) -> Iterator[TimestampedValue]:
         restriction = tracker.current_restriction()
         tp = TopicPartition(element.topic, element.partition, restriction.start)
         self._consumer.assign([tp])
-        self._commit_resumed(element, restriction.start)
-        bounded = restriction.stop != UNBOUNDED_STOP
-        deadline = time.monotonic() + _READ_CALL_S
-        next_offset, read = restriction.start, 0
+        next_offset = restriction.start
         while True:
             batch = self._consumer.consume(500, timeout=_POLL_S)
             for msg in batch:
@@ -243,30 +204,15 @@ class _ReadPartitionFn(beam.DoFn):
                     return
                 ts_ms = msg.timestamp()[1]
                 ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
-                _advance(estimator, ts_ms - self._lag_ms)
-                next_offset, read = msg.offset() + 1, read + 1
+                next_offset = msg.offset() + 1
                 self._records.inc()
                 yield TimestampedValue(
                     KafkaMessage(msg.key(), msg.value(), element.topic, element.partition, msg.offset(), ts_ms),
                     ts_ms / 1000.0,
                 )
-            position = self._position(tp, next_offset, fetched=bool(batch))
-            if bounded and position >= restriction.stop:
+            if self._position(tp, next_offset, fetched=bool(batch)) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # gaps (compaction, markers) up to the end: done
                 return
-            if not bounded and (time.monotonic() >= deadline or (not batch and self._caught_up(tp, position))):
-                break
-        key = (element.topic, element.partition)
-        if read or not self._caught_up(tp, self._position(tp, next_offset, fetched=False)):
-            self._idle_since.pop(key, None)
-            tracker.defer_remainder()
-            return
-        idle_since = self._idle_since.setdefault(key, time.monotonic())
-        if time.monotonic() - idle_since >= self._idle_timeout_s:
-            newest = self._topic_newest_ms(element.topic)
-            if newest is not None:
-                _advance(estimator, newest - self._lag_ms)
-        tracker.defer_remainder(Duration(seconds=min(1.0, self._idle_timeout_s)))
 
     def _position(self, tp: TopicPartition, next_offset: int, fetched: bool) -> int:
         """The next offset to read; before the first fetch, past records deleted by retention."""
@@ -275,57 +221,6 @@ class _ReadPartitionFn(beam.DoFn):
             return max(position, next_offset)
         low, _ = self._consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
         return max(next_offset, low)
-
-    def _caught_up(self, tp: TopicPartition, position: int) -> bool:
-        _, high = self._consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
-        return position >= high
-
-    def _topic_newest_ms(self, topic: str) -> int | None:
-        """The newest record timestamp in any partition of the topic (cached for idle_timeout_s)."""
-        checked_at, newest = self._newest.get(topic, (0.0, None))
-        if time.monotonic() - checked_at < self._idle_timeout_s:
-            return newest
-        probe = _consumer(self._servers, None, self._config)
-        try:
-            tails = []
-            for p in _partitions(probe, self._servers, topic):
-                low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=_META_TIMEOUT_S)
-                if high > low:
-                    tails.append(TopicPartition(topic, p, high - 1))
-            probe.assign(tails)
-            stamps: dict[int, int] = {}
-            deadline = time.monotonic() + _META_TIMEOUT_S
-            while len(stamps) < len(tails) and time.monotonic() < deadline:
-                for msg in probe.consume(len(tails), timeout=_POLL_S):
-                    if msg.error() is None:
-                        stamps[msg.partition()] = max(stamps.get(msg.partition(), -1), msg.timestamp()[1])
-        finally:
-            probe.close()
-        newest = max(stamps.values()) if stamps else None
-        self._newest[topic] = (time.monotonic(), newest)
-        return newest
-
-    def _commit_resumed(self, element: PartitionRead, start: int) -> None:
-        """Best effort: a resumed restriction means the runner finished the bundles before ``start``.
-
-        (Bundle finalisation would be the textbook place, but Prism 2.77 fails FinalizeBundle
-        requests for SDFs with "Bundle is not in a finalizable state" and then drops the output.)
-        """
-        if self._commit and start > element.start:
-            self._consumer.commit(offsets=[TopicPartition(element.topic, element.partition, start)], asynchronous=True)
-
-
-class _ReadUnboundedPartitionFn(_ReadPartitionFn):
-    """The same reader, declared unbounded per element (a bounded read keeps Flink in batch mode)."""
-
-    @beam.DoFn.unbounded_per_element()
-    def process(
-        self,
-        element: PartitionRead,
-        tracker=_RESTRICTION_PARAM,
-        estimator=_WATERMARK_PARAM,
-    ) -> Iterator[TimestampedValue]:
-        yield from super().process(element, tracker, estimator)
 
 
 class ReadFromKafka(beam.PTransform):
@@ -348,7 +243,6 @@ class ReadFromKafka(beam.PTransform):
         stop_at_end: bool = True,
         max_records: int | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        idle_timeout_s: float = 2.0,
         max_out_of_orderness_s: float = 0.0,
         commit_offsets: bool = True,
     ):
@@ -362,18 +256,18 @@ class ReadFromKafka(beam.PTransform):
         self._topics = [topics] if isinstance(topics, str) else list(topics)
         self._plan = _PlanPartitions(bootstrap_servers, self._topics, group_id, start, bounded, stop_at_end,
                                      max_records, consumer_config)
-        reader = _ReadPartitionFn if bounded else _ReadUnboundedPartitionFn
-        self._read = reader(bootstrap_servers, group_id, consumer_config, idle_timeout_s,
-                            max_out_of_orderness_s, commit_offsets)
+        self._bounded = bounded
+        if bounded:
+            self._read = _ReadPartitionFn(bootstrap_servers, group_id, consumer_config)
+        else:
+            config = _consumer_config(bootstrap_servers, group_id, consumer_config)
+            self._read = ReadTopicFn(config, max_out_of_orderness_s, commit_offsets and group_id is not None)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaMessage]:
-        return (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "PlanPartitions" >> beam.ParDo(self._plan)
-            | "SpreadPartitions" >> beam.Reshuffle()
-            | "ReadPartitions" >> beam.ParDo(self._read).with_output_types(KafkaMessage)
-        )
+        planned = pbegin | "Impulse" >> beam.Impulse() | "PlanPartitions" >> beam.ParDo(self._plan)
+        if self._bounded:
+            planned = planned | "SpreadPartitions" >> beam.Reshuffle()
+        return planned | "ReadPartitions" >> beam.ParDo(self._read).with_output_types(KafkaMessage)
 
 
 class _WriteFn(beam.DoFn):

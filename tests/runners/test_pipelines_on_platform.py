@@ -158,7 +158,7 @@ def test_kafka_to_kafka_on_flink(kafka_bootstrap: str, flink_services: dict[str,
 
 def _streaming_pipeline(options, bootstrap: str, source: str, sink: str, windows: str) -> beam.Pipeline:
     p = beam.Pipeline(options=options)
-    messages = p | "Read" >> ReadFromKafka(bootstrap, source, idle_timeout_s=1.0)
+    messages = p | "Read" >> ReadFromKafka(bootstrap, source)
     _ = (messages
          | "Tag" >> beam.Map(_tag)
          | "Write" >> WriteToKafka(bootstrap, sink, key_fn=lambda kv: kv[0], value_fn=lambda kv: kv[1]))

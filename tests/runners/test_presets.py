@@ -144,10 +144,10 @@ def test_runner_argument_offers_exactly_the_presets() -> None:
 
 def test_shared_typed_options_parse() -> None:
     options = pipeline_options("direct", True, [
-        "--kafka_bootstrap_servers=k:9092", "--kafka_start=earliest", "--kafka_idle_timeout_s=0.5",
+        "--kafka_bootstrap_servers=k:9092", "--kafka_start=earliest", "--kafka_max_out_of_orderness_s=0.5",
         "--model_registry=hdfs://models", "--model_refresh_s=5",
     ], PlatformSettings())
     kafka, registry = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
-    assert (kafka.kafka_bootstrap_servers, kafka.kafka_start, kafka.kafka_idle_timeout_s) == ("k:9092", "earliest", 0.5)
+    assert (kafka.kafka_bootstrap_servers, kafka.kafka_start, kafka.kafka_max_out_of_orderness_s) == ("k:9092", "earliest", 0.5)
     assert (registry.model_registry, registry.model_refresh_s) == ("hdfs://models", 5.0)
     assert options.view_as(HadoopFileSystemOptions).hdfs_port == str(PlatformSettings().hdfs_http_port)

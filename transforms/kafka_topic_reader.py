@@ -1,0 +1,226 @@
+"""The unbounded Kafka reader: one splittable restriction per topic, covering all its partitions.
+
+Why one restriction per topic and not one per partition: a runner must hold the
+output watermark of a splittable DoFn at its unstarted work, and Prism does not
+(a partition read later than the others found the watermark already past its
+records, which windows then dropped as late). With every partition in one
+restriction, one watermark estimator sees them all and the watermark is the
+oldest progress among the partitions that still have records to read:
+
+* a partition with unread records holds the watermark at its newest record
+  timestamp read so far (MIN before its first record);
+* a partition that has read everything up to its high-water mark holds nothing;
+  when every partition is caught up, the watermark is the newest timestamp read
+  (minus ``max_out_of_orderness_s``), so a quiet or empty partition never stalls
+  event-time windows.
+
+The restriction records, per partition, the next offset and the newest
+timestamp read, so a checkpoint (``defer_remainder``; on Flink part of the
+runner's checkpoint) resumes exactly there with the same watermark. Offsets are
+committed to ``group_id`` when a checkpointed restriction resumes: best effort,
+for lag monitoring and ``start="committed"``; the checkpoint is what recovery uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.records import KafkaMessage
+
+__all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn"]
+
+_READ_CALL_S = 1.0  # a read checks itself in at least this often
+_POLL_S = 0.2
+_META_TIMEOUT_S = 10.0
+_BATCH = 500
+
+
+class TopicRead(NamedTuple):
+    """What one reader reads: a topic and each partition's start offset."""
+
+    topic: str
+    starts: tuple[tuple[int, int], ...]  # (partition, offset)
+
+
+class PartitionProgress(NamedTuple):
+    partition: int
+    next_offset: int
+    newest_ms: int | None  # newest record timestamp read so far
+
+
+class TopicRestriction(NamedTuple):
+    """Per partition: where to read next and the newest timestamp read; ``done`` after a checkpoint."""
+
+    partitions: tuple[PartitionProgress, ...]
+    done: bool = False
+
+
+class _TopicTracker(RestrictionTracker):
+    """Claims (partition, offset, timestamp) positions; splits only to checkpoint (fraction 0)."""
+
+    def __init__(self, restriction: TopicRestriction) -> None:
+        self._restriction = restriction
+        self._next = {p.partition: p.next_offset for p in restriction.partitions}
+        self._newest = {p.partition: p.newest_ms for p in restriction.partitions}
+
+    def current_restriction(self) -> TopicRestriction:
+        return self._restriction
+
+    def _progress(self) -> tuple[PartitionProgress, ...]:
+        return tuple(PartitionProgress(p, self._next[p], self._newest[p]) for p in sorted(self._next))
+
+    def try_claim(self, position: tuple[int, int, int]) -> bool:
+        partition, offset, timestamp_ms = position
+        if self._restriction.done or partition not in self._next or offset < self._next[partition]:
+            return False
+        self._next[partition] = offset + 1
+        newest = self._newest[partition]
+        self._newest[partition] = timestamp_ms if newest is None else max(newest, timestamp_ms)
+        return True
+
+    def try_split(self, fraction_of_remainder: float):
+        if fraction_of_remainder > 0 or self._restriction.done:
+            return None
+        residual = TopicRestriction(self._progress())
+        primary = TopicRestriction(self._progress(), done=True)
+        self._restriction = primary
+        return primary, residual
+
+    def check_done(self) -> None:
+        if not self._restriction.done:
+            raise ValueError("an unbounded topic read ended without checkpointing its remainder")
+
+    def current_progress(self) -> RestrictionProgress:
+        return RestrictionProgress(completed=0, remaining=1)
+
+    def is_bounded(self) -> bool:
+        return False
+
+
+class _TopicRestrictions(RestrictionProvider):
+    def initial_restriction(self, element: TopicRead) -> TopicRestriction:
+        return TopicRestriction(tuple(PartitionProgress(p, offset, None) for p, offset in element.starts))
+
+    def create_tracker(self, restriction: TopicRestriction) -> _TopicTracker:
+        return _TopicTracker(restriction)
+
+    def split(self, element: TopicRead, restriction: TopicRestriction) -> Iterator[TopicRestriction]:
+        yield restriction
+
+    def restriction_size(self, element: TopicRead, restriction: TopicRestriction) -> int:
+        return 1
+
+
+class _Watermarks(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element: TopicRead, restriction: TopicRestriction) -> Timestamp:
+        return MIN_TIMESTAMP
+
+    def create_watermark_estimator(self, estimator_state: Timestamp) -> ManualWatermarkEstimator:
+        return ManualWatermarkEstimator(estimator_state)
+
+
+def topic_watermark_ms(newest_ms: Mapping[int, int | None], caught_up: Mapping[int, bool]) -> int | None:
+    """The watermark of a topic read (see the module doc); None when nothing may be promised yet."""
+    behind = [p for p, up in caught_up.items() if not up]
+    if behind:
+        stamps = [newest_ms.get(p) for p in behind]
+        return None if any(s is None for s in stamps) else min(stamps)
+    seen = [s for s in newest_ms.values() if s is not None]
+    return max(seen) if seen else None
+
+
+_RESTRICTION_PARAM = beam.DoFn.RestrictionParam(_TopicRestrictions())
+_WATERMARK_PARAM = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
+
+
+class ReadTopicFn(beam.DoFn):
+    """Splittable DoFn reading every partition of one topic without end (see the module doc)."""
+
+    def __init__(self, consumer_config: Mapping[str, Any], max_out_of_orderness_s: float, commit_offsets: bool):
+        self._config = dict(consumer_config)
+        self._lag_ms = int(max_out_of_orderness_s * 1000)
+        self._commit = commit_offsets
+        self._records = Metrics.counter("kafka_io", "records_read")
+
+    def setup(self) -> None:
+        self._consumer = Consumer(self._config)
+
+    def teardown(self) -> None:
+        if getattr(self, "_consumer", None) is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: TopicRead,
+        tracker=_RESTRICTION_PARAM,
+        estimator=_WATERMARK_PARAM,
+    ) -> Iterator[TimestampedValue]:
+        restriction = tracker.current_restriction()
+        topic = element.topic
+        self._consumer.assign([TopicPartition(topic, p.partition, p.next_offset) for p in restriction.partitions])
+        self._commit_resumed(topic, restriction)
+        # The runner hands us a view of the tracker: keep this call's progress here too.
+        next_offsets = {p.partition: p.next_offset for p in restriction.partitions}
+        newest_ms = {p.partition: p.newest_ms for p in restriction.partitions}
+        deadline = time.monotonic() + _READ_CALL_S
+        read = 0
+        while time.monotonic() < deadline:
+            batch = self._consumer.consume(_BATCH, timeout=_POLL_S)
+            for msg in batch:
+                if msg.error() is not None:
+                    raise RuntimeError(f"reading {topic}[{msg.partition()}]: {msg.error().str()}")
+                ts_ms = msg.timestamp()[1]
+                ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
+                partition = msg.partition()
+                if not tracker.try_claim((partition, msg.offset(), ts_ms)):
+                    return
+                next_offsets[partition] = msg.offset() + 1
+                newest = newest_ms[partition]
+                newest_ms[partition] = ts_ms if newest is None else max(newest, ts_ms)
+                read += 1
+                yield TimestampedValue(
+                    KafkaMessage(msg.key(), msg.value(), topic, msg.partition(), msg.offset(), ts_ms), ts_ms / 1000.0
+                )
+            if not batch:
+                break
+        self._records.inc(read)
+        caught_up = {p: self._caught_up(topic, p, offset) for p, offset in next_offsets.items()}
+        watermark = topic_watermark_ms(newest_ms, caught_up)
+        if watermark is not None:
+            candidate = Timestamp(micros=min((watermark - self._lag_ms) * 1000, MAX_TIMESTAMP.micros - 1))
+            current = estimator.current_watermark()
+            if current is None or candidate > current:
+                estimator.set_watermark(candidate)
+        tracker.defer_remainder(Duration(seconds=0) if read else Duration(seconds=_POLL_S))
+
+    def _caught_up(self, topic: str, partition: int, next_offset: int) -> bool:
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_META_TIMEOUT_S,
+                                                       cached=False)
+        return next_offset >= high
+
+    def _commit_resumed(self, topic: str, restriction: TopicRestriction) -> None:
+        """Best effort: a resumed restriction means the runner finished the bundles before it.
+
+        (Bundle finalisation would be the textbook place, but Prism 2.77 fails FinalizeBundle
+        for splittable DoFns.)
+        """
+        resumed = [p for p in restriction.partitions if p.newest_ms is not None]
+        if self._commit and resumed:
+            offsets = [TopicPartition(topic, p.partition, p.next_offset) for p in resumed]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except Exception:  # noqa: BLE001 - best effort by design (see the module doc)
+                pass
