@@ -40,7 +40,7 @@ class ModelSpec:
 
 
 def _ridge() -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1.0))])
+    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1000.0))])
 
 
 def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
