@@ -226,3 +226,29 @@ def test_features_from_and_to_hdfs(hdfs_service, tmp_path, monkeypatch) -> None:
         assert np.max(np.abs(got[list(FEATURE_NAMES)].to_numpy(np.float64) - x[order].astype(np.float64))) <= 1e-9
     finally:
         FileSystems.delete([root])
+
+
+@pytest.mark.integration
+@pytest.mark.flink
+@pytest.mark.timeout(900)
+@pytest.mark.xfail(
+    reason="the local Flink 1.19 cluster fails batch jobs with 'Insufficient number of network buffers: required 512' "
+    "(sort-shuffle min buffers vs the TaskManager's network memory); needs a platform config change",
+    strict=False,
+)
+def test_features_on_flink_equal_direct(flink_services, features_run, tmp_path) -> None:
+    """--runner flink (job server + LOOPBACK workers) writes the same feature tables as DirectRunner."""
+    direct_out, _, _ = features_run
+    out = tmp_path / "flink"
+    raw = direct_out.parent / "raw.parquet"
+    data = load_readings(SourceSpec(str(raw)))
+    assert run(["features", "--data", str(raw), "--output", str(out), "--runner", "flink",
+                "--beam-args=--parallelism=1", "--start", iso(int(data.times_ms[0])),
+                "--end", iso(int(data.times_ms[-1]) + STEP_MS)]) == 0
+    for split in ("train", "val"):
+        x_direct, y_direct, meta_direct = read_feature_table(direct_out / "features" / split)
+        x_flink, y_flink, meta_flink = read_feature_table(out / "features" / split)
+        assert np.array_equal(meta_direct.step_ms, meta_flink.step_ms) and len(x_flink) > 0
+        assert np.array_equal(x_direct, x_flink)
+        assert np.array_equal(np.isnan(y_direct), np.isnan(y_flink))
+        assert np.nanmax(np.abs(y_direct - y_flink)) == 0.0
