@@ -22,7 +22,7 @@ from ml.dataset import MetrLA, load_metrla
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES
 from ml.metrics import scores
-from ml.registry import ModelBundle, ModelRegistry, default_registry_root
+from ml.registry import ModelBundle, ModelRegistry, default_registry_root, platform_hdfs_options
 from ml.training_set import ExampleMeta, examples
 
 __all__ = ["SplitPredictions", "predict_split", "evaluate", "register", "run", "SPLITS"]
@@ -106,7 +106,7 @@ def _print_text(result: dict, version: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = load_metrla(args.data)
+    data = load_metrla(args.data, platform_hdfs_options(args.data))
     registry = ModelRegistry(args.registry or default_registry_root())
     bundle = registry.load(args.version)
     result, per_split = evaluate(bundle, data)

@@ -30,7 +30,14 @@ from ml.conformal import BinnedConformal
 from ml.exceptions import ModelRegistryError
 from ml.features import FEATURE_NAMES, FeatureContext
 
-__all__ = ["TRUSTED_TYPES", "ModelBundle", "ModelRegistry", "default_registry_root", "library_versions"]
+__all__ = [
+    "TRUSTED_TYPES",
+    "ModelBundle",
+    "ModelRegistry",
+    "default_registry_root",
+    "library_versions",
+    "platform_hdfs_options",
+]
 
 MAX_SPEED_MPH = 100.0
 # Every type a stored model may contain beyond skops' defaults; anything else refuses to load.
@@ -66,6 +73,16 @@ def default_registry_root() -> str:
     from runners.settings import PlatformSettings
 
     return str(PlatformSettings().work_dir / "models")
+
+
+def platform_hdfs_options(path: str | None) -> dict | None:
+    """Beam HDFS options of the local platform (``TRAFFIC_HDFS_*`` settings) for an ``hdfs://`` path, else None."""
+    if not path or not str(path).startswith("hdfs://"):
+        return None
+    from runners.settings import get_settings
+
+    s = get_settings()
+    return {"hdfs_host": s.host, "hdfs_port": s.hdfs_http_port, "hdfs_user": s.hdfs_user}
 
 
 def library_versions() -> dict[str, str]:
@@ -141,6 +158,7 @@ class ModelRegistry:
     def __init__(self, root: str | Path | None = None, hdfs_options: dict | None = None) -> None:
         self.root = str(root) if root is not None else default_registry_root()
         self._remote = _is_remote(self.root)
+        hdfs_options = hdfs_options or platform_hdfs_options(self.root)
         if self._remote and hdfs_options:
             from apache_beam.io.filesystems import FileSystems
             from apache_beam.options.pipeline_options import PipelineOptions
