@@ -148,6 +148,7 @@ def test_shared_typed_options_parse() -> None:
         "--model_registry=hdfs://models", "--model_refresh_s=5",
     ], PlatformSettings())
     kafka, registry = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
-    assert (kafka.kafka_bootstrap_servers, kafka.kafka_start, kafka.kafka_max_out_of_orderness_s) == ("k:9092", "earliest", 0.5)
+    got = (kafka.kafka_bootstrap_servers, kafka.kafka_start, kafka.kafka_max_out_of_orderness_s)
+    assert got == ("k:9092", "earliest", 0.5)
     assert (registry.model_registry, registry.model_refresh_s) == ("hdfs://models", 5.0)
     assert options.view_as(HadoopFileSystemOptions).hdfs_port == str(PlatformSettings().hdfs_http_port)
