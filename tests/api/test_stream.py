@@ -122,14 +122,14 @@ def _port() -> int:
 def test_traffic_serve_says_bye_to_streams_on_sigterm(kafka_bootstrap, api_topics, model_registry):
     port = _port()
     env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=kafka_bootstrap,
-               TRAFFIC_API_MODEL_REGISTRY=str(model_registry[0]), TRAFFIC_API_SHUTDOWN_GRACE_S="2",
+               TRAFFIC_API_MODEL_REGISTRY=str(model_registry[0]), TRAFFIC_API_SHUTDOWN_GRACE_S="5",
                TRAFFIC_TOPICS_PREDICTIONS=api_topics.predictions, TRAFFIC_TOPICS_ALERTS=api_topics.alerts,
                TRAFFIC_TOPICS_AGGREGATES=api_topics.aggregates, TRAFFIC_API_RATE_LIMIT_PER_S="0")
     proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # `traffic` imports every sub-command (Beam): slow on a busy machine
         while True:
             try:
                 if httpx.get(base + "/dashboard/config.json", timeout=2).status_code == 200:
