@@ -79,7 +79,7 @@
       seg.dataset.count = count;
       bar.appendChild(seg);
     }
-    for (const [cat, count] of Object.entries(counts)) {
+    for (const [cat, count] of Object.entries({ ...counts, NONE: state.sensors.size - n })) {
       const li = document.querySelector(`#legend li[data-congestion="${cat}"] b`);
       if (li) li.textContent = count;
     }
