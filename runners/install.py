@@ -8,6 +8,8 @@ Everything lands under ``PlatformSettings.cache_dir`` (see :class:`InstallLayout
   ``apache-flink-libraries`` wheels, installed with ``pip --no-deps --target`` (never into
   the project's environment: every apache-flink release pins an old apache-beam);
 * ``bin/prism`` and ``bin/boot`` built with ``go install``;
+* ``api/node_modules`` from ``npm ci`` (stamped with the hash of ``api/package-lock.json``), and the
+  dashboard's vendor files copied from it into ``api/static/vendor/`` (``traffic serve`` needs them);
 * ``stamps/<step>.stamp`` one per finished step, holding the step's key (versions and the
   pom's hash). A step whose stamp matches and whose outputs exist is skipped, so a second
   run downloads nothing;
@@ -184,8 +186,8 @@ def _flink_step(layout: InstallLayout) -> InstallStep:
         tmp = target.with_name(target.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         _run_logged([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--disable-pip-version-check",
-                     "--target", str(tmp), f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}"],
-                    log)
+                     "--target", str(tmp), f"apache-flink=={FLINK_VERSION}",
+                     f"apache-flink-libraries=={FLINK_VERSION}"], log)
         bin_dir = tmp / "pyflink" / "bin"
         for script in bin_dir.iterdir():
             if script.suffix in {".sh", ""} and script.is_file():
@@ -197,7 +199,8 @@ def _flink_step(layout: InstallLayout) -> InstallStep:
         name="flink",
         title=f"Flink {FLINK_VERSION} distribution",
         key=_sha("flink", FLINK_VERSION),
-        outputs=[layout.flink_home / "bin" / "jobmanager.sh", layout.flink_home / "lib" / f"flink-dist-{FLINK_VERSION}.jar"],
+        outputs=[layout.flink_home / "bin" / "jobmanager.sh",
+                 layout.flink_home / "lib" / f"flink-dist-{FLINK_VERSION}.jar"],
         run=run,
     )
 
@@ -234,27 +237,46 @@ def _apt_step() -> InstallStep:
 
 
 def _npm_step() -> InstallStep:
+    """``npm ci`` in ``api/`` (skipped while the lock file's stamp matches), then copy the dashboard's vendor files.
+
+    Part of the default plan: ``traffic serve`` (so ``make run``) refuses to start without them.
+    """
     api_dir = REPO_ROOT / "api"
     package_json = api_dir / "package.json"
     lock = api_dir / "package-lock.json"
     node_modules = api_dir / "node_modules"
+    stamp = node_modules / ".traffic-stamp"
 
     def key() -> str:
         return _sha(package_json.read_bytes(), lock.read_bytes() if lock.exists() else b"")
 
+    def modules_current() -> bool:
+        return stamp.exists() and stamp.read_text() == key()
+
     def run(log: Path) -> None:
-        npm = _require_tool("npm", "Node.js package manager")
-        _run_logged([npm, "ci" if lock.exists() else "install", "--no-audit", "--no-fund"], log, cwd=api_dir)
-        (node_modules / ".traffic-stamp").write_text(key())
+        from api.exceptions import VendorFilesMissing  # noqa: PLC0415 - only this step needs the api package
+        from api.vendor import copy_vendor  # noqa: PLC0415
+
+        if not modules_current():
+            npm = _require_tool("npm", "Node.js package manager")
+            _run_logged([npm, "ci" if lock.exists() else "install", "--no-audit", "--no-fund"], log, cwd=api_dir)
+            stamp.write_text(key())
+        try:
+            copied = copy_vendor(node_modules)
+        except VendorFilesMissing as exc:
+            raise _StepFailed(str(exc)) from None
+        with log.open("a") as out:
+            out.write(f"copied {copied} vendor files into {api_dir / 'static' / 'vendor'}\n")
 
     def needed() -> bool:
+        from api.vendor import missing_vendor  # noqa: PLC0415
+
         if not package_json.exists():
             return False
-        stamp = node_modules / ".traffic-stamp"
-        return not (stamp.exists() and stamp.read_text() == key())
+        return not modules_current() or bool(missing_vendor())
 
-    return InstallStep(name="npm-api", title="npm packages of api/", key="npm", outputs=[], run=run,
-                       stamped=False, needed=needed)
+    return InstallStep(name="npm-api", title="npm packages of api/ (dashboard vendor files)", key="npm", outputs=[],
+                       run=run, stamped=False, needed=needed)
 
 
 def plan(settings: PlatformSettings, *, with_test_tools: bool = False) -> list[InstallStep]:
@@ -264,8 +286,9 @@ def plan(settings: PlatformSettings, *, with_test_tools: bool = False) -> list[I
     steps.append(_flink_step(layout))
     steps.append(_go_step(layout, "prism", "github.com/apache/beam/sdks/v2/go/cmd/prism", "prism", layout.prism))
     steps.append(_go_step(layout, "boot", "github.com/apache/beam/sdks/v2/python/container", "container", layout.boot))
+    steps.append(_npm_step())  # `traffic serve` needs the dashboard's vendor files, so not only for tests
     if with_test_tools:
-        steps.extend([_apt_step(), _npm_step()])
+        steps.append(_apt_step())
     return steps
 
 

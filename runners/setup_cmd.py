@@ -24,12 +24,13 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "setup",
-        help="install the local platform (Kafka, Hadoop and job-server jars, Flink, prism, boot); cached",
+        help="install the local platform (Kafka, Hadoop and job-server jars, Flink, prism, boot, dashboard npm files)"
+        "; cached",
         description="Install everything the local platform needs into the cache directory "
         "(TRAFFIC_CACHE_DIR, default ~/.cache/traffic-forecast). Finished steps are skipped.",
     )
     parser.add_argument("--with-test-tools", action="store_true",
-                        help="also install Chromium, chromedriver and docker-compose (apt) and api/'s npm packages")
+                        help="also install Chromium, chromedriver and docker-compose (apt) for the browser tests")
     parser.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (see --list)")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     parser.set_defaults(func=_run)
