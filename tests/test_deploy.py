@@ -429,7 +429,7 @@ def test_every_port_and_topic_follows_its_traffic_variable() -> None:
     text = json.dumps(render(overrides))
     for name, default in ports.items():
         assert not re.search(rf"(?<![\d.]){default}(?!\d)", text), f"{name}={default} is hard-coded somewhere"
-    for name, value in topic_names.items():
+    for _name, value in topic_names.items():
         assert not re.search(rf'(?<![-\w]){re.escape(value)}(?![-\w])', text), f"topic {value} is hard-coded"
     overridden = render({"TRAFFIC_FLINK_TASK_SLOTS": "5", "TRAFFIC_TOPICS_PARTITIONS": "12"})
     tm = dynamic_properties(argv_of(overridden["services"]["flink-taskmanager"]))
@@ -491,7 +491,8 @@ def test_flink_config_matches_the_local_platform() -> None:
     ours = yaml.safe_load(FLINK_CONFIG.read_text())
     local = flink.FlinkService(PlatformSettings()).config_values()
     shared = ("jobmanager.memory.off-heap.size", "jobmanager.memory.jvm-metaspace.size",
-              "jobmanager.execution.failover-strategy", "taskmanager.memory.managed.fraction", "parallelism.default")
+              "jobmanager.execution.failover-strategy", "taskmanager.memory.managed.fraction", "parallelism.default",
+              "taskmanager.network.sort-shuffle.min-buffers")
     for key in shared:
         assert str(ours[key]) == str(local[key]), key
     opts = ours["env.java.opts.all"].split()

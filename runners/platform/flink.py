@@ -12,7 +12,9 @@ import httpx
 from runners.install import FLINK_VERSION
 from runners.platform.service import JAVA_BASE_OPTS, Launch, Service
 
-__all__ = ["JAVA17_OPENS", "FlinkService", "render_flink_config"]
+__all__ = ["JAVA17_OPENS", "SORT_SHUFFLE_MIN_BUFFERS", "FlinkService", "render_flink_config"]
+
+SORT_SHUFFLE_MIN_BUFFERS = 64
 
 # The module openings Flink's own distribution config passes on Java 17 (plus IPv4 for this sandbox).
 JAVA17_OPENS: tuple[str, ...] = (
@@ -62,6 +64,10 @@ class FlinkService(Service):
             "taskmanager.numberOfTaskSlots": s.flink_task_slots,
             "taskmanager.memory.process.size": f"{s.flink_taskmanager_process_mb}m",
             "taskmanager.memory.managed.fraction": 0.2,
+            # Each blocking (batch) result partition reserves this many 32 KiB network buffers; Flink's 512 let only
+            # ~9 partitions run at once in the ~160 MB network memory of a 2 GB TaskManager, and Beam's batch jobs
+            # have more ("Insufficient number of network buffers: required 512").
+            "taskmanager.network.sort-shuffle.min-buffers": SORT_SHUFFLE_MIN_BUFFERS,
             "parallelism.default": 1,
             "rest.address": s.host,
             "rest.bind-address": s.host,
