@@ -132,8 +132,9 @@ class _Count(beam.DoFn):
         yield element
 
 
-def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, weight: Any = None) -> beam.PCollection:
-    label = "Count" + "".join(part.capitalize() for part in name.split("_"))
+def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, weight: Any = None,
+           label: str | None = None) -> beam.PCollection:
+    label = label or "Count" + "".join(part.capitalize() for part in name.split("_"))
     return pcoll | label >> beam.ParDo(_Count(name, cfg.progress_every, weight))
 
 
@@ -195,9 +196,14 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
     windowed = valid | "WindowedAggregate" >> WindowedAggregate(window_s=STEP_MS // 1000, allowed_lateness_s=None)
     aggregates = _count(windowed.aggregates, "aggregates", cfg)
     _ = _count(windowed.late, "late", cfg)
-    dead = (checked.dead_letter, deduped.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+    # Counted before the Flatten: a runner may fuse a Flatten's consumer into each input's stage, and Flink then
+    # reports only one copy's counter (1 of 4 dead letters), so each input has its own step.
+    dead = (
+        _count(checked.dead_letter, "dead_letters", cfg, label="CountInvalidDeadLetters"),
+        _count(deduped.dead_letter, "dead_letters", cfg, label="CountDuplicateDeadLetters"),
+    ) | "AllDeadLetters" >> beam.Flatten()
     _ = (
-        _count(dead, "dead_letters", cfg)
+        dead
         | "DeadLettersToJson" >> beam.Map(_dead_letter_json)
         | "WriteDeadLetters"
         >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "readings"), file_name_suffix=".jsonl")

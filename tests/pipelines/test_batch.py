@@ -231,11 +231,6 @@ def test_features_from_and_to_hdfs(hdfs_service, tmp_path, monkeypatch) -> None:
 @pytest.mark.integration
 @pytest.mark.flink
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    reason="the local Flink 1.19 cluster fails batch jobs with 'Insufficient number of network buffers: required 512' "
-    "(sort-shuffle min buffers vs the TaskManager's network memory); needs a platform config change",
-    strict=False,
-)
 def test_features_on_flink_equal_direct(flink_services, features_run, tmp_path) -> None:
     """--runner flink (job server + LOOPBACK workers) writes the same feature tables as DirectRunner."""
     direct_out, _, _ = features_run
