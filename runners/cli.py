@@ -21,31 +21,51 @@ from collections.abc import Sequence
 
 from schemas.exceptions import TrafficError
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+__all__ = ["main", "build_parser", "COMMANDS", "COMMAND_MODULES"]
 
-# Modules that contribute sub-commands, in the order `traffic --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "runners.setup_cmd",
-    "api.cli",
-    "runners.platform.cli",
-    "runners.topics",
-    "pipelines.replay",
-    "pipelines.batch",
-    "ml.train",
-    "ml.evaluate",
-    "pipelines.streaming",
-    "runners.run_cmd",
+# (command, module whose register() adds it, its line in `traffic --help`), in the order the listing shows them.
+# A module is imported only when its command runs (Beam alone is ~146 MB), so the help line lives here too;
+# tests/runners/test_cli.py checks it against what register() declares.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("setup", "runners.setup_cmd",
+     "install the local platform (Kafka, Hadoop and job-server jars, Flink, prism, boot, dashboard npm files); cached"),
+    ("serve", "api.cli", "run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard"),
+    ("platform", "runners.platform.cli", "start, stop or show the local services (kafka, flink, jobserver, hdfs)"),
+    ("topics", "runners.topics", "create, list or delete the Kafka topics"),
+    ("replay", "pipelines.replay", "send METR-LA readings to the raw topic in event-time order"),
+    ("batch", "pipelines.batch", "batch pipeline over history: feature tables or backfilled predictions"),
+    ("train", "ml.train", "train the forecasting models and save them to the model registry"),
+    ("evaluate", "ml.evaluate", "score the registered model on the validation (and test) split"),
+    ("stream", "pipelines.streaming",
+     "the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)"),
+    ("run", "runners.run_cmd",
+     "bring up the whole local system: platform, model, streaming job, API and a live replay"),
 )
+# Modules that contribute sub-commands, in listing order.
+COMMAND_MODULES: tuple[str, ...] = tuple(module for _, module, _ in COMMANDS)
+_ALL = "*"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (the top level takes no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(command: str | None = _ALL) -> argparse.ArgumentParser:
+    """The ``traffic`` parser; only ``command``'s module is imported (all of them by default, none for ``None``).
+
+    The other commands get a placeholder with their help line, so ``traffic --help`` still lists every one.
+    """
     parser = argparse.ArgumentParser(
         prog="traffic",
         description="Real-time METR-LA traffic forecasting on Apache Beam, Kafka and Flink.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for name, module, help_line in COMMANDS:
+        if command in (_ALL, name):
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_line)
     return parser
 
 
@@ -67,7 +87,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

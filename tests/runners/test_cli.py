@@ -1,0 +1,47 @@
+"""`traffic`: the static command table matches what each module registers, and only the chosen module is imported."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from runners.cli import COMMANDS, _chosen_command, build_parser, main
+
+
+@pytest.mark.parametrize(("name", "module", "help_line"), COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_table_entry_matches_the_modules_register(name: str, module: str, help_line: str) -> None:
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).register(subparsers)
+    assert [(a.dest, a.help) for a in subparsers._choices_actions] == [(name, help_line)]
+
+
+def test_chosen_command_is_the_first_word_that_is_not_an_option() -> None:
+    assert _chosen_command(["--help"]) is None
+    assert _chosen_command(["serve", "--port", "8000"]) == "serve"
+    assert _chosen_command(["-h", "platform", "status"]) == "platform"
+
+
+def test_help_lists_every_command_without_importing_any(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    listing = capsys.readouterr().out
+    for name, _, help_line in COMMANDS:
+        assert name in listing and help_line.split()[0] in listing
+
+
+def test_full_parser_still_builds_every_command() -> None:
+    args = build_parser().parse_args(["topics", "list"])
+    assert args.command == "topics" and callable(args.func)
+
+
+def test_serve_and_help_do_not_import_beam() -> None:
+    code = ("import sys; from runners.cli import build_parser, _chosen_command; "
+            "build_parser(_chosen_command(['serve'])).parse_args(['serve']); import api.app; "
+            "print(sorted(m for m in ('apache_beam', 'sklearn', 'ml.train') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
