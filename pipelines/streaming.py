@@ -13,7 +13,8 @@ the trigger arguments differ::
 
 Counts add up: every raw record ends as a valid event or a dead letter
 (``raw = valid + dead letters``); events later than the allowed lateness are
-dead letters with reason ``late`` and step ``WindowedAggregate``.
+dead letters with reason ``late`` and step ``WindowedAggregate``, and a model
+output PostProcess cannot use is a dead letter of step ``PostProcess``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class StreamingConfig:
     group_id: str = "traffic-stream"
     start: str = "earliest"
     window_s: int = STEP_MS // 1000
-    allowed_lateness_s: int = 600
+    allowed_lateness_s: int = 300
+    lateness_grace_s: int = 300
     early_firing_count: int | None = 1
     model_refresh_s: float = 10.0
     hdfs_options: tuple[tuple[str, Any], ...] = ()
@@ -108,17 +110,13 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     events = deduped.valid | "CountValid" >> beam.ParDo(_Counted("valid"))
     _ = events | "PublishEvents" >> PublishToKafka(cfg.bootstrap_servers, topics.events, "traffic_event")
 
+    # A window stays open for allowed_lateness_s + lateness_grace_s; runners hold the output watermark
+    # there, so the grace is small in streaming (it delays the first step and any incomplete one).
     windowed = events | "WindowedAggregate" >> WindowedAggregate(
-        window_s=cfg.window_s, allowed_lateness_s=cfg.allowed_lateness_s, early_firing_count=cfg.early_firing_count
+        window_s=cfg.window_s, allowed_lateness_s=cfg.allowed_lateness_s, early_firing_count=cfg.early_firing_count,
+        lateness_grace_s=cfg.lateness_grace_s,
     )
     late = windowed.late | "LateToDeadLetters" >> beam.Map(_late_to_dead_letter)
-    dead = (checked.dead_letter, deduped.dead_letter, late) | "AllDeadLetters" >> beam.Flatten()
-    _ = (
-        dead
-        | "CountDeadLetters" >> beam.ParDo(_Counted("dead_letters"))
-        | "PublishDeadLetters" >> PublishToKafka(cfg.bootstrap_servers, topics.dead_letters, "dead_letter",
-                                                 key_field="key")
-    )
     aggregates = windowed.aggregates
     _ = aggregates | "PublishAggregates" >> PublishToKafka(cfg.bootstrap_servers, topics.aggregates,
                                                            "window_aggregate")
@@ -130,21 +128,28 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         cfg.registry, refresh_s=cfg.model_refresh_s, max_batch_size=4, hdfs_options=dict(cfg.hdfs_options) or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
+    dead = (checked.dead_letter, deduped.dead_letter, late, post.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+    _ = (
+        dead
+        | "CountDeadLetters" >> beam.ParDo(_Counted("dead_letters"))
+        | "PublishDeadLetters" >> PublishToKafka(cfg.bootstrap_servers, topics.dead_letters, "dead_letter",
+                                                 key_field="key")
+    )
     predictions = post.predictions | "CountPredictions" >> beam.ParDo(_Counted("predictions"))
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
 
     if cfg.output:
-        _ = aggregates | "WriteAggregateFiles" >> WriteWindowedParquet(
-            join_path(cfg.output, "aggregates"), parquet_schema("window_aggregate")
-        )
-        _ = (
-            predictions
-            | "WindowPredictions" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s))
-            | "WritePredictionFiles" >> WriteWindowedParquet(
-                join_path(cfg.output, "predictions"), parquet_schema("prediction")
+        # Files are written once per window when it closes: the default trigger replaces the early one
+        # (Prism 2.77 also panics grouping temp files under a continuation trigger).
+        for name, records, schema in (("aggregates", aggregates, "window_aggregate"),
+                                      ("predictions", predictions, "prediction")):
+            label = name.capitalize()
+            _ = (
+                records
+                | f"Window{label}ForFiles" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s))
+                | f"Write{label}Files" >> WriteWindowedParquet(join_path(cfg.output, name), parquet_schema(schema))
             )
-        )
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -232,8 +237,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to start reading the raw topic when the job starts fresh (default: committed, "
                         "falling back to earliest)")
     parser.add_argument("--window-s", type=int, default=STEP_MS // 1000, help="aggregation window (default 300)")
-    parser.add_argument("--allowed-lateness-s", type=int, default=600,
-                        help="events up to this late still update their window; later ones are dead letters")
+    parser.add_argument("--allowed-lateness-s", type=int, default=300,
+                        help="events up to this late (behind their sensor's newest reading) still update their "
+                        "window; later ones are dead letters (default 300)")
     parser.add_argument("--model-refresh-s", type=float, default=10.0,
                         help="how often the job checks the registry for a newly registered model")
     parser.add_argument("beam_args", nargs=argparse.REMAINDER,

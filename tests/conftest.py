@@ -100,7 +100,9 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
     def make(prefix: str = "test", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+        # Record timestamps are event times (years old in replays): no age-based retention, as in production.
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1,
+                         config={"retention.ms": "-1", **(config or {})})
         for future in admin.create_topics([topic], operation_timeout=30).values():
             future.result(timeout=60)
         created.append(name)

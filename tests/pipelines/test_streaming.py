@@ -1,0 +1,204 @@
+"""The streaming pipeline end to end on the real Kafka, on Prism and on the local Flink cluster.
+
+Three hours of METR-LA (all 207 sensors) with injected bad records are replayed
+into a fresh raw topic; the job runs until every sensor x step x horizon of the
+model has a prediction. Then:
+
+- counts add up: raw records = validated events + dead letters;
+- after de-duplication by key, every (sensor, step, horizon) with a full
+  12-step history has exactly one prediction;
+- those predictions equal the batch backfill's for the same readings within 1e-6.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from sklearn.linear_model import Ridge
+
+from ml.conformal import fit_binned_conformal
+from ml.dataset import VAL_END_MS, load_metrla, network_sensor_ids
+from ml.features import FEATURE_NAMES, HISTORY_STEPS, HORIZONS_MIN, fit_context
+from ml.registry import ModelBundle, ModelRegistry
+from ml.training_set import examples
+from pipelines.batch import run as run_batch
+from pipelines.replay import producer_config, replay
+from pipelines.streaming import StreamingConfig, build_pipeline
+from runners.flink_jobs import cancel_flink_jobs
+from runners.presets import pipeline_options
+from schemas.codec import AvroCodec
+from schemas.topics import TopicSettings
+
+SENSORS = 8
+HOURS = 3
+START_MS = VAL_END_MS - 6 * 3600 * 1000  # a validation-period morning the model never trained on
+END_MS = START_MS + HOURS * 3600 * 1000
+
+
+def iso(ms: int) -> str:
+    return str(np.datetime64(ms, "ms"))
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> tuple[str, ModelBundle]:
+    """A small real model (ridge on the first 8 sensors' first two days), registered."""
+    data = load_metrla()
+    data = data.only(data.sensor_ids[:SENSORS]).between(None, int(data.times_ms[0]) + 2 * 24 * 3600 * 1000)
+    ctx = fit_context(data)
+    x, y, _ = examples(data, ctx, "train", stride=2)
+    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    estimators, intervals = {}, {}
+    for j, h in enumerate(HORIZONS_MIN):
+        ok = np.isfinite(y[:, j])
+        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
+        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
+    bundle = ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx)
+    root = str(tmp_path_factory.mktemp("registry"))
+    ModelRegistry(root).register(bundle)
+    return root, bundle
+
+
+@pytest.fixture(scope="module")
+def batch_predictions(registered, tmp_path_factory) -> dict[tuple, tuple]:
+    """The batch backfill over the same hours: key -> (predicted, lower, upper, congestion)."""
+    root, _ = registered
+    out = tmp_path_factory.mktemp("backfill")
+    assert run_batch(["backfill", "--registry", root, "--start", iso(START_MS), "--end", iso(END_MS),
+                      "--output", str(out)]) == 0
+    table = pq.read_table(out / "predictions").to_pylist()
+    return {_key(r): _values(r) for r in table}
+
+
+def _key(record: dict) -> tuple:
+    event_time = record["event_time"]
+    if not isinstance(event_time, int):
+        event_time = int(event_time.timestamp() * 1000)
+    return record["sensor_id"], event_time, record["horizon_min"]
+
+
+def _values(record: dict) -> tuple:
+    return (record["predicted_speed_mph"], record["lower_mph"], record["upper_mph"], record["congestion"])
+
+
+def _topics(fresh_topic) -> TopicSettings:
+    names = {field: fresh_topic(f"stream-{field}", partitions=4)
+             for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+    return TopicSettings(**names)
+
+
+def _read_all(bootstrap: str, topic: str) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        messages, deadline = [], time.monotonic() + 60
+        while sum(ends.values()) > len(messages) and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        return messages
+    finally:
+        consumer.close()
+
+
+def _count(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def _expected_keys(bundle: ModelBundle, data_times: np.ndarray) -> set[tuple]:
+    steps = [int(t) for t in data_times[HISTORY_STEPS - 1:]]
+    return {(s, t, h) for s in bundle.context.sensor_ids for t in steps for h in HORIZONS_MIN}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("runner", ["prism", pytest.param("flink", marks=pytest.mark.flink)])
+def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
+    runner: str, request, registered, batch_predictions, kafka_bootstrap, fresh_topic, platform_settings,
+    tmp_path: Path,
+) -> None:
+    if runner == "flink":
+        request.getfixturevalue("flink_services")
+    root, bundle = registered
+    topics = _topics(fresh_topic)
+    sent = replay(None, producer_config(kafka_bootstrap), topics.raw, speed=float("inf"), start_ms=START_MS,
+                  end_ms=END_MS, inject_bad=0.01, seed=7, progress=False)
+    times = load_metrla().between(START_MS, END_MS).times_ms
+    expected = _expected_keys(bundle, times)
+
+    job_name = f"test-stream-{uuid.uuid4().hex[:8]}"
+    cfg = StreamingConfig(bootstrap_servers=kafka_bootstrap, topics=topics, sensor_ids=bundle.context.sensor_ids,
+                          registry=root, known_sensor_ids=network_sensor_ids(), output=str(tmp_path / "out"),
+                          group_id=job_name, start="earliest")
+    pipeline = beam.Pipeline(options=pipeline_options(runner, True, [f"--job_name={job_name}"], platform_settings))
+    build_pipeline(pipeline, cfg)
+    result = pipeline.run()
+    failure: list[BaseException] = []
+    cancelled = threading.Event()
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except Exception as exc:  # noqa: BLE001 - reported below unless we cancelled the job ourselves
+            if not cancelled.is_set():
+                failure.append(exc)
+
+    threading.Thread(target=wait, daemon=True).start()
+    codec = AvroCodec("prediction")
+    deadline = time.monotonic() + 420
+    got: dict[tuple, list[tuple]] = {}
+    try:
+        while time.monotonic() < deadline:
+            got = {}
+            for message in _read_all(kafka_bootstrap, topics.predictions):
+                record = codec.decode(message.value())
+                got.setdefault(_key(record), []).append(_values(record))
+            if failure or (expected <= set(got) and _count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total):
+                break
+            time.sleep(3)
+    finally:
+        cancelled.set()
+        result.cancel()
+        if runner == "flink":
+            cancel_flink_jobs(platform_settings.flink_rest_url, job_name)
+
+    assert not failure, f"the streaming job failed: {failure[0]}"
+    missing = expected - set(got)
+    assert not missing, f"{len(missing)} of {len(expected)} predictions never arrived, e.g. {sorted(missing)[:3]}"
+    # Counts add up: every raw record is a validated event or a dead letter (none twice on a clean run).
+    raw = _count(kafka_bootstrap, topics.raw)
+    events = _read_all(kafka_bootstrap, topics.events)
+    event_keys = Counter((m.key(), AvroCodec("traffic_event").decode(m.value())["event_time"]) for m in events)
+    dead = _count(kafka_bootstrap, topics.dead_letters)
+    assert raw == sent.events
+    assert raw == len(event_keys) + dead, (raw, len(event_keys), dead)
+    assert dead == sent.bad_total  # every injected bad record, duplicates included, is a dead letter
+    # One prediction per key once de-duplicated, equal to the batch pipeline's within 1e-6.
+    assert set(batch_predictions) == expected
+    worst = 0.0
+    for key in expected:
+        versions = set(got[key])
+        assert len(versions) == 1, f"{key} has differing duplicates {versions}"
+        (stream,) = versions
+        batch = batch_predictions[key]
+        assert stream[3] == batch[3], key
+        worst = max(worst, *(abs(a - b) for a, b in zip(stream[:3], batch[:3], strict=True)))
+    assert worst <= 1e-6
+    # The windowed Parquet output holds the same predictions as the topic.
+    files = list((tmp_path / "out" / "predictions").glob("*.parquet"))
+    assert files, "no prediction Parquet files were written"
+    for row in pq.read_table(files[0]).to_pylist():
+        assert _values(row) in got[_key(row)]
