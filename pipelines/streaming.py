@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,6 +209,10 @@ def _run(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     extra += [f"--{key}={value}" for key, value in cfg.hdfs_options]
+    given = [arg.split("=", 1)[1] for arg in extra if arg.startswith("--job_name=")]
+    job_name = given[-1] if given else f"traffic-stream-{time.strftime('%Y%m%dT%H%M%S')}"
+    if not given:
+        extra.append(f"--job_name={job_name}")
     options = pipeline_options(args.runner, True, extra, get_settings())
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry)
@@ -219,7 +224,21 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _LOG.info("stream: cancelling the job")
         result.cancel()
+        _cancel_on_cluster(job_name)
     return 0
+
+
+def _cancel_on_cluster(job_name: str) -> None:
+    """The Beam 2.62 job server leaves a cancelled job running on Flink: cancel it there too (if Flink is up)."""
+    import httpx
+
+    from runners.flink_jobs import cancel_flink_jobs
+    from runners.settings import get_settings
+
+    try:
+        cancel_flink_jobs(get_settings().flink_rest_url, job_name)
+    except httpx.HTTPError:
+        pass  # no Flink cluster here: nothing more to cancel
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
