@@ -1,0 +1,323 @@
+"""Throughput and end-to-end latency of the streaming job (``traffic stream``) on the real Kafka.
+
+Two phases, one job, fresh uniquely named topics (deleted at the end):
+
+1. Sustained throughput: the raw topic is pre-loaded with ``--hours`` of
+   METR-LA (all 207 sensors, ``replay`` at ``speed=inf``), then the job starts
+   reading from the earliest offset. Start-up = first validated event on the
+   events topic - submission; events/s = readings / (arrival of the last step's
+   last prediction - first validated event).
+2. Latency at a paced speed: with the job caught up, the following steps are
+   produced one at a time (207 RawReadings, Kafka timestamp = event time,
+   flush) every ``--step-interval-s``; latency = arrival of the step's last
+   prediction (sensors x 3 horizons, de-duplicated) - acknowledgement of the
+   step's last reading. The first ``--warmup-steps`` are left out.
+
+    .venv/bin/python benchmarks/streaming_pipeline.py --runner flink
+    .venv/bin/python benchmarks/streaming_pipeline.py --runner prism --hours 24 --steps 20
+
+Exits 2 with a one-line message when Kafka (or, for Flink, the REST API or the
+job server) is not reachable. The load average is sampled during the run
+(other work may share the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import apache_beam as beam  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
+from ml.features import HORIZONS_MIN  # noqa: E402
+from ml.registry import ModelRegistry, default_registry_root  # noqa: E402
+from pipelines.replay import producer_config, replay  # noqa: E402
+from pipelines.streaming import StreamingConfig, build_pipeline  # noqa: E402
+from runners.flink_jobs import cancel_flink_jobs  # noqa: E402
+from runners.presets import pipeline_options  # noqa: E402
+from runners.settings import PlatformSettings  # noqa: E402
+from schemas.codec import AvroCodec  # noqa: E402
+from schemas.topics import TopicSettings  # noqa: E402
+
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")
+
+
+class ServiceDown(Exception):
+    """A platform service the benchmark needs is not reachable."""
+
+
+@dataclass
+class Arrivals:
+    """What the watcher thread saw: first event, and per step the (sensor, horizon) set and completion time."""
+
+    expected_per_step: int
+    first_event_s: float | None = None
+    seen: dict[int, set] = field(default_factory=dict)
+    complete_s: dict[int, float] = field(default_factory=dict)
+    loads: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def check_services(runner: str, settings: PlatformSettings) -> None:
+    try:
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000}).list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - librdkafka's exception texts are long
+        raise ServiceDown(f"Kafka at {settings.kafka_bootstrap} is not reachable "
+                          "(start it with `traffic platform up kafka`)") from None
+    if runner != "flink":
+        return
+    import httpx
+
+    try:
+        httpx.get(f"{settings.flink_rest_url}/overview", timeout=5).raise_for_status()
+    except Exception:  # noqa: BLE001
+        raise ServiceDown(f"the Flink REST API at {settings.flink_rest_url} is not reachable "
+                          "(start it with `traffic platform up flink`)") from None
+    try:
+        socket.create_connection((settings.host, settings.job_server_port), timeout=5).close()
+    except OSError:
+        raise ServiceDown(f"the Beam job server at {settings.host}:{settings.job_server_port} is not reachable "
+                          "(start it with `traffic platform up jobserver`)") from None
+
+
+def create_topics(admin: AdminClient, run_id: str, partitions: int) -> TopicSettings:
+    names = {f: f"bench-stream-{f.replace('_', '-')}-{run_id}" for f in TOPIC_FIELDS}
+    new = [NewTopic(n, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})
+           for n in names.values()]
+    for future in admin.create_topics(new, operation_timeout=30).values():
+        future.result(timeout=60)
+    return TopicSettings(**names)
+
+
+def delete_topics(admin: AdminClient, topics: TopicSettings) -> None:
+    for future in admin.delete_topics([getattr(topics, f) for f in TOPIC_FIELDS], operation_timeout=30).values():
+        try:
+            future.result(timeout=60)
+        except Exception:  # noqa: BLE001, S110 - best effort at the end
+            pass
+
+
+def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threading.Event) -> None:
+    """Records the wall time of the first event and of each step's complete set of predictions."""
+    codec = AvroCodec("prediction")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    assigned = {topics.events: 0, topics.predictions: 0}
+    for topic in assigned:
+        assigned[topic] = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    pred_parts = [TopicPartition(topics.predictions, p, 0) for p in range(assigned[topics.predictions])]
+    consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
+    last_load = 0.0
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(500, timeout=0.05)
+            now = time.time()
+            if now - last_load >= 5:
+                arrivals.loads.append(os.getloadavg()[0])
+                last_load = now
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                if message.topic() == topics.events:
+                    if arrivals.first_event_s is None:
+                        arrivals.first_event_s = now
+                        consumer.assign(pred_parts)  # the events' content is not needed
+                    continue
+                record = codec.decode(message.value())
+                step = record["event_time"]
+                if not isinstance(step, int):
+                    step = int(step.timestamp() * 1000)
+                with arrivals.lock:
+                    keys = arrivals.seen.setdefault(step, set())
+                    keys.add((record["sensor_id"], record["horizon_min"]))
+                    if len(keys) >= arrivals.expected_per_step and step not in arrivals.complete_s:
+                        arrivals.complete_s[step] = now
+    finally:
+        consumer.close()
+
+
+def wait_for(predicate, timeout_s: float, what: str, failure: list) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if failure:
+            raise RuntimeError(f"the streaming job failed: {failure[0]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def paced_steps(bootstrap: str, topic: str, data, interval_s: float) -> dict[int, float]:
+    """Produces each step (all sensors) then flushes; the wall time its last record was acknowledged."""
+    codec = AvroCodec("raw_reading")
+    acked: dict[int, float] = {}
+    last_ack = [0.0]
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            raise RuntimeError(f"delivery failed: {err.str()}")
+        last_ack[0] = time.time()
+
+    producer = Producer(producer_config(bootstrap, linger_ms=0, on_delivery=on_delivery))
+    keys = [s.encode() for s in data.sensor_ids]
+    started = time.monotonic()
+    for i in range(data.n_steps):
+        while (remaining := started + i * interval_s - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.2))
+        event_ms = int(data.times_ms[i])
+        for key, sid, speed in zip(keys, data.sensor_ids, data.speed[i].tolist(), strict=True):
+            value = codec.encode({"sensor_id": sid, "event_time": event_ms, "speed_mph": speed})
+            producer.produce(topic, value, key, timestamp=event_ms)
+        if producer.flush(30) != 0:
+            raise RuntimeError(f"step {i} was not delivered within 30 s")
+        acked[event_ms] = last_ack[0]
+    return acked
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = PlatformSettings()
+    check_services(args.runner, settings)
+    bootstrap = settings.kafka_bootstrap
+    registry = args.registry or default_registry_root()
+    sensor_ids = tuple(ModelRegistry(registry).load().context.sensor_ids)
+    total_steps = args.warmup_steps + args.steps
+    data = load_metrla()
+    # The paced steps are the data's last ones (validation/test period); the pre-load comes right before them.
+    paced_start_ms = int(data.times_ms[-1]) + STEP_MS - total_steps * STEP_MS
+    preload = data.between(paced_start_ms - int(args.hours * 3600_000), paced_start_ms).only(list(sensor_ids))
+    paced = data.between(paced_start_ms, None).only(list(sensor_ids))
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    run_id = uuid.uuid4().hex[:8]
+    topics = create_topics(admin, run_id, args.partitions)
+    job_name = f"bench-stream-{args.runner}-{run_id}"
+    out_dir = tempfile.mkdtemp(prefix="stream-bench-")
+    arrivals = Arrivals(expected_per_step=len(sensor_ids) * len(HORIZONS_MIN))
+    stop, failure, cancelled = threading.Event(), [], threading.Event()
+    result = None
+    loads = [os.getloadavg()[0]]
+    try:
+        sent = replay(preload, producer_config(bootstrap), topics.raw, speed=float("inf"), progress=False)
+        print(f"pre-loaded {sent.readings:,} readings ({sent.steps} steps x {sent.sensors} sensors) "
+              f"in {sent.elapsed_s:.1f} s", flush=True)
+        watcher = threading.Thread(target=watch, args=(bootstrap, topics, arrivals, stop), daemon=True)
+        watcher.start()
+        cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
+                              known_sensor_ids=network_sensor_ids(), output=out_dir, group_id=job_name,
+                              start="earliest")
+        pipeline = beam.Pipeline(options=pipeline_options(args.runner, True, [f"--job_name={job_name}"], settings))
+        build_pipeline(pipeline, cfg)
+        submitted = time.time()
+        result = pipeline.run()
+
+        def wait() -> None:
+            try:
+                result.wait_until_finish()
+            except Exception as exc:  # noqa: BLE001 - reported unless we cancelled the job ourselves
+                if not cancelled.is_set():
+                    failure.append(exc)
+
+        threading.Thread(target=wait, daemon=True).start()
+        wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
+        startup_s = arrivals.first_event_s - submitted
+        print(f"start-up: first validated event {startup_s:.1f} s after submission", flush=True)
+        last_step = int(preload.times_ms[-1])
+        wait_for(lambda: last_step in arrivals.complete_s, args.timeout_s, "the last pre-loaded step's predictions",
+                 failure)
+        drain_s = arrivals.complete_s[last_step] - arrivals.first_event_s
+        loads.append(os.getloadavg()[0])
+        print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
+              flush=True)
+
+        acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
+        steps = sorted(acked)
+        try:
+            wait_for(lambda: all(s in arrivals.complete_s for s in steps), 60, "the paced steps' predictions",
+                     failure)
+        except TimeoutError:
+            pass
+        loads.append(os.getloadavg()[0])
+        latencies = [arrivals.complete_s[s] - acked[s] for s in steps[args.warmup_steps:] if s in arrivals.complete_s]
+        missing = sum(1 for s in steps[args.warmup_steps:] if s not in arrivals.complete_s)
+        warmup = [round(arrivals.complete_s[s] - acked[s], 3) for s in steps[:args.warmup_steps]
+                  if s in arrivals.complete_s]
+    finally:
+        stop.set()
+        cancelled.set()
+        if result is not None:
+            try:
+                result.cancel()
+            except Exception:  # noqa: BLE001, S110 - the Flink job is cancelled through REST below
+                pass
+            if args.runner == "flink":
+                cancel_flink_jobs(settings.flink_rest_url, job_name)
+        delete_topics(admin, topics)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    all_loads = loads + arrivals.loads
+    return {
+        "runner": args.runner,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ"),
+        "hours": args.hours,
+        "readings": sent.readings,
+        "sensors": len(sensor_ids),
+        "startup_s": round(startup_s, 1),
+        "drain_s": round(drain_s, 1),
+        "events_per_s": round(sent.readings / drain_s, 1),
+        "step_interval_s": args.step_interval_s,
+        "warmup_steps_skipped": args.warmup_steps,
+        "warmup_latencies_s": warmup,
+        "latency_steps": len(latencies),
+        "latency_missing_steps": missing,
+        "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_p99_s": round(pct(latencies, 0.99), 3) if latencies else None,
+        "latency_max_s": round(max(latencies), 3) if latencies else None,
+        "latencies_s": [round(x, 3) for x in latencies],
+        "load_avg_1m": {"min": min(all_loads), "mean": round(statistics.mean(all_loads), 2), "max": max(all_loads)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runner", choices=("flink", "prism"), default="flink")
+    parser.add_argument("--hours", type=float, default=24.0, help="hours of METR-LA pre-loaded (all sensors)")
+    parser.add_argument("--steps", type=int, default=20, help="paced steps measured for latency")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="paced steps left out of the latency figures")
+    parser.add_argument("--step-interval-s", type=float, default=5.0, help="seconds between paced steps (real: 300)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each fresh topic")
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="bound on start-up and on the pre-load drain")
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    args = parser.parse_args(argv)
+    try:
+        figures = run(args)
+    except ServiceDown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
