@@ -25,7 +25,7 @@ from schemas.topics import get_topic_settings
 __all__ = ["print_report", "register", "run"]
 
 
-def _parse_time(text: str | None, flag: str) -> int | None:
+def parse_time(text: str | None, flag: str) -> int | None:
     if text is None:
         return None
     try:
@@ -88,7 +88,7 @@ def _hdfs_options() -> dict[str, Any]:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    start_ms, end_ms = _parse_time(args.start, "--start"), _parse_time(args.end, "--end")
+    start_ms, end_ms = parse_time(args.start, "--start"), parse_time(args.end, "--end")
     settings = get_topic_settings()
     stop = threading.Event()
 

@@ -95,8 +95,10 @@ def _background(settings: PlatformSettings, name: str, argv: list[str], port: in
         return proc
     proc.start(argv, env=os.environ.copy())
     ready = (lambda: port_open(settings.host, port)) if port else (lambda: proc.pid() is not None)
-    if not wait_until(lambda: ready() or proc.pid() is None, timeout_s) or proc.pid() is None:
-        raise RunError(f"{name} did not start ({proc.exit_reason() or 'timed out'}); read {proc.log_file}")
+    failed = wait_until(ready, timeout_s, abort=lambda: None if proc.pid() is not None else proc.exit_reason())
+    if failed:
+        proc.stop()
+        raise RunError(f"{name} did not start ({failed}); read {proc.log_file}")
     _say(f"{name}: running (pid {proc.pid()}, log {proc.log_file})")
     return proc
 
@@ -116,7 +118,8 @@ def _ensure_model(traffic: str, registry: str | None, quick: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from api.settings import ApiSettings
-    from pipelines.replay import print_report, producer_config, replay
+    from pipelines.replay import producer_config, replay
+    from pipelines.replay_cli import parse_time, print_report
     from runners.platform import Platform
     from runners.topics import admin_client, create_topics
     from schemas.topics import get_topic_settings
@@ -131,7 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.no_api:
             api = ApiSettings()
-            started.append(_background(settings, "api", [traffic, "serve"], api.port, 60))
+            started.append(_background(settings, "api", [traffic, "serve"], api.port, 180))
             _say(f"dashboard: http://{api.host}:{api.port}/dashboard/")
         stream_argv = [traffic, "stream", "--runner", args.runner]
         if args.registry:
@@ -139,10 +142,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         started.append(_background(settings, "stream", stream_argv, None, 30))
 
         from ml.dataset import load_metrla
-        from pipelines.replay import _parse_time
 
         data = load_metrla(args.data)
-        start_ms = _parse_time(args.start, "--start")
+        start_ms = parse_time(args.start, "--start")
         first_ms = int(data.between(start_ms, None).times_ms[0])
         shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.kafka_bootstrap, topics.raw))
         if shift:
