@@ -31,6 +31,7 @@ from schemas.exceptions import TrafficError
 __all__ = ["register", "newest_event_time_ms", "week_aligned_shift_ms"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+MAX_FUTURE_MS = 3600 * 1000  # ValidateEvents' default max_future_s
 REPLAY_DEFAULT_START = "2012-05-23T06:45"  # the first step of the validation period (a Wednesday)
 
 
@@ -73,7 +74,7 @@ def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
                     event_ms = int(codec.decode(message.value())["event_time"])
                 except (SchemaError, KeyError, TypeError, ValueError):
                     continue
-                if event_ms < 4_102_444_800_000:  # ignore injected far-future records (year 2100+)
+                if event_ms <= time.time() * 1000 + MAX_FUTURE_MS:  # what validation would reject is no timeline
                     newest = event_ms if newest is None else max(newest, event_ms)
         return newest
     finally:

@@ -1,0 +1,44 @@
+"""``traffic run``'s timeline: later runs continue after earlier ones by whole weeks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from ml.dataset import STEP_MS, TRAIN_END_MS
+from pipelines.replay import producer_config, replay
+from runners.run_cmd import WEEK_MS, newest_event_time_ms, week_aligned_shift_ms
+from schemas.codec import AvroCodec
+
+
+def test_no_shift_when_the_topic_is_empty_or_older() -> None:
+    assert week_aligned_shift_ms(TRAIN_END_MS, None) == 0
+    assert week_aligned_shift_ms(TRAIN_END_MS, TRAIN_END_MS - STEP_MS) == 0
+
+
+@pytest.mark.parametrize("newest_offset_ms", [0, STEP_MS, WEEK_MS - 1, WEEK_MS, 3 * WEEK_MS + 7])
+def test_shift_is_the_smallest_whole_number_of_weeks_past_the_newest(newest_offset_ms: int) -> None:
+    shift = week_aligned_shift_ms(TRAIN_END_MS, TRAIN_END_MS + newest_offset_ms)
+    assert shift % WEEK_MS == 0
+    assert TRAIN_END_MS + shift > TRAIN_END_MS + newest_offset_ms  # strictly after what is there
+    assert TRAIN_END_MS + shift - WEEK_MS <= TRAIN_END_MS + newest_offset_ms  # and no week more than needed
+
+
+@pytest.mark.integration
+def test_newest_event_time_is_read_from_the_raw_topic(kafka_bootstrap, fresh_topic) -> None:
+    topic = fresh_topic("run-newest", partitions=3)
+    assert newest_event_time_ms(kafka_bootstrap, topic) is None
+    report = replay(None, producer_config(kafka_bootstrap), topic, speed=float("inf"), start_ms=TRAIN_END_MS,
+                    end_ms=TRAIN_END_MS + 4 * STEP_MS, sensors=["773869", "717490"], inject_bad=0.2, seed=3,
+                    progress=False)
+    assert report.last_event_ms == TRAIN_END_MS + 3 * STEP_MS
+    # a well-formed reading from the far future, as injected bad records are, must not move the timeline
+    future = AvroCodec("raw_reading").encode({"sensor_id": "773869", "event_time": int(time.time() * 1000) + 86400_000,
+                                              "speed_mph": 60.0})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for partition in range(3):
+        producer.produce(topic, future, b"773869", partition=partition)
+    assert producer.flush(30) == 0
+    assert newest_event_time_ms(kafka_bootstrap, topic) == report.last_event_ms
