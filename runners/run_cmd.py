@@ -61,9 +61,11 @@ def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"traffic-run-probe-{os.getpid()}",
                         "enable.auto.commit": False, "socket.timeout.ms": int(timeout_s * 1000)})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if info is None or info.error is not None:  # just created, metadata not there yet: nothing in it
+            return None
         newest: int | None = None
-        for partition in metadata.topics[topic].partitions:
+        for partition in info.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
             for offset in range(max(low, high - 50), high):  # a few, in case the last ones are bad records
                 consumer.assign([TopicPartition(topic, partition, offset)])
