@@ -1,6 +1,6 @@
 """Copy the dashboard's npm packages (Leaflet, Swagger UI) into ``api/static/vendor/`` (git-ignored).
 
-``npm ci`` in ``api/`` (run by ``traffic setup --with-test-tools``, or by hand)
+``npm ci`` in ``api/`` (run by ``traffic setup``, or by hand)
 fills ``api/node_modules``; ``python -m api.vendor`` copies the files the
 dashboard loads. ``traffic serve`` copies them itself when ``node_modules`` is
 there and refuses to start, with one line saying what to run, when neither is.
@@ -44,7 +44,7 @@ def copy_vendor(node_modules: Path = API_DIR / "node_modules", static_dir: Path 
     absent = [src for src in VENDOR_FILES.values() if not (node_modules / src).is_file()]
     if absent:
         raise VendorFilesMissing(
-            f"{node_modules} lacks {absent[0]}: run `npm ci` in {API_DIR} (or `traffic setup --with-test-tools`)"
+            f"{node_modules} lacks {absent[0]}: run `npm ci` in {API_DIR} (or `traffic setup`)"
         )
     for dest, src in VENDOR_FILES.items():
         target = static_dir / "vendor" / dest
@@ -62,7 +62,7 @@ def ensure_vendor(static_dir: Path = API_DIR / "static", node_modules: Path = AP
         return
     raise VendorFilesMissing(
         f"dashboard files missing in {static_dir / 'vendor'} (Leaflet, Swagger UI): run `npm ci` in {API_DIR} "
-        "and `python -m api.vendor`, or `traffic setup --with-test-tools`"
+        "and `python -m api.vendor`, or `traffic setup`"
     )
 
 

@@ -129,10 +129,14 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         cfg.registry, refresh_s=cfg.model_refresh_s, max_batch_size=4, hdfs_options=dict(cfg.hdfs_options) or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
-    dead = (checked.dead_letter, deduped.dead_letter, late, post.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+    # Counted per input before the Flatten (Flink reports only one fused copy of a counter placed after it).
+    sources = {"Invalid": checked.dead_letter, "Duplicate": deduped.dead_letter, "Late": late,
+               "Unusable": post.dead_letter}
+    dead = [pcoll | f"Count{name}DeadLetters" >> beam.ParDo(_Counted("dead_letters"))
+            for name, pcoll in sources.items()]
     _ = (
         dead
-        | "CountDeadLetters" >> beam.ParDo(_Counted("dead_letters"))
+        | "AllDeadLetters" >> beam.Flatten()
         | "PublishDeadLetters" >> PublishToKafka(cfg.bootstrap_servers, topics.dead_letters, "dead_letter",
                                                  key_field="key")
     )

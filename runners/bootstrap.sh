@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent, cached set-up of everything the project needs on a fresh machine.
 #
-#   bash runners/bootstrap.sh                    # Python env + JVM jars + Flink + Go tools
-#   bash runners/bootstrap.sh --with-test-tools  # ... plus Chromium and the dashboard's npm packages
+#   bash runners/bootstrap.sh                    # Python env + JVM jars + Flink + Go tools + dashboard npm files
+#   bash runners/bootstrap.sh --with-test-tools  # ... plus Chromium, chromedriver and docker-compose (apt)
 #
 # Downloads land in $TRAFFIC_CACHE_DIR (default ~/.cache/traffic-forecast); the
 # Python environment there is keyed by the hash of requirements.lock + setup.py,
