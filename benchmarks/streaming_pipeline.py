@@ -231,11 +231,19 @@ def run(args: argparse.Namespace) -> dict:
         result = pipeline.run()
 
         def wait() -> None:
-            try:
-                result.wait_until_finish()
-            except Exception as exc:  # noqa: BLE001 - reported unless we cancelled the job ourselves
-                if not cancelled.is_set():
-                    failure.append(exc)
+            # The job's state, polled: Prism's message stream ends with DEADLINE_EXCEEDED after ~5 min,
+            # which wait_until_finish() would report as a failure of a job that is still running.
+            while not cancelled.is_set():
+                try:
+                    state = result.state
+                except Exception as exc:  # noqa: BLE001 - reported unless we cancelled the job ourselves
+                    state = f"unknown ({exc})"
+                if not cancelled.is_set() and state in ("FAILED", "CANCELLED", "DONE", "STOPPED") or \
+                        str(state).startswith("unknown"):
+                    if not cancelled.is_set():
+                        failure.append(f"job state {state}")
+                    return
+                time.sleep(2)
 
         threading.Thread(target=wait, daemon=True).start()
         wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
@@ -251,11 +259,12 @@ def run(args: argparse.Namespace) -> dict:
 
         acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
         steps = sorted(acked)
+        latency_error = None
         try:
             wait_for(lambda: all(s in arrivals.complete_s for s in steps), 60, "the paced steps' predictions",
                      failure)
-        except TimeoutError:
-            pass
+        except (TimeoutError, RuntimeError) as exc:  # reported with the steps that did arrive
+            latency_error = str(exc)
         loads.append(os.getloadavg()[0])
         latencies = [arrivals.complete_s[s] - acked[s] for s in steps[args.warmup_steps:] if s in arrivals.complete_s]
         missing = sum(1 for s in steps[args.warmup_steps:] if s not in arrivals.complete_s)
@@ -288,6 +297,7 @@ def run(args: argparse.Namespace) -> dict:
         "warmup_latencies_s": warmup,
         "latency_steps": len(latencies),
         "latency_missing_steps": missing,
+        "latency_error": latency_error,
         "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p99_s": round(pct(latencies, 0.99), 3) if latencies else None,
         "latency_max_s": round(max(latencies), 3) if latencies else None,
