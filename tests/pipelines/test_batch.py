@@ -16,12 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.linear_model import Ridge
+from small_models import register_ridge_bundle
 
-from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, TRAIN_END_MS, load_metrla
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
-from ml.registry import ModelBundle, ModelRegistry
+from ml.registry import ModelBundle
 from ml.training_set import FEATURE_TABLE_COLUMNS, examples, read_feature_table
 from pipelines.batch import BatchConfig, run, summarise
 from pipelines.sources import SourceSpec, load_readings, write_readings_parquet
@@ -91,19 +90,8 @@ def test_bad_rows_are_dead_letters_with_reasons(features_run) -> None:
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> tuple[str, ModelBundle]:
-    data = load_metrla()
-    data = data.only(data.sensor_ids[:SENSORS]).between(None, int(data.times_ms[0]) + 2 * DAY_MS)
-    ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=2)
-    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    estimators, intervals = {}, {}
-    for j, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
-        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
-    bundle = ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx)
     root = str(tmp_path_factory.mktemp("registry"))
-    ModelRegistry(root).register(bundle)
+    bundle = register_ridge_bundle(root, SENSORS)
     return root, bundle
 
 

@@ -23,13 +23,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from sklearn.linear_model import Ridge
+from small_models import register_ridge_bundle
 
-from ml.conformal import fit_binned_conformal
 from ml.dataset import VAL_END_MS, load_metrla, network_sensor_ids
-from ml.features import FEATURE_NAMES, HISTORY_STEPS, HORIZONS_MIN, fit_context
-from ml.registry import ModelBundle, ModelRegistry
-from ml.training_set import examples
+from ml.features import HISTORY_STEPS, HORIZONS_MIN
+from ml.registry import ModelBundle
 from pipelines.batch import run as run_batch
 from pipelines.replay import producer_config, replay
 from pipelines.streaming import StreamingConfig, build_pipeline
@@ -51,19 +49,8 @@ def iso(ms: int) -> str:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> tuple[str, ModelBundle]:
     """A small real model (ridge on the first 8 sensors' first two days), registered."""
-    data = load_metrla()
-    data = data.only(data.sensor_ids[:SENSORS]).between(None, int(data.times_ms[0]) + 2 * 24 * 3600 * 1000)
-    ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=2)
-    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    estimators, intervals = {}, {}
-    for j, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
-        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
-    bundle = ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx)
     root = str(tmp_path_factory.mktemp("registry"))
-    ModelRegistry(root).register(bundle)
+    bundle = register_ridge_bundle(root, SENSORS)
     return root, bundle
 
 

@@ -9,13 +9,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
-from sklearn.linear_model import Ridge
+from small_models import register_ridge_bundle
 
-from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, load_metrla
-from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
-from ml.registry import ModelBundle, ModelRegistry
-from ml.training_set import examples
+from ml.features import HORIZONS_MIN, build_features, history_from_speeds
+from ml.registry import ModelBundle
 from transforms.forecast import Forecast, model_sensor_ids
 from transforms.postprocess import PostProcess
 
@@ -24,19 +22,8 @@ N_SENSORS = 5
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> tuple[str, ModelBundle]:
-    data = load_metrla()
-    data = data.only(data.sensor_ids[:N_SENSORS]).between(None, int(data.times_ms[0]) + 2 * 288 * STEP_MS)
-    ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=2)
-    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    estimators, intervals = {}, {}
-    for j, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
-        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
-    bundle = ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx)
     root = str(tmp_path_factory.mktemp("registry"))
-    ModelRegistry(root).register(bundle)
+    bundle = register_ridge_bundle(root, N_SENSORS)
     return root, bundle
 
 
