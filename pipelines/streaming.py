@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -223,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
+    signal.signal(signal.SIGTERM, _interrupt)  # `traffic run` and service managers stop the job with SIGTERM
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -230,6 +232,10 @@ def _run(args: argparse.Namespace) -> int:
         result.cancel()
         _cancel_on_cluster(job_name)
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _cancel_on_cluster(job_name: str) -> None:
