@@ -9,17 +9,22 @@ from pydantic import BaseModel, Field
 __all__ = ["Alert", "Analytics", "Health", "History", "Model", "Prediction", "Reading", "Sensor"]
 
 
-class Prediction(BaseModel):
-    sensor_id: str
-    event_time: int = Field(description="input step t, epoch ms")
+class PredictedPoint(BaseModel):
+    """One forecast without its sensor: a point of a sensor's predicted series."""
+
     target_time: int = Field(description="t + horizon, epoch ms")
-    horizon_min: int
+    event_time: int = Field(description="input step t, epoch ms")
     predicted_speed_mph: float
     lower_mph: float
     upper_mph: float
     coverage: float
     congestion: str
     model_version: str
+
+
+class Prediction(PredictedPoint):
+    sensor_id: str
+    horizon_min: int
     processing_time: int
     received_ms: float = Field(description="when the API consumed it, epoch ms")
 
@@ -60,15 +65,6 @@ class HistoryPoint(BaseModel):
     speed_mph: float | None
 
 
-class PredictedPoint(BaseModel):
-    target_time: int
-    event_time: int
-    predicted_speed_mph: float
-    lower_mph: float
-    upper_mph: float
-    coverage: float
-    congestion: str
-    model_version: str
 
 
 class History(BaseModel):
