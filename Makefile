@@ -24,7 +24,7 @@ setup-test:
 	bash runners/bootstrap.sh --with-test-tools
 
 lint: setup
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m ruff check .
 
 ## down: stop every local service this checkout started
 down:

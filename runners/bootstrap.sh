@@ -5,8 +5,9 @@
 #   bash runners/bootstrap.sh --with-test-tools  # ... plus Chromium, chromedriver and docker-compose (apt)
 #
 # Downloads land in $TRAFFIC_CACHE_DIR (default ~/.cache/traffic-forecast); the
-# Python environment there is keyed by the hash of requirements.lock + setup.py,
-# so a second run (even from a fresh clone) downloads and installs nothing.
+# Python dependencies there are keyed by the hash of requirements.lock + setup.py,
+# so a second run (even from a fresh clone) downloads nothing. Each checkout gets
+# its own small .venv that uses those dependencies and runs its own code.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,20 +25,38 @@ need go "Go"
 
 python_bin="$(command -v python3.11 || command -v python3)"
 key="$(cat requirements.lock setup.py | sha256sum | cut -c1-16)"
-venv="$cache/venv-$key"
+deps="$cache/venv-$key"
 
-if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  echo "bootstrap: creating the Python environment in $venv"
-  rm -rf "$venv"
-  "$python_bin" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade "pip==25.3" "setuptools==80.9.0" wheel
-  "$venv/bin/pip" install --progress-bar off -c requirements.lock -e ".[dev]"
-  touch "$venv/.complete"
-fi
-ln -sfn "$venv" .venv
-# The checkout may have moved since the environment was made: point it here (no download).
-if ! "$venv/bin/python" -c "import runners, sys; sys.exit(0 if runners.__file__.startswith('$here/') else 1)" 2>/dev/null; then
-  "$venv/bin/pip" install --quiet --no-deps --no-build-isolation -e .
+# 1. The dependencies, shared by every checkout: built once per requirements.lock + setup.py.
+#    The project itself is not installed there (each checkout has its own, see 2.).
+if [ ! -x "$deps/bin/python" ] || [ ! -f "$deps/.complete" ]; then
+  echo "bootstrap: creating the Python environment in $deps"
+  rm -rf "$deps"
+  "$python_bin" -m venv "$deps"
+  "$deps/bin/pip" install --quiet --upgrade "pip==25.3" "setuptools==80.9.0" wheel
+  "$deps/bin/pip" install --progress-bar off -c requirements.lock -e ".[dev]"
+  "$deps/bin/pip" uninstall --quiet -y traffic-forecast
+  touch "$deps/.complete" "$deps/.deps-only"
+elif [ ! -f "$deps/.deps-only" ]; then
+  # Made by an older bootstrap with this checkout installed in it: take the project out.
+  "$deps/bin/pip" uninstall --quiet -y traffic-forecast || true
+  touch "$deps/.deps-only"
 fi
 
-"$venv/bin/traffic" setup "$@"
+# 2. This checkout's own environment in .venv: a small venv that sees the shared dependencies
+#    through a .pth file and has this checkout installed in editable mode (no download).
+#    Two checkouts on one machine therefore never run each other's code.
+deps_site="$("$deps/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ -L .venv ] || [ ! -x .venv/bin/python ] || [ "$(cat .venv/.traffic-checkout 2>/dev/null)" != "$here" ]; then
+  rm -rf .venv
+  "$python_bin" -m venv .venv
+  echo "$here" > .venv/.traffic-checkout
+fi
+venv_site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "import site; site.addsitedir('$deps_site')" > "$venv_site/traffic_shared_deps.pth"
+if ! .venv/bin/python -P -c "import runners, sys; sys.exit(0 if runners.__file__.startswith('$here/') else 1)" 2>/dev/null \
+   || [ ! -x .venv/bin/traffic ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+fi
+
+.venv/bin/traffic setup "$@"
