@@ -78,3 +78,30 @@ def test_second_setup_run_is_fully_cached() -> None:
     step_lines = [line for line in again.stdout.splitlines() if line.startswith("setup: [")]
     assert step_lines and all(line.endswith(": cached") for line in step_lines), again.stdout
     assert "(0 step(s) ran" in again.stdout
+
+
+@pytest.mark.integration
+def test_a_second_checkout_gets_its_own_environment_and_dashboard_files(tmp_path: Path) -> None:
+    """Bootstrap in a copy of this checkout: the copy runs its own code and gets its own npm files.
+
+    Both checkouts share the cached dependencies; before each had its own `.venv`, a second clone's
+    `traffic` ran the first clone's code and skipped `npm ci` in the second clone.
+    """
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    copy = tmp_path / "checkout"
+    for name in filter(None, files.decode().split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).write_bytes(source.read_bytes())
+    result = subprocess.run(["bash", "runners/bootstrap.sh"], cwd=copy, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "npm packages of api/ (dashboard vendor files): done" in result.stdout
+    where = subprocess.run([str(copy / ".venv" / "bin" / "python"), "-P", "-c", "import api; print(api.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert where == str(copy / "api" / "__init__.py")
+    assert (copy / "api" / "static" / "vendor" / "leaflet").is_dir()
+    here = subprocess.run([sys.executable, "-P", "-c", "import api; print(api.__file__)"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert here == str(REPO_ROOT / "api" / "__init__.py")
