@@ -49,7 +49,7 @@ fi
 deps_site="$("$deps/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [ -L .venv ] || [ ! -x .venv/bin/python ] || [ "$(cat .venv/.traffic-checkout 2>/dev/null)" != "$here" ]; then
   rm -rf .venv
-  "$python_bin" -m venv .venv
+  "$python_bin" -m venv --without-pip .venv  # pip and setuptools come from the shared dependencies
   echo "$here" > .venv/.traffic-checkout
 fi
 venv_site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
