@@ -214,13 +214,16 @@ def _run(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     extra += [f"--{key}={value}" for key, value in cfg.hdfs_options]
+    if args.from_savepoint:
+        extra.append(f"--savepoint_path={_savepoint_uri(args.from_savepoint)}")  # FlinkPipelineOptions.savepointPath
     given = [arg.split("=", 1)[1] for arg in extra if arg.startswith("--job_name=")]
     job_name = given[-1] if given else f"traffic-stream-{time.strftime('%Y%m%dT%H%M%S')}"
     if not given:
         extra.append(f"--job_name={job_name}")
     options = pipeline_options(args.runner, True, extra, get_settings())
-    _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)",
-              cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry)
+    _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
+              cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
+              f", restoring {args.from_savepoint}" if args.from_savepoint else "")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
@@ -228,14 +231,52 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
+        if args.savepoint_dir:
+            _stop_with_savepoint(result, job_name, args.savepoint_dir)
+            return 0
         _LOG.info("stream: cancelling the job")
         result.cancel()
         _cancel_on_cluster(job_name)
     return 0
 
 
+def _savepoint_uri(path: str) -> str:
+    """A URI (``file:/...``, ``hdfs://...``) as given; a local path must exist and becomes a ``file://`` URI."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    if urlparse(path).scheme:
+        return path
+    local = Path(path).expanduser().resolve()
+    if not (local / "_metadata").is_file():
+        raise StreamingError(f"--from-savepoint {path}: no savepoint there (a savepoint holds a _metadata file)")
+    return local.as_uri()
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_with_savepoint(result: Any, job_name: str, savepoint_dir: str) -> None:
+    """Stop the Flink job with a savepoint (the LOOPBACK workers of this process finish its last bundles).
+
+    If Flink cannot take it, the job is cancelled (its workers end with this process) and the error raised.
+    """
+    from runners.flink_jobs import FlinkJobError, stop_flink_job_with_savepoint
+    from runners.settings import get_settings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the savepoint short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _LOG.info("stream: stopping the job with a savepoint in %s", savepoint_dir)
+    try:
+        path = stop_flink_job_with_savepoint(get_settings().flink_rest_url, job_name, savepoint_dir)
+    except FlinkJobError:
+        _LOG.info("stream: no savepoint; cancelling the job")
+        result.cancel()
+        _cancel_on_cluster(job_name)
+        raise
+    _LOG.info("stream: stopped with savepoint %s", path)
+    print(f"savepoint: {path}\nrestart with: traffic stream --runner flink --from-savepoint {path}", flush=True)
 
 
 def _cancel_on_cluster(job_name: str) -> None:
@@ -271,6 +312,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         "window; later ones are dead letters (default 300)")
     parser.add_argument("--model-refresh-s", type=float, default=10.0,
                         help="how often the job checks the registry for a newly registered model")
+    parser.add_argument("--savepoint-dir", metavar="DIR",
+                        help="on Ctrl-C or SIGTERM stop the Flink job with a savepoint in DIR (local or a URI "
+                        "Flink can write) instead of cancelling it, and print the savepoint's path")
+    parser.add_argument("--from-savepoint", metavar="PATH",
+                        help="start the Flink job from this savepoint (or retained checkpoint): its state, Kafka "
+                        "offsets included, is restored and --start no longer applies")
     parser.add_argument("beam_args", nargs=argparse.REMAINDER,
                         help="after --: further Beam pipeline options, e.g. -- --checkpointing_interval=10000")
 
