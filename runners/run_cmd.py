@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from runners.platform.process import ManagedProcess, port_open, wait_until
 from runners.settings import PlatformSettings, get_settings
@@ -66,7 +67,7 @@ def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
             return None
         newest: int | None = None
         for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            low, high = _watermark_offsets(consumer, TopicPartition(topic, partition), timeout_s)
             for offset in range(max(low, high - 50), high):  # a few, in case the last ones are bad records
                 consumer.assign([TopicPartition(topic, partition, offset)])
                 message = consumer.poll(timeout_s)
@@ -81,6 +82,22 @@ def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
         return newest
     finally:
         consumer.close()
+
+
+def _watermark_offsets(consumer: Any, partition: Any, timeout_s: float) -> tuple[int, int]:
+    """A partition's low and high offsets, waiting out a just-created topic's leader election."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    electing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in electing) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def week_aligned_shift_ms(data_start_ms: int, newest_ms: int | None) -> int:

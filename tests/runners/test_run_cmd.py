@@ -5,12 +5,40 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ml.dataset import STEP_MS, TRAIN_END_MS
 from pipelines.replay import producer_config, replay
-from runners.run_cmd import WEEK_MS, newest_event_time_ms, week_aligned_shift_ms
+from runners.run_cmd import WEEK_MS, _watermark_offsets, newest_event_time_ms, week_aligned_shift_ms
 from schemas.codec import AvroCodec
+
+
+class _ElectingConsumer:
+    """Answers like a broker whose just-created partition has no leader yet, ``failures`` times."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_LEADER_FOR_PARTITION) -> None:
+        self.failures, self.code, self.calls = failures, code, 0
+
+    def get_watermark_offsets(self, partition, timeout):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return 0, 42
+
+
+def test_watermark_offsets_wait_out_a_leader_election() -> None:
+    consumer = _ElectingConsumer(failures=2)
+    assert _watermark_offsets(consumer, None, timeout_s=5) == (0, 42)
+    assert consumer.calls == 3
+
+
+def test_watermark_offsets_give_up_at_the_timeout_and_on_other_errors() -> None:
+    with pytest.raises(KafkaException):
+        _watermark_offsets(_ElectingConsumer(failures=10**6), None, timeout_s=0.5)
+    other = _ElectingConsumer(failures=1, code=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        _watermark_offsets(other, None, timeout_s=5)
+    assert other.calls == 1
 
 
 def test_no_shift_when_the_topic_is_empty_or_older() -> None:
