@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict:
 HEADER = ("| clients | workload | nice | coalesce ms | records | delivered / expected | complete clients | p50 ms "
           "| p90 ms | p99 ms | max ms | server: write ready p50 / p99 | server: write accepted p50 / p99 "
           "| server CPU (cores) | load avg (1 min) | RSS idle / connected / peak MB |")
-MACHINE = ("Machine: 2 cores / 24 GiB, shared with the other helpers' builds and tests (see the load average column); "
+MACHINE = ("Machine: 2 cores / 24 GiB (the load average column shows what else ran); "
            "Kafka 4 (KRaft) on the same host; one server process "
            "(`python -m api`, uvicorn + uvloop, one worker; `traffic serve` is the same server plus ~146 MB of "
            "the other sub-commands' imports); "
@@ -346,12 +346,12 @@ uvicorn, including the coalescing window); "write accepted" adds the wait until 
 (a reader that is not keeping up holds it). Both come from the server's histograms
 (`traffic_api_sse_ready_seconds`, `traffic_api_sse_sent_seconds`), as bucket bounds.
 "server CPU" is the CPU time the API process used per second of the run; well below one core
-while the delays grow means the process was waiting for a CPU (the load average counts the other jobs on the
-machine, here a training run, Flink and other test suites). Per event the server decodes it in the consumer
+while the delays grow means the process was waiting for a CPU or for its clients (the load average counts
+everything on the machine, the client processes included). Per event the server decodes it in the consumer
 thread, hands each poll batch to the event loop once, filters and encodes once per distinct filter, then makes
-one write per client per `TRAFFIC_API_COALESCE_MS` (100 ms) window: with 100 clients the p99 stays under
-200 ms in every workload; with 1000 clients on this shared 2-core machine it does not (the per-client socket
-writes and the wake-ups of 1000 readers compete for the same two cores as the clients and the other jobs)."""
+one write per client per `TRAFFIC_API_COALESCE_MS` window. In the burst workload every client receives a whole
+step (621 events, about 190 KB) at once, so 1000 clients read about 190 MB per burst through loopback, on the
+same two cores as the server."""
 
 
 def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, str]:
