@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> dict:
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
                               known_sensor_ids=network_sensor_ids(), output=out_dir, group_id=job_name,
                               start="earliest")
-        pipeline = beam.Pipeline(options=pipeline_options(args.runner, True, [f"--job_name={job_name}"], settings))
+        flags = [f"--job_name={job_name}", *args.beam_args]
+        pipeline = beam.Pipeline(options=pipeline_options(args.runner, True, flags, settings))
         build_pipeline(pipeline, cfg)
         submitted = time.time()
         result = pipeline.run()
@@ -316,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each fresh topic")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="bound on start-up and on the pre-load drain")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
+                        help="a further Beam pipeline option, repeatable, e.g. --beam-arg=--max_bundle_time_millis=100")
     args = parser.parse_args(argv)
     try:
         figures = run(args)

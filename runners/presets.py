@@ -14,7 +14,8 @@ flink    ``PortableRunner`` to the Beam Flink job server of the local platform
          (a ``worker_pool_main`` process); streaming jobs get ``--checkpointing_interval``
 =======  ==============================================================================
 
-Every preset adds ``--streaming`` for streaming jobs and, when a path in the
+Every preset adds ``--max_cache_memory_usage_mb`` (the SDK harness's state cache,
+``sdk_state_cache_mb``), ``--streaming`` for streaming jobs and, when a path in the
 arguments is ``hdfs://``, the platform's WebHDFS settings (``--hdfs_host``,
 ``--hdfs_port``, ``--hdfs_user``). Flags in ``extra_args`` come last and win.
 """
@@ -165,6 +166,7 @@ def preset_args(
     worker_pool = _worker_pool(extra)
     args = [f"--runner={preset.beam_runner}"]
     args += preset.flags(PresetContext(settings, streaming, worker_pool))
+    args.append(f"--max_cache_memory_usage_mb={settings.sdk_state_cache_mb}")
     if streaming:
         args.append("--streaming")
     args += _hdfs_flags(settings, extra, paths)

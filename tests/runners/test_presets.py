@@ -93,6 +93,12 @@ def test_flink_streaming_sends_the_checkpoint_interval(settings: PlatformSetting
     assert options.get_all_options(retain_unknown_options=False)["checkpointing_interval"] == 4321
 
 
+@pytest.mark.parametrize("runner", ["direct", "prism", "flink"])
+def test_every_runner_turns_the_sdk_state_cache_on(settings: PlatformSettings, runner: str) -> None:
+    options = pipeline_options(runner, True, (), settings.model_copy(update={"sdk_state_cache_mb": 64}))
+    assert options.get_all_options()["max_cache_memory_usage_mb"] == 64
+
+
 def test_flink_worker_pool_switches_to_external(settings: PlatformSettings) -> None:
     options = pipeline_options("flink", True, ["--flink_worker_pool=127.0.0.1:50000"], settings)
     portable = options.view_as(PortableOptions)
