@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -74,6 +74,15 @@ def history_matrix(
     return matrix
 
 
+class _State(NamedTuple):
+    """One key's state cells (see the generated DoFn classes)."""
+
+    pending: Any  # bag of _Entry: every pane of the steps still inside a future span
+    last_emitted: Any  # newest emitted step_ms
+    timer_at: Any  # when the flush timer is due (ms)
+    reported: Any  # step_ms -> members with an aggregate, for steps not yet emitted
+
+
 def _history_fn_class(name: str, timer_id: str) -> type:
     """A history DoFn class with its own timer id.
 
@@ -86,10 +95,12 @@ def _history_fn_class(name: str, timer_id: str) -> type:
         PENDING = BagStateSpec("pending", PickleCoder())
         LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted_ms", PickleCoder())
         TIMER_AT = ReadModifyWriteStateSpec("timer_at_ms", PickleCoder())
+        REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
         FLUSH = TimerSpec(timer_id, TimeDomain.WATERMARK)
         PENDING_PARAM = beam.DoFn.StateParam(PENDING)
         LAST_EMITTED_PARAM = beam.DoFn.StateParam(LAST_EMITTED)
         TIMER_AT_PARAM = beam.DoFn.StateParam(TIMER_AT)
+        REPORTED_PARAM = beam.DoFn.StateParam(REPORTED)
         FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
 
         def process(
@@ -98,9 +109,10 @@ def _history_fn_class(name: str, timer_id: str) -> type:
             pending=PENDING_PARAM,
             last_emitted=LAST_EMITTED_PARAM,
             timer_at=TIMER_AT_PARAM,
+            reported=REPORTED_PARAM,
             flush=FLUSH_PARAM,
         ) -> Iterator[Any]:
-            return self.on_aggregate(element, pending, last_emitted, timer_at, flush)
+            return self.on_aggregate(element, _State(pending, last_emitted, timer_at, reported), flush)
 
         @on_timer(FLUSH)
         def on_flush(
@@ -110,9 +122,10 @@ def _history_fn_class(name: str, timer_id: str) -> type:
             pending=PENDING_PARAM,
             last_emitted=LAST_EMITTED_PARAM,
             timer_at=TIMER_AT_PARAM,
+            reported=REPORTED_PARAM,
             flush=FLUSH_PARAM,
         ) -> Iterator[Any]:
-            return self.on_timer_fired(key, fired_at, pending, last_emitted, timer_at, flush)
+            return self.on_timer_fired(key, fired_at, _State(pending, last_emitted, timer_at, reported), flush)
 
     HistoryFn.__name__ = HistoryFn.__qualname__ = name
     return HistoryFn
@@ -132,7 +145,7 @@ class _HistoryLogic(beam.DoFn):
         self.stale = Metrics.counter(STEP, "stale_aggregates")
         self.unknown = Metrics.counter(STEP, "unknown_sensor_aggregates")
 
-    def on_aggregate(self, element, pending, last_emitted, timer_at, flush) -> Iterator[Any]:
+    def on_aggregate(self, element, state: _State, flush) -> Iterator[Any]:
         key, aggregate = element
         member = 0 if self.index is None else self.index.get(aggregate.get("sensor_id"))
         if member is None:
@@ -140,34 +153,37 @@ class _HistoryLogic(beam.DoFn):
             return
         start = int(aggregate["window_start"])
         step_ms = start - start % self.step_ms
-        last = last_emitted.read()
+        last = state.last_emitted.read()
         if last is not None and step_ms < last - (self.history_steps - 2) * self.step_ms:
             self.stale.inc()
             return
         mean = aggregate.get("mean_speed_mph")
         mean = math.nan if mean is None else float(mean)
         rank = (_TIMING_RANK.get(aggregate.get("pane_timing"), 1), int(aggregate.get("count") or 0))
-        pending.add((step_ms, member, rank, mean))
-        if last is None or step_ms > last:
-            due = timer_at.read()
-            if due is None or step_ms + self.step_ms < due:
-                self._set_timer(flush, timer_at, step_ms + self.step_ms)
-        if last is not None and step_ms == last + self.step_ms:
-            table = _table(pending.read())
-            if len(table.get(step_ms, ())) == self.n_members:
-                yield from self._advance(key, table, last, None, pending, last_emitted, timer_at, flush)
+        state.pending.add((step_ms, member, rank, mean))
+        if last is not None and step_ms <= last:
+            return  # an update of an emitted step: it only matters to later steps' matrices
+        # Which members reported each step not yet emitted: completeness without reading the whole buffer.
+        reported = state.reported.read() or {}
+        reported.setdefault(step_ms, set()).add(member)
+        state.reported.write(reported)
+        due = state.timer_at.read()
+        if due is None or step_ms + self.step_ms < due:
+            self._set_timer(flush, state, step_ms + self.step_ms)
+        if last is not None and step_ms == last + self.step_ms and len(reported[step_ms]) == self.n_members:
+            yield from self._advance(key, _table(state.pending.read()), last, None, state, flush)
 
-    def on_timer_fired(self, key, fired_at, pending, last_emitted, timer_at, flush) -> Iterator[Any]:
-        timer_at.clear()
-        table = _table(pending.read())
+    def on_timer_fired(self, key, fired_at, state: _State, flush) -> Iterator[Any]:
+        state.timer_at.clear()
+        table = _table(state.pending.read())
         watermark_ms = fired_at.micros // 1000
-        yield from self._advance(key, table, last_emitted.read(), watermark_ms, pending, last_emitted, timer_at, flush)
+        yield from self._advance(key, table, state.last_emitted.read(), watermark_ms, state, flush)
 
-    def _set_timer(self, flush, timer_at, due_ms: int) -> None:
+    def _set_timer(self, flush, state: _State, due_ms: int) -> None:
         flush.set(Timestamp(micros=due_ms * 1000))
-        timer_at.write(due_ms)
+        state.timer_at.write(due_ms)
 
-    def _advance(self, key, table, last, watermark_ms, pending, last_emitted, timer_at, flush) -> Iterator[Any]:
+    def _advance(self, key, table, last, watermark_ms, state: _State, flush) -> Iterator[Any]:
         """Emit steps in order while they are due (watermark) or complete (after an emitted step)."""
         candidates = [s for s in table if last is None or s > last]
         if not candidates:
@@ -185,24 +201,25 @@ class _HistoryLogic(beam.DoFn):
             last = step_ms
             step_ms += self.step_ms
         if last is None:  # a firing before anything is due (e.g. a timer overtaken by a lower one): wait
-            self._set_timer(flush, timer_at, min(candidates) + self.step_ms)
+            self._set_timer(flush, state, min(candidates) + self.step_ms)
             return
-        last_emitted.write(last)
+        state.last_emitted.write(last)
         keep_from = last - (self.history_steps - 2) * self.step_ms
-        pending.clear()
+        state.pending.clear()
         for kept_step, row in table.items():
             if kept_step >= keep_from:
                 for member, (rank, mean) in row.items():
-                    pending.add((kept_step, member, rank, mean))
+                    state.pending.add((kept_step, member, rank, mean))
         later = [s for s in table if s > last]
+        state.reported.write({s: set(table[s]) for s in later})
         if later:
             # The newest pending step's end, not the oldest's: a timer cannot tell how far the watermark
             # has gone, and in batch (watermark at +inf) this flushes everything in one more firing
             # instead of one firing (and one pass over the buffer) per incomplete step. In streaming
             # `later` is rarely more than the step now arriving, so this costs no latency there.
-            self._set_timer(flush, timer_at, max(later) + self.step_ms)
+            self._set_timer(flush, state, max(later) + self.step_ms)
         else:
-            timer_at.clear()  # the timer itself is left alone: a firing with nothing due is harmless
+            state.timer_at.clear()  # the timer itself is left alone: a firing with nothing due is harmless
 
     def _output(self, key: str, table, step_ms: int) -> TimestampedValue:
         speeds = history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)

@@ -16,6 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.exceptions import TransformConfigError
 from transforms.history import NetworkHistory, SensorHistory, _NetworkHistoryFn
+from transforms.history import _State as HistoryState
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -155,19 +156,21 @@ class _Timer:
 def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was():
     """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
     fn = _NetworkHistoryFn(["a", "b"], 2, 300)
-    pending, last, timer_at, flush = _State(bag=True), _State(), _State(), _Timer()
-    state = (pending, last, timer_at, flush)
+    pending, last, timer_at, reported, flush = _State(bag=True), _State(), _State(), _State(), _Timer()
+    state = HistoryState(pending, last, timer_at, reported)
 
     def feed(a):
-        return [plain(s.value) for s in fn.on_aggregate(("network", a), *state)]
+        return [plain(s.value) for s in fn.on_aggregate(("network", a), state, flush)]
 
     assert feed(agg("a", 0, 50.0)) == [] and feed(agg("b", 0, 40.0)) == []  # the first step waits for its timer
     assert flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
-    fired = [plain(s.value) for s in fn.on_timer_fired("network", flush.at, *state)]
+    fired = [plain(s.value) for s in fn.on_timer_fired("network", flush.at, state, flush)]
     assert fired == [(0, ((N, N), (50.0, 40.0)))]
+    assert reported.value == {}  # only steps not yet emitted are tracked
     assert feed(agg("a", 1, 51.0)) == []
+    assert reported.value == {T0_MS + S_MS: {0}}
     assert feed(agg("b", 1, 41.0)) == [(1, ((50.0, 40.0), (51.0, 41.0)))]  # complete: out at once
-    assert last.value == T0_MS + S_MS and timer_at.value is None
+    assert last.value == T0_MS + S_MS and timer_at.value is None and reported.value == {}
     assert feed(agg("a", 0, 10.0)) == []  # too old for any future span: counted as stale, ignored
     assert all(entry[0] >= T0_MS + S_MS for entry in pending.value)
 
@@ -175,9 +178,10 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
 def test_an_early_timer_firing_before_anything_is_due_waits():
     fn = _NetworkHistoryFn(["a"], 2, 300)
     pending, last, timer_at, flush = _State(bag=True), _State(), _State(), _Timer()
-    list(fn.on_aggregate(("network", agg("a", 3, 50.0)), pending, last, timer_at, flush))
+    state = HistoryState(pending, last, timer_at, _State())
+    list(fn.on_aggregate(("network", agg("a", 3, 50.0)), state, flush))
     early = Timestamp(micros=(T0_MS + S_MS) * 1000)
-    assert list(fn.on_timer_fired("network", early, pending, last, timer_at, flush)) == []
+    assert list(fn.on_timer_fired("network", early, state, flush)) == []
     assert last.value is None and flush.at == Timestamp(micros=(T0_MS + 4 * S_MS) * 1000)
 
 
