@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -307,6 +308,10 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runner", choices=("flink", "prism"), default="flink")
@@ -320,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                         help="a further Beam pipeline option, repeatable, e.g. --beam-arg=--max_bundle_time_millis=100")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # `timeout` / kill: still cancel the job and delete the topics
     try:
         figures = run(args)
     except ServiceDown as exc:

@@ -65,6 +65,12 @@ class FlinkService(Service):
             "jobmanager.memory.off-heap.size": "128m",
             "jobmanager.memory.jvm-metaspace.size": "256m",
             "jobmanager.execution.failover-strategy": "region",
+            # With checkpointing Flink's default is to restart a failed job forever. A LOOPBACK job whose
+            # submitting process is gone can never come back and would hold its slots for good: give up after
+            # 5 attempts, 10 s apart (a job with a worker pool survives a short outage of it).
+            "restart-strategy.type": "fixed-delay",
+            "restart-strategy.fixed-delay.attempts": 5,
+            "restart-strategy.fixed-delay.delay": "10 s",
             "taskmanager.bind-host": s.host,
             "taskmanager.host": s.host,
             "taskmanager.numberOfTaskSlots": s.flink_task_slots,

@@ -62,6 +62,9 @@ def test_flink_config_is_yaml_with_loopback_binds(settings: PlatformSettings) ->
     assert parsed["jobmanager.memory.heap.size"] == f"{settings.flink_jobmanager_heap_mb}m"
     assert parsed["taskmanager.memory.process.size"] == f"{settings.flink_taskmanager_process_mb}m"
     assert parsed["state.checkpoints.dir"].startswith((settings.work_dir / "data" / "flink").as_uri())
+    # A job whose LOOPBACK worker died must fail for good in the end, not restart forever holding its slots.
+    assert parsed["restart-strategy.type"] == "fixed-delay"
+    assert 0 < parsed["restart-strategy.fixed-delay.attempts"] <= 10
 
 
 def test_job_server_points_at_the_flink_rest_port(settings: PlatformSettings) -> None:
