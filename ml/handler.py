@@ -37,7 +37,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from ml.exceptions import ModelRegistryError
 from ml.features import HISTORY_STEPS, build_features
-from ml.registry import ModelBundle, ModelRegistry
+from ml.registry import MODEL_REFRESH_S, ModelBundle, ModelRegistry
 
 __all__ = ["ForecastModelHandler", "HandlerConfig", "LiveModel", "make_model_handler", "prediction_inputs"]
 
@@ -57,7 +57,7 @@ class HandlerConfig:
 
     registry_root: str
     version: str | None = None
-    refresh_s: float = 30.0
+    refresh_s: float = MODEL_REFRESH_S
     min_batch_size: int = 1
     max_batch_size: int = 16
     max_batch_duration_s: int | None = None
@@ -71,7 +71,7 @@ class LiveModel:
         self,
         registry_root: str,
         version: str | None = None,
-        refresh_s: float = 30.0,
+        refresh_s: float = MODEL_REFRESH_S,
         hdfs_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -31,6 +31,7 @@ from ml.exceptions import ModelRegistryError
 from ml.features import FEATURE_NAMES, FeatureContext
 
 __all__ = [
+    "MODEL_REFRESH_S",
     "TRUSTED_TYPES",
     "ModelBundle",
     "ModelRegistry",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 MAX_SPEED_MPH = 100.0
+MODEL_REFRESH_S = 10.0  # how often a running job re-reads LATEST to pick up a newly registered model
 # Every type a stored model may contain beyond skops' defaults; anything else refuses to load.
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",

@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS
+from ml.registry import MODEL_REFRESH_S
 from pipelines.tables import join_path, parquet_schema
 from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings
@@ -70,7 +71,7 @@ class StreamingConfig:
     allowed_lateness_s: int = 300
     lateness_grace_s: int = 300
     early_firing_count: int | None = 1
-    model_refresh_s: float = 10.0
+    model_refresh_s: float = MODEL_REFRESH_S
     hdfs_options: tuple[tuple[str, Any], ...] = ()
 
 
@@ -310,7 +311,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-lateness-s", type=int, default=300,
                         help="events up to this late (behind their sensor's newest reading) still update their "
                         "window; later ones are dead letters (default 300)")
-    parser.add_argument("--model-refresh-s", type=float, default=10.0,
+    parser.add_argument("--model-refresh-s", type=float, default=MODEL_REFRESH_S,
                         help="how often the job checks the registry for a newly registered model")
     parser.add_argument("--savepoint-dir", metavar="DIR",
                         help="on Ctrl-C or SIGTERM stop the Flink job with a savepoint in DIR (local or a URI "

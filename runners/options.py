@@ -18,6 +18,8 @@ import argparse
 
 from apache_beam.options.pipeline_options import HadoopFileSystemOptions, PipelineOptions
 
+from ml.registry import MODEL_REFRESH_S
+
 __all__ = [
     "FlinkOptions",
     "HadoopFileSystemOptions",
@@ -59,7 +61,7 @@ class RegistryOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model_registry", type=str, default=None,
                             help="model registry root, local or hdfs:// (default: the work directory's)")
-        parser.add_argument("--model_refresh_s", type=float, default=60.0,
+        parser.add_argument("--model_refresh_s", type=float, default=MODEL_REFRESH_S,
                             help="how often the streaming job looks for a newer model")
 
 

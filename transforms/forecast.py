@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import TimestampedValue
 
 from ml.handler import HandlerConfig, make_model_handler
+from ml.registry import MODEL_REFRESH_S
 
 __all__ = ["Forecast", "model_sensor_ids"]
 
@@ -59,7 +60,7 @@ class Forecast(beam.PTransform):
         registry_root: str,
         *,
         version: str | None = None,
-        refresh_s: float = 30.0,
+        refresh_s: float = MODEL_REFRESH_S,
         min_batch_size: int = 1,
         max_batch_size: int = 16,
         max_batch_duration_s: int | None = None,
