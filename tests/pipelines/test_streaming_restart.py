@@ -34,8 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from small_models import register_ridge_bundle
+from topic_contents import read_all, record_count
 
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
@@ -73,34 +73,10 @@ def _values(record: dict) -> tuple[float, float, float]:
     return record["predicted_speed_mph"], record["lower_mph"], record["upper_mph"]
 
 
-def _read_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        messages, deadline = [], time.monotonic() + 60
-        while sum(ends.values()) > len(messages) and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        return messages
-    finally:
-        consumer.close()
-
-
-def _count(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
-
-
 def _predictions(bootstrap: str, topic: str) -> dict[tuple, list[tuple]]:
     codec = AvroCodec("prediction")
     got: dict[tuple, list[tuple]] = {}
-    for message in _read_all(bootstrap, topic):
+    for message in read_all(bootstrap, topic):
         record = codec.decode(message.value())
         got.setdefault(_key(record), []).append(_values(record))
     return got
@@ -193,7 +169,7 @@ def test_stop_with_savepoint_and_restart_loses_no_prediction(
 
     def arrived(keys: set[tuple], dead_letters: int) -> Callable[[], bool]:
         return lambda: (keys <= set(_predictions(kafka_bootstrap, topics.predictions))
-                        and _count(kafka_bootstrap, topics.dead_letters) >= dead_letters)
+                        and record_count(kafka_bootstrap, topics.dead_letters) >= dead_letters)
 
     started = time.monotonic()
     jobs: list[_StreamCommand] = []
@@ -209,7 +185,7 @@ def test_stop_with_savepoint_and_restart_loses_no_prediction(
         assert Path(savepoint.removeprefix("file:")).parent == savepoints.resolve()
         assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file()
         assert _job(rest, f"{name}-a")["state"] == "FINISHED"  # stopped, not failed or cancelled
-        stopped_at = len(_read_all(kafka_bootstrap, topics.predictions))
+        stopped_at = len(read_all(kafka_bootstrap, topics.predictions))
 
         sent.append(part(SPLIT_MS, END_MS))
         jobs.append(_StreamCommand([*common, "--start", "latest", "--from-savepoint", savepoint, "--",
@@ -238,15 +214,15 @@ def test_stop_with_savepoint_and_restart_loses_no_prediction(
         worst = max(worst, *(abs(a - b) for a, b in zip(versions.pop(), expected, strict=True)))
     assert worst <= 1e-6, worst  # the spanning steps included: NetworkHistory's state was restored
     # Counts add up across the restart: every raw record is one validated event or one dead letter.
-    raw = _count(kafka_bootstrap, topics.raw)
-    events = _read_all(kafka_bootstrap, topics.events)
+    raw = record_count(kafka_bootstrap, topics.raw)
+    events = read_all(kafka_bootstrap, topics.events)
     event_keys = Counter((m.key(), AvroCodec("traffic_event").decode(m.value())["event_time"]) for m in events)
-    dead = _count(kafka_bootstrap, topics.dead_letters)
+    dead = record_count(kafka_bootstrap, topics.dead_letters)
     assert raw == sum(s.events for s in sent)
     assert dead == sum(s.bad_total for s in sent)
     assert raw == len(event_keys) + dead, (raw, len(event_keys), dead)
     print(f"\nrestart test: {elapsed:.0f} s for two Flink jobs; {stopped_at} predictions before the stop, "
-          f"{len(_read_all(kafka_bootstrap, topics.predictions))} in all for {len(reference)} keys")
+          f"{len(read_all(kafka_bootstrap, topics.predictions))} in all for {len(reference)} keys")
 
 
 @pytest.mark.integration
