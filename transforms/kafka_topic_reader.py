@@ -102,7 +102,16 @@ class _TopicTracker(RestrictionTracker):
             raise ValueError("an unbounded topic read ended without checkpointing its remainder")
 
     def current_progress(self) -> RestrictionProgress:
-        return RestrictionProgress(completed=0, remaining=1)
+        """No measurable fraction of an endless read is done; the fraction is explicit on purpose.
+
+        The Python SDK (2.77) replaces ``completed`` with its estimate of the bytes output since
+        the element started, the element count times a sampled mean size. That mean is NaN in a
+        bundle whose outputs were all skipped by the size sampler (its sampling gap outlives
+        the bundle), and a NaN progress failed Prism's split request for a stalled bundle
+        (``bundle_processor._compute_split``: "cannot convert float NaN to integer").
+        A progress with ``fraction`` set keeps that fraction whatever the byte estimate.
+        """
+        return RestrictionProgress(fraction=0.0)
 
     def is_bounded(self) -> bool:
         return False
@@ -154,12 +163,13 @@ class ReadTopicFn(beam.DoFn):
         self._records = Metrics.counter("kafka_io", "records_read")
 
     def setup(self) -> None:
-        self._consumer = Consumer(self._config)
+        self._consumers: dict[str, Consumer] = {}
+        self._positions: dict[str, dict[int, int]] = {}  # per topic: where its consumer reads next
 
     def teardown(self) -> None:
-        if getattr(self, "_consumer", None) is not None:
-            self._consumer.close()
-            self._consumer = None
+        for consumer in getattr(self, "_consumers", {}).values():
+            consumer.close()
+        self._consumers = {}
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -170,15 +180,15 @@ class ReadTopicFn(beam.DoFn):
     ) -> Iterator[TimestampedValue]:
         restriction = tracker.current_restriction()
         topic = element.topic
-        self._consumer.assign([TopicPartition(topic, p.partition, p.next_offset) for p in restriction.partitions])
-        self._commit_resumed(topic, restriction)
         # The runner hands us a view of the tracker: keep this call's progress here too.
         next_offsets = {p.partition: p.next_offset for p in restriction.partitions}
+        consumer = self._consumer_at(topic, next_offsets)
+        self._commit_resumed(consumer, topic, restriction)
         newest_ms = {p.partition: p.newest_ms for p in restriction.partitions}
         deadline = time.monotonic() + _READ_CALL_S
         read = 0
         while time.monotonic() < deadline:
-            batch = self._consumer.consume(_BATCH, timeout=_POLL_S)
+            batch = consumer.consume(_BATCH, timeout=_POLL_S)
             for msg in batch:
                 if msg.error() is not None:
                     raise RuntimeError(f"reading {topic}[{msg.partition()}]: {msg.error().str()}")
@@ -197,7 +207,8 @@ class ReadTopicFn(beam.DoFn):
             if not batch:
                 break
         self._records.inc(read)
-        caught_up = {p: self._caught_up(topic, p, offset) for p, offset in next_offsets.items()}
+        self._positions[topic] = dict(next_offsets)  # every record consumed was claimed: it reads on from here
+        caught_up = {p: _caught_up(consumer, topic, p, offset) for p, offset in next_offsets.items()}
         watermark = topic_watermark_ms(newest_ms, caught_up)
         if watermark is not None:
             candidate = Timestamp(micros=min((watermark - self._lag_ms) * 1000, MAX_TIMESTAMP.micros - 1))
@@ -206,12 +217,20 @@ class ReadTopicFn(beam.DoFn):
                 estimator.set_watermark(candidate)
         tracker.defer_remainder(Duration(seconds=0) if read else Duration(seconds=_POLL_S))
 
-    def _caught_up(self, topic: str, partition: int, next_offset: int) -> bool:
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_META_TIMEOUT_S,
-                                                       cached=False)
-        return next_offset >= high
+    def _consumer_at(self, topic: str, next_offsets: Mapping[int, int]) -> Consumer:
+        """The topic's consumer, assigned at ``next_offsets`` unless the last call left it exactly there.
 
-    def _commit_resumed(self, topic: str, restriction: TopicRestriction) -> None:
+        Assigning again at every call (several a second while the topic is quiet) starved
+        librdkafka's fetcher: records produced after a quiet spell were never returned.
+        """
+        consumer = self._consumers.get(topic)
+        if consumer is None:
+            consumer = self._consumers[topic] = Consumer(self._config)
+        if self._positions.pop(topic, None) != next_offsets:  # popped: a call that fails re-assigns
+            consumer.assign([TopicPartition(topic, p, offset) for p, offset in next_offsets.items()])
+        return consumer
+
+    def _commit_resumed(self, consumer: Consumer, topic: str, restriction: TopicRestriction) -> None:
         """Best effort: a resumed restriction means the runner finished the bundles before it.
 
         (Bundle finalisation would be the textbook place, but Prism 2.77 fails FinalizeBundle
@@ -221,6 +240,11 @@ class ReadTopicFn(beam.DoFn):
         if self._commit and resumed:
             offsets = [TopicPartition(topic, p.partition, p.next_offset) for p in resumed]
             try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
+                consumer.commit(offsets=offsets, asynchronous=True)
             except Exception:  # noqa: BLE001 - best effort by design (see the module doc)
                 pass
+
+
+def _caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_META_TIMEOUT_S, cached=False)
+    return next_offset >= high

@@ -1,13 +1,31 @@
-"""The topic-wide unbounded reader's restriction tracker and watermark rule (units).
+"""The topic-wide unbounded reader: tracker and watermark rule (units), its consumer on the real broker,
+and on Prism while Prism asks to split its bundles.
 
-On the real broker and runners it is exercised by tests/runners/test_pipelines_on_platform.py
-and the streaming pipeline's tests.
+It is also exercised by tests/runners/test_pipelines_on_platform.py and the streaming pipeline's tests.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.runner import PipelineState
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.runners.worker.bundle_processor import DataInputOperation
+from confluent_kafka import Consumer, Producer
+
+from runners.presets import pipeline_options
+from runners.settings import PlatformSettings
+from schemas.records import KafkaMessage
+from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer_config
 from transforms.kafka_topic_reader import (
     PartitionProgress,
+    ReadTopicFn,
     TopicRead,
     TopicRestriction,
     _TopicRestrictions,
@@ -64,3 +82,140 @@ def test_watermark_when_everything_is_read() -> None:
     assert topic_watermark_ms({0: 5_000, 1: 7_000}, {0: True, 1: True}) == 7_000
     assert topic_watermark_ms({0: None, 1: None}, {0: True, 1: True}) is None  # an empty topic promises nothing
     assert topic_watermark_ms({0: None, 1: 4_000}, {0: True, 1: True}) == 4_000  # an empty partition never stalls
+
+
+def test_progress_keeps_its_fraction_when_the_sdk_byte_estimate_is_nan() -> None:
+    # The SDK swaps ``completed`` for the bytes output since the element started, NaN when the size
+    # sampler skipped every output of the bundle; with that, Prism's split request of a stalled read
+    # failed in _compute_split ("cannot convert float NaN to integer").
+    tracker = _tracker()
+    tracker.try_claim((0, 5, 1_000))
+    progress = tracker.current_progress().with_completed(float("nan"))
+    assert progress.fraction_completed == 0.0
+    split = DataInputOperation._compute_split(
+        index=0, current_element_progress=progress.fraction_completed, stop=float("inf"),
+        fraction_of_remainder=0.5, total_buffer_size=1, try_split=tracker.try_split,
+    )
+    # The read is not split (the tracker refuses dynamic splits): nothing after the bundle's one element.
+    assert split == (0, [], [], 1)
+    assert not tracker.current_restriction().done
+
+
+# --- on the real broker ------------------------------------------------------------------------------------
+
+
+def _call(fn: ReadTopicFn, element: TopicRead, restriction: TopicRestriction) -> tuple[list, TopicRestriction]:
+    """One process() call as a runner makes it: the values read and the checkpointed remainder."""
+    tracker = ThreadsafeRestrictionTracker(_TopicRestrictions().create_tracker(restriction))
+    values = [v.value.value for v in fn.process(element, RestrictionTrackerView(tracker),
+                                                ManualWatermarkEstimator(None))]
+    residual, _delay = tracker.deferred_status()
+    return values, residual
+
+
+@pytest.mark.integration
+def test_a_quiet_read_resumed_several_times_a_second_still_sees_new_records(
+    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+) -> None:
+    # Re-assigning the consumer at every call starved librdkafka's fetcher: after a quiet spell,
+    # records produced later were never returned (the job kept running and read nothing).
+    topic = fresh_topic("quiet")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def send(values: list[bytes]) -> None:
+        for value in values:
+            producer.produce(topic, value=value)
+        assert producer.flush(10) == 0
+
+    fn = ReadTopicFn(_consumer_config(kafka_bootstrap, None, None), 0.0, commit_offsets=False)  # as ReadFromKafka
+    fn.setup()
+    try:
+        element = TopicRead(topic, ((0, 0),))
+        restriction = _TopicRestrictions().initial_restriction(element)
+        send([b"first-%d" % i for i in range(50)])
+        got: list[bytes] = []
+        for calls in range(40):  # a runner resumes the deferred read about every 0.2-0.5 s
+            values, restriction = _call(fn, element, restriction)
+            got += values
+            if len(got) == 60:
+                break
+            if calls == 10:  # after a quiet spell, while the read waits to be resumed
+                send([b"later-%d" % i for i in range(10)])
+            time.sleep(0.25)
+        assert got[:50] == [b"first-%d" % i for i in range(50)]
+        assert got[50:] == [b"later-%d" % i for i in range(10)], f"after {calls - 10} calls: {got[50:]}"
+        assert calls <= 20, f"the later records took {calls - 10} calls"
+    finally:
+        fn.teardown()
+
+
+# --- on Prism and the real broker ----------------------------------------------------------------------
+
+STALL_S = 2.5
+STEPS = 8
+MARKER = b"stall"
+FINAL_STATES = (PipelineState.FAILED, PipelineState.DONE, PipelineState.CANCELLED)
+
+
+def _drain(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            values += [m.value() for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+        values += [m.value() for m in consumer.consume(500, timeout=1.0) if m.error() is None]  # any extra
+    finally:
+        consumer.close()
+    return values
+
+
+def _stall_on_marker(message: KafkaMessage) -> tuple[bytes | None, bytes]:
+    """A slow step fused into the read's bundle (as a slow model call would be): no progress for STALL_S."""
+    if message.value == MARKER:
+        time.sleep(STALL_S)
+    return message.key, message.value
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_prism_split_requests_while_a_read_bundle_stalls_do_not_fail_the_job(
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], platform_settings: PlatformSettings
+) -> None:
+    # Prism asks the SDK to split a bundle that shows no progress between two progress reports. The
+    # SDK then computed the read's progress from its sampled output size: NaN in a bundle whose
+    # outputs the sampler all skipped (after one large bundle its sampling gap outlives the small
+    # ones), and the job failed with "cannot convert float NaN to integer".
+    source, sink = fresh_topic("split-src"), fresh_topic("split-dst")
+    p = beam.Pipeline(options=pipeline_options("prism", True, [], platform_settings))
+    _ = (
+        p
+        | "Read" >> ReadFromKafka(kafka_bootstrap, source)
+        | "StallOnMarker" >> beam.Map(_stall_on_marker)
+        | "Write" >> WriteToKafka(kafka_bootstrap, sink, key_fn=lambda kv: kv[0], value_fn=lambda kv: kv[1])
+    )
+    result = p.run()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    sent: list[bytes] = []
+
+    def send(values: list[bytes]) -> None:
+        for value in values:
+            producer.produce(source, key=b"k", value=value)
+        assert producer.flush(10) == 0
+        sent.extend(values)
+
+    try:
+        send([b"bulk-%d" % i for i in range(600)])  # one large bundle first: later ones go unsampled
+        for step in range(STEPS):
+            time.sleep(STALL_S + 1.5)
+            assert result.state not in FINAL_STATES, f"the job ended ({result.state}) at step {step}"
+            send([b"step-%d-%d" % (step, i) for i in range(10)] + [MARKER])
+        got = _drain(kafka_bootstrap, sink, len(sent))
+        assert result.state not in FINAL_STATES, f"the job ended ({result.state})"
+    finally:
+        result.cancel()
+    missing = Counter(sent) - Counter(got)
+    assert not missing, f"{sum(missing.values())} of {len(sent)} records never came out, e.g. {sorted(missing)[:3]}"
+    assert Counter(got) == Counter(sent)  # and none twice
