@@ -113,6 +113,10 @@ def _flink(ctx: PresetContext) -> list[str]:
         flags += ["--environment_type=LOOPBACK"]
     if ctx.streaming:
         flags.append(f"--checkpointing_interval={s.flink_checkpoint_interval_ms}")
+        # Otherwise a checkpoint that lands mid-bundle makes Beam's Flink operator buffer that bundle's outputs
+        # until its next input: at the end of a replay (or in a lull) they never leave (no window files, missing
+        # predictions).
+        flags.append("--finish_bundle_before_checkpointing")
     return flags
 
 

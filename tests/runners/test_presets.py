@@ -91,6 +91,8 @@ def test_flink_streaming_sends_the_checkpoint_interval(settings: PlatformSetting
     assert options.view_as(StandardOptions).streaming is True
     # Declared options are what the PortableRunner serialises for the job server.
     assert options.get_all_options(retain_unknown_options=False)["checkpointing_interval"] == 4321
+    assert "--finish_bundle_before_checkpointing" in preset_args("flink", True, [], settings)
+    assert "--finish_bundle_before_checkpointing" not in preset_args("flink", False, [], settings)
 
 
 @pytest.mark.parametrize("runner", ["direct", "prism", "flink"])
