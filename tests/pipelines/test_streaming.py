@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.runner import PipelineState
-from confluent_kafka import Consumer, TopicPartition
 from small_models import register_ridge_bundle
+from topic_contents import read_all, record_count
 
 from ml.dataset import VAL_END_MS, load_metrla, network_sensor_ids
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
@@ -88,30 +88,6 @@ def _topics(fresh_topic) -> TopicSettings:
     return TopicSettings(**names)
 
 
-def _read_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        messages, deadline = [], time.monotonic() + 60
-        while sum(ends.values()) > len(messages) and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        return messages
-    finally:
-        consumer.close()
-
-
-def _count(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
-
-
 def _ended(result) -> list[str]:
     """The job's state, polled: a streaming job that is no longer running has failed this test.
 
@@ -161,11 +137,11 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     try:
         while time.monotonic() < deadline:
             got = {}
-            for message in _read_all(kafka_bootstrap, topics.predictions):
+            for message in read_all(kafka_bootstrap, topics.predictions):
                 record = codec.decode(message.value())
                 got.setdefault(_key(record), []).append(_values(record))
             files_written = any((tmp_path / "out" / "predictions").glob("*.parquet"))  # once windows close
-            complete = expected <= set(got) and _count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total
+            complete = expected <= set(got) and record_count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total
             complete_since = (complete_since or time.monotonic()) if complete else None
             failure += _ended(result)
             if failure or (complete and (files_written or time.monotonic() - complete_since > FILE_WAIT_S)):
@@ -180,10 +156,10 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     missing = expected - set(got)
     assert not missing, f"{len(missing)} of {len(expected)} predictions never arrived, e.g. {sorted(missing)[:3]}"
     # Counts add up: every raw record is a validated event or a dead letter (none twice on a clean run).
-    raw = _count(kafka_bootstrap, topics.raw)
-    events = _read_all(kafka_bootstrap, topics.events)
+    raw = record_count(kafka_bootstrap, topics.raw)
+    events = read_all(kafka_bootstrap, topics.events)
     event_keys = Counter((m.key(), AvroCodec("traffic_event").decode(m.value())["event_time"]) for m in events)
-    dead = _count(kafka_bootstrap, topics.dead_letters)
+    dead = record_count(kafka_bootstrap, topics.dead_letters)
     assert raw == sent.events
     assert raw == len(event_keys) + dead, (raw, len(event_keys), dead)
     assert dead == sent.bad_total  # every injected bad record, duplicates included, is a dead letter
