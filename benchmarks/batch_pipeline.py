@@ -41,25 +41,14 @@ def _iso(ms: int) -> str:
 
 def ridge_registry() -> str:
     """A temporary registry holding a ridge model (per horizon) fitted on the first two days, all sensors."""
-    from sklearn.linear_model import Ridge
-
-    from ml.conformal import fit_binned_conformal
-    from ml.features import FEATURE_NAMES, HORIZONS_MIN, fit_context
-    from ml.registry import ModelBundle, ModelRegistry
-    from ml.training_set import examples
+    from ml.registry import ModelRegistry
+    from ml.residual_ridge import fit_residual_ridge
 
     data = load_metrla()
     data = data.between(None, int(data.times_ms[0]) + 2 * 86_400_000)
-    ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=4)
-    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    estimators, intervals = {}, {}
-    for j, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=10.0).fit(x[ok], y[ok, j] - last[ok])
-        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9)
+    bundle = fit_residual_ridge(data, alpha=10.0, stride=4, min_bin_rows=2000)
     root = tempfile.mkdtemp(prefix="batch-bench-registry-")
-    ModelRegistry(root).register(ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx))
+    ModelRegistry(root).register(bundle)
     return root
 
 

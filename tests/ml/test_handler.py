@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
-from sklearn.linear_model import Ridge
 
-from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, load_metrla
 from ml.exceptions import ModelRegistryError
-from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
+from ml.features import HORIZONS_MIN, build_features, history_from_speeds
 from ml.handler import HandlerConfig, LiveModel, make_model_handler
 from ml.registry import ModelBundle, ModelRegistry
-from ml.training_set import examples
+from ml.residual_ridge import fit_residual_ridge
 from transforms.forecast import Forecast
 
 N_SENSORS = 6
@@ -29,16 +27,7 @@ def fit_bundle(days: tuple[int, int], alpha: float) -> ModelBundle:
     data = data.only(data.sensor_ids[:N_SENSORS])
     t0 = int(data.times_ms[0])
     data = data.between(t0 + days[0] * DAY_STEPS * STEP_MS, t0 + days[1] * DAY_STEPS * STEP_MS)
-    ctx = fit_context(data)
-    x, y, _ = examples(data, ctx, "train", stride=2)
-    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    estimators, intervals = {}, {}
-    for j, h in enumerate(HORIZONS_MIN):
-        ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
-        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=100)
-    return ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx,
-                       model_names=dict.fromkeys(HORIZONS_MIN, "ridge"))
+    return fit_residual_ridge(data, alpha=alpha, stride=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,32 @@
+"""A small, fast real model: per-horizon ridge on the change from the last reading, with 90% intervals.
+
+Not a training candidate (``traffic train`` selects among ``ml.models``); it is the model that
+tests and benchmarks fit in seconds on a slice of METR-LA when they need a registered bundle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import Ridge
+
+from ml.conformal import fit_binned_conformal
+from ml.dataset import MetrLA
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, fit_context
+from ml.registry import ModelBundle
+from ml.training_set import examples
+
+__all__ = ["fit_residual_ridge"]
+
+
+def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_bin_rows: int = 100) -> ModelBundle:
+    """Fit on ``data``'s training windows (every ``stride``-th); intervals are calibrated on the same rows."""
+    ctx = fit_context(data)
+    x, y, _ = examples(data, ctx, "train", stride=stride)
+    last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    estimators, intervals = {}, {}
+    for j, h in enumerate(HORIZONS_MIN):
+        ok = np.isfinite(y[:, j])
+        estimators[h] = Ridge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
+        intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=min_bin_rows)
+    return ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx,
+                       model_names=dict.fromkeys(HORIZONS_MIN, "ridge"))
