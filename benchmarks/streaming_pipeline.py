@@ -68,9 +68,14 @@ class Arrivals:
     """What the watcher thread saw: first event, and per step the (sensor, horizon) set and completion time."""
 
     expected_per_step: int
+    sensors: int = 0
     first_event_s: float | None = None
     seen: dict[int, set] = field(default_factory=dict)
     complete_s: dict[int, float] = field(default_factory=dict)
+    # The paced phase's stage breakdown: per stage topic, per step, the sensors seen and when all had arrived.
+    stage_parts: list = field(default_factory=list)
+    stage_seen: dict[str, dict[int, set]] = field(default_factory=dict)
+    stage_complete_s: dict[str, dict[int, float]] = field(default_factory=dict)
     loads: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,9 +119,47 @@ def delete_topics(admin: AdminClient, topics: TopicSettings) -> None:
             pass
 
 
+STAGES = {"events": ("traffic_event", "event_time"), "aggregates": ("window_aggregate", "window_start")}
+
+
+def _millis(value) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def _note_stage(arrivals: Arrivals, stage: str, record: dict, now: float) -> None:
+    """A validated event or an aggregate of a paced step: the step's stage is complete once every sensor is in."""
+    step = _millis(record[STAGES[stage][1]])
+    seen = arrivals.stage_seen.setdefault(stage, {}).setdefault(step, set())
+    seen.add(record["sensor_id"])
+    done = arrivals.stage_complete_s.setdefault(stage, {})
+    if len(seen) >= arrivals.sensors and step not in done:
+        done[step] = now
+
+
+def stage_start_offsets(bootstrap: str, topics: TopicSettings) -> list[TopicPartition]:
+    """The events and aggregates topics' current ends: the paced phase's stage records come after them."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ends-{uuid.uuid4().hex}"})
+    try:
+        parts = []
+        for topic in (topics.events, topics.aggregates):
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                parts.append(TopicPartition(topic, p, high))
+        return parts
+    finally:
+        consumer.close()
+
+
 def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threading.Event) -> None:
-    """Records the wall time of the first event and of each step's complete set of predictions."""
+    """Records the wall time of the first event and of each step's complete set of predictions.
+
+    Once ``arrivals.stage_parts`` is set (the paced phase), it also records when each step's
+    validated events and aggregates were complete: the latency broken down by stage.
+    """
     codec = AvroCodec("prediction")
+    stage_codecs = {topics.events: ("events", AvroCodec(STAGES["events"][0])),
+                    topics.aggregates: ("aggregates", AvroCodec(STAGES["aggregates"][0]))}
+    staged = False
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 10})
     assigned = {topics.events: 0, topics.predictions: 0}
@@ -127,6 +170,11 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
     last_load = 0.0
     try:
         while not stop.is_set():
+            if arrivals.stage_parts and not staged:
+                reading = consumer.position(consumer.assignment())  # the predictions read on where they are
+                consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
+                                 for tp in reading if tp.topic == topics.predictions] + arrivals.stage_parts)
+                staged = True
             messages = consumer.consume(500, timeout=0.05)
             now = time.time()
             if now - last_load >= 5:
@@ -135,15 +183,18 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
             for message in messages:
                 if message.error() is not None:
                     continue
+                if staged and message.topic() in stage_codecs:
+                    stage, stage_codec = stage_codecs[message.topic()]
+                    with arrivals.lock:
+                        _note_stage(arrivals, stage, stage_codec.decode(message.value()), now)
+                    continue
                 if message.topic() == topics.events:
                     if arrivals.first_event_s is None:
                         arrivals.first_event_s = now
                         consumer.assign(pred_parts)  # the events' content is not needed
                     continue
                 record = codec.decode(message.value())
-                step = record["event_time"]
-                if not isinstance(step, int):
-                    step = int(step.timestamp() * 1000)
+                step = _millis(record["event_time"])
                 with arrivals.lock:
                     keys = arrivals.seen.setdefault(step, set())
                     keys.add((record["sensor_id"], record["horizon_min"]))
@@ -195,6 +246,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def stage_medians(arrivals: Arrivals, acked: dict[int, float], steps: list[int]) -> dict[str, float | None]:
+    """Per stage, the median time from a step's last reading acknowledged to that stage having all its sensors."""
+    medians: dict[str, float | None] = {}
+    with arrivals.lock:
+        for stage in STAGES:
+            done = arrivals.stage_complete_s.get(stage, {})
+            values = [done[s] - acked[s] for s in steps if s in done]
+            medians[stage] = round(statistics.median(values), 3) if values else None
+    return medians
+
+
 def run(args: argparse.Namespace) -> dict:
     settings = PlatformSettings()
     check_services(args.runner, settings)
@@ -213,7 +275,7 @@ def run(args: argparse.Namespace) -> dict:
     topics = create_topics(admin, run_id, args.partitions)
     job_name = f"bench-stream-{args.runner}-{run_id}"
     out_dir = tempfile.mkdtemp(prefix="stream-bench-")
-    arrivals = Arrivals(expected_per_step=len(sensor_ids) * len(HORIZONS_MIN))
+    arrivals = Arrivals(expected_per_step=len(sensor_ids) * len(HORIZONS_MIN), sensors=len(sensor_ids))
     stop, failure, cancelled = threading.Event(), [], threading.Event()
     result = None
     loads = [os.getloadavg()[0]]
@@ -259,6 +321,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
 
+        arrivals.stage_parts = stage_start_offsets(bootstrap, topics)
         acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
         steps = sorted(acked)
         latency_error = None
@@ -272,6 +335,7 @@ def run(args: argparse.Namespace) -> dict:
         missing = sum(1 for s in steps[args.warmup_steps:] if s not in arrivals.complete_s)
         warmup = [round(arrivals.complete_s[s] - acked[s], 3) for s in steps[:args.warmup_steps]
                   if s in arrivals.complete_s]
+        stage_p50 = stage_medians(arrivals, acked, steps[args.warmup_steps:])
     finally:
         stop.set()
         cancelled.set()
@@ -304,6 +368,7 @@ def run(args: argparse.Namespace) -> dict:
         "latency_p99_s": round(pct(latencies, 0.99), 3) if latencies else None,
         "latency_max_s": round(max(latencies), 3) if latencies else None,
         "latencies_s": [round(x, 3) for x in latencies],
+        "stage_latency_p50_s": stage_p50,
         "load_avg_1m": {"min": min(all_loads), "mean": round(statistics.mean(all_loads), 2), "max": max(all_loads)},
     }
 
