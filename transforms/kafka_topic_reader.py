@@ -41,7 +41,12 @@ from schemas.records import KafkaMessage
 __all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn"]
 
 _READ_CALL_S = 1.0  # a read checks itself in at least this often
-_POLL_S = 0.2
+# librdkafka's consume() waits the whole timeout unless a full batch is there, and the broker answers
+# a connection's requests in order, so a long fetch wait delays the high-water-mark queries behind it:
+# both are kept short for a prompt reader (each idle call costs one short poll).
+_POLL_S = 0.02
+_IDLE_RESUME_S = 0.1
+_FETCH_WAIT_MS = 20
 _META_TIMEOUT_S = 10.0
 _BATCH = 500
 
@@ -215,7 +220,7 @@ class ReadTopicFn(beam.DoFn):
             current = estimator.current_watermark()
             if current is None or candidate > current:
                 estimator.set_watermark(candidate)
-        tracker.defer_remainder(Duration(seconds=0) if read else Duration(seconds=_POLL_S))
+        tracker.defer_remainder(Duration(seconds=0) if read else Duration(seconds=_IDLE_RESUME_S))
 
     def _consumer_at(self, topic: str, next_offsets: Mapping[int, int]) -> Consumer:
         """The topic's consumer, assigned at ``next_offsets`` unless the last call left it exactly there.
@@ -225,7 +230,7 @@ class ReadTopicFn(beam.DoFn):
         """
         consumer = self._consumers.get(topic)
         if consumer is None:
-            consumer = self._consumers[topic] = Consumer(self._config)
+            consumer = self._consumers[topic] = Consumer({"fetch.wait.max.ms": _FETCH_WAIT_MS, **self._config})
         if self._positions.pop(topic, None) != next_offsets:  # popped: a call that fails re-assigns
             consumer.assign([TopicPartition(topic, p, offset) for p, offset in next_offsets.items()])
         return consumer
@@ -246,5 +251,9 @@ class ReadTopicFn(beam.DoFn):
 
 
 def _caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
-    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_META_TIMEOUT_S, cached=False)
+    """Whether the partition has nothing unread as of its last fetch (the broker is asked before the first)."""
+    tp = TopicPartition(topic, partition)
+    _, high = consumer.get_watermark_offsets(tp, cached=True)
+    if high < 0:
+        _, high = consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
     return next_offset >= high
