@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import trigger as tr
@@ -36,6 +36,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.exceptions import TransformConfigError
+from transforms.keys import sensor_shard
 
 __all__ = [
     "AGGREGATES_TAG",
@@ -111,22 +112,26 @@ class SpeedStatsFn(beam.CombineFn):
 
 
 class _FlagLateFn(beam.DoFn):
-    HIGH_WATER_MARK = ReadModifyWriteStateSpec("high_water_mark_ms", VarIntCoder())
-    HIGH_WATER_MARK_PARAM = beam.DoFn.StateParam(HIGH_WATER_MARK)
+    # Keyed by sensor shard (transforms.keys): sensor_id -> the sensor's high-water mark (ms).
+    HIGH_WATER_MARKS = ReadModifyWriteStateSpec("high_water_marks_ms", PickleCoder())
+    HIGH_WATER_MARKS_PARAM = beam.DoFn.StateParam(HIGH_WATER_MARKS)
 
     def __init__(self, window_ms: int, allowed_lateness_ms: int | None) -> None:
         self.window_ms = window_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self.late = Metrics.counter(STEP, "late")
 
-    def process(self, element: tuple[str, dict[str, Any]], high_water_mark=HIGH_WATER_MARK_PARAM) -> Iterator[Any]:
-        sensor_id, event = element
+    def process(self, element: tuple[int, dict[str, Any]], high_water_marks=HIGH_WATER_MARKS_PARAM) -> Iterator[Any]:
+        _, event = element
+        sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
         if self.allowed_lateness_ms is not None:
-            seen = high_water_mark.read()
+            marks = high_water_marks.read() or {}
+            seen = marks.get(sensor_id)
             mark = event_time if seen is None else max(seen, event_time)
             if mark != seen:
-                high_water_mark.write(mark)
+                marks[sensor_id] = mark
+                high_water_marks.write(marks)
             window_end = event_time - event_time % self.window_ms + self.window_ms
             if window_end + self.allowed_lateness_ms <= mark:
                 self.late.inc()
@@ -156,6 +161,10 @@ def _aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str, Any]
         "missing_count": stats["missing"],
         "pane_timing": timing,
     }
+
+
+def _by_shard(element: tuple[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    return sensor_shard(element[0]), element[1]
 
 
 def _key_by_window(element: tuple[str, dict[str, Any]], window_ms: int) -> tuple[tuple[str, int], float | None]:
@@ -280,6 +289,8 @@ class WindowedAggregate(beam.PTransform):
         )
         if self._bounded_batch(events):
             return self._expand_bounded(keyed)
+        if lateness_ms is not None:  # the lateness state lives per sensor shard
+            keyed = keyed | "KeyByShard" >> beam.Map(_by_shard).with_output_types(tuple[int, dict[str, Any]])
         flagged = keyed | "FlagLate" >> beam.ParDo(flag_late).with_outputs(LATE_TAG, main="on_time")
         aggregates = (
             flagged.on_time

@@ -3,13 +3,13 @@
 The first event seen for a (sensor, event time) pair passes; every repeat goes
 to the ``dead_letter`` output (reason ``duplicate``, or ``conflicting_duplicate``
 when its speed differs from the first one), so in = valid + dead letters holds
-exactly. The transform is a stateful DoFn keyed by sensor in the global window
-(the event times it has seen, with their speeds), identical in batch and
-streaming. An event-time timer forgets an event time once the watermark is
-``ttl_s`` (at most about twice that) past it; a repeat arriving after that is not recognised as a
-duplicate (``ttl_s`` bounds the state kept, and how late a replayed duplicate
-can still be caught). Keying by sensor rather than by (sensor, time) keeps the
-number of keys small, which matters a lot to the batch DirectRunner.
+exactly. The transform is a stateful DoFn in the global window keyed by sensor
+shard (:mod:`transforms.keys`; the (sensor, event time) pairs it has seen, with
+their speeds), identical in batch and streaming. An event-time timer per shard
+forgets an event time once the watermark is ``ttl_s`` (at most about twice
+that) past it; a repeat arriving after that is not recognised as a duplicate
+(``ttl_s`` bounds the state kept, and how late a replayed duplicate can still be
+caught). Few keys matter both to the batch runners and to streaming latency.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
+from transforms.keys import sensor_shard
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
 __all__ = ["DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents"]
@@ -36,12 +37,12 @@ STEP = "DeduplicateEvents"
 DEFAULT_DEDUPE_TTL_S = 6 * 3600
 
 
-def _by_sensor(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return event["sensor_id"], event
+def _by_shard(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return sensor_shard(event["sensor_id"]), event
 
 
 class _FirstWinsFn(beam.DoFn):
-    # event_time (ms) -> (speed,) of the first event seen, per sensor; pruned by the expiry timer.
+    # (sensor_id, event_time ms) -> (speed,) of the first event seen, per shard; pruned by the expiry timer.
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     EXPIRY_AT = ReadModifyWriteStateSpec("expiry_at_ms", PickleCoder())
     EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
@@ -63,17 +64,18 @@ class _FirstWinsFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[str, dict[str, Any]],
+        element: tuple[int, dict[str, Any]],
         seen_state=SEEN_PARAM,
         expiry_at=EXPIRY_AT_PARAM,
         expiry=EXPIRY_PARAM,
     ) -> Iterator[Any]:
-        sensor_id, event = element
+        _, event = element
+        sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
         seen = seen_state.read() or {}
-        first = seen.get(event_time)
+        first = seen.get((sensor_id, event_time))
         if first is None:
-            seen[event_time] = (event.get("speed_mph"),)
+            seen[(sensor_id, event_time)] = (event.get("speed_mph"),)
             seen_state.write(seen)
             due = event_time + self.ttl_ms
             armed = expiry_at.read()
@@ -111,7 +113,7 @@ class _FirstWinsFn(beam.DoFn):
         expiry=EXPIRY_PARAM,
     ) -> None:
         horizon_ms = fired_at.micros // 1000 - self.ttl_ms
-        seen = {t: v for t, v in (seen_state.read() or {}).items() if t > horizon_ms}
+        seen = {key: v for key, v in (seen_state.read() or {}).items() if key[1] > horizon_ms}
         if not seen:
             seen_state.clear()
             expiry_at.clear()
@@ -120,7 +122,7 @@ class _FirstWinsFn(beam.DoFn):
         # Re-arm at the newest entry's expiry, not the oldest's: a timer cannot tell how far the watermark
         # has gone, and in batch (watermark at +inf) one more firing then clears everything instead of one
         # firing per event time. An event time is so forgotten between ttl_s and about 2 x ttl_s after it.
-        due = max(seen) + self.ttl_ms
+        due = max(t for _, t in seen) + self.ttl_ms
         expiry.set(Timestamp(micros=due * 1000))
         expiry_at.write(due)
 
@@ -161,7 +163,7 @@ class DeduplicateEvents(beam.PTransform):
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyBySensor" >> beam.Map(_by_sensor).with_output_types(tuple[str, dict[str, Any]])
+            | "KeyByShard" >> beam.Map(_by_shard).with_output_types(tuple[int, dict[str, Any]])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
                 DEAD_LETTER_TAG, main=VALID_TAG

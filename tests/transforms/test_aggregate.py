@@ -146,6 +146,23 @@ def test_batch_flags_late_by_arrival_order_and_counts_it():
     assert sum(c.committed for c in late) == 1
 
 
+def test_lateness_is_judged_per_sensor_even_when_sensors_share_a_state_shard():
+    from transforms.keys import sensor_shard
+
+    first = "s0"
+    twin = next(f"s{i}" for i in range(1, 200) if sensor_shard(f"s{i}") == sensor_shard(first))
+    events = [event(first, 320, 30.0), event(twin, 10, 50.0), event(first, 10, 40.0)]
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=0)
+        assert_that(
+            result.aggregates | beam.Map(brief),
+            equal_to([(first, 1, "ON_TIME", 1, 0, 30.0), (twin, 0, "ON_TIME", 1, 0, 50.0)]),
+            label="CheckAggregates",
+        )
+        assert_that(result.late | beam.Map(lambda e: (e["sensor_id"], e["speed_mph"])), equal_to([(first, 40.0)]),
+                    label="CheckLate")
+
+
 def test_streaming_discarding_mode_and_counts_add_up():
     readings = [event("a", t, 40.0 + t / 100) for t in (10, 50, 90, 310, 320)] + [event("b", 5, None)]
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)

@@ -101,3 +101,19 @@ def test_state_expires_after_ttl_so_very_late_repeats_pass():
 def test_ttl_must_be_positive():
     with pytest.raises(TransformConfigError):
         DeduplicateEvents(ttl_s=0)
+
+
+def test_sensors_sharing_a_shard_keep_their_own_readings():
+    from transforms.keys import sensor_shard
+
+    names = [f"s{i}" for i in range(200)]
+    first = names[0]
+    twin = next(n for n in names[1:] if sensor_shard(n) == sensor_shard(first))
+    events = [event(first, 0, 50.0), event(twin, 0, 40.0), event(twin, 0, 41.0), event(first, 0, 50.0)]
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(events) | beam.Map(stamped) | DeduplicateEvents(now_ms_fn=lambda: 7)
+        assert_that(result.valid | beam.Map(summary), equal_to([(first, 0, 50.0), (twin, 0, 40.0)]),
+                    label="OnePerSensor")
+        assert_that(result.dead_letter | beam.Map(lambda d: (d["reason"], d["key"])),
+                    equal_to([("conflicting_duplicate", twin.encode()), ("duplicate", first.encode())]),
+                    label="RepeatsPerSensor")
