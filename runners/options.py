@@ -6,10 +6,10 @@ parse; read them with ``options.view_as(KafkaOptions)`` etc. HDFS settings are
 Beam's own :class:`HadoopFileSystemOptions` (``--hdfs_host``, ``--hdfs_port`` =
 the WebHDFS HTTP port, ``--hdfs_user``), re-exported here.
 
-``--checkpointing_interval`` is declared here (Beam's Python SDK does not) so
-that the portable runner sends it to the Flink job server, which maps it onto
-``FlinkPipelineOptions.checkpointingInterval``: without a declaration the
-PortableRunner silently drops unknown flags.
+``--checkpointing_interval`` and ``--max_bundle_time_mills`` are declared here
+(Beam's Python SDK does not) so that they are typed and the portable runner
+always sends them to the Flink job server, which maps them onto
+``FlinkPipelineOptions.checkpointingInterval`` and ``maxBundleTimeMills``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class FlinkOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--checkpointing_interval", type=int, default=None,
                             help="Flink checkpoint interval in milliseconds (streaming jobs)")
+        parser.add_argument("--max_bundle_time_mills", type=int, default=None,
+                            help="longest a Flink bundle stays open, in milliseconds (Beam's default: 1000)")
         parser.add_argument("--flink_worker_pool", type=host_port, default=None,
                             help="HOST:PORT of a Beam Python worker pool (worker_pool_main): run the SDK "
                             "harness there (EXTERNAL) instead of inside the submitting process (LOOPBACK)")

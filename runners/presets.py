@@ -117,6 +117,9 @@ def _flink(ctx: PresetContext) -> list[str]:
         # until its next input: at the end of a replay (or in a lull) they never leave (no window files, missing
         # predictions).
         flags.append("--finish_bundle_before_checkpointing")
+        # Each fused stage holds its outputs until its bundle finishes; Flink's default of 1 s per bundle
+        # adds up to a second per stage to a step's end-to-end latency.
+        flags.append(f"--max_bundle_time_mills={s.flink_max_bundle_ms}")
     return flags
 
 

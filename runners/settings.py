@@ -45,6 +45,8 @@ class PlatformSettings(BaseSettings):
     flink_taskmanager_process_mb: int = 2048
     flink_task_slots: int = 2
     flink_checkpoint_interval_ms: int = 10_000
+    # The longest a streaming Flink bundle stays open (Beam's default is 1000 ms); every fused stage waits for it.
+    flink_max_bundle_ms: int = 50
     # The Python SDK harness's cache of user state across bundles (Beam's default, 0, turns it off, and then
     # every read of a key's state is a round trip to the runner: the streaming job's bottleneck on Flink).
     sdk_state_cache_mb: int = 256

@@ -95,6 +95,14 @@ def test_flink_streaming_sends_the_checkpoint_interval(settings: PlatformSetting
     assert "--finish_bundle_before_checkpointing" not in preset_args("flink", False, [], settings)
 
 
+def test_flink_streaming_bundles_are_short_and_a_given_flag_wins(settings: PlatformSettings) -> None:
+    short = settings.model_copy(update={"flink_max_bundle_ms": 40})
+    assert pipeline_options("flink", True, (), short).get_all_options()["max_bundle_time_mills"] == 40
+    given = pipeline_options("flink", True, ["--max_bundle_time_mills=500"], short)
+    assert given.get_all_options()["max_bundle_time_mills"] == 500
+    assert "--max_bundle_time_mills=40" not in preset_args("flink", False, [], short)
+
+
 @pytest.mark.parametrize("runner", ["direct", "prism", "flink"])
 def test_every_runner_turns_the_sdk_state_cache_on(settings: PlatformSettings, runner: str) -> None:
     options = pipeline_options(runner, True, (), settings.model_copy(update={"sdk_state_cache_mb": 64}))
