@@ -62,6 +62,7 @@ __all__ = ["KafkaIOError", "PartitionRead", "ReadFromKafka", "WriteToKafka"]
 
 _NO_GROUP = "traffic-beam-reader"  # librdkafka needs a group id even for assign(); never committed to
 _POLL_S = 0.2
+_POLL_EVERY = 512  # records produced between two polls for delivery reports (finish_bundle flushes the rest)
 _META_TIMEOUT_S = 10.0
 START_POSITIONS = ("earliest", "latest", "committed")
 
@@ -286,6 +287,7 @@ class _WriteFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._errors: list[str] = []
         self._pending = 0
+        self._produced = 0
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
         self._pending -= 1
@@ -310,7 +312,9 @@ class _WriteFn(beam.DoFn):
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: serve deliveries, then retry
         self._pending += 1
-        self._producer.poll(0)
+        self._produced += 1
+        if self._produced % _POLL_EVERY == 0:  # serve delivery reports now and then, not per record (costly)
+            self._producer.poll(0)
         return ()
 
     def finish_bundle(self) -> None:
