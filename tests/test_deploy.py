@@ -492,7 +492,8 @@ def test_flink_config_matches_the_local_platform() -> None:
     local = flink.FlinkService(PlatformSettings()).config_values()
     shared = ("jobmanager.memory.off-heap.size", "jobmanager.memory.jvm-metaspace.size",
               "jobmanager.execution.failover-strategy", "taskmanager.memory.managed.fraction", "parallelism.default",
-              "taskmanager.network.sort-shuffle.min-buffers")
+              "taskmanager.network.sort-shuffle.min-buffers", "taskmanager.memory.task.off-heap.size",
+              "taskmanager.memory.jvm-metaspace.size")
     for key in shared:
         assert str(ours[key]) == str(local[key]), key
     opts = ours["env.java.opts.all"].split()

@@ -16,6 +16,7 @@ __all__ = ["JAVA17_OPENS", "SORT_SHUFFLE_MIN_BUFFERS", "TASKMANAGER_METASPACE", 
 
 SORT_SHUFFLE_MIN_BUFFERS = 64
 TASKMANAGER_METASPACE = "512m"
+TASKMANAGER_TASK_OFF_HEAP = "192m"
 
 # The module openings Flink's own distribution config passes on Java 17 (plus IPv4 for this sandbox).
 JAVA17_OPENS: tuple[str, ...] = (
@@ -80,11 +81,18 @@ class FlinkService(Service):
             # threads keep old loaders alive: 256m (Flink's default) ran out after ~25 jobs. 512m (~50 jobs) is
             # carved out of the same process size, leaving ~800 MiB of JVM heap instead of ~980 MiB.
             "taskmanager.memory.jvm-metaspace.size": TASKMANAGER_METASPACE,
+            # Direct memory for Beam's gRPC (Fn API data and state channels): Flink's default of none beside the
+            # framework's 128m and the network buffers failed a 24 h catch-up at ~1,000 events/s with
+            # "OutOfMemoryError: Cannot reserve 2097152 bytes of direct buffer memory".
+            "taskmanager.memory.task.off-heap.size": TASKMANAGER_TASK_OFF_HEAP,
             # Each blocking (batch) result partition reserves this many 32 KiB network buffers; Flink's 512 let only
             # ~9 partitions run at once in the ~160 MB network memory of a 2 GB TaskManager, and Beam's batch jobs
             # have more ("Insufficient number of network buffers: required 512").
             "taskmanager.network.sort-shuffle.min-buffers": SORT_SHUFFLE_MIN_BUFFERS,
             "parallelism.default": 1,
+            # Flink ships a network buffer downstream when full or after this long (default 100 ms): every
+            # exchange between two stages of a streaming job (each keyed or grouped step) waited for it.
+            "execution.buffer-timeout.interval": "10 ms",
             "rest.address": s.host,
             "rest.bind-address": s.host,
             "rest.port": s.flink_rest_port,
