@@ -2,8 +2,8 @@
 
 Lateness policy (see README.md (Shared transforms)): a Python DoFn cannot read the
 watermark, so lateness is decided deterministically by ``FlagLate``, a stateful
-DoFn keyed by sensor that keeps the sensor's event-time high-water mark (the
-largest event time seen so far). An event is *late* when the end of its window
+DoFn (state per sensor shard, :mod:`transforms.keys`) that keeps each sensor's
+event-time high-water mark (the largest event time seen so far). An event is *late* when the end of its window
 plus ``allowed_lateness_s`` is at or before that mark, i.e. when the sensor has
 already reported from a time at which Beam's watermark (if it tracked this
 sensor) would have closed the window. Late events go to the ``late`` output
