@@ -1,6 +1,7 @@
 """Start-up time and resident memory of each local service.
 
-    .venv/bin/python benchmarks/platform_startup.py [--rounds 2] [--port-offset 15000] [--write docs/benchmarks/platform.md]
+    .venv/bin/python benchmarks/platform_startup.py [--rounds 2] [--port-offset 15000] \
+        [--write docs/benchmarks/platform.md]
 
 Runs in a fresh temporary work directory on ports shifted by ``--port-offset``
 (so the platform on the default ports is left alone) with the default heaps.
@@ -69,7 +70,8 @@ def measure(settings: PlatformSettings, rounds: int, settle_s: float) -> list[di
 
 def _markdown(rows: list[dict[str, object]], settings: PlatformSettings, command: str) -> str:
     heaps = {"kafka": f"heap {settings.kafka_heap_mb} MB",
-             "flink": f"JM heap {settings.flink_jobmanager_heap_mb} MB, TM process {settings.flink_taskmanager_process_mb} MB",
+             "flink": (f"JM heap {settings.flink_jobmanager_heap_mb} MB, "
+                       f"TM process {settings.flink_taskmanager_process_mb} MB"),
              "jobserver": f"heap {settings.job_server_heap_mb} MB",
              "hdfs": f"NN + DN heap {settings.hdfs_heap_mb} MB each"}
     lines = [

@@ -15,8 +15,8 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,7 +68,7 @@ def load_schema_json(name: str, version: int | None = None) -> dict[str, Any]:
         raise SchemaError(f"schema file {path} does not exist") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
     """The parsed (fastavro) schema, cached."""
     return fastavro.parse_schema(load_schema_json(name, version))
@@ -156,7 +156,7 @@ class RegistrySchemaIds:
 def _to_millis(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(round(value.timestamp() * 1000))
     return value
 
