@@ -16,7 +16,16 @@ __all__ = ["JAVA17_OPENS", "SORT_SHUFFLE_MIN_BUFFERS", "TASKMANAGER_METASPACE", 
 
 SORT_SHUFFLE_MIN_BUFFERS = 64
 TASKMANAGER_METASPACE = "512m"
-TASKMANAGER_TASK_OFF_HEAP = "192m"
+TASKMANAGER_TASK_OFF_HEAP_MB = 192
+
+
+def task_off_heap_mb(process_mb: int) -> int:
+    """Direct memory for Beam's gRPC channels: 192 MB in a TaskManager of 2 GB or more, less in a smaller one.
+
+    (Metaspace, framework memory and network buffers are fixed sizes: a 1280 MB TaskManager has ~140 MB left
+    for task heap and task off-heap together.)
+    """
+    return TASKMANAGER_TASK_OFF_HEAP_MB if process_mb >= 2048 else max(32, process_mb // 20)
 
 # The module openings Flink's own distribution config passes on Java 17 (plus IPv4 for this sandbox).
 JAVA17_OPENS: tuple[str, ...] = (
@@ -84,7 +93,7 @@ class FlinkService(Service):
             # Direct memory for Beam's gRPC (Fn API data and state channels): Flink's default of none beside the
             # framework's 128m and the network buffers failed a 24 h catch-up at ~1,000 events/s with
             # "OutOfMemoryError: Cannot reserve 2097152 bytes of direct buffer memory".
-            "taskmanager.memory.task.off-heap.size": TASKMANAGER_TASK_OFF_HEAP,
+            "taskmanager.memory.task.off-heap.size": f"{task_off_heap_mb(s.flink_taskmanager_process_mb)}m",
             # Each blocking (batch) result partition reserves this many 32 KiB network buffers; Flink's 512 let only
             # ~9 partitions run at once in the ~160 MB network memory of a 2 GB TaskManager, and Beam's batch jobs
             # have more ("Insufficient number of network buffers: required 512").

@@ -144,3 +144,32 @@ def test_stale_pid_file_is_not_trusted(tmp_path: Path) -> None:
     assert proc.pid() is None
     assert proc.stop() is False
     assert psutil.Process().is_running()
+
+
+@pytest.mark.parametrize("process_mb", [2048, 1280])
+def test_taskmanager_memory_resolves_with_the_grpc_off_heap(settings: PlatformSettings, tmp_path: Path,
+                                                           process_mb: int) -> None:
+    """Flink's own BashJavaUtils accepts the TaskManager memory of the default and of a small TaskManager."""
+    import shutil
+    import subprocess
+
+    from runners.install import InstallLayout
+
+    flink_home = InstallLayout.from_settings(PlatformSettings()).flink_home
+    java = shutil.which("java")
+    if java is None or not (flink_home / "bin" / "bash-java-utils.jar").exists():
+        pytest.skip("the local Flink distribution (`traffic setup`) or java is missing")
+    sized = settings.model_copy(update={"flink_taskmanager_process_mb": process_mb})
+    values = FlinkService(sized).config_values()
+    if process_mb == 2048:
+        assert values["taskmanager.memory.task.off-heap.size"] == "192m"
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "config.yaml").write_text(render_flink_config(values))
+    result = subprocess.run(
+        [java, "-Xmx128m", "-cp", f"{flink_home / 'bin' / 'bash-java-utils.jar'}:{flink_home / 'lib'}/*",
+         "org.apache.flink.runtime.util.bash.BashJavaUtils", "GET_TM_RESOURCE_PARAMS", "--configDir", str(conf)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    assert "taskmanager.memory.task.off-heap.size=" in result.stdout
