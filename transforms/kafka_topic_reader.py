@@ -41,11 +41,11 @@ from schemas.records import KafkaMessage
 __all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn"]
 
 _READ_CALL_S = 1.0  # a read checks itself in at least this often
-# librdkafka's consume() waits the whole timeout unless a full batch is there, and the broker answers
-# a connection's requests in order, so a long fetch wait delays the high-water-mark queries behind it:
-# both are kept short for a prompt reader (each idle call costs one short poll).
-_POLL_S = 0.02
-_IDLE_RESUME_S = 0.1
+# A call waits up to _IDLE_WAIT_S for its first record with poll(), which returns on the first record
+# (consume() waits out its whole timeout unless a full batch is there), then takes what is ready. The
+# broker answers a connection's requests in order, so its fetch wait is kept short: a long one held the
+# fetched records, and any metadata request, back.
+_IDLE_WAIT_S = 0.2
 _FETCH_WAIT_MS = 20
 _META_TIMEOUT_S = 10.0
 _BATCH = 500
@@ -193,7 +193,7 @@ class ReadTopicFn(beam.DoFn):
         deadline = time.monotonic() + _READ_CALL_S
         read = 0
         while time.monotonic() < deadline:
-            batch = consumer.consume(_BATCH, timeout=_POLL_S)
+            batch = _ready_records(consumer, _IDLE_WAIT_S if not read else 0.0)
             for msg in batch:
                 if msg.error() is not None:
                     raise RuntimeError(f"reading {topic}[{msg.partition()}]: {msg.error().str()}")
@@ -220,7 +220,7 @@ class ReadTopicFn(beam.DoFn):
             current = estimator.current_watermark()
             if current is None or candidate > current:
                 estimator.set_watermark(candidate)
-        tracker.defer_remainder(Duration(seconds=0) if read else Duration(seconds=_IDLE_RESUME_S))
+        tracker.defer_remainder(Duration(seconds=0))  # an idle call has already waited _IDLE_WAIT_S
 
     def _consumer_at(self, topic: str, next_offsets: Mapping[int, int]) -> Consumer:
         """The topic's consumer, assigned at ``next_offsets`` unless the last call left it exactly there.
@@ -248,6 +248,14 @@ class ReadTopicFn(beam.DoFn):
                 consumer.commit(offsets=offsets, asynchronous=True)
             except Exception:  # noqa: BLE001 - best effort by design (see the module doc)
                 pass
+
+
+def _ready_records(consumer: Consumer, wait_s: float) -> list:
+    """The records ready now, after waiting up to ``wait_s`` for the first one."""
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(_BATCH - 1, timeout=0)]
 
 
 def _caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
