@@ -9,7 +9,8 @@ oldest progress among the partitions that still have records to read:
 
 * a partition with unread records holds the watermark at its newest record
   timestamp read so far (MIN before its first record);
-* a partition that has read everything up to its high-water mark holds nothing;
+* a partition that has read everything up to its high-water mark (as of the
+  consumer's last fetch, at most about the 20 ms fetch wait old) holds nothing;
   when every partition is caught up, the watermark is the newest timestamp read
   (minus ``max_out_of_orderness_s``), so a quiet or empty partition never stalls
   event-time windows.
