@@ -37,6 +37,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.exceptions import TransformConfigError
 from transforms.keys import sensor_shard
+from transforms.state_tables import WatermarkTable
 
 __all__ = [
     "AGGREGATES_TAG",
@@ -126,7 +127,8 @@ class _FlagLateFn(beam.DoFn):
         sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
         if self.allowed_lateness_ms is not None:
-            marks = high_water_marks.read() or {}
+            marks = high_water_marks.read()
+            marks = marks if isinstance(marks, WatermarkTable) else WatermarkTable(marks or {})
             seen = marks.get(sensor_id)
             mark = event_time if seen is None else max(seen, event_time)
             if mark != seen:

@@ -29,6 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
 from transforms.keys import sensor_shard
+from transforms.state_tables import SeenTable
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
 __all__ = ["DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents"]
@@ -39,6 +40,11 @@ DEFAULT_DEDUPE_TTL_S = 6 * 3600
 
 def _by_shard(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return sensor_shard(event["sensor_id"]), event
+
+
+def _seen_table(stored: dict | None) -> SeenTable:
+    """The shard's table as stored (a plain dict from state written before SeenTable existed is converted)."""
+    return stored if isinstance(stored, SeenTable) else SeenTable(stored or {})
 
 
 class _FirstWinsFn(beam.DoFn):
@@ -72,7 +78,7 @@ class _FirstWinsFn(beam.DoFn):
         _, event = element
         sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
-        seen = seen_state.read() or {}
+        seen = _seen_table(seen_state.read())
         first = seen.get((sensor_id, event_time))
         if first is None:
             seen[(sensor_id, event_time)] = (event.get("speed_mph"),)
@@ -113,7 +119,7 @@ class _FirstWinsFn(beam.DoFn):
         expiry=EXPIRY_PARAM,
     ) -> None:
         horizon_ms = fired_at.micros // 1000 - self.ttl_ms
-        seen = {key: v for key, v in (seen_state.read() or {}).items() if key[1] > horizon_ms}
+        seen = SeenTable((key, v) for key, v in _seen_table(seen_state.read()).items() if key[1] > horizon_ms)
         if not seen:
             seen_state.clear()
             expiry_at.clear()

@@ -26,7 +26,7 @@ are NaN rows; a step is not emitted at all only when its whole span is empty.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -34,11 +34,12 @@ import numpy as np
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.exceptions import TransformConfigError
+from transforms.state_tables import HistoryTable
 
 __all__ = ["NetworkHistory", "SensorHistory", "history_matrix"]
 
@@ -46,19 +47,16 @@ STEP = "History"
 _NETWORK_KEY = "network"
 _TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 
-# (step_ms, member index, rank, mean); rank = (timing rank, count)
-_Entry = tuple[int, int, tuple[int, int], float]
+def _history_table(stored: dict | None) -> HistoryTable:
+    return stored if isinstance(stored, HistoryTable) else HistoryTable(stored or {})
 
 
-def _table(entries: Iterable[_Entry]) -> dict[int, dict[int, tuple[tuple[int, int], float]]]:
-    """step -> member -> (rank, mean), keeping the best-ranked pane (later arrival wins a tie)."""
-    table: dict[int, dict[int, tuple[tuple[int, int], float]]] = {}
-    for step_ms, member, rank, mean in entries:
-        row = table.setdefault(step_ms, {})
-        best = row.get(member)
-        if best is None or rank >= best[0]:
-            row[member] = (rank, mean)
-    return table
+def _keep_best(table: HistoryTable, step_ms: int, member: int, rank: tuple[int, int], mean: float) -> None:
+    """Record a pane unless the member's pane of that step ranks higher (a later arrival wins a tie)."""
+    row = table.setdefault(step_ms, {})
+    best = row.get(member)
+    if best is None or rank >= best[0]:
+        row[member] = (rank, mean)
 
 
 def history_matrix(
@@ -77,10 +75,9 @@ def history_matrix(
 class _State(NamedTuple):
     """One key's state cells (see the generated DoFn classes)."""
 
-    pending: Any  # bag of _Entry: every pane of the steps still inside a future span
+    pending: Any  # HistoryTable, step_ms -> member -> (rank, mean): the steps still inside a future span
     last_emitted: Any  # newest emitted step_ms
     timer_at: Any  # when the flush timer is due (ms)
-    reported: Any  # step_ms -> members with an aggregate, for steps not yet emitted
 
 
 def _history_fn_class(name: str, timer_id: str) -> type:
@@ -92,15 +89,13 @@ def _history_fn_class(name: str, timer_id: str) -> type:
     """
 
     class HistoryFn(_HistoryLogic):
-        PENDING = BagStateSpec("pending", PickleCoder())
+        PENDING = ReadModifyWriteStateSpec("pending_steps", PickleCoder())
         LAST_EMITTED = ReadModifyWriteStateSpec("last_emitted_ms", PickleCoder())
         TIMER_AT = ReadModifyWriteStateSpec("timer_at_ms", PickleCoder())
-        REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
         FLUSH = TimerSpec(timer_id, TimeDomain.WATERMARK)
         PENDING_PARAM = beam.DoFn.StateParam(PENDING)
         LAST_EMITTED_PARAM = beam.DoFn.StateParam(LAST_EMITTED)
         TIMER_AT_PARAM = beam.DoFn.StateParam(TIMER_AT)
-        REPORTED_PARAM = beam.DoFn.StateParam(REPORTED)
         FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
 
         def process(
@@ -109,10 +104,9 @@ def _history_fn_class(name: str, timer_id: str) -> type:
             pending=PENDING_PARAM,
             last_emitted=LAST_EMITTED_PARAM,
             timer_at=TIMER_AT_PARAM,
-            reported=REPORTED_PARAM,
             flush=FLUSH_PARAM,
         ) -> Iterator[Any]:
-            return self.on_aggregate(element, _State(pending, last_emitted, timer_at, reported), flush)
+            return self.on_aggregate(element, _State(pending, last_emitted, timer_at), flush)
 
         @on_timer(FLUSH)
         def on_flush(
@@ -122,10 +116,9 @@ def _history_fn_class(name: str, timer_id: str) -> type:
             pending=PENDING_PARAM,
             last_emitted=LAST_EMITTED_PARAM,
             timer_at=TIMER_AT_PARAM,
-            reported=REPORTED_PARAM,
             flush=FLUSH_PARAM,
         ) -> Iterator[Any]:
-            return self.on_timer_fired(key, fired_at, _State(pending, last_emitted, timer_at, reported), flush)
+            return self.on_timer_fired(key, fired_at, _State(pending, last_emitted, timer_at), flush)
 
     HistoryFn.__name__ = HistoryFn.__qualname__ = name
     return HistoryFn
@@ -160,22 +153,20 @@ class _HistoryLogic(beam.DoFn):
         mean = aggregate.get("mean_speed_mph")
         mean = math.nan if mean is None else float(mean)
         rank = (_TIMING_RANK.get(aggregate.get("pane_timing"), 1), int(aggregate.get("count") or 0))
-        state.pending.add((step_ms, member, rank, mean))
+        table = _history_table(state.pending.read())
+        _keep_best(table, step_ms, member, rank, mean)
+        state.pending.write(table)
         if last is not None and step_ms <= last:
             return  # an update of an emitted step: it only matters to later steps' matrices
-        # Which members reported each step not yet emitted: completeness without reading the whole buffer.
-        reported = state.reported.read() or {}
-        reported.setdefault(step_ms, set()).add(member)
-        state.reported.write(reported)
         due = state.timer_at.read()
         if due is None or step_ms + self.step_ms < due:
             self._set_timer(flush, state, step_ms + self.step_ms)
-        if last is not None and step_ms == last + self.step_ms and len(reported[step_ms]) == self.n_members:
-            yield from self._advance(key, _table(state.pending.read()), last, None, state, flush)
+        if last is not None and step_ms == last + self.step_ms and len(table[step_ms]) == self.n_members:
+            yield from self._advance(key, table, last, None, state, flush)
 
     def on_timer_fired(self, key, fired_at, state: _State, flush) -> Iterator[Any]:
         state.timer_at.clear()
-        table = _table(state.pending.read())
+        table = _history_table(state.pending.read())
         watermark_ms = fired_at.micros // 1000
         yield from self._advance(key, table, state.last_emitted.read(), watermark_ms, state, flush)
 
@@ -205,17 +196,12 @@ class _HistoryLogic(beam.DoFn):
             return
         state.last_emitted.write(last)
         keep_from = last - (self.history_steps - 2) * self.step_ms
-        state.pending.clear()
-        for kept_step, row in table.items():
-            if kept_step >= keep_from:
-                for member, (rank, mean) in row.items():
-                    state.pending.add((kept_step, member, rank, mean))
+        state.pending.write(HistoryTable((kept, row) for kept, row in table.items() if kept >= keep_from))
         later = [s for s in table if s > last]
-        state.reported.write({s: set(table[s]) for s in later})
         if later:
             # The newest pending step's end, not the oldest's: a timer cannot tell how far the watermark
             # has gone, and in batch (watermark at +inf) this flushes everything in one more firing
-            # instead of one firing (and one pass over the buffer) per incomplete step. In streaming
+            # instead of one firing (and one pass over the table) per incomplete step. In streaming
             # `later` is rarely more than the step now arriving, so this costs no latency there.
             self._set_timer(flush, state, max(later) + self.step_ms)
         else:

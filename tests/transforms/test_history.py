@@ -17,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.exceptions import TransformConfigError
 from transforms.history import NetworkHistory, SensorHistory, _NetworkHistoryFn
 from transforms.history import _State as HistoryState
+from transforms.state_tables import HistoryTable
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -125,21 +126,17 @@ def test_streaming_with_early_panes_equals_batch():
 
 
 class _State:
-    def __init__(self, value=None, bag=False):
-        self.value = [] if bag else value
-        self.bag = bag
+    def __init__(self, value=None):
+        self.value = value
 
     def read(self):
-        return list(self.value) if self.bag else self.value
+        return self.value
 
     def write(self, value):
         self.value = value
 
-    def add(self, value):
-        self.value.append(value)
-
     def clear(self):
-        self.value = [] if self.bag else None
+        self.value = None
 
 
 class _Timer:
@@ -156,8 +153,8 @@ class _Timer:
 def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was():
     """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
     fn = _NetworkHistoryFn(["a", "b"], 2, 300)
-    pending, last, timer_at, reported, flush = _State(bag=True), _State(), _State(), _State(), _Timer()
-    state = HistoryState(pending, last, timer_at, reported)
+    pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
+    state = HistoryState(pending, last, timer_at)
 
     def feed(a):
         return [plain(s.value) for s in fn.on_aggregate(("network", a), state, flush)]
@@ -166,19 +163,19 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
     assert flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
     fired = [plain(s.value) for s in fn.on_timer_fired("network", flush.at, state, flush)]
     assert fired == [(0, ((N, N), (50.0, 40.0)))]
-    assert reported.value == {}  # only steps not yet emitted are tracked
+    assert isinstance(pending.value, HistoryTable) and set(pending.value) == {T0_MS}  # kept for the next span
     assert feed(agg("a", 1, 51.0)) == []
-    assert reported.value == {T0_MS + S_MS: {0}}
+    assert set(pending.value[T0_MS + S_MS]) == {0}  # step 1: only sensor a so far
     assert feed(agg("b", 1, 41.0)) == [(1, ((50.0, 40.0), (51.0, 41.0)))]  # complete: out at once
-    assert last.value == T0_MS + S_MS and timer_at.value is None and reported.value == {}
+    assert last.value == T0_MS + S_MS and timer_at.value is None
     assert feed(agg("a", 0, 10.0)) == []  # too old for any future span: counted as stale, ignored
-    assert all(entry[0] >= T0_MS + S_MS for entry in pending.value)
+    assert set(pending.value) == {T0_MS + S_MS}  # step 0 left the table once no future span needs it
 
 
 def test_an_early_timer_firing_before_anything_is_due_waits():
     fn = _NetworkHistoryFn(["a"], 2, 300)
-    pending, last, timer_at, flush = _State(bag=True), _State(), _State(), _Timer()
-    state = HistoryState(pending, last, timer_at, _State())
+    pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
+    state = HistoryState(pending, last, timer_at)
     list(fn.on_aggregate(("network", agg("a", 3, 50.0)), state, flush))
     early = Timestamp(micros=(T0_MS + S_MS) * 1000)
     assert list(fn.on_timer_fired("network", early, state, flush)) == []
