@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pandas==2.3.3",
     "tables==3.11.1",  # reads the full dataset's metr-la.h5 (pandas HDFStore)
     "scikit-learn==1.9.1",  # the forecasting models
+    "threadpoolctl==3.8.0",  # caps the models' OpenMP threads per inference call
     "skops==0.16.0",  # safe model persistence (no pickle on load)
     "matplotlib==3.11.2",  # evaluation plots
     "pydantic==2.14.3",

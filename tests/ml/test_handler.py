@@ -235,3 +235,22 @@ def test_hot_swap_in_an_unbounded_streaming_pipeline_on_prism(bundles, tmp_path)
     switch = order.index(order[-1])
     assert switch <= 5 and set(order[switch:]) == {order[-1]}
     assert ModelRegistry(root).latest_version() == order[-1]
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_inference_runs_with_the_configured_number_of_openmp_threads(bundles, tmp_path, monkeypatch, threads) -> None:
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"}
+
+    ModelRegistry(tmp_path).register(bundles[0])
+    handler = make_model_handler(HandlerConfig(str(tmp_path), threads=threads))
+    seen: list[set[int]] = []
+    predict_each = handler._predict_each
+    monkeypatch.setattr(handler, "_predict_each", lambda *a: seen.append(openmp_threads()) or predict_each(*a))
+    default = openmp_threads()
+    assert default, "scikit-learn's OpenMP runtime is loaded"
+    assert len(list(handler.run_inference(snapshots(bundles[0].context, count=2), handler.load_model()))) == 2
+    assert seen == [{1}] if threads == 1 else seen == [default]
+    assert openmp_threads() == default  # the limit ends with the call
