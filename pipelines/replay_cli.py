@@ -98,12 +98,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         stop.set()  # the first one ends the replay after the current step, so the counts stay exact
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    # SIGTERM (kill, service managers) stops the replay as Ctrl-C does.
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
         report = _replay_from_args(args, settings, start_ms, end_ms, stop)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print_report(report)
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -16,8 +16,10 @@ import argparse
 import importlib
 import os
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from schemas.exceptions import TrafficError
 
@@ -86,10 +88,28 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 3] + "..."
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_interrupts() -> Callable[[], object]:
+    """Make SIGTERM stop a command as Ctrl-C does; returns what restores the previous handler.
+
+    Service managers and ``kill`` send SIGTERM, and a shell's background job ignores
+    SIGINT: without this, ``traffic run`` died without stopping its job and API.
+    Commands with their own orderly stop (``replay``, ``stream``) install their own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
+    restore = _sigterm_interrupts()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -108,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

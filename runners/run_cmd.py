@@ -9,8 +9,9 @@
    ``300 / speed`` seconds), continuing the timeline of earlier runs by whole weeks
    so time-of-day and day-of-week stay true.
 
-Ctrl-C (or the end of a finite replay) stops the job and the API; the platform
-keeps running (``traffic platform down`` stops it).
+Ctrl-C or SIGTERM (or the end of a finite replay with ``--exit-after-replay``)
+stops the job and the API; the platform keeps running (``traffic platform down``
+stops it).
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         start_ms=start_ms, loops=0 if args.loop else 1, inject_bad=args.inject_bad,
                         shift_ms=shift)
         print_report(report)
-        if not args.loop and not args.exit_after_replay:
+        if not (args.loop or args.exit_after_replay or report.interrupted):
             _say("replay finished; the job and the dashboard keep running. Ctrl-C stops them.")
             while all(p.pid() is not None for p in started):
                 time.sleep(1)
@@ -192,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="bring up the whole local system: platform, model, streaming job, API and a live replay",
         description="Start Kafka (and Flink), create topics, train a model if none is registered, start the "
-        "API/dashboard and the streaming job, then replay METR-LA into Kafka. Ctrl-C stops the job and API.",
+        "API/dashboard and the streaming job, then replay METR-LA into Kafka. Ctrl-C or SIGTERM stops the job and API.",
     )
     parser.add_argument("--runner", choices=("prism", "flink"), default="prism", help="where the job runs")
     parser.add_argument("--speed", type=float, default=60.0,

@@ -324,12 +324,15 @@ def test_rejected_records_are_reported_not_counted_as_sent(kafka_bootstrap, data
 
 
 @pytest.mark.integration
-def test_ctrl_c_stops_after_the_current_step_with_exact_counts(kafka_bootstrap, fresh_topic, tmp_path) -> None:
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_after_the_current_step_with_exact_counts(
+    kafka_bootstrap, fresh_topic, tmp_path, signame
+) -> None:
     import signal
     import subprocess
     import sys
 
-    topic = fresh_topic("replay-sigint", partitions=2)
+    topic = fresh_topic(f"replay-{signame.lower()}", partitions=2)
     report_path = tmp_path / "report.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "runners.cli", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
@@ -346,7 +349,7 @@ def test_ctrl_c_stops_after_the_current_step_with_exact_counts(kafka_bootstrap, 
             pass
         consumer.close()
         time.sleep(1.0)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, signame))
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

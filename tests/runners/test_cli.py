@@ -6,6 +6,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,3 +46,42 @@ def test_serve_and_help_do_not_import_beam() -> None:
             "print(sorted(m for m in ('apache_beam', 'sklearn', 'ml.train') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_sigterm_interrupts_like_ctrl_c_and_the_previous_handler_comes_back() -> None:
+    import os
+    import signal
+
+    from runners.cli import _sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    restore = _sigterm_interrupts()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs between bytecodes of the main thread
+                time.sleep(0.01)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_long_command_stopped_with_sigterm_exits_130_with_one_line_and_registers_nothing(tmp_path) -> None:
+    import signal
+
+    registry = tmp_path / "models"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "train", "--registry", str(registry)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(8)  # into the data loading or the training
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "traffic: interrupted" and "Traceback" not in err
+    assert not (registry / "LATEST").exists()
