@@ -1,0 +1,88 @@
+"""CPU cost of one step's forecast, as the streaming job's inference stage computes it.
+
+    .venv/bin/python benchmarks/inference_step.py [--registry DIR] [--steps 288]
+
+For consecutive validation-period steps of the bundled METR-LA data it builds
+each step's network snapshot (the last 12 steps of all the model's sensors)
+and runs the RunInference handler on it alone, as the job does: features,
+the three horizons' models, the intervals, and the per-sensor output rows.
+It does this once with the handler's default of one OpenMP thread and once
+with the libraries' default (one per core), and prints milliseconds per step
+and what one core could sustain: steps/s and the matching readings/s (one
+reading per sensor per step). That is a ceiling of the streaming throughput
+from inference alone, before reading, validation, state and publishing.
+Exits 2 with one line when the registry has no model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ml.dataset import TRAIN_END_MS, load_metrla  # noqa: E402
+from ml.features import HISTORY_STEPS, history_from_speeds  # noqa: E402
+from ml.handler import HandlerConfig, make_model_handler  # noqa: E402
+from ml.registry import ModelRegistry, default_registry_root  # noqa: E402
+
+__all__ = ["main"]
+
+
+def _snapshots(sensor_ids: tuple[str, ...], steps: int) -> list[dict]:
+    data = load_metrla().only(list(sensor_ids))
+    first = int((data.times_ms < TRAIN_END_MS).sum())  # the first validation step
+    last = min(first + steps, len(data.times_ms))
+    return [
+        {"step_ms": int(data.times_ms[t]), "speeds": history_from_speeds(data.speed[t - HISTORY_STEPS + 1 : t + 1])}
+        for t in range(first, last)
+    ]
+
+
+def _time_per_step(registry: str, threads: int | None, snapshots: list[dict]) -> list[float]:
+    handler = make_model_handler(HandlerConfig(registry, threads=threads))
+    model = handler.load_model()
+    list(handler.run_inference(snapshots[:3], model))  # warm: imports, the trees' first call
+    cpu_ms = []
+    for snapshot in snapshots:
+        started = time.process_time()
+        results = list(handler.run_inference([snapshot], model))
+        cpu_ms.append((time.process_time() - started) * 1000)
+        assert len(results) == 1 and results[0].inference
+    return cpu_ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    parser.add_argument("--steps", type=int, default=288, help="validation steps timed (default: one day)")
+    args = parser.parse_args(argv)
+    registry = args.registry or default_registry_root()
+    version = ModelRegistry(registry).latest_version()
+    if version is None:
+        print(f"inference_step: no model registered in {registry} (run `traffic train`)", file=sys.stderr)
+        return 2
+    bundle = ModelRegistry(registry).load(version)
+    snapshots = _snapshots(bundle.context.sensor_ids, args.steps)
+    n = bundle.context.n_sensors
+    print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
+    print(f"machine: {os.cpu_count()} cores; load average (1 min) {os.getloadavg()[0]:.1f}")
+    print(f"model: {version} ({n} sensors; horizons {bundle.horizons_min}); {len(snapshots)} validation steps")
+    print("threads | CPU ms per step p50 / mean / p99 | one core: steps/s | readings/s")
+    for threads in (1, None):
+        cpu_ms = sorted(_time_per_step(registry, threads, snapshots))
+        mean = statistics.fmean(cpu_ms)
+        p99 = cpu_ms[min(len(cpu_ms) - 1, int(0.99 * len(cpu_ms)))]
+        label = "1" if threads == 1 else f"default ({os.cpu_count()})"
+        print(f"{label} | {statistics.median(cpu_ms):.2f} / {mean:.2f} / {p99:.2f} | "
+              f"{1000 / mean:.0f} | {1000 / mean * n:,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
