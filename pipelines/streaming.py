@@ -29,6 +29,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS
@@ -45,10 +46,11 @@ from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
 from transforms.validate import ValidateEvents, make_dead_letter
 
-__all__ = ["StreamingConfig", "StreamingError", "build_pipeline", "register", "run"]
+__all__ = ["StreamingConfig", "StreamingError", "build_pipeline", "make_config", "register", "run", "typed_option_args"]
 
 _LOG = logging.getLogger("traffic.stream")
 NAMESPACE = "traffic.stream"
+DEFAULT_GROUP_ID = "traffic-stream"
 
 
 class StreamingError(TrafficError):
@@ -65,8 +67,9 @@ class StreamingConfig:
     registry: str
     known_sensor_ids: tuple[str, ...] = ()
     output: str | None = None
-    group_id: str = "traffic-stream"
+    group_id: str = DEFAULT_GROUP_ID
     start: str = "earliest"
+    max_out_of_orderness_s: float = 0.0
     window_s: int = STEP_MS // 1000
     allowed_lateness_s: int = 300
     lateness_grace_s: int = 300
@@ -104,7 +107,8 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     topics = cfg.topics
     raw = (
         p
-        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start)
+        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start,
+                                     max_out_of_orderness_s=cfg.max_out_of_orderness_s)
         | "CountRaw" >> beam.ParDo(_Counted("raw"))
     )
     known = sorted(set(cfg.known_sensor_ids) | set(cfg.sensor_ids))
@@ -162,33 +166,70 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
 # -- the command ---------------------------------------------------------------------------
 
 
-def make_config(args: argparse.Namespace) -> StreamingConfig:
-    """Resolve flags: the model's sensors come from the registry (the job refuses to start without a model)."""
+# The command's own flags -> the typed pipeline options they set (runners/options.py).
+_TYPED_FLAGS = {
+    "bootstrap": "kafka_bootstrap_servers",
+    "group_id": "kafka_group_id",
+    "start": "kafka_start",
+    "registry": "model_registry",
+    "model_refresh_s": "model_refresh_s",
+}
+
+
+def typed_option_args(args: argparse.Namespace, beam_args: Sequence[str]) -> list[str]:
+    """The typed options (``--kafka_*``, ``--model_*``) for the command's flags that were given.
+
+    Either spelling works (``--bootstrap X`` or ``-- --kafka_bootstrap_servers=X``); both at once is an error.
+    """
+    from runners.presets import flag_given
+
+    typed = []
+    for dest, option in _TYPED_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if flag_given(beam_args, option):
+            flag = "--" + dest.replace("_", "-")
+            raise StreamingError(f"{flag} and --{option} set the same option: give one of them")
+        typed.append(f"--{option}={value}")
+    return typed
+
+
+def make_config(args: argparse.Namespace, options: PipelineOptions) -> StreamingConfig:
+    """The job's configuration from the typed options and the command's flags.
+
+    The model's sensors come from the registry (the job refuses to start without a model).
+    """
     from ml.dataset import network_sensor_ids
     from ml.registry import ModelRegistry, default_registry_root
+    from runners.options import KafkaOptions, RegistryOptions
     from runners.settings import get_settings
     from schemas.topics import get_topic_settings
 
     settings = get_settings()
-    registry = args.registry or default_registry_root()
+    kafka, models = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
+    registry = models.model_registry or default_registry_root()
     hdfs: dict[str, Any] = {}
     if any(str(p).startswith("hdfs://") for p in (registry, args.output) if p):
         hdfs = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
-    bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
     if args.window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
+    if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
+        raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
+    bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
     return StreamingConfig(
-        bootstrap_servers=args.bootstrap or settings.kafka_bootstrap,
+        bootstrap_servers=kafka.kafka_bootstrap_servers or settings.kafka_bootstrap,
         topics=get_topic_settings(),
         sensor_ids=tuple(bundle.context.sensor_ids),
         known_sensor_ids=network_sensor_ids(),
         registry=registry,
         output=args.output if args.output != "none" else None,
-        group_id=args.group_id,
-        start=args.start,
+        group_id=kafka.kafka_group_id or DEFAULT_GROUP_ID,
+        start=kafka.kafka_start,
+        max_out_of_orderness_s=kafka.kafka_max_out_of_orderness_s,
         window_s=args.window_s,
         allowed_lateness_s=args.allowed_lateness_s,
-        model_refresh_s=args.model_refresh_s,
+        model_refresh_s=models.model_refresh_s,
         hdfs_options=tuple(sorted(hdfs.items())),
     )
 
@@ -209,19 +250,22 @@ def _run(args: argparse.Namespace) -> int:
     from runners.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = make_config(args)
-    _check_kafka(cfg.bootstrap_servers)
     extra = list(args.beam_args or [])
     if extra and extra[0] == "--":
         extra = extra[1:]
-    extra += [f"--{key}={value}" for key, value in cfg.hdfs_options]
+    extra = typed_option_args(args, extra) + extra
     if args.from_savepoint:
         extra.append(f"--savepoint_path={_savepoint_uri(args.from_savepoint)}")  # FlinkPipelineOptions.savepointPath
     given = [arg.split("=", 1)[1] for arg in extra if arg.startswith("--job_name=")]
     job_name = given[-1] if given else f"traffic-stream-{time.strftime('%Y%m%dT%H%M%S')}"
     if not given:
         extra.append(f"--job_name={job_name}")
-    options = pipeline_options(args.runner, True, extra, get_settings())
+    from ml.registry import default_registry_root
+
+    paths = [args.output, args.registry or default_registry_root()]  # an hdfs:// one adds the WebHDFS options
+    options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
+    cfg = make_config(args, options)
+    _check_kafka(cfg.bootstrap_servers)
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
               f", restoring {args.from_savepoint}" if args.from_savepoint else "")
@@ -303,16 +347,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=str(get_settings().work_dir / "stream"),
                         help="directory (local or hdfs://) for aggregate and prediction Parquet files; 'none' "
                         "to write only to Kafka")
-    parser.add_argument("--group-id", default="traffic-stream", help="Kafka consumer group of the raw reader")
-    parser.add_argument("--start", choices=("earliest", "latest", "committed"), default="committed",
+    parser.add_argument("--group-id", help=f"Kafka consumer group of the raw reader (default {DEFAULT_GROUP_ID})")
+    parser.add_argument("--start", choices=("earliest", "latest", "committed"),
                         help="where to start reading the raw topic when the job starts fresh (default: committed, "
                         "falling back to earliest)")
     parser.add_argument("--window-s", type=int, default=STEP_MS // 1000, help="aggregation window (default 300)")
     parser.add_argument("--allowed-lateness-s", type=int, default=300,
                         help="events up to this late (behind their sensor's newest reading) still update their "
                         "window; later ones are dead letters (default 300)")
-    parser.add_argument("--model-refresh-s", type=float, default=MODEL_REFRESH_S,
-                        help="how often the job checks the registry for a newly registered model")
+    parser.add_argument("--model-refresh-s", type=float,
+                        help=f"how often the job checks the registry for a newly registered model "
+                        f"(default {MODEL_REFRESH_S:g} s)")
     parser.add_argument("--savepoint-dir", metavar="DIR",
                         help="on Ctrl-C or SIGTERM stop the Flink job with a savepoint in DIR (local or a URI "
                         "Flink can write) instead of cancelling it, and print the savepoint's path")
@@ -320,7 +365,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start the Flink job from this savepoint (or retained checkpoint): its state, Kafka "
                         "offsets included, is restored and --start no longer applies")
     parser.add_argument("beam_args", nargs=argparse.REMAINDER,
-                        help="after --: further Beam pipeline options, e.g. -- --checkpointing_interval=10000")
+                        help="after --: further pipeline options, e.g. -- --checkpointing_interval=10000; the "
+                        "typed --kafka_* and --model_* options (runners/options.py) may replace the flags above")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -146,7 +146,8 @@ def _worker_pool(args: Sequence[str]) -> str | None:
         raise RunnerPresetError(f"--flink_worker_pool: {exc}") from None
 
 
-def _flag_given(args: Sequence[str], name: str) -> bool:
+def flag_given(args: Sequence[str], name: str) -> bool:
+    """Whether ``--name`` or ``--name=value`` is among ``args``."""
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
 
@@ -154,7 +155,7 @@ def _hdfs_flags(settings: PlatformSettings, args: Sequence[str], paths: Sequence
     if not any("hdfs://" in str(value) for value in (*args, *paths)):
         return []
     wanted = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
-    return [f"--{name}={value}" for name, value in wanted.items() if not _flag_given(args, name)]
+    return [f"--{name}={value}" for name, value in wanted.items() if not flag_given(args, name)]
 
 
 def preset_args(
