@@ -205,7 +205,12 @@ class _HistoryLogic(beam.DoFn):
             # `later` is rarely more than the step now arriving, so this costs no latency there.
             self._set_timer(flush, state, max(later) + self.step_ms)
         else:
-            state.timer_at.clear()  # the timer itself is left alone: a firing with nothing due is harmless
+            # Cleared, not left to fire for nothing: Prism keeps a key's data and timers in one queue by
+            # timestamp and holds everything behind a timer the watermark has not reached, so a live
+            # timer at this step's end held the next step's aggregates (stamped at their window's end,
+            # later) back by a step or two: predictions came a step late.
+            flush.clear()
+            state.timer_at.clear()
 
     def _output(self, key: str, table, step_ms: int) -> TimestampedValue:
         speeds = history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)

@@ -25,7 +25,7 @@ from apache_beam.runners.runner import PipelineState
 from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
-from ml.dataset import VAL_END_MS, load_metrla, network_sensor_ids
+from ml.dataset import STEP_MS, VAL_END_MS, load_metrla, network_sensor_ids
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import ModelBundle
 from pipelines.batch import run as run_batch
@@ -179,3 +179,75 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     assert files, "no prediction Parquet files were written"
     for row in pq.read_table(files[0]).to_pylist():
         assert _values(row) in got[_key(row)]
+
+
+PROMPT_WAIT_S = 90  # at real-time speed the next step comes 300 s later: waiting for it would fail this
+
+
+def _complete_steps(bootstrap: str, topic: str, per_step: int) -> set[int]:
+    """The steps whose predictions (every sensor x horizon) are all on ``topic``."""
+    codec = AvroCodec("prediction")
+    seen: dict[int, set[tuple]] = {}
+    for message in read_all(bootstrap, topic):
+        record = codec.decode(message.value())
+        seen.setdefault(_key(record)[1], set()).add((record["sensor_id"], record["horizon_min"]))
+    return {step for step, keys in seen.items() if len(keys) == per_step}
+
+
+def _wait_for_step(step: int, timeout_s: float, bootstrap: str, topic: str, per_step: int, result) -> list[str]:
+    """Polls until ``step`` is predicted; returns why it was not (empty when it was)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if step in _complete_steps(bootstrap, topic, per_step):
+            return []
+        failure = _ended(result)
+        if failure:
+            return failure
+        time.sleep(2)
+    return [f"step {iso(step)} was not predicted within {timeout_s:.0f} s"]
+
+
+@pytest.fixture(scope="module")
+def registered_network(tmp_path_factory) -> tuple[str, ModelBundle]:
+    """A small real model of the whole network (207 sensors), registered."""
+    root = str(tmp_path_factory.mktemp("registry-network"))
+    return root, register_ridge_bundle(root, len(network_sensor_ids()), days=1)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("runner", ["prism", pytest.param("flink", marks=pytest.mark.flink)])
+def test_a_paced_steps_predictions_do_not_wait_for_the_next_step(
+    runner: str, request, registered_network, kafka_bootstrap, fresh_topic, platform_settings
+) -> None:
+    """Caught up, the job gets one more step and predicts it with nothing after it in the topic.
+
+    On Prism a timer left set at the previous step's end once held the new step's aggregates
+    back until later steps moved the watermark: predictions came a step late. The whole network
+    is needed to see it (this test failed so before the fix; with the 8-sensor model it passed).
+    """
+    if runner == "flink":
+        request.getfixturevalue("flink_services")
+    root, bundle = registered_network
+    topics = _topics(fresh_topic)
+    times = [int(t) for t in load_metrla().between(START_MS, START_MS + 2 * 3600 * 1000 + STEP_MS).times_ms]
+    caught_up_at, paced = times[-2], times[-1]
+    send = producer_config(kafka_bootstrap)
+    replay(None, send, topics.raw, speed=float("inf"), start_ms=START_MS, end_ms=paced, progress=False)
+    job_name = f"test-prompt-{uuid.uuid4().hex[:8]}"
+    cfg = StreamingConfig(bootstrap_servers=kafka_bootstrap, topics=topics, sensor_ids=bundle.context.sensor_ids,
+                          registry=root, known_sensor_ids=network_sensor_ids(), group_id=job_name, start="earliest")
+    pipeline = beam.Pipeline(options=pipeline_options(
+        runner, True, [f"--job_name={job_name}", *RUNNER_ARGS[runner]], platform_settings))
+    build_pipeline(pipeline, cfg)
+    result = pipeline.run()
+    per_step = len(bundle.context.sensor_ids) * len(HORIZONS_MIN)
+    try:
+        failure = _wait_for_step(caught_up_at, 420, kafka_bootstrap, topics.predictions, per_step, result)
+        assert not failure, f"the job did not catch up: {failure[0]}"
+        replay(None, send, topics.raw, speed=float("inf"), start_ms=paced, end_ms=paced + STEP_MS, progress=False)
+        failure = _wait_for_step(paced, PROMPT_WAIT_S, kafka_bootstrap, topics.predictions, per_step, result)
+    finally:
+        result.cancel()
+        if runner == "flink":
+            cancel_flink_jobs(platform_settings.flink_rest_url, job_name)
+    assert not failure, f"with no later readings, {failure[0]}"

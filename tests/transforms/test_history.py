@@ -168,6 +168,7 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
     assert set(pending.value[T0_MS + S_MS]) == {0}  # step 1: only sensor a so far
     assert feed(agg("b", 1, 41.0)) == [(1, ((50.0, 40.0), (51.0, 41.0)))]  # complete: out at once
     assert last.value == T0_MS + S_MS and timer_at.value is None
+    assert flush.at is None  # nothing pending: the timer is cleared, not left to fire (Prism queues data behind it)
     assert feed(agg("a", 0, 10.0)) == []  # too old for any future span: counted as stale, ignored
     assert set(pending.value) == {T0_MS + S_MS}  # step 0 left the table once no future span needs it
 
