@@ -30,6 +30,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS
@@ -46,7 +47,8 @@ from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
 from transforms.validate import ValidateEvents, make_dead_letter
 
-__all__ = ["StreamingConfig", "StreamingError", "build_pipeline", "make_config", "register", "run", "typed_option_args"]
+__all__ = ["StreamingConfig", "StreamingError", "build_pipeline", "make_config", "register", "run", "typed_option_args",
+           "wait_for_job"]
 
 _LOG = logging.getLogger("traffic.stream")
 NAMESPACE = "traffic.stream"
@@ -274,7 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     result = pipeline.run()
     signal.signal(signal.SIGTERM, _interrupt)  # `traffic run` and service managers stop the job with SIGTERM
     try:
-        result.wait_until_finish()
+        state = wait_for_job(result)
     except KeyboardInterrupt:
         if args.savepoint_dir:
             _stop_with_savepoint(result, job_name, args.savepoint_dir)
@@ -282,7 +284,25 @@ def _run(args: argparse.Namespace) -> int:
         _LOG.info("stream: cancelling the job")
         result.cancel()
         _cancel_on_cluster(job_name)
+        return 0
+    if state != PipelineState.DONE:
+        raise StreamingError(f"the streaming job ended in state {state} (its errors are logged above)")
     return 0
+
+
+def wait_for_job(result: Any, poll_s: float = 2.0) -> str:
+    """The job's final state, polling ``result.state`` (one GetState request each time) until it ends.
+
+    Not ``result.wait_until_finish()``: the portable runner opens the job's state and
+    message streams with a deadline of ``--job_server_timeout`` (300 s) when the job
+    service takes the preparation id for the job id, as Prism does, and that call then
+    failed a healthy streaming job after five minutes, stopping it.
+    """
+    while True:
+        state = result.state
+        if PipelineState.is_terminal(state):
+            return state
+        time.sleep(poll_s)
 
 
 def _savepoint_uri(path: str) -> str:

@@ -77,3 +77,60 @@ def test_bad_values_are_one_line_errors(registry, capsys) -> None:
         "traffic: error: --bootstrap and --kafka_bootstrap_servers set the same option: give one of them",
         "traffic: error: --model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative",
     ]
+
+
+class _Job:
+    """A job result whose state is polled; its ``wait_until_finish`` fails as Prism's did after five minutes."""
+
+    def __init__(self, states: list[str]) -> None:
+        self.states = list(states)
+        self.polled = 0
+
+    @property
+    def state(self) -> str:
+        self.polled += 1
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def wait_until_finish(self):
+        raise AssertionError("the job's streams have a deadline: its state must be polled instead")
+
+
+def test_waiting_for_a_job_polls_its_state_until_it_ends() -> None:
+    from apache_beam.runners.runner import PipelineState
+
+    from pipelines.streaming import wait_for_job
+
+    job = _Job([PipelineState.STARTING, PipelineState.RUNNING, PipelineState.RUNNING, PipelineState.CANCELLED])
+    assert wait_for_job(job, poll_s=0.01) == PipelineState.CANCELLED and job.polled == 4
+
+
+@pytest.mark.integration
+def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_sigterm(
+    registry, kafka_bootstrap, fresh_topic, tmp_path
+) -> None:
+    """``--job_server_timeout`` is the deadline of the job's state stream on Prism (300 s by default, 20 s here)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts"):
+        env[f"TRAFFIC_TOPICS_{field.upper()}"] = fresh_topic(f"stream-cli-{field}", partitions=1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "stream", "--runner", "prism", "--registry", registry,
+         "--output", "none", "--", "--job_server_timeout=20"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        time.sleep(60)  # three deadlines
+        alive = process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert alive, out[-3000:]
+    assert process.returncode == 0, out[-3000:]
+    assert "stream: cancelling the job" in out and "traffic: error" not in out
