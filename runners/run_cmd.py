@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,28 @@ def _background(settings: PlatformSettings, name: str, argv: list[str], port: in
     return proc
 
 
+class _Watch:
+    """Sets ``died`` when one of the background processes stops; ``check`` then says which, as a RunError."""
+
+    def __init__(self, processes: list[ManagedProcess], every_s: float = 1.0) -> None:
+        self.processes = processes
+        self.died = threading.Event()
+        self.reason: str | None = None
+        threading.Thread(target=self._run, args=(every_s,), name="traffic-run-watch", daemon=True).start()
+
+    def _run(self, every_s: float) -> None:
+        while not self.died.wait(every_s):
+            for proc in self.processes:
+                if proc.pid() is None:
+                    self.reason = f"{proc.name} stopped ({proc.exit_reason()}); read {proc.log_file}"
+                    self.died.set()
+                    return
+
+    def check(self) -> None:
+        if self.reason:
+            raise RunError(self.reason)
+
+
 def _ensure_model(traffic: str, registry: str | None, quick: bool) -> None:
     from ml.registry import ModelRegistry, default_registry_root
 
@@ -170,14 +193,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.kafka_bootstrap, topics.raw))
         if shift:
             _say(f"replay: continuing after earlier runs, event times shifted by {shift // WEEK_MS} week(s)")
+        watch = _Watch(started)
         report = replay(data, producer_config(settings.kafka_bootstrap), topics.raw, speed=args.speed,
                         start_ms=start_ms, loops=0 if args.loop else 1, inject_bad=args.inject_bad,
-                        shift_ms=shift)
+                        shift_ms=shift, stop=watch.died)
         print_report(report)
         if not (args.loop or args.exit_after_replay or report.interrupted):
             _say("replay finished; the job and the dashboard keep running. Ctrl-C stops them.")
-            while all(p.pid() is not None for p in started):
-                time.sleep(1)
+            watch.died.wait()
+        watch.check()
     except KeyboardInterrupt:
         _say("stopping")
     finally:

@@ -70,3 +70,36 @@ def test_newest_event_time_is_read_from_the_raw_topic(kafka_bootstrap, fresh_top
         producer.produce(topic, future, b"773869", partition=partition)
     assert producer.flush(30) == 0
     assert newest_event_time_ms(kafka_bootstrap, topic) == report.last_event_ms
+
+
+class _Proc:
+    """A background process double: alive for ``alive_checks`` pid() calls."""
+
+    def __init__(self, name: str, alive_checks: int) -> None:
+        self.name, self.alive_checks = name, alive_checks
+        self.log_file = f"/logs/{name}.log"
+
+    def pid(self):
+        self.alive_checks -= 1
+        return 1234 if self.alive_checks >= 0 else None
+
+    def exit_reason(self) -> str:
+        return "exited with code 2"
+
+
+def test_the_watch_says_which_background_process_stopped() -> None:
+    from runners.run_cmd import RunError, _Watch
+
+    watch = _Watch([_Proc("api", 10**6), _Proc("stream", 3)], every_s=0.01)
+    assert watch.died.wait(5)
+    with pytest.raises(RunError, match=r"^stream stopped \(exited with code 2\); read /logs/stream.log$"):
+        watch.check()
+
+
+def test_the_watch_stays_quiet_while_everything_runs() -> None:
+    from runners.run_cmd import _Watch
+
+    watch = _Watch([_Proc("api", 10**6), _Proc("stream", 10**6)], every_s=0.01)
+    assert not watch.died.wait(0.3)
+    watch.check()  # nothing to report
+    watch.died.set()  # ends the watch thread
