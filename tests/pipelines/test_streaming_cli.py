@@ -1,4 +1,4 @@
-"""``traffic stream``'s configuration: its flags and the typed pipeline options they stand for."""
+"""``traffic stream`` (pipelines/streaming_cli.py): its flags and typed options, waiting for the job, stopping it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import pytest
 from small_models import register_ridge_bundle
 
-from pipelines.streaming import DEFAULT_GROUP_ID, StreamingError, make_config, typed_option_args
+from pipelines.streaming import DEFAULT_GROUP_ID, StreamingError
+from pipelines.streaming_cli import make_config, typed_option_args
 from runners.cli import main
 from runners.presets import pipeline_options
 from runners.settings import PlatformSettings
@@ -98,7 +99,7 @@ class _Job:
 def test_waiting_for_a_job_polls_its_state_until_it_ends() -> None:
     from apache_beam.runners.runner import PipelineState
 
-    from pipelines.streaming import wait_for_job
+    from pipelines.streaming_cli import wait_for_job
 
     job = _Job([PipelineState.STARTING, PipelineState.RUNNING, PipelineState.RUNNING, PipelineState.CANCELLED])
     assert wait_for_job(job, poll_s=0.01) == PipelineState.CANCELLED and job.polled == 4
