@@ -40,6 +40,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("evaluate", "ml.evaluate", "score the registered model on the validation (and test) split"),
     ("stream", "pipelines.streaming",
      "the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)"),
+    ("worker-pool", "runners.worker_pool",
+     "Python SDK workers for Flink jobs submitted with --flink_worker_pool (EXTERNAL), state cache on"),
     ("run", "runners.run_cmd",
      "bring up the whole local system: platform, model, streaming job, API and a live replay"),
 )
