@@ -33,6 +33,9 @@ def test_workers_start_with_the_state_cache_and_this_environments_python(monkeyp
         def __init__(self, command, **_kwargs) -> None:
             started.append(command)
 
+        def kill(self) -> None:  # the pool kills its workers at exit
+            pass
+
     monkeypatch.setattr(worker_pool_main.subprocess, "Popen", _Popen)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     port = _free_port()
