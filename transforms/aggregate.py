@@ -127,8 +127,7 @@ class _FlagLateFn(beam.DoFn):
         sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
         if self.allowed_lateness_ms is not None:
-            marks = high_water_marks.read()
-            marks = marks if isinstance(marks, WatermarkTable) else WatermarkTable(marks or {})
+            marks = WatermarkTable.of(high_water_marks.read())
             seen = marks.get(sensor_id)
             mark = event_time if seen is None else max(seen, event_time)
             if mark != seen:

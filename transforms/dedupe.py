@@ -42,11 +42,6 @@ def _by_shard(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return sensor_shard(event["sensor_id"]), event
 
 
-def _seen_table(stored: dict | None) -> SeenTable:
-    """The shard's table as stored (a plain dict from state written before SeenTable existed is converted)."""
-    return stored if isinstance(stored, SeenTable) else SeenTable(stored or {})
-
-
 class _FirstWinsFn(beam.DoFn):
     # (sensor_id, event_time ms) -> (speed,) of the first event seen, per shard; pruned by the expiry timer.
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
@@ -78,7 +73,7 @@ class _FirstWinsFn(beam.DoFn):
         _, event = element
         sensor_id = event["sensor_id"]
         event_time = int(event["event_time"])
-        seen = _seen_table(seen_state.read())
+        seen = SeenTable.of(seen_state.read())
         first = seen.get((sensor_id, event_time))
         if first is None:
             seen[(sensor_id, event_time)] = (event.get("speed_mph"),)
@@ -119,7 +114,7 @@ class _FirstWinsFn(beam.DoFn):
         expiry=EXPIRY_PARAM,
     ) -> None:
         horizon_ms = fired_at.micros // 1000 - self.ttl_ms
-        seen = SeenTable((key, v) for key, v in _seen_table(seen_state.read()).items() if key[1] > horizon_ms)
+        seen = SeenTable((key, v) for key, v in SeenTable.of(seen_state.read()).items() if key[1] > horizon_ms)
         if not seen:
             seen_state.clear()
             expiry_at.clear()

@@ -47,10 +47,6 @@ STEP = "History"
 _NETWORK_KEY = "network"
 _TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 
-def _history_table(stored: dict | None) -> HistoryTable:
-    return stored if isinstance(stored, HistoryTable) else HistoryTable(stored or {})
-
-
 def _keep_best(table: HistoryTable, step_ms: int, member: int, rank: tuple[int, int], mean: float) -> None:
     """Record a pane unless the member's pane of that step ranks higher (a later arrival wins a tie)."""
     row = table.setdefault(step_ms, {})
@@ -153,7 +149,7 @@ class _HistoryLogic(beam.DoFn):
         mean = aggregate.get("mean_speed_mph")
         mean = math.nan if mean is None else float(mean)
         rank = (_TIMING_RANK.get(aggregate.get("pane_timing"), 1), int(aggregate.get("count") or 0))
-        table = _history_table(state.pending.read())
+        table = HistoryTable.of(state.pending.read())
         _keep_best(table, step_ms, member, rank, mean)
         state.pending.write(table)
         if last is not None and step_ms <= last:
@@ -166,7 +162,7 @@ class _HistoryLogic(beam.DoFn):
 
     def on_timer_fired(self, key, fired_at, state: _State, flush) -> Iterator[Any]:
         state.timer_at.clear()
-        table = _history_table(state.pending.read())
+        table = HistoryTable.of(state.pending.read())
         watermark_ms = fired_at.micros // 1000
         yield from self._advance(key, table, state.last_emitted.read(), watermark_ms, state, flush)
 

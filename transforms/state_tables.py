@@ -49,6 +49,11 @@ class StateTable(dict, CacheAware):
         super().__init__(*args, **kwargs)
         self._weight = _Bytes(0)
 
+    @classmethod
+    def of(cls, stored: dict | None):
+        """The table a state cell holds: as read, or an empty one (a plain dict, as older state holds, is converted)."""
+        return stored if isinstance(stored, cls) else cls(stored or {})
+
     def entries(self) -> int:
         return len(self)
 

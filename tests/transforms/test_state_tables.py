@@ -56,3 +56,12 @@ def test_a_table_survives_the_state_coder_as_its_own_type(table_type):
     decoded = coder.decode(coder.encode(original))
     assert type(decoded) is table_type and decoded == original
     assert pickle.loads(pickle.dumps(original)) == original
+
+
+@pytest.mark.parametrize("table_type", [SeenTable, WatermarkTable, HistoryTable])
+def test_of_keeps_a_table_converts_a_plain_dict_and_starts_empty(table_type):
+    table = table_type({"a": 1})
+    assert table_type.of(table) is table
+    converted = table_type.of({"a": 1})
+    assert type(converted) is table_type and converted == {"a": 1}
+    assert type(table_type.of(None)) is table_type and table_type.of(None) == {}
