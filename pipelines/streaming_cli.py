@@ -1,6 +1,7 @@
 """The ``traffic stream`` command: flags and typed options -> :class:`StreamingConfig`, submit, wait, stop.
 
-See :mod:`pipelines.streaming` for the pipeline itself; ``traffic stream ...`` runs :func:`run`.
+See :mod:`pipelines.streaming` for the pipeline itself. SIGTERM stops the job as Ctrl-C
+does: ``traffic`` (``runners/cli.py``) turns it into ``KeyboardInterrupt`` for every command.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ml.dataset import STEP_MS
 from ml.registry import MODEL_REFRESH_S
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingConfig, StreamingError, build_pipeline
 
-__all__ = ["make_config", "register", "run", "typed_option_args", "wait_for_job"]
+__all__ = ["make_config", "register", "typed_option_args", "wait_for_job"]
 
 _LOG = logging.getLogger("traffic.stream")
 
@@ -130,7 +131,6 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
-    signal.signal(signal.SIGTERM, _interrupt)  # `traffic run` and service managers stop the job with SIGTERM
     try:
         state = wait_for_job(result)
     except KeyboardInterrupt:
@@ -172,10 +172,6 @@ def _savepoint_uri(path: str) -> str:
     if not (local / "_metadata").is_file():
         raise StreamingError(f"--from-savepoint {path}: no savepoint there (a savepoint holds a _metadata file)")
     return local.as_uri()
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _stop_with_savepoint(result: Any, job_name: str, savepoint_dir: str) -> None:
@@ -243,12 +239,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("beam_args", nargs=argparse.REMAINDER,
                         help="after --: further pipeline options, e.g. -- --checkpointing_interval=10000; the "
                         "typed --kafka_* and --model_* options (runners/options.py) may replace the flags above")
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="traffic stream")
-    _add_arguments(parser)
-    return _run(parser.parse_args(argv))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
