@@ -6,9 +6,10 @@ worker as ``python -c ...`` with the state cache off: the pipeline's
 started through Beam's ``boot`` binary, as the containers do, reads the pipeline
 options), and ``python`` is whatever the PATH finds first. Without the cache every
 state read goes back to the runner: the streaming job drained a 24 h backlog at
-247 events/s instead of about 1,030 with it. This command starts the same pool
-with the state cache of ``TRAFFIC_SDK_STATE_CACHE_MB`` and with this environment's
-Python first on the PATH of the workers it starts.
+247 events/s that way, at 1,210 through this command (docs/benchmarks/streaming.md).
+This command starts the same pool with the state cache of
+``TRAFFIC_SDK_STATE_CACHE_MB`` and with this environment's Python first on the
+PATH of the workers it starts, and serves it on 127.0.0.1 only.
 
     traffic worker-pool --port 50000
     traffic stream --runner flink -- --flink_worker_pool=127.0.0.1:50000 --parallelism=2 --sdk_worker_parallelism=2
