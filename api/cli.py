@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard",
         description="Serve the API and dashboard. Every setting also comes from TRAFFIC_API_* variables "
-        "(see README.md (Prediction API and dashboard)); flags override them.",
+        "(see docs/api-dashboard.md); flags override them.",
     )
     parser.add_argument("--host", help="bind address (default 127.0.0.1, TRAFFIC_API_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000, TRAFFIC_API_PORT)")

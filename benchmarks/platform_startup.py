@@ -1,7 +1,7 @@
 """Start-up time and resident memory of each local service.
 
     .venv/bin/python benchmarks/platform_startup.py [--rounds 2] [--port-offset 15000] \
-        [--write docs/benchmarks/platform.md]
+        [--write .work/benchmarks/platform.md]
 
 Runs in a fresh temporary work directory on ports shifted by ``--port-offset``
 (so the platform on the default ports is left alone) with the default heaps.

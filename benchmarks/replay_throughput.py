@@ -6,7 +6,8 @@ producer settings, ``--repeats`` times each, and prints the median, min and max
 events/s (events = readings + injected bad records, counted until the producer
 has flushed, i.e. every record acknowledged by the broker). Also measured:
 Avro encoding alone, the ceiling the Python producer loop cannot beat.
-With ``--write-doc`` the figures go to ``docs/benchmarks/replay.md``.
+With ``--write-doc`` the report goes to ``.work/benchmarks/replay.md`` (raw output; the figures
+are recorded in a new section at the end of ``docs/benchmarks.md``, their one home).
 
     .venv/bin/python benchmarks/replay_throughput.py --days 7 --repeats 3 --write-doc
 """
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=7, help="days of data per run (%(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/replay.md")
+    parser.add_argument("--write-doc", action="store_true",
+                        help="also write the report to .work/benchmarks/replay.md (record it in docs/benchmarks.md)")
     args = parser.parse_args(argv)
 
     data = load_metrla().between(T0, T0 + args.days * DAY_MS)
@@ -149,7 +151,7 @@ def write_doc(
         " Python.",
         "",
     ]
-    path = REPO_ROOT / "docs" / "benchmarks" / "replay.md"
+    path = REPO_ROOT / ".work" / "benchmarks" / "replay.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     existing = path.read_text() if path.exists() else ""
     notes = existing.split("<!-- notes -->", 1)[1] if "<!-- notes -->" in existing else ""

@@ -17,7 +17,8 @@ What it does (bounded in time and in connections):
    every event in every client would make the Python clients the bottleneck).
 
 Prints p50/p90/p99/max latency, delivered/expected events, and the server's RSS
-(before clients, with clients, peak). ``--write-doc`` writes docs/benchmarks/api.md.
+(before clients, with clients, peak). ``--write-doc`` writes the report to .work/benchmarks/api.md
+(raw output; its figures are recorded at the end of docs/benchmarks.md, their one home).
 
     .venv/bin/python benchmarks/sse_fanout.py --clients 1000 --rate 20 --duration-s 30
 """
@@ -408,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every n-th client records latencies (all clients count their events)")
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
-    parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/api.md")
+    parser.add_argument("--write-doc", action="store_true",
+                        help="also write the report to .work/benchmarks/api.md (record it in docs/benchmarks.md)")
     args = parser.parse_args(argv)
     if max(args.clients) > 5000 or args.duration_s > 300:
         parser.error("keep it bounded: at most 5000 clients and 300 s")
@@ -424,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     if args.write_doc:
         command = "python benchmarks/sse_fanout.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (REPO / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
-        (REPO / "docs" / "benchmarks" / "api.md").write_text(_doc(results, command))
+        (REPO / ".work" / "benchmarks").mkdir(parents=True, exist_ok=True)
+        (REPO / ".work" / "benchmarks" / "api.md").write_text(_doc(results, command))
     return 0
 
 

@@ -4,7 +4,7 @@ Steps go out in event-time order; within a step, one RawReading per sensor
 (key = sensor id). ``event_time`` inside the record is the reading's time in
 the data set (plus ``shift_ms``), and the Kafka record timestamp is that same
 event time, so the streaming job's watermark follows the data (see
-``README.md (Replaying METR-LA)``: topics keep records by size, not age).
+``docs/platform.md`` (Topics): topics keep records by size, not age).
 ``speed`` is a speed-up factor: 1 sends one 5-minute step every 300 s, 300 one
 step a second, ``math.inf`` (``--speed max``) as fast as the producer goes.
 With ``loops`` > 1 (0 = forever) the range is replayed again with event times

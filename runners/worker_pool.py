@@ -6,7 +6,7 @@ worker as ``python -c ...`` with the state cache off: the pipeline's
 started through Beam's ``boot`` binary, as the containers do, reads the pipeline
 options), and ``python`` is whatever the PATH finds first. Without the cache every
 state read goes back to the runner: the streaming job drained a 24 h backlog at
-247 events/s that way, at 1,210 through this command (docs/benchmarks/streaming.md).
+247 events/s that way, at 1,210 through this command (docs/benchmarks.md, streaming section).
 This command starts the same pool with the state cache of
 ``TRAFFIC_SDK_STATE_CACHE_MB`` and with this environment's Python first on the
 PATH of the workers it starts, and serves it on 127.0.0.1 only.

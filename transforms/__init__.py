@@ -1,7 +1,7 @@
 """Composite PTransforms shared by the batch and streaming pipelines.
 
 raw bytes / KafkaMessage -> ValidateEvents -> DeduplicateEvents -> WindowedAggregate
--> NetworkHistory / SensorHistory -> (model) -> PostProcess. See README.md (Shared transforms).
+-> NetworkHistory / SensorHistory -> (model) -> PostProcess. See docs/transforms.md.
 """
 
 from transforms.aggregate import AGGREGATES_TAG, LATE_TAG, TaggedOutputs, WindowedAggregate, speed_stats

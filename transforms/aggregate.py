@@ -1,6 +1,6 @@
 """WindowedAggregate: per-sensor statistics of event-time fixed windows.
 
-Lateness policy (see README.md (Shared transforms)): a Python DoFn cannot read the
+Lateness policy (see docs/transforms.md): a Python DoFn cannot read the
 watermark, so lateness is decided deterministically by ``FlagLate``, a stateful
 DoFn (state per sensor shard, :mod:`transforms.keys`) that keeps each sensor's
 event-time high-water mark (the largest event time seen so far). An event is *late* when the end of its window

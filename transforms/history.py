@@ -81,7 +81,7 @@ def _history_fn_class(name: str, timer_id: str) -> type:
 
     Beam 2.77's FnApiRunner (the batch DirectRunner) fires the timers of only
     one of two stateful DoFns that share a timer id in one pipeline, so each
-    composite gets a distinct id (see README.md (Shared transforms)).
+    composite gets a distinct id (see docs/transforms.md).
     """
 
     class HistoryFn(_HistoryLogic):
