@@ -7,6 +7,10 @@ DeduplicateEvents -> WindowedAggregate -> NetworkHistory -> features or
 Forecast -> Parquet), the wall time (pipeline only, and with the launcher's
 data loading and feature-context fit), and the stage counts.
 
+In ``features`` mode the same feature code also runs in-process on the same
+days (``ml.training_set.examples``, the reference) in the same invocation, and
+the pipeline's rate is printed as a ratio to it.
+
     .venv/bin/python benchmarks/batch_pipeline.py --days 1 2
     .venv/bin/python benchmarks/batch_pipeline.py --days 1 --mode backfill [--registry .work/models]
 
@@ -52,6 +56,25 @@ def ridge_registry() -> str:
     return root
 
 
+def in_process_reference(days: float) -> dict:
+    """The same days' feature rows built in-process (no pipeline): the batch pipeline's yardstick."""
+    import time
+
+    from ml.features import fit_context
+    from ml.training_set import examples
+
+    data = load_metrla()
+    ctx = fit_context(data)
+    t0 = int(data.times_ms[0])
+    part = data.between(t0, t0 + int(days * 86_400_000))
+    started = time.perf_counter()
+    x, _y, _meta = examples(part, ctx, "all")
+    elapsed = time.perf_counter() - started
+    readings = int(part.speed.size)
+    return {"readings": readings, "rows": int(x.shape[0]), "s": round(elapsed, 2),
+            "readings_per_s": round(readings / elapsed) if elapsed else 0}
+
+
 def measure(mode: str, days: float, runner: str, registry: str | None, beam_args: str) -> dict:
     t0 = int(load_metrla().times_ms[0])
     out = tempfile.mkdtemp(prefix="batch-bench-")
@@ -91,11 +114,19 @@ def main() -> int:
     if args.mode == "backfill" and not args.registry:
         args.registry = ridge_registry()
     figures = [measure(args.mode, d, args.runner, args.registry, args.beam_args) for d in args.days]
+    if args.mode == "features":
+        for f in figures:
+            f["in_process"] = in_process_reference(f["days"])
+            f["ratio_to_in_process"] = round(f["readings_per_s"] / f["in_process"]["readings_per_s"], 4)
     print(f"\nbatch pipeline ({args.mode}, {args.runner}), {os.cpu_count()} cores, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}")
     print(f"{'days':>5} {'readings':>9} {'pipeline s':>11} {'wall s':>8} {'readings/s':>11}")
     for f in figures:
         print(f"{f['days']:>5g} {f['readings']:>9} {f['pipeline_s']:>11} {f['wall_s']:>8} {f['readings_per_s']:>11}")
+        if "in_process" in f:
+            ref = f["in_process"]
+            print(f"      in-process feature builder, same days: {ref['s']} s = {ref['readings_per_s']} readings/s; "
+                  f"pipeline / in-process = {f['ratio_to_in_process']}")
     if args.json:
         print(json.dumps(figures))
     return 0

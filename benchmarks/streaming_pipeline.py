@@ -7,6 +7,10 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    reading from the earliest offset. Start-up = first validated event on the
    events topic - submission; events/s = readings / (arrival of the last step's
    last prediction - first validated event).
+   Unless ``--no-reference``, the hand-written single-process loop of
+   ``benchmarks/reference_loop.py`` first does the same work on the same
+   pre-loaded topic (into its own output topics), and the job's events/s is
+   reported as a ratio to the loop's.
 2. Latency at a paced speed: with the job caught up, the following steps are
    produced one at a time (207 RawReadings, Kafka timestamp = event time,
    flush) every ``--step-interval-s``; latency = arrival of the step's last
@@ -45,6 +49,7 @@ import apache_beam as beam  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
 from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
 from ml.features import HORIZONS_MIN  # noqa: E402
 from ml.registry import ModelRegistry, default_registry_root  # noqa: E402
@@ -102,8 +107,8 @@ def check_services(runner: str, settings: PlatformSettings) -> None:
                           "(start it with `traffic platform up jobserver`)") from None
 
 
-def create_topics(admin: AdminClient, run_id: str, partitions: int) -> TopicSettings:
-    names = {f: f"bench-stream-{f.replace('_', '-')}-{run_id}" for f in TOPIC_FIELDS}
+def create_topics(admin: AdminClient, run_id: str, partitions: int, prefix: str = "bench-stream") -> TopicSettings:
+    names = {f: f"{prefix}-{f.replace('_', '-')}-{run_id}" for f in TOPIC_FIELDS}
     new = [NewTopic(n, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})
            for n in names.values()]
     for future in admin.create_topics(new, operation_timeout=30).values():
@@ -278,11 +283,15 @@ def run(args: argparse.Namespace) -> dict:
     arrivals = Arrivals(expected_per_step=len(sensor_ids) * len(HORIZONS_MIN), sensors=len(sensor_ids))
     stop, failure, cancelled = threading.Event(), [], threading.Event()
     result = None
+    reference = None
     loads = [os.getloadavg()[0]]
     try:
         sent = replay(preload, producer_config(bootstrap), topics.raw, speed=float("inf"), progress=False)
         print(f"pre-loaded {sent.readings:,} readings ({sent.steps} steps x {sent.sensors} sensors) "
               f"in {sent.elapsed_s:.1f} s", flush=True)
+        if args.reference:
+            reference = run_reference(admin, bootstrap, topics, registry, run_id, args, sent.readings,
+                                      int(preload.times_ms[-1]))
         watcher = threading.Thread(target=watch, args=(bootstrap, topics, arrivals, stop), daemon=True)
         watcher.start()
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
@@ -349,6 +358,8 @@ def run(args: argparse.Namespace) -> dict:
         delete_topics(admin, topics)
         shutil.rmtree(out_dir, ignore_errors=True)
     all_loads = loads + arrivals.loads
+    events_per_s = sent.readings / drain_s
+    ref_rate = reference["events_per_s"] if reference else None
     return {
         "runner": args.runner,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ"),
@@ -357,7 +368,9 @@ def run(args: argparse.Namespace) -> dict:
         "sensors": len(sensor_ids),
         "startup_s": round(startup_s, 1),
         "drain_s": round(drain_s, 1),
-        "events_per_s": round(sent.readings / drain_s, 1),
+        "events_per_s": round(events_per_s, 1),
+        "reference_loop": reference,
+        "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
         "step_interval_s": args.step_interval_s,
         "warmup_steps_skipped": args.warmup_steps,
         "warmup_latencies_s": warmup,
@@ -373,6 +386,21 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, registry: str, run_id: str,
+                  args: argparse.Namespace, readings: int, last_step_ms: int) -> dict:
+    """The reference loop over the job's pre-loaded raw topic, into topics of its own (deleted after)."""
+    own = create_topics(admin, run_id, args.partitions, prefix="bench-ref")
+    try:
+        loop = ReferenceLoop(bootstrap, own, ModelRegistry(registry).load(), network_sensor_ids(),
+                             raw_topic=topics.raw)
+        figures = loop.run(last_step_ms, readings, timeout_s=args.timeout_s).as_dict()
+    finally:
+        delete_topics(admin, own)
+    print(f"reference loop: {readings:,} readings in {figures['elapsed_s']} s = "
+          f"{figures['events_per_s']:,.0f} events/s (stages, s: {figures['stage_s']})", flush=True)
+    return figures
+
+
 def _interrupted(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -386,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-interval-s", type=float, default=5.0, help="seconds between paced steps (real: 300)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each fresh topic")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="bound on start-up and on the pre-load drain")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the hand-written single-process loop run beside the job")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                         help="a further Beam pipeline option, repeatable, e.g. --beam-arg=--max_bundle_time_millis=100")

@@ -1,0 +1,334 @@
+"""The yardstick of the streaming job: the same work, hand-written in one process.
+
+One Python loop with confluent-kafka and the project's own pieces does what
+``traffic stream`` does, record for record:
+
+    consume traffic-raw -> validate (the job's own ValidateEventsFn) -> dead letters / events
+    -> de-duplicate (first (sensor, event_time) wins) -> publish events
+    -> 5-minute event-time windows (the job's speed_stats) -> publish aggregates
+    -> network history (12 steps x the model's sensors) once every sensor reported a step,
+       or once the slowest partition's watermark passed it
+    -> features + model (the registry's bundle, one predict per step) -> PostProcess's
+       to_prediction / to_alerts -> publish predictions and alerts
+
+It keeps no fault tolerance, no checkpoints and no parallelism: it is what one
+process on this machine achieves, so the Beam job's rate is reported as a ratio
+to it (``benchmarks/streaming_pipeline.py`` runs both on the same pre-loaded
+topic in one invocation).
+
+    .venv/bin/python benchmarks/reference_loop.py --hours 24
+
+Exits 2 with a one-line message when Kafka is not reachable or no model is registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+
+from ml.dataset import STEP_MS  # noqa: E402
+from ml.features import HISTORY_STEPS, build_features  # noqa: E402
+from ml.handler import prediction_inputs  # noqa: E402
+from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
+from schemas.codec import AvroCodec  # noqa: E402
+from schemas.records import KafkaMessage  # noqa: E402
+from schemas.topics import TopicSettings  # noqa: E402
+from transforms.aggregate import speed_stats  # noqa: E402
+from transforms.postprocess import SUDDEN_DROP_MPH, to_alerts, to_prediction  # noqa: E402
+from transforms.validate import ValidateEvents, make_dead_letter, system_now_ms  # noqa: E402
+
+__all__ = ["LoopFigures", "ReferenceLoop"]
+
+_POLL = 10_000
+
+
+@dataclass
+class LoopFigures:
+    """What one run of the loop did and where its time went (seconds of wall time per stage)."""
+
+    raw: int = 0
+    valid: int = 0
+    dead_letters: int = 0
+    aggregates: int = 0
+    steps: int = 0
+    predictions: int = 0
+    alerts: int = 0
+    first_record_s: float | None = None
+    last_prediction_s: float | None = None
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.first_record_s is None or self.last_prediction_s is None:
+            return float("nan")
+        return self.last_prediction_s - self.first_record_s
+
+    def as_dict(self) -> dict[str, Any]:
+        elapsed = self.elapsed_s
+        return {
+            "raw": self.raw, "valid": self.valid, "dead_letters": self.dead_letters, "aggregates": self.aggregates,
+            "steps": self.steps, "predictions": self.predictions, "alerts": self.alerts,
+            "elapsed_s": round(elapsed, 2), "events_per_s": round(self.raw / elapsed, 1) if elapsed > 0 else None,
+            "stage_s": {k: round(v, 2) for k, v in sorted(self.stage_s.items())},
+        }
+
+
+class ReferenceLoop:
+    """Raw topic in, events/aggregates/predictions/alerts/dead letters out, in one thread."""
+
+    def __init__(self, bootstrap: str, topics: TopicSettings, bundle: ModelBundle,
+                 known_sensor_ids: Sequence[str], raw_topic: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.raw_topic = raw_topic or topics.raw
+        self.bundle = bundle
+        self.sensor_ids = tuple(bundle.context.sensor_ids)
+        self.member = {s: i for i, s in enumerate(self.sensor_ids)}
+        # The job's own check with the job's defaults: the DoFn inside the ValidateEvents composite.
+        self.validate = ValidateEvents(sorted(set(known_sensor_ids) | set(self.sensor_ids)))._fn
+        self.validate.setup()
+        self.codecs = {name: AvroCodec(name) for name in
+                       ("traffic_event", "window_aggregate", "prediction", "alert", "dead_letter")}
+        self.figures = LoopFigures()
+        self._seen: set[tuple[str, int]] = set()
+        self._windows: dict[int, dict[str, list]] = defaultdict(dict)  # window start -> sensor -> [speeds, missing]
+        self._history: dict[int, np.ndarray] = {}  # step -> (n_sensors,) means
+        self._next_step: int | None = None
+        self._watermarks: dict[int, int] = {}
+
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.figures.stage_s[stage] += time.perf_counter() - started
+
+    def _produce(self, producer: Producer, topic: str, codec: str, records: list[dict], key: str | None) -> None:
+        encode = self.codecs[codec].encode
+        started = time.perf_counter()
+        values = [encode(r) for r in records]
+        self.figures.stage_s["encode"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for record, value in zip(records, values, strict=True):
+            k = record.get(key) if key else None
+            producer.produce(topic, value, k.encode() if isinstance(k, str) else k)
+        producer.poll(0)
+        self.figures.stage_s["produce"] += time.perf_counter() - started
+
+    def _check(self, messages: list) -> tuple[list[dict], list[dict]]:
+        valid, dead = [], []
+        for m in messages:
+            element = KafkaMessage(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1])
+            for out in self.validate.process(element):
+                if hasattr(out, "tag"):
+                    dead.append(out.value)
+                else:
+                    valid.append(out.value)
+        return valid, dead
+
+    def _dedupe(self, events: list[dict]) -> tuple[list[dict], list[dict]]:
+        fresh, duplicates = [], []
+        for e in events:
+            key = (e["sensor_id"], e["event_time"])
+            if key in self._seen:
+                duplicates.append(make_dead_letter(
+                    self.codecs["traffic_event"].encode(e), reason="duplicate",
+                    error=f"sensor {e['sensor_id']} already reported {e['event_time']}", step="DeduplicateEvents",
+                    failed_at=system_now_ms(), key=e["sensor_id"].encode()))
+                continue
+            self._seen.add(key)
+            fresh.append(e)
+        return fresh, duplicates
+
+    def _window(self, events: list[dict]) -> None:
+        for e in events:
+            start = e["event_time"] - e["event_time"] % STEP_MS
+            cell = self._windows[start].setdefault(e["sensor_id"], [[], 0])
+            if e["speed_mph"] is None:
+                cell[1] += 1
+            else:
+                cell[0].append(e["speed_mph"])
+
+    def _ready_steps(self) -> list[int]:
+        """Window starts every model sensor has reported, or that the slowest partition's watermark passed."""
+        watermark = min(self._watermarks.values()) if self._watermarks else None
+        ready = []
+        for start in sorted(self._windows):
+            cells = self._windows[start]
+            complete = all(s in cells for s in self.sensor_ids)
+            if complete or (watermark is not None and watermark >= start + STEP_MS):
+                ready.append(start)
+            else:
+                break
+        return ready
+
+    def _close(self, start: int) -> tuple[list[dict], np.ndarray]:
+        cells = self._windows.pop(start)
+        means = np.full(len(self.sensor_ids), np.nan)
+        aggregates = []
+        for sensor, (speeds, missing) in cells.items():
+            stats = speed_stats(speeds, missing)
+            aggregates.append({
+                "sensor_id": sensor, "window_start": start, "window_end": start + STEP_MS,
+                "mean_speed_mph": stats["mean"], "min_speed_mph": stats["min"], "max_speed_mph": stats["max"],
+                "stddev_speed_mph": stats["stddev"], "count": stats["count"], "missing_count": stats["missing"],
+                "pane_timing": "ON_TIME",
+            })
+            i = self.member.get(sensor)
+            if i is not None and stats["mean"] is not None:
+                means[i] = stats["mean"]
+        return aggregates, means
+
+    def _forecast(self, step_ms: int) -> tuple[list[dict], list[dict]]:
+        speeds = np.full((HISTORY_STEPS, len(self.sensor_ids)), np.nan)
+        for row in range(HISTORY_STEPS):
+            known = self._history.get(step_ms - (HISTORY_STEPS - 1 - row) * STEP_MS)
+            if known is not None:
+                speeds[row] = known
+        started = time.perf_counter()
+        x = build_features(speeds, step_ms, self.bundle.context)
+        self.figures.stage_s["features"] += time.perf_counter() - started
+        started = time.perf_counter()
+        predicted = self.bundle.predict(x)
+        self.figures.stage_s["model"] += time.perf_counter() - started
+        started = time.perf_counter()
+        rows = prediction_inputs({"speeds": speeds, "step_ms": step_ms}, predicted, self.bundle)
+        now = system_now_ms()
+        predictions, alerts = [], []
+        for row in rows:
+            p = to_prediction(row, MAX_SPEED_MPH, self.bundle.coverage, now)
+            predictions.append(p)
+            alerts.extend(to_alerts(p, row["current_speed_mph"], SUDDEN_DROP_MPH))
+        self.figures.stage_s["postprocess"] += time.perf_counter() - started
+        return predictions, alerts
+
+    def run(self, until_step_ms: int, expected_raw: int, timeout_s: float = 900.0,
+            progress: Callable[[LoopFigures], None] | None = None) -> LoopFigures:
+        """Processes the raw topic from its start until ``until_step_ms`` has been predicted."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reference-{uuid.uuid4().hex}",
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "compression.type": "zstd",
+                             "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000})
+        t = self.topics
+        f = self.figures
+        try:
+            parts = consumer.list_topics(self.raw_topic, timeout=10).topics[self.raw_topic].partitions
+            consumer.assign([TopicPartition(self.raw_topic, p, 0) for p in parts])
+            deadline = time.monotonic() + timeout_s
+            last_report = time.monotonic()
+            while f.last_prediction_s is None or f.raw < expected_raw:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the reference loop did not finish within {timeout_s:.0f} s")
+                batch = self._timed("consume", lambda: consumer.consume(_POLL, timeout=0.5))
+                messages = [m for m in batch if m.error() is None]
+                if not messages:
+                    continue
+                if f.first_record_s is None:
+                    f.first_record_s = time.time()
+                f.raw += len(messages)
+                for m in messages:
+                    ts = m.timestamp()[1]
+                    if ts > self._watermarks.get(m.partition(), -1):
+                        self._watermarks[m.partition()] = ts
+                valid, dead = self._timed("validate", lambda msgs=messages: self._check(msgs))
+                fresh, dupes = self._timed("dedupe", lambda v=valid: self._dedupe(v))
+                dead.extend(dupes)
+                f.valid += len(fresh)
+                f.dead_letters += len(dead)
+                self._produce(producer, t.events, "traffic_event", fresh, "sensor_id")
+                if dead:
+                    self._produce(producer, t.dead_letters, "dead_letter", dead, "key")
+                self._timed("window", lambda fr=fresh: self._window(fr))
+                for start in self._timed("window", self._ready_steps):
+                    aggregates, means = self._timed("window", lambda s=start: self._close(s))
+                    self._history[start] = means
+                    self._history.pop(start - HISTORY_STEPS * STEP_MS, None)
+                    f.aggregates += len(aggregates)
+                    self._produce(producer, t.aggregates, "window_aggregate", aggregates, "sensor_id")
+                    predictions, alerts = self._forecast(start)
+                    f.steps += 1
+                    f.predictions += len(predictions)
+                    f.alerts += len(alerts)
+                    self._produce(producer, t.predictions, "prediction", predictions, "sensor_id")
+                    self._produce(producer, t.alerts, "alert", alerts, "sensor_id")
+                    if start >= until_step_ms:
+                        f.last_prediction_s = time.time()
+                if progress is not None and time.monotonic() - last_report >= 5:
+                    progress(f)
+                    last_report = time.monotonic()
+            self._timed("produce", lambda: producer.flush(60))
+            f.last_prediction_s = time.time()  # the last prediction is delivered, as the job's figure counts it
+            return f
+        finally:
+            consumer.close()
+            producer.flush(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from ml.dataset import load_metrla, network_sensor_ids
+    from ml.registry import ModelRegistry, default_registry_root
+    from pipelines.replay import producer_config, replay
+    from runners.settings import PlatformSettings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=24.0, help="hours of METR-LA pre-loaded (all sensors)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each fresh topic")
+    parser.add_argument("--registry", help="model registry root (default: <work>/models)")
+    args = parser.parse_args(argv)
+    settings = PlatformSettings()
+    bootstrap = settings.kafka_bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    try:
+        admin.list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - librdkafka's texts are long
+        print(f"error: Kafka at {bootstrap} is not reachable (start it with `traffic platform up kafka`)",
+              file=sys.stderr)
+        return 2
+    try:
+        bundle = ModelRegistry(args.registry or default_registry_root()).load()
+    except Exception as exc:  # noqa: BLE001 - one line, whatever the registry says
+        print(f"error: no model to run: {exc}", file=sys.stderr)
+        return 2
+    data = load_metrla()
+    end_ms = int(data.times_ms[-1]) + STEP_MS
+    preload = data.between(end_ms - int(args.hours * 3600_000), end_ms).only(list(bundle.context.sensor_ids))
+    run_id = uuid.uuid4().hex[:8]
+    names = {f: f"ref-loop-{f.replace('_', '-')}-{run_id}" for f in TopicSettings.model_fields
+             if f in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+    for future in admin.create_topics([NewTopic(n, num_partitions=args.partitions, replication_factor=1,
+                                                config={"retention.ms": "-1"}) for n in names.values()],
+                                      operation_timeout=30).values():
+        future.result(timeout=60)
+    try:
+        sent = replay(preload, producer_config(bootstrap), names["raw"], speed=float("inf"), progress=False)
+        print(f"pre-loaded {sent.readings:,} readings in {sent.elapsed_s:.1f} s", flush=True)
+        loop = ReferenceLoop(bootstrap, TopicSettings(**names), bundle, network_sensor_ids())
+        figures = loop.run(int(preload.times_ms[-1]), sent.readings, progress=lambda f: print(
+            f"  {f.raw:,} raw, {f.steps} steps predicted", flush=True))
+    finally:
+        for future in admin.delete_topics(list(names.values()), operation_timeout=30).values():
+            try:
+                future.result(timeout=60)
+            except Exception:  # noqa: BLE001, S110 - best effort at the end
+                pass
+    print(json.dumps(figures.as_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
