@@ -106,8 +106,8 @@ class ReferenceLoop:
         self._seen: set[tuple[str, int]] = set()
         self._windows: dict[int, dict[str, list]] = defaultdict(dict)  # window start -> sensor -> [speeds, missing]
         self._history: dict[int, np.ndarray] = {}  # step -> (n_sensors,) means
-        self._next_step: int | None = None
-        self._watermarks: dict[int, int] = {}
+        self._closed_through = -1  # the newest step already predicted: its readings now are late
+        self._watermarks: dict[int, int] = {}  # partition -> newest event time; -1 until it delivered
 
     def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -153,23 +153,32 @@ class ReferenceLoop:
             fresh.append(e)
         return fresh, duplicates
 
-    def _window(self, events: list[dict]) -> None:
+    def _window(self, events: list[dict]) -> list[dict]:
+        """Adds events to their windows; those of an already predicted step come back as late dead letters."""
+        late = []
         for e in events:
             start = e["event_time"] - e["event_time"] % STEP_MS
+            if start <= self._closed_through:
+                late.append(make_dead_letter(
+                    self.codecs["traffic_event"].encode(e), reason="late",
+                    error=f"event at {e['event_time']} arrived after its window closed", step="WindowedAggregate",
+                    failed_at=system_now_ms(), key=e["sensor_id"].encode()))
+                continue
             cell = self._windows[start].setdefault(e["sensor_id"], [[], 0])
             if e["speed_mph"] is None:
                 cell[1] += 1
             else:
                 cell[0].append(e["speed_mph"])
+        return late
 
     def _ready_steps(self) -> list[int]:
         """Window starts every model sensor has reported, or that the slowest partition's watermark passed."""
-        watermark = min(self._watermarks.values()) if self._watermarks else None
+        watermark = min(self._watermarks.values())
         ready = []
         for start in sorted(self._windows):
             cells = self._windows[start]
             complete = all(s in cells for s in self.sensor_ids)
-            if complete or (watermark is not None and watermark >= start + STEP_MS):
+            if complete or watermark >= start + STEP_MS:
                 ready.append(start)
             else:
                 break
@@ -227,6 +236,7 @@ class ReferenceLoop:
         try:
             parts = consumer.list_topics(self.raw_topic, timeout=10).topics[self.raw_topic].partitions
             consumer.assign([TopicPartition(self.raw_topic, p, 0) for p in parts])
+            self._watermarks = dict.fromkeys(parts, -1)
             deadline = time.monotonic() + timeout_s
             last_report = time.monotonic()
             while f.last_prediction_s is None or f.raw < expected_raw:
@@ -247,13 +257,14 @@ class ReferenceLoop:
                 fresh, dupes = self._timed("dedupe", lambda v=valid: self._dedupe(v))
                 dead.extend(dupes)
                 f.valid += len(fresh)
-                f.dead_letters += len(dead)
                 self._produce(producer, t.events, "traffic_event", fresh, "sensor_id")
+                dead.extend(self._timed("window", lambda fr=fresh: self._window(fr)))
+                f.dead_letters += len(dead)
                 if dead:
                     self._produce(producer, t.dead_letters, "dead_letter", dead, "key")
-                self._timed("window", lambda fr=fresh: self._window(fr))
                 for start in self._timed("window", self._ready_steps):
                     aggregates, means = self._timed("window", lambda s=start: self._close(s))
+                    self._closed_through = start
                     self._history[start] = means
                     self._history.pop(start - HISTORY_STEPS * STEP_MS, None)
                     f.aggregates += len(aggregates)

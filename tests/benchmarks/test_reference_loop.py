@@ -70,4 +70,6 @@ def test_the_reference_loop_counts_add_up_and_predicts_like_the_model(fresh_topi
             for j, sensor in enumerate(bundle.context.sensor_ids):
                 value = got[(sensor, int(step_ms), h)]
                 assert value == pytest.approx(float(np.clip(yhat[j], 0, MAX_SPEED_MPH)), abs=1e-6), (sensor, step_ms, h)
-    assert figures.steps >= len(full) and figures.predictions == len(predictions)
+    # each step predicted once: as many predicted steps as distinct steps, each with every sensor x horizon
+    assert figures.steps == len({p["event_time"] for p in predictions}) == part.n_steps
+    assert figures.predictions == len(predictions) == part.n_steps * N_SENSORS * len(expected)
