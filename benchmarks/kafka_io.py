@@ -23,8 +23,8 @@ import apache_beam as beam  # noqa: E402
 from confluent_kafka import Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from config.settings import get_settings  # noqa: E402
 from runners.presets import add_runner_argument, pipeline_options  # noqa: E402
-from runners.settings import get_settings  # noqa: E402
 from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     settings = get_settings()
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     source, sink = (f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in ("src", "dst"))
     for future in admin.create_topics([NewTopic(t, args.partitions, 1) for t in (source, sink)]).values():

@@ -13,31 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from config.hdfs import hdfs_options_for
+from config.settings import PlatformSettings, default_registry_root
 from ml.dataset import MetrLA, load_metrla
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES
 from ml.metrics import scores
-from ml.registry import ModelBundle, ModelRegistry, default_registry_root, platform_hdfs_options
-from ml.training_set import ExampleMeta, examples
+from ml.registry import ModelBundle, ModelRegistry
+from ml.report import SplitPredictions, write_report
+from ml.training_set import examples
 
 __all__ = ["SplitPredictions", "predict_split", "evaluate", "register", "run", "SPLITS"]
 
 SPLITS = ("val", "test")
-
-
-@dataclass
-class SplitPredictions:
-    """Targets, model forecasts with intervals and baseline forecasts of one split."""
-
-    y: np.ndarray  # (rows, H)
-    meta: ExampleMeta
-    predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    baselines: dict[str, dict[int, np.ndarray]]
 
 
 def predict_split(bundle: ModelBundle, data: MetrLA, split: str) -> SplitPredictions | None:
@@ -106,13 +98,10 @@ def _print_text(result: dict, version: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = load_metrla(args.data, platform_hdfs_options(args.data))
+    data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
     registry = ModelRegistry(args.registry or default_registry_root())
     bundle = registry.load(args.version)
     result, per_split = evaluate(bundle, data)
-    from ml.report import write_report
-    from runners.settings import PlatformSettings
-
     out = Path(args.out) if args.out else PlatformSettings().work_dir / "evaluation" / bundle.version
     report = write_report(out, result, per_split, bundle)
     if args.json:

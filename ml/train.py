@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from config.hdfs import hdfs_options_for
+from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, TRAIN_END_MS, MetrLA, load_metrla
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import ModelSpec, candidate_specs
-from ml.registry import ModelBundle, ModelRegistry, default_registry_root, platform_hdfs_options
+from ml.registry import ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
 __all__ = ["TrainResult", "train", "validation_halves", "quick_subset", "register", "run"]
@@ -208,11 +210,11 @@ def run(args: argparse.Namespace) -> int:
         if context_file is not None and context_file.exists():
             ctx = FeatureContext.from_bytes(context_file.read_bytes())
         else:
-            ctx = fit_context(load_metrla(args.data, platform_hdfs_options(args.data)))
+            ctx = fit_context(load_metrla(args.data, hdfs_options_for([args.data]) or None))
         features = read_feature_table(args.features, sensor_ids=ctx.sensor_ids)
         data = None
     else:
-        data = load_metrla(args.data, platform_hdfs_options(args.data))
+        data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
         if args.quick:
             data = quick_subset(data)
     bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage)

@@ -235,25 +235,17 @@ def _parse_time_ms(value: str | None, flag: str) -> int | None:
         raise BatchError(f"{flag} {value!r} is not a date/time such as 2012-03-01 or 2012-03-01T06:00") from None
 
 
-def _hdfs_options(*paths: str | None) -> dict[str, Any]:
-    if not any(p and p.startswith("hdfs://") for p in paths):
-        return {}
-    from runners.settings import get_settings
-
-    settings = get_settings()
-    return {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
-
-
 def make_config(args: argparse.Namespace) -> BatchConfig:
     """Resolve flags into a :class:`BatchConfig`: loads the input once (and the model in backfill mode)."""
-    from ml.registry import ModelRegistry, default_registry_root
+    from config.hdfs import hdfs_options_for
+    from config.settings import default_registry_root, get_settings
+    from ml.registry import ModelRegistry
     from ml.training_set import window_ends
     from pipelines.sources import load_readings
-    from runners.settings import get_settings
 
     output = args.output or str(get_settings().work_dir / "batch" / args.mode)
     registry = args.registry or default_registry_root()
-    hdfs = _hdfs_options(args.data, output, registry if args.mode == "backfill" else None)
+    hdfs = hdfs_options_for([args.data, output, registry if args.mode == "backfill" else None])
     spec = SourceSpec(
         path=args.data,
         start_ms=_parse_time_ms(args.start, "--start"),
@@ -269,14 +261,13 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             raise BatchError("--sensors is for features mode; a backfill runs on the model's sensors")
         spec = replace(spec, sensor_ids=tuple(bundle.context.sensor_ids))
         data = load_readings(spec)
-        from runners.settings import get_settings as settings
         from schemas.topics import get_topic_settings
 
         topics = get_topic_settings()
         return replace(
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
-            bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
+            bootstrap_servers=args.bootstrap_servers or get_settings().bootstrap_servers,
             predictions_topic=args.predictions_topic or topics.predictions,
             alerts_topic=args.alerts_topic or topics.alerts,
         )
@@ -372,8 +363,8 @@ class BatchRun:
 
 def execute(args: argparse.Namespace) -> BatchRun:
     """Resolve the flags, build and run the pipeline to completion, and collect the counters."""
+    from config.settings import get_settings
     from runners.presets import pipeline_options
-    from runners.settings import get_settings
 
     started = time.monotonic()
     cfg = make_config(args)
@@ -413,7 +404,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the pipeline runs (default: direct, in this process)")
     parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
                         "(Avro) to their topics")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
+    parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
+                        help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
     parser.add_argument("--predictions-topic",
                         help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")
     parser.add_argument("--alerts-topic",

@@ -59,25 +59,24 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
 
     The model's sensors come from the registry (the job refuses to start without a model).
     """
+    from config.hdfs import hdfs_options_for
+    from config.settings import default_registry_root, get_settings
     from ml.dataset import network_sensor_ids
-    from ml.registry import ModelRegistry, default_registry_root
+    from ml.registry import ModelRegistry
     from runners.options import KafkaOptions, RegistryOptions
-    from runners.settings import get_settings
     from schemas.topics import get_topic_settings
 
     settings = get_settings()
     kafka, models = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
     registry = models.model_registry or default_registry_root()
-    hdfs: dict[str, Any] = {}
-    if any(str(p).startswith("hdfs://") for p in (registry, args.output) if p):
-        hdfs = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
+    hdfs: dict[str, Any] = hdfs_options_for([registry, args.output])
     if args.window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
     if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
         raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
     bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
     return StreamingConfig(
-        bootstrap_servers=kafka.kafka_bootstrap_servers or settings.kafka_bootstrap,
+        bootstrap_servers=kafka.kafka_bootstrap_servers or settings.bootstrap_servers,
         topics=get_topic_settings(),
         sensor_ids=tuple(bundle.context.sensor_ids),
         known_sensor_ids=network_sensor_ids(),
@@ -105,8 +104,8 @@ def _check_kafka(bootstrap: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from config.settings import get_settings
     from runners.presets import pipeline_options
-    from runners.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     extra = list(args.beam_args or [])
@@ -119,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     job_name = given[-1] if given else f"traffic-stream-{time.strftime('%Y%m%dT%H%M%S')}"
     if not given:
         extra.append(f"--job_name={job_name}")
-    from ml.registry import default_registry_root
+    from config.settings import default_registry_root
 
     paths = [args.output, args.registry or default_registry_root()]  # an hdfs:// one adds the WebHDFS options
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
@@ -179,8 +178,8 @@ def _stop_with_savepoint(result: Any, job_name: str, savepoint_dir: str) -> None
 
     If Flink cannot take it, the job is cancelled (its workers end with this process) and the error raised.
     """
+    from config.settings import get_settings
     from runners.flink_jobs import FlinkJobError, stop_flink_job_with_savepoint
-    from runners.settings import get_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the savepoint short
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -200,8 +199,8 @@ def _cancel_on_cluster(job_name: str) -> None:
     """The Beam 2.62 job server leaves a cancelled job running on Flink: cancel it there too (if Flink is up)."""
     import httpx
 
+    from config.settings import get_settings
     from runners.flink_jobs import cancel_flink_jobs
-    from runners.settings import get_settings
 
     try:
         cancel_flink_jobs(get_settings().flink_rest_url, job_name)
@@ -210,7 +209,7 @@ def _cancel_on_cluster(job_name: str) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from runners.settings import get_settings
+    from config.settings import get_settings
 
     parser.add_argument("--runner", choices=("prism", "flink", "direct"), default="prism",
                         help="prism (local default) or flink (the local cluster through the job server)")

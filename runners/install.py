@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners.settings import REPO_ROOT, PlatformSettings
+from config.settings import REPO_ROOT, PlatformSettings
 from schemas.exceptions import TrafficError
 
 __all__ = [

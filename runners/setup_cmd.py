@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from config.settings import PlatformSettings
 from runners.install import install, plan
-from runners.settings import PlatformSettings
 
 __all__ = ["register"]
 

@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
 )
 from pydantic import ValidationError
 
-from runners.settings import get_settings
+from config.settings import get_settings
 from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings, get_topic_settings
 
@@ -320,7 +320,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--bootstrap-servers", default=get_settings().kafka_bootstrap, help="default: %(default)s")
+        p.add_argument("--bootstrap-servers", default=get_settings().bootstrap_servers, help="default: %(default)s")
         p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="broker timeout (%(default)s s)")
 
     create = actions.add_parser("create", help="create the topics (idempotent: fixes configs of existing ones)")

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from runners.settings import get_settings
+from config.settings import get_settings
 from schemas.exceptions import TrafficError
 
 __all__ = ["WorkerPoolError", "register", "start_pool"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform
-from runners.settings import PlatformSettings
 
 __all__ = ["format_status", "register"]
 

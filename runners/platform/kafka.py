@@ -98,6 +98,6 @@ class KafkaService(Service):
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
         metadata = admin.list_topics(timeout=3)
         return bool(metadata.brokers)

@@ -7,11 +7,11 @@ import argparse
 import pytest
 from small_models import register_ridge_bundle
 
+from config.settings import PlatformSettings
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingError
 from pipelines.streaming_cli import make_config, typed_option_args
 from runners.cli import main
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 
 
 def _flags(**given) -> argparse.Namespace:
@@ -66,7 +66,7 @@ def test_defaults_without_flags(registry, monkeypatch) -> None:
     monkeypatch.setenv("TRAFFIC_MODEL_REGISTRY", registry)
     cfg = make_config(_flags(), pipeline_options("direct", True, [], PlatformSettings()))
     assert (cfg.group_id, cfg.start, cfg.max_out_of_orderness_s) == (DEFAULT_GROUP_ID, "committed", 0.0)
-    assert cfg.bootstrap_servers == PlatformSettings().kafka_bootstrap and cfg.registry == registry
+    assert cfg.bootstrap_servers == PlatformSettings().bootstrap_servers and cfg.registry == registry
 
 
 def test_bad_values_are_one_line_errors(registry, capsys) -> None:

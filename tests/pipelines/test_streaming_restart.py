@@ -37,6 +37,7 @@ import pytest
 from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
+from config.settings import PlatformSettings
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
 from ml.registry import ModelBundle
@@ -48,7 +49,6 @@ from runners.flink_jobs import (
     flink_jobs,
     stop_with_savepoint,
 )
-from runners.settings import PlatformSettings
 from schemas.codec import AvroCodec
 from schemas.topics import TopicSettings
 

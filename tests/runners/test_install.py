@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import runners.install as install_mod
+from config.settings import REPO_ROOT, PlatformSettings
 from runners.install import JAR_PROFILES, InstallError, InstallLayout, install, plan
-from runners.settings import REPO_ROOT, PlatformSettings
 
 
 def test_plan_lists_jars_flink_and_go_tools_in_order(tmp_path: Path) -> None:

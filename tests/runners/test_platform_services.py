@@ -18,9 +18,9 @@ import httpx
 import psutil
 import pytest
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform
 from runners.platform.process import port_open, tree_listening_ports
-from runners.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
 

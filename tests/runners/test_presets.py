@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from config.settings import PlatformSettings
 from runners.options import FlinkOptions, KafkaOptions, RegistryOptions
 from runners.presets import (
     PRESETS,
@@ -22,7 +23,6 @@ from runners.presets import (
     preset_args,
     prism_location,
 )
-from runners.settings import PlatformSettings
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 from confluent_kafka import Consumer, Producer
 
+from config.settings import PlatformSettings
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 from schemas.records import KafkaMessage
 from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer_config
 from transforms.kafka_topic_reader import (
