@@ -24,12 +24,13 @@ from confluent_kafka import Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from config.settings import get_settings  # noqa: E402
+from kafka_client import make_consumer  # noqa: E402
 from runners.presets import add_runner_argument, pipeline_options  # noqa: E402
-from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer  # noqa: E402
+from transforms.kafka_io import ReadFromKafka, WriteToKafka  # noqa: E402
 
 
 def _count(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = _consumer(bootstrap, None, None)
+    consumer = make_consumer(bootstrap)
     try:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
     finally:

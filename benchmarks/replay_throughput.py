@@ -28,10 +28,10 @@ import confluent_kafka
 from confluent_kafka.admin import NewTopic
 
 from config.settings import REPO_ROOT, get_settings
+from kafka_client import admin_client, delete_topics, producer_config
 from ml.dataset import load_metrla
-from pipelines.replay import producer_config, replay
+from pipelines.replay import replay
 from pipelines.replay_encoding import RawReadingEncoder
-from runners.topics import admin_client, delete_topics
 from schemas.codec import AvroCodec
 
 __all__ = ["main"]

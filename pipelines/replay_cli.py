@@ -18,7 +18,8 @@ from typing import Any
 
 from config.hdfs import hdfs_options_for
 from config.settings import get_settings
-from pipelines.replay import ReplayError, ReplayReport, format_time, producer_config, replay
+from kafka_client import producer_config
+from pipelines.replay import ReplayError, ReplayReport, format_time, replay
 from pipelines.replay import __doc__ as _replay_doc
 from schemas.codec import codec_for
 from schemas.topics import get_topic_settings

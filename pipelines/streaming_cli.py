@@ -92,19 +92,9 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     )
 
 
-def _check_kafka(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}).list_topics(timeout=5)
-    except Exception:  # noqa: BLE001 - librdkafka raises KafkaException with long texts
-        raise StreamingError(
-            f"Kafka at {bootstrap} is not reachable (start it with `traffic platform up kafka`)"
-        ) from None
-
-
 def _run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
+    from kafka_client import admin_client
     from runners.presets import pipeline_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -123,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = [args.output, args.registry or default_registry_root()]  # an hdfs:// one adds the WebHDFS options
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
-    _check_kafka(cfg.bootstrap_servers)
+    admin_client(cfg.bootstrap_servers)  # a broker that is down: one line, before anything is submitted
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
               f", restoring {args.from_savepoint}" if args.from_savepoint else "")

@@ -53,16 +53,17 @@ def _traffic() -> str:
     return exe
 
 
-def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
+def newest_event_time_ms(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> int | None:
     """The newest event time among the last record of each partition of ``topic`` (None if empty)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
+    from kafka_client import make_consumer
     from schemas.codec import AvroCodec
     from schemas.exceptions import SchemaError
 
     codec = AvroCodec("raw_reading")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"traffic-run-probe-{os.getpid()}",
-                        "enable.auto.commit": False, "socket.timeout.ms": int(timeout_s * 1000)})
+    consumer = make_consumer(bootstrap_servers, f"traffic-run-probe-{os.getpid()}",
+                             {"socket.timeout.ms": int(timeout_s * 1000)})
     try:
         info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if info is None or info.error is not None:  # just created, metadata not there yet: nothing in it
@@ -161,10 +162,10 @@ def _ensure_model(traffic: str, root: str, quick: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from api.settings import ApiSettings
-    from pipelines.replay import producer_config, replay
+    from kafka_client import admin_client, create_topics, producer_config
+    from pipelines.replay import replay
     from pipelines.replay_cli import parse_time, print_report
     from runners.platform import Platform
-    from runners.topics import admin_client, create_topics
     from schemas.topics import get_topic_settings
 
     settings, topics, traffic = get_settings(), get_topic_settings(), _traffic()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer
 
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, load_metrla
 from pipelines.bad_records import (
     ABSURD_SPEED_MPH,
@@ -23,7 +24,7 @@ from pipelines.bad_records import (
     VALIDATOR_MAX_BYTES,
     WRONG_FIELD_TYPES_SCHEMA,
 )
-from pipelines.replay import ReplayError, known_sensor_ids, producer_config, replay
+from pipelines.replay import ReplayError, known_sensor_ids, replay
 from runners.cli import main
 from schemas.codec import AvroCodec, FileSchemaIds
 from schemas.exceptions import DecodeError

@@ -38,10 +38,11 @@ from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
 from config.settings import PlatformSettings
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
 from ml.registry import ModelBundle
-from pipelines.replay import ReplayReport, producer_config, replay
+from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import (
     FlinkUnavailableError,
     UnknownFlinkJobError,

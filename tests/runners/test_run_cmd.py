@@ -7,8 +7,9 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, TRAIN_END_MS
-from pipelines.replay import producer_config, replay
+from pipelines.replay import replay
 from runners.run_cmd import WEEK_MS, _watermark_offsets, newest_event_time_ms, week_aligned_shift_ms
 from schemas.codec import AvroCodec
 
