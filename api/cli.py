@@ -29,7 +29,6 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard",
         description="Serve the API and dashboard. Every setting also comes from TRAFFIC_API_* variables "
         "(see README.md (Prediction API and dashboard)); flags override them.",
     )

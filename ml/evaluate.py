@@ -77,9 +77,10 @@ def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPr
 
 
 def register(parser: argparse._SubParsersAction) -> None:
-    p = parser.add_parser("evaluate", help="score the registered model on the validation (and test) split")
+    p = parser.add_parser("evaluate")
     p.add_argument("--data", required=True, help="METR-LA .npz or .h5 (local or hdfs://), e.g. data/metr-la/speed.npz")
-    p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
+    p.add_argument("--registry",
+                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--version", help="model version (default: LATEST)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by split and horizon")
     p.add_argument("--out", help="report directory (default .work/evaluation/<version>)")

@@ -173,14 +173,15 @@ def train(
 
 
 def register(parser: argparse._SubParsersAction) -> None:
-    p = parser.add_parser("train", help="train the forecasting models and save them to the model registry")
+    p = parser.add_parser("train")
     p.add_argument("--data", help="METR-LA .npz or .h5 (local or hdfs://); default: the bundled data")
     p.add_argument(
         "--features",
         help="train on a Parquet feature table (file or directory, local or hdfs://) from the batch pipeline; "
         "the feature context comes from context.npz beside it, else is fitted on --data",
     )
-    p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
+    p.add_argument("--registry",
+                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
     p.set_defaults(func=run)

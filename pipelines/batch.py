@@ -27,7 +27,7 @@ import argparse
 import base64
 import json
 import logging
-import shlex
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, FeatureContext
+from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
 from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
 from schemas.exceptions import TrafficError
@@ -348,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (the ``traffic batch`` flags), build and run the pipeline, print the summary."""
-    return _run(build_parser().parse_args(argv))
+    return _run(parse_args(build_parser(), sys.argv[1:] if argv is None else argv))
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,7 @@ def execute(args: argparse.Namespace) -> BatchRun:
 
     started = time.monotonic()
     cfg = make_config(args)
-    extra = [*BATCH_DIRECT_ARGS, *shlex.split(args.beam_args or "")]
+    extra = [*BATCH_DIRECT_ARGS, *beam_flags(args)]
     paths = [p for p in (cfg.source.path, cfg.output, cfg.registry) if p]
     options = pipeline_options(args.runner, False, extra, get_settings(), paths)
     _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
@@ -412,15 +413,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--to-kafka: alerts topic (default: TRAFFIC_TOPICS_ALERTS)")
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
-    parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
-                        help="further Beam pipeline options in one string (note the =), "
-                        "e.g. --beam-args='--direct_num_workers=1'")
+    parser.add_argument("--beam-args", dest="beam_args_string", metavar="'FLAGS'", help=argparse.SUPPRESS)
+    accepts_beam_flags(parser, "-- --direct_num_workers=1")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",
-        help="batch pipeline over history: feature tables or backfilled predictions",
         description="Run the Beam batch pipeline (ValidateEvents -> DeduplicateEvents -> WindowedAggregate -> "
         "NetworkHistory, as in streaming) over a file of readings.",
     )

@@ -41,7 +41,6 @@ __all__ = [
     "ReplayReport",
     "format_time",
     "known_sensor_ids",
-    "register",
     "replay",
 ]
 
@@ -272,10 +271,3 @@ def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes, timesta
 def format_time(ms: int | None) -> str:
     """Epoch ms as ``2012-03-01T06:00Z``."""
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def register(subparsers: Any) -> None:
-    """Adds ``traffic replay``; the command line lives in :mod:`pipelines.replay_cli`."""
-    from pipelines.replay_cli import register as register_cli
-
-    register_cli(subparsers)

@@ -1,7 +1,6 @@
 """The ``traffic replay`` command line: flags, the end-of-run report, Ctrl-C handling.
 
-See :mod:`pipelines.replay` for what a replay does; ``python -m pipelines.replay_cli ...``
-is the same as ``traffic replay ...``.
+See :mod:`pipelines.replay` for what a replay does.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from pipelines.replay import __doc__ as _replay_doc
 from schemas.codec import codec_for
 from schemas.topics import get_topic_settings
 
-__all__ = ["print_report", "register", "run"]
+__all__ = ["parse_time", "print_report", "register"]
 
 
 def parse_time(text: str | None, flag: str) -> int | None:
@@ -137,7 +136,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     settings = get_topic_settings()
     parser = subparsers.add_parser(
         "replay",
-        help="send METR-LA readings to the raw topic in event-time order",
         description=(_replay_doc or "").split("\n\n")[1].replace("``", "`"),
     )
     parser.add_argument("--data", default=None, help="a .npz or .h5 file, local or hdfs:// (default: bundled copy)")
@@ -166,14 +164,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--registry-url", default=None, help="schema registry (default: TRAFFIC_TOPICS_REGISTRY_URL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_cmd_replay)
-
-
-def run(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.replay_cli ...`` = ``traffic replay ...``."""
-    from runners.cli import main
-
-    return main(["replay", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())

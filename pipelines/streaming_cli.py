@@ -1,7 +1,7 @@
 """The ``traffic stream`` command: flags and typed options -> :class:`StreamingConfig`, submit, wait, stop.
 
 See :mod:`pipelines.streaming` for the pipeline itself. SIGTERM stops the job as Ctrl-C
-does: ``traffic`` (``runners/cli.py``) turns it into ``KeyboardInterrupt`` for every command.
+does: ``traffic`` (``cli/main.py``) turns it into ``KeyboardInterrupt`` for every command.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from apache_beam.runners.runner import PipelineState
 
 from ml.dataset import STEP_MS
 from ml.registry import MODEL_REFRESH_S
+from pipelines.beam_flags import accepts_beam_flags, beam_flags
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingConfig, StreamingError, build_pipeline
 
 __all__ = ["make_config", "register", "typed_option_args", "wait_for_job"]
@@ -27,7 +28,7 @@ _LOG = logging.getLogger("traffic.stream")
 
 # The command's own flags -> the typed pipeline options they set (runners/options.py).
 _TYPED_FLAGS = {
-    "bootstrap": "kafka_bootstrap_servers",
+    "bootstrap_servers": "kafka_bootstrap_servers",
     "group_id": "kafka_group_id",
     "start": "kafka_start",
     "registry": "model_registry",
@@ -38,19 +39,19 @@ _TYPED_FLAGS = {
 def typed_option_args(args: argparse.Namespace, beam_args: Sequence[str]) -> list[str]:
     """The typed options (``--kafka_*``, ``--model_*``) for the command's flags that were given.
 
-    Either spelling works (``--bootstrap X`` or ``-- --kafka_bootstrap_servers=X``); both at once is an error.
+    One spelling per option: an option the command has a flag for is refused after ``--``
+    (``-- --kafka_bootstrap_servers=X`` -> ``--bootstrap-servers X``), as ``traffic batch`` does.
     """
     from runners.presets import flag_given
 
     typed = []
     for dest, option in _TYPED_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
         if flag_given(beam_args, option):
             flag = "--" + dest.replace("_", "-")
-            raise StreamingError(f"{flag} and --{option} set the same option: give one of them")
-        typed.append(f"--{option}={value}")
+            raise StreamingError(f"--{option} is a flag of traffic stream: give {flag} before --, not after it")
+        value = getattr(args, dest, None)
+        if value is not None:
+            typed.append(f"--{option}={value}")
     return typed
 
 
@@ -98,9 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     from runners.presets import pipeline_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    extra = list(args.beam_args or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = beam_flags(args)
     extra = typed_option_args(args, extra) + extra
     if args.from_savepoint:
         extra.append(f"--savepoint_path={_savepoint_uri(args.from_savepoint)}")  # FlinkPipelineOptions.savepointPath
@@ -203,7 +202,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--runner", choices=("prism", "flink", "direct"), default="prism",
                         help="prism (local default) or flink (the local cluster through the job server)")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local platform)")
+    parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
+                        help="Kafka bootstrap servers (default: the local platform)")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--output", default=str(get_settings().work_dir / "stream"),
                         help="directory (local or hdfs://) for aggregate and prediction Parquet files; 'none' "
@@ -225,15 +225,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-savepoint", metavar="PATH",
                         help="start the Flink job from this savepoint (or retained checkpoint): its state, Kafka "
                         "offsets included, is restored and --start no longer applies")
-    parser.add_argument("beam_args", nargs=argparse.REMAINDER,
-                        help="after --: further pipeline options, e.g. -- --checkpointing_interval=10000; the "
-                        "typed --kafka_* and --model_* options (runners/options.py) may replace the flags above")
+    accepts_beam_flags(parser, "-- --checkpointing_interval=10000 --kafka_max_out_of_orderness_s=5")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "stream",
-        help="the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)",
         description="Run the streaming pipeline on Prism (default) or the local Flink cluster.",
     )
     _add_arguments(parser)

@@ -99,7 +99,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "topics", help="create, list or delete the Kafka topics", description=__doc__.split("\n\n")[0]
+        "topics", description=__doc__.split("\n\n")[0]
     )
     actions = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
 

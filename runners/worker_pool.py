@@ -78,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "worker-pool",
-        help="Python SDK workers for Flink jobs submitted with --flink_worker_pool (EXTERNAL), state cache on",
         description="Serve Beam's worker pool on this host: Flink starts Python SDK workers through it. Submit "
         "with `traffic stream --runner flink -- --flink_worker_pool=127.0.0.1:PORT`.",
     )

@@ -125,7 +125,7 @@ def test_traffic_serve_says_bye_to_streams_on_sigterm(kafka_bootstrap, api_topic
                TRAFFIC_API_MODEL_REGISTRY=str(model_registry[0]), TRAFFIC_API_SHUTDOWN_GRACE_S="5",
                TRAFFIC_TOPICS_PREDICTIONS=api_topics.predictions, TRAFFIC_TOPICS_ALERTS=api_topics.alerts,
                TRAFFIC_TOPICS_AGGREGATES=api_topics.aggregates, TRAFFIC_API_RATE_LIMIT_PER_S="0")
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"

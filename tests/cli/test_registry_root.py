@@ -19,7 +19,7 @@ import pytest
 from api.settings import ApiSettings
 from config.settings import PlatformSettings
 
-TRAFFIC = [sys.executable, "-m", "runners.cli"]
+TRAFFIC = [sys.executable, "-m", "cli.main"]
 
 
 def _free_port() -> int:

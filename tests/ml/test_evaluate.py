@@ -13,7 +13,7 @@ from ml.dataset import TRAIN_END_MS, MetrLA, load_metrla
 from ml.features import FEATURE_NAMES, fit_context
 from ml.registry import ModelBundle, ModelRegistry
 from ml.training_set import examples
-from runners.cli import main
+from cli.main import main
 
 DAY_MS = 24 * 60 * 60 * 1000
 

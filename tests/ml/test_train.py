@@ -11,7 +11,7 @@ from ml.features import FEATURE_NAMES
 from ml.registry import ModelRegistry
 from ml.train import quick_subset, validation_halves
 from ml.training_set import examples
-from runners.cli import main
+from cli.main import main
 
 
 def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> None:

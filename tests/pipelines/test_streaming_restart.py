@@ -106,7 +106,7 @@ class _StreamCommand:
         self.log = log
         self.job_name = argv[-1].split("=", 1)[1]
         exe = shutil.which("traffic", path=str(Path(sys.executable).parent))
-        command = [exe] if exe else [sys.executable, "-m", "runners.cli"]
+        command = [exe] if exe else [sys.executable, "-m", "cli.main"]
         with log.open("w") as out:
             self.proc = subprocess.Popen([*command, *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -16,7 +16,7 @@ from kafka_client import (
     describe_topics,
     topic_configs,
 )
-from runners.cli import main
+from cli.main import main
 from schemas.topics import TopicSettings, get_topic_settings
 
 DOWN = "127.0.0.1:1"  # nothing listens on port 1

@@ -214,7 +214,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="bring up the whole local system: platform, model, streaming job, API and a live replay",
         description="Start Kafka (and Flink), create topics, train a model if none is registered, start the "
         "API/dashboard and the streaming job, then replay METR-LA into Kafka. Ctrl-C or SIGTERM stops the job and API.",
     )
