@@ -8,6 +8,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from cli.main import main
 from kafka_client import (
     KafkaUnavailableError,
     admin_client,
@@ -16,7 +17,6 @@ from kafka_client import (
     describe_topics,
     topic_configs,
 )
-from cli.main import main
 from schemas.topics import TopicSettings, get_topic_settings
 
 DOWN = "127.0.0.1:1"  # nothing listens on port 1
