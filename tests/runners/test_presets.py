@@ -36,7 +36,7 @@ def settings(tmp_path: Path) -> PlatformSettings:
                             hdfs_http_port=19870, hdfs_user="analyst")
 
 
-def test_the_three_runners_map_to_their_beam_runners(settings: PlatformSettings) -> None:
+def test_each_preset_maps_to_its_beam_runner(settings: PlatformSettings) -> None:
     assert RUNNERS == ("direct", "prism", "flink")
     runners = {name: pipeline_options(name, False, [], settings).view_as(StandardOptions).runner for name in RUNNERS}
     assert runners == {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "PortableRunner"}
