@@ -35,7 +35,9 @@ PROFILES = ("pipeline",)
 # Container paths where a project setting must differ from the checkout's default.
 # Settings that containers set on purpose (paths inside the image; Kafka by service name,
 # checked in test_kafka_ports_match_platform_settings).
-CONTAINER_PATH_SETTINGS = {"TRAFFIC_WORK_DIR", "TRAFFIC_CACHE_DIR", "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS"}
+CONTAINER_PATH_SETTINGS = {
+    "TRAFFIC_WORK_DIR", "TRAFFIC_CACHE_DIR", "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS", "TRAFFIC_MODEL_REGISTRY",
+}
 
 DOCKER_COMPOSE = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(
