@@ -125,10 +125,10 @@ def _sigterm_interrupts() -> Callable[[], object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_chosen_command(argv))
-    args = parse_args(parser, argv)  # Beam flags after `--` (traffic batch, traffic stream)
-    restore = _sigterm_interrupts()
+    restore = _sigterm_interrupts()  # first: importing a command's module (sklearn, Beam) can take seconds
     try:
+        parser = build_parser(_chosen_command(argv))
+        args = parse_args(parser, argv)  # Beam flags after `--` (traffic batch, traffic stream)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("traffic: interrupted", file=sys.stderr)
