@@ -1,7 +1,8 @@
 """Real-time traffic forecasting on Apache Beam (METR-LA).
 
-Installs the packages ``pipelines``, ``transforms``, ``ml``, ``schemas``,
-``runners`` and ``api`` and the ``traffic`` console command. Direct
+Installs the packages ``cli``, ``pipelines``, ``api``, ``transforms``,
+``runners``, ``ml``, ``kafka_client``, ``schemas`` and ``config`` and the
+``traffic`` console command. Direct
 dependencies are pinned here; ``requirements.lock`` pins the whole resolved
 environment and is used as a constraints file by ``runners/bootstrap.sh``.
 """
@@ -41,6 +42,7 @@ EXTRAS_REQUIRE = {
         "playwright==1.65.2",  # the dashboard's browser test (drives Debian's Chromium)
         "ruff==0.17.5",
         "PyYAML==6.0.3",  # reads generated Flink/compose YAML in tests
+        "import-linter==2.17",  # tests/test_import_floors.py: imports run downward only, no cycles
     ],
 }
 
@@ -49,7 +51,9 @@ setup(
     version="0.1.0",
     description="Real-time METR-LA traffic forecasting with Apache Beam, Kafka, Flink and scikit-learn",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "transforms*", "ml*", "schemas*", "runners*", "api*"]),
+    packages=find_packages(
+        include=["cli*", "pipelines*", "api*", "transforms*", "runners*", "ml*", "kafka_client*", "schemas*", "config*"]
+    ),
     package_data={
         "schemas": ["avro/*.avsc", "avro/history/*/*.avsc", "schema_ids.json"],
         "runners": ["pom.xml", "bootstrap.sh", "conf/*"],
@@ -57,5 +61,5 @@ setup(
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["traffic=runners.cli:main"]},
+    entry_points={"console_scripts": ["traffic=cli.main:main"]},
 )

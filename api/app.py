@@ -113,7 +113,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             log.warning("no model yet: %s", exc)
         if start_feed:
             runtime.feed = KafkaFeed(
-                settings.kafka_bootstrap, topics, runtime.ingest, asyncio.get_running_loop(),
+                settings.bootstrap_servers, topics, runtime.ingest, asyncio.get_running_loop(),
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
             )

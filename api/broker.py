@@ -25,6 +25,8 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from api.state import Record
+from kafka_client import check_kafka as kafka_metadata
+from kafka_client import make_consumer
 from schemas.codec import AvroCodec
 from schemas.exceptions import DecodeError
 from schemas.topics import TopicSettings
@@ -34,12 +36,12 @@ __all__ = ["KafkaFeed", "check_kafka"]
 log = logging.getLogger(__name__)
 
 
-def check_kafka(bootstrap: str, timeout_s: float) -> dict[str, object]:
-    """A real round trip to the brokers (metadata request); raises KafkaException when down."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "traffic-api-health",
-                         "enable.auto.commit": False, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+def check_kafka(bootstrap_servers: str, timeout_s: float) -> dict[str, object]:
+    """A real round trip to the brokers (metadata request); raises KafkaUnavailableError when down."""
+    consumer = make_consumer(bootstrap_servers, "traffic-api-health",
+                             {"socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
     try:
-        metadata = consumer.list_topics(timeout=timeout_s)
+        metadata = kafka_metadata(consumer, bootstrap_servers, timeout_s)
         return {"brokers": len(metadata.brokers), "topics": sorted(t for t in metadata.topics if not t.startswith("_"))}
     finally:
         consumer.close()
@@ -48,10 +50,10 @@ def check_kafka(bootstrap: str, timeout_s: float) -> dict[str, object]:
 class KafkaFeed:
     """Consumes the API's topics on a daemon thread and delivers decoded batches to ``deliver``."""
 
-    def __init__(self, bootstrap: str, topics: TopicSettings, deliver: Callable[[list[Record]], None],
+    def __init__(self, bootstrap_servers: str, topics: TopicSettings, deliver: Callable[[list[Record]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
                  metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500) -> None:
-        self.bootstrap = bootstrap
+        self.bootstrap_servers = bootstrap_servers
         self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
         if consume_actuals:
             self.kinds[topics.aggregates] = "aggregate"
@@ -88,11 +90,7 @@ class KafkaFeed:
             self._thread.join(timeout_s)
 
     def _consumer(self) -> Consumer:
-        return Consumer({
-            "bootstrap.servers": self.bootstrap,
-            "group.id": f"traffic-api-{uuid.uuid4().hex[:12]}",  # never joined: partitions are assigned
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
+        return make_consumer(self.bootstrap_servers, f"traffic-api-{uuid.uuid4().hex[:12]}", {  # assigned, never joined
             "fetch.wait.max.ms": 10,  # low delivery latency matters more than batching here
             "fetch.min.bytes": 1,
             "socket.connection.setup.timeout.ms": int(self.timeout_s * 1000),

@@ -14,12 +14,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "kafka_bootstrap": args.bootstrap}.items()
-                 if v is not None}
+    given = {"host": args.host, "port": args.port, "bootstrap_servers": args.bootstrap_servers,
+             "model_registry": args.registry}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = ApiSettings(**overrides)
     app = create_app(settings)  # raises VendorFilesMissing (one line) before anything binds
     print(f"serve: dashboard at http://{settings.host}:{settings.port}/dashboard/ "
-          f"(API docs at /docs, Kafka {settings.kafka_bootstrap})", flush=True)
+          f"(API docs at /docs, Kafka {settings.bootstrap_servers}, models {settings.model_registry})", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 3, access_log=args.access_log)
     return 0
@@ -28,13 +29,14 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard",
         description="Serve the API and dashboard. Every setting also comes from TRAFFIC_API_* variables "
         "(see docs/api-dashboard.md); flags override them.",
     )
     parser.add_argument("--host", help="bind address (default 127.0.0.1, TRAFFIC_API_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000, TRAFFIC_API_PORT)")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
+                        help="Kafka bootstrap servers (default: the platform's, TRAFFIC_KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.set_defaults(func=_serve)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runners.vendor import VendorFilesMissing
 from schemas.exceptions import TrafficError
 
 __all__ = ["ApiError", "BadFilter", "VendorFilesMissing"]
@@ -9,10 +10,6 @@ __all__ = ["ApiError", "BadFilter", "VendorFilesMissing"]
 
 class ApiError(TrafficError):
     """Root of the API package's errors."""
-
-
-class VendorFilesMissing(ApiError):
-    """The dashboard's npm files (Leaflet) are not in ``api/static/vendor/``."""
 
 
 class BadFilter(ApiError):

@@ -1,6 +1,7 @@
 """Typed settings of the prediction API (env prefix ``TRAFFIC_API_``).
 
 Examples: ``TRAFFIC_API_PORT=8010``, ``TRAFFIC_API_ADMIN_KEY=...`` (a secret),
+``TRAFFIC_API_BOOTSTRAP_SERVERS=kafka:9092`` (``TRAFFIC_API_KAFKA_BOOTSTRAP`` is still read),
 ``TRAFFIC_API_CORS_ORIGINS='["https://ops.example.org"]'``,
 ``TRAFFIC_API_TILE_URL='https://tile.openstreetmap.org/{z}/{x}/{y}.png'``.
 Served by the cached :func:`get_settings`; tests build their own ``ApiSettings(...)``.
@@ -8,36 +9,42 @@ Served by the cached :func:`get_settings`; tests build their own ``ApiSettings(.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runners.settings import REPO_ROOT
-from runners.settings import get_settings as get_platform_settings
+from config.settings import REPO_ROOT, default_registry_root
+from config.settings import get_settings as get_platform_settings
 
 __all__ = ["ApiSettings", "get_settings"]
 
 
 def _default_bootstrap() -> str:
-    return get_platform_settings().kafka_bootstrap
+    return get_platform_settings().bootstrap_servers
 
 
 def _default_registry() -> Path:
-    return Path(os.environ.get("TRAFFIC_MODEL_REGISTRY", REPO_ROOT / ".work" / "models"))
+    """The one registry root of ``config.settings`` (so ``traffic train`` and ``traffic serve`` agree)."""
+    return Path(default_registry_root())
 
 
 class ApiSettings(BaseSettings):
     """How the API binds, consumes Kafka, fans out, and protects itself."""
 
-    model_config = SettingsConfigDict(env_prefix="TRAFFIC_API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRAFFIC_API_", extra="ignore", populate_by_name=True)
 
     host: str = Field(default="127.0.0.1", description="bind address of `traffic serve`")
     port: int = Field(default=8000, ge=0, le=65535)
 
-    kafka_bootstrap: str = Field(default_factory=_default_bootstrap, description="Kafka bootstrap servers")
+    bootstrap_servers: str = Field(
+        default_factory=_default_bootstrap,
+        validation_alias=AliasChoices(
+            "TRAFFIC_API_BOOTSTRAP_SERVERS", "TRAFFIC_API_KAFKA_BOOTSTRAP", "bootstrap_servers"
+        ),
+        description="Kafka bootstrap servers (default: the platform's, TRAFFIC_KAFKA_BOOTSTRAP_SERVERS)",
+    )
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="health-check and metadata timeout")
     metadata_refresh_s: float = Field(default=5.0, gt=0, description="how often new topics/partitions are picked up")
     backfill_per_partition: int = Field(

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.dataset import load_metrla  # noqa: E402
 from pipelines.batch import build_parser, execute, summarise  # noqa: E402
+from pipelines.beam_flags import parse_args  # noqa: E402
 
 
 def _iso(ms: int) -> str:
@@ -83,9 +85,9 @@ def measure(mode: str, days: float, runner: str, registry: str | None, beam_args
     if registry:
         argv += ["--registry", registry]
     if beam_args:
-        argv.append(f"--beam-args={beam_args}")
+        argv += ["--", *shlex.split(beam_args)]
     try:
-        result = execute(build_parser().parse_args(argv))
+        result = execute(parse_args(build_parser(), argv))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     readings = result.counts.get("in", 0)

@@ -23,13 +23,14 @@ import apache_beam as beam  # noqa: E402
 from confluent_kafka import Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from config.settings import get_settings  # noqa: E402
+from kafka_client import make_consumer  # noqa: E402
 from runners.presets import add_runner_argument, pipeline_options  # noqa: E402
-from runners.settings import get_settings  # noqa: E402
-from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer  # noqa: E402
+from transforms.kafka_io import ReadFromKafka, WriteToKafka  # noqa: E402
 
 
 def _count(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = _consumer(bootstrap, None, None)
+    consumer = make_consumer(bootstrap)
     try:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
     finally:
@@ -43,7 +44,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     settings = get_settings()
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     source, sink = (f"bench-{name}-{uuid.uuid4().hex[:8]}" for name in ("src", "dst"))
     for future in admin.create_topics([NewTopic(t, args.partitions, 1) for t in (source, sink)]).values():

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform
-from runners.settings import PlatformSettings
 
 __all__ = ["main", "measure"]
 

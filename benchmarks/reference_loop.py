@@ -37,8 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer, TopicPartition  # noqa: E402
 
+from kafka_client import make_consumer, make_producer  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HISTORY_STEPS, build_features  # noqa: E402
 from ml.handler import prediction_inputs  # noqa: E402
@@ -227,10 +228,8 @@ class ReferenceLoop:
     def run(self, until_step_ms: int, expected_raw: int, timeout_s: float = 900.0,
             progress: Callable[[LoopFigures], None] | None = None) -> LoopFigures:
         """Processes the raw topic from its start until ``until_step_ms`` has been predicted."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reference-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "compression.type": "zstd",
-                             "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000})
+        consumer = make_consumer(self.bootstrap, f"reference-{uuid.uuid4().hex}")
+        producer = make_producer(self.bootstrap, **{"queue.buffering.max.messages": 1_000_000})
         t = self.topics
         f = self.figures
         try:
@@ -291,10 +290,11 @@ class ReferenceLoop:
 def main(argv: list[str] | None = None) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from config.settings import PlatformSettings, default_registry_root
+    from kafka_client import producer_config
     from ml.dataset import load_metrla, network_sensor_ids
-    from ml.registry import ModelRegistry, default_registry_root
-    from pipelines.replay import producer_config, replay
-    from runners.settings import PlatformSettings
+    from ml.registry import ModelRegistry
+    from pipelines.replay import replay
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0, help="hours of METR-LA pre-loaded (all sensors)")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", help="model registry root (default: <work>/models)")
     args = parser.parse_args(argv)
     settings = PlatformSettings()
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
     try:
         admin.list_topics(timeout=5)

@@ -28,11 +28,11 @@ from pathlib import Path
 import confluent_kafka
 from confluent_kafka.admin import NewTopic
 
+from config.settings import REPO_ROOT, get_settings
+from kafka_client import admin_client, delete_topics, producer_config
 from ml.dataset import load_metrla
-from pipelines.replay import producer_config, replay
+from pipelines.replay import replay
 from pipelines.replay_encoding import RawReadingEncoder
-from runners.settings import REPO_ROOT, get_settings
-from runners.topics import admin_client, delete_topics
 from schemas.codec import AvroCodec
 
 __all__ = ["main"]
@@ -70,7 +70,7 @@ def step_encode_rate(days: int = 7) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap-servers", default=get_settings().kafka_bootstrap)
+    parser.add_argument("--bootstrap-servers", default=get_settings().bootstrap_servers)
     parser.add_argument("--days", type=int, default=7, help="days of data per run (%(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)

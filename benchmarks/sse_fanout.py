@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
         records = forecast_hours(registry, first, n_steps)
         predictions = records.predictions
         port = _free_port()
-        env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=args.bootstrap,
+        env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_BOOTSTRAP_SERVERS=args.bootstrap,
                    TRAFFIC_API_MODEL_REGISTRY=str(registry), TRAFFIC_API_RATE_LIMIT_PER_S="0",
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
                    TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
@@ -390,7 +390,7 @@ def _doc(results: list[dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runners.settings import get_settings
+    from config.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000], help="one run per value")
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                              "machine whose cores are not shared with other jobs")
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every n-th client records latencies (all clients count their events)")
-    parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap)
+    parser.add_argument("--bootstrap", default=get_settings().bootstrap_servers)
     parser.add_argument("--write-doc", action="store_true",
                         help="also write the report to .work/benchmarks/api.md (record it in docs/benchmarks.md)")
     args = parser.parse_args(argv)

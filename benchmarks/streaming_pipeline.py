@@ -50,14 +50,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
+from config.settings import PlatformSettings, default_registry_root  # noqa: E402
+from kafka_client import KafkaUnavailableError, admin_client, producer_config  # noqa: E402
 from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
 from ml.features import HORIZONS_MIN  # noqa: E402
-from ml.registry import ModelRegistry, default_registry_root  # noqa: E402
-from pipelines.replay import producer_config, replay  # noqa: E402
+from ml.registry import ModelRegistry  # noqa: E402
+from pipelines.replay import replay  # noqa: E402
 from pipelines.streaming import StreamingConfig, build_pipeline  # noqa: E402
 from runners.flink_jobs import cancel_flink_jobs  # noqa: E402
 from runners.presets import pipeline_options  # noqa: E402
-from runners.settings import PlatformSettings  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
 
@@ -87,10 +88,9 @@ class Arrivals:
 
 def check_services(runner: str, settings: PlatformSettings) -> None:
     try:
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000}).list_topics(timeout=5)
-    except Exception:  # noqa: BLE001 - librdkafka's exception texts are long
-        raise ServiceDown(f"Kafka at {settings.kafka_bootstrap} is not reachable "
-                          "(start it with `traffic platform up kafka`)") from None
+        admin_client(settings.bootstrap_servers)
+    except KafkaUnavailableError as exc:
+        raise ServiceDown(str(exc)) from None
     if runner != "flink":
         return
     import httpx
@@ -265,7 +265,7 @@ def stage_medians(arrivals: Arrivals, acked: dict[int, float], steps: list[int])
 def run(args: argparse.Namespace) -> dict:
     settings = PlatformSettings()
     check_services(args.runner, settings)
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.bootstrap_servers
     registry = args.registry or default_registry_root()
     sensor_ids = tuple(ModelRegistry(registry).load().context.sensor_ids)
     total_steps = args.warmup_steps + args.steps

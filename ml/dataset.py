@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from config.settings import REPO_ROOT
 from ml.exceptions import DataError
-from runners.settings import REPO_ROOT
 
 __all__ = [
     "BUNDLED_DIR",

@@ -13,31 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from config.hdfs import hdfs_options_for
+from config.settings import PlatformSettings, default_registry_root
 from ml.dataset import MetrLA, load_metrla
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES
 from ml.metrics import scores
-from ml.registry import ModelBundle, ModelRegistry, default_registry_root, platform_hdfs_options
-from ml.training_set import ExampleMeta, examples
+from ml.registry import ModelBundle, ModelRegistry
+from ml.report import SplitPredictions, write_report
+from ml.training_set import examples
 
 __all__ = ["SplitPredictions", "predict_split", "evaluate", "register", "run", "SPLITS"]
 
 SPLITS = ("val", "test")
-
-
-@dataclass
-class SplitPredictions:
-    """Targets, model forecasts with intervals and baseline forecasts of one split."""
-
-    y: np.ndarray  # (rows, H)
-    meta: ExampleMeta
-    predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    baselines: dict[str, dict[int, np.ndarray]]
 
 
 def predict_split(bundle: ModelBundle, data: MetrLA, split: str) -> SplitPredictions | None:
@@ -85,9 +77,10 @@ def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPr
 
 
 def register(parser: argparse._SubParsersAction) -> None:
-    p = parser.add_parser("evaluate", help="score the registered model on the validation (and test) split")
+    p = parser.add_parser("evaluate")
     p.add_argument("--data", required=True, help="METR-LA .npz or .h5 (local or hdfs://), e.g. data/metr-la/speed.npz")
-    p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
+    p.add_argument("--registry",
+                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--version", help="model version (default: LATEST)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by split and horizon")
     p.add_argument("--out", help="report directory (default .work/evaluation/<version>)")
@@ -106,13 +99,10 @@ def _print_text(result: dict, version: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = load_metrla(args.data, platform_hdfs_options(args.data))
+    data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
     registry = ModelRegistry(args.registry or default_registry_root())
     bundle = registry.load(args.version)
     result, per_split = evaluate(bundle, data)
-    from ml.report import write_report
-    from runners.settings import PlatformSettings
-
     out = Path(args.out) if args.out else PlatformSettings().work_dir / "evaluation" / bundle.version
     report = write_report(out, result, per_split, bundle)
     if args.json:

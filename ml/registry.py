@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from config.hdfs import hdfs_options_for
+from config.settings import default_registry_root
 from ml.conformal import BinnedConformal
 from ml.exceptions import ModelRegistryError
 from ml.features import FEATURE_NAMES, FeatureContext
@@ -35,9 +37,7 @@ __all__ = [
     "TRUSTED_TYPES",
     "ModelBundle",
     "ModelRegistry",
-    "default_registry_root",
     "library_versions",
-    "platform_hdfs_options",
 ]
 
 MAX_SPEED_MPH = 100.0
@@ -65,26 +65,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "builtins.slice",
     "collections.OrderedDict",
 )
-
-
-def default_registry_root() -> str:
-    """``$TRAFFIC_MODEL_REGISTRY`` or ``<work_dir>/models``."""
-    env = os.environ.get("TRAFFIC_MODEL_REGISTRY")
-    if env:
-        return env
-    from runners.settings import PlatformSettings
-
-    return str(PlatformSettings().work_dir / "models")
-
-
-def platform_hdfs_options(path: str | None) -> dict | None:
-    """Beam HDFS options of the local platform (``TRAFFIC_HDFS_*`` settings) for an ``hdfs://`` path, else None."""
-    if not path or not str(path).startswith("hdfs://"):
-        return None
-    from runners.settings import get_settings
-
-    s = get_settings()
-    return {"hdfs_host": s.host, "hdfs_port": s.hdfs_http_port, "hdfs_user": s.hdfs_user}
 
 
 def library_versions() -> dict[str, str]:
@@ -160,7 +140,7 @@ class ModelRegistry:
     def __init__(self, root: str | Path | None = None, hdfs_options: dict | None = None) -> None:
         self.root = str(root) if root is not None else default_registry_root()
         self._remote = _is_remote(self.root)
-        hdfs_options = hdfs_options or platform_hdfs_options(self.root)
+        hdfs_options = hdfs_options or hdfs_options_for([self.root]) or None
         if self._remote and hdfs_options:
             from apache_beam.io.filesystems import FileSystems
             from apache_beam.options.pipeline_options import PipelineOptions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,10 +12,20 @@ from ml.features import slot_and_daytype
 from ml.metrics import masked_mae, observed_mask
 
 if TYPE_CHECKING:
-    from ml.evaluate import SplitPredictions
     from ml.registry import ModelBundle
+    from ml.training_set import ExampleMeta
 
-__all__ = ["PUBLISHED", "write_report"]
+__all__ = ["PUBLISHED", "SplitPredictions", "write_report"]
+
+@dataclass
+class SplitPredictions:
+    """Targets, model forecasts with intervals and baseline forecasts of one split."""
+
+    y: np.ndarray  # (rows, H)
+    meta: ExampleMeta
+    predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    baselines: dict[str, dict[int, np.ndarray]]
+
 
 # Published test-set masked MAE / RMSE / MAPE % (DCRNN paper; Graph WaveNet paper).
 PUBLISHED: dict[str, dict[int, tuple[float, float, float]]] = {

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from config.hdfs import hdfs_options_for
+from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal
 from ml.dataset import STEP_MS, TRAIN_END_MS, MetrLA, load_metrla
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import ModelSpec, candidate_specs
-from ml.registry import ModelBundle, ModelRegistry, default_registry_root, platform_hdfs_options
+from ml.registry import ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
 __all__ = ["TrainResult", "train", "validation_halves", "quick_subset", "register", "run"]
@@ -171,14 +173,15 @@ def train(
 
 
 def register(parser: argparse._SubParsersAction) -> None:
-    p = parser.add_parser("train", help="train the forecasting models and save them to the model registry")
+    p = parser.add_parser("train")
     p.add_argument("--data", help="METR-LA .npz or .h5 (local or hdfs://); default: the bundled data")
     p.add_argument(
         "--features",
         help="train on a Parquet feature table (file or directory, local or hdfs://) from the batch pipeline; "
         "the feature context comes from context.npz beside it, else is fitted on --data",
     )
-    p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
+    p.add_argument("--registry",
+                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
     p.set_defaults(func=run)
@@ -208,11 +211,11 @@ def run(args: argparse.Namespace) -> int:
         if context_file is not None and context_file.exists():
             ctx = FeatureContext.from_bytes(context_file.read_bytes())
         else:
-            ctx = fit_context(load_metrla(args.data, platform_hdfs_options(args.data)))
+            ctx = fit_context(load_metrla(args.data, hdfs_options_for([args.data]) or None))
         features = read_feature_table(args.features, sensor_ids=ctx.sensor_ids)
         data = None
     else:
-        data = load_metrla(args.data, platform_hdfs_options(args.data))
+        data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
         if args.quick:
             data = quick_subset(data)
     bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage)

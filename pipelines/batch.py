@@ -27,7 +27,7 @@ import argparse
 import base64
 import json
 import logging
-import shlex
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, FeatureContext
+from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
 from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
 from schemas.exceptions import TrafficError
@@ -235,25 +236,17 @@ def _parse_time_ms(value: str | None, flag: str) -> int | None:
         raise BatchError(f"{flag} {value!r} is not a date/time such as 2012-03-01 or 2012-03-01T06:00") from None
 
 
-def _hdfs_options(*paths: str | None) -> dict[str, Any]:
-    if not any(p and p.startswith("hdfs://") for p in paths):
-        return {}
-    from runners.settings import get_settings
-
-    settings = get_settings()
-    return {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
-
-
 def make_config(args: argparse.Namespace) -> BatchConfig:
     """Resolve flags into a :class:`BatchConfig`: loads the input once (and the model in backfill mode)."""
-    from ml.registry import ModelRegistry, default_registry_root
+    from config.hdfs import hdfs_options_for
+    from config.settings import default_registry_root, get_settings
+    from ml.registry import ModelRegistry
     from ml.training_set import window_ends
     from pipelines.sources import load_readings
-    from runners.settings import get_settings
 
     output = args.output or str(get_settings().work_dir / "batch" / args.mode)
     registry = args.registry or default_registry_root()
-    hdfs = _hdfs_options(args.data, output, registry if args.mode == "backfill" else None)
+    hdfs = hdfs_options_for([args.data, output, registry if args.mode == "backfill" else None])
     spec = SourceSpec(
         path=args.data,
         start_ms=_parse_time_ms(args.start, "--start"),
@@ -269,14 +262,13 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             raise BatchError("--sensors is for features mode; a backfill runs on the model's sensors")
         spec = replace(spec, sensor_ids=tuple(bundle.context.sensor_ids))
         data = load_readings(spec)
-        from runners.settings import get_settings as settings
         from schemas.topics import get_topic_settings
 
         topics = get_topic_settings()
         return replace(
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
-            bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
+            bootstrap_servers=args.bootstrap_servers or get_settings().bootstrap_servers,
             predictions_topic=args.predictions_topic or topics.predictions,
             alerts_topic=args.alerts_topic or topics.alerts,
         )
@@ -357,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (the ``traffic batch`` flags), build and run the pipeline, print the summary."""
-    return _run(build_parser().parse_args(argv))
+    return _run(parse_args(build_parser(), sys.argv[1:] if argv is None else argv))
 
 
 @dataclass(frozen=True)
@@ -372,12 +364,12 @@ class BatchRun:
 
 def execute(args: argparse.Namespace) -> BatchRun:
     """Resolve the flags, build and run the pipeline to completion, and collect the counters."""
+    from config.settings import get_settings
     from runners.presets import pipeline_options
-    from runners.settings import get_settings
 
     started = time.monotonic()
     cfg = make_config(args)
-    extra = [*BATCH_DIRECT_ARGS, *shlex.split(args.beam_args or "")]
+    extra = [*BATCH_DIRECT_ARGS, *beam_flags(args)]
     paths = [p for p in (cfg.source.path, cfg.output, cfg.registry) if p]
     options = pipeline_options(args.runner, False, extra, get_settings(), paths)
     _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
@@ -413,22 +405,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the pipeline runs (default: direct, in this process)")
     parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
                         "(Avro) to their topics")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
+    parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
+                        help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
     parser.add_argument("--predictions-topic",
                         help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")
     parser.add_argument("--alerts-topic",
                         help="--to-kafka: alerts topic (default: TRAFFIC_TOPICS_ALERTS)")
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
-    parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
-                        help="further Beam pipeline options in one string (note the =), "
-                        "e.g. --beam-args='--direct_num_workers=1'")
+    parser.add_argument("--beam-args", dest="beam_args_string", metavar="'FLAGS'", help=argparse.SUPPRESS)
+    accepts_beam_flags(parser, "-- --direct_num_workers=1")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",
-        help="batch pipeline over history: feature tables or backfilled predictions",
         description="Run the Beam batch pipeline (ValidateEvents -> DeduplicateEvents -> WindowedAggregate -> "
         "NetworkHistory, as in streaming) over a file of readings.",
     )

@@ -29,10 +29,10 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
+from kafka_client import check_kafka
 from ml.dataset import BUNDLED_DIR, STEP_MS, MetrLA, load_metrla
 from pipelines.bad_records import BadRecordInjector, Reading
 from pipelines.replay_encoding import RawReadingEncoder
-from runners.topics import check_kafka, kafka_client_config
 from schemas.codec import AvroCodec
 from schemas.exceptions import TrafficError
 
@@ -41,8 +41,6 @@ __all__ = [
     "ReplayReport",
     "format_time",
     "known_sensor_ids",
-    "producer_config",
-    "register",
     "replay",
 ]
 
@@ -87,29 +85,6 @@ class ReplayReport:
         out = asdict(self)
         out.update(bad_total=self.bad_total, events=self.events, events_per_s=round(self.events_per_s, 1))
         return out
-
-
-def producer_config(
-    bootstrap_servers: str,
-    linger_ms: float = 20.0,
-    batch_size: int = 1_000_000,
-    compression: str = "zstd",
-    **extra: Any,
-) -> dict[str, Any]:
-    """An idempotent, batching, compressing producer's settings (librdkafka names)."""
-    return kafka_client_config(
-        bootstrap_servers,
-        **{
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": linger_ms,
-            "batch.size": batch_size,
-            "compression.type": "none" if compression == "producer" else compression,
-            "message.timeout.ms": 60_000,
-            "queue.buffering.max.messages": 500_000,
-            **extra,
-        },
-    )
 
 
 def known_sensor_ids(data: MetrLA) -> frozenset[str]:
@@ -296,10 +271,3 @@ def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes, timesta
 def format_time(ms: int | None) -> str:
     """Epoch ms as ``2012-03-01T06:00Z``."""
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def register(subparsers: Any) -> None:
-    """Adds ``traffic replay``; the command line lives in :mod:`pipelines.replay_cli`."""
-    from pipelines.replay_cli import register as register_cli
-
-    register_cli(subparsers)

@@ -1,7 +1,6 @@
 """The ``traffic replay`` command line: flags, the end-of-run report, Ctrl-C handling.
 
-See :mod:`pipelines.replay` for what a replay does; ``python -m pipelines.replay_cli ...``
-is the same as ``traffic replay ...``.
+See :mod:`pipelines.replay` for what a replay does.
 """
 
 from __future__ import annotations
@@ -16,13 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.replay import ReplayError, ReplayReport, format_time, producer_config, replay
+from config.hdfs import hdfs_options_for
+from config.settings import get_settings
+from kafka_client import producer_config
+from pipelines.replay import ReplayError, ReplayReport, format_time, replay
 from pipelines.replay import __doc__ as _replay_doc
-from runners.settings import get_settings
 from schemas.codec import codec_for
 from schemas.topics import get_topic_settings
 
-__all__ = ["print_report", "register", "run"]
+__all__ = ["parse_time", "print_report", "register"]
 
 
 def parse_time(text: str | None, flag: str) -> int | None:
@@ -82,11 +83,6 @@ def print_report(report: ReplayReport, out: Any = None) -> None:
         print(f"{'total'.ljust(width)}  {report.bad_total:>5}", file=out)
 
 
-def _hdfs_options() -> dict[str, Any]:
-    platform = get_settings()
-    return {"hdfs_host": platform.host, "hdfs_port": platform.hdfs_http_port, "hdfs_user": platform.hdfs_user}
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
     start_ms, end_ms = parse_time(args.start, "--start"), parse_time(args.end, "--end")
     settings = get_topic_settings()
@@ -131,7 +127,7 @@ def _replay_from_args(
         progress=not args.no_progress,
         codec=codec_for("raw_reading", args.registry_url or settings.registry_url),
         max_message_bytes=settings.max_message_bytes,
-        hdfs_options=_hdfs_options() if str(args.data or "").startswith("hdfs://") else None,
+        hdfs_options=hdfs_options_for([args.data]) or None,
         stop=stop,
     )
 
@@ -140,11 +136,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     settings = get_topic_settings()
     parser = subparsers.add_parser(
         "replay",
-        help="send METR-LA readings to the raw topic in event-time order",
         description=(_replay_doc or "").split("\n\n")[1].replace("``", "`"),
     )
     parser.add_argument("--data", default=None, help="a .npz or .h5 file, local or hdfs:// (default: bundled copy)")
-    parser.add_argument("--bootstrap-servers", default=get_settings().kafka_bootstrap, help="default: %(default)s")
+    parser.add_argument("--bootstrap-servers", default=get_settings().bootstrap_servers, help="default: %(default)s")
     parser.add_argument("--topic", default=None, help=f"default: {settings.raw}")
     parser.add_argument(
         "--speed", default="1", help="speed-up: 1 = real time, 300 = a step per second, max"
@@ -169,14 +164,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--registry-url", default=None, help="schema registry (default: TRAFFIC_TOPICS_REGISTRY_URL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_cmd_replay)
-
-
-def run(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.replay_cli ...`` = ``traffic replay ...``."""
-    from runners.cli import main
-
-    return main(["replay", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())

@@ -40,7 +40,7 @@ from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
 from transforms.validate import ValidateEvents, make_dead_letter
 
-__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline", "register"]
+__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline"]
 
 NAMESPACE = "traffic.stream"
 DEFAULT_GROUP_ID = "traffic-stream"
@@ -154,10 +154,3 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
                 | f"Window{label}ForFiles" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s))
                 | f"Write{label}Files" >> WriteWindowedParquet(join_path(cfg.output, name), parquet_schema(schema))
             )
-
-
-def register(subparsers: Any) -> None:
-    """Adds ``traffic stream``; the command line lives in :mod:`pipelines.streaming_cli`."""
-    from pipelines.streaming_cli import register as register_cli
-
-    register_cli(subparsers)

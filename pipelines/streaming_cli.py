@@ -1,7 +1,7 @@
 """The ``traffic stream`` command: flags and typed options -> :class:`StreamingConfig`, submit, wait, stop.
 
 See :mod:`pipelines.streaming` for the pipeline itself. SIGTERM stops the job as Ctrl-C
-does: ``traffic`` (``runners/cli.py``) turns it into ``KeyboardInterrupt`` for every command.
+does: ``traffic`` (``cli/main.py``) turns it into ``KeyboardInterrupt`` for every command.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from apache_beam.runners.runner import PipelineState
 
 from ml.dataset import STEP_MS
 from ml.registry import MODEL_REFRESH_S
+from pipelines.beam_flags import accepts_beam_flags, beam_flags
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingConfig, StreamingError, build_pipeline
 
 __all__ = ["make_config", "register", "typed_option_args", "wait_for_job"]
@@ -27,7 +28,7 @@ _LOG = logging.getLogger("traffic.stream")
 
 # The command's own flags -> the typed pipeline options they set (runners/options.py).
 _TYPED_FLAGS = {
-    "bootstrap": "kafka_bootstrap_servers",
+    "bootstrap_servers": "kafka_bootstrap_servers",
     "group_id": "kafka_group_id",
     "start": "kafka_start",
     "registry": "model_registry",
@@ -38,19 +39,19 @@ _TYPED_FLAGS = {
 def typed_option_args(args: argparse.Namespace, beam_args: Sequence[str]) -> list[str]:
     """The typed options (``--kafka_*``, ``--model_*``) for the command's flags that were given.
 
-    Either spelling works (``--bootstrap X`` or ``-- --kafka_bootstrap_servers=X``); both at once is an error.
+    One spelling per option: an option the command has a flag for is refused after ``--``
+    (``-- --kafka_bootstrap_servers=X`` -> ``--bootstrap-servers X``), as ``traffic batch`` does.
     """
     from runners.presets import flag_given
 
     typed = []
     for dest, option in _TYPED_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
         if flag_given(beam_args, option):
             flag = "--" + dest.replace("_", "-")
-            raise StreamingError(f"{flag} and --{option} set the same option: give one of them")
-        typed.append(f"--{option}={value}")
+            raise StreamingError(f"--{option} is a flag of traffic stream: give {flag} before --, not after it")
+        value = getattr(args, dest, None)
+        if value is not None:
+            typed.append(f"--{option}={value}")
     return typed
 
 
@@ -59,25 +60,24 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
 
     The model's sensors come from the registry (the job refuses to start without a model).
     """
+    from config.hdfs import hdfs_options_for
+    from config.settings import default_registry_root, get_settings
     from ml.dataset import network_sensor_ids
-    from ml.registry import ModelRegistry, default_registry_root
+    from ml.registry import ModelRegistry
     from runners.options import KafkaOptions, RegistryOptions
-    from runners.settings import get_settings
     from schemas.topics import get_topic_settings
 
     settings = get_settings()
     kafka, models = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
     registry = models.model_registry or default_registry_root()
-    hdfs: dict[str, Any] = {}
-    if any(str(p).startswith("hdfs://") for p in (registry, args.output) if p):
-        hdfs = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
+    hdfs: dict[str, Any] = hdfs_options_for([registry, args.output])
     if args.window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
     if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
         raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
     bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
     return StreamingConfig(
-        bootstrap_servers=kafka.kafka_bootstrap_servers or settings.kafka_bootstrap,
+        bootstrap_servers=kafka.kafka_bootstrap_servers or settings.bootstrap_servers,
         topics=get_topic_settings(),
         sensor_ids=tuple(bundle.context.sensor_ids),
         known_sensor_ids=network_sensor_ids(),
@@ -93,25 +93,13 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     )
 
 
-def _check_kafka(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}).list_topics(timeout=5)
-    except Exception:  # noqa: BLE001 - librdkafka raises KafkaException with long texts
-        raise StreamingError(
-            f"Kafka at {bootstrap} is not reachable (start it with `traffic platform up kafka`)"
-        ) from None
-
-
 def _run(args: argparse.Namespace) -> int:
+    from config.settings import get_settings
+    from kafka_client import admin_client
     from runners.presets import pipeline_options
-    from runners.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    extra = list(args.beam_args or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = beam_flags(args)
     extra = typed_option_args(args, extra) + extra
     if args.from_savepoint:
         extra.append(f"--savepoint_path={_savepoint_uri(args.from_savepoint)}")  # FlinkPipelineOptions.savepointPath
@@ -119,12 +107,12 @@ def _run(args: argparse.Namespace) -> int:
     job_name = given[-1] if given else f"traffic-stream-{time.strftime('%Y%m%dT%H%M%S')}"
     if not given:
         extra.append(f"--job_name={job_name}")
-    from ml.registry import default_registry_root
+    from config.settings import default_registry_root
 
     paths = [args.output, args.registry or default_registry_root()]  # an hdfs:// one adds the WebHDFS options
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
-    _check_kafka(cfg.bootstrap_servers)
+    admin_client(cfg.bootstrap_servers)  # a broker that is down: one line, before anything is submitted
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
               f", restoring {args.from_savepoint}" if args.from_savepoint else "")
@@ -179,8 +167,8 @@ def _stop_with_savepoint(result: Any, job_name: str, savepoint_dir: str) -> None
 
     If Flink cannot take it, the job is cancelled (its workers end with this process) and the error raised.
     """
+    from config.settings import get_settings
     from runners.flink_jobs import FlinkJobError, stop_flink_job_with_savepoint
-    from runners.settings import get_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the savepoint short
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -200,8 +188,8 @@ def _cancel_on_cluster(job_name: str) -> None:
     """The Beam 2.62 job server leaves a cancelled job running on Flink: cancel it there too (if Flink is up)."""
     import httpx
 
+    from config.settings import get_settings
     from runners.flink_jobs import cancel_flink_jobs
-    from runners.settings import get_settings
 
     try:
         cancel_flink_jobs(get_settings().flink_rest_url, job_name)
@@ -210,11 +198,12 @@ def _cancel_on_cluster(job_name: str) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from runners.settings import get_settings
+    from config.settings import get_settings
 
     parser.add_argument("--runner", choices=("prism", "flink", "direct"), default="prism",
                         help="prism (local default) or flink (the local cluster through the job server)")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local platform)")
+    parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
+                        help="Kafka bootstrap servers (default: the local platform)")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--output", default=str(get_settings().work_dir / "stream"),
                         help="directory (local or hdfs://) for aggregate and prediction Parquet files; 'none' "
@@ -236,15 +225,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-savepoint", metavar="PATH",
                         help="start the Flink job from this savepoint (or retained checkpoint): its state, Kafka "
                         "offsets included, is restored and --start no longer applies")
-    parser.add_argument("beam_args", nargs=argparse.REMAINDER,
-                        help="after --: further pipeline options, e.g. -- --checkpointing_interval=10000; the "
-                        "typed --kafka_* and --model_* options (runners/options.py) may replace the flags above")
+    accepts_beam_flags(parser, "-- --checkpointing_interval=10000 --kafka_max_out_of_orderness_s=5")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "stream",
-        help="the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)",
         description="Run the streaming pipeline on Prism (default) or the local Flink cluster.",
     )
     _add_arguments(parser)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners.settings import REPO_ROOT, PlatformSettings
+from config.settings import REPO_ROOT, PlatformSettings
 from schemas.exceptions import TrafficError
 
 __all__ = [
@@ -254,8 +254,7 @@ def _npm_step() -> InstallStep:
         return stamp.exists() and stamp.read_text() == key()
 
     def run(log: Path) -> None:
-        from api.exceptions import VendorFilesMissing  # noqa: PLC0415 - only this step needs the api package
-        from api.vendor import copy_vendor  # noqa: PLC0415
+        from runners.vendor import VendorFilesMissing, copy_vendor  # noqa: PLC0415 - only this step needs it
 
         if not modules_current():
             npm = _require_tool("npm", "Node.js package manager")
@@ -269,7 +268,7 @@ def _npm_step() -> InstallStep:
             out.write(f"copied {copied} vendor files into {api_dir / 'static' / 'vendor'}\n")
 
     def needed() -> bool:
-        from api.vendor import missing_vendor  # noqa: PLC0415
+        from runners.vendor import missing_vendor  # noqa: PLC0415
 
         if not package_json.exists():
             return False

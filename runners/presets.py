@@ -30,9 +30,10 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from config.hdfs import hdfs_options
+from config.settings import PlatformSettings, get_settings
 from runners.install import InstallLayout
 from runners.options import host_port
-from runners.settings import PlatformSettings, get_settings
 from schemas.exceptions import TrafficError
 
 __all__ = [
@@ -154,8 +155,7 @@ def flag_given(args: Sequence[str], name: str) -> bool:
 def _hdfs_flags(settings: PlatformSettings, args: Sequence[str], paths: Sequence[str]) -> list[str]:
     if not any("hdfs://" in str(value) for value in (*args, *paths)):
         return []
-    wanted = {"hdfs_host": settings.host, "hdfs_port": settings.hdfs_http_port, "hdfs_user": settings.hdfs_user}
-    return [f"--{name}={value}" for name, value in wanted.items() if not flag_given(args, name)]
+    return [f"--{name}={value}" for name, value in hdfs_options(settings).items() if not flag_given(args, name)]
 
 
 def preset_args(

@@ -6,247 +6,31 @@ come from :class:`schemas.topics.TopicSettings` (environment prefix
 override them for one call. ``create`` is idempotent: a topic that exists is
 brought to the configured settings (configs altered, partitions only ever
 added) instead of failing. Every Kafka call has a short timeout, so a broker
-that is down gives one line, not a hang.
+that is down gives one line, not a hang. The Kafka work itself is
+:mod:`kafka_client.admin`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    NewPartitions,
-    NewTopic,
-    ResourceType,
-)
 from pydantic import ValidationError
 
-from runners.settings import get_settings
-from schemas.exceptions import TrafficError
+from config.settings import get_settings
+from kafka_client import (
+    DEFAULT_TIMEOUT_S,
+    TopicError,
+    TopicState,
+    admin_client,
+    create_topics,
+    delete_topics,
+    describe_topics,
+)
 from schemas.topics import TopicSettings, get_topic_settings
 
-__all__ = [
-    "KafkaUnavailableError",
-    "TopicError",
-    "TopicState",
-    "admin_client",
-    "check_kafka",
-    "create_topics",
-    "delete_topics",
-    "describe_topics",
-    "kafka_client_config",
-    "register",
-    "topic_configs",
-]
-
-DEFAULT_TIMEOUT_S = 5.0
-
-
-class KafkaUnavailableError(TrafficError):
-    """No broker answered at the bootstrap address."""
-
-
-class TopicError(TrafficError):
-    """A topic could not be created, altered, described or deleted."""
-
-
-@dataclass(frozen=True)
-class TopicState:
-    """One topic as the broker reports it, plus what the last call did to it."""
-
-    name: str
-    partitions: int
-    configs: dict[str, str]
-    status: str = ""
-
-
-def _silent_log(*_args: Any) -> None:
-    """librdkafka's own connection chatter would break the one-line error rule."""
-
-
-def kafka_client_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
-    """Client settings shared by the admin client and the replay producer (quiet logs)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "log_level": 0,
-        "error_cb": _silent_log,
-        "socket.connection.setup.timeout.ms": int(DEFAULT_TIMEOUT_S * 1000),
-    }
-    config.update(extra)
-    return config
-
-
-def _unreachable(bootstrap_servers: str, exc: object = None) -> KafkaUnavailableError:
-    detail = f" ({exc})" if exc is not None and str(exc) else ""
-    return KafkaUnavailableError(
-        f"Kafka at {bootstrap_servers} is not reachable{detail} (is `traffic platform up kafka` running?)"
-    )
-
-
-def check_kafka(client: Any, bootstrap_servers: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """Cluster metadata from ``client`` (admin client, producer or consumer), or a one-line error."""
-    try:
-        metadata = client.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
-        raise _unreachable(bootstrap_servers, detail) from None
-    if not metadata.brokers:
-        raise _unreachable(bootstrap_servers)
-    return metadata
-
-
-def admin_client(bootstrap_servers: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> AdminClient:
-    """An admin client whose broker has answered once (else :class:`KafkaUnavailableError`)."""
-    admin = AdminClient(kafka_client_config(bootstrap_servers))
-    check_kafka(admin, bootstrap_servers, timeout_s)
-    return admin
-
-
-def topic_configs(settings: TopicSettings) -> dict[str, dict[str, str]]:
-    """Topic name -> broker-side configs (retention, compression, max message bytes)."""
-    configs = {}
-    for name in settings.all_topics():
-        retention = settings.dead_letter_retention_ms if name == settings.dead_letters else settings.retention_ms
-        configs[name] = {
-            "cleanup.policy": "delete",
-            "retention.ms": str(retention),
-            "retention.bytes": str(settings.retention_bytes),
-            "message.timestamp.type": "CreateTime",
-            "compression.type": settings.compression,
-            "max.message.bytes": str(settings.max_message_bytes),
-        }
-    return configs
-
-
-def _wait(futures: dict[str, Any], timeout_s: float) -> dict[str, BaseException | None]:
-    outcome: dict[str, BaseException | None] = {}
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-            outcome[name] = None
-        except KafkaException as exc:
-            outcome[name] = exc
-        except Exception as exc:  # noqa: BLE001 - futures time out with concurrent.futures errors
-            outcome[name] = exc
-    return outcome
-
-
-def _error_code(exc: BaseException | None) -> int | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0].code()
-    return None
-
-
-def _fail(action: str, name: str, exc: BaseException) -> TopicError:
-    reason = exc.args[0].str() if isinstance(exc, KafkaException) and exc.args else str(exc) or type(exc).__name__
-    return TopicError(f"cannot {action} topic {name}: {reason}")
-
-
-def describe_topics(
-    admin: AdminClient, names: Sequence[str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> list[TopicState]:
-    """Partitions and (non-default and project-relevant) configs of ``names`` (all topics when None)."""
-    metadata = admin.list_topics(timeout=timeout_s)
-    available = {n: t for n, t in metadata.topics.items() if not n.startswith("__")}
-    wanted = sorted(available) if names is None else [n for n in names if n in available]
-    if not wanted:
-        return []
-    resources = [ConfigResource(ResourceType.TOPIC, n) for n in wanted]
-    described = admin.describe_configs(resources, request_timeout=timeout_s)
-    states = []
-    for resource, future in described.items():
-        try:
-            entries = future.result(timeout=timeout_s)
-        except Exception as exc:  # noqa: BLE001
-            raise _fail("describe", resource.name, exc) from None
-        configs = {key: entry.value for key, entry in entries.items() if entry.value is not None}
-        states.append(TopicState(resource.name, len(available[resource.name].partitions), configs))
-    return sorted(states, key=lambda s: s.name)
-
-
-def create_topics(
-    admin: AdminClient, settings: TopicSettings, timeout_s: float = 15.0
-) -> list[TopicState]:
-    """Create every project topic, or bring an existing one to the configured settings."""
-    wanted = topic_configs(settings)
-    new = [
-        NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor, config=cfg)
-        for name, cfg in wanted.items()
-    ]
-    created = _wait(admin.create_topics(new, request_timeout=timeout_s), timeout_s)
-    status: dict[str, str] = {}
-    for name, exc in created.items():
-        if exc is None:
-            status[name] = "created"
-        elif _error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
-            status[name] = "exists"
-        else:
-            raise _fail("create", name, exc)
-
-    existing = [name for name, s in status.items() if s == "exists"]
-    if existing:
-        current = {state.name: state for state in describe_topics(admin, existing, timeout_s)}
-        to_alter = []
-        grow = []
-        for name in existing:
-            state = current[name]
-            drift = {k: v for k, v in wanted[name].items() if state.configs.get(k) != v}
-            if drift:
-                entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in drift.items()]
-                to_alter.append(ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries))
-            if state.partitions < settings.partitions:
-                grow.append(NewPartitions(name, settings.partitions))
-        if to_alter:
-            for resource, exc in _wait(admin.incremental_alter_configs(to_alter, request_timeout=timeout_s),
-                                       timeout_s).items():
-                if exc is not None:
-                    raise _fail("alter", getattr(resource, "name", str(resource)), exc)
-                status[resource.name] = "updated"
-        if grow:
-            for name, exc in _wait(admin.create_partitions(grow, request_timeout=timeout_s), timeout_s).items():
-                if exc is not None:
-                    raise _fail("add partitions to", name, exc)
-                status[name] = "updated"
-    _await_partitions(admin, list(wanted), settings.partitions, timeout_s)
-    states = describe_topics(admin, list(wanted), timeout_s)
-    return [TopicState(s.name, s.partitions, s.configs, status.get(s.name, "")) for s in states]
-
-
-def _await_partitions(admin: AdminClient, names: list[str], partitions: int, timeout_s: float) -> None:
-    """Topic metadata reaches the broker shortly after a create: wait until every topic shows up complete."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        topics = admin.list_topics(timeout=timeout_s).topics
-        if all(n in topics and topics[n].error is None and len(topics[n].partitions) >= partitions for n in names):
-            return
-        if time.monotonic() > deadline:
-            raise TopicError(f"topics {', '.join(names)} did not show {partitions} partitions within {timeout_s} s")
-        time.sleep(0.1)
-
-
-def delete_topics(admin: AdminClient, names: Sequence[str], timeout_s: float = 15.0) -> dict[str, str]:
-    """Delete ``names``; a topic that does not exist is reported as ``absent``, not an error."""
-    if not names:
-        return {}
-    outcome: dict[str, str] = {}
-    for name, exc in _wait(admin.delete_topics(list(names), request_timeout=timeout_s), timeout_s).items():
-        if exc is None:
-            outcome[name] = "deleted"
-        elif _error_code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            outcome[name] = "absent"
-        else:
-            raise _fail("delete", name, exc)
-    return outcome
-
+__all__ = ["register"]
 
 # --- command line -------------------------------------------------------------------------------
 
@@ -315,12 +99,12 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "topics", help="create, list or delete the Kafka topics", description=__doc__.split("\n\n")[0]
+        "topics", description=__doc__.split("\n\n")[0]
     )
     actions = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--bootstrap-servers", default=get_settings().kafka_bootstrap, help="default: %(default)s")
+        p.add_argument("--bootstrap-servers", default=get_settings().bootstrap_servers, help="default: %(default)s")
         p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="broker timeout (%(default)s s)")
 
     create = actions.add_parser("create", help="create the topics (idempotent: fixes configs of existing ones)")

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from runners.settings import get_settings
+from config.settings import get_settings
 from schemas.exceptions import TrafficError
 
 __all__ = ["WorkerPoolError", "register", "start_pool"]
@@ -78,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "worker-pool",
-        help="Python SDK workers for Flink jobs submitted with --flink_worker_pool (EXTERNAL), state cache on",
         description="Serve Beam's worker pool on this host: Flink starts Python SDK workers through it. Submit "
         "with `traffic stream --runner flink -- --flink_worker_pool=127.0.0.1:PORT`.",
     )

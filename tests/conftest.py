@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from config.settings import PlatformSettings
 from runners.platform import Platform, PlatformError
-from runners.settings import PlatformSettings
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def _session_platform(platform_settings: PlatformSettings) -> Iterator[_SessionP
 def kafka_bootstrap(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> str:
     """``"127.0.0.1:<port>"`` of a running Kafka broker."""
     _session_platform.ensure("kafka")
-    return platform_settings.kafka_bootstrap
+    return platform_settings.bootstrap_servers
 
 
 @pytest.fixture(scope="session")

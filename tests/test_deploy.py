@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runners.settings import REPO_ROOT, PlatformSettings
+from config.settings import REPO_ROOT, PlatformSettings
 from schemas.topics import TopicSettings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -35,7 +35,9 @@ PROFILES = ("pipeline",)
 # Container paths where a project setting must differ from the checkout's default.
 # Settings that containers set on purpose (paths inside the image; Kafka by service name,
 # checked in test_kafka_ports_match_platform_settings).
-CONTAINER_PATH_SETTINGS = {"TRAFFIC_WORK_DIR", "TRAFFIC_CACHE_DIR", "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS"}
+CONTAINER_PATH_SETTINGS = {
+    "TRAFFIC_WORK_DIR", "TRAFFIC_CACHE_DIR", "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS", "TRAFFIC_MODEL_REGISTRY",
+}
 
 DOCKER_COMPOSE = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(
@@ -414,7 +416,7 @@ def test_api_matches_api_settings(config: dict[str, Any]) -> None:
     assert argv_of(api) == ["serve"]
     assert env["TRAFFIC_API_PORT"] == str(port)
     assert env["TRAFFIC_API_HOST"] == "0.0.0.0"
-    assert env["TRAFFIC_API_KAFKA_BOOTSTRAP"] == f"kafka:{platform_default('kafka_port')}"
+    assert env["TRAFFIC_API_BOOTSTRAP_SERVERS"] == f"kafka:{platform_default('kafka_port')}"
     assert published(api) == {port}
 
 
@@ -443,7 +445,6 @@ def test_every_traffic_variable_names_a_real_setting(config: dict[str, Any]) -> 
     known = {f"TRAFFIC_{name.upper()}" for name in PLATFORM}
     known |= {f"TRAFFIC_TOPICS_{name.upper()}" for name in TOPICS}
     known |= {f"TRAFFIC_API_{name.upper()}" for name in api_settings.ApiSettings.model_fields}
-    known.add("TRAFFIC_MODEL_REGISTRY")  # read by api/settings.py's default registry path
     unknown = {key for svc in project_services(config).values() for key in env_of(svc)
                if key.startswith("TRAFFIC_")} - known
     assert unknown == set()

@@ -52,15 +52,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from kafka_client import KafkaUnavailableError, check_kafka, make_consumer, make_producer
+from kafka_client import consumer_config as kafka_consumer_config
 from schemas.exceptions import TrafficError
 from schemas.records import KafkaMessage
 from transforms.kafka_topic_reader import ReadTopicFn, TopicRead
 
 __all__ = ["KafkaIOError", "PartitionRead", "ReadFromKafka", "WriteToKafka"]
 
-_NO_GROUP = "traffic-beam-reader"  # librdkafka needs a group id even for assign(); never committed to
 _POLL_S = 0.2
 _POLL_EVERY = 512  # records produced between two polls for delivery reports (finish_bundle flushes the rest)
 _META_TIMEOUT_S = 10.0
@@ -80,28 +81,11 @@ class PartitionRead(NamedTuple):
     stop: int
 
 
-def _consumer_config(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any] | None) -> dict:
-    config = {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group_id or _NO_GROUP,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
-    }
-    config.update(extra or {})
-    return config
-
-
-def _consumer(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any] | None) -> Consumer:
-    return Consumer(_consumer_config(bootstrap_servers, group_id, extra))
-
-
 def _partitions(consumer: Consumer, bootstrap_servers: str, topic: str) -> list[int]:
     try:
-        meta = consumer.list_topics(topic, timeout=_META_TIMEOUT_S)
-    except KafkaException as exc:
-        raise KafkaIOError(f"Kafka at {bootstrap_servers} is not reachable: {exc}") from None
+        meta = check_kafka(consumer, bootstrap_servers, _META_TIMEOUT_S)
+    except KafkaUnavailableError as exc:
+        raise KafkaIOError(str(exc)) from None
     info = meta.topics.get(topic)
     if info is None or info.error is not None or not info.partitions:
         raise KafkaIOError(f"topic {topic!r} does not exist on {bootstrap_servers}")
@@ -131,7 +115,7 @@ class _PlanPartitions(beam.DoFn):
         self._max_records, self._config = max_records, dict(consumer_config or {})
 
     def process(self, _: bytes) -> Iterator[PartitionRead | TopicRead]:
-        consumer = _consumer(self._servers, self._group, self._config)
+        consumer = make_consumer(self._servers, self._group, self._config)
         try:
             tps = [TopicPartition(t, p) for t in self._topics for p in _partitions(consumer, self._servers, t)]
             starts = [_start_offset(consumer, tp, self._start) for tp in tps]
@@ -184,7 +168,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._records = Metrics.counter("kafka_io", "records_read")
 
     def setup(self) -> None:
-        self._consumer = _consumer(self._servers, self._group, self._config)
+        self._consumer = make_consumer(self._servers, self._group, self._config)
 
     def teardown(self) -> None:
         if getattr(self, "_consumer", None) is not None:
@@ -261,7 +245,7 @@ class ReadFromKafka(beam.PTransform):
         if bounded:
             self._read = _ReadPartitionFn(bootstrap_servers, group_id, consumer_config)
         else:
-            config = _consumer_config(bootstrap_servers, group_id, consumer_config)
+            config = kafka_consumer_config(bootstrap_servers, group_id, consumer_config)
             self._read = ReadTopicFn(config, max_out_of_orderness_s, commit_offsets and group_id is not None)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaMessage]:
@@ -279,10 +263,7 @@ class _WriteFn(beam.DoFn):
         self._written = Metrics.counter("kafka_io", "records_written")
 
     def setup(self) -> None:
-        config = {"bootstrap.servers": self._servers, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "compression.type": "zstd"}
-        config.update(self._config)
-        self._producer = Producer(config)
+        self._producer = make_producer(self._servers, quiet=False, **self._config)
 
     def start_bundle(self) -> None:
         self._errors: list[str] = []

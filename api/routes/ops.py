@@ -25,13 +25,13 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     settings = runtime.settings
     checks: dict[str, dict] = {}
     try:
-        info = await run_in_threadpool(check_kafka, settings.kafka_bootstrap, settings.kafka_timeout_s)
+        info = await run_in_threadpool(check_kafka, settings.bootstrap_servers, settings.kafka_timeout_s)
         wanted = [runtime.topics.predictions, runtime.topics.alerts]
         missing = [t for t in wanted if t not in info["topics"]]
-        checks["kafka"] = {"ok": True, "bootstrap": settings.kafka_bootstrap, "brokers": info["brokers"],
+        checks["kafka"] = {"ok": True, "bootstrap": settings.bootstrap_servers, "brokers": info["brokers"],
                            "missing_topics": missing}
     except Exception as exc:  # noqa: BLE001 - any failure of the round trip is "down"
-        checks["kafka"] = {"ok": False, "bootstrap": settings.kafka_bootstrap, "error": str(exc)}
+        checks["kafka"] = {"ok": False, "bootstrap": settings.bootstrap_servers, "error": str(exc)}
     feed = runtime.feed
     checks["consumer"] = {
         "ok": feed is not None and feed.alive,

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from config.settings import PlatformSettings, get_settings
 from runners.platform.flink import FlinkService
 from runners.platform.hdfs import HdfsService
 from runners.platform.jobserver import JobServerService
 from runners.platform.kafka import KafkaService
 from runners.platform.process import PlatformError
 from runners.platform.service import Service, ServiceStatus
-from runners.settings import PlatformSettings, get_settings
 
 __all__ = ["ALL_SERVICES", "Platform", "PlatformError", "ServiceStatus"]
 

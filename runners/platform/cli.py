@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform
-from runners.settings import PlatformSettings
 
 __all__ = ["format_status", "register"]
 
@@ -46,7 +46,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "platform", help="start, stop or show the local services (kafka, flink, jobserver, hdfs)",
+        "platform",
         description="Local services on 127.0.0.1; ports, heaps and directories come from TRAFFIC_* settings. "
         "PID files and logs live in <work_dir>/run and <work_dir>/logs.",
     )

@@ -96,8 +96,10 @@ class KafkaService(Service):
     def healthy(self) -> bool:
         if self.settings.kafka_port not in self.listening_ports():
             return False
-        from confluent_kafka.admin import AdminClient
+        from kafka_client import KafkaUnavailableError, admin_client
 
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
-        metadata = admin.list_topics(timeout=3)
-        return bool(metadata.brokers)
+        try:
+            admin_client(self.settings.bootstrap_servers, timeout_s=3)
+        except KafkaUnavailableError:
+            return False
+        return True

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.settings import PlatformSettings
 from runners.install import InstallLayout
 from runners.platform.process import (
     ManagedProcess,
@@ -18,7 +19,6 @@ from runners.platform.process import (
     tree_listening_ports,
     wait_until,
 )
-from runners.settings import PlatformSettings
 
 __all__ = ["JAVA_BASE_OPTS", "Launch", "Service", "ServiceStatus", "java_binary"]
 

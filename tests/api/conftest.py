@@ -70,7 +70,7 @@ def served_api(kafka_bootstrap, api_topics, model_registry) -> Iterator[ServedAp
 
     root, _ = model_registry
     key = uuid.uuid4().hex
-    settings = ApiSettings(port=_free_port(), kafka_bootstrap=kafka_bootstrap, model_registry=root, admin_key=key,
+    settings = ApiSettings(port=_free_port(), bootstrap_servers=kafka_bootstrap, model_registry=root, admin_key=key,
                            metadata_refresh_s=1.0, rate_limit_per_s=0, ping_s=1.0, client_queue_size=50_000,
                            ring_buffer_size=100_000)
     app, thread, server = serve(settings, api_topics)

@@ -126,7 +126,7 @@ def test_health_checks_kafka_consumer_and_registry(served_api):
 
 
 def test_health_is_503_when_kafka_is_unreachable(tmp_path):
-    settings = ApiSettings(kafka_bootstrap="127.0.0.1:1", kafka_timeout_s=1.0, model_registry=tmp_path)
+    settings = ApiSettings(bootstrap_servers="127.0.0.1:1", kafka_timeout_s=1.0, model_registry=tmp_path)
     with TestClient(create_app(settings, start_feed=False)) as client:
         response = client.get("/health")
     body = response.json()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.settings import REPO_ROOT
+from config.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -86,7 +86,7 @@ def _sensor_filter(sensor_id: str):
 def test_a_client_that_falls_behind_gets_lagged_then_can_resume(kafka_bootstrap, api_topics, model_registry, timeline):
     if timeline.produced == 0:
         timeline.produce_next()
-    settings = ApiSettings(port=_port(), kafka_bootstrap=kafka_bootstrap, model_registry=model_registry[0],
+    settings = ApiSettings(port=_port(), bootstrap_servers=kafka_bootstrap, model_registry=model_registry[0],
                            metadata_refresh_s=1.0, rate_limit_per_s=0, client_queue_size=20, backfill_per_partition=0)
     app, thread, server = serve(settings, api_topics)
     try:
@@ -121,11 +121,11 @@ def _port() -> int:
 
 def test_traffic_serve_says_bye_to_streams_on_sigterm(kafka_bootstrap, api_topics, model_registry):
     port = _port()
-    env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_KAFKA_BOOTSTRAP=kafka_bootstrap,
+    env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_BOOTSTRAP_SERVERS=kafka_bootstrap,
                TRAFFIC_API_MODEL_REGISTRY=str(model_registry[0]), TRAFFIC_API_SHUTDOWN_GRACE_S="5",
                TRAFFIC_TOPICS_PREDICTIONS=api_topics.predictions, TRAFFIC_TOPICS_ALERTS=api_topics.alerts,
                TRAFFIC_TOPICS_AGGREGATES=api_topics.aggregates, TRAFFIC_API_RATE_LIMIT_PER_S="0")
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"

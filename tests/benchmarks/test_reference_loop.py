@@ -17,10 +17,11 @@ import pytest
 from small_models import register_ridge_bundle
 from topic_contents import read_all
 
+from kafka_client import producer_config
 from ml.dataset import load_metrla, network_sensor_ids
 from ml.features import HISTORY_STEPS, build_features, history_from_speeds
 from ml.registry import MAX_SPEED_MPH
-from pipelines.replay import producer_config, replay
+from pipelines.replay import replay
 from schemas.codec import AvroCodec
 from schemas.topics import TopicSettings
 

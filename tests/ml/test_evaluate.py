@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from cli.main import main
 from ml.conformal import fit_binned_conformal
 from ml.dataset import TRAIN_END_MS, MetrLA, load_metrla
 from ml.features import FEATURE_NAMES, fit_context
 from ml.registry import ModelBundle, ModelRegistry
 from ml.training_set import examples
-from runners.cli import main
 
 DAY_MS = 24 * 60 * 60 * 1000
 

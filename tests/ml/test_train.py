@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
+from cli.main import main
 from ml.dataset import load_metrla
 from ml.features import FEATURE_NAMES
 from ml.registry import ModelRegistry
 from ml.train import quick_subset, validation_halves
 from ml.training_set import examples
-from runners.cli import main
 
 
 def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> None:

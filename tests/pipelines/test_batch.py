@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from small_models import register_ridge_bundle
 
+from cli.main import main
 from ml.dataset import STEP_MS, TRAIN_END_MS, load_metrla
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
 from ml.registry import ModelBundle
 from ml.training_set import FEATURE_TABLE_COLUMNS, examples, read_feature_table
 from pipelines.batch import BatchConfig, run, summarise
 from pipelines.sources import SourceSpec, load_readings, write_readings_parquet
-from runners.cli import main
 
 DAY_MS = 24 * 3600 * 1000
 SENSORS = 5
@@ -226,8 +226,8 @@ def test_features_on_flink_equal_direct(flink_services, features_run, tmp_path) 
     raw = direct_out.parent / "raw.parquet"
     data = load_readings(SourceSpec(str(raw)))
     assert run(["features", "--data", str(raw), "--output", str(out), "--runner", "flink",
-                "--beam-args=--parallelism=1", "--start", iso(int(data.times_ms[0])),
-                "--end", iso(int(data.times_ms[-1]) + STEP_MS)]) == 0
+                "--start", iso(int(data.times_ms[0])), "--end", iso(int(data.times_ms[-1]) + STEP_MS),
+                "--", "--parallelism=1"]) == 0
     for split in ("train", "val"):
         x_direct, y_direct, meta_direct = read_feature_table(direct_out / "features" / split)
         x_flink, y_flink, meta_flink = read_feature_table(out / "features" / split)

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer
 
+from cli.main import main
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, load_metrla
 from pipelines.bad_records import (
     ABSURD_SPEED_MPH,
@@ -23,8 +25,7 @@ from pipelines.bad_records import (
     VALIDATOR_MAX_BYTES,
     WRONG_FIELD_TYPES_SCHEMA,
 )
-from pipelines.replay import ReplayError, known_sensor_ids, producer_config, replay
-from runners.cli import main
+from pipelines.replay import ReplayError, known_sensor_ids, replay
 from schemas.codec import AvroCodec, FileSchemaIds
 from schemas.exceptions import DecodeError
 
@@ -335,7 +336,7 @@ def test_ctrl_c_or_sigterm_stops_after_the_current_step_with_exact_counts(
     topic = fresh_topic(f"replay-{signame.lower()}", partitions=2)
     report_path = tmp_path / "report.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
+        [sys.executable, "-m", "cli.main", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
          "--speed", "600", "--sensors", "773869,717490,716328", "--loop", "--inject-bad", "0.3",
          "--report-json", str(report_path), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -25,11 +25,12 @@ from apache_beam.runners.runner import PipelineState
 from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla, network_sensor_ids
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import ModelBundle
 from pipelines.batch import run as run_batch
-from pipelines.replay import producer_config, replay
+from pipelines.replay import replay
 from pipelines.streaming import StreamingConfig, build_pipeline
 from runners.flink_jobs import cancel_flink_jobs
 from runners.presets import pipeline_options

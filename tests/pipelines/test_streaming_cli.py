@@ -7,15 +7,15 @@ import argparse
 import pytest
 from small_models import register_ridge_bundle
 
+from cli.main import main
+from config.settings import PlatformSettings
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingError
 from pipelines.streaming_cli import make_config, typed_option_args
-from runners.cli import main
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 
 
 def _flags(**given) -> argparse.Namespace:
-    defaults = {"bootstrap": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
+    defaults = {"bootstrap_servers": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
                 "output": "none", "window_s": 300, "allowed_lateness_s": 300}
     return argparse.Namespace(**{**defaults, **given})
 
@@ -28,20 +28,33 @@ def registry(tmp_path_factory) -> str:
 
 
 def test_only_the_flags_given_become_typed_options() -> None:
-    args = _flags(bootstrap="k:9092", start="earliest", model_refresh_s=5.0)
+    args = _flags(bootstrap_servers="k:9092", start="earliest", model_refresh_s=5.0)
     assert typed_option_args(args, ["--checkpointing_interval=10000"]) == [
         "--kafka_bootstrap_servers=k:9092", "--kafka_start=earliest", "--model_refresh_s=5.0"]
     assert typed_option_args(_flags(), []) == []
 
 
-@pytest.mark.parametrize(("given", "beam_arg"), [
-    ({"bootstrap": "k:1"}, "--kafka_bootstrap_servers=k:2"),
-    ({"registry": "/a"}, "--model_registry"),
-    ({"group_id": "g"}, "--kafka_group_id=h"),
+@pytest.mark.parametrize(("given", "beam_arg", "flag"), [
+    ({"bootstrap_servers": "k:1"}, "--kafka_bootstrap_servers=k:2", "--bootstrap-servers"),
+    ({}, "--kafka_bootstrap_servers=k:2", "--bootstrap-servers"),
+    ({"registry": "/a"}, "--model_registry", "--registry"),
+    ({}, "--kafka_group_id=h", "--group-id"),
 ])
-def test_a_flag_and_its_typed_option_together_are_refused(given, beam_arg) -> None:
-    with pytest.raises(StreamingError, match="set the same option"):
+def test_an_option_the_command_has_a_flag_for_is_refused_after_the_dashes(given, beam_arg, flag) -> None:
+    """One spelling per option: the command's flag (Beam flags after -- are for what it has no flag for)."""
+    with pytest.raises(StreamingError, match=f"give {flag} before --, not after it"):
         typed_option_args(_flags(**given), [beam_arg])
+
+
+def test_beam_flags_the_command_has_no_flag_for_pass_after_the_dashes(capsys) -> None:
+    from cli.main import build_parser
+    from pipelines.beam_flags import beam_flags, parse_args
+
+    args = parse_args(build_parser("stream"), ["stream", "--bootstrap-servers", "k:1", "--",
+                                               "--kafka_max_out_of_orderness_s=5", "--checkpointing_interval=10"])
+    assert args.bootstrap_servers == "k:1"
+    assert beam_flags(args) == ["--kafka_max_out_of_orderness_s=5", "--checkpointing_interval=10"]
+    assert typed_option_args(args, beam_flags(args)) == ["--kafka_bootstrap_servers=k:1"]
 
 
 def test_the_config_comes_from_the_typed_options(registry) -> None:
@@ -56,7 +69,7 @@ def test_the_config_comes_from_the_typed_options(registry) -> None:
 
 
 def test_the_flags_reach_the_config_through_the_typed_options(registry) -> None:
-    args = _flags(bootstrap="b:1", group_id="g2", start="earliest", registry=registry, model_refresh_s=3.0)
+    args = _flags(bootstrap_servers="b:1", group_id="g2", start="earliest", registry=registry, model_refresh_s=3.0)
     cfg = make_config(args, pipeline_options("direct", True, typed_option_args(args, []), PlatformSettings()))
     assert (cfg.bootstrap_servers, cfg.group_id, cfg.start, cfg.registry, cfg.model_refresh_s) == (
         "b:1", "g2", "earliest", registry, 3.0)
@@ -66,16 +79,17 @@ def test_defaults_without_flags(registry, monkeypatch) -> None:
     monkeypatch.setenv("TRAFFIC_MODEL_REGISTRY", registry)
     cfg = make_config(_flags(), pipeline_options("direct", True, [], PlatformSettings()))
     assert (cfg.group_id, cfg.start, cfg.max_out_of_orderness_s) == (DEFAULT_GROUP_ID, "committed", 0.0)
-    assert cfg.bootstrap_servers == PlatformSettings().kafka_bootstrap and cfg.registry == registry
+    assert cfg.bootstrap_servers == PlatformSettings().bootstrap_servers and cfg.registry == registry
 
 
 def test_bad_values_are_one_line_errors(registry, capsys) -> None:
     argv = ["stream", "--registry", registry, "--output", "none"]
-    assert main([*argv, "--bootstrap", "a:1", "--", "--kafka_bootstrap_servers=b:2"]) == 2
+    assert main([*argv, "--bootstrap-servers", "a:1", "--", "--kafka_bootstrap_servers=b:2"]) == 2
     assert main([*argv, "--model-refresh-s", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "traffic: error: --bootstrap and --kafka_bootstrap_servers set the same option: give one of them",
+        "traffic: error: --kafka_bootstrap_servers is a flag of traffic stream: give --bootstrap-servers before --, "
+        "not after it",
         "traffic: error: --model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative",
     ]
 
@@ -120,7 +134,7 @@ def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_si
     for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts"):
         env[f"TRAFFIC_TOPICS_{field.upper()}"] = fresh_topic(f"stream-cli-{field}", partitions=1)
     process = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "stream", "--runner", "prism", "--registry", registry,
+        [sys.executable, "-m", "cli.main", "stream", "--runner", "prism", "--registry", registry,
          "--output", "none", "--", "--job_server_timeout=20"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )

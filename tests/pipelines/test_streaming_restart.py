@@ -37,10 +37,12 @@ import pytest
 from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
+from config.settings import PlatformSettings
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
 from ml.registry import ModelBundle
-from pipelines.replay import ReplayReport, producer_config, replay
+from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import (
     FlinkUnavailableError,
     UnknownFlinkJobError,
@@ -48,7 +50,6 @@ from runners.flink_jobs import (
     flink_jobs,
     stop_with_savepoint,
 )
-from runners.settings import PlatformSettings
 from schemas.codec import AvroCodec
 from schemas.topics import TopicSettings
 
@@ -105,7 +106,7 @@ class _StreamCommand:
         self.log = log
         self.job_name = argv[-1].split("=", 1)[1]
         exe = shutil.which("traffic", path=str(Path(sys.executable).parent))
-        command = [exe] if exe else [sys.executable, "-m", "runners.cli"]
+        command = [exe] if exe else [sys.executable, "-m", "cli.main"]
         with log.open("w") as out:
             self.proc = subprocess.Popen([*command, *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
 

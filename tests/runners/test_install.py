@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import runners.install as install_mod
+from config.settings import REPO_ROOT, PlatformSettings
 from runners.install import JAR_PROFILES, InstallError, InstallLayout, install, plan
-from runners.settings import REPO_ROOT, PlatformSettings
 
 
 def test_plan_lists_jars_flink_and_go_tools_in_order(tmp_path: Path) -> None:
@@ -69,10 +69,10 @@ def test_failing_step_names_the_step_and_its_log(tmp_path: Path, monkeypatch: py
 @pytest.mark.integration
 def test_second_setup_run_is_fully_cached() -> None:
     """After `traffic setup` (run by `make test`), running it again does no step at all."""
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "setup"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli.main", "setup"], capture_output=True, text=True,
                             timeout=900, check=False)
     assert result.returncode == 0, result.stderr
-    again = subprocess.run([sys.executable, "-m", "runners.cli", "setup"], capture_output=True, text=True,
+    again = subprocess.run([sys.executable, "-m", "cli.main", "setup"], capture_output=True, text=True,
                            timeout=120, check=False)
     assert again.returncode == 0, again.stderr
     step_lines = [line for line in again.stdout.splitlines() if line.startswith("setup: [")]

@@ -22,8 +22,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 from confluent_kafka import Consumer, Producer
 
+from config.settings import PlatformSettings
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 from transforms.kafka_io import ReadFromKafka, WriteToKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

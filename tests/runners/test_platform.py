@@ -11,6 +11,7 @@ import psutil
 import pytest
 import yaml
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform, PlatformError
 from runners.platform.cli import format_status
 from runners.platform.flink import FlinkService, render_flink_config
@@ -19,7 +20,6 @@ from runners.platform.jobserver import JOB_SERVER_MAIN, JobServerService
 from runners.platform.kafka import KafkaService, render_server_properties
 from runners.platform.process import ManagedProcess
 from runners.platform.service import ServiceStatus
-from runners.settings import PlatformSettings
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import httpx
 import psutil
 import pytest
 
+from config.settings import PlatformSettings
 from runners.platform import ALL_SERVICES, Platform
 from runners.platform.process import port_open, tree_listening_ports
-from runners.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def _settings_from(env: dict[str, str]) -> PlatformSettings:
 
 
 def _traffic(env: dict[str, str], *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
 
 

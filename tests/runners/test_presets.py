@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from config.settings import PlatformSettings
 from runners.options import FlinkOptions, KafkaOptions, RegistryOptions
 from runners.presets import (
     PRESETS,
@@ -22,7 +23,6 @@ from runners.presets import (
     preset_args,
     prism_location,
 )
-from runners.settings import PlatformSettings
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def settings(tmp_path: Path) -> PlatformSettings:
                             hdfs_http_port=19870, hdfs_user="analyst")
 
 
-def test_the_three_runners_map_to_their_beam_runners(settings: PlatformSettings) -> None:
+def test_each_preset_maps_to_its_beam_runner(settings: PlatformSettings) -> None:
     assert RUNNERS == ("direct", "prism", "flink")
     runners = {name: pipeline_options(name, False, [], settings).view_as(StandardOptions).runner for name in RUNNERS}
     assert runners == {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "PortableRunner"}

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from runners.cli import main
-from runners.topics import (
+from cli.main import main
+from kafka_client import (
     KafkaUnavailableError,
     admin_client,
     create_topics,
@@ -47,7 +47,7 @@ def test_topic_configs_follow_the_settings() -> None:
 
 
 def _broker_view(bootstrap: str, names: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
-    """Partitions and configs straight from the broker (describe_configs), not through runners.topics."""
+    """Partitions and configs straight from the broker (describe_configs), not through kafka_client."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     metadata = admin.list_topics(timeout=10)
     futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])

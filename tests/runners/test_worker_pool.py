@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from runners.cli import main
+from cli.main import main
 from runners.worker_pool import start_pool
 
 
@@ -54,7 +54,7 @@ def test_workers_start_with_the_state_cache_and_this_environments_python(monkeyp
 
 def test_the_pool_listens_on_loopback_and_stops_on_sigterm() -> None:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "runners.cli", "worker-pool", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "worker-pool", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

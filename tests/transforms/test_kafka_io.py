@@ -18,8 +18,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer
 
+from config.settings import PlatformSettings
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 from transforms.kafka_io import (
     KafkaIOError,
     PartitionRead,

@@ -19,10 +19,11 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 from confluent_kafka import Consumer, Producer
 
+from config.settings import PlatformSettings
+from kafka_client import consumer_config
 from runners.presets import pipeline_options
-from runners.settings import PlatformSettings
 from schemas.records import KafkaMessage
-from transforms.kafka_io import ReadFromKafka, WriteToKafka, _consumer_config
+from transforms.kafka_io import ReadFromKafka, WriteToKafka
 from transforms.kafka_topic_reader import (
     PartitionProgress,
     ReadTopicFn,
@@ -127,7 +128,7 @@ def test_a_quiet_read_resumed_several_times_a_second_still_sees_new_records(
             producer.produce(topic, value=value)
         assert producer.flush(10) == 0
 
-    fn = ReadTopicFn(_consumer_config(kafka_bootstrap, None, None), 0.0, commit_offsets=False)  # as ReadFromKafka
+    fn = ReadTopicFn(consumer_config(kafka_bootstrap, None, None), 0.0, commit_offsets=False)  # as ReadFromKafka
     fn.setup()
     try:
         element = TopicRead(topic, ((0, 0),))

@@ -1,4 +1,4 @@
-"""`traffic`: the static command table matches what each module registers, and only the chosen module is imported."""
+"""`traffic`: each command's help line is written once (the table), and only the chosen module is imported."""
 
 from __future__ import annotations
 
@@ -10,14 +10,20 @@ import time
 
 import pytest
 
-from runners.cli import COMMANDS, _chosen_command, build_parser, main
+from cli.main import COMMANDS, _chosen_command, _HelpFromTable, build_parser, main
 
 
 @pytest.mark.parametrize(("name", "module", "help_line"), COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_table_entry_matches_the_modules_register(name: str, module: str, help_line: str) -> None:
+def test_each_module_registers_its_command_with_the_tables_help_line(name: str, module: str, help_line: str) -> None:
     subparsers = argparse.ArgumentParser().add_subparsers()
-    importlib.import_module(module).register(subparsers)
+    importlib.import_module(module).register(_HelpFromTable(subparsers, help_line))
     assert [(a.dest, a.help) for a in subparsers._choices_actions] == [(name, help_line)]
+
+
+def test_a_module_that_writes_its_own_help_line_is_refused() -> None:
+    subparsers = _HelpFromTable(argparse.ArgumentParser().add_subparsers(), "from the table")
+    with pytest.raises(TypeError, match="written once"):
+        subparsers.add_parser("x", help="a second copy")
 
 
 def test_chosen_command_is_the_first_word_that_is_not_an_option() -> None:
@@ -41,7 +47,7 @@ def test_full_parser_still_builds_every_command() -> None:
 
 
 def test_serve_and_help_do_not_import_beam() -> None:
-    code = ("import sys; from runners.cli import build_parser, _chosen_command; "
+    code = ("import sys; from cli.main import build_parser, _chosen_command; "
             "build_parser(_chosen_command(['serve'])).parse_args(['serve']); import api.app; "
             "print(sorted(m for m in ('apache_beam', 'sklearn', 'ml.train') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -52,7 +58,7 @@ def test_sigterm_interrupts_like_ctrl_c_and_the_previous_handler_comes_back() ->
     import os
     import signal
 
-    from runners.cli import _sigterm_interrupts
+    from cli.main import _sigterm_interrupts
 
     before = signal.getsignal(signal.SIGTERM)
     restore = _sigterm_interrupts()
@@ -71,7 +77,7 @@ def test_a_long_command_stopped_with_sigterm_exits_130_with_one_line_and_registe
 
     registry = tmp_path / "models"
     process = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "train", "--registry", str(registry)],
+        [sys.executable, "-m", "cli.main", "train", "--registry", str(registry)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

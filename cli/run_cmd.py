@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from config.settings import PlatformSettings, get_settings
 from runners.platform.process import ManagedProcess, port_open, wait_until
-from runners.settings import PlatformSettings, get_settings
 from schemas.exceptions import TrafficError
 
 __all__ = ["register", "newest_event_time_ms", "week_aligned_shift_ms"]
@@ -53,16 +53,17 @@ def _traffic() -> str:
     return exe
 
 
-def newest_event_time_ms(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
+def newest_event_time_ms(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> int | None:
     """The newest event time among the last record of each partition of ``topic`` (None if empty)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
+    from kafka_client import make_consumer
     from schemas.codec import AvroCodec
     from schemas.exceptions import SchemaError
 
     codec = AvroCodec("raw_reading")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"traffic-run-probe-{os.getpid()}",
-                        "enable.auto.commit": False, "socket.timeout.ms": int(timeout_s * 1000)})
+    consumer = make_consumer(bootstrap_servers, f"traffic-run-probe-{os.getpid()}",
+                             {"socket.timeout.ms": int(timeout_s * 1000)})
     try:
         info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if info is None or info.error is not None:  # just created, metadata not there yet: nothing in it
@@ -147,10 +148,9 @@ class _Watch:
             raise RunError(self.reason)
 
 
-def _ensure_model(traffic: str, registry: str | None, quick: bool) -> None:
-    from ml.registry import ModelRegistry, default_registry_root
+def _ensure_model(traffic: str, root: str, quick: bool) -> None:
+    from ml.registry import ModelRegistry
 
-    root = registry or default_registry_root()
     if ModelRegistry(root).latest_version() is not None:
         _say(f"model: using {ModelRegistry(root).latest_version()} from {root}")
         return
@@ -162,27 +162,26 @@ def _ensure_model(traffic: str, registry: str | None, quick: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from api.settings import ApiSettings
-    from pipelines.replay import producer_config, replay
+    from kafka_client import admin_client, create_topics, producer_config
+    from pipelines.replay import replay
     from pipelines.replay_cli import parse_time, print_report
     from runners.platform import Platform
-    from runners.topics import admin_client, create_topics
     from schemas.topics import get_topic_settings
 
     settings, topics, traffic = get_settings(), get_topic_settings(), _traffic()
     services = ["kafka"] + (["flink", "jobserver"] if args.runner == "flink" else [])
     Platform(settings).up(services, echo=print)
-    create_topics(admin_client(settings.kafka_bootstrap), topics)
-    _ensure_model(traffic, args.registry, args.quick_model)
+    create_topics(admin_client(settings.bootstrap_servers), topics)
+    registry = args.registry or settings.registry_root  # one root for train, serve and stream
+    _ensure_model(traffic, registry, args.quick_model)
 
     started: list[ManagedProcess] = []
     try:
         if not args.no_api:
             api = ApiSettings()
-            started.append(_background(settings, "api", [traffic, "serve"], api.port, 180))
+            started.append(_background(settings, "api", [traffic, "serve", "--registry", registry], api.port, 180))
             _say(f"dashboard: http://{api.host}:{api.port}/dashboard/")
-        stream_argv = [traffic, "stream", "--runner", args.runner]
-        if args.registry:
-            stream_argv += ["--registry", args.registry]
+        stream_argv = [traffic, "stream", "--runner", args.runner, "--registry", registry]
         started.append(_background(settings, "stream", stream_argv, None, 30))
 
         from ml.dataset import load_metrla
@@ -190,11 +189,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data = load_metrla(args.data)
         start_ms = parse_time(args.start, "--start")
         first_ms = int(data.between(start_ms, None).times_ms[0])
-        shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.kafka_bootstrap, topics.raw))
+        shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.bootstrap_servers, topics.raw))
         if shift:
             _say(f"replay: continuing after earlier runs, event times shifted by {shift // WEEK_MS} week(s)")
         watch = _Watch(started)
-        report = replay(data, producer_config(settings.kafka_bootstrap), topics.raw, speed=args.speed,
+        report = replay(data, producer_config(settings.bootstrap_servers), topics.raw, speed=args.speed,
                         start_ms=start_ms, loops=0 if args.loop else 1, inject_bad=args.inject_bad,
                         shift_ms=shift, stop=watch.died)
         print_report(report)
@@ -215,7 +214,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="bring up the whole local system: platform, model, streaming job, API and a live replay",
         description="Start Kafka (and Flink), create topics, train a model if none is registered, start the "
         "API/dashboard and the streaming job, then replay METR-LA into Kafka. Ctrl-C or SIGTERM stops the job and API.",
     )

@@ -1,9 +1,11 @@
 """The ``traffic`` command.
 
-Each sub-command lives beside the code it drives and exposes
-``register(subparsers)``, which adds its parser and sets ``func`` (a callable
-taking the parsed namespace and returning an exit code). This module only
-collects them and turns every failure into a single line on stderr:
+The top floor: the only code that may import every other package. Each
+sub-command lives beside the code it drives and exposes ``register(subparsers)``,
+which adds its parser (with its description and flags) and sets ``func`` (a
+callable taking the parsed namespace and returning an exit code). Each command's
+one-line help is written once, in :data:`COMMANDS` below. This module only
+collects the commands and turns every failure into a single line on stderr:
 
     traffic: error: Kafka at 127.0.0.1:9092 is not reachable (is `traffic platform up kafka` running?)
 
@@ -20,29 +22,31 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from pipelines.beam_flags import parse_args
 from schemas.exceptions import TrafficError
 
 __all__ = ["main", "build_parser", "COMMANDS", "COMMAND_MODULES"]
 
 # (command, module whose register() adds it, its line in `traffic --help`), in the order the listing shows them.
-# A module is imported only when its command runs (Beam alone is ~146 MB), so the help line lives here too;
-# tests/runners/test_cli.py checks it against what register() declares.
+# A module is imported only when its command runs (Beam alone is ~146 MB), so the help line is written here,
+# once: build_parser hands it to the module's add_parser (see _HelpFromTable).
 COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("setup", "runners.setup_cmd",
+    ("setup", "cli.setup_cmd",
      "install the local platform (Kafka, Hadoop and job-server jars, Flink, prism, boot, dashboard npm files); cached"),
     ("serve", "api.cli", "run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard"),
     ("platform", "runners.platform.cli", "start, stop or show the local services (kafka, flink, jobserver, hdfs)"),
     ("topics", "runners.topics", "create, list or delete the Kafka topics"),
-    ("replay", "pipelines.replay", "send METR-LA readings to the raw topic in event-time order"),
+    ("replay", "pipelines.replay_cli", "send METR-LA readings to the raw topic in event-time order"),
     ("batch", "pipelines.batch", "batch pipeline over history: feature tables or backfilled predictions"),
     ("train", "ml.train", "train the forecasting models and save them to the model registry"),
     ("evaluate", "ml.evaluate", "score the registered model on the validation (and test) split"),
-    ("stream", "pipelines.streaming",
+    ("stream", "pipelines.streaming_cli",
      "the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)"),
     ("worker-pool", "runners.worker_pool",
      "Python SDK workers for Flink jobs submitted with --flink_worker_pool (EXTERNAL), state cache on"),
-    ("run", "runners.run_cmd",
+    ("run", "cli.run_cmd",
      "bring up the whole local system: platform, model, streaming job, API and a live replay"),
 )
 # Modules that contribute sub-commands, in listing order.
@@ -53,6 +57,18 @@ _ALL = "*"
 def _chosen_command(argv: Sequence[str]) -> str | None:
     """The sub-command ``argv`` names: its first word that is not an option (the top level takes no values)."""
     return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+class _HelpFromTable:
+    """What a module's ``register`` sees as ``subparsers``: its ``add_parser`` gets the table's help line."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction, help_line: str) -> None:
+        self._subparsers, self._help_line = subparsers, help_line
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if "help" in kwargs:
+            raise TypeError(f"`traffic {name}`: its help line is written once, in cli/main.py's COMMANDS")
+        return self._subparsers.add_parser(name, help=self._help_line, **kwargs)
 
 
 def build_parser(command: str | None = _ALL) -> argparse.ArgumentParser:
@@ -67,7 +83,7 @@ def build_parser(command: str | None = _ALL) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_line in COMMANDS:
         if command in (_ALL, name):
-            importlib.import_module(module).register(subparsers)
+            importlib.import_module(module).register(_HelpFromTable(subparsers, help_line))
         else:
             subparsers.add_parser(name, help=help_line)
     return parser
@@ -109,10 +125,10 @@ def _sigterm_interrupts() -> Callable[[], object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_chosen_command(argv))
-    args = parser.parse_args(argv)
-    restore = _sigterm_interrupts()
+    restore = _sigterm_interrupts()  # first: importing a command's module (sklearn, Beam) can take seconds
     try:
+        parser = build_parser(_chosen_command(argv))
+        args = parse_args(parser, argv)  # Beam flags after `--` (traffic batch, traffic stream)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("traffic: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Typed settings of the local platform (ports, heaps, directories).
+"""Typed settings of the local platform (ports, heaps, directories), the model registry root and Kafka clients.
 
 Every value can be set from the environment with the ``TRAFFIC_`` prefix, e.g.
 ``TRAFFIC_KAFKA_PORT=19092`` or ``TRAFFIC_WORK_DIR=/tmp/traffic``. Settings are
@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PlatformSettings", "get_settings", "REPO_ROOT"]
+__all__ = ["PlatformSettings", "get_settings", "default_registry_root", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ class PlatformSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="every service binds here")
 
     kafka_port: int = 9092
+    # Read from TRAFFIC_KAFKA_BOOTSTRAP_SERVERS; clients use the `bootstrap_servers` property below.
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="clients' bootstrap list when Kafka is not the local broker, e.g. kafka:9092"
     )
@@ -65,11 +66,24 @@ class PlatformSettings(BaseSettings):
     hdfs_user: str = "traffic"
 
     startup_timeout_s: float = 120.0
+    kafka_client_timeout_s: float = Field(
+        default=5.0, gt=0, description="Kafka clients' connection-setup and metadata timeout"
+    )
+
+    # Read from TRAFFIC_MODEL_REGISTRY; code uses the `registry_root` property below.
+    model_registry: str | None = Field(
+        default=None, description="model registry root, local or hdfs:// (default: <work_dir>/models)"
+    )
 
     @property
-    def kafka_bootstrap(self) -> str:
-        """Where clients connect: the configured list, else the local broker."""
+    def bootstrap_servers(self) -> str:
+        """Where Kafka clients connect: the configured list, else the local broker."""
         return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def registry_root(self) -> str:
+        """The model registry's root: ``$TRAFFIC_MODEL_REGISTRY``, else ``<work_dir>/models``."""
+        return self.model_registry or str(self.work_dir / "models")
 
     @property
     def flink_rest_url(self) -> str:
@@ -88,3 +102,9 @@ class PlatformSettings(BaseSettings):
 def get_settings() -> PlatformSettings:
     """The process-wide platform settings (read once from the environment)."""
     return PlatformSettings()
+
+
+
+def default_registry_root() -> str:
+    """The registry root as the environment says now (not cached: tests and commands change it)."""
+    return PlatformSettings().registry_root

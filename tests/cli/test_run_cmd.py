@@ -7,9 +7,10 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from cli.run_cmd import WEEK_MS, _watermark_offsets, newest_event_time_ms, week_aligned_shift_ms
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, TRAIN_END_MS
-from pipelines.replay import producer_config, replay
-from runners.run_cmd import WEEK_MS, _watermark_offsets, newest_event_time_ms, week_aligned_shift_ms
+from pipelines.replay import replay
 from schemas.codec import AvroCodec
 
 
@@ -88,7 +89,7 @@ class _Proc:
 
 
 def test_the_watch_says_which_background_process_stopped() -> None:
-    from runners.run_cmd import RunError, _Watch
+    from cli.run_cmd import RunError, _Watch
 
     watch = _Watch([_Proc("api", 10**6), _Proc("stream", 3)], every_s=0.01)
     assert watch.died.wait(5)
@@ -97,7 +98,7 @@ def test_the_watch_says_which_background_process_stopped() -> None:
 
 
 def test_the_watch_stays_quiet_while_everything_runs() -> None:
-    from runners.run_cmd import _Watch
+    from cli.run_cmd import _Watch
 
     watch = _Watch([_Proc("api", 10**6), _Proc("stream", 10**6)], every_s=0.01)
     assert not watch.died.wait(0.3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from config.settings import PlatformSettings
 from runners.install import install, plan
-from runners.settings import PlatformSettings
 
 __all__ = ["register"]
 
@@ -24,8 +24,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "setup",
-        help="install the local platform (Kafka, Hadoop and job-server jars, Flink, prism, boot, dashboard npm files)"
-        "; cached",
         description="Install everything the local platform needs into the cache directory "
         "(TRAFFIC_CACHE_DIR, default ~/.cache/traffic-forecast). Finished steps are skipped.",
     )
