@@ -40,6 +40,7 @@ EXTRAS_REQUIRE = {
         "pytest-timeout==2.4.0",
         "hypothesis==6.170.15",  # property-based tests of validation
         "playwright==1.65.2",  # the dashboard's browser test (drives Debian's Chromium)
+        "schemathesis==4.32.5",  # fuzzes the live API against its OpenAPI contract (tests/api/test_contract.py)
         "ruff==0.17.5",
         "PyYAML==6.0.3",  # reads generated Flink/compose YAML in tests
         "import-linter==2.17",  # tests/test_import_floors.py: imports run downward only, no cycles

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.broker import KafkaFeed
+from api.errors import install_error_handlers
 from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
@@ -146,6 +147,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         docs_url=None,  # /docs is served from vendored files (routes/dashboard.py), not a CDN
         redoc_url=None,
     )
+    install_error_handlers(app)
     for module in (stream, predictions, sensors, alerts, ops, dashboard):
         app.include_router(module.router)
     app.include_router(model.router)

@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Annotated, Literal
 
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Query, Request, Security, status
+from fastapi.security import APIKeyHeader
 
+from api.errors import pattern
 from api.hub import CONGESTION_RANK, EVENT_KINDS, SEVERITY_RANK, EventFilter
 from api.runtime import Runtime
 from api.security import check_api_key
 from api.state import HORIZONS_MIN
 
-__all__ = ["AdminDep", "FilterDep", "HorizonDep", "LimitDep", "RuntimeDep", "SensorIdDep", "parse_filter"]
+__all__ = [
+    "BBOX_PATTERN",
+    "SENSORS_PATTERN",
+    "AdminDep",
+    "FilterDep",
+    "Horizon",
+    "HorizonDep",
+    "LimitDep",
+    "RuntimeDep",
+    "SensorIdDep",
+    "parse_filter",
+]
 
 Congestion = Literal["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE"]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
 Kind = Literal["prediction", "alert", "reading"]
+
+
+Horizon = IntEnum("Horizon", {f"MIN_{h}": h for h in HORIZONS_MIN})  # the OpenAPI enum 15, 30, 60
+Horizon.__doc__ = "A forecast horizon in minutes."
+
+_LAT = r"-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?)"
+_LON = r"-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)"
+BBOX_PATTERN = pattern(
+    rf"^{_LAT},{_LON},{_LAT},{_LON}$",
+    "expected four numbers lat,lon,lat,lon (two opposite corners, latitudes within [-90, 90], longitudes "
+    "within [-180, 180], plain decimals such as 34.05,-118.35,34.20,-118.20)")
+SENSORS_PATTERN = pattern(r"^[^,]+(,[^,]+)*$", "give one or more sensor ids separated by commas (no empty ids)")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -28,59 +54,44 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def _unprocessable(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
-
-
 def _parse_sensors(runtime: Runtime, sensors: str | None) -> frozenset[str] | None:
     if sensors is None:
         return None
-    ids = frozenset(s.strip() for s in sensors.split(",") if s.strip())
-    if not ids:
-        raise _unprocessable("sensors: give one or more sensor ids separated by commas")
+    ids = frozenset(sensors.split(","))
     unknown = sorted(ids - set(runtime.catalog.ids))
     if unknown:
-        raise _unprocessable(f"sensors: unknown sensor ids: {', '.join(unknown[:10])}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown sensor ids: {', '.join(map(repr, unknown[:10]))}")
     return ids
 
 
 def _parse_bbox(runtime: Runtime, bbox: str | None) -> frozenset[str] | None:
+    """The sensors inside the box spanned by two opposite corners (the pattern has checked the numbers)."""
     if bbox is None:
         return None
-    parts = bbox.split(",")
-    try:
-        min_lat, min_lon, max_lat, max_lon = (float(p) for p in parts)
-    except ValueError:
-        raise _unprocessable("bbox: expected four numbers min_lat,min_lon,max_lat,max_lon") from None
-    if not all(-90 <= v <= 90 for v in (min_lat, max_lat)) or not all(-180 <= v <= 180 for v in (min_lon, max_lon)):
-        raise _unprocessable("bbox: latitudes must be within [-90, 90] and longitudes within [-180, 180]")
-    if min_lat > max_lat or min_lon > max_lon:
-        raise _unprocessable("bbox: min_lat must be <= max_lat and min_lon <= max_lon")
-    return runtime.catalog.in_bbox(min_lat, min_lon, max_lat, max_lon)
+    lat_a, lon_a, lat_b, lon_b = (float(p) for p in bbox.split(","))
+    return runtime.catalog.in_bbox(min(lat_a, lat_b), min(lon_a, lon_b), max(lat_a, lat_b), max(lon_a, lon_b))
 
 
 def parse_filter(
     runtime: RuntimeDep,
-    sensors: Annotated[str | None, Query(description="comma-separated sensor ids", examples=["773869,767541"])] = None,
-    bbox: Annotated[str | None, Query(description="min_lat,min_lon,max_lat,max_lon",
-                                      examples=["34.05,-118.35,34.20,-118.20"])] = None,
-    horizon: Annotated[list[int] | None, Query(description="forecast horizons in minutes: 15, 30, 60 (repeatable)")]
-    = None,
+    sensors: Annotated[str | None, Query(description="comma-separated sensor ids; unknown ids are 404",
+                                         pattern=SENSORS_PATTERN, examples=["773869,767541"])] = None,
+    bbox: Annotated[str | None, Query(description="the sensors inside a box given by two opposite corners "
+                                      "lat,lon,lat,lon (usually min_lat,min_lon,max_lat,max_lon)",
+                                      pattern=BBOX_PATTERN, examples=["34.05,-118.35,34.20,-118.20"])] = None,
+    horizon: Annotated[list[Horizon] | None, Query(description="forecast horizons in minutes (repeatable)")] = None,
     min_congestion: Annotated[Congestion | None, Query(description="predictions at least this congested")] = None,
     min_severity: Annotated[Severity | None, Query(description="alerts at least this severe")] = None,
     types: Annotated[list[Kind] | None, Query(description="event kinds to receive (repeatable); default all")] = None,
 ) -> EventFilter:
-    """Filters shared by the stream and the REST lists; bad values are 422 with the reason."""
-    bad = sorted(set(horizon or ()) - set(HORIZONS_MIN))
-    if bad:
-        raise _unprocessable(f"horizon: {', '.join(map(str, bad))} is not one of 15, 30 or 60")
+    """Filters shared by the stream and the REST lists: malformed values are 422, unknown sensors 404."""
     chosen = _parse_sensors(runtime, sensors)
     boxed = _parse_bbox(runtime, bbox)
     if boxed is not None:
         chosen = boxed if chosen is None else chosen & boxed
     return EventFilter(
         sensors=chosen,
-        horizons=frozenset(horizon) if horizon else None,
+        horizons=frozenset(int(h) for h in horizon) if horizon else None,
         kinds=frozenset(types) if types else frozenset(EVENT_KINDS),
         min_congestion=CONGESTION_RANK[min_congestion] if min_congestion else 0,
         min_severity=SEVERITY_RANK[min_severity] if min_severity else 0,
@@ -88,10 +99,9 @@ def parse_filter(
 
 
 FilterDep = Annotated[EventFilter, Depends(parse_filter)]
-def horizon_param(horizon: Annotated[int, Query(description="forecast horizon in minutes: 15, 30 or 60")] = 15) -> int:
-    if horizon not in HORIZONS_MIN:
-        raise _unprocessable(f"horizon: {horizon} is not one of 15, 30 or 60")
-    return horizon
+def horizon_param(horizon: Annotated[Horizon, Query(description="forecast horizon in minutes")] = Horizon.MIN_15,
+                  ) -> int:
+    return int(horizon)
 
 
 HorizonDep = Annotated[int, Depends(horizon_param)]
@@ -107,8 +117,11 @@ def known_sensor(runtime: RuntimeDep, sensor_id: str) -> str:
 SensorIdDep = Annotated[str, Depends(known_sensor)]
 
 
-def require_admin(runtime: RuntimeDep,
-                  x_api_key: Annotated[str | None, Header(description="the admin API key")] = None) -> None:
+admin_key_header = APIKeyHeader(name="X-API-Key", scheme_name="AdminKey", auto_error=False,
+                                description="the admin key (TRAFFIC_API_ADMIN_KEY); admin routes only")
+
+
+def require_admin(runtime: RuntimeDep, x_api_key: Annotated[str | None, Security(admin_key_header)]) -> None:
     key = runtime.settings.admin_key
     check_api_key(key.get_secret_value() if key is not None else None, x_api_key)
 

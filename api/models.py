@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -88,7 +88,8 @@ class Analytics(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok or degraded")
+    status: Literal["ok", "degraded", "starting"] = Field(description="ok; degraded when a check failed "
+                                                                  "(then 503); starting before the checks exist")
     checks: dict[str, dict[str, Any]]
 
 

@@ -18,6 +18,7 @@ PATH of the workers it starts, and serves it on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import sys
@@ -55,8 +56,9 @@ def start_pool(host: str, port: int, state_cache_mb: int):
     server = grpc.server(thread_pool_executor.shared_unbounded_instance())
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(pool, server)
     server.add_insecure_port(f"{host}:{port}")
-    server.start()
     atexit.register(lambda: [proc.kill() for proc in pool._worker_processes.values()])  # noqa: SLF001
+    atexit.register(server.stop, 0)  # also when a signal lands before the caller holds the server
+    server.start()
     return server
 
 
@@ -66,13 +68,17 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536 or cache_mb < 0:
         raise WorkerPoolError("--port must be 1-65535 and --state-cache-mb not negative")
     server = start_pool(settings.host, args.port, cache_mb)
-    print(f"worker-pool: serving at {settings.host}:{args.port} (state cache {cache_mb} MB); Ctrl-C or SIGTERM "
-          "stops it", flush=True)
     try:
+        # What start-up built (Beam's ~2,800 modules) lives until exit: frozen, no collection walks it, and
+        # the interpreter's final collection skips it. Unfrozen, exiting took 5-7 s of garbage collection on
+        # a loaded 2-core machine (0.3-0.4 s frozen), and over 30 s under the test suite's load.
+        gc.freeze()
+        print(f"worker-pool: serving at {settings.host}:{args.port} (state cache {cache_mb} MB); Ctrl-C or "
+              "SIGTERM stops it", flush=True)
         while True:
             time.sleep(3600)
     finally:
-        server.stop(5)
+        server.stop(1).wait(5)  # workers' calls are short; the pool's own worker processes die at exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

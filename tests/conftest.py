@@ -10,8 +10,11 @@ pointed at a separate platform.
 
 from __future__ import annotations
 
+import gc
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +52,31 @@ def _session_platform(platform_settings: PlatformSettings) -> Iterator[_SessionP
     session = _SessionPlatform(platform_settings)
     yield session
     session.stop_started()
+
+
+def open_kafka_clients() -> int:
+    """How many librdkafka clients are open in this process (each runs one ``rdk:main`` thread; Linux)."""
+    count = 0
+    for comm in Path("/proc/self/task").glob("*/comm"):
+        try:
+            count += comm.read_text().strip() == "rdk:main"
+        except OSError:  # a thread that just ended
+            pass
+    return count
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kafka_clients_closed(_session_platform: _SessionPlatform) -> Iterator[None]:
+    """At the end of the session, before the platform stops: warn about Kafka clients left open.
+
+    An open client keeps reconnecting to a stopped broker and floods the log with "Connection refused".
+    """
+    yield
+    gc.collect()  # clients only garbage holds are destroyed now
+    left = open_kafka_clients()
+    if left:
+        warnings.warn(f"{left} Kafka client(s) are still open at the end of the tests: close every producer, "
+                      "consumer and admin client a test opens", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +136,11 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         created.append(name)
         return name
 
-    yield make
-    if created:
-        for future in admin.delete_topics(created, operation_timeout=30).values():
-            try:
-                future.result(timeout=60)
-            except Exception:  # noqa: BLE001, S110 - a test may already have deleted its topic
-                pass
+    with admin:  # closed afterwards: a client left open reconnects (and logs) until the broker is gone
+        yield make
+        if created:
+            for future in admin.delete_topics(created, operation_timeout=30).values():
+                try:
+                    future.result(timeout=60)
+                except Exception:  # noqa: BLE001, S110 - a test may already have deleted its topic
+                    pass

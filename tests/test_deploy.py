@@ -23,6 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
+import api.settings as api_settings
+import runners.install as install
+import runners.platform.flink as flink
+import runners.platform.hdfs as hdfs_mod
+import runners.platform.kafka as kafka_mod
+import runners.platform.service as service_mod
 from config.settings import REPO_ROOT, PlatformSettings
 from schemas.topics import TopicSettings
 
@@ -302,7 +308,6 @@ def test_kafka_ports_match_platform_settings(config: dict[str, Any]) -> None:
 
 @needs_compose
 def test_kafka_broker_configuration_matches_the_local_platform(config: dict[str, Any]) -> None:
-    kafka_mod = pytest.importorskip("runners.platform.kafka")
     settings = PlatformSettings()
     text = kafka_mod.render_server_properties(settings.host, settings.kafka_port, settings.kafka_controller_port,
                                               Path("/unused"))
@@ -393,7 +398,6 @@ def test_hdfs_matches_platform_settings(config: dict[str, Any]) -> None:
 
 @needs_compose
 def test_hdfs_configuration_matches_the_local_platform(config: dict[str, Any]) -> None:
-    hdfs_mod = pytest.importorskip("runners.platform.hdfs")
     settings = PlatformSettings()
     local = hdfs_mod.HdfsService(settings)
     env = env_of(config["services"]["hdfs-namenode"])
@@ -409,7 +413,6 @@ def test_hdfs_configuration_matches_the_local_platform(config: dict[str, Any]) -
 
 @needs_compose
 def test_api_matches_api_settings(config: dict[str, Any]) -> None:
-    api_settings = pytest.importorskip("api.settings")
     port = api_settings.ApiSettings.model_fields["port"].get_default()
     api = config["services"]["api"]
     env = env_of(api)
@@ -441,7 +444,6 @@ def test_every_port_and_topic_follows_its_traffic_variable() -> None:
 
 @needs_compose
 def test_every_traffic_variable_names_a_real_setting(config: dict[str, Any]) -> None:
-    api_settings = pytest.importorskip("api.settings")
     known = {f"TRAFFIC_{name.upper()}" for name in PLATFORM}
     known |= {f"TRAFFIC_TOPICS_{name.upper()}" for name in TOPICS}
     known |= {f"TRAFFIC_API_{name.upper()}" for name in api_settings.ApiSettings.model_fields}
@@ -487,8 +489,6 @@ def test_checkpoints_and_artifacts_live_on_shared_volumes(config: dict[str, Any]
 
 
 def test_flink_config_matches_the_local_platform() -> None:
-    flink = pytest.importorskip("runners.platform.flink")
-    service_mod = pytest.importorskip("runners.platform.service")
     ours = yaml.safe_load(FLINK_CONFIG.read_text())
     local = flink.FlinkService(PlatformSettings()).config_values()
     shared = ("jobmanager.memory.off-heap.size", "jobmanager.memory.jvm-metaspace.size",
@@ -508,7 +508,6 @@ def test_flink_config_matches_the_local_platform() -> None:
 @needs_compose
 def test_flink_memory_configuration_resolves_within_the_container_limits(config: dict[str, Any]) -> None:
     """Flink's own BashJavaUtils derives the JVM sizes from config.yaml + the -D list, as the start scripts do."""
-    install = pytest.importorskip("runners.install")
     flink_home = install.InstallLayout.from_settings(PlatformSettings()).flink_home
     java = shutil.which("java")
     if java is None or not (flink_home / "bin" / "bash-java-utils.jar").exists():

@@ -307,8 +307,10 @@ class _WriteFn(beam.DoFn):
             )
 
     def teardown(self) -> None:
-        if getattr(self, "_producer", None) is not None:
-            self._producer.flush(10.0)
+        producer, self._producer = getattr(self, "_producer", None), None
+        if producer is not None:  # closed: a cached DoFn's open producer would reconnect until the process ends
+            producer.flush(10.0)
+            producer.close()
 
 
 class WriteToKafka(beam.PTransform):

@@ -10,6 +10,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import RuntimeDep
+from api.errors import error_responses
 from api.state import HORIZONS_MIN
 
 __all__ = ["router"]
@@ -32,7 +33,8 @@ def docs() -> HTMLResponse:
                                swagger_favicon_url=f"{vendor}/favicon-32x32.png")
 
 
-@router.get("/dashboard/config.json", summary="Settings the dashboard needs (tiles, horizons)")
+@router.get("/dashboard/config.json", summary="Settings the dashboard needs (tiles, horizons)",
+            responses=error_responses(429, 503))
 def dashboard_config(runtime: RuntimeDep) -> dict:
     settings = runtime.settings
     return {

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.broker import check_kafka
 from api.deps import RuntimeDep
+from api.errors import error_responses
 from api.models import Health
 from ml.exceptions import ModelRegistryError
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"])  # both routes are exempt from the rate limit: monitoring is never throttled
 
 
 @router.get("/health", response_model=Health, summary="Kafka, consumer and model registry checks; 503 when degraded",
-            responses={503: {"model": Health}})
-async def health(runtime: RuntimeDep) -> JSONResponse:
+            responses={503: {"model": Health, "description": "degraded (a check failed) or still starting"}})
+async def health(request: Request) -> JSONResponse:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:  # before the lifespan has built it, or after shutdown
+        return JSONResponse({"status": "starting", "checks": {}}, status_code=503)
     settings = runtime.settings
     checks: dict[str, dict] = {}
     try:
@@ -52,7 +56,10 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"description": "the Prometheus text format",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **error_responses(503)})
 def metrics(runtime: RuntimeDep) -> Response:
     feed = runtime.feed
     if feed is not None:

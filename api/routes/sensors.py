@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import FilterDep, HorizonDep, RuntimeDep, SensorIdDep
+from api.errors import error_responses
 from api.models import History, Sensor
 from api.runtime import Runtime
 from api.state import HORIZONS_MIN
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/sensors", tags=["sensors"])
+router = APIRouter(prefix="/sensors", tags=["sensors"], responses=error_responses(404, 422, 429, 503))
 
 
 def _sensor(runtime: Runtime, sensor_id: str) -> dict[str, Any]:
@@ -43,6 +44,7 @@ def sensor(runtime: RuntimeDep, sensor_id: SensorIdDep) -> dict:
 @router.get("/{sensor_id}/history", response_model=History,
             summary="Recent actual speeds and predictions (with intervals) for one horizon")
 def history(runtime: RuntimeDep, sensor_id: SensorIdDep, horizon: HorizonDep,
-            since_ms: Annotated[int | None, Query(ge=0, description="only points at or after this time")] = None,
+            since_ms: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="only points at or after this time "
+                                                                          "(epoch ms)")] = None,
             ) -> dict:
     return runtime.state.sensor_history(sensor_id, horizon, since_ms)

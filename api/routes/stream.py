@@ -17,16 +17,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse
 
 from api.deps import FilterDep, RuntimeDep
+from api.errors import error_responses, pattern
 from api.hub import EventFilter, Subscriber, encode_frame
 from api.runtime import Runtime
 
 __all__ = ["router", "snapshot_of"]
 
-router = APIRouter(prefix="/stream", tags=["stream"])
+router = APIRouter(prefix="/stream", tags=["stream"], responses=error_responses(404, 422, 429, 503))
+EVENT_ID_PATTERN = pattern(r"^[0-9]*$", "must be an event id (a non-negative integer; empty = none)")
 
 
 def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
@@ -87,21 +89,14 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
 
 
 @router.get("", summary="Live predictions, alerts and readings (Server-Sent Events)",
-            response_description="text/event-stream")
+            response_class=EventSourceResponse, response_description="an endless text/event-stream")
 async def stream(
     runtime: RuntimeDep,
     event_filter: FilterDep,
-    last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
+    last_event_id: Annotated[str | None, Header(description="resume after this event id",
+                                                pattern=EVENT_ID_PATTERN)] = None,
 ) -> EventSourceResponse:
-    resume_from = None
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            resume_from = int(last_event_id)
-        except ValueError:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                "Last-Event-ID must be an event id (an integer)") from None
-        if resume_from < 0:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must not be negative")
+    resume_from = int(last_event_id) if last_event_id else None
     hub, settings = runtime.hub, runtime.settings
     sub = hub.subscribe(event_filter)  # subscribe first: nothing published between snapshot and live is lost
     runtime.metrics.sse_connections.inc()

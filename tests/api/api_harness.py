@@ -34,6 +34,9 @@ class Producer:
             self.producer.poll(0)
         assert self.producer.flush(30) == 0, "records were not delivered to Kafka"
 
+    def close(self) -> None:
+        self.producer.close()
+
 
 class ServedApi:
     def __init__(self, base_url: str, app, admin_key: str) -> None:

@@ -30,18 +30,22 @@ def api_topics(kafka_bootstrap: str) -> Iterator[TopicSettings]:
     topics = TopicSettings(predictions=f"test-api-{tag}-predictions", alerts=f"test-api-{tag}-alerts",
                            aggregates=f"test-api-{tag}-aggregates", partitions=2)
     names = [topics.predictions, topics.alerts, topics.aggregates]
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.create_topics([NewTopic(n, num_partitions=2, replication_factor=1) for n in names]).values():
-        future.result(30)
-    yield topics
-    for future in admin.delete_topics(names).values():
-        with contextlib.suppress(Exception):  # best-effort cleanup
+    with AdminClient({"bootstrap.servers": kafka_bootstrap}) as admin:
+        for future in admin.create_topics([NewTopic(n, num_partitions=2, replication_factor=1)
+                                           for n in names]).values():
             future.result(30)
+    yield topics
+    with AdminClient({"bootstrap.servers": kafka_bootstrap}) as admin:
+        for future in admin.delete_topics(names).values():
+            with contextlib.suppress(Exception):  # best-effort cleanup
+                future.result(30)
 
 
 @pytest.fixture(scope="session")
-def producer(kafka_bootstrap: str, api_topics: TopicSettings) -> Producer:
-    return Producer(kafka_bootstrap, api_topics)
+def producer(kafka_bootstrap: str, api_topics: TopicSettings) -> Iterator[Producer]:
+    producer = Producer(kafka_bootstrap, api_topics)
+    yield producer
+    producer.close()  # before the session's platform stops: an open producer reconnects and logs until exit
 
 
 @pytest.fixture(scope="session")

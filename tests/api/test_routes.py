@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.errors import ValidationErrorBody
 from api.settings import ApiSettings
 
 
@@ -29,31 +30,42 @@ def client(tmp_path):
         ("/sensors/nope/history", 404, "unknown sensor id"),
         ("/sensors?bbox=1,2,3", 422, "bbox: expected four numbers"),
         ("/sensors?bbox=a,b,c,d", 422, "bbox: expected four numbers"),
-        ("/sensors?bbox=34.2,-118,34.0,-117", 422, "min_lat must be <= max_lat"),
-        ("/sensors?bbox=91,0,92,1", 422, "latitudes must be within"),
-        ("/predictions/latest?horizon=20", 422, "15, 30 or 60"),
+        ("/sensors?bbox=1e1,2,3,4", 422, "plain decimals"),
+        ("/sensors?bbox=91,0,92,1", 422, "latitudes within [-90, 90]"),
+        ("/sensors?bbox=0,-181,1,0", 422, "longitudes within [-180, 180]"),
+        ("/predictions/latest?horizon=20", 422, "horizon.0: Input should be 15, 30 or 60"),
         ("/predictions/latest?limit=0", 422, "greater than or equal to 1"),
-        ("/predictions/latest?sensors=773869,bogus", 422, "unknown sensor ids: bogus"),
+        ("/predictions/latest?limit=5001", 422, "less than or equal to 5000"),
+        ("/predictions/latest?sensors=773869,bogus", 404, "unknown sensor ids: 'bogus'"),
+        ("/alerts?sensors=bogus", 404, "unknown sensor ids: 'bogus'"),
         ("/predictions/latest?sensors=,", 422, "give one or more sensor ids"),
+        ("/predictions/latest?sensors=773869,", 422, "no empty ids"),
         ("/predictions/latest?min_congestion=TERRIBLE", 422, "FREE_FLOW"),
         ("/alerts?min_severity=LOUD", 422, "CRITICAL"),
         ("/stream?types=weather", 422, "prediction"),
         ("/sensors/773869/history?horizon=45", 422, "15, 30 or 60"),
         ("/sensors/773869/history?since_ms=-5", 422, "greater than or equal to 0"),
-        ("/predictions/analytics?horizon=abc", 422, "valid integer"),
-        ("/predictions/analytics?horizon=45", 422, "45 is not one of 15, 30 or 60"),
+        ("/predictions/analytics?horizon=abc", 422, "horizon: Input should be 15, 30 or 60"),
+        ("/predictions/analytics?horizon=45", 422, "horizon: Input should be 15, 30 or 60"),
     ],
 )
 def test_invalid_requests_get_a_4xx_with_a_clear_message(client, path, status, needle):
     response = client.get(path)
     assert response.status_code == status, response.text
-    assert needle in response.text
+    body = response.json()
+    assert needle in body["detail"]
+    if status == 422:  # the documented ValidationErrorBody: a one-line detail plus every bad parameter
+        assert ValidationErrorBody.model_validate(body).errors and "\n" not in body["detail"]
+        assert body["errors"][0]["loc"][0] in ("query", "path", "header")
+    else:
+        assert set(body) == {"detail"}
 
 
-@pytest.mark.parametrize(("header", "needle"), [("abc", "must be an event id"), ("-3", "must not be negative")])
-def test_bad_last_event_id_is_422(client, header, needle):
+@pytest.mark.parametrize("header", ["abc", "-3", "1.5"])
+def test_bad_last_event_id_is_422(client, header):
     response = client.get("/stream", headers={"Last-Event-ID": header})
-    assert response.status_code == 422 and needle in response.text
+    assert response.status_code == 422
+    assert response.json()["detail"] == "last-event-id: must be an event id (a non-negative integer; empty = none)"
 
 
 def test_valid_filters_are_accepted_and_empty_state_is_served(client):
@@ -62,20 +74,31 @@ def test_valid_filters_are_accepted_and_empty_state_is_served(client):
     assert len(sensors) == 207 and {"sensor_id", "latitude", "longitude"} <= set(sensors[0])
     boxed = client.get("/sensors?bbox=34.15,-118.35,34.20,-118.20").json()
     assert 0 < len(boxed) < 207 and all(34.15 <= s["latitude"] <= 34.20 for s in boxed)
+    # the same box from its other two corners: the corners may come in any order
+    assert client.get("/sensors?bbox=34.20,-118.20,34.15,-118.35").json() == boxed
+    assert client.get("/sensors?bbox=34.20,-118.35,34.15,-118.20").json() == boxed
+    assert client.get("/sensors?sensors=773869&bbox=34.15,-118.35,34.20,-118.20").json() == \
+        [s for s in boxed if s["sensor_id"] == "773869"]
     assert client.get("/alerts?min_severity=WARNING").json() == []
 
 
 def test_admin_needs_the_api_key(client):
-    assert client.post("/admin/model/reload").status_code == 401
-    assert client.post("/admin/model/reload", headers={"X-API-Key": "wrong"}).status_code == 401
+    missing = client.post("/admin/model/reload")
+    assert missing.status_code == 401 and missing.json() == {"detail": "missing X-API-Key header"}
+    assert missing.headers["www-authenticate"] == "APIKey"
+    wrong = client.post("/admin/model/reload", headers={"X-API-Key": "wrong"})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "invalid API key"}
+    assert wrong.headers["www-authenticate"] == "APIKey"
+    assert client.post("/admin/model/reload", headers={"X-API-Key": "s3cret "}).status_code == 401
     response = client.post("/admin/model/reload", headers={"X-API-Key": "s3cret"})
     assert response.status_code == 409 and "does not exist" in response.json()["detail"]  # the key passed
 
 
 def test_admin_is_disabled_without_a_configured_key(tmp_path):
     with _client(tmp_path) as c:
-        response = c.post("/admin/model/reload", headers={"X-API-Key": "anything"})
-    assert response.status_code == 403 and "TRAFFIC_API_ADMIN_KEY" in response.json()["detail"]
+        for headers in ({"X-API-Key": "anything"}, {}):
+            response = c.post("/admin/model/reload", headers=headers)
+            assert response.status_code == 403 and "TRAFFIC_API_ADMIN_KEY" in response.json()["detail"]
 
 
 def test_request_bodies_over_the_limit_get_413(client):

@@ -73,21 +73,42 @@ def test_sigterm_interrupts_like_ctrl_c_and_the_previous_handler_comes_back() ->
 
 
 def test_a_long_command_stopped_with_sigterm_exits_130_with_one_line_and_registers_nothing(tmp_path) -> None:
+    import queue
     import signal
+    import threading
 
     registry = tmp_path / "models"
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "train", "--registry", str(registry)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    err: list[str] = []
     try:
-        time.sleep(8)  # into the data loading or the training
-        assert process.poll() is None, process.communicate()
+        # The training has started once it builds its windows (after loading the data and fitting the context).
+        while not any(line.startswith("features: building training") for line in err):
+            line = lines.get(timeout=300)
+            assert line is not None, f"train ended before it started training: {''.join(err)}"
+            err.append(line)
         process.send_signal(signal.SIGTERM)
-        _out, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(30)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "traffic: interrupted" and "Traceback" not in err
+            process.wait()
+        process.stdout.close()
+    while (line := lines.get_nowait() if not lines.empty() else None) is not None:
+        err.append(line)
+    text = "".join(err)
+    assert process.returncode == 130, text
+    assert text.strip().splitlines()[-1] == "traffic: interrupted" and "Traceback" not in text
     assert not (registry / "LATEST").exists()

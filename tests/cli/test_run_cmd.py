@@ -67,9 +67,12 @@ def test_newest_event_time_is_read_from_the_raw_topic(kafka_bootstrap, fresh_top
     future = AvroCodec("raw_reading").encode({"sensor_id": "773869", "event_time": int(time.time() * 1000) + 86400_000,
                                               "speed_mph": 60.0})
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    for partition in range(3):
-        producer.produce(topic, future, b"773869", partition=partition)
-    assert producer.flush(30) == 0
+    try:
+        for partition in range(3):
+            producer.produce(topic, future, b"773869", partition=partition)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
     assert newest_event_time_ms(kafka_bootstrap, topic) == report.last_event_ms
 
 

@@ -129,15 +129,16 @@ def test_pinned_version_ignores_latest_and_a_broken_pointer_keeps_the_model(bund
     first, second = bundles
     registry = ModelRegistry(tmp_path)
     v1 = registry.register(first)
-    registry.register(second)
+    v2 = registry.register(second)
     clock = Clock()
     pinned = LiveModel(str(tmp_path), version=v1, refresh_s=0.0, clock=clock)
     clock.now = 100.0
     assert pinned.current().version == v1
     following = LiveModel(str(tmp_path), refresh_s=0.0, clock=clock)
+    assert following.version == v2
     (tmp_path / "LATEST").write_text("no-such-version\n")
     clock.now = 200.0
-    assert following.current().version != "no-such-version"  # a bad pointer never stops the pipeline
+    assert following.current().version == v2  # a bad pointer never stops the pipeline: the loaded model stays
 
 
 class _RegisterAt(beam.DoFn):

@@ -36,12 +36,19 @@ def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> 
     x, y, _ = examples(data, bundle.context, "val")
     predictions = bundle.predict(x)
     last = x[:, FEATURE_NAMES.index("speed_last")]
+    # Measured on this quick run (2026-12-04): coverage 0.911 / 0.907 / 0.895 of the nominal 0.90, and MAE
+    # 0.948 / 0.933 / 0.779 of the last-value forecast's. Coverage may stray 0.03 from nominal (~6 standard
+    # errors of a 0.9 proportion over ~6,700 windows); the model must beat last value by the margins below,
+    # each about 0.02-0.04 looser than measured.
+    max_mae_ratio = {15: 0.97, 30: 0.96, 60: 0.82}
     for j, h in enumerate((15, 30, 60)):
         yhat, lower, upper = predictions[h]
         assert np.all(lower <= yhat) and np.all(yhat <= upper)
         ok = np.isfinite(y[:, j])
-        assert 0.5 < np.mean((lower[ok] <= y[ok, j]) & (y[ok, j] <= upper[ok])) <= 1.0
-        assert np.abs(yhat[ok] - y[ok, j]).mean() < np.abs(last[ok] - y[ok, j]).mean() * 1.2
+        coverage = np.mean((lower[ok] <= y[ok, j]) & (y[ok, j] <= upper[ok]))
+        assert abs(coverage - bundle.coverage) <= 0.03, (h, coverage)
+        ratio = np.abs(yhat[ok] - y[ok, j]).mean() / np.abs(last[ok] - y[ok, j]).mean()
+        assert ratio <= max_mae_ratio[h], (h, ratio)
 
 
 def test_validation_halves_split_whole_days() -> None:

@@ -320,8 +320,9 @@ def test_rejected_records_are_reported_not_counted_as_sent(kafka_bootstrap, data
                    start_ms=T0, end_ms=T0 + 2 * STEP_MS, progress=False)
         assert "\n" not in str(info.value)
     finally:
-        for future in admin.delete_topics([topic]).values():
-            future.result(timeout=30)
+        with admin:
+            for future in admin.delete_topics([topic]).values():
+                future.result(timeout=30)
 
 
 @pytest.mark.integration
@@ -346,9 +347,11 @@ def test_ctrl_c_or_sigterm_stops_after_the_current_step_with_exact_counts(
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([topic])
         deadline = time.monotonic() + 60
-        while consumer.poll(0.5) is None and time.monotonic() < deadline:  # wait until the replay is sending
-            pass
-        consumer.close()
+        try:
+            while consumer.poll(0.5) is None and time.monotonic() < deadline:  # wait until the replay is sending
+                pass
+        finally:
+            consumer.close()
         time.sleep(1.0)
         process.send_signal(getattr(signal, signame))
         out, err = process.communicate(timeout=60)

@@ -162,7 +162,9 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     event_keys = Counter((m.key(), AvroCodec("traffic_event").decode(m.value())["event_time"]) for m in events)
     dead = record_count(kafka_bootstrap, topics.dead_letters)
     assert raw == sent.events
-    assert raw == len(event_keys) + dead, (raw, len(event_keys), dead)
+    twice = sorted(key for key, count in event_keys.items() if count > 1)
+    assert not twice, f"{len(twice)} validated events were published more than once, e.g. {twice[:3]}"
+    assert raw == len(events) + dead, (raw, len(events), dead)
     assert dead == sent.bad_total  # every injected bad record, duplicates included, is a dead letter
     # One prediction per key once de-duplicated, equal to the batch pipeline's within 1e-6.
     assert set(batch_predictions) == expected
@@ -175,11 +177,27 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
         assert stream[3] == batch[3], key
         worst = max(worst, *(abs(a - b) for a, b in zip(stream[:3], batch[:3], strict=True)))
     assert worst <= 1e-6
-    # The windowed Parquet output holds the same predictions as the topic.
-    files = list((tmp_path / "out" / "predictions").glob("*.parquet"))
+    # Every windowed Parquet file holds exactly the topic's predictions of the steps it covers, each once,
+    # with the topic's values; no step is in two files. (Windows still open when the job is cancelled
+    # have no file yet, so the files need not cover every step.)
+    files = sorted((tmp_path / "out" / "predictions").glob("*.parquet"))
     assert files, "no prediction Parquet files were written"
-    for row in pq.read_table(files[0]).to_pylist():
-        assert _values(row) in got[_key(row)]
+    by_step: dict[int, set[tuple]] = {}
+    for key in got:
+        by_step.setdefault(key[1], set()).add(key)
+    written: dict[int, str] = {}
+    for file in files:
+        rows = pq.read_table(file).to_pylist()
+        keys = Counter(_key(row) for row in rows)
+        assert rows and max(keys.values()) == 1, f"{file.name}: empty or a prediction twice"
+        steps = {key[1] for key in keys}
+        for step in steps:
+            assert step not in written, f"step {step} is in {written.get(step)} and {file.name}"
+            written[step] = file.name
+        assert set(keys) == set().union(*(by_step.get(step, set()) for step in steps)), file.name
+        for row in rows:
+            assert _values(row) in got[_key(row)], (file.name, _key(row))
+    print(f"\n{len(files)} prediction files cover {len(written)} of {len(by_step)} steps")
 
 
 PROMPT_WAIT_S = 90  # at real-time speed the next step comes 300 s later: waiting for it would fail this

@@ -123,29 +123,70 @@ def test_waiting_for_a_job_polls_its_state_until_it_ends() -> None:
 def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_sigterm(
     registry, kafka_bootstrap, fresh_topic, tmp_path
 ) -> None:
-    """``--job_server_timeout`` is the deadline of the job's state stream on Prism (300 s by default, 20 s here)."""
+    """``--job_server_timeout`` is the deadline of the job's state stream on Prism (300 s by default, 20 s here).
+
+    The job must have started (it validates a step of readings), still work after three such deadlines
+    (it validates the next step), and stop on SIGTERM.
+    """
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    from topic_contents import record_count
+
+    from kafka_client import producer_config
+    from ml.dataset import STEP_MS, VAL_END_MS
+    from pipelines.replay import replay
+
+    timeout_s = 20
     env = {**os.environ, "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts"):
-        env[f"TRAFFIC_TOPICS_{field.upper()}"] = fresh_topic(f"stream-cli-{field}", partitions=1)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "stream", "--runner", "prism", "--registry", registry,
-         "--output", "none", "--", "--job_server_timeout=20"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
+    topics = {field: fresh_topic(f"stream-cli-{field}", partitions=1)
+              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+    env.update({f"TRAFFIC_TOPICS_{field.upper()}": name for field, name in topics.items()})
+    log = tmp_path / "stream.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "stream", "--runner", "prism", "--registry", registry,
+             "--output", "none", "--start", "earliest", "--", f"--job_server_timeout={timeout_s}"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    sent = 0
+
+    def send_step(index: int) -> None:
+        nonlocal sent
+        first = VAL_END_MS - 3600 * 1000 + index * STEP_MS  # validation-period readings (the test period is held out)
+        report = replay(None, producer_config(kafka_bootstrap), topics["raw"], speed=float("inf"),
+                        start_ms=first, end_ms=first + STEP_MS - 1, progress=False)
+        assert report.steps == 1
+        sent += report.events
+
+    def wait_until_validated(timeout: float) -> float:
+        """Until every raw record sent is a validated event or a dead letter; returns when that happened."""
+        deadline = time.monotonic() + timeout
+        while record_count(kafka_bootstrap, topics["events"]) + \
+                record_count(kafka_bootstrap, topics["dead_letters"]) < sent:
+            assert process.poll() is None, f"traffic stream exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the job did not validate the readings: {log.read_text()[-3000:]}"
+            time.sleep(1)
+        return time.monotonic()
+
     try:
-        time.sleep(60)  # three deadlines
-        alive = process.poll() is None
+        send_step(0)
+        running_since = wait_until_validated(300)  # the job has started: it read and validated a step
+        while time.monotonic() < running_since + 3 * timeout_s + 5:  # the time under test: three deadlines
+            assert process.poll() is None, f"traffic stream exited: {log.read_text()[-3000:]}"
+            time.sleep(1)
+        send_step(1)
+        wait_until_validated(120)  # the job itself (not only the command) is still working
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=120)
+        process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert alive, out[-3000:]
+            process.wait()
+    out = log.read_text()
     assert process.returncode == 0, out[-3000:]
     assert "stream: cancelling the job" in out and "traffic: error" not in out
+    assert record_count(kafka_bootstrap, topics["raw"]) == sent

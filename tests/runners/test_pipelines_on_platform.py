@@ -34,9 +34,12 @@ WINDOW_S = 10
 
 def _produce(bootstrap: str, topic: str, values: list[int], base_ms: int, key: Callable[[int], bytes]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for v in values:
-        producer.produce(topic, key=key(v), value=str(v).encode(), timestamp=base_ms + v)
-    assert producer.flush(30) == 0
+    try:
+        for v in values:
+            producer.produce(topic, key=key(v), value=str(v).encode(), timestamp=base_ms + v)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
 
 
 class _Reader:

@@ -130,7 +130,8 @@ def test_kafka_fixture_and_fresh_topic(kafka_bootstrap: str, fresh_topic: Callab
     from confluent_kafka.admin import AdminClient
 
     topic = fresh_topic("platform-fixture", partitions=2)
-    metadata = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
+    with AdminClient({"bootstrap.servers": kafka_bootstrap}) as admin:
+        metadata = admin.list_topics(timeout=10)
     assert topic in metadata.topics
     assert len(metadata.topics[topic].partitions) == 2
 

@@ -48,60 +48,60 @@ def test_topic_configs_follow_the_settings() -> None:
 
 def _broker_view(bootstrap: str, names: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
     """Partitions and configs straight from the broker (describe_configs), not through kafka_client."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    metadata = admin.list_topics(timeout=10)
-    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
-    return {
-        resource.name: (
-            len(metadata.topics[resource.name].partitions),
-            {k: e.value for k, e in future.result(timeout=30).items()},
-        )
-        for resource, future in futures.items()
-    }
+    with AdminClient({"bootstrap.servers": bootstrap}) as admin:
+        metadata = admin.list_topics(timeout=10)
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
+        return {
+            resource.name: (
+                len(metadata.topics[resource.name].partitions),
+                {k: e.value for k, e in future.result(timeout=30).items()},
+            )
+            for resource, future in futures.items()
+        }
 
 
 @pytest.mark.integration
 def test_create_is_idempotent_and_applies_the_settings(kafka_bootstrap: str) -> None:
     settings = _settings(compression="zstd")
-    admin = admin_client(kafka_bootstrap)
-    try:
-        first = create_topics(admin, settings)
-        assert {s.name: s.status for s in first} == {name: "created" for name in settings.all_topics()}
-        view = _broker_view(kafka_bootstrap, settings.all_topics())
-        for name, (partitions, configs) in view.items():
-            assert partitions == 3
-            assert configs["compression.type"] == "zstd"
-            assert configs["max.message.bytes"] == str(settings.max_message_bytes)
-            expected = settings.dead_letter_retention_ms if name == settings.dead_letters else 3_600_000
-            assert configs["retention.ms"] == str(expected)
+    with admin_client(kafka_bootstrap) as admin:
+        try:
+            first = create_topics(admin, settings)
+            assert {s.name: s.status for s in first} == {name: "created" for name in settings.all_topics()}
+            view = _broker_view(kafka_bootstrap, settings.all_topics())
+            for name, (partitions, configs) in view.items():
+                assert partitions == 3
+                assert configs["compression.type"] == "zstd"
+                assert configs["max.message.bytes"] == str(settings.max_message_bytes)
+                expected = settings.dead_letter_retention_ms if name == settings.dead_letters else 3_600_000
+                assert configs["retention.ms"] == str(expected)
 
-        again = create_topics(admin, settings)
-        assert {s.status for s in again} == {"exists"}
-        assert _broker_view(kafka_bootstrap, settings.all_topics()) == view
+            again = create_topics(admin, settings)
+            assert {s.status for s in again} == {"exists"}
+            assert _broker_view(kafka_bootstrap, settings.all_topics()) == view
 
-        changed = settings.model_copy(update={"partitions": 4, "retention_ms": 7_200_000, "compression": "lz4"})
-        updated = create_topics(admin, changed)
-        assert {s.status for s in updated} == {"updated"}
-        for name, (partitions, configs) in _broker_view(kafka_bootstrap, settings.all_topics()).items():
-            assert partitions == 4 and configs["compression.type"] == "lz4"
-            unchanged = view[name][1]["retention.ms"]
-            assert configs["retention.ms"] == ("7200000" if name != settings.dead_letters else unchanged)
-    finally:
-        outcome = delete_topics(admin, settings.all_topics())
-    assert set(outcome.values()) == {"deleted"}
-    assert set(delete_topics(admin, [settings.raw]).values()) == {"absent"}
+            changed = settings.model_copy(update={"partitions": 4, "retention_ms": 7_200_000, "compression": "lz4"})
+            updated = create_topics(admin, changed)
+            assert {s.status for s in updated} == {"updated"}
+            for name, (partitions, configs) in _broker_view(kafka_bootstrap, settings.all_topics()).items():
+                assert partitions == 4 and configs["compression.type"] == "lz4"
+                unchanged = view[name][1]["retention.ms"]
+                assert configs["retention.ms"] == ("7200000" if name != settings.dead_letters else unchanged)
+        finally:
+            outcome = delete_topics(admin, settings.all_topics())
+        assert set(outcome.values()) == {"deleted"}
+        assert set(delete_topics(admin, [settings.raw]).values()) == {"absent"}
 
 
 @pytest.mark.integration
 def test_describe_reports_partitions_and_configs(kafka_bootstrap: str, fresh_topic) -> None:
     name = fresh_topic("describe", partitions=2)
-    admin = admin_client(kafka_bootstrap)
-    for _ in range(100):  # a new topic's metadata reaches the broker a moment after the create returns
-        if name in admin.list_topics(timeout=10).topics:
-            break
-        time.sleep(0.1)
-    (state,) = describe_topics(admin, [name, "no-such-topic-" + uuid.uuid4().hex])
-    assert state.name == name and state.partitions == 2 and "retention.ms" in state.configs
+    with admin_client(kafka_bootstrap) as admin:
+        for _ in range(100):  # a new topic's metadata reaches the broker a moment after the create returns
+            if name in admin.list_topics(timeout=10).topics:
+                break
+            time.sleep(0.1)
+        (state,) = describe_topics(admin, [name, "no-such-topic-" + uuid.uuid4().hex])
+        assert state.name == name and state.partitions == 2 and "retention.ms" in state.configs
 
 
 @pytest.mark.integration
@@ -129,7 +129,8 @@ def test_cli_create_list_delete(kafka_bootstrap: str, monkeypatch: pytest.Monkey
         assert capsys.readouterr().out.count("deleted") == 6
     finally:
         get_topic_settings.cache_clear()
-        delete_topics(admin_client(kafka_bootstrap), settings.all_topics())
+        with admin_client(kafka_bootstrap) as admin:
+            delete_topics(admin, settings.all_topics())
 
 
 def test_kafka_down_is_one_line(capfd) -> None:

@@ -40,10 +40,13 @@ BASE_MS = int(time.time() * 1000) - 3_600_000  # recent: the broker's time reten
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]], partition: int | None = None) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for key, value, ts_ms in records:
-        extra = {} if partition is None else {"partition": partition}
-        producer.produce(topic, key=key, value=value, timestamp=ts_ms, **extra)
-    assert producer.flush(30) == 0
+    try:
+        for key, value, ts_ms in records:
+            extra = {} if partition is None else {"partition": partition}
+            producer.produce(topic, key=key, value=value, timestamp=ts_ms, **extra)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
 
 
 def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:
@@ -149,19 +152,42 @@ def test_start_latest_and_start_at_a_timestamp(
 def test_bounded_read_can_wait_for_records_produced_after_it_started(
     direct_options: PipelineOptions, kafka_bootstrap: str, fresh_topic: Callable[..., str]
 ) -> None:
+    # start="latest": the read begins at the end offsets it finds when it starts, so every record it returns
+    # was produced after it started. A producer keeps adding records until the pipeline is done.
     topic = fresh_topic("kio-wait", partitions=2)
-    later = threading.Timer(3.0, _produce, (kafka_bootstrap, topic, [(b"k", b"late", BASE_MS)] * 5))
+    _produce(kafka_bootstrap, topic, [(b"k", b"early", BASE_MS)] * 3)
+    done = threading.Event()
+
+    def keep_producing() -> None:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        try:
+            i = 0
+            while not done.is_set():
+                producer.produce(topic, key=b"k", value=b"late-%d" % i, timestamp=BASE_MS, partition=i % 2)
+                producer.flush(30)
+                i += 1
+                done.wait(0.3)
+        finally:
+            producer.close()
+
+    def five_late_records(values: list[bytes]) -> None:
+        assert len(values) == 5 and len(set(values)) == 5, values
+        assert all(v.startswith(b"late-") for v in values), values  # none from before the read started
+
+    later = threading.Thread(target=keep_producing, daemon=True)
     later.start()
     try:
         with TestPipeline(options=direct_options) as p:
             got = (
                 p
-                | ReadFromKafka(kafka_bootstrap, topic, bounded=True, stop_at_end=False, max_records=5)
+                | ReadFromKafka(kafka_bootstrap, topic, start="latest", bounded=True, stop_at_end=False,
+                                max_records=5)
                 | beam.Map(lambda m: m.value)
             )
-            assert_that(got, equal_to([b"late"] * 5))
+            assert_that(got, five_late_records)
     finally:
-        later.join()
+        done.set()
+        later.join(60)
 
 
 @pytest.mark.integration

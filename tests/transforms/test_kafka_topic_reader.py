@@ -135,19 +135,29 @@ def test_a_quiet_read_resumed_several_times_a_second_still_sees_new_records(
         restriction = _TopicRestrictions().initial_restriction(element)
         send([b"first-%d" % i for i in range(50)])
         got: list[bytes] = []
-        for calls in range(40):  # a runner resumes the deferred read about every 0.2-0.5 s
+        calls = 0
+        while len(got) < 50:  # the first records, however long the broker takes
             values, restriction = _call(fn, element, restriction)
-            got += values
-            if len(got) == 60:
-                break
-            if calls == 10:  # after a quiet spell, while the read waits to be resumed
-                send([b"later-%d" % i for i in range(10)])
+            got, calls = got + values, calls + 1
+            assert calls < 1200, "the first records never came"
             time.sleep(0.25)
-        assert got[:50] == [b"first-%d" % i for i in range(50)]
-        assert got[50:] == [b"later-%d" % i for i in range(10)], f"after {calls - 10} calls: {got[50:]}"
-        assert calls <= 20, f"the later records took {calls - 10} calls"
+        for _ in range(10):  # a quiet spell, resumed as a runner resumes the deferred read (every 0.2-0.5 s)
+            values, restriction = _call(fn, element, restriction)
+            assert values == []
+            time.sleep(0.25)
+        send([b"later-%d" % i for i in range(10)])
+        later_calls = 0
+        while len(got) < 60:  # the bug: these never came, however often the read was resumed
+            values, restriction = _call(fn, element, restriction)
+            got, later_calls = got + values, later_calls + 1
+            assert later_calls < 1200, f"the later records never came: {got[50:]}"
+            time.sleep(0.25)
+        values, restriction = _call(fn, element, restriction)
+        assert got + values == [b"first-%d" % i for i in range(50)] + [b"later-%d" % i for i in range(10)]
+        print(f"\nthe later records came after {later_calls} resumed calls")
     finally:
         fn.teardown()
+        producer.close()
 
 
 # --- on Prism and the real broker ----------------------------------------------------------------------
@@ -183,13 +193,23 @@ def _stall_on_marker(message: KafkaMessage) -> tuple[bytes | None, bytes]:
 @pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_prism_split_requests_while_a_read_bundle_stalls_do_not_fail_the_job(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str], platform_settings: PlatformSettings
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], platform_settings: PlatformSettings, monkeypatch
 ) -> None:
     # Prism asks the SDK to split a bundle that shows no progress between two progress reports. The
     # SDK then computed the read's progress from its sampled output size: NaN in a bundle whose
     # outputs the sampler all skipped (after one large bundle its sampling gap outlives the small
     # ones), and the job failed with "cannot convert float NaN to integer".
     source, sink = fresh_topic("split-src"), fresh_topic("split-dst")
+    # The SDK harness runs in this process (Prism's LOOPBACK environment): count the split requests that
+    # reach the read's input (what Prism sent), passing each one on unchanged.
+    split_requests: list[float] = []
+    try_split = DataInputOperation.try_split
+
+    def counted_try_split(op, fraction_of_remainder, *args, **kwargs):
+        split_requests.append(fraction_of_remainder)
+        return try_split(op, fraction_of_remainder, *args, **kwargs)
+
+    monkeypatch.setattr(DataInputOperation, "try_split", counted_try_split)
     p = beam.Pipeline(options=pipeline_options("prism", True, [], platform_settings))
     _ = (
         p
@@ -217,6 +237,9 @@ def test_prism_split_requests_while_a_read_bundle_stalls_do_not_fail_the_job(
         assert result.state not in FINAL_STATES, f"the job ended ({result.state})"
     finally:
         result.cancel()
+        producer.close()
+    assert split_requests, "Prism never asked to split a bundle: the test did not reach the case it is about"
     missing = Counter(sent) - Counter(got)
     assert not missing, f"{sum(missing.values())} of {len(sent)} records never came out, e.g. {sorted(missing)[:3]}"
     assert Counter(got) == Counter(sent)  # and none twice
+    print(f"\nPrism sent {len(split_requests)} split requests")
