@@ -11,6 +11,12 @@ every API process sees every record. At start the feed re-reads the last
 ``backfill_per_partition`` records of each partition so the latest state is
 back after a restart; topics and partitions created later are picked up every
 ``metadata_refresh_s``.
+
+A broker outage never stops the feed: librdkafka reconnects by itself, and any
+error meanwhile (a metadata request or a watermark query that fails, an error
+event from the poll) is kept in ``last_error`` (with ``error_since``) and
+cleared by the next record or the next metadata refresh that succeeds, so ``/health`` shows
+the outage while it lasts and the recovery after.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class KafkaFeed:
         self.consumed = 0
         self.decode_errors = 0
         self.last_error: str | None = None
+        self.error_since: float | None = None  # epoch s of the first error of the current outage
         self.last_poll_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,12 +105,27 @@ class KafkaFeed:
             "socket.connection.setup.timeout.ms": int(self.timeout_s * 1000),
         })
 
+    def _failed(self, error: str) -> None:
+        self.last_error = error
+        if self.error_since is None:
+            self.error_since = time.time()
+
+    def _recovered(self) -> None:
+        if self.last_error is not None:
+            log.info("api consumer recovered after %.1f s (%s)", time.time() - (self.error_since or time.time()),
+                     self.last_error)
+        self.last_error, self.error_since = None, None
+
     def _assign_new(self, consumer: Consumer) -> None:
         try:
             metadata = consumer.list_topics(timeout=self.timeout_s)
+            self._assign_from(consumer, metadata)
         except KafkaException as exc:
-            self.last_error = f"metadata: {exc}"
+            self._failed(f"metadata: {exc}")
             return
+        self._recovered()  # the broker answered
+
+    def _assign_from(self, consumer: Consumer, metadata) -> None:
         fresh = []
         for topic in self.kinds:
             meta = metadata.topics.get(topic)
@@ -126,7 +148,7 @@ class KafkaFeed:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
-                    self.last_error = str(error)
+                    self._failed(str(error))
                 continue
             topic = message.topic()
             try:
@@ -161,6 +183,8 @@ class KafkaFeed:
                     continue
                 messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
                 batch = self._decode(messages)
+                if batch and self.last_error is not None:
+                    self._recovered()
                 self.consumed += len(batch)
                 if batch and not self.loop.is_closed():
                     self.loop.call_soon_threadsafe(self.deliver, batch)

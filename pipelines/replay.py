@@ -105,7 +105,7 @@ def producer_config(
             "linger.ms": linger_ms,
             "batch.size": batch_size,
             "compression.type": "none" if compression == "producer" else compression,
-            "message.timeout.ms": 60_000,
+            "message.timeout.ms": 300_000,  # a broker restart mid-replay is waited out, not a lost record
             "queue.buffering.max.messages": 500_000,
             **extra,
         },
@@ -185,7 +185,7 @@ def replay(
     codec: AvroCodec | None = None,
     max_message_bytes: int = 1_048_588,
     stop: threading.Event | None = None,
-    flush_timeout_s: float = 60.0,
+    flush_timeout_s: float = 310.0,
     hdfs_options: dict[str, Any] | None = None,
     shift_ms: int = 0,
 ) -> ReplayReport:

@@ -35,7 +35,9 @@ Watermarks and idle partitions
 Writing (:class:`WriteToKafka`)
     One idempotent producer per DoFn instance; every bundle is flushed in
     ``finish_bundle`` and the bundle fails (and is retried by the runner) if any
-    record was not acknowledged, so nothing is lost silently. Values are bytes:
+    record was not acknowledged, so nothing is lost silently. The flush waits as
+    long as the producer keeps retrying a record (``message.timeout.ms``, 5 minutes
+    by default), so a broker restart is waited out instead of failing the bundle. Values are bytes:
     callers encode records with :class:`schemas.codec.AvroCodec`. The Kafka
     record timestamp is the element's event timestamp.
 """
@@ -64,6 +66,8 @@ _NO_GROUP = "traffic-beam-reader"  # librdkafka needs a group id even for assign
 _POLL_S = 0.2
 _POLL_EVERY = 512  # records produced between two polls for delivery reports (finish_bundle flushes the rest)
 _META_TIMEOUT_S = 10.0
+_MESSAGE_TIMEOUT_MS = 300_000  # how long the producer retries a record (through a broker restart) before failing it
+_FLUSH_MARGIN_S = 10.0
 START_POSITIONS = ("earliest", "latest", "committed")
 
 
@@ -280,8 +284,9 @@ class _WriteFn(beam.DoFn):
 
     def setup(self) -> None:
         config = {"bootstrap.servers": self._servers, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "compression.type": "zstd"}
+                  "linger.ms": 20, "compression.type": "zstd", "message.timeout.ms": _MESSAGE_TIMEOUT_MS}
         config.update(self._config)
+        self._flush_s = float(config.get("message.timeout.ms", _MESSAGE_TIMEOUT_MS)) / 1000 + _FLUSH_MARGIN_S
         self._producer = Producer(config)
 
     def start_bundle(self) -> None:
@@ -318,7 +323,7 @@ class _WriteFn(beam.DoFn):
         return ()
 
     def finish_bundle(self) -> None:
-        left = self._producer.flush(60.0)
+        left = self._producer.flush(self._flush_s)  # ends early once every record is acknowledged or failed
         if left or self._pending or self._errors:
             raise KafkaIOError(
                 f"{len(self._errors) + left} record(s) to {self._topic} were not delivered: "
