@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,9 +31,11 @@ from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
 from ml.registry import ModelBundle
 from pipelines.replay import ReplayReport, producer_config, replay
+from runners.flink_jobs import flink_jobs
 from schemas.codec import AvroCodec
 
-__all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "rss_mb", "wait_for"]
+__all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
+           "wait_for"]
 
 TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")
 START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
@@ -48,6 +51,23 @@ def wait_for(done: Callable[[], bool], timeout_s: float, what: str, every_s: flo
         assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
         time.sleep(every_s)
     return time.monotonic() - started
+
+
+def flink_job(rest: str, name: str) -> dict:
+    """The Flink job called ``name`` (``jid``, ``state``, ...)."""
+    [job] = [j for j in flink_jobs(rest, name) if j["name"] == name]
+    return job
+
+
+def flink_checkpoints(rest: str, jid: str) -> dict:
+    """A job's checkpoint statistics (``counts``, ``latest.restored``, ...)."""
+    return httpx.get(f"{rest}/jobs/{jid}/checkpoints", timeout=10).json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

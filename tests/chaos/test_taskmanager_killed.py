@@ -19,7 +19,7 @@ import uuid
 
 import httpx
 import pytest
-from chaos_harness import ChaosRun, rss_mb, wait_for
+from chaos_harness import ChaosRun, flink_checkpoints, flink_job, rss_mb, wait_for
 from small_models import register_ridge_bundle
 
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
@@ -47,15 +47,6 @@ def _taskmanagers(rest: str) -> set[str]:
         return set()
 
 
-def _job(rest: str, name: str) -> dict:
-    [job] = [j for j in flink_jobs(rest, name) if j["name"] == name]
-    return job
-
-
-def _checkpoints(rest: str, jid: str) -> dict:
-    return httpx.get(f"{rest}/jobs/{jid}/checkpoints", timeout=10).json()
-
-
 def _taskmanager_jvm(platform: Platform) -> int:
     """The pid of the TaskManager's JVM (a child of its supervisor)."""
     [supervisor] = [p.pid() for p in platform.service("flink").processes() if p.name == "flink-taskmanager"]
@@ -78,9 +69,9 @@ def test_a_killed_taskmanager_comes_back_and_the_job_restores(
         job = run.stream("flink", name)
         wait_for(lambda: any(j["name"] == name and j["state"] == "RUNNING" for j in flink_jobs(rest, name)),
                  WAIT_S, "the Flink job is running", every_s=2, alive=job.exited)
-        jid = _job(rest, name)["jid"]
+        jid = flink_job(rest, name)["jid"]
         run.replay_in_background(SPEED)
-        wait_for(lambda: bool(run.predictions()) and _checkpoints(rest, jid)["counts"]["completed"] >= 1,
+        wait_for(lambda: bool(run.predictions()) and flink_checkpoints(rest, jid)["counts"]["completed"] >= 1,
                  WAIT_S, "predictions flow and a checkpoint is complete", every_s=2, alive=job.exited)
         before = _taskmanagers(rest)
         jvm = _taskmanager_jvm(platform)
@@ -88,8 +79,8 @@ def test_a_killed_taskmanager_comes_back_and_the_job_restores(
         os.kill(jvm, signal.SIGKILL)
         tm_back_s = wait_for(lambda: bool(_taskmanagers(rest) - before), WAIT_S,
                              "a new TaskManager registered", alive=job.exited)
-        running_s = wait_for(lambda: _job(rest, name)["state"] == "RUNNING" and
-                             (_checkpoints(rest, jid).get("latest") or {}).get("restored"),
+        running_s = wait_for(lambda: flink_job(rest, name)["state"] == "RUNNING" and
+                             (flink_checkpoints(rest, jid).get("latest") or {}).get("restored"),
                              WAIT_S, "the job restored from a checkpoint and runs", alive=job.exited)
         wait_for(lambda: run.first_prediction_after(killed_at * 1000) is not None, WAIT_S,
                  "a prediction was made after the kill", every_s=2, alive=job.exited)
@@ -97,8 +88,8 @@ def test_a_killed_taskmanager_comes_back_and_the_job_restores(
         wait_for(run.replay_done, WAIT_S, "the replay finished", alive=job.exited)
         all_in_s = wait_for(run.all_arrived(reference), WAIT_S, "every prediction arrived", every_s=2,
                             alive=job.exited)
-        restored = _checkpoints(rest, jid)["latest"]["restored"]
-        state = _job(rest, name)["state"]
+        restored = flink_checkpoints(rest, jid)["latest"]["restored"]
+        state = flink_job(rest, name)["state"]
         rss = {"stream": rss_mb(job.proc.pid), "taskmanager": rss_mb(_taskmanager_jvm(platform))}
     finally:
         run.stop_all()
