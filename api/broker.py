@@ -54,9 +54,11 @@ def check_kafka(bootstrap: str, timeout_s: float) -> dict[str, object]:
 class KafkaFeed:
     """Consumes the API's topics on a daemon thread and delivers decoded batches to ``deliver``."""
 
-    def __init__(self, bootstrap: str, topics: TopicSettings, deliver: Callable[[list[Record]], None],
+    def __init__(self, bootstrap: str, topics: TopicSettings,
+                 deliver: Callable[[list[Record], list[tuple[str, int, int]]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
-                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500) -> None:
+                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500,
+                 start_at: dict[tuple[str, int], int] | None = None) -> None:
         self.bootstrap = bootstrap
         self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
         if consume_actuals:
@@ -72,6 +74,7 @@ class KafkaFeed:
         self.metadata_refresh_s = metadata_refresh_s
         self.timeout_s = timeout_s
         self.batch_size = batch_size
+        self.start_at = dict(start_at or {})  # (topic, partition) -> read from here at the latest (the event journal)
         self.assigned: set[tuple[str, int]] = set()
         self.consumed = 0
         self.decode_errors = 0
@@ -135,14 +138,17 @@ class KafkaFeed:
                 if (topic, partition) in self.assigned:
                     continue
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout_s)
-                fresh.append(TopicPartition(topic, partition, max(low, high - self.backfill)))
+                start = min(high - self.backfill, self.start_at.get((topic, partition), high))
+                fresh.append(TopicPartition(topic, partition, max(low, start)))
         if fresh:
             consumer.incremental_assign(fresh)
             self.assigned.update((tp.topic, tp.partition) for tp in fresh)
             log.info("api consumer assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in fresh))
 
-    def _decode(self, messages: list) -> list[Record]:
+    def _decode(self, messages: list) -> tuple[list[Record], list[tuple[str, int, int]]]:
+        """The decoded records and each one's (topic, partition, offset)."""
         batch: list[Record] = []
+        positions: list[tuple[str, int, int]] = []
         received_ms = time.time() * 1000.0  # arrival at the API: stamped at the poll
         for message in messages:
             error = message.error()
@@ -159,7 +165,8 @@ class KafkaFeed:
                             message.offset(), exc)
                 continue
             batch.append((self.kinds[topic], record, received_ms))
-        return batch
+            positions.append((topic, message.partition(), message.offset()))
+        return batch, positions
 
     def _run(self) -> None:
         consumer = None
@@ -182,12 +189,12 @@ class KafkaFeed:
                 if first is None:
                     continue
                 messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
-                batch = self._decode(messages)
+                batch, positions = self._decode(messages)
                 if batch and self.last_error is not None:
                     self._recovered()
                 self.consumed += len(batch)
                 if batch and not self.loop.is_closed():
-                    self.loop.call_soon_threadsafe(self.deliver, batch)
+                    self.loop.call_soon_threadsafe(self.deliver, batch, positions)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("api Kafka consumer stopped")
