@@ -175,10 +175,10 @@ class ChaosRun:
         self.commands.append(command)
         return command
 
-    def stream(self, runner: str, job_name: str, beam_args: tuple[str, ...] = ()) -> Command:
+    def stream(self, runner: str, job_name: str, beam_args: tuple[str, ...] = (), output: str = "none") -> Command:
         return self.command(f"stream-{job_name}", [
             "stream", "--runner", runner, "--bootstrap", self.bootstrap, "--registry", self.registry,
-            "--output", "none", "--group-id", job_name, "--start", "earliest", "--", f"--job_name={job_name}",
+            "--output", output, "--group-id", job_name, "--start", "earliest", "--", f"--job_name={job_name}",
             *beam_args])
 
     def stop_all(self) -> None:
