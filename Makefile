@@ -7,15 +7,19 @@ VENV := .venv
 TRAFFIC := $(VENV)/bin/traffic
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test lint down clean-work
+.PHONY: run test chaos setup setup-test lint down clean-work
 
 ## run: set up, then run the whole local system (platform, model, streaming job, replay, API)
 run: setup
 	$(TRAFFIC) run
 
-## test: set up (with the browser), then run every test against the real local services
+## test: set up (with the browser), then run every test against the real local services (not the chaos suite)
 test: setup-test
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+## chaos: the fault tests (tests/chaos): kill or stop real services mid-replay; results go to docs/faults.md
+chaos: setup-test
+	$(VENV)/bin/python -m pytest -m chaos -s tests/chaos $(PYTEST_ARGS)
 
 setup:
 	bash runners/bootstrap.sh

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.broker import KafkaFeed
 from api.errors import install_error_handlers
 from api.hub import Hub
+from api.journal import EventJournal
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
 from api.routes import alerts, dashboard, model, ops, predictions, sensors, stream
@@ -102,10 +103,11 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         catalog = SensorCatalog.from_csv(settings.sensors_csv)
+        journal = EventJournal(settings.event_journal, settings.ring_buffer_size) if settings.event_journal else None
         runtime = Runtime(
             settings=settings, topics=topics, catalog=catalog,
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
-            hub=Hub(settings.ring_buffer_size, settings.client_queue_size),
+            hub=Hub(settings.ring_buffer_size, settings.client_queue_size, journal),
             metrics=metrics, model=ModelInfo(settings.model_registry),
         )
         try:
@@ -117,6 +119,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
                 settings.bootstrap_servers, topics, runtime.ingest, asyncio.get_running_loop(),
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
+                start_at=journal.oldest if journal is not None else None,
             )
             runtime.feed.start()
         app.state.runtime = runtime
@@ -138,6 +141,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             runtime.hub.close()
             if runtime.feed is not None:
                 await asyncio.to_thread(runtime.feed.stop)
+            if journal is not None:
+                journal.close()
 
     app = FastAPI(
         title="Traffic forecasting API",

@@ -11,6 +11,12 @@ every API process sees every record. At start the feed re-reads the last
 ``backfill_per_partition`` records of each partition so the latest state is
 back after a restart; topics and partitions created later are picked up every
 ``metadata_refresh_s``.
+
+A broker outage never stops the feed: librdkafka reconnects by itself, and any
+error meanwhile (a metadata request or a watermark query that fails, an error
+event from the poll) is kept in ``last_error`` (with ``error_since``) and
+cleared by the next record or the next metadata refresh that succeeds, so ``/health`` shows
+the outage while it lasts and the recovery after.
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ def check_kafka(bootstrap_servers: str, timeout_s: float) -> dict[str, object]:
 class KafkaFeed:
     """Consumes the API's topics on a daemon thread and delivers decoded batches to ``deliver``."""
 
-    def __init__(self, bootstrap_servers: str, topics: TopicSettings, deliver: Callable[[list[Record]], None],
+    def __init__(self, bootstrap_servers: str, topics: TopicSettings,
+                 deliver: Callable[[list[Record], list[tuple[str, int, int]]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
-                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500) -> None:
+                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500,
+                 start_at: dict[tuple[str, int], int] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
         if consume_actuals:
@@ -68,10 +76,12 @@ class KafkaFeed:
         self.metadata_refresh_s = metadata_refresh_s
         self.timeout_s = timeout_s
         self.batch_size = batch_size
+        self.start_at = dict(start_at or {})  # (topic, partition) -> read from here at the latest (the event journal)
         self.assigned: set[tuple[str, int]] = set()
         self.consumed = 0
         self.decode_errors = 0
         self.last_error: str | None = None
+        self.error_since: float | None = None  # epoch s of the first error of the current outage
         self.last_poll_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,12 +106,27 @@ class KafkaFeed:
             "socket.connection.setup.timeout.ms": int(self.timeout_s * 1000),
         })
 
+    def _failed(self, error: str) -> None:
+        self.last_error = error
+        if self.error_since is None:
+            self.error_since = time.time()
+
+    def _recovered(self) -> None:
+        if self.last_error is not None:
+            log.info("api consumer recovered after %.1f s (%s)", time.time() - (self.error_since or time.time()),
+                     self.last_error)
+        self.last_error, self.error_since = None, None
+
     def _assign_new(self, consumer: Consumer) -> None:
         try:
             metadata = consumer.list_topics(timeout=self.timeout_s)
+            self._assign_from(consumer, metadata)
         except KafkaException as exc:
-            self.last_error = f"metadata: {exc}"
+            self._failed(f"metadata: {exc}")
             return
+        self._recovered()  # the broker answered
+
+    def _assign_from(self, consumer: Consumer, metadata) -> None:
         fresh = []
         for topic in self.kinds:
             meta = metadata.topics.get(topic)
@@ -111,20 +136,23 @@ class KafkaFeed:
                 if (topic, partition) in self.assigned:
                     continue
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout_s)
-                fresh.append(TopicPartition(topic, partition, max(low, high - self.backfill)))
+                start = min(high - self.backfill, self.start_at.get((topic, partition), high))
+                fresh.append(TopicPartition(topic, partition, max(low, start)))
         if fresh:
             consumer.incremental_assign(fresh)
             self.assigned.update((tp.topic, tp.partition) for tp in fresh)
             log.info("api consumer assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in fresh))
 
-    def _decode(self, messages: list) -> list[Record]:
+    def _decode(self, messages: list) -> tuple[list[Record], list[tuple[str, int, int]]]:
+        """The decoded records and each one's (topic, partition, offset)."""
         batch: list[Record] = []
+        positions: list[tuple[str, int, int]] = []
         received_ms = time.time() * 1000.0  # arrival at the API: stamped at the poll
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
-                    self.last_error = str(error)
+                    self._failed(str(error))
                 continue
             topic = message.topic()
             try:
@@ -135,7 +163,8 @@ class KafkaFeed:
                             message.offset(), exc)
                 continue
             batch.append((self.kinds[topic], record, received_ms))
-        return batch
+            positions.append((topic, message.partition(), message.offset()))
+        return batch, positions
 
     def _run(self) -> None:
         consumer = None
@@ -158,10 +187,12 @@ class KafkaFeed:
                 if first is None:
                     continue
                 messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
-                batch = self._decode(messages)
+                batch, positions = self._decode(messages)
+                if batch and self.last_error is not None:
+                    self._recovered()
                 self.consumed += len(batch)
                 if batch and not self.loop.is_closed():
-                    self.loop.call_soon_threadsafe(self.deliver, batch)
+                    self.loop.call_soon_threadsafe(self.deliver, batch, positions)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("api Kafka consumer stopped")

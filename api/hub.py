@@ -12,6 +12,12 @@ last event it was sent) and closes. The client may reconnect with that id as
 ``Last-Event-ID``: if it is still in the ring buffer it resumes without a gap,
 otherwise it gets a fresh snapshot. Nobody else waits for a slow client.
 
+With an :class:`~api.journal.EventJournal` the ids survive a restart: ids
+continue after the journal's last, and records re-read at start-up get their
+old ids back into the ring (without going to live clients); resumes wait until
+that restore is finished (:attr:`Hub.restored`). Items published with their
+Kafka position (a sixth element) are journaled.
+
 All methods run on the event loop thread (the Kafka thread hands batches over
 with ``loop.call_soon_threadsafe``), so no locks are needed.
 """
@@ -24,6 +30,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from api.journal import EventJournal, Position
 
 __all__ = [
     "CONGESTION_RANK",
@@ -155,24 +163,45 @@ class Subscriber:
 class Hub:
     """Assigns ids, keeps the ring buffer, and fans events out to subscribers."""
 
-    def __init__(self, ring_size: int, queue_size: int) -> None:
+    def __init__(self, ring_size: int, queue_size: int, journal: EventJournal | None = None) -> None:
         self.ring: deque[Event] = deque(maxlen=ring_size)
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
-        self.last_id = 0
+        self.journal = journal
+        self.last_id = journal.last_id if journal is not None else 0
         self.published = 0
         self.lagged_total = 0
         self.closed = False
+        self.restored = asyncio.Event()  # set once the journaled events are back in the ring
+        self._restoring: list[Event] = []
+        if journal is None or not journal.restoring:
+            self.restored.set()
 
-    def publish(self, items: Iterable[tuple[str, str, int | None, int, dict[str, Any]]]) -> list[Event]:
-        """Publish ``(kind, sensor_id, horizon_min, rank, data)`` items; returns the events."""
+    def publish(self, items: Iterable[tuple]) -> list[Event]:
+        """Publish ``(kind, sensor_id, horizon_min, rank, data[, position])`` items; returns the new events."""
         events = []
-        for kind, sensor_id, horizon, rank, data in items:
+        journaled: list[tuple[int, Position]] = []
+        journal = self.journal
+        for kind, sensor_id, horizon, rank, data, *position in items:
+            if journal is not None and position:
+                old_id = journal.known(position[0])
+                if old_id is not None:  # re-read after a restart: back into the ring under its old id
+                    self._restoring.append(Event(old_id, kind, sensor_id, horizon, rank,
+                                                 encode_frame(old_id, kind, data), data.get("received_ms", 0.0)))
+                    continue
+                if journal.is_old(position[0]):
+                    continue  # older than the journal: the live state has it, no client needs it again
             self.last_id += 1
             event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
                           data.get("received_ms", 0.0))
             self.ring.append(event)
             events.append(event)
+            if journal is not None and position:
+                journaled.append((self.last_id, position[0]))
+        if journal is not None:
+            journal.append(journaled)
+            if self._restoring and not journal.restoring:
+                self.finish_restore()
         self.published += len(events)
         if not events:
             return events
@@ -202,8 +231,17 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
+    def finish_restore(self) -> None:
+        """Put the restored events (older ids) in front of the ring; resumes may go ahead."""
+        if self._restoring:
+            merged = sorted(self._restoring, key=lambda e: e.id) + list(self.ring)
+            self.ring = deque(merged[-self.ring.maxlen:] if self.ring.maxlen else merged, maxlen=self.ring.maxlen)
+            self._restoring = []
+        self.restored.set()
+
     def replay_after(self, last_id: int, event_filter: EventFilter) -> list[Event] | None:
-        """Events after ``last_id`` matching the filter, or None when the ring no longer reaches back that far."""
+        """Events after ``last_id`` matching the filter, or None when the ring no longer reaches back that far
+        (or has a gap: a journaled record that could not be read again)."""
         if last_id > self.last_id:
             return None  # an id from another process's lifetime
         if last_id == self.last_id:
@@ -211,7 +249,14 @@ class Hub:
         if not self.ring or self.ring[0].id > last_id + 1:
             return None
         start = last_id + 1 - self.ring[0].id
-        return [e for i, e in enumerate(self.ring) if i >= start and event_filter.matches(e)]
+        if start < len(self.ring) and self.ring[start].id == last_id + 1 and self.ring[-1].id == self.last_id \
+                and self.last_id - self.ring[start].id == len(self.ring) - 1 - start:  # contiguous: the usual case
+            return [e for i, e in enumerate(self.ring) if i >= start and event_filter.matches(e)]
+        after = [e for e in self.ring if e.id > last_id]  # a gap somewhere (a restored event could not be read)
+        if after and after[0].id == last_id + 1 and after[-1].id == self.last_id and \
+                after[-1].id - after[0].id == len(after) - 1:
+            return [e for e in after if event_filter.matches(e)]
+        return None
 
     def close(self) -> None:
         """Tell every stream to finish (server shutdown)."""

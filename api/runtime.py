@@ -31,10 +31,10 @@ class Runtime:
     feed: KafkaFeed | None = None
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def ingest(self, records: list[Record]) -> None:
-        """Called on the loop thread with one decoded batch from the Kafka feed."""
+    def ingest(self, records: list[Record], positions: list | None = None) -> None:
+        """Called on the loop thread with one decoded batch from the Kafka feed (and each record's position)."""
         try:
-            items = self.state.ingest(records)
+            items = self.state.ingest(records, positions)
             self.hub.publish(items)
         except Exception:
             log.exception("could not ingest a batch of %d records", len(records))

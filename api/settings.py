@@ -61,6 +61,11 @@ class ApiSettings(BaseSettings):
     gc_threshold0: int = Field(default=50_000, ge=1, description="allocations between young collections "
                                "(Python's default is 700; 50,000 cut GC time ~40x in the fan-out benchmark)")
     ring_buffer_size: int = Field(default=20_000, ge=1, description="recent events kept for Last-Event-ID resume")
+    event_journal: Path | None = Field(default=None, description="file recording which Kafka record each recent "
+                                       "event id was, so Last-Event-ID resumes survive a restart (api/journal.py); "
+                                       "unset = ids start at 1 in every process")
+    restore_wait_s: float = Field(default=30.0, gt=0, description="how long a resume waits at start-up for the "
+                                  "journaled events to be read back")
     ping_s: float = Field(default=15.0, gt=0, description="SSE keep-alive comment interval")
     send_timeout_s: float = Field(default=10.0, gt=0, description="a client that blocks one send this long is dropped")
     shutdown_grace_s: float = Field(default=2.0, ge=0, description="time SSE streams get to say goodbye on shutdown")

@@ -68,10 +68,14 @@ class LiveState:
         self.alerts: deque[dict[str, Any]] = deque(maxlen=alerts_kept)
         self.counts = {"prediction": 0, "alert": 0, "reading": 0, "unknown_sensor": 0, "not_finite": 0}
 
-    def ingest(self, records: list[Record]) -> list[tuple[str, str, int | None, int, dict[str, Any]]]:
-        """Apply records; returns hub items ``(kind, sensor_id, horizon_min, rank, data)``."""
-        items = []
-        for kind, record, received_ms in records:
+    def ingest(self, records: list[Record], positions: list | None = None) -> list[tuple]:
+        """Apply records; returns hub items ``(kind, sensor_id, horizon_min, rank, data)``.
+
+        With ``positions`` (each record's Kafka ``(topic, partition, offset)``), each item ends with its position.
+        """
+        items: list[tuple] = []
+        for n, (kind, record, received_ms) in enumerate(records):
+            before = len(items)
             sensor_id = record.get("sensor_id")
             if sensor_id not in self.catalog:
                 self.counts["unknown_sensor"] += 1
@@ -93,6 +97,8 @@ class LiveState:
                 data = self._reading(kind, record, received_ms)
                 self._apply_reading(data)
                 items.append(("reading", sensor_id, None, 0, data))
+            if positions is not None and len(items) > before:
+                items[-1] = (*items[-1], positions[n])
         return items
 
     @staticmethod

@@ -178,6 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     started: list[ManagedProcess] = []
     try:
         if not args.no_api:
+            # The journal lives beside Kafka's data (same work directory), so a restarted API resumes its SSE
+            # clients exactly where they were (api/journal.py).
+            os.environ.setdefault("TRAFFIC_API_EVENT_JOURNAL", str(settings.work_dir / "api" / "events.journal"))
             api = ApiSettings()
             started.append(_background(settings, "api", [traffic, "serve", "--registry", registry], api.port, 180))
             _say(f"dashboard: http://{api.host}:{api.port}/dashboard/")

@@ -52,7 +52,8 @@ def producer_config(
 ) -> dict[str, Any]:
     """An idempotent (``acks=all``), batching, compressing producer; ``compression='producer'`` means none.
 
-    A record waits at most a minute for delivery, and the local queue is deep enough for a bulk replay.
+    A record is retried for up to five minutes, so a broker restart is waited out rather than a record lost
+    (tests/chaos: a 30 s outage mid-replay loses nothing); the local queue is deep enough for a bulk replay.
     """
     return client_config(
         bootstrap_servers,
@@ -63,7 +64,7 @@ def producer_config(
             "linger.ms": linger_ms,
             "batch.size": batch_size,
             "compression.type": "none" if compression == "producer" else compression,
-            "message.timeout.ms": 60_000,
+            "message.timeout.ms": 300_000,
             "queue.buffering.max.messages": 500_000,
             **extra,
         },

@@ -160,7 +160,7 @@ def replay(
     codec: AvroCodec | None = None,
     max_message_bytes: int = 1_048_588,
     stop: threading.Event | None = None,
-    flush_timeout_s: float = 60.0,
+    flush_timeout_s: float = 310.0,
     hdfs_options: dict[str, Any] | None = None,
     shift_ms: int = 0,
 ) -> ReplayReport:

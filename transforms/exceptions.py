@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from schemas.exceptions import TrafficError
 
-__all__ = ["TransformConfigError"]
+__all__ = ["SinkWriteError", "TransformConfigError"]
 
 
 class TransformConfigError(TrafficError, ValueError):
     """A composite transform was given parameters it cannot work with."""
+
+
+class SinkWriteError(TrafficError):
+    """A sink could not write its output even after retrying (the file system stayed unreachable)."""

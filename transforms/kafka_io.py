@@ -35,7 +35,9 @@ Watermarks and idle partitions
 Writing (:class:`WriteToKafka`)
     One idempotent producer per DoFn instance; every bundle is flushed in
     ``finish_bundle`` and the bundle fails (and is retried by the runner) if any
-    record was not acknowledged, so nothing is lost silently. Values are bytes:
+    record was not acknowledged, so nothing is lost silently. The flush waits as
+    long as the producer keeps retrying a record (``message.timeout.ms``, 5 minutes
+    by default), so a broker restart is waited out instead of failing the bundle. Values are bytes:
     callers encode records with :class:`schemas.codec.AvroCodec`. The Kafka
     record timestamp is the element's event timestamp.
 """
@@ -65,6 +67,8 @@ __all__ = ["KafkaIOError", "PartitionRead", "ReadFromKafka", "WriteToKafka"]
 _POLL_S = 0.2
 _POLL_EVERY = 512  # records produced between two polls for delivery reports (finish_bundle flushes the rest)
 _META_TIMEOUT_S = 10.0
+_MESSAGE_TIMEOUT_MS = 300_000  # how long the producer retries a record (through a broker restart) before failing it
+_FLUSH_MARGIN_S = 10.0
 START_POSITIONS = ("earliest", "latest", "committed")
 
 
@@ -263,7 +267,9 @@ class _WriteFn(beam.DoFn):
         self._written = Metrics.counter("kafka_io", "records_written")
 
     def setup(self) -> None:
-        self._producer = make_producer(self._servers, quiet=False, **self._config)
+        config = {"message.timeout.ms": _MESSAGE_TIMEOUT_MS, **self._config}
+        self._flush_s = float(config["message.timeout.ms"]) / 1000 + _FLUSH_MARGIN_S
+        self._producer = make_producer(self._servers, quiet=False, **config)
 
     def start_bundle(self) -> None:
         self._errors: list[str] = []
@@ -299,7 +305,7 @@ class _WriteFn(beam.DoFn):
         return ()
 
     def finish_bundle(self) -> None:
-        left = self._producer.flush(60.0)
+        left = self._producer.flush(self._flush_s)  # ends early once every record is acknowledged or failed
         if left or self._pending or self._errors:
             raise KafkaIOError(
                 f"{len(self._errors) + left} record(s) to {self._topic} were not delivered: "

@@ -20,10 +20,18 @@ timestamp read, so a checkpoint (``defer_remainder``; on Flink part of the
 runner's checkpoint) resumes exactly there with the same watermark. Offsets are
 committed to ``group_id`` when a checkpointed restriction resumes: best effort,
 for lag monitoring and ``start="committed"``; the checkpoint is what recovery uses.
+
+A broker that goes away and comes back is waited out, not failed on: librdkafka
+reconnects by itself, the transient errors it reports meanwhile (transport, all
+brokers down, a partition's leader unknown, watermark offsets it cannot get) are
+counted (``kafka_io/transient_errors``) and logged once a minute, and a partition
+whose high-water mark is unknown counts as not caught up, so the watermark holds
+until the broker answers again. Only a fatal or non-retriable error fails the read.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
@@ -35,11 +43,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.records import KafkaMessage
 
-__all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn"]
+__all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn", "is_transient"]
+
+log = logging.getLogger(__name__)
 
 _READ_CALL_S = 1.0  # a read checks itself in at least this often
 # A call waits up to _IDLE_WAIT_S for its first record with poll(), which returns on the first record
@@ -50,6 +60,20 @@ _IDLE_WAIT_S = 0.2
 _FETCH_WAIT_MS = 20
 _META_TIMEOUT_S = 10.0
 _BATCH = 500
+_LOG_EVERY_S = 60.0
+# Errors a broker restart or a leader move produces; librdkafka recovers from them by itself.
+_TRANSIENT = frozenset({
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
+    KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._WAIT_COORD, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
+    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.REPLICA_NOT_AVAILABLE,
+})
+
+
+def is_transient(error: KafkaError) -> bool:
+    """Whether a consumer error is one the client recovers from once the broker is back."""
+    return not error.fatal() and (error.code() in _TRANSIENT or error.retriable())
 
 
 class TopicRead(NamedTuple):
@@ -167,8 +191,10 @@ class ReadTopicFn(beam.DoFn):
         self._lag_ms = int(max_out_of_orderness_s * 1000)
         self._commit = commit_offsets
         self._records = Metrics.counter("kafka_io", "records_read")
+        self._transient = Metrics.counter("kafka_io", "transient_errors")
 
     def setup(self) -> None:
+        self._logged_at = 0.0
         self._consumers: dict[str, Consumer] = {}
         self._positions: dict[str, dict[int, int]] = {}  # per topic: where its consumer reads next
 
@@ -197,7 +223,8 @@ class ReadTopicFn(beam.DoFn):
             batch = _ready_records(consumer, _IDLE_WAIT_S if not read else 0.0)
             for msg in batch:
                 if msg.error() is not None:
-                    raise RuntimeError(f"reading {topic}[{msg.partition()}]: {msg.error().str()}")
+                    self._on_error(topic, msg.error())
+                    continue
                 ts_ms = msg.timestamp()[1]
                 ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
                 partition = msg.partition()
@@ -214,7 +241,7 @@ class ReadTopicFn(beam.DoFn):
                 break
         self._records.inc(read)
         self._positions[topic] = dict(next_offsets)  # every record consumed was claimed: it reads on from here
-        caught_up = {p: _caught_up(consumer, topic, p, offset) for p, offset in next_offsets.items()}
+        caught_up = {p: self._caught_up(consumer, topic, p, offset) for p, offset in next_offsets.items()}
         watermark = topic_watermark_ms(newest_ms, caught_up)
         if watermark is not None:
             candidate = Timestamp(micros=min((watermark - self._lag_ms) * 1000, MAX_TIMESTAMP.micros - 1))
@@ -222,6 +249,31 @@ class ReadTopicFn(beam.DoFn):
             if current is None or candidate > current:
                 estimator.set_watermark(candidate)
         tracker.defer_remainder(Duration(seconds=0))  # an idle call has already waited _IDLE_WAIT_S
+
+    def _on_error(self, topic: str, error: KafkaError) -> None:
+        """A transient error is counted and logged (once a minute at most); any other fails the read."""
+        if not is_transient(error):
+            raise RuntimeError(f"reading {topic}: {error.str()}")
+        self._transient.inc()
+        if time.monotonic() - self._logged_at >= _LOG_EVERY_S:
+            self._logged_at = time.monotonic()
+            log.warning("reading %s: %s (waiting for the broker; the read goes on when it answers)", topic, error.str())
+
+    def _caught_up(self, consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
+        """Whether the partition has nothing unread as of its last fetch (the broker is asked before the first).
+
+        When the high-water mark cannot be had (the broker is away), the partition is not caught up:
+        the watermark holds, which is always safe.
+        """
+        tp = TopicPartition(topic, partition)
+        try:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                _, high = consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
+        except KafkaException as exc:
+            self._on_error(topic, exc.args[0])
+            return False
+        return high >= 0 and next_offset >= high
 
     def _consumer_at(self, topic: str, next_offsets: Mapping[int, int]) -> Consumer:
         """The topic's consumer, assigned at ``next_offsets`` unless the last call left it exactly there.
@@ -257,12 +309,3 @@ def _ready_records(consumer: Consumer, wait_s: float) -> list:
     if first is None:
         return []
     return [first, *consumer.consume(_BATCH - 1, timeout=0)]
-
-
-def _caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
-    """Whether the partition has nothing unread as of its last fetch (the broker is asked before the first)."""
-    tp = TopicPartition(topic, partition)
-    _, high = consumer.get_watermark_offsets(tp, cached=True)
-    if high < 0:
-        _, high = consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
-    return next_offset >= high

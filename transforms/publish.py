@@ -3,13 +3,20 @@
 ``PublishToKafka``: dict records -> Avro (Confluent wire format) -> a topic, keyed
 by sensor id. ``WriteWindowedParquet``: dict records of a windowed (streaming)
 PCollection -> one Parquet file per window and pane under a directory, local or
-any Beam filesystem (``hdfs://``).
+any Beam filesystem (``hdfs://``). A file system that is down (HDFS restarting,
+in safe mode) is retried with backoff for ``write_retry_s`` (5 minutes by
+default), holding the stream back meanwhile; then the bundle fails with a
+one-line :class:`~transforms.exceptions.SinkWriteError`. A file is written
+under a temporary dot-name and renamed, so no partial file is ever visible
+under a final name; a failed attempt's temporary file is deleted when possible.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +26,35 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.codec import AvroCodec
+from transforms.exceptions import SinkWriteError
 from transforms.kafka_io import WriteToKafka
 
-__all__ = ["PublishToKafka", "WriteWindowedParquet", "window_file_name"]
+__all__ = ["PublishToKafka", "WriteWindowedParquet", "retrying", "window_file_name"]
+
+log = logging.getLogger(__name__)
+_MAX_BACKOFF_S = 15.0
+
+
+def retrying(action: Callable[[], Any], what: str, retry_s: float, sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> Any:
+    """``action()``, tried again with backoff (1, 2, 4 ... 15 s) while it raises, for up to ``retry_s``.
+
+    Then :class:`SinkWriteError` naming ``what`` and the last cause, on one line.
+    """
+    deadline = clock() + retry_s
+    backoff = 1.0
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - any failure of the file system is retried
+            cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            if clock() + backoff > deadline:
+                raise SinkWriteError(f"{what} failed {attempt} time(s) over {retry_s:.0f} s; last: {cause}") from None
+            log.warning("%s failed (attempt %d, retrying in %.0f s): %s", what, attempt, backoff, cause)
+            sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            attempt += 1
 
 
 class _Encode(beam.DoFn):
@@ -78,10 +111,11 @@ class _WriteWindowFileFn(beam.DoFn):
     The name is the window and pane, so a retried bundle rewrites the same file instead of adding one.
     """
 
-    def __init__(self, directory: str, schema: pa.Schema, prefix: str) -> None:
+    def __init__(self, directory: str, schema: pa.Schema, prefix: str, write_retry_s: float) -> None:
         self.directory = directory.rstrip("/")
         self.schema = schema
         self.prefix = prefix
+        self.write_retry_s = write_retry_s
 
     def process(
         self, element: tuple[Any, Iterable[dict[str, Any]]], window=beam.DoFn.WindowParam,
@@ -91,13 +125,23 @@ class _WriteWindowFileFn(beam.DoFn):
         table = pa.Table.from_pylist(list(records), schema=self.schema)
         name = window_file_name(self.prefix, window.start.micros // 1000, window.end.micros // 1000, pane.index)
         final = f"{self.directory}/{name}"
-        temp = f"{self.directory}/.{name}.{uuid.uuid4().hex}.tmp"
-        with FileSystems.create(temp) as fh:
-            pq.write_table(table, fh)
-        if FileSystems.exists(final):  # a retried bundle: same window and pane, same records
-            FileSystems.delete([final])
-        FileSystems.rename([temp], [final])
+        retrying(lambda: self._write(table, final, name), f"writing {final}", self.write_retry_s)
         yield final
+
+    def _write(self, table: pa.Table, final: str, name: str) -> None:
+        temp = f"{self.directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with FileSystems.create(temp) as fh:
+                pq.write_table(table, fh)
+            if FileSystems.exists(final):  # a retried bundle: same window and pane, same records
+                FileSystems.delete([final])
+            FileSystems.rename([temp], [final])
+        except Exception:
+            try:
+                FileSystems.delete([temp])
+            except Exception:  # noqa: BLE001, S110 - best effort: the file system is what failed
+                pass
+            raise
 
 
 def window_file_name(prefix: str, start_ms: int, end_ms: int, pane_index: int) -> str:
@@ -118,16 +162,18 @@ class WriteWindowedParquet(beam.PTransform):
     worker's time during a catch-up.
     """
 
-    def __init__(self, directory: str, schema: pa.Schema, prefix: str = "part") -> None:
+    def __init__(self, directory: str, schema: pa.Schema, prefix: str = "part", write_retry_s: float = 300.0) -> None:
         super().__init__()
         self.directory = directory
         self.schema = schema
         self.prefix = prefix
+        self.write_retry_s = write_retry_s
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return (
             records
             | "OneKey" >> beam.WithKeys(None)
             | "GroupPerWindow" >> beam.GroupByKey()
-            | "WriteFile" >> beam.ParDo(_WriteWindowFileFn(self.directory, self.schema, self.prefix))
+            | "WriteFile" >> beam.ParDo(_WriteWindowFileFn(self.directory, self.schema, self.prefix,
+                                                                self.write_retry_s))
         )

@@ -38,12 +38,13 @@ async def health(request: Request) -> JSONResponse:
         checks["kafka"] = {"ok": False, "bootstrap": settings.bootstrap_servers, "error": str(exc)}
     feed = runtime.feed
     checks["consumer"] = {
-        "ok": feed is not None and feed.alive,
+        "ok": feed is not None and feed.alive and feed.last_error is None,
         "partitions": len(feed.assigned) if feed else 0,
         "records": feed.consumed if feed else 0,
         "decode_errors": feed.decode_errors if feed else 0,
         "last_poll_age_s": round(time.time() - feed.last_poll_s, 3) if feed and feed.last_poll_s else None,
         "error": feed.last_error if feed else "not started",
+        "error_for_s": round(time.time() - feed.error_since, 1) if feed and feed.error_since else None,
     }
     try:
         version = await run_in_threadpool(runtime.model.check)

@@ -2,7 +2,8 @@
 
 On connect a client gets a ``snapshot`` event (the latest state matching its
 filters) unless it sends ``Last-Event-ID`` still covered by the ring buffer, in
-which case it gets exactly the events it missed. Then live events follow:
+which case it gets exactly the events it missed; with an event journal
+(``TRAFFIC_API_EVENT_JOURNAL``, see :mod:`api.journal`) also after an API restart. Then live events follow:
 ``prediction``, ``alert``, ``reading``; a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
 :mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
@@ -98,6 +99,11 @@ async def stream(
 ) -> EventSourceResponse:
     resume_from = int(last_event_id) if last_event_id else None
     hub, settings = runtime.hub, runtime.settings
+    if resume_from is not None and not hub.restored.is_set():  # just restarted: the journaled events come back first
+        try:
+            await asyncio.wait_for(hub.restored.wait(), settings.restore_wait_s)
+        except TimeoutError:
+            hub.finish_restore()  # what could not be read back leaves a gap: such resumes get a snapshot
     sub = hub.subscribe(event_filter)  # subscribe first: nothing published between snapshot and live is lost
     runtime.metrics.sse_connections.inc()
     missed = hub.replay_after(resume_from, event_filter) if resume_from is not None else None

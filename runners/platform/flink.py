@@ -1,10 +1,17 @@
-"""A Flink 1.19 session cluster: one JobManager and one TaskManager on 127.0.0.1."""
+"""A Flink 1.19 session cluster: one JobManager and one TaskManager on 127.0.0.1.
+
+The TaskManager runs under :mod:`runners.platform.supervise`: when it crashes or
+is killed it is started again within seconds, registers with the JobManager, and
+the restart strategy (failure rate: up to 10 failures in 5 minutes, 10 s apart)
+restores the job on it from its last checkpoint, with nobody stepping in.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -76,11 +83,17 @@ class FlinkService(Service):
             "jobmanager.memory.jvm-metaspace.size": "256m",
             "jobmanager.execution.failover-strategy": "region",
             # With checkpointing Flink's default is to restart a failed job forever. A LOOPBACK job whose
-            # submitting process is gone can never come back and would hold its slots for good: give up after
-            # 5 attempts, 10 s apart (a job with a worker pool survives a short outage of it).
-            "restart-strategy.type": "fixed-delay",
-            "restart-strategy.fixed-delay.attempts": 5,
-            "restart-strategy.fixed-delay.delay": "10 s",
+            # submitting process is gone can never come back and would hold its slots for good: a job that fails
+            # more than 10 times within 5 minutes (restarts 10 s apart) is given up. A fixed count (5 attempts)
+            # gave up on a killed TaskManager: the attempts ran out before its replacement registered, and a
+            # long-running job used up its attempts over days. A failure rate bounds only a failing loop.
+            "restart-strategy.type": "failure-rate",
+            "restart-strategy.failure-rate.max-failures-per-interval": 10,
+            "restart-strategy.failure-rate.failure-rate-interval": "5 min",
+            "restart-strategy.failure-rate.delay": "10 s",
+            # A TaskManager that is gone (killed, crashed) is declared lost after this long without a heartbeat
+            # (Flink's default 50 s); its slots are then freed for the job's restart on the supervised replacement.
+            "heartbeat.timeout": 20000,
             "taskmanager.bind-host": s.host,
             "taskmanager.host": s.host,
             "taskmanager.numberOfTaskSlots": s.flink_task_slots,
@@ -138,7 +151,9 @@ class FlinkService(Service):
         bin_dir = self.layout.flink_home / "bin"
         return [
             Launch("flink-jobmanager", ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env),
-            Launch("flink-taskmanager", ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env),
+            Launch("flink-taskmanager", [sys.executable, "-m", "runners.platform.supervise", "--name",
+                                         "flink-taskmanager", "--", "bash", str(bin_dir / "taskmanager.sh"),
+                                         "start-foreground"], env),
         ]
 
     def healthy(self) -> bool:

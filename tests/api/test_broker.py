@@ -41,12 +41,15 @@ class _Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.batches: list[list[Record]] = []
+        self.positions: list[tuple[str, int, int]] = []
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    def deliver(self, batch: list[Record]) -> None:
+    def deliver(self, batch: list[Record], positions: list[tuple[str, int, int]]) -> None:
+        """A batch and the (topic, partition, next offset) it brings each partition to."""
         assert threading.current_thread() is self.thread  # handed over with call_soon_threadsafe
         self.batches.append(batch)
+        self.positions.extend(positions)
 
     def records(self) -> list[Record]:
         return [record for batch in list(self.batches) for record in batch]

@@ -62,9 +62,22 @@ def test_flink_config_is_yaml_with_loopback_binds(settings: PlatformSettings) ->
     assert parsed["jobmanager.memory.heap.size"] == f"{settings.flink_jobmanager_heap_mb}m"
     assert parsed["taskmanager.memory.process.size"] == f"{settings.flink_taskmanager_process_mb}m"
     assert parsed["state.checkpoints.dir"].startswith((settings.work_dir / "data" / "flink").as_uri())
-    # A job whose LOOPBACK worker died must fail for good in the end, not restart forever holding its slots.
-    assert parsed["restart-strategy.type"] == "fixed-delay"
-    assert 0 < parsed["restart-strategy.fixed-delay.attempts"] <= 10
+    # A job whose LOOPBACK worker died must fail for good in the end, not restart forever holding its slots;
+    # a job whose TaskManager was killed once must be restarted whenever that happens.
+    assert parsed["restart-strategy.type"] == "failure-rate"
+    assert 0 < parsed["restart-strategy.failure-rate.max-failures-per-interval"] <= 10
+
+
+def test_the_taskmanager_runs_under_the_supervisor(settings: PlatformSettings, tmp_path: Path) -> None:
+    service = FlinkService(settings.model_copy(update={"work_dir": tmp_path}))
+    service.layout.flink_home.joinpath("conf").mkdir(parents=True, exist_ok=True)
+    for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml", "logback.xml"):
+        service.layout.flink_home.joinpath("conf", name).touch()
+    launches = {launch.process: launch.argv for launch in service.prepare()}
+    supervised = launches["flink-taskmanager"]
+    assert supervised[1:5] == ["-m", "runners.platform.supervise", "--name", "flink-taskmanager"]
+    assert supervised[-2:] == [str(service.layout.flink_home / "bin" / "taskmanager.sh"), "start-foreground"]
+    assert launches["flink-jobmanager"][-1] == "start-foreground"
 
 
 def test_job_server_points_at_the_flink_rest_port(settings: PlatformSettings) -> None:

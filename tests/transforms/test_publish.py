@@ -5,10 +5,12 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
-from transforms.publish import WriteWindowedParquet, window_file_name
+from transforms.exceptions import SinkWriteError
+from transforms.publish import WriteWindowedParquet, retrying, window_file_name
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("speed_mph", pa.float64())])
 T0_MS = 1_338_508_800_000  # 2012-06-01T00:00:00Z
@@ -51,3 +53,40 @@ def test_writing_a_window_again_replaces_its_file_and_leaves_no_temporary_file(t
 def test_file_names_have_no_colon_for_hdfs():
     name = window_file_name("part", T0_MS + 3_723_000, T0_MS + 4_023_000, 2)
     assert name == "part-20120601T010203Z-20120601T010703Z-pane2.parquet" and ":" not in name
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_write_is_retried_with_backoff_until_it_succeeds() -> None:
+    clock, calls = _Clock(), []
+
+    def flaky() -> str:
+        calls.append(clock.now)
+        if len(calls) < 4:
+            raise ConnectionError("Connection refused")
+        return "written"
+
+    assert retrying(flaky, "writing x", 60, clock.sleep, lambda: clock.now) == "written"
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+
+
+def test_a_write_that_keeps_failing_ends_in_one_clear_line() -> None:
+    clock = _Clock()
+
+    def down() -> None:
+        raise ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=10370):\n Max retries exceeded")
+
+    with pytest.raises(SinkWriteError) as raised:
+        retrying(down, "writing hdfs://out/a.parquet", 60, clock.sleep, lambda: clock.now)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("writing hdfs://out/a.parquet failed 8 time(s) over 60 s")
+    assert "ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=10370): Max retries exceeded" in message
+    assert clock.sleeps == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]  # then 60 + 15 s would pass the 60 s

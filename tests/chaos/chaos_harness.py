@@ -1,0 +1,283 @@
+"""What every fault test shares: a replay through the real streaming job, and the check that nothing was lost.
+
+A :class:`ChaosRun` owns fresh topics (2 partitions each), a replay of a few
+hours of METR-LA for a few sensors (paced, so a fault lands mid-replay), the
+``traffic stream`` command as a user runs it, optionally ``traffic serve``, and
+:meth:`ChaosRun.check_nothing_lost`: every (sensor, step, horizon) with a full
+12-step history has exactly one prediction after de-duplication by key, equal
+(within 1e-6) to the model applied to the true history (what the batch backfill
+computes, see tests/pipelines/test_streaming_restart.py), and raw = valid + dead
+letters, with no validated event twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from topic_contents import read_all, record_count
+
+from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
+from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
+from ml.registry import ModelBundle
+from pipelines.replay import ReplayReport, producer_config, replay
+from runners.flink_jobs import flink_jobs
+from schemas.codec import AvroCodec
+
+__all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
+           "sse_events", "wait_for"]
+
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")
+START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
+
+
+def wait_for(done: Callable[[], bool], timeout_s: float, what: str, every_s: float = 1.0,
+             alive: Callable[[], str | None] = lambda: None) -> float:
+    """Polls ``done`` until true; returns the seconds it took. ``alive`` returns a reason to give up early."""
+    started = time.monotonic()
+    while not done():
+        reason = alive()
+        assert reason is None, f"{what}: {reason}"
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(every_s)
+    return time.monotonic() - started
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, int | None, Any]]:
+    """``(event, id, data)`` of each event of an open SSE response (comments skipped; data is JSON)."""
+    event, data, event_id = "message", [], None
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield event, event_id, json.loads("\n".join(data))
+            event, data, event_id = "message", [], None
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                event_id = int(value)
+
+
+def flink_job(rest: str, name: str) -> dict:
+    """The Flink job called ``name`` (``jid``, ``state``, ...)."""
+    [job] = [j for j in flink_jobs(rest, name) if j["name"] == name]
+    return job
+
+
+def flink_checkpoints(rest: str, jid: str) -> dict:
+    """A job's checkpoint statistics (``counts``, ``latest.restored``, ...)."""
+    return httpx.get(f"{rest}/jobs/{jid}/checkpoints", timeout=10).json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (from /proc)."""
+    total_kb = 0
+    for child in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Command:
+    """A ``traffic ...`` command as a child process in its own process group, its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        exe = shutil.which("traffic", path=str(Path(sys.executable).parent))
+        command = [exe] if exe else [sys.executable, "-m", "runners.cli"]
+        with log.open("w") as out:
+            self.proc = subprocess.Popen([*command, *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def output(self, tail: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-tail:]
+
+    def exited(self) -> str | None:
+        """None while it runs; else why it stopped, with the end of its output."""
+        if self.proc.poll() is None:
+            return None
+        return f"`{self.log.stem}` exited ({self.proc.returncode}):\n{self.output()}"
+
+    def stop(self, timeout_s: float = 120.0) -> int:
+        """SIGTERM, then the exit code (SIGKILL to the group if it does not stop)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            return -9
+
+
+class ChaosRun:
+    """Fresh topics, a model, a paced replay and the checks; see the module doc."""
+
+    def __init__(self, bootstrap: str, fresh_topic: Callable[..., str], registry: str, bundle: ModelBundle,
+                 tmp_path: Path, steps: int = 36, start_ms: int = START_MS) -> None:
+        self.bootstrap, self.registry, self.bundle, self.tmp_path = bootstrap, registry, bundle, tmp_path
+        self.start_ms, self.end_ms = start_ms, start_ms + steps * STEP_MS
+        self.topics = {field: fresh_topic(f"chaos-{field.replace('_', '-')}", partitions=2) for field in TOPIC_FIELDS}
+        self.env = dict(os.environ, TRAFFIC_MODEL_REGISTRY=registry, TRAFFIC_API_MODEL_REGISTRY=registry,
+                        TRAFFIC_API_REQUIRE_VENDOR="false",
+                        **{f"TRAFFIC_TOPICS_{field.upper()}": topic for field, topic in self.topics.items()})
+        self.reports: list[ReplayReport] = []
+        self.replay_error: BaseException | None = None
+        self._replay_thread: threading.Thread | None = None
+        self.commands: list[Command] = []
+
+    # -- processes ------------------------------------------------------------------------------------------
+    def command(self, name: str, argv: list[str]) -> Command:
+        command = Command(argv, self.env, self.tmp_path / f"{name}.log")
+        self.commands.append(command)
+        return command
+
+    def stream(self, runner: str, job_name: str, beam_args: tuple[str, ...] = (), output: str = "none") -> Command:
+        return self.command(f"stream-{job_name}", [
+            "stream", "--runner", runner, "--bootstrap", self.bootstrap, "--registry", self.registry,
+            "--output", output, "--group-id", job_name, "--start", "earliest", "--", f"--job_name={job_name}",
+            *beam_args])
+
+    def stop_all(self) -> None:
+        for command in reversed(self.commands):
+            command.stop()
+
+    # -- the replay -----------------------------------------------------------------------------------------
+    def replay_in_background(self, speed: float, start_ms: int | None = None, end_ms: int | None = None,
+                             seed: int = 11) -> threading.Thread:
+        """Replays ``[start_ms, end_ms)`` (default: the whole run) at ``speed`` on a thread."""
+        def run() -> None:
+            try:
+                self.reports.append(replay(
+                    None, producer_config(self.bootstrap), self.topics["raw"], speed=speed,
+                    start_ms=start_ms or self.start_ms, end_ms=end_ms or self.end_ms,
+                    sensors=list(self.bundle.context.sensor_ids), inject_bad=0.03, seed=seed, progress=False))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                self.replay_error = exc
+
+        self._replay_thread = threading.Thread(target=run, name="chaos-replay", daemon=True)
+        self._replay_thread.start()
+        return self._replay_thread
+
+    def replay_done(self) -> bool:
+        return self._replay_thread is not None and not self._replay_thread.is_alive()
+
+    def sent_steps(self) -> int:
+        return record_count(self.bootstrap, self.topics["raw"])
+
+    # -- reading the outputs ---------------------------------------------------------------------------------
+    def predictions(self) -> dict[tuple, list[tuple]]:
+        """(sensor, step, horizon) -> [(predicted, lower, upper, processing_time_ms), ...] in the topic."""
+        codec = AvroCodec("prediction")
+        got: dict[tuple, list[tuple]] = {}
+        for message in read_all(self.bootstrap, self.topics["predictions"]):
+            r = codec.decode(message.value())
+            got.setdefault((r["sensor_id"], int(r["event_time"]), int(r["horizon_min"])), []).append(
+                (r["predicted_speed_mph"], r["lower_mph"], r["upper_mph"], int(r["processing_time"])))
+        return got
+
+    def reference(self) -> dict[tuple, tuple[float, float, float]]:
+        """The model applied to every replayed step with a full 12-step history (the batch backfill's answer)."""
+        data = load_metrla().only(list(self.bundle.context.sensor_ids)).between(self.start_ms, self.end_ms)
+        out = {}
+        for i in range(HISTORY_STEPS - 1, data.n_steps):
+            step_ms = int(data.times_ms[i])
+            history = history_from_speeds(data.speed[i - HISTORY_STEPS + 1:i + 1])
+            predicted = self.bundle.predict(build_features(history, step_ms, self.bundle.context))
+            for h in HORIZONS_MIN:
+                for j, sensor_id in enumerate(self.bundle.context.sensor_ids):
+                    out[sensor_id, step_ms, h] = tuple(float(a[j]) for a in predicted[h])
+        return out
+
+    def all_arrived(self, reference: dict) -> Callable[[], bool]:
+        dead_letters = sum(r.bad_total for r in self.reports)
+        return lambda: (set(reference) <= set(self.predictions())
+                        and record_count(self.bootstrap, self.topics["dead_letters"]) >= dead_letters)
+
+    def check_nothing_lost(self, reference: dict) -> dict[str, int | float]:
+        """Asserts the module doc's promises; returns the counts."""
+        assert self.replay_error is None, f"the replay failed: {self.replay_error!r}"
+        got = self.predictions()
+        missing = set(reference) - set(got)
+        assert not missing, f"{len(missing)} of {len(reference)} predictions never arrived, e.g. {sorted(missing)[:3]}"
+        # The first 11 steps of each sensor have a shorter history; the job predicts them too (not compared).
+        for key in set(got) - set(reference):
+            assert len({v[:3] for v in got[key]}) == 1, f"{key} has differing duplicates {got[key]}"
+        worst = 0.0
+        for key, expected in reference.items():
+            versions = {v[:3] for v in got[key]}
+            assert len(versions) == 1, f"{key} has differing duplicates {versions}"
+            worst = max(worst, *(abs(a - b) for a, b in zip(versions.pop(), expected, strict=True)))
+        assert worst <= 1e-6, worst
+        raw = record_count(self.bootstrap, self.topics["raw"])
+        events = read_all(self.bootstrap, self.topics["events"])
+        codec = AvroCodec("traffic_event")
+        event_keys = Counter((m.key(), codec.decode(m.value())["event_time"]) for m in events)
+        # A restore from a checkpoint re-reads what came after it: a dead letter may be written twice, but it
+        # names its raw record (partition, offset), so distinct ones are counted.
+        dead_codec = AvroCodec("dead_letter")
+        dead_letters = [dead_codec.decode(m.value()) for m in read_all(self.bootstrap, self.topics["dead_letters"])]
+        dead = len({(d["source_topic"], d["source_partition"], d["source_offset"]) for d in dead_letters})
+        assert raw == sum(r.events for r in self.reports), (raw, [r.events for r in self.reports])
+        assert dead == sum(r.bad_total for r in self.reports), (dead, [r.bad_total for r in self.reports])
+        assert raw == len(event_keys) + dead, (raw, len(event_keys), dead)
+        return {"raw": raw, "valid": len(event_keys), "valid_records": len(events), "dead_letters": dead,
+                "dead_letter_records": len(dead_letters),
+                "keys": len(reference), "predictions": sum(len(v) for v in got.values()),
+                "duplicates": sum(len(v) - 1 for v in got.values()), "worst_abs_diff": worst}
+
+    def first_prediction_after(self, epoch_ms: float) -> float | None:
+        """Seconds from ``epoch_ms`` to the first prediction made (processing time) after it; None if none yet."""
+        after = [v[3] for values in self.predictions().values() for v in values if v[3] > epoch_ms]
+        return (min(after) - epoch_ms) / 1000 if after else None
+
+    def health(self, port: int) -> tuple[int, dict]:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=15)
+            return response.status_code, response.json()
+        except httpx.HTTPError as exc:
+            return 0, {"error": str(exc)}
+
