@@ -285,7 +285,8 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
             bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
             predictions_topic=args.predictions_topic or topics.predictions,
-            alerts_topic=args.alerts_topic or topics.alerts, incidents_topic=topics.incidents,
+            alerts_topic=args.alerts_topic or topics.alerts,
+            incidents_topic=args.incidents_topic or topics.incidents,
         )
     from ml.features import fit_context
 
@@ -426,6 +427,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")
     parser.add_argument("--alerts-topic",
                         help="--to-kafka: alerts topic (default: TRAFFIC_TOPICS_ALERTS)")
+    parser.add_argument("--incidents-topic",
+                        help="--to-kafka: incidents topic (default: TRAFFIC_TOPICS_INCIDENTS)")
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
     parser.add_argument("--beam-args", default="", metavar="'FLAGS'",
