@@ -21,9 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.broker import KafkaFeed
 from api.hub import Hub
+from api.incidents import IncidentBook
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
-from api.routes import alerts, dashboard, model, ops, predictions, sensors, stream
+from api.routes import alerts, dashboard, incidents, model, ops, predictions, sensors, stream
 from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
@@ -105,7 +106,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             settings=settings, topics=topics, catalog=catalog,
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size),
-            metrics=metrics, model=ModelInfo(settings.model_registry),
+            metrics=metrics, model=ModelInfo(settings.model_registry), incidents=IncidentBook(settings.incidents_kept),
         )
         try:
             runtime.model.reload()
@@ -146,7 +147,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         docs_url=None,  # /docs is served from vendored files (routes/dashboard.py), not a CDN
         redoc_url=None,
     )
-    for module in (stream, predictions, sensors, alerts, ops, dashboard):
+    for module in (stream, predictions, sensors, alerts, incidents, ops, dashboard):
         app.include_router(module.router)
     app.include_router(model.router)
     app.include_router(model.admin_router)

@@ -52,13 +52,15 @@ class KafkaFeed:
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
                  metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500) -> None:
         self.bootstrap = bootstrap
-        self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
+        self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert",
+                                      topics.incidents: "incident"}
         if consume_actuals:
             self.kinds[topics.aggregates] = "aggregate"
         self.codecs = {
             topics.predictions: AvroCodec("prediction"),
             topics.alerts: AvroCodec("alert"),
             topics.aggregates: AvroCodec("window_aggregate"),
+            topics.incidents: AvroCodec("incident"),
         }
         self.deliver = deliver
         self.loop = loop

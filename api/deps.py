@@ -15,7 +15,7 @@ __all__ = ["AdminDep", "FilterDep", "HorizonDep", "LimitDep", "RuntimeDep", "Sen
 
 Congestion = Literal["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE"]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
-Kind = Literal["prediction", "alert", "reading"]
+Kind = Literal["prediction", "alert", "reading", "incident"]
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -37,7 +37,7 @@ __all__ = [
     "encode_frame",
 ]
 
-EVENT_KINDS: tuple[str, ...] = ("prediction", "alert", "reading")
+EVENT_KINDS: tuple[str, ...] = ("prediction", "alert", "reading", "incident")
 CONGESTION_RANK: dict[str, int] = {"UNKNOWN": 0, "FREE_FLOW": 1, "MODERATE": 2, "HEAVY": 3, "SEVERE": 4}
 SEVERITY_RANK: dict[str, int] = {"INFO": 1, "WARNING": 2, "CRITICAL": 3}
 
@@ -60,6 +60,7 @@ class Event:
     rank: int  # congestion rank of a prediction, severity rank of an alert, 0 for readings
     frame: bytes
     received_ms: float = 0.0  # when the API's consumer polled the record (epoch ms)
+    sensors: frozenset[str] | None = None  # an incident's sensors: a sensor filter matches any of them
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class EventFilter:
     def matches(self, event: Event) -> bool:
         if event.kind not in self.kinds:
             return False
-        if self.sensors is not None and event.sensor_id not in self.sensors:
+        if self.sensors is not None and (self.sensors.isdisjoint(event.sensors) if event.sensors is not None
+                                         else event.sensor_id not in self.sensors):
             return False
         if event.horizon_min is not None and self.horizons is not None and event.horizon_min not in self.horizons:
             return False
@@ -95,7 +97,9 @@ class EventFilter:
             rank = SEVERITY_RANK.get(record.get("severity", "INFO"), 0)
         else:
             rank = 0
-        probe = Event(0, kind, record["sensor_id"], record.get("horizon_min"), rank, b"")
+        sensors = frozenset(record["sensor_ids"]) if kind == "incident" else None
+        sensor_id = record["seed_sensor_id"] if kind == "incident" else record["sensor_id"]
+        probe = Event(0, kind, sensor_id, record.get("horizon_min"), rank, b"", sensors=sensors)
         return self.matches(probe)
 
 
@@ -170,7 +174,8 @@ class Hub:
         for kind, sensor_id, horizon, rank, data in items:
             self.last_id += 1
             event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
-                          data.get("received_ms", 0.0))
+                          data.get("received_ms", 0.0),
+                          frozenset(data["sensor_ids"]) if kind == "incident" else None)
             self.ring.append(event)
             events.append(event)
         self.published += len(events)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from api.broker import KafkaFeed
 from api.hub import Hub
+from api.incidents import IncidentBook
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
 from api.settings import ApiSettings
@@ -29,12 +30,14 @@ class Runtime:
     metrics: ApiMetrics
     model: ModelInfo
     feed: KafkaFeed | None = None
+    incidents: IncidentBook = field(default_factory=IncidentBook)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ingest(self, records: list[Record]) -> None:
         """Called on the loop thread with one decoded batch from the Kafka feed."""
         try:
-            items = self.state.ingest(records)
+            items = self.state.ingest([r for r in records if r[0] != "incident"])
+            items += self.incidents.ingest([r for r in records if r[0] == "incident"])
             self.hub.publish(items)
         except Exception:
             log.exception("could not ingest a batch of %d records", len(records))

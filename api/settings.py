@@ -59,6 +59,8 @@ class ApiSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=2.0, ge=0, description="time SSE streams get to say goodbye on shutdown")
     history_steps: int = Field(default=288, ge=1, description="steps of actuals/predictions kept per sensor (5 min)")
     alerts_kept: int = Field(default=1_000, ge=1, description="recent alerts served by GET /alerts")
+    incidents_kept: int = Field(default=500, ge=1, description="closed incidents kept for GET /incidents "
+                                "(open ones are always kept)")
 
     admin_key: SecretStr | None = Field(default=None, description="X-API-Key for /admin; admin is off when unset")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowlist; empty = same origin only")

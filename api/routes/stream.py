@@ -3,7 +3,8 @@
 On connect a client gets a ``snapshot`` event (the latest state matching its
 filters) unless it sends ``Last-Event-ID`` still covered by the ring buffer, in
 which case it gets exactly the events it missed. Then live events follow:
-``prediction``, ``alert``, ``reading``; a ``lagged`` event when it fell
+``prediction``, ``alert``, ``reading``, ``incident`` (a state of an incident:
+its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
 :mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
 ``ping_s``; a send blocked for ``send_timeout_s`` drops the client.
@@ -38,7 +39,10 @@ def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
     readings = [r for r in state.readings.values() if event_filter.matches_record("reading", r)] \
         if "reading" in kinds else []
     alerts = [a for a in state.alerts if event_filter.matches_record("alert", a)][-100:] if "alert" in kinds else []
-    return {"last_event_id": runtime.hub.last_id, "predictions": predictions, "readings": readings, "alerts": alerts}
+    incidents = [i for i in runtime.incidents.query() if event_filter.matches_record("incident", i)][:200] \
+        if "incident" in kinds else []
+    return {"last_event_id": runtime.hub.last_id, "predictions": predictions, "readings": readings, "alerts": alerts,
+            "incidents": incidents}
 
 
 async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: anyio.Event) -> AsyncIterator[bytes]:
