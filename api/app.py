@@ -24,7 +24,7 @@ from api.hub import Hub
 from api.incidents import IncidentBook
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
-from api.routes import alerts, dashboard, incidents, model, ops, predictions, sensors, stream
+from api.routes import alerts, dashboard, incidents, model, ops, predictions, roads, sensors, stream
 from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
@@ -147,7 +147,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         docs_url=None,  # /docs is served from vendored files (routes/dashboard.py), not a CDN
         redoc_url=None,
     )
-    for module in (stream, predictions, sensors, alerts, incidents, ops, dashboard):
+    for module in (stream, predictions, sensors, roads, alerts, incidents, ops, dashboard):
         app.include_router(module.router)
     app.include_router(model.router)
     app.include_router(model.admin_router)

@@ -40,6 +40,7 @@ from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
+from ml.road_graph import bundled_road_links
 from pipelines.sources import ReadRawReadings, SourceSpec
 from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
 from schemas.exceptions import TrafficError
@@ -49,7 +50,6 @@ from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
 from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
-from transforms.road_graph import bundled_road_links
 from transforms.validate import ValidateEvents
 
 __all__ = [

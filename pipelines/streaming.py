@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import MODEL_REFRESH_S
+from ml.road_graph import bundled_road_links
 from pipelines.tables import join_path, parquet_schema
 from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings
@@ -40,7 +41,6 @@ from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
-from transforms.road_graph import bundled_road_links
 from transforms.validate import ValidateEvents, make_dead_letter
 
 __all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline", "register"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ml.dataset import load_metrla
-from transforms.road_graph import load_road_links
+from ml.road_graph import load_road_links
 
 __all__ = ["HORIZONS", "LINKS", "SENSORS", "STEPS", "STEP_MS", "T0_MS", "episode", "prediction_dicts", "snapshots"]
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.road_graph import components
+from ml.road_graph import components
 
 __all__ = ["IncidentRules", "OpenIncident", "advance", "incident_id", "severity_of"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ml.features import HORIZONS_MIN
+from ml.road_graph import bundled_road_links
 from transforms.incident_rules import IncidentRules, advance
-from transforms.road_graph import bundled_road_links
 
 __all__ = ["incidents_of"]
 

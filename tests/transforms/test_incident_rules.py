@@ -8,7 +8,6 @@ from incident_episode import HORIZONS, LINKS, SENSORS, STEP_MS, STEPS, T0_MS, ep
 
 from schemas.codec import AvroCodec
 from transforms.incident_rules import IncidentRules, advance, incident_id
-from transforms.road_graph import components, road_links
 
 INDEX = {s: i for i, s in enumerate(SENSORS)}
 
@@ -107,13 +106,6 @@ def test_two_incidents_that_join_merge_into_the_older() -> None:
     closed = [r for r in records if r["event"] == "CLOSED"]
     assert [(r["incident_id"], r["merged_into"]) for r in closed] == [(second, first)]
     assert records[-1]["incident_id"] == first and records[-1]["sensor_ids"] == ["a", "b", "c"]
-
-
-def test_road_links_follow_the_strongest_link_each_way() -> None:
-    adjacency = np.array([[1, 0.9, 0.2, 0], [0, 1, 0.8, 0.1], [0, 0, 1, 0.7], [0.05, 0, 0, 1]], float)
-    assert road_links(adjacency) == ((0, 1), (0, 3), (1, 2), (2, 3))
-    assert road_links(adjacency, min_weight=0.1) == ((0, 1), (1, 2), (2, 3))
-    assert components([0, 2, 3], {0: (1,), 1: (0, 2), 2: (1, 3), 3: (2,)}) == [[0], [2, 3]]
 
 
 def test_rules_reject_inconsistent_thresholds() -> None:
