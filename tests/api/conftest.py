@@ -56,12 +56,12 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
 @pytest.fixture(scope="session")
 def real_records(model_registry):
-    """Two hours of Friday-afternoon predictions (and the actual speeds) from that model."""
+    """Three hours of Friday-afternoon predictions (and the actual speeds) from that model."""
     from real_predictions import forecast_hours
 
     root, _ = model_registry
     first = int(__import__("numpy").datetime64("2012-06-01T16:00", "ms").astype("int64"))
-    return forecast_hours(root, first, 24)
+    return forecast_hours(root, first, 36)
 
 
 @pytest.fixture(scope="session")
