@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.frames import encode_events
+
 __all__ = [
     "CONGESTION_RANK",
     "Batch",
@@ -61,6 +63,7 @@ class Event:
     frame: bytes
     received_ms: float = 0.0  # when the API's consumer polled the record (epoch ms)
     sensors: frozenset[str] | None = None  # an incident's sensors: a sensor filter matches any of them
+    data: dict[str, Any] | None = None  # the record, for step frames (api/frames.py)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class EventFilter:
     kinds: frozenset[str] = frozenset(EVENT_KINDS)
     min_congestion: int = 0
     min_severity: int = 0
+    batched: bool = False  # step frames: runs of predictions/readings as one column event (api/frames.py)
 
     def matches(self, event: Event) -> bool:
         if event.kind not in self.kinds:
@@ -113,8 +117,9 @@ class Batch:
     received_ms: float  # the oldest event's arrival at the API
 
     @classmethod
-    def of(cls, events: list[Event]) -> Batch:
-        return cls(b"".join([event.frame for event in events]), len(events), events[-1].id, events[0].received_ms)
+    def of(cls, events: list[Event], batched: bool = False) -> Batch:
+        payload = encode_events(events) if batched else b"".join([event.frame for event in events])
+        return cls(payload, len(events), events[-1].id, events[0].received_ms)
 
 
 @dataclass(eq=False)
@@ -175,7 +180,7 @@ class Hub:
             self.last_id += 1
             event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
                           data.get("received_ms", 0.0),
-                          frozenset(data["sensor_ids"]) if kind == "incident" else None)
+                          frozenset(data["sensor_ids"]) if kind == "incident" else None, data)
             self.ring.append(event)
             events.append(event)
         self.published += len(events)
@@ -188,7 +193,7 @@ class Hub:
                 batch = batches[sub.filter]
             else:
                 matched = [event for event in events if sub.filter.matches(event)]
-                batch = batches[sub.filter] = Batch.of(matched) if matched else None
+                batch = batches[sub.filter] = Batch.of(matched, sub.filter.batched) if matched else None
             if batch is not None and not sub.offer(batch):
                 lagging.append(sub)
         for sub in lagging:

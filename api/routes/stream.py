@@ -3,7 +3,9 @@
 On connect a client gets a ``snapshot`` event (the latest state matching its
 filters) unless it sends ``Last-Event-ID`` still covered by the ring buffer, in
 which case it gets exactly the events it missed. Then live events follow:
-``prediction``, ``alert``, ``reading``, ``incident`` (a state of an incident:
+``prediction``, ``alert``, ``reading``, ``incident`` (with ``batch=true``, runs of
+predictions and readings come as one ``predictions`` / ``readings`` event in
+columns: :mod:`api.frames`) (a state of an incident:
 its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
 :mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
@@ -15,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse
 
 from api.deps import FilterDep, RuntimeDep
+from api.frames import encode_events
 from api.hub import EventFilter, Subscriber, encode_frame
 from api.runtime import Runtime
 
@@ -96,6 +100,8 @@ async def stream(
     runtime: RuntimeDep,
     event_filter: FilterDep,
     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
+    batch: Annotated[bool, Query(description="step frames: each run of predictions (readings) as one "
+                                 "`predictions` (`readings`) event in columns, speeds to 0.001 mph")] = False,
 ) -> EventSourceResponse:
     resume_from = None
     if last_event_id is not None and last_event_id.strip():
@@ -107,12 +113,14 @@ async def stream(
         if resume_from < 0:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must not be negative")
     hub, settings = runtime.hub, runtime.settings
+    if batch:
+        event_filter = replace(event_filter, batched=True)
     sub = hub.subscribe(event_filter)  # subscribe first: nothing published between snapshot and live is lost
     runtime.metrics.sse_connections.inc()
     missed = hub.replay_after(resume_from, event_filter) if resume_from is not None else None
     if missed is not None:
         runtime.metrics.sse_resumed.inc()
-        first = b"".join(event.frame for event in missed) or b": resumed\n\n"
+        first = (encode_events(missed) if batch else b"".join(event.frame for event in missed)) or b": resumed\n\n"
         sub.last_sent_id = hub.last_id
     else:
         first = encode_frame(hub.last_id, "snapshot", snapshot_of(runtime, event_filter))

@@ -136,10 +136,22 @@
   }
 
   // -- the stream ---------------------------------------------------------------------------------------------
+  function expand(e, apply) {  // a column frame -> its records, applied in order; returns how many
+    const frame = JSON.parse(e.data);
+    const cols = Object.entries(frame.cols);
+    for (let i = 0; i < frame.n; i++) {
+      const record = { ...frame.const, received_ms: frame.received_ms };
+      for (const [name, values] of cols) record[name] = values[i];
+      apply(record);
+    }
+    return frame.n;
+  }
+
   function connect() {
     setStatus(state.events ? "reconnecting" : "connecting");
     // Per-prediction alerts stay on /alerts and the stream; the dashboard lists incidents instead.
-    const source = new EventSource("../stream?types=prediction&types=reading&types=incident");
+    // batch=true: a step's predictions come as one `predictions` event in columns (api/frames.py).
+    const source = new EventSource("../stream?types=prediction&types=reading&types=incident&batch=true");
     state.source = source;
     source.onopen = () => { setStatus("live"); state.retryMs = 1000; };
     source.onerror = () => {
@@ -160,6 +172,8 @@
       repaintAll();
     });
     source.addEventListener("prediction", (e) => { state.events += 1; applyPrediction(JSON.parse(e.data)); });
+    source.addEventListener("predictions", (e) => { state.events += expand(e, applyPrediction); });
+    source.addEventListener("readings", (e) => { state.events += expand(e, applyReading); });
     source.addEventListener("reading", (e) => { state.events += 1; applyReading(JSON.parse(e.data)); });
     source.addEventListener("incident", (e) => { state.events += 1; window.TrafficIncidents.apply(JSON.parse(e.data)); });
     source.addEventListener("lagged", () => setStatus("reconnecting", "catching up"));
