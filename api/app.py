@@ -117,6 +117,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
                 settings.kafka_bootstrap, topics, runtime.ingest, asyncio.get_running_loop(),
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
+                batch_size=settings.consume_batch_size, linger_ms=settings.consume_linger_ms,
             )
             runtime.feed.start()
         app.state.runtime = runtime

@@ -44,6 +44,9 @@ class ApiSettings(BaseSettings):
         default=2_000, ge=0, description="records re-read per partition at start-up to rebuild the latest state"
     )
     consume_actuals: bool = Field(default=True, description="also consume traffic-aggregates as the actual speeds")
+    consume_batch_size: int = Field(default=5_000, ge=1, description="most records handed to the fan-out at once")
+    consume_linger_ms: float = Field(default=5.0, ge=0, description="after a record arrives, wait this long for "
+                                     "more, so a model step published at once is one delivery (one write per client)")
 
     model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from api.frames import encode_events
 from api.hub import EventFilter, Hub
 
@@ -62,3 +64,42 @@ def test_batched_subscribers_share_one_frame_and_count_events_for_the_slow_clien
         assert all(s.lagged for s in [*batched, plain])
 
     asyncio.run(main())
+
+
+@pytest.mark.integration
+def test_a_step_arrives_as_frames_over_kafka_and_resumes_by_id(served_api, timeline) -> None:
+    """/stream?batch=true: a produced step's predictions come back as column frames holding exactly its records."""
+    from sse_reader import read_events
+
+    with served_api.client() as client:
+        with client.stream("GET", "/stream", params={"types": "prediction", "batch": "true"}) as response:
+            events = read_events(response)
+            assert next(events).event == "snapshot"
+            index = timeline.produce_next()
+            want = timeline.step_records(index, "prediction")
+            frames = []
+            while sum(f.data["n"] for f in frames) < len(want):
+                event = next(events)
+                assert event.event == "predictions"
+                frames.append(event)
+        got = [row for f in frames for row in _rows(f.data)]
+        key = lambda r: (r["sensor_id"], r["horizon_min"])  # noqa: E731
+        assert sorted(map(key, got)) == sorted(map(key, want))
+        by_key = {key(r): r for r in want}
+        for row in got:
+            assert row["predicted_speed_mph"] == round(by_key[key(row)]["predicted_speed_mph"], 3)
+            assert row["event_time"] == by_key[key(row)]["event_time"]
+        ids = [f.id for f in frames]
+        assert ids == sorted(ids) and frames[0].data["first_id"] <= ids[0]
+        # resume after the step's first event (inside the first frame): the other events, as frames, by id
+        first_id = frames[0].data["first_id"]
+        with client.stream("GET", "/stream", params={"types": "prediction", "batch": "true"},
+                           headers={"Last-Event-ID": str(first_id)}) as response:
+            events = read_events(response)
+            rest = []
+            while sum(f.data["n"] for f in rest) < len(want) - 1:
+                event = next(events)
+                assert event.event == "predictions" and event.id > first_id
+                rest.append(event)
+        assert sum(f.data["n"] for f in rest) == len(want) - 1 and rest[-1].id == ids[-1]
+        assert [row for f in rest for row in _rows(f.data)] == got[1:]
