@@ -56,7 +56,7 @@ from runners.settings import PlatformSettings  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
 
-TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
 
 
 class ServiceDown(Exception):
