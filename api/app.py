@@ -22,10 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.broker import KafkaFeed
 from api.errors import install_error_handlers
 from api.hub import Hub
+from api.incidents import IncidentBook
 from api.journal import EventJournal
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
-from api.routes import alerts, dashboard, model, ops, predictions, sensors, stream
+from api.routes import alerts, dashboard, incidents, model, ops, predictions, roads, sensors, stream
 from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
@@ -108,7 +109,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             settings=settings, topics=topics, catalog=catalog,
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size, journal),
-            metrics=metrics, model=ModelInfo(settings.model_registry),
+            metrics=metrics, model=ModelInfo(settings.model_registry), incidents=IncidentBook(settings.incidents_kept),
         )
         try:
             runtime.model.reload()
@@ -120,6 +121,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
                 start_at=journal.oldest if journal is not None else None,
+                batch_size=settings.consume_batch_size, linger_ms=settings.consume_linger_ms,
             )
             runtime.feed.start()
         app.state.runtime = runtime
@@ -153,7 +155,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (stream, predictions, sensors, alerts, ops, dashboard):
+    for module in (stream, predictions, sensors, roads, alerts, incidents, ops, dashboard):
         app.include_router(module.router)
     app.include_router(model.router)
     app.include_router(model.admin_router)

@@ -59,16 +59,18 @@ class KafkaFeed:
     def __init__(self, bootstrap_servers: str, topics: TopicSettings,
                  deliver: Callable[[list[Record], list[tuple[str, int, int]]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
-                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 500,
-                 start_at: dict[tuple[str, int], int] | None = None) -> None:
+                 metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 5000,
+                 linger_ms: float = 5.0, start_at: dict[tuple[str, int], int] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert"}
+        self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert",
+                                      topics.incidents: "incident"}
         if consume_actuals:
             self.kinds[topics.aggregates] = "aggregate"
         self.codecs = {
             topics.predictions: AvroCodec("prediction"),
             topics.alerts: AvroCodec("alert"),
             topics.aggregates: AvroCodec("window_aggregate"),
+            topics.incidents: AvroCodec("incident"),
         }
         self.deliver = deliver
         self.loop = loop
@@ -77,6 +79,7 @@ class KafkaFeed:
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self.start_at = dict(start_at or {})  # (topic, partition) -> read from here at the latest (the event journal)
+        self.linger_s = linger_ms / 1000.0
         self.assigned: set[tuple[str, int]] = set()
         self.consumed = 0
         self.decode_errors = 0
@@ -179,14 +182,16 @@ class KafkaFeed:
                 if not self.assigned:
                     self._stop.wait(0.2)
                     continue
-                # poll() returns as soon as one record is there (consume() would wait out its timeout unless the
-                # batch fills); then take whatever else is already fetched. Idle, the thread wakes 5 times a second,
-                # so it rarely competes with the event loop for the GIL.
+                # poll() returns as soon as one record is there; then take what arrives within linger_ms more
+                # (consume() waits out its timeout unless the batch fills), so a model step produced at once
+                # (621 predictions over several fetches) is one delivery: one frame and one write per client
+                # instead of several. Idle, the thread wakes 5 times a second, so it rarely competes with the
+                # event loop for the GIL.
                 first = consumer.poll(timeout=0.2)
                 self.last_poll_s = time.time()
                 if first is None:
                     continue
-                messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=0)]
+                messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=self.linger_s)]
                 batch, positions = self._decode(messages)
                 if batch and self.last_error is not None:
                     self._recovered()

@@ -29,7 +29,7 @@ __all__ = [
 
 Congestion = Literal["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE"]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
-Kind = Literal["prediction", "alert", "reading"]
+Kind = Literal["prediction", "alert", "reading", "incident"]
 
 
 Horizon = IntEnum("Horizon", {f"MIN_{h}": h for h in HORIZONS_MIN})  # the OpenAPI enum 15, 30, 60

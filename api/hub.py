@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.frames import encode_events
 from api.journal import EventJournal, Position
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "encode_frame",
 ]
 
-EVENT_KINDS: tuple[str, ...] = ("prediction", "alert", "reading")
+EVENT_KINDS: tuple[str, ...] = ("prediction", "alert", "reading", "incident")
 CONGESTION_RANK: dict[str, int] = {"UNKNOWN": 0, "FREE_FLOW": 1, "MODERATE": 2, "HEAVY": 3, "SEVERE": 4}
 SEVERITY_RANK: dict[str, int] = {"INFO": 1, "WARNING": 2, "CRITICAL": 3}
 
@@ -68,6 +69,8 @@ class Event:
     rank: int  # congestion rank of a prediction, severity rank of an alert, 0 for readings
     frame: bytes
     received_ms: float = 0.0  # when the API's consumer polled the record (epoch ms)
+    sensors: frozenset[str] | None = None  # an incident's sensors: a sensor filter matches any of them
+    data: dict[str, Any] | None = None  # the record, for step frames (api/frames.py)
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,13 @@ class EventFilter:
     kinds: frozenset[str] = frozenset(EVENT_KINDS)
     min_congestion: int = 0
     min_severity: int = 0
+    batched: bool = False  # step frames: runs of predictions/readings as one column event (api/frames.py)
 
     def matches(self, event: Event) -> bool:
         if event.kind not in self.kinds:
             return False
-        if self.sensors is not None and event.sensor_id not in self.sensors:
+        if self.sensors is not None and (self.sensors.isdisjoint(event.sensors) if event.sensors is not None
+                                         else event.sensor_id not in self.sensors):
             return False
         if event.horizon_min is not None and self.horizons is not None and event.horizon_min not in self.horizons:
             return False
@@ -103,7 +108,9 @@ class EventFilter:
             rank = SEVERITY_RANK.get(record.get("severity", "INFO"), 0)
         else:
             rank = 0
-        probe = Event(0, kind, record["sensor_id"], record.get("horizon_min"), rank, b"")
+        sensors = frozenset(record["sensor_ids"]) if kind == "incident" else None
+        sensor_id = record["seed_sensor_id"] if kind == "incident" else record["sensor_id"]
+        probe = Event(0, kind, sensor_id, record.get("horizon_min"), rank, b"", sensors=sensors)
         return self.matches(probe)
 
 
@@ -117,8 +124,9 @@ class Batch:
     received_ms: float  # the oldest event's arrival at the API
 
     @classmethod
-    def of(cls, events: list[Event]) -> Batch:
-        return cls(b"".join([event.frame for event in events]), len(events), events[-1].id, events[0].received_ms)
+    def of(cls, events: list[Event], batched: bool = False) -> Batch:
+        payload = encode_events(events) if batched else b"".join([event.frame for event in events])
+        return cls(payload, len(events), events[-1].id, events[0].received_ms)
 
 
 @dataclass(eq=False)
@@ -193,7 +201,8 @@ class Hub:
                     continue  # older than the journal: the live state has it, no client needs it again
             self.last_id += 1
             event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
-                          data.get("received_ms", 0.0))
+                          data.get("received_ms", 0.0),
+                          frozenset(data["sensor_ids"]) if kind == "incident" else None, data)
             self.ring.append(event)
             events.append(event)
             if journal is not None and position:
@@ -212,7 +221,7 @@ class Hub:
                 batch = batches[sub.filter]
             else:
                 matched = [event for event in events if sub.filter.matches(event)]
-                batch = batches[sub.filter] = Batch.of(matched) if matched else None
+                batch = batches[sub.filter] = Batch.of(matched, sub.filter.batched) if matched else None
             if batch is not None and not sub.offer(batch):
                 lagging.append(sub)
         for sub in lagging:

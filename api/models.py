@@ -6,7 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Alert", "Analytics", "Health", "History", "Model", "Prediction", "Reading", "Sensor"]
+__all__ = [
+    "Alert", "Analytics", "Health", "History", "Incident", "IncidentDetail", "Model", "Prediction", "Problem",
+    "Reading", "Sensor",
+]
 
 
 class PredictedPoint(BaseModel):
@@ -99,3 +102,44 @@ class Model(BaseModel):
     loaded_at_ms: int | None
     metadata: dict[str, Any] | None
     error: str | None
+
+
+class HorizonWorst(BaseModel):
+    horizon_min: int
+    target_time: int = Field(description="step + horizon, epoch ms")
+    speed_mph: float = Field(description="the slowest predicted speed of the incident's sensors")
+    sensor_id: str
+
+
+class Incident(BaseModel):
+    """The latest state of a congestion incident (schemas/avro/incident.avsc; rules in docs/incidents.md)."""
+
+    incident_id: str = Field(description="<seed sensor>@<starting step UTC>, stable across replays")
+    event: Literal["OPENED", "UPDATED", "CLOSED"]
+    state: Literal["OPEN", "CLEARING", "CLOSED"]
+    severity: Literal["MODERATE", "HEAVY", "SEVERE"]
+    seed_sensor_id: str
+    sensor_ids: list[str]
+    opened_at: int = Field(description="epoch ms")
+    updated_at: int = Field(description="the step this state is for, epoch ms")
+    closed_at: int | None
+    worst_sensor_id: str | None
+    worst_speed_mph: float | None
+    observed_min_speed_mph: float | None
+    worst_predicted: list[HorizonWorst]
+    expected_clearance_time: int | None = Field(description="epoch ms; null when the forecast shows none")
+    trend: Literal["WORSENING", "STABLE", "IMPROVING"]
+    merged_into: str | None
+    model_version: str
+    received_ms: float = Field(description="when the API consumed it, epoch ms")
+
+
+class IncidentDetail(BaseModel):
+    incident: Incident
+    states: list[Incident] = Field(description="its recorded states, oldest first")
+
+
+class Problem(BaseModel):
+    """An error: a sentence, or (request validation) FastAPI's list of what was wrong."""
+
+    detail: str | list[dict[str, Any]]

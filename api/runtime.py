@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from api.broker import KafkaFeed
 from api.hub import Hub
+from api.incidents import IncidentBook
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
 from api.settings import ApiSettings
@@ -29,12 +30,18 @@ class Runtime:
     metrics: ApiMetrics
     model: ModelInfo
     feed: KafkaFeed | None = None
+    incidents: IncidentBook = field(default_factory=IncidentBook)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ingest(self, records: list[Record], positions: list | None = None) -> None:
         """Called on the loop thread with one decoded batch from the Kafka feed (and each record's position)."""
         try:
-            items = self.state.ingest(records, positions)
+            incident = [r[0] == "incident" for r in records]
+            mine = [i for i, is_incident in enumerate(incident) if not is_incident]
+            theirs = [i for i, is_incident in enumerate(incident) if is_incident]
+            pick = (lambda idx: [positions[i] for i in idx]) if positions is not None else (lambda idx: None)
+            items = self.state.ingest([records[i] for i in mine], pick(mine))
+            items += self.incidents.ingest([records[i] for i in theirs], pick(theirs))
             self.hub.publish(items)
         except Exception:
             log.exception("could not ingest a batch of %d records", len(records))

@@ -51,6 +51,9 @@ class ApiSettings(BaseSettings):
         default=2_000, ge=0, description="records re-read per partition at start-up to rebuild the latest state"
     )
     consume_actuals: bool = Field(default=True, description="also consume traffic-aggregates as the actual speeds")
+    consume_batch_size: int = Field(default=5_000, ge=1, description="most records handed to the fan-out at once")
+    consume_linger_ms: float = Field(default=5.0, ge=0, description="after a record arrives, wait this long for "
+                                     "more, so a model step published at once is one delivery (one write per client)")
 
     model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
 
@@ -71,6 +74,8 @@ class ApiSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=2.0, ge=0, description="time SSE streams get to say goodbye on shutdown")
     history_steps: int = Field(default=288, ge=1, description="steps of actuals/predictions kept per sensor (5 min)")
     alerts_kept: int = Field(default=1_000, ge=1, description="recent alerts served by GET /alerts")
+    incidents_kept: int = Field(default=500, ge=1, description="closed incidents kept for GET /incidents "
+                                "(open ones are always kept)")
 
     admin_key: SecretStr | None = Field(default=None, description="X-API-Key for /admin; admin is off when unset")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowlist; empty = same origin only")

@@ -26,10 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from config.settings import default_registry_root  # noqa: E402
 from ml.dataset import TRAIN_END_MS, load_metrla  # noqa: E402
 from ml.features import HISTORY_STEPS, history_from_speeds  # noqa: E402
 from ml.handler import HandlerConfig, make_model_handler  # noqa: E402
-from ml.registry import ModelRegistry, default_registry_root  # noqa: E402
+from ml.registry import ModelRegistry  # noqa: E402
 
 __all__ = ["main"]
 

@@ -2,7 +2,7 @@
 
 What it does (bounded in time and in connections):
 
-1. creates fresh predictions/alerts/aggregates topics on the local Kafka;
+1. creates fresh predictions/alerts/aggregates/incidents topics on the local Kafka;
 2. trains the quick ridge model with the project's feature code and forecasts
    a few hours of bundled METR-LA with it (``tests/api/real_predictions.py``);
 3. starts the server as a separate process on a free port (``python -m api``,
@@ -17,10 +17,15 @@ What it does (bounded in time and in connections):
    every event in every client would make the Python clients the bottleneck).
 
 Prints p50/p90/p99/max latency, delivered/expected events, and the server's RSS
-(before clients, with clients, peak). ``--write-doc`` writes the report to .work/benchmarks/api.md
+(before clients, with clients, peak), and the server's CPU per second of the run.
+``--batch on`` makes the clients ask for step frames (``/stream?batch=true``:
+a run of predictions as one column event, :mod:`api.frames`); each frame
+counts as its ``n`` records, all with the frame's ``received_ms``.
+``--write-doc`` writes the report to .work/benchmarks/api.md
 (raw output; its figures are recorded at the end of docs/benchmarks.md, their one home).
 
     .venv/bin/python benchmarks/sse_fanout.py --clients 1000 --rate 20 --duration-s 30
+    .venv/bin/python benchmarks/sse_fanout.py --clients 1000 --step-every-s 10 --batch off on
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ sys.path.insert(0, str(REPO / "tests" / "api"))
 
 RECEIVED_KEY = b'"received_ms":'  # the API's arrival stamp, the last field of every event's JSON
 RECEIVED = re.compile(rb'"received_ms":([0-9.]+)')
+# a step frame (``batch=true``, api/frames.py) starts {"n":<records>,"received_ms":<stamp>,...
+FRAME = re.compile(rb'data: \{"n":([0-9]+),"received_ms":([0-9.]+)')
 
 
 _MODEL: dict[str, Path] = {}
@@ -77,7 +84,7 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _client(port: int, path: str, stop, latencies: Counter | None, counts: list[int],
-                  ready: asyncio.Event | None) -> None:
+                  ready: asyncio.Event | None, batched: bool = False) -> None:
     """One SSE connection; counts its events and, when ``latencies`` is given, records each one's latency."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
@@ -104,6 +111,12 @@ async def _client(port: int, path: str, stop, latencies: Counter | None, counts:
                 complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
                 if ready is not None:
                     ready.set()
+            if batched:  # step frames: n records per frame, one arrival stamp
+                for n, received in FRAME.findall(complete):
+                    events += int(n)
+                    if latencies is not None:
+                        latencies[round(now_ms - float(received), 1)] += int(n)
+                continue
             if latencies is None:  # not sampled: only count (a C-speed scan)
                 events += complete.count(RECEIVED_KEY)
                 continue
@@ -127,7 +140,8 @@ def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: m
         for i in range(n):
             ready = asyncio.Event()
             sampled = latencies if i % sample_every == 0 else None
-            tasks.append(asyncio.create_task(_client(port, path, stop, sampled, counts, ready)))
+            tasks.append(asyncio.create_task(_client(port, path, stop, sampled, counts, ready,
+                                                     "batch=true" in path)))
             await asyncio.wait_for(ready.wait(), 30)
             with connected.get_lock():
                 connected.value += 1
@@ -147,8 +161,8 @@ def _setup_topics(bootstrap: str):
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(predictions=f"bench-{tag}-predictions", alerts=f"bench-{tag}-alerts",
-                           aggregates=f"bench-{tag}-aggregates")
-    names = [topics.predictions, topics.alerts, topics.aggregates]
+                           aggregates=f"bench-{tag}-aggregates", incidents=f"bench-{tag}-incidents")
+    names = [topics.predictions, topics.alerts, topics.aggregates, topics.incidents]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names]).values():
         future.result(30)
@@ -178,7 +192,8 @@ def run(args: argparse.Namespace) -> dict:
         env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_BOOTSTRAP_SERVERS=args.bootstrap,
                    TRAFFIC_API_MODEL_REGISTRY=str(registry), TRAFFIC_API_RATE_LIMIT_PER_S="0",
                    TRAFFIC_TOPICS_PREDICTIONS=topics.predictions, TRAFFIC_TOPICS_ALERTS=topics.alerts,
-                   TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_API_PING_S="5",
+                   TRAFFIC_TOPICS_AGGREGATES=topics.aggregates, TRAFFIC_TOPICS_INCIDENTS=topics.incidents,
+                   TRAFFIC_API_PING_S="5",
                    TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
         env.update({k: v for k, v in os.environ.items() if k.startswith("TRAFFIC_API_GC_")})
         priority = ["nice", "-n", str(args.nice)] if args.nice else []
@@ -190,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
         while True:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
-                if health["checks"]["consumer"]["partitions"] == 12:
+                if health["checks"]["consumer"]["partitions"] == 4 * len(names):
                     break
             except (httpx.TransportError, KeyError, ValueError):
                 pass
@@ -205,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
         out: mp.Queue = mp.Queue()
         per_proc = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
                     for i in range(args.client_procs)]
-        path = "/stream?types=prediction&types=alert"
+        path = "/stream?types=prediction&types=alert" + ("&batch=true" if args.batch == "on" else "")
         procs = [mp.Process(target=_client_proc, args=(port, n, path, stop, connected, out, args.sample_every,
                                                                args.nice))
                  for n in per_proc]
@@ -290,6 +305,7 @@ def run(args: argparse.Namespace) -> dict:
             "client_procs": args.client_procs,
             "latency_sampled_clients": sum((n + args.sample_every - 1) // args.sample_every for n in per_proc),
             "coalesce_ms": args.coalesce_ms,
+            "batch": args.batch,
             "nice": args.nice,
             "workload": f"one step (621 records) every {args.step_every_s:g} s" if args.step_every_s
             else f"steady {args.rate:g} records/s",
@@ -402,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--coalesce-ms", type=float, nargs="+", default=[100.0],
                         help="the server's TRAFFIC_API_COALESCE_MS (one run per value)")
+    parser.add_argument("--batch", nargs="+", choices=("off", "on"), default=["off"],
+                        help="on: clients ask for step frames (/stream?batch=true, api/frames.py); one run per value")
     parser.add_argument("--drain-s", type=float, default=3.0)
     parser.add_argument("--nice", type=int, default=0,
                         help="run the server and clients at this niceness (negative needs root): approximates a "
@@ -418,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = args.rate or ([] if args.step_every_s else [20.0])
     workloads = [{"rate": r, "step_every_s": 0.0} for r in rates] + \
         [{"rate": 0.0, "step_every_s": s} for s in args.step_every_s]
-    runs = [{**w, "coalesce_ms": c, "clients": n} for n in args.clients for w in workloads for c in args.coalesce_ms]
+    runs = [{**w, "coalesce_ms": c, "clients": n, "batch": b} for n in args.clients for w in workloads
+            for c in args.coalesce_ms for b in args.batch]
     for overrides in runs:
         one = argparse.Namespace(**{**vars(args), **overrides})
         result = run(one)

@@ -14,7 +14,8 @@ arguments differ from ``pipelines/streaming.py``)::
   windows (12 inputs and 12 following steps in the input).
 - ``backfill``: -> Forecast (RunInference with the registry's model) ->
   PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
-  and with ``--to-kafka`` also the predictions and alerts topics (Avro).
+  and TrackIncidents -> ``<output>/incidents/`` (docs/incidents.md); with
+  ``--to-kafka`` also the predictions, alerts and incidents topics (Avro).
 
 Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
 The run logs progress and ends with the per-stage counts from Beam metrics
@@ -38,7 +39,8 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
-from ml.features import HISTORY_STEPS, FeatureContext
+from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
+from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
 from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
@@ -47,6 +49,7 @@ from transforms.aggregate import WindowedAggregate
 from transforms.dedupe import DeduplicateEvents
 from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
+from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
 from transforms.validate import ValidateEvents
 
@@ -80,7 +83,7 @@ BATCH_DIRECT_ARGS: tuple[str, ...] = (
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (
     "in", "valid", "dead_letters", "late", "aggregates", "snapshots", "feature_rows", "predictions", "alerts",
-    "prediction_dead_letters",
+    "prediction_dead_letters", "incidents",
 )
 
 
@@ -110,6 +113,7 @@ class BatchConfig:
     bootstrap_servers: str | None = None
     predictions_topic: str = "traffic-predictions"
     alerts_topic: str = "traffic-alerts"
+    incidents_topic: str = "traffic-incidents"
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
 
@@ -157,16 +161,19 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
         cfg.registry, version=cfg.model_version, max_batch_size=32, hdfs_options=cfg.hdfs_options or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
-    outputs = {"predictions": post.predictions, "alerts": post.alerts}
+    incidents = {"snapshots": full, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
+        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=STEP_MS // 1000)
+    outputs = {"predictions": post.predictions, "alerts": post.alerts, "incidents": incidents}
     _ = (
         _count(post.dead_letter, "prediction_dead_letters", cfg)
         | "PredictionDeadLettersToJson" >> beam.Map(_dead_letter_json)
         | "WritePredictionDeadLetters"
         >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "predictions"), file_name_suffix=".jsonl")
     )
-    for name, avro_name, topic in (
-        ("predictions", "prediction", cfg.predictions_topic),
-        ("alerts", "alert", cfg.alerts_topic),
+    for name, avro_name, topic, key in (
+        ("predictions", "prediction", cfg.predictions_topic, "sensor_id"),
+        ("alerts", "alert", cfg.alerts_topic, "sensor_id"),
+        ("incidents", "incident", cfg.incidents_topic, "incident_id"),
     ):
         label = name.capitalize()
         records = _count(outputs[name], name, cfg)
@@ -180,7 +187,7 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
             codec = AvroCodec(avro_name)
             _ = (
                 records
-                | f"Encode{label}" >> beam.Map(lambda r, c=codec: (r["sensor_id"], c.encode(r)))
+                | f"Encode{label}" >> beam.Map(lambda r, c=codec, k=key: (r[k], c.encode(r)))
                 | f"Produce{label}"
                 >> WriteToKafka(cfg.bootstrap_servers, topic, key_fn=lambda kv: kv[0], value_fn=lambda kv: kv[1])
             )
@@ -271,6 +278,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             bootstrap_servers=args.bootstrap_servers or get_settings().bootstrap_servers,
             predictions_topic=args.predictions_topic or topics.predictions,
             alerts_topic=args.alerts_topic or topics.alerts,
+            incidents_topic=args.incidents_topic or topics.incidents,
         )
     from ml.features import fit_context
 
@@ -309,7 +317,8 @@ def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[
         + (" (counts add up)" if balanced else " (COUNTS DO NOT ADD UP)"),
         f"  aggregates {c['aggregates']}, network steps {c['snapshots']}, "
         + (f"feature rows {c['feature_rows']}" if cfg.mode == "features"
-           else f"predictions {c['predictions']}, alerts {c['alerts']}, rejected predictions "
+           else f"predictions {c['predictions']}, alerts {c['alerts']}, incident records {c['incidents']}, "
+           "rejected predictions "
            f"{c['prediction_dead_letters']} (model {cfg.model_version})"),
         f"  output {cfg.output}" + (" and Kafka" if cfg.to_kafka else ""),
         f"  wall {wall_s:.1f} s, {rate:,.0f} readings/s",
@@ -411,6 +420,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")
     parser.add_argument("--alerts-topic",
                         help="--to-kafka: alerts topic (default: TRAFFIC_TOPICS_ALERTS)")
+    parser.add_argument("--incidents-topic",
+                        help="--to-kafka: incidents topic (default: TRAFFIC_TOPICS_INCIDENTS)")
     parser.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                         help="log a progress line every N elements per stage (default 100000)")
     parser.add_argument("--beam-args", dest="beam_args_string", metavar="'FLAGS'", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ the trigger arguments differ::
            -> NetworkHistory (12 steps x all sensors, emitted once every sensor reported the step)
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
            -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
+           -> TrackIncidents (with the snapshots) -> traffic-incidents (docs/incidents.md)
 
 Counts add up: every raw record ends as a valid event or a dead letter
 (``raw = valid + dead letters``); events later than the allowed lateness are
@@ -26,8 +27,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
-from ml.features import HISTORY_STEPS
+from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import MODEL_REFRESH_S
+from ml.road_graph import bundled_road_links
 from pipelines.tables import join_path, parquet_schema
 from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings
@@ -35,6 +37,7 @@ from transforms.aggregate import WindowedAggregate
 from transforms.dedupe import DeduplicateEvents
 from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
+from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
@@ -142,6 +145,10 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     predictions = post.predictions | "CountPredictions" >> beam.ParDo(_Counted("predictions"))
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
+    incidents = {"snapshots": snapshots, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
+        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=cfg.window_s)
+    _ = incidents | "PublishIncidents" >> PublishToKafka(cfg.bootstrap_servers, topics.incidents, "incident",
+                                                         key_field="incident_id")
 
     if cfg.output:
         # Files are written once per window when it closes: the default trigger replaces the early one

@@ -133,6 +133,10 @@ def parquet_schema(avro_name: str):
         if isinstance(avro_type, dict):
             if avro_type.get("type") == "enum":
                 return pa.string(), False
+            if avro_type.get("type") == "array":
+                return pa.list_(arrow_type(avro_type["items"])[0]), False
+            if avro_type.get("type") == "record":
+                return pa.struct([pa.field(f["name"], *arrow_type(f["type"])) for f in avro_type["fields"]]), False
             return arrow_type(avro_type["type"])[0], False
         return {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
                 "boolean": pa.bool_(), "bytes": pa.binary(), "float": pa.float32()}[avro_type], False

@@ -1,15 +1,15 @@
-// The live map: sensors coloured by predicted congestion, fed by GET /stream (Server-Sent Events).
+// The live map: sensors and the roads between them coloured by predicted congestion, and the incidents panel,
+// fed by GET /stream (Server-Sent Events). Roads: roads.js; incidents: incidents.js.
 (function () {
   "use strict";
   const COLOURS = { FREE_FLOW: "#1a9850", MODERATE: "#fdae61", HEAVY: "#f46d43", SEVERE: "#a50026",
     UNKNOWN: "#607d8b", NONE: "#b0b0b0" };
   const LABELS = { FREE_FLOW: "free flow", MODERATE: "moderate", HEAVY: "heavy", SEVERE: "severe",
     UNKNOWN: "unknown", NONE: "no forecast" };
-  const MAX_ALERTS = 50;
   const $ = (id) => document.getElementById(id);
 
   const state = {
-    horizon: 15, sensors: new Map(), latest: new Map(), readings: new Map(), alerts: [],
+    horizon: 15, sensors: new Map(), latest: new Map(), readings: new Map(),
     markers: new Map(), dirty: new Set(), events: 0, selected: null, source: null, retryMs: 1000,
   };
   const key = (sid, h) => sid + "/" + h;
@@ -31,9 +31,10 @@
     const cat = categoryOf(sid);
     const selected = sid === state.selected;
     marker.setStyle({ fillColor: COLOURS[cat], color: selected ? "#0d47a1" : cat === "NONE" ? "#888" : "#333",
-      weight: selected ? 3 : 1, radius: selected ? 9 : 6 });
+      weight: selected ? 3 : 1, radius: selected ? 9 : 5 });
     const node = marker.getElement();
     if (node) node.setAttribute("data-congestion", cat);
+    window.TrafficRoads.paint(sid, () => [cat, COLOURS[cat]]);
   }
 
   let frame = 0;
@@ -83,26 +84,6 @@
       const li = document.querySelector(`#legend li[data-congestion="${cat}"] b`);
       if (li) li.textContent = count;
     }
-  }
-
-  function renderAlerts() {
-    const list = $("alerts");
-    list.textContent = "";
-    for (const a of state.alerts) {
-      const li = document.createElement("li");
-      li.className = a.severity;
-      li.textContent = `${a.severity} · ${a.sensor_id} · +${a.horizon_min} min · ${a.message}`;
-      li.title = new Date(a.event_time).toISOString();
-      li.onclick = () => select(a.sensor_id, true);
-      list.appendChild(li);
-    }
-    $("alerts-count").textContent = state.alerts.length ? `(${state.alerts.length})` : "";
-  }
-
-  function addAlert(a) {
-    state.alerts = state.alerts.filter((x) => x.alert_id !== a.alert_id);
-    state.alerts.unshift(a);
-    state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
   }
 
   function applyPrediction(p) {
@@ -155,9 +136,22 @@
   }
 
   // -- the stream ---------------------------------------------------------------------------------------------
+  function expand(e, apply) {  // a column frame -> its records, applied in order; returns how many
+    const frame = JSON.parse(e.data);
+    const cols = Object.entries(frame.cols);
+    for (let i = 0; i < frame.n; i++) {
+      const record = { ...frame.const, received_ms: frame.received_ms };
+      for (const [name, values] of cols) record[name] = values[i];
+      apply(record);
+    }
+    return frame.n;
+  }
+
   function connect() {
     setStatus(state.events ? "reconnecting" : "connecting");
-    const source = new EventSource("../stream");
+    // Per-prediction alerts stay on /alerts and the stream; the dashboard lists incidents instead.
+    // batch=true: a step's predictions come as one `predictions` event in columns (api/frames.py).
+    const source = new EventSource("../stream?types=prediction&types=reading&types=incident&batch=true");
     state.source = source;
     source.onopen = () => { setStatus("live"); state.retryMs = 1000; };
     source.onerror = () => {
@@ -174,13 +168,14 @@
       state.latest.clear(); state.readings.clear();
       snap.predictions.forEach(applyPrediction);
       snap.readings.forEach(applyReading);
-      state.alerts = [];
-      snap.alerts.forEach(addAlert);
-      renderAlerts(); repaintAll();
+      window.TrafficIncidents.snapshot(snap.incidents || []);
+      repaintAll();
     });
     source.addEventListener("prediction", (e) => { state.events += 1; applyPrediction(JSON.parse(e.data)); });
+    source.addEventListener("predictions", (e) => { state.events += expand(e, applyPrediction); });
+    source.addEventListener("readings", (e) => { state.events += expand(e, applyReading); });
     source.addEventListener("reading", (e) => { state.events += 1; applyReading(JSON.parse(e.data)); });
-    source.addEventListener("alert", (e) => { state.events += 1; addAlert(JSON.parse(e.data)); renderAlerts(); });
+    source.addEventListener("incident", (e) => { state.events += 1; window.TrafficIncidents.apply(JSON.parse(e.data)); });
     source.addEventListener("lagged", () => setStatus("reconnecting", "catching up"));
     source.addEventListener("bye", () => setStatus("reconnecting", "server restarting"));
   }
@@ -192,11 +187,13 @@
     if (config.tile_url) L.tileLayer(config.tile_url, { attribution: config.tile_attribution, maxZoom: 18 }).addTo(map);
     const sensors = await (await fetch("../sensors")).json();
     map.fitBounds(sensors.map((s) => [s.latitude, s.longitude]), { padding: [20, 20] });
+    const roads = await (await fetch("../roads")).json();
+    window.TrafficRoads.init(map, sensors, roads.links);
     for (const s of sensors) {
       state.sensors.set(s.sensor_id, s);
       for (const p of Object.values(s.latest_predictions)) applyPrediction(p);
       if (s.latest_reading) state.readings.set(s.sensor_id, s.latest_reading);
-      const marker = L.circleMarker([s.latitude, s.longitude], { radius: 6, weight: 1, fillOpacity: 0.9,
+      const marker = L.circleMarker([s.latitude, s.longitude], { radius: 5, weight: 1, fillOpacity: 0.9,
         fillColor: COLOURS.NONE, color: "#888" }).addTo(map);
       marker.bindTooltip(() => {
         const p = state.latest.get(key(s.sensor_id, state.horizon));
@@ -206,6 +203,7 @@
       marker.getElement().setAttribute("data-sensor-id", s.sensor_id);
       state.markers.set(s.sensor_id, marker);
     }
+    window.TrafficIncidents.init(map, state.sensors);
     const legend = $("legend");
     for (const cat of ["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE", "UNKNOWN", "NONE"]) {
       const li = document.createElement("li");

@@ -25,12 +25,14 @@ class Producer:
             "prediction": (topics.predictions, AvroCodec("prediction")),
             "alert": (topics.alerts, AvroCodec("alert")),
             "aggregate": (topics.aggregates, AvroCodec("window_aggregate")),
+            "incident": (topics.incidents, AvroCodec("incident")),
         }
 
     def send(self, kind: str, records: list[dict]) -> None:
         topic, codec = self.targets[kind]
         for record in records:
-            self.producer.produce(topic, key=record["sensor_id"].encode(), value=codec.encode(record))
+            key = record["incident_id"] if kind == "incident" else record["sensor_id"]
+            self.producer.produce(topic, key=key.encode(), value=codec.encode(record))
             self.producer.poll(0)
         assert self.producer.flush(30) == 0, "records were not delivered to Kafka"
 
@@ -70,10 +72,11 @@ def serve(settings, topics) -> tuple[object, threading.Thread, object]:
 
 
 class Timeline:
-    """Produces the real records step by step (aggregates of step t, then its predictions and alerts)."""
+    """Produces the real records step by step (aggregates of step t, then its predictions, alerts and incidents)."""
 
-    def __init__(self, records, producer: Producer) -> None:
+    def __init__(self, records, producer: Producer, incidents: list[dict] | None = None) -> None:
         self.records = records
+        self.incidents = incidents or []
         self.producer = producer
         self.produced = 0
         self._aggregates: dict[int, list[dict]] = {}
@@ -106,6 +109,7 @@ class Timeline:
         self.producer.send("aggregate", self._aggregates.get(self.steps[index], []))
         self.producer.send("prediction", self.step_records(index, "prediction"))
         self.producer.send("alert", self.step_records(index, "alert"))
+        self.producer.send("incident", [r for r in self.incidents if r["updated_at"] == self.steps[index]])
         self.produced += 1
         return index
 

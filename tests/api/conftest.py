@@ -23,13 +23,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def api_topics(kafka_bootstrap: str) -> Iterator[TopicSettings]:
-    """Fresh predictions/alerts/aggregates topics for this session, deleted afterwards."""
+    """Fresh predictions/alerts/aggregates/incidents topics for this session, deleted afterwards."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(predictions=f"test-api-{tag}-predictions", alerts=f"test-api-{tag}-alerts",
-                           aggregates=f"test-api-{tag}-aggregates", partitions=2)
-    names = [topics.predictions, topics.alerts, topics.aggregates]
+                           aggregates=f"test-api-{tag}-aggregates", incidents=f"test-api-{tag}-incidents",
+                           partitions=2)
+    names = [topics.predictions, topics.alerts, topics.aggregates, topics.incidents]
     with AdminClient({"bootstrap.servers": kafka_bootstrap}) as admin:
         for future in admin.create_topics([NewTopic(n, num_partitions=2, replication_factor=1)
                                            for n in names]).values():
@@ -59,12 +60,12 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
 @pytest.fixture(scope="session")
 def real_records(model_registry):
-    """Two hours of Friday-afternoon predictions (and the actual speeds) from that model."""
+    """Three hours of Friday-afternoon predictions (and the actual speeds) from that model."""
     from real_predictions import forecast_hours
 
     root, _ = model_registry
     first = int(__import__("numpy").datetime64("2012-06-01T16:00", "ms").astype("int64"))
-    return forecast_hours(root, first, 24)
+    return forecast_hours(root, first, 36)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +80,7 @@ def served_api(kafka_bootstrap, api_topics, model_registry) -> Iterator[ServedAp
                            ring_buffer_size=100_000)
     app, thread, server = serve(settings, api_topics)
     deadline = time.monotonic() + 60
-    while len(app.state.runtime.feed.assigned) < 6:  # 3 topics x 2 partitions
+    while len(app.state.runtime.feed.assigned) < 8:  # 4 topics x 2 partitions
         assert time.monotonic() < deadline, "the API's consumer did not get its partitions"
         time.sleep(0.1)
     yield ServedApi(f"http://127.0.0.1:{settings.port}", app, key)
@@ -88,5 +89,13 @@ def served_api(kafka_bootstrap, api_topics, model_registry) -> Iterator[ServedAp
 
 
 @pytest.fixture(scope="session")
-def timeline(real_records, producer) -> Timeline:
-    return Timeline(real_records, producer)
+def real_incidents(real_records) -> list[dict]:
+    """The incidents of those records, by the pipeline's lifecycle rules."""
+    from real_incidents import incidents_of
+
+    return incidents_of(real_records)
+
+
+@pytest.fixture(scope="session")
+def timeline(real_records, producer, real_incidents) -> Timeline:
+    return Timeline(real_records, producer, real_incidents)

@@ -121,7 +121,7 @@ def test_health_checks_kafka_consumer_and_registry(served_api):
     body = response.json()
     assert response.status_code == 200, body
     assert body["checks"]["kafka"]["ok"] and body["checks"]["kafka"]["missing_topics"] == []
-    assert body["checks"]["consumer"]["partitions"] == 6
+    assert body["checks"]["consumer"]["partitions"] == 8
     assert body["checks"]["model_registry"]["latest_version"] == served_api.runtime.model.version
 
 

@@ -103,8 +103,107 @@ def test_dashboard_colours_markers_live_and_charts_a_sensor(served_api, timeline
     assert int(chart.get_attribute("data-points-actual")) >= 12
     assert page.locator("#chart svg polygon.interval").count() == 1
     assert sensor_id in page.inner_text("#d-id")
-    if timeline.records.alerts:
-        page.wait_for_selector("#alerts li", timeout=30_000)
+    assert page.locator("#alerts li").count() == 0  # alerts stay on /alerts; the dashboard lists incidents
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+ARTIFACTS = REPO_ROOT / ".work" / "artifacts"
+
+
+def _roads_match(page, expected: dict[str, str]) -> None:
+    """Wait until every road half ending at a sensor has that sensor's expected congestion colour."""
+    page.wait_for_function(
+        "expected => [...document.querySelectorAll('path[data-road]')].every(p => "
+        "p.getAttribute('data-congestion') === (expected[p.getAttribute('data-sensor')] || 'NONE'))",
+        arg=expected, timeout=30_000)
+
+
+def _open_ids(incidents: list[dict], upto_ms: int) -> list[str]:
+    latest: dict[str, dict] = {}
+    for r in incidents:
+        if r["updated_at"] <= upto_ms:
+            latest[r["incident_id"]] = r
+    return sorted(k for k, r in latest.items() if r["state"] != "CLOSED")
+
+
+def test_dashboard_draws_roads_and_lists_incidents_live(served_api, timeline, real_incidents, page):
+    from api_harness import wait_until
+
+    from ml.road_graph import bundled_road_links
+
+    if timeline.produced == 0:
+        timeline.produce_next()
+    links = bundled_road_links(served_api.runtime.catalog.ids)
+    book = served_api.runtime.incidents
+    wait_until(lambda: _open_ids(list(book.latest.values()), 10**15)
+               == _open_ids(real_incidents, timeline.steps[timeline.produced - 1]), message="the API's incidents")
+    page.goto(served_api.base_url + "/dashboard/")
+    page.wait_for_selector("#status.live", timeout=30_000)
+    assert page.locator("path[data-road]").count() == 2 * len(links)  # each link in two halves
+    current = timeline.produced - 1
+    _roads_match(page, {p["sensor_id"]: p["congestion"] for p in timeline.step_records(current, "prediction")
+                        if p["horizon_min"] == 15})
+
+    def listed() -> list[tuple[str, str]]:
+        return [(li.get_attribute("data-incident-id"), li.get_attribute("data-state"))
+                for li in page.query_selector_all("#incidents li")]
+
+    def wait_open(ids: list[str]) -> None:
+        page.wait_for_function(
+            "ids => JSON.stringify([...document.querySelectorAll('#incidents li')]"
+            ".filter(li => li.dataset.state !== 'CLOSED').map(li => li.dataset.incidentId).sort())"
+            " === JSON.stringify(ids)", arg=ids, timeout=30_000)
+
+    wait_open(_open_ids(real_incidents, timeline.steps[current]))
+    before = listed()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-roads-before.png"))
+
+    # produce steps until the open incidents change, while the page is open
+    start_open = _open_ids(real_incidents, timeline.steps[current])
+    while timeline.produced < len(timeline.steps):
+        timeline.produce_next()
+        if _open_ids(real_incidents, timeline.steps[timeline.produced - 1]) != start_open:
+            break
+    final = timeline.produced - 1
+    want_open = _open_ids(real_incidents, timeline.steps[final])
+    assert want_open != start_open, "the remaining hours change the open incidents"
+    wait_open(want_open)
+    _roads_match(page, {p["sensor_id"]: p["congestion"] for p in timeline.step_records(final, "prediction")
+                        if p["horizon_min"] == 15})
+    after = listed()
+    assert after != before
+    states = [state for _, state in after]
+    assert states == sorted(states, key=["OPEN", "CLEARING", "CLOSED"].index)  # open first
+    page.select_option("#horizon", "60")  # the roads recolour from the 60-minute forecasts
+    _roads_match(page, {p["sensor_id"]: p["congestion"] for p in timeline.step_records(final, "prediction")
+                        if p["horizon_min"] == 60})
+
+    if want_open:  # a click zooms the map to the incident's sensors: the smallest open one, a few sensors wide
+        latest = {i: book.latest[i] for i in want_open}
+        incident_id = min(want_open, key=lambda i: (len(latest[i]["sensor_ids"]), i))
+        sensors = len(latest[incident_id]["sensor_ids"])
+        zoom_before = float(page.get_attribute("#map", "data-zoom"))
+        page.click(f'#incidents li[data-incident-id="{incident_id}"]')
+        page.wait_for_function("id => document.getElementById('map').dataset.zoomedIncident === id",
+                               arg=incident_id, timeout=30_000)
+        assert "selected" in page.get_attribute(f'#incidents li[data-incident-id="{incident_id}"]', "class")
+        if sensors <= 3:
+            page.wait_for_function("z => Number(document.getElementById('map').dataset.zoom) > z",
+                                   arg=zoom_before, timeout=30_000)
+        assert page.locator("path.incident-ring").count() == sensors
+        page.wait_for_timeout(500)  # the zoom animation
+        in_view = page.evaluate(
+            "() => { const m = document.getElementById('map').getBoundingClientRect();"
+            " return [...document.querySelectorAll('path.incident-ring')].every(p => {"
+            " const r = p.getBoundingClientRect(); return r.left >= m.left && r.right <= m.right"
+            " && r.top >= m.top && r.bottom <= m.bottom; }); }")
+        assert in_view, "every ringed sensor is in view after the zoom"
+        text = page.inner_text(f'#incidents li[data-incident-id="{incident_id}"]')
+        assert "since" in text and ("worsening" in text or "stable" in text or "improving" in text)
+    page.wait_for_timeout(500)
+    shot = ARTIFACTS / "dashboard-incidents.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000

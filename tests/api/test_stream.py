@@ -90,7 +90,7 @@ def test_a_client_that_falls_behind_gets_lagged_then_can_resume(kafka_bootstrap,
                            metadata_refresh_s=1.0, rate_limit_per_s=0, client_queue_size=20, backfill_per_partition=0)
     app, thread, server = serve(settings, api_topics)
     try:
-        wait_until(lambda: len(app.state.runtime.feed.assigned) == 6, message="partitions")
+        wait_until(lambda: len(app.state.runtime.feed.assigned) == 8, message="partitions")
         base = f"http://127.0.0.1:{settings.port}"
         with httpx.Client(base_url=base, timeout=30) as client:
             with client.stream("GET", "/stream") as response:

@@ -29,17 +29,18 @@ from typing import Any
 import httpx
 from topic_contents import read_all, record_count
 
+from kafka_client import producer_config
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
 from ml.registry import ModelBundle
-from pipelines.replay import ReplayReport, producer_config, replay
+from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import flink_jobs
 from schemas.codec import AvroCodec
 
 __all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
            "sse_events", "wait_for"]
 
-TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
 START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
 
 
@@ -127,7 +128,7 @@ class Command:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         exe = shutil.which("traffic", path=str(Path(sys.executable).parent))
-        command = [exe] if exe else [sys.executable, "-m", "runners.cli"]
+        command = [exe] if exe else [sys.executable, "-m", "cli.main"]
         with log.open("w") as out:
             self.proc = subprocess.Popen([*command, *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)

@@ -21,8 +21,8 @@ from chaos_harness import ChaosRun, rss_mb, wait_for
 from small_models import register_ridge_bundle
 from topic_contents import record_count
 
+from config.settings import PlatformSettings
 from runners.platform import Platform
-from runners.settings import PlatformSettings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

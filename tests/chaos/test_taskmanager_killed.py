@@ -22,10 +22,10 @@ import pytest
 from chaos_harness import ChaosRun, flink_checkpoints, flink_job, rss_mb, wait_for
 from small_models import register_ridge_bundle
 
+from config.settings import PlatformSettings
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
 from runners.platform import Platform
 from runners.platform.process import process_tree
-from runners.settings import PlatformSettings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.flink]
 

@@ -146,9 +146,11 @@ def test_stop_with_savepoint_and_restart_loses_no_prediction(
 ) -> None:
     root, bundle = registered
     topics = TopicSettings(**{field: fresh_topic(f"restart-{field}", partitions=2)
-                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")})
+                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts",
+                                            "incidents")})
     env = dict(os.environ, **{f"TRAFFIC_TOPICS_{field.upper()}": getattr(topics, field)
-                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")})
+                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts",
+                                            "incidents")})
     rest = platform_settings.flink_rest_url
     name = f"test-restart-{uuid.uuid4().hex[:8]}"
     savepoints = tmp_path / "savepoints"

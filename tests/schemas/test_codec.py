@@ -48,6 +48,14 @@ SAMPLES: dict[str, dict] = {
         "reason": "undecodable", "step": "ValidateEvents", "source_topic": "traffic-raw", "source_partition": 2,
         "source_offset": 41, "failed_at": T0 + 7,
     },
+    "incident": {
+        "incident_id": "773904@2012-03-30T07:05Z", "event": "UPDATED", "state": "OPEN", "severity": "HEAVY",
+        "seed_sensor_id": "773904", "sensor_ids": ["773904", "761003"], "opened_at": T0, "updated_at": T0 + 300_000,
+        "closed_at": None, "worst_sensor_id": "761003", "worst_speed_mph": 24.5, "observed_min_speed_mph": None,
+        "worst_predicted": [{"horizon_min": 15, "target_time": T0 + 1_200_000, "speed_mph": 27.0,
+                             "sensor_id": "773904"}],
+        "expected_clearance_time": T0 + 3_900_000, "trend": "IMPROVING", "merged_into": None, "model_version": "v3",
+    },
 }
 
 
