@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
     "httpx==0.28.1",  # Flink REST and WebHDFS health checks
     "tqdm==4.70.1",  # progress bars for replay, training and backfills
     "psutil==7.2.2",  # the platform's process trees, ports and memory
+    "psycopg[binary]==3.3.9",  # the PostgreSQL store of actuals, predictions and scores (libpq in the wheel)
 ]
 
 EXTRAS_REQUIRE = {

@@ -14,7 +14,9 @@ arguments differ from ``pipelines/streaming.py``)::
   windows (12 inputs and 12 following steps in the input).
 - ``backfill``: -> Forecast (RunInference with the registry's model) ->
   PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
-  and with ``--to-kafka`` also the predictions and alerts topics (Avro).
+  and with ``--to-kafka`` also the predictions and alerts topics (Avro); the
+  predictions and the aggregates -> ScoreForecasts -> ``<output>/scores/``
+  (and the scores topic with ``--to-kafka``).
 
 Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
 The run logs progress and ends with the per-stage counts from Beam metrics
@@ -47,6 +49,7 @@ from transforms.dedupe import DeduplicateEvents
 from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
 from transforms.postprocess import PostProcess
+from transforms.scoring import ScoreForecasts
 from transforms.validate import ValidateEvents
 
 __all__ = [
@@ -79,7 +82,7 @@ BATCH_DIRECT_ARGS: tuple[str, ...] = (
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (
     "in", "valid", "dead_letters", "late", "aggregates", "snapshots", "feature_rows", "predictions", "alerts",
-    "prediction_dead_letters",
+    "prediction_dead_letters", "scores",
 )
 
 
@@ -109,6 +112,7 @@ class BatchConfig:
     bootstrap_servers: str | None = None
     predictions_topic: str = "traffic-predictions"
     alerts_topic: str = "traffic-alerts"
+    scores_topic: str = "traffic-scores"
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
 
@@ -146,7 +150,7 @@ def _dead_letter_json(record: dict[str, Any]) -> str:
     return json.dumps(out, sort_keys=True)
 
 
-def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
+def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, cfg: BatchConfig) -> None:
     assert cfg.registry is not None
     full = snapshots
     if cfg.first_step_ms is not None:
@@ -156,7 +160,10 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
         cfg.registry, version=cfg.model_version, max_batch_size=32, hdfs_options=cfg.hdfs_options or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
-    outputs = {"predictions": post.predictions, "alerts": post.alerts}
+    scores = {"predictions": post.predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
+        window_s=STEP_MS // 1000
+    )
+    outputs = {"predictions": post.predictions, "alerts": post.alerts, "scores": scores}
     _ = (
         _count(post.dead_letter, "prediction_dead_letters", cfg)
         | "PredictionDeadLettersToJson" >> beam.Map(_dead_letter_json)
@@ -166,6 +173,7 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
     for name, avro_name, topic in (
         ("predictions", "prediction", cfg.predictions_topic),
         ("alerts", "alert", cfg.alerts_topic),
+        ("scores", "score", cfg.scores_topic),
     ):
         label = name.capitalize()
         records = _count(outputs[name], name, cfg)
@@ -220,7 +228,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
         )
         _ = _count(tables, "feature_rows", cfg, weight=lambda kv: kv[1].num_rows)
     else:
-        _write_backfill(snapshots, cfg)
+        _write_backfill(snapshots, aggregates, cfg)
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -278,7 +286,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
             bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
             predictions_topic=args.predictions_topic or topics.predictions,
-            alerts_topic=args.alerts_topic or topics.alerts,
+            alerts_topic=args.alerts_topic or topics.alerts, scores_topic=topics.scores,
         )
     from ml.features import fit_context
 
@@ -318,7 +326,7 @@ def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[
         f"  aggregates {c['aggregates']}, network steps {c['snapshots']}, "
         + (f"feature rows {c['feature_rows']}" if cfg.mode == "features"
            else f"predictions {c['predictions']}, alerts {c['alerts']}, rejected predictions "
-           f"{c['prediction_dead_letters']} (model {cfg.model_version})"),
+           f"{c['prediction_dead_letters']}, scores {c['scores']} (model {cfg.model_version})"),
         f"  output {cfg.output}" + (" and Kafka" if cfg.to_kafka else ""),
         f"  wall {wall_s:.1f} s, {rate:,.0f} readings/s",
     ]
@@ -411,7 +419,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", help="backfill with this model version (default: LATEST)")
     parser.add_argument("--runner", choices=("direct", "prism", "flink"), default="direct",
                         help="where the pipeline runs (default: direct, in this process)")
-    parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
+    parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions, alerts and scores "
                         "(Avro) to their topics")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
     parser.add_argument("--predictions-topic",

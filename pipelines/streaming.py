@@ -10,6 +10,7 @@ the trigger arguments differ::
            -> NetworkHistory (12 steps x all sensors, emitted once every sensor reported the step)
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
            -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
+    predictions + aggregates -> ScoreForecasts -> traffic-scores + <output>/scores/*.parquet
 
 Counts add up: every raw record ends as a valid event or a dead letter
 (``raw = valid + dead letters``); events later than the allowed lateness are
@@ -38,6 +39,7 @@ from transforms.history import NetworkHistory
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
+from transforms.scoring import ScoreForecasts
 from transforms.validate import ValidateEvents, make_dead_letter
 
 __all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline", "register"]
@@ -68,6 +70,7 @@ class StreamingConfig:
     lateness_grace_s: int = 300
     early_firing_count: int | None = 1
     model_refresh_s: float = MODEL_REFRESH_S
+    score_wait_s: int = 0
     hdfs_options: tuple[tuple[str, Any], ...] = ()
 
 
@@ -142,12 +145,16 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     predictions = post.predictions | "CountPredictions" >> beam.ParDo(_Counted("predictions"))
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
+    scores = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
+        window_s=cfg.window_s, wait_s=cfg.score_wait_s
+    )
+    _ = scores | "PublishScores" >> PublishToKafka(cfg.bootstrap_servers, topics.scores, "score")
 
     if cfg.output:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
         for name, records, schema in (("aggregates", aggregates, "window_aggregate"),
-                                      ("predictions", predictions, "prediction")):
+                                      ("predictions", predictions, "prediction"), ("scores", scores, "score")):
             label = name.capitalize()
             _ = (
                 records

@@ -46,6 +46,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "prediction",
     "alert",
     "dead_letter",
+    "score",
 )
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")

@@ -26,6 +26,7 @@ class TopicSettings(BaseSettings):
     aggregates: str = "traffic-aggregates"
     predictions: str = "traffic-predictions"
     alerts: str = "traffic-alerts"
+    scores: str = "traffic-scores"
 
     partitions: int = Field(default=4, ge=1, description="partitions per topic; keys are sensor ids")
     replication_factor: int = Field(default=1, ge=1)
@@ -47,6 +48,7 @@ class TopicSettings(BaseSettings):
             self.aggregates: "window_aggregate",
             self.predictions: "prediction",
             self.alerts: "alert",
+            self.scores: "score",
         }
 
     def all_topics(self) -> list[str]:

@@ -84,7 +84,7 @@ def _values(record: dict) -> tuple:
 
 def _topics(fresh_topic) -> TopicSettings:
     names = {field: fresh_topic(f"stream-{field}", partitions=4)
-             for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+             for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "scores")}
     return TopicSettings(**names)
 
 

@@ -117,7 +117,7 @@ def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_si
     import time
 
     env = {**os.environ, "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts"):
+    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "scores"):
         env[f"TRAFFIC_TOPICS_{field.upper()}"] = fresh_topic(f"stream-cli-{field}", partitions=1)
     process = subprocess.Popen(
         [sys.executable, "-m", "runners.cli", "stream", "--runner", "prism", "--registry", registry,

@@ -48,6 +48,12 @@ SAMPLES: dict[str, dict] = {
         "reason": "undecodable", "step": "ValidateEvents", "source_topic": "traffic-raw", "source_partition": 2,
         "source_offset": 41, "failed_at": T0 + 7,
     },
+    "score": {
+        "sensor_id": "773869", "event_time": T0, "target_time": T0 + 900_000, "horizon_min": 15,
+        "model_version": "v3", "predicted_speed_mph": 55.25, "lower_mph": 50.0, "upper_mph": 60.5, "coverage": 0.9,
+        "actual_speed_mph": 61.0, "error_mph": -5.75, "inside_interval": False, "status": "SCORED",
+        "scored_time": T0 + 1_200_000,
+    },
 }
 
 
