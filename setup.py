@@ -1,7 +1,7 @@
 """Real-time traffic forecasting on Apache Beam (METR-LA).
 
 Installs the packages ``pipelines``, ``transforms``, ``ml``, ``schemas``,
-``runners`` and ``api`` and the ``traffic`` console command. Direct
+``store``, ``runners`` and ``api`` and the ``traffic`` console command. Direct
 dependencies are pinned here; ``requirements.lock`` pins the whole resolved
 environment and is used as a constraints file by ``runners/bootstrap.sh``.
 """
@@ -50,10 +50,11 @@ setup(
     version="0.1.0",
     description="Real-time METR-LA traffic forecasting with Apache Beam, Kafka, Flink and scikit-learn",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "transforms*", "ml*", "schemas*", "runners*", "api*"]),
+    packages=find_packages(include=["pipelines*", "transforms*", "ml*", "schemas*", "store*", "runners*", "api*"]),
     package_data={
         "schemas": ["avro/*.avsc", "avro/history/*/*.avsc", "schema_ids.json"],
         "runners": ["pom.xml", "bootstrap.sh", "conf/*"],
+        "store": ["migrations/*.sql"],
         "api": ["static/*", "static/**/*"],
     },
     install_requires=INSTALL_REQUIRES,
