@@ -50,6 +50,7 @@ from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
 from transforms.postprocess import PostProcess
 from transforms.scoring import ScoreForecasts
+from transforms.store_sink import WriteToStore
 from transforms.validate import ValidateEvents
 
 __all__ = [
@@ -113,6 +114,7 @@ class BatchConfig:
     predictions_topic: str = "traffic-predictions"
     alerts_topic: str = "traffic-alerts"
     scores_topic: str = "traffic-scores"
+    store_dsn: str | None = None
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
 
@@ -164,6 +166,9 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
         window_s=STEP_MS // 1000
     )
     outputs = {"predictions": post.predictions, "alerts": post.alerts, "scores": scores}
+    if cfg.store_dsn:
+        for table, records in (("actuals", aggregates), ("predictions", post.predictions), ("scores", scores)):
+            _ = records | f"Store{table.capitalize()}" >> WriteToStore(cfg.store_dsn, table)
     _ = (
         _count(post.dead_letter, "prediction_dead_letters", cfg)
         | "PredictionDeadLettersToJson" >> beam.Map(_dead_letter_json)
@@ -287,6 +292,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             bootstrap_servers=args.bootstrap or settings().kafka_bootstrap,
             predictions_topic=args.predictions_topic or topics.predictions,
             alerts_topic=args.alerts_topic or topics.alerts, scores_topic=topics.scores,
+            store_dsn=settings().postgres_dsn if args.to_store else None,
         )
     from ml.features import fit_context
 
@@ -421,6 +427,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the pipeline runs (default: direct, in this process)")
     parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions, alerts and scores "
                         "(Avro) to their topics")
+    parser.add_argument("--to-store", action="store_true", help="backfill: also upsert aggregates, predictions "
+                        "and scores into the PostgreSQL store (TRAFFIC_POSTGRES_*)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
     parser.add_argument("--predictions-topic",
                         help="--to-kafka: predictions topic (default: TRAFFIC_TOPICS_PREDICTIONS)")

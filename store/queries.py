@@ -47,8 +47,11 @@ def history(conn: psycopg.Connection, sensor_id: str, start_ms: int, end_ms: int
 
 
 def newest_target_ms(conn: psycopg.Connection) -> int | None:
-    """The newest scored target time, the reference 'now' of the rolling windows (None with no scores)."""
-    row = conn.execute("SELECT max(target_time_ms) FROM scores").fetchone()
+    """The newest SCORED target time, the reference 'now' of the rolling windows (None with no scores).
+
+    SCORED only: forecasts past the end of a finished replay are settled MISSING and must not move the clock.
+    """
+    row = conn.execute("SELECT max(target_time_ms) FROM scores WHERE status = 'SCORED'").fetchone()
     conn.rollback()
     return None if row is None or row[0] is None else int(row[0])
 
