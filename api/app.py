@@ -19,17 +19,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.accuracy import AccuracyMonitor
 from api.broker import KafkaFeed
 from api.hub import Hub
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
-from api.routes import alerts, dashboard, model, ops, predictions, sensors, stream
+from api.routes import accuracy, alerts, dashboard, history, model, ops, predictions, sensors, stream
 from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
 from api.state import LiveState, SensorCatalog
 from api.vendor import ensure_vendor
 from ml.exceptions import ModelRegistryError
+from runners.settings import get_settings as get_platform_settings
 from schemas.topics import TopicSettings, get_topic_settings
 
 __all__ = ["create_app"]
@@ -97,6 +99,9 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
     if settings.require_vendor:
         ensure_vendor(settings.static_dir)
     metrics = ApiMetrics()
+    store_dsn = get_platform_settings().postgres_dsn if settings.use_store else None
+    monitor = None if store_dsn is None else AccuracyMonitor(store_dsn, settings, metrics.registry,
+                                                            settings.model_registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +110,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             settings=settings, topics=topics, catalog=catalog,
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size),
-            metrics=metrics, model=ModelInfo(settings.model_registry),
+            metrics=metrics, model=ModelInfo(settings.model_registry), store_dsn=store_dsn, accuracy=monitor,
         )
         try:
             runtime.model.reload()
@@ -120,6 +125,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             runtime.feed.start()
         app.state.runtime = runtime
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
+        accuracy_refresh = asyncio.create_task(monitor.run()) if monitor is not None else None
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)
         gc_before = gc.get_threshold()
@@ -130,6 +136,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             yield
         finally:
             lag_monitor.cancel()
+            if accuracy_refresh is not None:
+                accuracy_refresh.cancel()
             gc.callbacks.remove(gc_timer)
             gc.set_threshold(*gc_before)
             if settings.gc_freeze:
@@ -146,7 +154,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         docs_url=None,  # /docs is served from vendored files (routes/dashboard.py), not a CDN
         redoc_url=None,
     )
-    for module in (stream, predictions, sensors, alerts, ops, dashboard):
+    for module in (stream, predictions, sensors, alerts, ops, dashboard, history, accuracy):
         app.include_router(module.router)
     app.include_router(model.router)
     app.include_router(model.admin_router)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from api.accuracy import AccuracyMonitor
 from api.broker import KafkaFeed
 from api.hub import Hub
 from api.metrics import ApiMetrics
@@ -29,6 +30,8 @@ class Runtime:
     metrics: ApiMetrics
     model: ModelInfo
     feed: KafkaFeed | None = None
+    store_dsn: str | None = None  # the PostgreSQL store (None: TRAFFIC_API_USE_STORE=false)
+    accuracy: AccuracyMonitor | None = None
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ingest(self, records: list[Record]) -> None:
