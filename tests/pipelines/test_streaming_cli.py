@@ -16,7 +16,7 @@ from runners.settings import PlatformSettings
 
 def _flags(**given) -> argparse.Namespace:
     defaults = {"bootstrap": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
-                "output": "none", "window_s": 300, "allowed_lateness_s": 300}
+                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "to_store": False}
     return argparse.Namespace(**{**defaults, **given})
 
 
