@@ -286,6 +286,10 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
         from schemas.topics import get_topic_settings
 
         topics = get_topic_settings()
+        if args.to_store:
+            from store.db import ensure_ready
+
+            ensure_ready(settings().postgres_dsn)
         return replace(
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,

@@ -127,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
     _check_kafka(cfg.bootstrap_servers)
+    if cfg.store_dsn:
+        from store.db import ensure_ready
+
+        ensure_ready(cfg.store_dsn)
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
               f", restoring {args.from_savepoint}" if args.from_savepoint else "")

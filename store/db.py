@@ -14,7 +14,7 @@ import psycopg
 
 from schemas.exceptions import TrafficError
 
-__all__ = ["MIGRATIONS_DIR", "StoreError", "connect", "migrate", "migrations", "schema_version"]
+__all__ = ["MIGRATIONS_DIR", "StoreError", "connect", "ensure_ready", "migrate", "migrations", "schema_version"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 180_018  # pg_advisory_lock key of the store's migrations
@@ -71,3 +71,10 @@ def schema_version(conn: psycopg.Connection) -> int:
     """The newest applied migration (0 when none)."""
     row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     return int(row[0]) if row else 0
+
+
+def ensure_ready(dsn: str) -> int:
+    """Connect and bring the schema up to date before a job writes (a one-line StoreError if the store is down)."""
+    with connect(dsn) as conn:
+        migrate(conn)
+        return schema_version(conn)
