@@ -4,7 +4,7 @@ Three hours of real METR-LA readings (8 sensors) are replayed; the job predicts,
 Every prediction whose target reading arrived long enough before the end of the replay (the watermark has
 to pass the target window) gets exactly one score on the scores topic, SCORED with ``error = predicted -
 actual`` against the reading computed offline (or MISSING where the reading is 0); no prediction is scored
-twice; and the store holds the same scores.
+twice; the store holds the same scores, and the windowed Parquet files agree with the topic.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 from small_models import register_ridge_bundle
 from topic_contents import read_all
@@ -58,7 +59,7 @@ def test_streaming_scores_every_settled_prediction_once(kafka_bootstrap, fresh_t
     job = f"test-score-{uuid.uuid4().hex[:8]}"
     cfg = StreamingConfig(bootstrap_servers=kafka_bootstrap, topics=topics, sensor_ids=bundle.context.sensor_ids,
                           registry=root, known_sensor_ids=network_sensor_ids(), group_id=job, start="earliest",
-                          store_dsn=store_dsn)
+                          store_dsn=store_dsn, output=str(tmp_path / "out"))
     pipeline = beam.Pipeline(options=pipeline_options("prism", True, [f"--job_name={job}"], platform_settings))
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
@@ -81,6 +82,10 @@ def test_streaming_scores_every_settled_prediction_once(kafka_bootstrap, fresh_t
             time.sleep(3)
         time.sleep(5)  # anything scored twice would show up now
         scores = [score_codec.decode(m.value()) for m in read_all(kafka_bootstrap, topics.scores)]
+        deadline = time.monotonic() + 90
+        while not list((tmp_path / "out" / "scores").glob("*.parquet")):  # written as their windows close
+            assert time.monotonic() < deadline, "no score Parquet file was written"
+            time.sleep(2)
         deadline = time.monotonic() + 90
         while not {_key(s) for s in scores} <= set(stored := _stored(store_dsn)):
             assert time.monotonic() < deadline, "the store never got every score of the topic"
@@ -115,3 +120,7 @@ def test_streaming_scores_every_settled_prediction_once(kafka_bootstrap, fresh_t
     assert checked == observed_due > 0
     assert {_key(s): s["error_mph"] for s in scores} == {k: v for k, v in stored.items() if k in counts}
     assert set(stored) <= set(predictions)
+    files = sorted((tmp_path / "out" / "scores").glob("*.parquet"))
+    in_files = [r for f in files for r in pq.read_table(f).to_pylist()]
+    topic = {_key(s): s for s in scores}
+    assert in_files and all(topic[_key(r)]["error_mph"] == r["error_mph"] for r in in_files if _key(r) in topic)
