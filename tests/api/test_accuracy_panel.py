@@ -3,7 +3,7 @@
 Scores of real METR-LA readings (last-value forecasts with a +-12 mph interval) are written into the store
 in two steps while the page is open: the panel's numbers move when the second hour's scores arrive, and
 a drift alarm stands out once the forecasts of the third hour go wrong (20 mph too high: no interval
-covers its reading).
+covers its reading). The sensor chart's look-back then draws a day of actuals from the store.
 """
 
 from __future__ import annotations
@@ -47,6 +47,20 @@ def _scores(first_step: int, steps: int, bias_mph: float = 0.0) -> list[dict]:
                      "coverage": 0.9, "model_version": "v-panel"}
                 out.append(score_record(p, float(speeds[step + h // 5, j]), 0))
     return out
+
+
+SENSOR = "717447"  # the 4th sensor of the file, one of the scored ones
+
+
+def _actuals(steps: int) -> list[dict]:
+    with np.load(DATA) as data:
+        j = [str(x) for x in data["sensor_ids"]].index(SENSOR)
+        speeds = data["speed"][FIRST_ROW : FIRST_ROW + steps, j].astype(np.float64)
+        t0 = int(data["timestamps"][FIRST_ROW].astype("datetime64[ms]").astype(np.int64))
+    return [{"sensor_id": SENSOR, "window_start": t0 + i * STEP_MS, "window_end": t0 + (i + 1) * STEP_MS,
+             "mean_speed_mph": float(v) if v > 0 else None, "min_speed_mph": None, "max_speed_mph": None,
+             "stddev_speed_mph": None, "count": 1, "missing_count": 0 if v > 0 else 1, "pane_timing": "ON_TIME"}
+            for i, v in enumerate(speeds)]
 
 
 def _free_port() -> int:
@@ -115,6 +129,16 @@ def test_accuracy_panel_moves_as_scores_arrive_and_shows_drift(store_dsn: str, m
             assert "DRIFT coverage" in page.inner_text("#acc-alarms")
             page.wait_for_function("[...document.querySelectorAll('#acc-rows tr')].some(tr => "
                                    "parseFloat(tr.children[2].textContent) < 50)", timeout=30_000)
+            # The sensor chart looks back a day from the store (the live window is empty: no Kafka feed here).
+            with connect(store_dsn) as conn:
+                upsert(conn, "actuals", _actuals(48))
+            page.dispatch_event(f'path[data-sensor-id="{SENSOR}"]', "click")  # markers overlap: no mouse click
+            page.wait_for_selector("#chart svg", timeout=30_000)
+            assert page.inner_text("#d-id") == SENSOR
+            assert page.get_attribute("#chart svg", "data-points-actual") == "0"
+            page.select_option("#lookback", "1")
+            page.wait_for_function("Number(document.querySelector('#chart svg')"
+                                   ".getAttribute('data-points-actual')) >= 40", timeout=30_000)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             browser.close()
