@@ -1,7 +1,7 @@
 """Real-time traffic forecasting on Apache Beam (METR-LA).
 
 Installs the packages ``cli``, ``pipelines``, ``api``, ``transforms``,
-``runners``, ``ml``, ``kafka_client``, ``schemas`` and ``config`` and the
+``runners``, ``ml``, ``store``, ``kafka_client``, ``schemas`` and ``config`` and the
 ``traffic`` console command. Direct
 dependencies are pinned here; ``requirements.lock`` pins the whole resolved
 environment and is used as a constraints file by ``runners/bootstrap.sh``.
@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
     "httpx==0.28.1",  # Flink REST and WebHDFS health checks
     "tqdm==4.70.1",  # progress bars for replay, training and backfills
     "psutil==7.2.2",  # the platform's process trees, ports and memory
+    "psycopg[binary]==3.3.9",  # the PostgreSQL store of actuals, predictions and scores (libpq in the wheel)
 ]
 
 EXTRAS_REQUIRE = {
@@ -53,11 +54,13 @@ setup(
     description="Real-time METR-LA traffic forecasting with Apache Beam, Kafka, Flink and scikit-learn",
     python_requires=">=3.11,<3.12",
     packages=find_packages(
-        include=["cli*", "pipelines*", "api*", "transforms*", "runners*", "ml*", "kafka_client*", "schemas*", "config*"]
+        include=["cli*", "pipelines*", "api*", "transforms*", "runners*", "ml*", "store*", "kafka_client*",
+                 "schemas*", "config*"]
     ),
     package_data={
         "schemas": ["avro/*.avsc", "avro/history/*/*.avsc", "schema_ids.json"],
         "runners": ["pom.xml", "bootstrap.sh", "conf/*"],
+        "store": ["migrations/*.sql"],
         "api": ["static/*", "static/**/*"],
     },
     install_requires=INSTALL_REQUIRES,

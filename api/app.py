@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.accuracy import AccuracyMonitor
 from api.broker import KafkaFeed
 from api.errors import install_error_handlers
 from api.hub import Hub
@@ -26,12 +27,13 @@ from api.incidents import IncidentBook
 from api.journal import EventJournal
 from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
-from api.routes import alerts, dashboard, incidents, model, ops, predictions, roads, sensors, stream
+from api.routes import accuracy, alerts, dashboard, history, incidents, model, ops, predictions, roads, sensors, stream
 from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
 from api.state import LiveState, SensorCatalog
 from api.vendor import ensure_vendor
+from config.settings import get_settings as get_platform_settings
 from ml.exceptions import ModelRegistryError
 from schemas.topics import TopicSettings, get_topic_settings
 
@@ -100,6 +102,9 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
     if settings.require_vendor:
         ensure_vendor(settings.static_dir)
     metrics = ApiMetrics()
+    store_dsn = get_platform_settings().postgres_dsn if settings.use_store else None
+    monitor = None if store_dsn is None else AccuracyMonitor(store_dsn, settings, metrics.registry,
+                                                            settings.model_registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +115,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size, journal),
             metrics=metrics, model=ModelInfo(settings.model_registry), incidents=IncidentBook(settings.incidents_kept),
+            store_dsn=store_dsn, accuracy=monitor,
         )
         try:
             runtime.model.reload()
@@ -126,6 +132,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             runtime.feed.start()
         app.state.runtime = runtime
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
+        accuracy_refresh = asyncio.create_task(monitor.run()) if monitor is not None else None
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)
         gc_before = gc.get_threshold()
@@ -136,6 +143,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             yield
         finally:
             lag_monitor.cancel()
+            if accuracy_refresh is not None:
+                accuracy_refresh.cancel()
             gc.callbacks.remove(gc_timer)
             gc.set_threshold(*gc_before)
             if settings.gc_freeze:
@@ -155,7 +164,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (stream, predictions, sensors, roads, alerts, incidents, ops, dashboard):
+    for module in (stream, predictions, sensors, roads, alerts, incidents, ops, dashboard, history, accuracy):
         app.include_router(module.router)
     app.include_router(model.router)
     app.include_router(model.admin_router)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from api.accuracy import AccuracyMonitor
 from api.broker import KafkaFeed
 from api.hub import Hub
 from api.incidents import IncidentBook
@@ -31,6 +32,8 @@ class Runtime:
     model: ModelInfo
     feed: KafkaFeed | None = None
     incidents: IncidentBook = field(default_factory=IncidentBook)
+    store_dsn: str | None = None  # the PostgreSQL store (None: TRAFFIC_API_USE_STORE=false)
+    accuracy: AccuracyMonitor | None = None
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ingest(self, records: list[Record], positions: list | None = None) -> None:

@@ -83,6 +83,15 @@ class ApiSettings(BaseSettings):
     rate_limit_per_s: float = Field(default=20.0, ge=0, description="requests per second per client IP; 0 = off")
     rate_limit_burst: int = Field(default=60, ge=1, description="token-bucket size of the rate limit")
 
+    # The PostgreSQL store (TRAFFIC_POSTGRES_* of the platform settings): history, accuracy and drift.
+    use_store: bool = Field(default=True, description="serve /history and /accuracy from the store")
+    history_max_days: int = Field(default=31, ge=1, description="longest time range one /history call returns")
+    accuracy_refresh_s: float = Field(default=15.0, gt=0, description="how often the accuracy gauges are refreshed")
+    drift_window_s: int = Field(default=3600, ge=300, description="drift rules judge this rolling window")
+    drift_coverage_min: float = Field(default=0.8, gt=0, le=1, description="coverage alarm below this share")
+    drift_mae_factor: float = Field(default=1.5, gt=1, description="MAE alarm above this x the validation MAE")
+    drift_min_scores: int = Field(default=30, ge=1, description="no alarm on fewer scored forecasts than this")
+
     tile_url: str | None = Field(default=None, description="map tile URL template; unset = offline map, no tiles")
     tile_attribution: str = Field(default="&copy; OpenStreetMap contributors")
     sensors_csv: Path = Field(default=REPO_ROOT / "data" / "metr-la" / "sensors.csv")

@@ -62,7 +62,7 @@ from runners.presets import pipeline_options  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
 
-TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 
 
 class ServiceDown(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PlatformSettings", "get_settings", "default_registry_root", "REPO_ROOT"]
@@ -65,6 +65,15 @@ class PlatformSettings(BaseSettings):
     hdfs_heap_mb: int = 384
     hdfs_user: str = "traffic"
 
+    # PostgreSQL (Debian's server, run as the unprivileged OS user below): the store of actuals, predictions
+    # and scores behind the API's history and accuracy routes (docs/scoring-and-history.md).
+    postgres_port: int = 5432
+    postgres_db: str = "traffic"
+    postgres_user: str = "traffic"
+    postgres_password: SecretStr = Field(default=SecretStr("traffic-local"), description="local store password")
+    postgres_os_user: str = Field(default="postgres", description="the OS user the server runs as (never root)")
+    store_retention_days: float = Field(default=90.0, gt=0, description="rows older than this (event time) pruned")
+
     startup_timeout_s: float = 120.0
     kafka_client_timeout_s: float = Field(
         default=5.0, gt=0, description="Kafka clients' connection-setup and metadata timeout"
@@ -88,6 +97,13 @@ class PlatformSettings(BaseSettings):
     @property
     def flink_rest_url(self) -> str:
         return f"http://{self.host}:{self.flink_rest_port}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        """libpq connection string of the store (password included: do not log it)."""
+        password = self.postgres_password.get_secret_value()
+        return (f"host={self.host} port={self.postgres_port} dbname={self.postgres_db} "
+                f"user={self.postgres_user} password={password} connect_timeout=5")
 
     @property
     def logs_dir(self) -> Path:

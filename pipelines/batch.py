@@ -14,8 +14,9 @@ arguments differ from ``pipelines/streaming.py``)::
   windows (12 inputs and 12 following steps in the input).
 - ``backfill``: -> Forecast (RunInference with the registry's model) ->
   PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
-  and TrackIncidents -> ``<output>/incidents/`` (docs/incidents.md); with
-  ``--to-kafka`` also the predictions, alerts and incidents topics (Avro).
+  and TrackIncidents -> ``<output>/incidents/`` (docs/incidents.md); the
+  predictions and the aggregates -> ScoreForecasts -> ``<output>/scores/``; with
+  ``--to-kafka`` also the predictions, alerts, incidents and scores topics (Avro).
 
 Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
 The run logs progress and ends with the per-stage counts from Beam metrics
@@ -51,6 +52,8 @@ from transforms.forecast import Forecast
 from transforms.history import NetworkHistory
 from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
+from transforms.scoring import ScoreForecasts
+from transforms.store_sink import WriteToStore
 from transforms.validate import ValidateEvents
 
 __all__ = [
@@ -83,7 +86,7 @@ BATCH_DIRECT_ARGS: tuple[str, ...] = (
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (
     "in", "valid", "dead_letters", "late", "aggregates", "snapshots", "feature_rows", "predictions", "alerts",
-    "prediction_dead_letters", "incidents",
+    "prediction_dead_letters", "incidents", "scores",
 )
 
 
@@ -114,6 +117,8 @@ class BatchConfig:
     predictions_topic: str = "traffic-predictions"
     alerts_topic: str = "traffic-alerts"
     incidents_topic: str = "traffic-incidents"
+    scores_topic: str = "traffic-scores"
+    store_dsn: str | None = None
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
 
@@ -151,7 +156,7 @@ def _dead_letter_json(record: dict[str, Any]) -> str:
     return json.dumps(out, sort_keys=True)
 
 
-def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
+def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, cfg: BatchConfig) -> None:
     assert cfg.registry is not None
     full = snapshots
     if cfg.first_step_ms is not None:
@@ -163,7 +168,13 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
     post = forecasts | "PostProcess" >> PostProcess()
     incidents = {"snapshots": full, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
         cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=STEP_MS // 1000)
-    outputs = {"predictions": post.predictions, "alerts": post.alerts, "incidents": incidents}
+    scores = {"predictions": post.predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
+        window_s=STEP_MS // 1000
+    )
+    outputs = {"predictions": post.predictions, "alerts": post.alerts, "incidents": incidents, "scores": scores}
+    if cfg.store_dsn:
+        for table, records in (("actuals", aggregates), ("predictions", post.predictions), ("scores", scores)):
+            _ = records | f"Store{table.capitalize()}" >> WriteToStore(cfg.store_dsn, table)
     _ = (
         _count(post.dead_letter, "prediction_dead_letters", cfg)
         | "PredictionDeadLettersToJson" >> beam.Map(_dead_letter_json)
@@ -174,6 +185,7 @@ def _write_backfill(snapshots: beam.PCollection, cfg: BatchConfig) -> None:
         ("predictions", "prediction", cfg.predictions_topic, "sensor_id"),
         ("alerts", "alert", cfg.alerts_topic, "sensor_id"),
         ("incidents", "incident", cfg.incidents_topic, "incident_id"),
+        ("scores", "score", cfg.scores_topic, "sensor_id"),
     ):
         label = name.capitalize()
         records = _count(outputs[name], name, cfg)
@@ -228,7 +240,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
         )
         _ = _count(tables, "feature_rows", cfg, weight=lambda kv: kv[1].num_rows)
     else:
-        _write_backfill(snapshots, cfg)
+        _write_backfill(snapshots, aggregates, cfg)
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -272,13 +284,18 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
         from schemas.topics import get_topic_settings
 
         topics = get_topic_settings()
+        if args.to_store:
+            from store.db import ensure_ready
+
+            ensure_ready(get_settings().postgres_dsn)
         return replace(
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
             bootstrap_servers=args.bootstrap_servers or get_settings().bootstrap_servers,
             predictions_topic=args.predictions_topic or topics.predictions,
             alerts_topic=args.alerts_topic or topics.alerts,
-            incidents_topic=args.incidents_topic or topics.incidents,
+            incidents_topic=args.incidents_topic or topics.incidents, scores_topic=topics.scores,
+            store_dsn=get_settings().postgres_dsn if args.to_store else None,
         )
     from ml.features import fit_context
 
@@ -318,8 +335,7 @@ def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[
         f"  aggregates {c['aggregates']}, network steps {c['snapshots']}, "
         + (f"feature rows {c['feature_rows']}" if cfg.mode == "features"
            else f"predictions {c['predictions']}, alerts {c['alerts']}, incident records {c['incidents']}, "
-           "rejected predictions "
-           f"{c['prediction_dead_letters']} (model {cfg.model_version})"),
+           f"rejected predictions {c['prediction_dead_letters']}, scores {c['scores']} (model {cfg.model_version})"),
         f"  output {cfg.output}" + (" and Kafka" if cfg.to_kafka else ""),
         f"  wall {wall_s:.1f} s, {rate:,.0f} readings/s",
     ]
@@ -412,8 +428,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", help="backfill with this model version (default: LATEST)")
     parser.add_argument("--runner", choices=("direct", "prism", "flink"), default="direct",
                         help="where the pipeline runs (default: direct, in this process)")
-    parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions and alerts "
+    parser.add_argument("--to-kafka", action="store_true", help="backfill: also produce predictions, alerts and scores "
                         "(Avro) to their topics")
+    parser.add_argument("--to-store", action="store_true", help="backfill: also upsert aggregates, predictions "
+                        "and scores into the PostgreSQL store (TRAFFIC_POSTGRES_*)")
     parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
                         help="Kafka bootstrap servers for --to-kafka (default: the local platform)")
     parser.add_argument("--predictions-topic",

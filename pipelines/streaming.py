@@ -11,6 +11,8 @@ the trigger arguments differ::
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
            -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
            -> TrackIncidents (with the snapshots) -> traffic-incidents (docs/incidents.md)
+    predictions + aggregates -> ScoreForecasts -> traffic-scores + <output>/scores/*.parquet
+    aggregates, predictions, scores -> WriteToStore (PostgreSQL, with --to-store)
 
 Counts add up: every raw record ends as a valid event or a dead letter
 (``raw = valid + dead letters``); events later than the allowed lateness are
@@ -41,6 +43,8 @@ from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
+from transforms.scoring import ScoreForecasts
+from transforms.store_sink import WriteToStore
 from transforms.validate import ValidateEvents, make_dead_letter
 
 __all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline"]
@@ -71,6 +75,9 @@ class StreamingConfig:
     lateness_grace_s: int = 300
     early_firing_count: int | None = 1
     model_refresh_s: float = MODEL_REFRESH_S
+    score_wait_s: int = 0
+    store_dsn: str | None = None
+    store_retention_s: float | None = None
     hdfs_options: tuple[tuple[str, Any], ...] = ()
 
 
@@ -149,12 +156,20 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=cfg.window_s)
     _ = incidents | "PublishIncidents" >> PublishToKafka(cfg.bootstrap_servers, topics.incidents, "incident",
                                                          key_field="incident_id")
+    scores = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
+        window_s=cfg.window_s, wait_s=cfg.score_wait_s
+    )
+    _ = scores | "PublishScores" >> PublishToKafka(cfg.bootstrap_servers, topics.scores, "score")
+    if cfg.store_dsn:  # the PostgreSQL store behind the API's history (pruned by the actuals' writer)
+        for table, records in (("actuals", aggregates), ("predictions", predictions), ("scores", scores)):
+            retention = cfg.store_retention_s if table == "actuals" else None
+            _ = records | f"Store{table.capitalize()}" >> WriteToStore(cfg.store_dsn, table, retention_s=retention)
 
     if cfg.output:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
         for name, records, schema in (("aggregates", aggregates, "window_aggregate"),
-                                      ("predictions", predictions, "prediction")):
+                                      ("predictions", predictions, "prediction"), ("scores", scores, "score")):
             label = name.capitalize()
             _ = (
                 records

@@ -90,6 +90,8 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
         allowed_lateness_s=args.allowed_lateness_s,
         model_refresh_s=models.model_refresh_s,
         hdfs_options=tuple(sorted(hdfs.items())),
+        store_dsn=settings.postgres_dsn if args.to_store else None,
+        store_retention_s=settings.store_retention_days * 86_400,
     )
 
 
@@ -113,6 +115,10 @@ def _run(args: argparse.Namespace) -> int:
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
     admin_client(cfg.bootstrap_servers)  # a broker that is down: one line, before anything is submitted
+    if cfg.store_dsn:
+        from store.db import ensure_ready
+
+        ensure_ready(cfg.store_dsn)
     _LOG.info("stream: %s -> predictions on %s (%d sensors, model registry %s)%s",
               cfg.topics.raw, args.runner, len(cfg.sensor_ids), cfg.registry,
               f", restoring {args.from_savepoint}" if args.from_savepoint else "")
@@ -219,6 +225,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-refresh-s", type=float,
                         help=f"how often the job checks the registry for a newly registered model "
                         f"(default {MODEL_REFRESH_S:g} s)")
+    parser.add_argument("--to-store", action="store_true",
+                        help="also upsert aggregates, predictions and scores into the PostgreSQL store "
+                        "(`traffic platform up postgres`; TRAFFIC_POSTGRES_*)")
     parser.add_argument("--savepoint-dir", metavar="DIR",
                         help="on Ctrl-C or SIGTERM stop the Flink job with a savepoint in DIR (local or a URI "
                         "Flink can write) instead of cancelling it, and print the savepoint's path")

@@ -54,7 +54,7 @@ if [ -L .venv ] || [ ! -x .venv/bin/python ] || [ "$(cat .venv/.traffic-checkout
 fi
 venv_site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "import site; site.addsitedir('$deps_site')" > "$venv_site/traffic_shared_deps.pth"
-if ! .venv/bin/python -P -c "import cli, sys; sys.exit(0 if cli.__file__.startswith('$here/') else 1)" 2>/dev/null \
+if ! .venv/bin/python -P -c "import cli, store, sys; sys.exit(0 if cli.__file__.startswith('$here/') else 1)" 2>/dev/null \
    || ! grep -q "from cli.main import" .venv/bin/traffic 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 fi

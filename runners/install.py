@@ -42,6 +42,7 @@ __all__ = [
     "InstallStep",
     "install",
     "plan",
+    "postgres_bin_dir",
 ]
 
 FLINK_VERSION = "1.19.3"
@@ -236,6 +237,29 @@ def _apt_step() -> InstallStep:
                        key="apt", outputs=[], run=run, stamped=False, needed=lambda: bool(missing()))
 
 
+def postgres_bin_dir() -> Path | None:
+    """``/usr/lib/postgresql/<newest version>/bin`` of Debian's server packages, or None when none is installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]) if
+                   p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else None
+
+
+def _postgres_step() -> InstallStep:
+    """Debian's PostgreSQL server (the store behind the API), installed with apt-get when no server is there."""
+    def missing() -> bool:
+        return postgres_bin_dir() is None
+
+    def run(log: Path) -> None:
+        apt = _require_tool("apt-get", "Debian's package manager")
+        sudo: list[str] = [] if os.geteuid() == 0 else [_require_tool("sudo", "root rights for apt-get")]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run_logged([*sudo, apt, "update", "-q"], log, env=env)
+        _run_logged([*sudo, apt, "install", "-y", "-q", "--no-install-recommends", "postgresql"], log, env=env)
+
+    return InstallStep(name="apt-postgresql", title="PostgreSQL server (Debian package postgresql)",
+                       key="apt-postgresql", outputs=[], run=run, stamped=False, needed=missing)
+
+
 def _npm_step() -> InstallStep:
     """``npm ci`` in ``api/`` (skipped while the lock file's stamp matches), then copy the dashboard's vendor files.
 
@@ -286,6 +310,7 @@ def plan(settings: PlatformSettings, *, with_test_tools: bool = False) -> list[I
     steps.append(_go_step(layout, "prism", "github.com/apache/beam/sdks/v2/go/cmd/prism", "prism", layout.prism))
     steps.append(_go_step(layout, "boot", "github.com/apache/beam/sdks/v2/python/container", "container", layout.boot))
     steps.append(_npm_step())  # `traffic serve` needs the dashboard's vendor files, so not only for tests
+    steps.append(_postgres_step())
     if with_test_tools:
         steps.append(_apt_step())
     return steps

@@ -47,6 +47,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "alert",
     "dead_letter",
     "incident",
+    "score",
 )
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")

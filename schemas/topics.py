@@ -27,6 +27,7 @@ class TopicSettings(BaseSettings):
     predictions: str = "traffic-predictions"
     alerts: str = "traffic-alerts"
     incidents: str = "traffic-incidents"
+    scores: str = "traffic-scores"
 
     partitions: int = Field(default=4, ge=1, description="partitions per topic; keys are sensor ids")
     replication_factor: int = Field(default=1, ge=1)
@@ -49,6 +50,7 @@ class TopicSettings(BaseSettings):
             self.predictions: "prediction",
             self.alerts: "alert",
             self.incidents: "incident",
+            self.scores: "score",
         }
 
     def all_topics(self) -> list[str]:

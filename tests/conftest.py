@@ -144,3 +144,30 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                     future.result(timeout=60)
                 except Exception:  # noqa: BLE001, S110 - a test may already have deleted its topic
                     pass
+
+
+@pytest.fixture(scope="session")
+def postgres_server(_session_platform: _SessionPlatform, platform_settings: PlatformSettings) -> PlatformSettings:
+    """A running PostgreSQL (the store's server) of these settings."""
+    _session_platform.ensure("postgres")
+    return platform_settings
+
+
+@pytest.fixture
+def store_dsn(postgres_server: PlatformSettings) -> Iterator[str]:
+    """A fresh, migrated database on the real server; dropped after the test."""
+    import psycopg
+    from psycopg import sql
+
+    from store.db import migrate
+
+    name = f"traffic_test_{uuid.uuid4().hex[:10]}"
+    admin_dsn = postgres_server.postgres_dsn.replace(f"dbname={postgres_server.postgres_db}", "dbname=postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = postgres_server.postgres_dsn.replace(f"dbname={postgres_server.postgres_db}", f"dbname={name}")
+    with psycopg.connect(dsn) as conn:
+        migrate(conn)
+    yield dsn
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -53,7 +53,7 @@ needs_compose = pytest.mark.skipif(
 
 PLATFORM = PlatformSettings.model_fields
 TOPICS = TopicSettings.model_fields
-TOPIC_NAME_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
+TOPIC_NAME_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 
 
 def platform_default(name: str) -> Any:

@@ -1,6 +1,6 @@
 """The house's floors (.importlinter, docs/architecture-floors.md), checked with import-linter.
 
-Imports run downward only: cli > pipelines, api, benchmarks > transforms, runners > ml, kafka_client >
+Imports run downward only: cli > pipelines, api, benchmarks > transforms, runners > ml, kafka_client, store >
 schemas, config; and no two modules import each other in a circle.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from config.settings import REPO_ROOT
 
 CONFIG = REPO_ROOT / ".importlinter"
-PACKAGES = ("cli", "pipelines", "api", "benchmarks", "transforms", "runners", "ml", "kafka_client", "schemas", "config")
+PACKAGES = ("cli", "pipelines", "api", "benchmarks", "transforms", "runners", "ml", "kafka_client", "store", "schemas",
+            "config")
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:

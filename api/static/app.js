@@ -111,9 +111,10 @@
   async function loadDetail() {
     const sid = state.selected;
     if (!sid) return;
-    const res = await fetch(`../sensors/${encodeURIComponent(sid)}/history?horizon=${state.horizon}`);
-    if (!res.ok || sid !== state.selected) return;
-    const history = await res.json();
+    const stored = window.trafficLookback ? await window.trafficLookback(sid, state.horizon) : null;
+    const res = stored ? null : await fetch(`../sensors/${encodeURIComponent(sid)}/history?horizon=${state.horizon}`);
+    if ((res && !res.ok) || sid !== state.selected) return;
+    const history = stored || await res.json();
     const cat = categoryOf(sid);
     const p = state.latest.get(key(sid, state.horizon));
     const r = state.readings.get(sid);
@@ -212,6 +213,7 @@
       legend.appendChild(li);
     }
     $("horizon").onchange = (e) => { state.horizon = Number(e.target.value); repaintAll(); loadDetail(); };
+    $("lookback").onchange = () => loadDetail();
     $("d-close").onclick = () => {
       const previous = state.selected;
       state.selected = null;

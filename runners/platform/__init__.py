@@ -1,4 +1,4 @@
-"""The local stream platform: Kafka, Flink (+ Beam job server) and HDFS on 127.0.0.1.
+"""The local stream platform: Kafka, Flink (+ Beam job server), HDFS and PostgreSQL on 127.0.0.1.
 
     from runners.platform import Platform
     started = Platform(settings).up(["kafka"])   # names started now (not the ones already running)
@@ -19,6 +19,7 @@ from runners.platform.flink import FlinkService
 from runners.platform.hdfs import HdfsService
 from runners.platform.jobserver import JobServerService
 from runners.platform.kafka import KafkaService
+from runners.platform.postgres import PostgresService
 from runners.platform.process import PlatformError
 from runners.platform.service import Service, ServiceStatus
 
@@ -29,6 +30,7 @@ _SERVICE_CLASSES: dict[str, type[Service]] = {
     "flink": FlinkService,
     "jobserver": JobServerService,
     "hdfs": HdfsService,
+    "postgres": PostgresService,
 }
 ALL_SERVICES: tuple[str, ...] = tuple(_SERVICE_CLASSES)
 

@@ -40,7 +40,7 @@ from schemas.codec import AvroCodec
 __all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
            "sse_events", "wait_for"]
 
-TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
+TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
 
 

@@ -85,7 +85,8 @@ def _values(record: dict) -> tuple:
 
 def _topics(fresh_topic) -> TopicSettings:
     names = {field: fresh_topic(f"stream-{field}", partitions=4)
-             for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")}
+             for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents",
+                           "scores")}
     return TopicSettings(**names)
 
 

@@ -16,7 +16,7 @@ from runners.presets import pipeline_options
 
 def _flags(**given) -> argparse.Namespace:
     defaults = {"bootstrap_servers": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
-                "output": "none", "window_s": 300, "allowed_lateness_s": 300}
+                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "to_store": False}
     return argparse.Namespace(**{**defaults, **given})
 
 
@@ -143,7 +143,8 @@ def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_si
     timeout_s = 20
     env = {**os.environ, "TRAFFIC_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     topics = {field: fresh_topic(f"stream-cli-{field}", partitions=1)
-              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents",
+                            "scores")}
     env.update({f"TRAFFIC_TOPICS_{field.upper()}": name for field, name in topics.items()})
     log = tmp_path / "stream.log"
     with open(log, "w") as out:

@@ -59,6 +59,8 @@ SPLIT_MS = START_MS + 18 * STEP_MS  # 1.5 h before the restart, 1.5 h after
 END_MS = START_MS + 36 * STEP_MS
 WAIT_S = 240  # for one part's predictions (a Flink job start included)
 
+_TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
+
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> tuple[str, ModelBundle]:
@@ -146,11 +148,9 @@ def test_stop_with_savepoint_and_restart_loses_no_prediction(
 ) -> None:
     root, bundle = registered
     topics = TopicSettings(**{field: fresh_topic(f"restart-{field}", partitions=2)
-                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts",
-                                            "incidents")})
+                              for field in _TOPIC_FIELDS})
     env = dict(os.environ, **{f"TRAFFIC_TOPICS_{field.upper()}": getattr(topics, field)
-                              for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts",
-                                            "incidents")})
+                              for field in _TOPIC_FIELDS})
     rest = platform_settings.flink_rest_url
     name = f"test-restart-{uuid.uuid4().hex[:8]}"
     savepoints = tmp_path / "savepoints"

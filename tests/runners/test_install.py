@@ -15,7 +15,8 @@ from runners.install import JAR_PROFILES, InstallError, InstallLayout, install, 
 
 def test_plan_lists_jars_flink_and_go_tools_in_order(tmp_path: Path) -> None:
     names = [step.name for step in plan(PlatformSettings(cache_dir=tmp_path))]
-    assert names == ["jars-kafka", "jars-hadoop", "jars-flink-jobserver", "flink", "prism", "boot", "npm-api"]
+    assert names == ["jars-kafka", "jars-hadoop", "jars-flink-jobserver", "flink", "prism", "boot", "npm-api",
+                     "apt-postgresql"]
     with_tools = [step.name for step in plan(PlatformSettings(cache_dir=tmp_path), with_test_tools=True)]
     assert with_tools == [*names, "apt-test-tools"]
 

@@ -109,7 +109,7 @@ def test_site_xml_escapes_values() -> None:
 def test_platform_orders_services_and_rejects_unknown(settings: PlatformSettings) -> None:
     platform = Platform(settings)
     assert platform._names(["hdfs", "kafka"]) == ["kafka", "hdfs"]
-    assert platform._names(None) == list(ALL_SERVICES) == ["kafka", "flink", "jobserver", "hdfs"]
+    assert platform._names(None) == list(ALL_SERVICES) == ["kafka", "flink", "jobserver", "hdfs", "postgres"]
     with pytest.raises(PlatformError, match="unknown service 'zookeeper'"):
         platform._names(["zookeeper"])
 

@@ -28,7 +28,7 @@ _OFFSET = 10_000
 _PORT_FIELDS = (
     "kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port", "job_server_port",
     "job_server_artifact_port", "job_server_expansion_port", "hdfs_namenode_port", "hdfs_http_port",
-    "hdfs_datanode_port", "hdfs_datanode_http_port", "hdfs_datanode_ipc_port",
+    "hdfs_datanode_port", "hdfs_datanode_http_port", "hdfs_datanode_ipc_port", "postgres_port",
 )
 
 

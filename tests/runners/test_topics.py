@@ -26,7 +26,7 @@ def _settings(**overrides) -> TopicSettings:
     tag = uuid.uuid4().hex[:10]
     names = {
         field: f"t{tag}-{field}"
-        for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents")
+        for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
     }
     return TopicSettings(**{**names, "partitions": 3, "retention_ms": 3_600_000, **overrides})
 
@@ -107,7 +107,7 @@ def test_describe_reports_partitions_and_configs(kafka_bootstrap: str, fresh_top
 @pytest.mark.integration
 def test_cli_create_list_delete(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     settings = _settings()
-    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents"):
+    for field in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores"):
         monkeypatch.setenv(f"TRAFFIC_TOPICS_{field.upper()}", getattr(settings, field))
     get_topic_settings.cache_clear()
     try:

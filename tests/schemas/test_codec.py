@@ -56,6 +56,12 @@ SAMPLES: dict[str, dict] = {
                              "sensor_id": "773904"}],
         "expected_clearance_time": T0 + 3_900_000, "trend": "IMPROVING", "merged_into": None, "model_version": "v3",
     },
+    "score": {
+        "sensor_id": "773869", "event_time": T0, "target_time": T0 + 900_000, "horizon_min": 15,
+        "model_version": "v3", "predicted_speed_mph": 55.25, "lower_mph": 50.0, "upper_mph": 60.5, "coverage": 0.9,
+        "actual_speed_mph": 61.0, "error_mph": -5.75, "inside_interval": False, "status": "SCORED",
+        "scored_time": T0 + 1_200_000,
+    },
 }
 
 

@@ -1,0 +1,56 @@
+"""``/history/{sensor_id}``: one sensor's actuals, predictions (per horizon, with intervals) and scores from the
+PostgreSQL store, for any time range (at most ``history_max_days``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import RuntimeDep, SensorIdDep
+from api.history_models import StoredHistory
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/history", tags=["history"])
+
+_MS_MAX = 32_503_680_000_000  # year 3000: bounds the epoch-ms parameters
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown sensor"},
+    422: {"description": "a bad parameter: end_ms <= start_ms, a range over history_max_days, or out of bounds"},
+    503: {"description": "the store is not configured or cannot be reached"},
+}
+
+
+def _read(dsn: str, sensor_id: str, start_ms: int, end_ms: int) -> dict[str, Any]:
+    from store.db import connect
+    from store.queries import history
+
+    with connect(dsn) as conn:
+        got = history(conn, sensor_id, start_ms, end_ms)
+    got["predictions"] = {str(h): rows for h, rows in got["predictions"].items()}
+    return got
+
+
+@router.get("/{sensor_id}", response_model=StoredHistory, responses=_ERRORS,
+            summary="Actuals, predictions per horizon (with intervals) and scores of one sensor in [start_ms, end_ms)")
+async def sensor_history(
+    runtime: RuntimeDep,
+    sensor_id: SensorIdDep,
+    start_ms: Annotated[int, Query(ge=0, le=_MS_MAX, description="range start, epoch ms (inclusive)")],
+    end_ms: Annotated[int, Query(ge=1, le=_MS_MAX, description="range end, epoch ms (exclusive)")],
+) -> dict[str, Any]:
+    from store.db import StoreError
+
+    settings = runtime.settings
+    if end_ms <= start_ms:
+        raise HTTPException(422, "end_ms must be after start_ms")
+    if end_ms - start_ms > settings.history_max_days * 86_400_000:
+        raise HTTPException(422, f"the range is longer than {settings.history_max_days} days")
+    if runtime.store_dsn is None:
+        raise HTTPException(503, "the store is off (TRAFFIC_API_USE_STORE=false)")
+    try:
+        return await run_in_threadpool(_read, runtime.store_dsn, sensor_id, start_ms, end_ms)
+    except StoreError as exc:
+        raise HTTPException(503, str(exc)) from None

@@ -1,0 +1,1 @@
+"""The PostgreSQL store of actuals, predictions and scores (see docs/scoring-and-history.md)."""

@@ -1,0 +1,173 @@
+"""ScoreForecasts on real METR-LA readings, in batch (Create) and streaming (TestStream).
+
+The forecasts are the last-value baseline with a +-4 mph interval, made at every step for
+15/30/60 minutes; the aggregates are the real readings (one per window, 0 = missing). Every
+prediction whose target reading is observed must get exactly one SCORED record whose error is
+the one computed offline with numpy; every other prediction exactly one MISSING record, never
+an error of zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_pipeline, test_stream
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import TimestampedValue
+
+from transforms.exceptions import TransformConfigError
+from transforms.scoring import MISSING, SCORED, ScoreForecasts, is_observed, score_record
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "metr-la" / "speed.npz"
+FIRST_ROW, STEPS, N_SENSORS = 400, 30, 4
+STEP_MS = 300_000
+HORIZONS = (15, 30, 60)
+NOW_MS = 1_795_000_000_000
+HALF_WIDTH = 4.0
+
+
+def _block() -> tuple[list[str], np.ndarray, int]:
+    with np.load(DATA) as data:
+        speeds = data["speed"][FIRST_ROW : FIRST_ROW + STEPS, :N_SENSORS].astype(np.float64)
+        sensors = [str(s) for s in data["sensor_ids"][:N_SENSORS]]
+        t0 = int(data["timestamps"][FIRST_ROW].astype("datetime64[ms]").astype(np.int64))
+    speeds[7, 1] = 0.0  # a missing reading the predictions of step 4 / 5 / 1 target
+    return sensors, speeds, t0
+
+
+SENSORS, SPEEDS, T0 = _block()
+
+
+def aggregate(step: int, j: int, timing: str = "ON_TIME") -> dict:
+    value = float(SPEEDS[step, j])
+    start = T0 + step * STEP_MS
+    return {"sensor_id": SENSORS[j], "window_start": start, "window_end": start + STEP_MS,
+            "mean_speed_mph": value if value > 0 else None, "min_speed_mph": None, "max_speed_mph": None,
+            "stddev_speed_mph": None, "count": 1, "missing_count": 0 if value > 0 else 1, "pane_timing": timing}
+
+
+def predictions_at(step: int) -> list[dict]:
+    out = []
+    for j, sensor in enumerate(SENSORS):
+        last = float(SPEEDS[step, j]) or 50.0
+        for h in HORIZONS:
+            t = T0 + step * STEP_MS
+            out.append({"sensor_id": sensor, "event_time": t, "target_time": t + h * 60_000, "horizon_min": h,
+                        "predicted_speed_mph": last, "lower_mph": last - HALF_WIDTH, "upper_mph": last + HALF_WIDTH,
+                        "coverage": 0.9, "congestion": "FREE_FLOW", "model_version": "v-test",
+                        "processing_time": NOW_MS})
+    return out
+
+
+def expected_scores() -> list[dict]:
+    """Offline, with numpy: the target reading of every prediction, its error and interval flag."""
+    out = []
+    for step in range(STEPS):
+        for p in predictions_at(step):
+            target_step = step + p["horizon_min"] // 5
+            j = SENSORS.index(p["sensor_id"])
+            actual = SPEEDS[target_step, j] if target_step < STEPS else np.nan
+            observed = bool(np.isfinite(actual) and actual > 0)
+            out.append({
+                **{k: p[k] for k in ("sensor_id", "event_time", "target_time", "horizon_min", "model_version",
+                                     "predicted_speed_mph", "lower_mph", "upper_mph", "coverage")},
+                "actual_speed_mph": float(actual) if observed else None,
+                "error_mph": float(p["predicted_speed_mph"] - actual) if observed else None,
+                "inside_interval": bool(abs(p["predicted_speed_mph"] - actual) <= HALF_WIDTH) if observed else None,
+                "status": SCORED if observed else MISSING,
+                "scored_time": NOW_MS,
+            })
+    return out
+
+
+def matches_expected(actual: list[dict]) -> None:
+    """Every expected score exactly once and nothing else (a short message on failure)."""
+    def key(r: dict) -> tuple:
+        return r["sensor_id"], r["event_time"], r["horizon_min"]
+
+    want = {key(r): r for r in expected_scores()}
+    got: dict[tuple, list[dict]] = {}
+    for record in actual:
+        got.setdefault(key(record), []).append(record)
+    twice = [k for k, v in got.items() if len(v) > 1]
+    absent = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if got[k][0] != want[k])
+    if twice or absent or extra or wrong:
+        example = wrong[:1] and (got[wrong[0]][0], want[wrong[0]])
+        raise AssertionError(f"{len(twice)} scored twice {twice[:2]}, {len(absent)} absent {absent[:2]}, "
+                             f"{len(extra)} unexpected, {len(wrong)} wrong e.g. {example}")
+
+
+def _score(pcolls) -> beam.PCollection:
+    return pcolls | ScoreForecasts(window_s=STEP_MS // 1000, now_ms_fn=lambda: NOW_MS)
+
+
+def test_expectation_has_both_kinds() -> None:
+    statuses = [s["status"] for s in expected_scores()]
+    assert statuses.count(MISSING) >= len(SENSORS) * (3 + 6 + 12)  # targets past the data's end, and the 0
+    assert statuses.count(SCORED) > 200
+
+
+def test_batch_scores_every_prediction_once() -> None:
+    with test_pipeline.TestPipeline() as p:
+        aggregates = p | "Aggregates" >> beam.Create(
+            [aggregate(s, j) for s in range(STEPS) for j in range(N_SENSORS)]
+        ) | "StampAggregates" >> beam.Map(lambda a: TimestampedValue(a, (a["window_end"] - 1) / 1000))
+        predictions = p | "Predictions" >> beam.Create([r for s in range(STEPS) for r in predictions_at(s)])
+        assert_that(_score({"predictions": predictions, "aggregates": aggregates}), matches_expected)
+
+
+def test_streaming_scores_every_prediction_once() -> None:
+    """Step by step: predictions of step s and the EARLY then ON_TIME panes of step s, then the watermark."""
+    aggregates_tag, predictions_tag = "aggregates", "predictions"
+    stream = test_stream.TestStream(output_tags=[aggregates_tag, predictions_tag])
+    stream.advance_watermark_to(T0 / 1000, tag=aggregates_tag).advance_watermark_to(T0 / 1000, tag=predictions_tag)
+    for step in range(STEPS):
+        end_s = (T0 + (step + 1) * STEP_MS) / 1000
+        early = [TimestampedValue(aggregate(step, j, "EARLY"), end_s - 0.001) for j in range(N_SENSORS)]
+        final = [TimestampedValue(aggregate(step, j), end_s - 0.001) for j in range(N_SENSORS)]
+        stream.add_elements(early, tag=aggregates_tag)
+        stream.add_elements([TimestampedValue(r, end_s - 0.001) for r in predictions_at(step)], tag=predictions_tag)
+        stream.add_elements(final, tag=aggregates_tag)
+        stream.advance_watermark_to(end_s, tag=aggregates_tag).advance_watermark_to(end_s, tag=predictions_tag)
+    # A LATE duplicate of an already-scored target, and the same prediction sent twice: no second score.
+    stream.add_elements([TimestampedValue(aggregate(20, 0, "LATE"), (T0 + 21 * STEP_MS) / 1000 - 0.001)],
+                        tag=aggregates_tag)
+    stream.add_elements([TimestampedValue(predictions_at(25)[0], (T0 + 26 * STEP_MS) / 1000 - 0.001)],
+                        tag=predictions_tag)
+    # Past every target (the DirectRunner's assert_that closes its pane at the infinite watermark, before
+    # what timers emit then), then the end.
+    beyond_s = (T0 + (STEPS + 24) * STEP_MS) / 1000
+    stream.advance_watermark_to(beyond_s, tag=aggregates_tag).advance_watermark_to(beyond_s, tag=predictions_tag)
+    stream.advance_watermark_to_infinity(tag=aggregates_tag).advance_watermark_to_infinity(tag=predictions_tag)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with test_pipeline.TestPipeline(options=options) as p:
+        inputs = p | stream
+        scores = _score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]})
+        assert_that(scores, matches_expected)
+
+
+def test_score_record_masks_missing_actuals() -> None:
+    p = predictions_at(0)[0]
+    for actual in (None, 0.0, float("nan"), -1.0):
+        record = score_record(p, actual, NOW_MS)
+        assert record["status"] == MISSING
+        assert record["error_mph"] is None and record["actual_speed_mph"] is None
+        assert record["inside_interval"] is None
+    scored = score_record(p, p["predicted_speed_mph"] + 5.0, NOW_MS)
+    assert scored["status"] == SCORED and scored["error_mph"] == pytest.approx(-5.0)
+    assert scored["inside_interval"] is False
+    assert not is_observed(0.0) and is_observed(0.5)
+
+
+def test_bad_parameters_are_rejected() -> None:
+    with pytest.raises(TransformConfigError):
+        ScoreForecasts(window_s=0)
+    with pytest.raises(TransformConfigError):
+        ScoreForecasts(wait_s=-1)
