@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ def train(
     progress: Callable[[str], None] = _stderr,
     seed: int = 0,
     candidates: tuple[str, ...] | None = None,
+    max_rows: int | None = None,
 ) -> tuple[ModelBundle, list[dict]]:
     """Fit, select and calibrate a bundle from raw ``data`` or precomputed ``features`` (X, Y, meta)."""
     if ctx is None:
@@ -165,6 +166,8 @@ def train(
         blends = [name for name in BLENDS if name in wanted]
         wanted |= {m for name in blends for m in BLENDS[name]}  # a blend needs its members
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
+        if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
+            specs = [replace(s, max_rows=min(s.max_rows or max_rows, max_rows)) for s in specs]
         if not specs:
             raise DataError(f"no candidate models left; choose among {', '.join(CANDIDATE_NAMES)}")
         fitted = []
@@ -253,6 +256,7 @@ def register(parser: argparse._SubParsersAction) -> None:
     p.add_argument("--registry", help="registry root (local or hdfs://); default $TRAFFIC_MODEL_REGISTRY, .work/models")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
+    p.add_argument("--max-rows", type=int, help="cap the training rows of every learned candidate")
     p.add_argument(
         "--candidates",
         help=f"comma-separated candidate models to fit and select from (default all: {', '.join(CANDIDATE_NAMES)})",
@@ -282,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
         if unknown or not candidates:
             choices = ", ".join(CANDIDATE_NAMES)
             raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among {choices}")
+    if args.max_rows is not None and args.max_rows < 1000:
+        raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
     started = time.perf_counter()
     registry = ModelRegistry(args.registry or default_registry_root())
     features = None
@@ -298,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
         data = load_metrla(args.data, platform_hdfs_options(args.data))
         if args.quick:
             data = quick_subset(data)
-    bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage, candidates=candidates)
+    bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage, candidates=candidates,
+                          max_rows=args.max_rows)
     elapsed = time.perf_counter() - started
     bundle.metadata["training_seconds"] = round(elapsed, 1)
     version = registry.register(bundle)

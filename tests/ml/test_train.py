@@ -84,3 +84,9 @@ def test_unknown_candidates_are_a_one_line_error(tmp_path, capsys) -> None:
     assert main(["train", "--quick", "--registry", str(tmp_path), "--candidates", "ridge,gpt"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown --candidates gpt" in err and "hgb_graph" in err and "\n" not in err
+
+
+def test_too_small_max_rows_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["train", "--quick", "--registry", str(tmp_path), "--max-rows", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-rows must be at least 1000" in err and "\n" not in err
