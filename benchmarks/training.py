@@ -7,7 +7,9 @@ validation window, all five candidates for each of the three horizons,
 selection, calibration, registration) into a temporary registry unless
 ``--registry`` is given, and prints the wall time, the process CPU time and
 the load average before and after (the machine may be shared: a load above the
-core count stretches the wall time), then the validation table.
+core count stretches the wall time), the peak resident memory of the process,
+then the validation table and the intervals' coverage and width (normalised
+conformal, and the earlier binned intervals for comparison).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     print("command: .venv/bin/python benchmarks/training.py")
     print(f"full training wall time: {wall_s:.0f} s ({wall_s / 60:.1f} min); process CPU time: {cpu_s:.0f} s")
     print(f"load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"peak RSS: {peak_mib:,.0f} MiB")
     print(f"model version: {version}")
     print("horizon | model | val MAE | val RMSE | fit s | selected")
     for row in table:
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     for h, m in bundle.metadata["validation_metrics"].items():
         print(
             f"{h} min: {m['model']} val MAE {m['val_mae']:.3f}; intervals cover {m['val_select_coverage']:.1%} "
-            f"of the selection days, mean width {m['val_select_width']:.1f} mph"
+            f"of the selection days, mean width {m['val_select_width']:.1f} mph (binned intervals: "
+            f"{m['val_select_binned_coverage']:.1%}, {m['val_select_binned_width']:.1f} mph)"
         )
     return 0
 

@@ -6,7 +6,10 @@ full 34,272-step METR-LA), every protocol window is featurised with
 t+12): masked MAE, RMSE, MAPE, and the coverage and mean width of the
 calibrated intervals. The last-value and historical-average baselines are
 scored on the same rows. A markdown report with the published anchors and PNG
-plots goes to ``--out`` (default ``.work/evaluation/<version>``).
+plots goes to ``--out`` (default ``.work/evaluation/<version>``). ``--compare
+VERSION`` scores another registered model (e.g. one trained with
+``traffic train --candidates hist_gradient_boosting``, the earlier model type)
+on the same windows and shows it beside this one.
 """
 
 from __future__ import annotations
@@ -48,8 +51,25 @@ def predict_split(bundle: ModelBundle, data: MetrLA, split: str) -> SplitPredict
     return SplitPredictions(y, meta, predictions, baselines)
 
 
-def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPredictions]]:
-    """({split: {horizon: metrics}}, the per-split predictions) for the splits the data covers."""
+def _compared(other: ModelBundle, data: MetrLA, split: str) -> dict[str, dict]:
+    """{horizon: metrics} of another bundle on the same split (its own features, same windows)."""
+    preds = predict_split(other, data, split)
+    out: dict[str, dict] = {}
+    if preds is None:
+        return out
+    for j, h in enumerate(other.horizons_min):
+        yhat, lower, upper = preds.predictions[h]
+        out[str(h)] = {**scores(preds.y[:, j], yhat, lower, upper), "model": other.model_names.get(h, "")}
+    return out
+
+
+def evaluate(
+    bundle: ModelBundle, data: MetrLA, compare: ModelBundle | None = None
+) -> tuple[dict, dict[str, SplitPredictions]]:
+    """({split: {horizon: metrics}}, the per-split predictions) for the splits the data covers.
+
+    With ``compare``, each horizon's entry also holds ``compared``: that bundle's metrics on the same split.
+    """
     missing = [s for s in bundle.context.sensor_ids if s not in set(data.sensor_ids)]
     if missing:
         raise DataError(f"the data lacks {len(missing)} of the model's sensors (e.g. {missing[0]})")
@@ -63,6 +83,7 @@ def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPr
             continue
         per_split[split] = preds
         result[split] = {}
+        other = _compared(compare, data, split) if compare is not None else {}
         for j, h in enumerate(bundle.horizons_min):
             yhat, lower, upper = preds.predictions[h]
             entry = scores(preds.y[:, j], yhat, lower, upper)
@@ -70,6 +91,8 @@ def evaluate(bundle: ModelBundle, data: MetrLA) -> tuple[dict, dict[str, SplitPr
             entry["baselines"] = {
                 name: scores(preds.y[:, j], forecast[h]) for name, forecast in preds.baselines.items()
             }
+            if str(h) in other:
+                entry["compared"] = {"version": compare.version, **other[str(h)]}
             result[split][str(h)] = entry
     if not result:
         raise DataError("the data has no validation or test windows (it must cover 2012-05-20 or later)")
@@ -84,6 +107,7 @@ def register(parser: argparse._SubParsersAction) -> None:
     p.add_argument("--version", help="model version (default: LATEST)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by split and horizon")
     p.add_argument("--out", help="report directory (default .work/evaluation/<version>)")
+    p.add_argument("--compare", metavar="VERSION", help="another registered model version to show beside this one")
     p.set_defaults(func=run)
 
 
@@ -92,17 +116,22 @@ def _print_text(result: dict, version: str) -> None:
     print("split | horizon | model                  |   MAE |  RMSE | MAPE % | coverage | width")
     for split, horizons in result.items():
         for h, m in horizons.items():
-            print(
-                f"{split:>5} | {h:>4} min | {m['model']:<22} | {m['mae']:5.2f} | {m['rmse']:5.2f} | "
-                f"{m['mape']:6.2f} | {m['coverage']:8.1%} | {m['width']:5.1f}"
-            )
+            for row in (m, m.get("compared")):
+                if row is None:
+                    continue
+                name = row["model"] if row is m else f"{row['model']} ({row['version']})"
+                print(
+                    f"{split:>5} | {h:>4} min | {name:<22} | {row['mae']:5.2f} | {row['rmse']:5.2f} | "
+                    f"{row['mape']:6.2f} | {row['coverage']:8.1%} | {row['width']:5.1f}"
+                )
 
 
 def run(args: argparse.Namespace) -> int:
     data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
     registry = ModelRegistry(args.registry or default_registry_root())
     bundle = registry.load(args.version)
-    result, per_split = evaluate(bundle, data)
+    compare = registry.load(args.compare) if args.compare else None
+    result, per_split = evaluate(bundle, data, compare)
     out = Path(args.out) if args.out else PlatformSettings().work_dir / "evaluation" / bundle.version
     report = write_report(out, result, per_split, bundle)
     if args.json:

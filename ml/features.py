@@ -21,8 +21,10 @@ import numpy as np
 
 from ml.dataset import STEP_MS, MetrLA, load_adjacency, split_of
 from ml.exceptions import DataError
+from ml.graph_features import GRAPH_FEATURE_NAMES, graph_columns
 
 __all__ = [
+    "BASE_FEATURE_NAMES",
     "FEATURE_NAMES",
     "HISTORY_STEPS",
     "HORIZONS_MIN",
@@ -43,7 +45,8 @@ SLOTS_PER_DAY = 24 * 60 * 60 * 1000 // STEP_MS
 _DAY_MS = 24 * 60 * 60 * 1000
 _LAGS = (1, 2, 3, 6, 11)
 
-FEATURE_NAMES: tuple[str, ...] = (
+# The features of the first models (before issue 17); bundles trained on them keep exactly these columns.
+BASE_FEATURE_NAMES: tuple[str, ...] = (
     "speed_last",
     *(f"speed_lag{k}" for k in _LAGS),
     "mean_3",
@@ -84,6 +87,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "degree_in",
     "degree_out",
 )
+FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURE_NAMES, *GRAPH_FEATURE_NAMES)
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,6 +341,7 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
         ctx.sensor_std[None, :] * ones,
         ctx.degree_in[None, :] * ones,
         ctx.degree_out[None, :] * ones,
+        *graph_columns(filled, dev, ctx.w_up, ctx.w_down),
     ]
     return np.stack(columns, axis=-1).astype(np.float32)
 

@@ -20,23 +20,43 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["ModelSpec", "candidate_specs", "N_JOBS"]
+from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES
+
+__all__ = ["BLENDS", "CANDIDATE_NAMES", "ModelSpec", "candidate_specs", "make_scale_model", "N_JOBS"]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
+HGB_GRAPH_ITERATIONS = 200
+HGB_GRAPH_ROWS = 500_000
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One candidate: a name, its base feature, and how to build (and cap) its estimator."""
+    """One candidate: a name, its base feature, its input columns, and how to build (and cap) its estimator."""
 
     name: str
     base_feature: str | None
     make: Callable[[], Any] | None = None
     max_rows: int | None = None
+    features: tuple[str, ...] = BASE_FEATURE_NAMES
 
     @property
     def is_baseline(self) -> bool:
         return self.make is None
+
+
+# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members.
+BLENDS: dict[str, tuple[str, ...]] = {"hgb_blend": ("hist_gradient_boosting", "hgb_graph")}
+CANDIDATE_NAMES: tuple[str, ...] = (
+    "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", *BLENDS,
+)
+
+
+def make_scale_model(quick: bool = False) -> HistGradientBoostingRegressor:
+    """The interval scale model: predicts the point model's absolute error (see ``ml.conformal.ScaledConformal``)."""
+    return HistGradientBoostingRegressor(
+        loss="absolute_error", learning_rate=0.1, max_iter=10 if quick else 50, max_leaf_nodes=31,
+        min_samples_leaf=200, early_stopping=False, random_state=0,
+    )
 
 
 def _ridge() -> Pipeline:
@@ -68,6 +88,15 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                 ),
                 max_rows=20_000,
             ),
+            ModelSpec(
+                "hgb_graph",
+                "speed_last",
+                lambda: HistGradientBoostingRegressor(
+                    loss="absolute_error", max_iter=10, early_stopping=False, random_state=0
+                ),
+                max_rows=20_000,
+                features=FEATURE_NAMES,
+            ),
         ]
         return specs
     specs += [
@@ -98,6 +127,22 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                 random_state=0,
             ),
             max_rows=500_000,
+        ),
+        ModelSpec(
+            "hgb_graph",
+            "speed_last",
+            lambda: HistGradientBoostingRegressor(
+                loss="absolute_error",
+                learning_rate=0.1,
+                max_iter=HGB_GRAPH_ITERATIONS,
+                max_leaf_nodes=63,
+                min_samples_leaf=100,
+                l2_regularization=1.0,
+                early_stopping=False,
+                random_state=0,
+            ),
+            max_rows=HGB_GRAPH_ROWS,
+            features=FEATURE_NAMES,
         ),
     ]
     return specs

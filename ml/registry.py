@@ -28,7 +28,7 @@ import numpy as np
 
 from config.hdfs import hdfs_options_for
 from config.settings import default_registry_root
-from ml.conformal import BinnedConformal
+from ml.conformal import Intervals, intervals_from_dict
 from ml.exceptions import ModelRegistryError
 from ml.features import FEATURE_NAMES, FeatureContext
 
@@ -61,6 +61,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.impute._base.SimpleImputer",
+    "ml.ensemble.ColumnBlend",
     "numpy.dtype",
     "builtins.slice",
     "collections.OrderedDict",
@@ -83,43 +84,63 @@ def library_versions() -> dict[str, str]:
 class ModelBundle:
     """Per-horizon models and calibrated intervals.
 
-    For horizon h the point forecast is ``base + estimator.predict(X)``, where
-    ``base`` is the feature ``base_features[h]`` (e.g. ``speed_last``: the model
+    Inputs are rows of ``ml.features.build_features`` (columns ``FEATURE_NAMES``).
+    For horizon h the point forecast is ``base + estimator.predict(X[:, feature_columns[h]])``,
+    where ``base`` is the feature ``base_features[h]`` (e.g. ``speed_last``: the model
     learns the change) or 0 when None; an estimator of None means the base alone
-    (the last-value and historical-average baselines).
+    (the last-value and historical-average baselines). ``feature_columns[h]`` names the
+    columns horizon h's estimator was fitted on (default: all of ``FEATURE_NAMES``), so
+    bundles fitted on an older, shorter feature list keep working.
     """
 
     estimators: dict[int, Any]
     base_features: dict[int, str | None]
-    intervals: dict[int, BinnedConformal]
+    intervals: dict[int, Intervals]
     context: FeatureContext
     coverage: float = 0.9
     model_names: dict[int, str] = field(default_factory=dict)
     version: str = ""
     metadata: dict = field(default_factory=dict)
+    feature_columns: dict[int, tuple[str, ...]] = field(default_factory=dict)
     feature_names: tuple[str, ...] = FEATURE_NAMES
+
+    def __post_init__(self) -> None:
+        index = {name: j for j, name in enumerate(FEATURE_NAMES)}
+        self._columns: dict[int, np.ndarray] = {}
+        for h in self.estimators:
+            names = self.feature_columns.setdefault(h, FEATURE_NAMES)
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                missing = ", ".join(unknown[:5])
+                raise ModelRegistryError(f"the model needs features this code does not compute: {missing}")
+            self._columns[h] = np.array([index[n] for n in names], dtype=np.int64)
 
     @property
     def horizons_min(self) -> tuple[int, ...]:
         return tuple(sorted(self.estimators))
 
+    def columns(self, x: np.ndarray, horizon_min: int) -> np.ndarray:
+        """The columns of ``x`` (rows, FEATURE_NAMES) that horizon ``horizon_min``'s estimator takes."""
+        cols = self._columns[horizon_min]
+        return x if len(cols) == x.shape[1] and np.array_equal(cols, np.arange(x.shape[1])) else x[:, cols]
+
     def predict_point(self, x: np.ndarray, horizon_min: int) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
-            expected = len(self.feature_names)
-            raise ModelRegistryError(f"features have shape {x.shape}, the model expects (rows, {expected})")
+        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+            raise ModelRegistryError(f"features have shape {x.shape}, the model expects (rows, {len(FEATURE_NAMES)})")
         base_name = self.base_features.get(horizon_min)
-        base = x[:, self.feature_names.index(base_name)].astype(np.float64) if base_name else np.zeros(len(x))
+        base = x[:, FEATURE_NAMES.index(base_name)].astype(np.float64) if base_name else np.zeros(len(x))
         est = self.estimators[horizon_min]
         if est is not None and len(x):
-            base = base + np.asarray(est.predict(x), dtype=np.float64)
+            base = base + np.asarray(est.predict(self.columns(x, horizon_min)), dtype=np.float64)
         return np.clip(base, 0.0, MAX_SPEED_MPH)
 
     def predict(self, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        x = np.asarray(x, dtype=np.float32)
         out = {}
         for h in self.horizons_min:
             yhat = self.predict_point(x, h)
-            lower, upper = self.intervals[h].bounds(yhat)
+            lower, upper = self.intervals[h].bounds(yhat, self.columns(x, h))
             out[h] = (yhat, lower, np.minimum(upper, MAX_SPEED_MPH))
         return out
 
@@ -203,6 +224,9 @@ class ModelRegistry:
 
         version = bundle.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         models = {str(h): est for h, est in bundle.estimators.items()}
+        models.update(
+            {f"{h}/scale": iv.scale_model for h, iv in bundle.intervals.items() if iv.scale_model is not None}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, "model.skops")
             sio.dump(models, path)
@@ -213,6 +237,7 @@ class ModelRegistry:
                 "version": version,
                 "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "feature_names": list(bundle.feature_names),
+                "feature_columns": {str(h): list(bundle.feature_columns[h]) for h in bundle.horizons_min},
                 "horizons_min": list(bundle.horizons_min),
                 "coverage": bundle.coverage,
                 "model_names": {str(h): bundle.model_names.get(h, "") for h in bundle.horizons_min},
@@ -270,16 +295,20 @@ class ModelRegistry:
         models = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
         context = FeatureContext.from_bytes(self._read(_join(self.root, version, "context.npz")))
         horizons = [int(h) for h in metadata["horizons_min"]]
+        # Bundles from before per-horizon columns: every horizon used the whole list they were trained on.
+        columns = metadata.get("feature_columns") or {str(h): metadata["feature_names"] for h in horizons}
         return ModelBundle(
             estimators={h: models[str(h)] for h in horizons},
             base_features={h: metadata["base_features"][str(h)] for h in horizons},
-            intervals={h: BinnedConformal.from_dict(metadata["intervals"][str(h)]) for h in horizons},
+            intervals={
+                h: intervals_from_dict(metadata["intervals"][str(h)], models.get(f"{h}/scale")) for h in horizons
+            },
             context=context,
             coverage=float(metadata["coverage"]),
             model_names={h: metadata["model_names"][str(h)] for h in horizons},
             version=version,
             metadata=metadata,
-            feature_names=tuple(metadata["feature_names"]),
+            feature_columns={h: tuple(columns[str(h)]) for h in horizons},
         )
 
     def _require_latest(self) -> str:

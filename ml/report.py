@@ -57,6 +57,13 @@ def _markdown(result: dict, bundle: ModelBundle, plots: list[str]) -> str:
                 f"| {h} min | {m['model']} | {m['mae']:.2f} | {m['rmse']:.2f} | {m['mape']:.2f} | "
                 f"{m['coverage']:.1%} | {m['width']:.1f} | {m['n']:,} |"
             )
+        for h, m in horizons.items():
+            c = m.get("compared")
+            if c is not None:
+                lines.append(
+                    f"| {h} min | {c['model']} (model {c['version']}) | {c['mae']:.2f} | {c['rmse']:.2f} | "
+                    f"{c['mape']:.2f} | {c['coverage']:.1%} | {c['width']:.1f} | {c['n']:,} |"
+                )
         for name in ("last_value", "historical_average"):
             for h, m in horizons.items():
                 b = m["baselines"][name]
@@ -80,6 +87,14 @@ def _markdown(result: dict, bundle: ModelBundle, plots: list[str]) -> str:
             for h in (15, 30, 60)
         ]
         lines.append(f"| this model ({_SPLIT_NAMES.get(split, split)}) | " + " | ".join(cells) + " |")
+        if all("compared" in horizons.get(str(h), {}) for h in (15, 30, 60)):
+            cells = [
+                f"{horizons[str(h)]['compared']['mae']:.2f} / {horizons[str(h)]['compared']['rmse']:.2f} / "
+                f"{horizons[str(h)]['compared']['mape']:.2f}"
+                for h in (15, 30, 60)
+            ]
+            version = horizons["15"]["compared"]["version"]
+            lines.append(f"| model {version} ({_SPLIT_NAMES.get(split, split)}) | " + " | ".join(cells) + " |")
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(lines)
 

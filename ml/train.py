@@ -7,6 +7,12 @@ there wins each horizon) and a *calibration* half (odd days: the winner's
 residuals there calibrate the split-conformal intervals). Coverage is then
 measured on the selection half, which the intervals never saw. The training
 period alone fits the models and the feature context.
+
+The intervals of a learned winner are normalised conformal (``ml.conformal.ScaledConformal``):
+a small scale model learns the typical absolute error from training rows the
+point model did not see, and the odd validation days calibrate it. The binned
+intervals of the earlier models are computed too, and their width recorded, so
+the two can be compared.
 """
 
 from __future__ import annotations
@@ -15,20 +21,22 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from config.hdfs import hdfs_options_for
 from config.settings import default_registry_root
-from ml.conformal import fit_binned_conformal
+from ml.conformal import fit_binned_conformal, fit_scaled_conformal, scale_inputs
 from ml.dataset import STEP_MS, TRAIN_END_MS, MetrLA, load_metrla
+from ml.ensemble import ColumnBlend
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
-from ml.models import ModelSpec, candidate_specs
-from ml.registry import ModelBundle, ModelRegistry
+from ml.models import BLENDS, CANDIDATE_NAMES, ModelSpec, candidate_specs, make_scale_model
+from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
 __all__ = ["TrainResult", "train", "validation_halves", "quick_subset", "register", "run"]
@@ -63,14 +71,53 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _columns(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)
+
+
 def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
-    if spec.make is None:
-        return None
+    """(the fitted estimator or None for a baseline, the training rows it saw)."""
     rows = np.flatnonzero(np.isfinite(y))
+    if spec.make is None:
+        return None, rows[:0]
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)] if spec.base_feature else 0.0
-    return spec.make().fit(x[rows], y[rows] - base)
+    return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base), rows
+
+
+def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np.ndarray, rng: np.random.Generator,
+               quick: bool) -> Any:
+    """The interval scale model: |y - yhat| of the point model on training rows it did not see."""
+    observed = np.flatnonzero(np.isfinite(y))
+    free = np.setdiff1d(observed, used)
+    if len(free) < 1000:  # a small data set: the point model saw every row, so reuse them (calibration fixes the level)
+        free = observed
+    cap = 20_000 if quick else 300_000
+    if len(free) > cap:
+        free = np.sort(rng.choice(free, cap, replace=False))
+    xs = x[np.ix_(free, _columns(spec.features))]
+    base = x[free, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
+    yhat = np.clip(base + est.predict(xs), 0.0, MAX_SPEED_MPH)
+    return make_scale_model(quick).fit(scale_inputs(xs, yhat), np.abs(y[free] - yhat))
+
+
+def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
+    """The blends ``names`` (of ``BLENDS``) as extra candidates; their fitted members are reused, not refitted."""
+    by_name = {spec.name: (spec, est, used, fit_s) for spec, est, used, fit_s in fitted if est is not None}
+    out = []
+    for name in names:
+        members = BLENDS[name]
+        if not all(m in by_name for m in members):
+            continue
+        parts = [by_name[m] for m in members]
+        if len({p[0].base_feature for p in parts}) != 1:
+            continue
+        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], [1.0] * len(parts))
+        spec = ModelSpec(name, parts[0][0].base_feature, features=FEATURE_NAMES)
+        used = np.unique(np.concatenate([p[2] for p in parts]))
+        out.append((spec, blend, used, sum(p[3] for p in parts)))
+    return out
 
 
 def train(
@@ -81,6 +128,8 @@ def train(
     coverage: float = 0.9,
     progress: Callable[[str], None] = _stderr,
     seed: int = 0,
+    candidates: tuple[str, ...] | None = None,
+    max_rows: int | None = None,
 ) -> tuple[ModelBundle, list[dict]]:
     """Fit, select and calibrate a bundle from raw ``data`` or precomputed ``features`` (X, Y, meta)."""
     if ctx is None:
@@ -112,14 +161,25 @@ def train(
         calibrate = ~select
     rng = np.random.default_rng(seed)
     table: list[dict] = []
-    estimators, bases, names, intervals, metrics = {}, {}, {}, {}, {}
+    estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        for spec in candidate_specs(h, quick=quick):
+        wanted = set(candidates or CANDIDATE_NAMES)
+        blends = [name for name in BLENDS if name in wanted]
+        wanted |= {m for name in blends for m in BLENDS[name]}  # a blend needs its members
+        specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
+        if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
+            specs = [replace(s, max_rows=min(s.max_rows or max_rows, max_rows)) for s in specs]
+        if not specs:
+            raise DataError(f"no candidate models left; choose among {', '.join(CANDIDATE_NAMES)}")
+        fitted = []
+        for spec in specs:
             started = time.perf_counter()
-            est = _fit(spec, x_tr, y_tr[:, j], rng)
-            fit_s = time.perf_counter() - started
-            probe = ModelBundle({h: est}, {h: spec.base_feature}, {}, ctx)
+            est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+            fitted.append((spec, est, used, time.perf_counter() - started))
+        fitted += _blends(fitted, blends)
+        for spec, est, used, fit_s in fitted:
+            probe = ModelBundle({h: est}, {h: spec.base_feature}, {}, ctx, feature_columns={h: spec.features})
             yhat = probe.predict_point(x_va, h)
             row = {
                 "horizon_min": h,
@@ -136,14 +196,24 @@ def train(
                 f"(selection days {row['val_select_mae']:.3f})  fit {fit_s:.1f} s"
             )
             if best is None or row["val_select_mae"] < best[0]["val_select_mae"]:
-                best = (row, spec, est, yhat)
-        row, spec, est, yhat = best
+                best = (row, spec, est, yhat, used)
+        row, spec, est, yhat, used = best
         row["selected"] = True
-        conformal = fit_binned_conformal(
-            y_va[calibrate, j], yhat[calibrate], coverage=coverage, min_bin_rows=200 if quick else 5000
-        )
-        lower, upper = conformal.bounds(yhat[select])
+        min_bin_rows = 200 if quick else 5000
+        binned = fit_binned_conformal(y_va[calibrate, j], yhat[calibrate], coverage=coverage, min_bin_rows=min_bin_rows)
+        b_lower, b_upper = binned.bounds(yhat[select])
+        conformal = binned
+        if est is not None:
+            started = time.perf_counter()
+            scale = _fit_scale(spec, est, x_tr, y_tr[:, j], used, rng, quick)
+            x_cal = x_va[np.ix_(calibrate, _columns(spec.features))]
+            conformal = fit_scaled_conformal(
+                y_va[calibrate, j], yhat[calibrate], x_cal, scale, coverage=coverage, min_bin_rows=min_bin_rows
+            )
+            progress(f"h={h:>2} min  interval scale model fitted in {time.perf_counter() - started:.1f} s")
+        lower, upper = conformal.bounds(yhat[select], x_va[np.ix_(select, _columns(spec.features))])
         estimators[h], bases[h], names[h], intervals[h] = est, spec.base_feature, spec.name, conformal
+        columns[h] = spec.features
         metrics[str(h)] = {
             "model": spec.name,
             "val_mae": row["val_mae"],
@@ -151,13 +221,17 @@ def train(
             "val_select_mae": row["val_select_mae"],
             "val_select_coverage": interval_coverage(y_va[select, j], lower, upper),
             "val_select_width": interval_width(y_va[select, j], lower, upper),
+            "val_select_binned_coverage": interval_coverage(y_va[select, j], b_lower, b_upper),
+            "val_select_binned_width": interval_width(y_va[select, j], b_lower, b_upper),
         }
         progress(
             f"h={h:>2} min  selected {spec.name}; {coverage:.0%} intervals cover "
-            f"{metrics[str(h)]['val_select_coverage']:.1%} of the selection days"
+            f"{metrics[str(h)]['val_select_coverage']:.1%} of the selection days, "
+            f"mean width {metrics[str(h)]['val_select_width']:.1f} mph "
+            f"(binned intervals: {metrics[str(h)]['val_select_binned_width']:.1f} mph)"
         )
     bundle = ModelBundle(
-        estimators, bases, intervals, ctx, coverage=coverage, model_names=names,
+        estimators, bases, intervals, ctx, coverage=coverage, model_names=names, feature_columns=columns,
         metadata={
             "validation_metrics": metrics,
             "candidates": table,
@@ -165,7 +239,8 @@ def train(
             "training_rows": int(len(x_tr)),
             "validation_rows": int(len(x_va)),
             "selection": "per horizon, lowest masked MAE on validation days with an even day number",
-            "calibration": "split conformal per predicted-speed bin on validation days with an odd day number",
+            "calibration": "normalised split conformal (a scale model of the absolute error, fitted on training rows "
+            "the point model did not see) per predicted-speed bin, on validation days with an odd day number",
             "step_ms": STEP_MS,
         },
     )
@@ -184,6 +259,11 @@ def register(parser: argparse._SubParsersAction) -> None:
                    help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
+    p.add_argument("--max-rows", type=int, help="cap the training rows of every learned candidate")
+    p.add_argument(
+        "--candidates",
+        help=f"comma-separated candidate models to fit and select from (default all: {', '.join(CANDIDATE_NAMES)})",
+    )
     p.set_defaults(func=run)
 
 
@@ -202,6 +282,15 @@ def _print_table(table: list[dict]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.coverage < 1.0:
         raise DataError(f"--coverage must be between 0 and 1, got {args.coverage}")
+    candidates = None
+    if args.candidates:
+        candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip())
+        unknown = [c for c in candidates if c not in CANDIDATE_NAMES]
+        if unknown or not candidates:
+            choices = ", ".join(CANDIDATE_NAMES)
+            raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among {choices}")
+    if args.max_rows is not None and args.max_rows < 1000:
+        raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
     started = time.perf_counter()
     registry = ModelRegistry(args.registry or default_registry_root())
     features = None
@@ -218,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
         data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
         if args.quick:
             data = quick_subset(data)
-    bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage)
+    bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage, candidates=candidates,
+                          max_rows=args.max_rows)
     elapsed = time.perf_counter() - started
     bundle.metadata["training_seconds"] = round(elapsed, 1)
     version = registry.register(bundle)

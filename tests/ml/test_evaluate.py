@@ -84,3 +84,23 @@ def test_empty_registry_is_a_one_line_error(setup, tmp_path, capsys) -> None:
     assert main(["evaluate", "--data", data, "--registry", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no model yet" in err and "\n" not in err
+
+
+def test_compare_shows_another_version_beside_this_one(setup, tmp_path, capsys) -> None:
+    data, registry = setup
+    models = ModelRegistry(registry)
+    first = models.latest_version()
+    bundle = models.load(first)
+    bundle.version = ""
+    bundle.model_names = dict.fromkeys(bundle.horizons_min, "copy")
+    second = models.register(bundle)
+    args = ["evaluate", "--data", data, "--registry", registry, "--version", second, "--compare", first]
+    assert main([*args, "--json", "--out", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for metrics in result["val"].values():
+        compared = metrics["compared"]
+        assert compared["version"] == first and compared["model"] == "hist_gradient_boosting"
+        assert compared["mae"] == pytest.approx(metrics["mae"])  # the same model on the same windows
+        assert {"rmse", "mape", "coverage", "width"} <= set(compared)
+    report = (tmp_path / "report.md").read_text()
+    assert f"hist_gradient_boosting (model {first})" in report and f"| model {first} (validation) |" in report

@@ -131,3 +131,34 @@ def test_feature_table_round_trips_through_parquet(small: MetrLA, ctx: FeatureCo
     assert np.array_equal(x2, x[order])
     np.testing.assert_array_equal(y2, y[order])
     assert np.array_equal(meta2.sensor_index, meta.sensor_index[order])
+
+
+def test_graph_features_follow_the_direction_of_the_road(ctx: FeatureContext) -> None:
+    """A slowdown at one sensor reaches the diffused deviations of the sensors it is upstream of, and
+    no others: w_up rows weigh upstream sensors, so only sensors that have it upstream see it in diff_up1."""
+    n = ctx.n_sensors
+    history = np.tile(ctx.profile[:, 0, 100][None, :], (HISTORY_STEPS, 1))
+    step_ms = TRAIN_END_MS - DAY_MS
+    src = int(np.argmax((ctx.w_up > 0).sum(0)))  # a sensor that is upstream of at least one other
+    before = build_features(history, step_ms, ctx)
+    slowed = history.copy()
+    slowed[-1, src] = 10.0
+    after = build_features(slowed, step_ms, ctx)
+    up1 = FEATURE_NAMES.index("diff_up1_last")
+    changed = np.flatnonzero(after[:, up1] != before[:, up1])
+    assert set(changed.tolist()) == set(np.flatnonzero(ctx.w_up[:, src] > 0).tolist())
+    assert np.all(after[changed, up1] < before[changed, up1])  # the drop arrives as a negative deviation
+    down1 = FEATURE_NAMES.index("diff_down1_last")
+    assert set(np.flatnonzero(after[:, down1] != before[:, down1]).tolist()) == set(
+        np.flatnonzero(ctx.w_down[:, src] > 0).tolist()
+    )
+    assert after.shape == (n, len(FEATURE_NAMES))
+
+
+def test_the_first_models_features_are_an_unchanged_prefix() -> None:
+    from ml.features import BASE_FEATURE_NAMES
+    from ml.graph_features import GRAPH_FEATURE_NAMES
+
+    assert FEATURE_NAMES[: len(BASE_FEATURE_NAMES)] == BASE_FEATURE_NAMES
+    assert len(BASE_FEATURE_NAMES) == 47 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert FEATURE_NAMES[len(BASE_FEATURE_NAMES) :] == GRAPH_FEATURE_NAMES

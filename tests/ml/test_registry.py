@@ -125,3 +125,34 @@ def _hdfs_round_trip(registry: ModelRegistry, bundle: ModelBundle, x: np.ndarray
     for h, got in loaded.predict(x).items():
         for a, b in zip(got, expected[h], strict=True):
             assert np.array_equal(a, b)
+
+
+def test_a_bundle_on_the_first_feature_list_round_trips_and_takes_todays_rows(bundle_and_rows, tmp_path) -> None:
+    from ml.features import BASE_FEATURE_NAMES
+
+    bundle, x = bundle_and_rows
+    cols = [FEATURE_NAMES.index(n) for n in BASE_FEATURE_NAMES]
+    last = x[:, FEATURE_NAMES.index("speed_last")]
+    est = Ridge(alpha=10.0).fit(x[:, cols], np.sin(last))
+    old = ModelBundle({15: est}, {15: "speed_last"}, {15: bundle.intervals[15]}, bundle.context,
+                      feature_columns={15: BASE_FEATURE_NAMES})
+    expected = np.clip(last + est.predict(x[:, cols]), 0, 100)
+    np.testing.assert_allclose(old.predict_point(x, 15), expected, rtol=1e-6)
+    registry = ModelRegistry(tmp_path / "models")
+    version = registry.register(old)
+    # A model registered before per-horizon columns existed: only the list it was trained on.
+    path = tmp_path / "models" / version / "metadata.json"
+    metadata = json.loads(path.read_text())
+    del metadata["feature_columns"]
+    metadata["feature_names"] = list(BASE_FEATURE_NAMES)
+    path.write_text(json.dumps(metadata))
+    loaded = registry.load(version)
+    assert loaded.feature_columns[15] == BASE_FEATURE_NAMES
+    assert np.array_equal(loaded.predict_point(x, 15), old.predict_point(x, 15))
+
+
+def test_a_model_needing_unknown_features_is_refused(bundle_and_rows) -> None:
+    bundle, _ = bundle_and_rows
+    with pytest.raises(ModelRegistryError, match="does not compute: no_such_feature"):
+        ModelBundle({15: None}, {15: "speed_last"}, {15: bundle.intervals[15]}, bundle.context,
+                    feature_columns={15: ("speed_last", "no_such_feature")})

@@ -19,7 +19,7 @@ def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> 
     assert main(["train", "--quick", "--registry", str(root)]) == 0
     out = capsys.readouterr()
     assert "registered model" in out.out
-    assert "hist_gradient_boosting" in out.out and "last_value" in out.out
+    assert "hist_gradient_boosting" in out.out and "last_value" in out.out and "hgb_graph" in out.out
     assert "h=15 min" in out.err  # progress lines
 
     registry = ModelRegistry(root)
@@ -31,6 +31,8 @@ def test_quick_train_registers_a_selected_calibrated_model(tmp_path, capsys) -> 
     for row in selected:  # the winner has the lowest selection-half MAE of its horizon
         rivals = [r["val_select_mae"] for r in metadata["candidates"] if r["horizon_min"] == row["horizon_min"]]
         assert row["val_select_mae"] == min(rivals)
+        learned = row["model"] not in ("last_value", "historical_average")
+        assert metadata["intervals"][str(row["horizon_min"])]["kind"] == ("scaled" if learned else "binned")
 
     data = quick_subset(load_metrla())
     x, y, _ = examples(data, bundle.context, "val")
@@ -83,3 +85,15 @@ def test_train_from_a_feature_table_directory(tmp_path, capsys) -> None:
     assert bundle.context.sensor_ids == ctx.sensor_ids
     assert np.array_equal(bundle.context.profile, ctx.profile)
     assert bundle.metadata["training_rows"] == len(examples(data, ctx, "train")[0])
+
+
+def test_unknown_candidates_are_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["train", "--quick", "--registry", str(tmp_path), "--candidates", "ridge,gpt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown --candidates gpt" in err and "hgb_graph" in err and "\n" not in err
+
+
+def test_too_small_max_rows_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["train", "--quick", "--registry", str(tmp_path), "--max-rows", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-rows must be at least 1000" in err and "\n" not in err
