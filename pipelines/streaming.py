@@ -173,6 +173,9 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
             label = name.capitalize()
             _ = (
                 records
-                | f"Window{label}ForFiles" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s))
+                # With the pipeline's allowed lateness: a record behind the watermark (the first step's
+                # predictions, those after a stall) goes to a later pane's file instead of being dropped.
+                | f"Window{label}ForFiles" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s),
+                                                              allowed_lateness=cfg.allowed_lateness_s)
                 | f"Write{label}Files" >> WriteWindowedParquet(join_path(cfg.output, name), parquet_schema(schema))
             )
