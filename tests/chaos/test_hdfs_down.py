@@ -23,9 +23,9 @@ import pytest
 from chaos_harness import ChaosRun, wait_for
 from small_models import register_ridge_bundle
 
+from config.settings import PlatformSettings
 from ml.dataset import STEP_MS
 from runners.platform import Platform
-from config.settings import PlatformSettings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.hdfs]
 
