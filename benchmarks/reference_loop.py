@@ -285,6 +285,7 @@ class ReferenceLoop:
         finally:
             consumer.close()
             producer.flush(10)
+            producer.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,17 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.accuracy import WINDOWS_S, drift_alarms
 from api.deps import RuntimeDep
+from api.errors import error_responses
 from api.history_models import AccuracyReport
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/accuracy", tags=["accuracy"])
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown sensor"},
-    422: {"description": "a bad parameter"},
-    503: {"description": "the store is not configured or cannot be reached"},
-}
+router = APIRouter(prefix="/accuracy", tags=["accuracy"], responses=error_responses(404, 422, 429, 503))
 
 
 def _report(runtime: Any, window: str, sensor_id: str | None) -> dict[str, Any]:
@@ -36,7 +31,7 @@ def _report(runtime: Any, window: str, sensor_id: str | None) -> dict[str, Any]:
             "alarms": alarms}
 
 
-@router.get("", response_model=AccuracyReport, responses=_ERRORS,
+@router.get("", response_model=AccuracyReport,
             summary="Rolling MAE and coverage per horizon, network-wide or of one sensor, and drift alarms")
 async def accuracy(
     runtime: RuntimeDep,

@@ -1,5 +1,9 @@
 """``/history/{sensor_id}``: one sensor's actuals, predictions (per horizon, with intervals) and scores from the
-PostgreSQL store, for any time range (at most ``history_max_days``)."""
+PostgreSQL store, for any time range.
+
+A range longer than ``history_max_days`` is cut to the ``history_max_days`` that end at ``end_ms``; an empty
+range (``end_ms <= start_ms``) holds nothing. Both are valid requests: the contract rejects only what its
+schema rejects."""
 
 from __future__ import annotations
 
@@ -9,18 +13,14 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import RuntimeDep, SensorIdDep
+from api.errors import error_responses
 from api.history_models import StoredHistory
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/history", tags=["history"])
+router = APIRouter(prefix="/history", tags=["history"], responses=error_responses(404, 422, 429, 503))
 
 _MS_MAX = 32_503_680_000_000  # year 3000: bounds the epoch-ms parameters
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown sensor"},
-    422: {"description": "a bad parameter: end_ms <= start_ms, a range over history_max_days, or out of bounds"},
-    503: {"description": "the store is not configured or cannot be reached"},
-}
 
 
 def _read(dsn: str, sensor_id: str, start_ms: int, end_ms: int) -> dict[str, Any]:
@@ -33,8 +33,10 @@ def _read(dsn: str, sensor_id: str, start_ms: int, end_ms: int) -> dict[str, Any
     return got
 
 
-@router.get("/{sensor_id}", response_model=StoredHistory, responses=_ERRORS,
-            summary="Actuals, predictions per horizon (with intervals) and scores of one sensor in [start_ms, end_ms)")
+@router.get("/{sensor_id}", response_model=StoredHistory,
+            summary="Actuals, predictions per horizon (with intervals) and scores of one sensor in [start_ms, end_ms)",
+            description="A range longer than the API's `history_max_days` (31 by default) is cut to the days that "
+                        "end at `end_ms`; `end_ms <= start_ms` is an empty range.")
 async def sensor_history(
     runtime: RuntimeDep,
     sensor_id: SensorIdDep,
@@ -43,11 +45,7 @@ async def sensor_history(
 ) -> dict[str, Any]:
     from store.db import StoreError
 
-    settings = runtime.settings
-    if end_ms <= start_ms:
-        raise HTTPException(422, "end_ms must be after start_ms")
-    if end_ms - start_ms > settings.history_max_days * 86_400_000:
-        raise HTTPException(422, f"the range is longer than {settings.history_max_days} days")
+    start_ms = max(start_ms, end_ms - runtime.settings.history_max_days * 86_400_000)
     if runtime.store_dsn is None:
         raise HTTPException(503, "the store is off (TRAFFIC_API_USE_STORE=false)")
     try:

@@ -7,25 +7,22 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from api.deps import RuntimeDep
+from api.errors import error_responses
 from api.incidents import SEVERITY_RANK
-from api.models import Incident, IncidentDetail, Problem
+from api.models import Incident, IncidentDetail
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+router = APIRouter(prefix="/incidents", tags=["incidents"], responses=error_responses(404, 422, 429, 503))
 
 State = Literal["OPEN", "CLEARING", "CLOSED"]
 Severity = Literal["MODERATE", "HEAVY", "SEVERE"]
-_ERRORS = {
-    422: {"model": Problem, "description": "a parameter is out of range or inconsistent (the detail says which)"},
-    429: {"model": Problem, "description": "rate limited"},
-    503: {"model": Problem, "description": "the API is starting up"},
-}
 MAX_MS = 10**14  # epoch ms far beyond any step (year 5138): keeps the range in 64-bit integers
 
 
-@router.get("", response_model=list[Incident], responses=_ERRORS,
-            summary="Open and recent incidents: open first, then the most recently updated")
+@router.get("", response_model=list[Incident],
+            summary="Open and recent incidents: open first, then the most recently updated",
+            description="An unknown `sensor` is a 404; `since_ms` after `until_ms` is an empty range.")
 def incidents(
     runtime: RuntimeDep,
     state: Annotated[list[State] | None, Query(description="only these states (repeatable); "
@@ -40,16 +37,15 @@ def incidents(
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many incidents")] = 100,
 ) -> list[dict]:
     if sensor is not None and sensor not in runtime.catalog:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"sensor: unknown sensor id {sensor!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"sensor: unknown sensor id {sensor!r}")
     if since_ms is not None and until_ms is not None and since_ms > until_ms:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since_ms must be <= until_ms")
+        return []  # an empty range
     rows = runtime.incidents.query(frozenset(state) if state else None,
                                    SEVERITY_RANK[min_severity] if min_severity else 0, sensor, since_ms, until_ms)
     return rows[:limit]
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail,
-            responses={404: {"model": Problem, "description": "no such incident (or closed long ago)"}, **_ERRORS},
             summary="One incident: its latest state and its recorded states")
 def incident(
     runtime: RuntimeDep,

@@ -115,11 +115,12 @@ def test_the_feed_backfills_decodes_and_skips_bad_records(kafka_bootstrap: str, 
 @pytest.mark.integration
 def test_topics_created_later_are_picked_up(kafka_bootstrap: str, fresh_topic, loop: _Loop) -> None:
     late = f"broker-late-{uuid.uuid4().hex[:12]}"
-    topics = TopicSettings(predictions=late, alerts=fresh_topic("broker-alert"), aggregates=fresh_topic("broker-agg"))
+    topics = TopicSettings(predictions=late, alerts=fresh_topic("broker-alert"), aggregates=fresh_topic("broker-agg"),
+                           incidents=fresh_topic("broker-incident"))
     feed = KafkaFeed(kafka_bootstrap, topics, loop.deliver, loop.loop, metadata_refresh_s=0.5, timeout_s=5.0)
     feed.start()
     try:
-        assert _wait(lambda: len(feed.assigned) == 2), feed.last_error  # alerts and aggregates: they exist
+        assert _wait(lambda: len(feed.assigned) == 3), feed.last_error  # alerts, aggregates, incidents: they exist
         assert not any(topic == late for topic, _ in feed.assigned)
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         admin.create_topics([NewTopic(late, num_partitions=1, replication_factor=1)])[late].result(30)
@@ -129,6 +130,7 @@ def test_topics_created_later_are_picked_up(kafka_bootstrap: str, fresh_topic, l
             producer.produce(late, PREDICTION.encode(_prediction("767541", 1)))
             producer.flush(30)
             assert _wait(lambda: any(r["sensor_id"] == "767541" for _, r, _ in loop.records())), feed.last_error
+            producer.close()
         finally:
             admin.delete_topics([late])[late].result(30)
     finally:

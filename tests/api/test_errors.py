@@ -93,7 +93,7 @@ def test_every_parameter_constraint_is_in_the_schema(client, operations):
     assert latest["min_congestion"]["anyOf"][0]["enum"] == ["FREE_FLOW", "MODERATE", "HEAVY", "SEVERE"]
     alerts = _params(operations["GET /alerts"])
     assert alerts["min_severity"]["anyOf"][0]["enum"] == ["INFO", "WARNING", "CRITICAL"]
-    assert alerts["types"]["anyOf"][0]["items"]["enum"] == ["prediction", "alert", "reading"]
+    assert alerts["types"]["anyOf"][0]["items"]["enum"] == ["prediction", "alert", "reading", "incident"]
     since = _params(operations["GET /sensors/{sensor_id}/history"])["since_ms"]["anyOf"][0]
     assert since == {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
     assert _params(operations["GET /stream"])["last-event-id"]["anyOf"][0]["pattern"] == "^[0-9]*$"
