@@ -37,9 +37,10 @@ from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import flink_jobs
 from schemas.codec import AvroCodec
 
-__all__ = ["ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
+__all__ = ["SENSORS", "ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
            "sse_events", "wait_for"]
 
+SENSORS = 6  # each fault test replays this many sensors (a small model keeps them fast)
 TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
 

@@ -24,23 +24,15 @@ from collections import Counter
 import httpx
 import pytest
 from chaos_harness import ChaosRun, sse_events, wait_for
-from small_models import register_ridge_bundle
 from topic_contents import read_all
 
 from schemas.codec import AvroCodec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
-SENSORS = 6
 SPEED = 90.0
 CLIENTS = 3
 WAIT_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("registry"))
-    return root, register_ridge_bundle(root, SENSORS)
 
 
 class _Client(threading.Thread):

@@ -18,7 +18,6 @@ import uuid
 
 import pytest
 from chaos_harness import ChaosRun, rss_mb, wait_for
-from small_models import register_ridge_bundle
 from topic_contents import record_count
 
 from config.settings import PlatformSettings
@@ -26,16 +25,9 @@ from runners.platform import Platform
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
-SENSORS = 6
 SPEED = 90.0  # 36 steps in about 2 minutes
 OUTAGE_S = 30.0
 WAIT_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("registry"))
-    return root, register_ridge_bundle(root, SENSORS)
 
 
 def test_a_broker_restart_mid_replay_loses_nothing(registered, kafka_bootstrap, fresh_topic,

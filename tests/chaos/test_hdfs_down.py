@@ -21,7 +21,6 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from chaos_harness import ChaosRun, wait_for
-from small_models import register_ridge_bundle
 
 from config.settings import PlatformSettings
 from ml.dataset import STEP_MS
@@ -29,16 +28,9 @@ from runners.platform import Platform
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.hdfs]
 
-SENSORS = 6
 SPEED = 90.0
 OUTAGE_S = 30.0
 WAIT_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("registry"))
-    return root, register_ridge_bundle(root, SENSORS)
 
 
 def _window_start_ms(name: str) -> int:

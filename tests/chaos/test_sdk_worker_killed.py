@@ -19,22 +19,14 @@ import uuid
 
 import pytest
 from chaos_harness import ChaosRun, flink_checkpoints, flink_job, free_port, rss_mb, wait_for
-from small_models import register_ridge_bundle
 
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
 from runners.platform.process import process_tree
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.flink]
 
-SENSORS = 6
 SPEED = 60.0  # 36 steps in 3 minutes
 WAIT_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("registry"))
-    return root, register_ridge_bundle(root, SENSORS)
 
 
 def _workers(pool_pid: int) -> list[int]:

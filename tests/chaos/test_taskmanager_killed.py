@@ -20,7 +20,6 @@ import uuid
 import httpx
 import pytest
 from chaos_harness import ChaosRun, flink_checkpoints, flink_job, rss_mb, wait_for
-from small_models import register_ridge_bundle
 
 from config.settings import PlatformSettings
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
@@ -29,15 +28,8 @@ from runners.platform.process import process_tree
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.flink]
 
-SENSORS = 6
 SPEED = 60.0  # 36 steps in 3 minutes
 WAIT_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("registry"))
-    return root, register_ridge_bundle(root, SENSORS)
 
 
 def _taskmanagers(rest: str) -> set[str]:
