@@ -1,7 +1,6 @@
 """The PostgreSQL store: rows/s of a 24 h catch-up written the way the pipeline's sink writes them, and the
 latency of a 24 h history query for one sensor (store read and the API route).
 
-    source /work/wt/<name>.env   # your ports
     .venv/bin/traffic platform up postgres
     .venv/bin/python benchmarks/store_history.py [--hours 24] [--queries 300]
 
