@@ -44,10 +44,11 @@ from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HISTORY_STEPS, build_features  # noqa: E402
 from ml.handler import prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
+from pipelines.streaming import late_to_dead_letter  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.records import KafkaMessage  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
-from transforms.aggregate import speed_stats  # noqa: E402
+from transforms.aggregate import speed_stats, window_aggregate  # noqa: E402
 from transforms.postprocess import SUDDEN_DROP_MPH, to_alerts, to_prediction  # noqa: E402
 from transforms.validate import ValidateEvents, make_dead_letter, system_now_ms  # noqa: E402
 
@@ -160,10 +161,7 @@ class ReferenceLoop:
         for e in events:
             start = e["event_time"] - e["event_time"] % STEP_MS
             if start <= self._closed_through:
-                late.append(make_dead_letter(
-                    self.codecs["traffic_event"].encode(e), reason="late",
-                    error=f"event at {e['event_time']} arrived after its window closed", step="WindowedAggregate",
-                    failed_at=system_now_ms(), key=e["sensor_id"].encode()))
+                late.append(late_to_dead_letter(e))  # the job's own late dead letter
                 continue
             cell = self._windows[start].setdefault(e["sensor_id"], [[], 0])
             if e["speed_mph"] is None:
@@ -191,12 +189,7 @@ class ReferenceLoop:
         aggregates = []
         for sensor, (speeds, missing) in cells.items():
             stats = speed_stats(speeds, missing)
-            aggregates.append({
-                "sensor_id": sensor, "window_start": start, "window_end": start + STEP_MS,
-                "mean_speed_mph": stats["mean"], "min_speed_mph": stats["min"], "max_speed_mph": stats["max"],
-                "stddev_speed_mph": stats["stddev"], "count": stats["count"], "missing_count": stats["missing"],
-                "pane_timing": "ON_TIME",
-            })
+            aggregates.append(window_aggregate(sensor, start, start + STEP_MS, stats, "ON_TIME"))
             i = self.member.get(sensor)
             if i is not None and stats["mean"] is not None:
                 means[i] = stats["mean"]

@@ -47,7 +47,7 @@ from transforms.scoring import ScoreForecasts
 from transforms.store_sink import WriteToStore
 from transforms.validate import ValidateEvents, make_dead_letter
 
-__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline"]
+__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline", "late_to_dead_letter"]
 
 NAMESPACE = "traffic.stream"
 DEFAULT_GROUP_ID = "traffic-stream"
@@ -90,7 +90,7 @@ class _Counted(beam.DoFn):
         yield element
 
 
-def _late_to_dead_letter(event: dict[str, Any]) -> dict[str, Any]:
+def late_to_dead_letter(event: dict[str, Any]) -> dict[str, Any]:
     """An event later than the allowed lateness keeps its content as a dead letter."""
     from schemas.codec import AvroCodec
     from transforms.validate import system_now_ms
@@ -126,7 +126,7 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         window_s=cfg.window_s, allowed_lateness_s=cfg.allowed_lateness_s, early_firing_count=cfg.early_firing_count,
         lateness_grace_s=cfg.lateness_grace_s,
     )
-    late = windowed.late | "LateToDeadLetters" >> beam.Map(_late_to_dead_letter)
+    late = windowed.late | "LateToDeadLetters" >> beam.Map(late_to_dead_letter)
     aggregates = windowed.aggregates
     _ = aggregates | "PublishAggregates" >> PublishToKafka(cfg.bootstrap_servers, topics.aggregates,
                                                            "window_aggregate")

@@ -46,6 +46,7 @@ __all__ = [
     "TaggedOutputs",
     "WindowedAggregate",
     "speed_stats",
+    "window_aggregate",
 ]
 
 AGGREGATES_TAG = "aggregates"
@@ -149,7 +150,8 @@ class _NoLateFn(beam.DoFn):
         yield sensor_id, event.get("speed_mph")
 
 
-def _aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str, Any], timing: str) -> dict[str, Any]:
+def window_aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str, Any], timing: str) -> dict[str, Any]:
+    """A WindowAggregate record (schemas/avro/window_aggregate.avsc) of one sensor's window and its stats."""
     return {
         "sensor_id": sensor_id,
         "window_start": start_ms,
@@ -187,7 +189,7 @@ class _BoundedAggregateFn(beam.DoFn):
         (sensor_id, start_ms), stats = element
         end_ms = start_ms + self.window_ms
         yield TimestampedValue(
-            _aggregate(sensor_id, start_ms, end_ms, stats, "ON_TIME"), Timestamp(micros=(end_ms - 1) * 1000)
+            window_aggregate(sensor_id, start_ms, end_ms, stats, "ON_TIME"), Timestamp(micros=(end_ms - 1) * 1000)
         )
 
 
@@ -200,7 +202,7 @@ class _ToWindowAggregateFn(beam.DoFn):
     ) -> Iterator[dict[str, Any]]:
         sensor_id, stats = element
         timing = _TIMING.get(pane.timing, "UNKNOWN")
-        yield _aggregate(sensor_id, window.start.micros // 1000, window.end.micros // 1000, stats, timing)
+        yield window_aggregate(sensor_id, window.start.micros // 1000, window.end.micros // 1000, stats, timing)
 
 
 class WindowedAggregate(beam.PTransform):
