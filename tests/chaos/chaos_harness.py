@@ -12,7 +12,6 @@ letters, with no validated event twice.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,9 +21,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 from topic_contents import read_all, record_count
@@ -38,7 +36,7 @@ from runners.flink_jobs import flink_jobs
 from schemas.codec import AvroCodec
 
 __all__ = ["SENSORS", "ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
-           "sse_events", "wait_for"]
+           "wait_for"]
 
 SENSORS = 6  # each fault test replays this many sensors (a small model keeps them fast)
 TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
@@ -55,25 +53,6 @@ def wait_for(done: Callable[[], bool], timeout_s: float, what: str, every_s: flo
         assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
         time.sleep(every_s)
     return time.monotonic() - started
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, int | None, Any]]:
-    """``(event, id, data)`` of each event of an open SSE response (comments skipped; data is JSON)."""
-    event, data, event_id = "message", [], None
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, event_id, json.loads("\n".join(data))
-            event, data, event_id = "message", [], None
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-            elif name == "id":
-                event_id = int(value)
 
 
 def flink_job(rest: str, name: str) -> dict:

@@ -23,7 +23,8 @@ from collections import Counter
 
 import httpx
 import pytest
-from chaos_harness import ChaosRun, sse_events, wait_for
+from chaos_harness import ChaosRun, wait_for
+from sse_reader import read_events
 from topic_contents import read_all
 
 from schemas.codec import AvroCodec
@@ -55,7 +56,8 @@ class _Client(threading.Thread):
                     if response.status_code != 200:
                         raise httpx.HTTPError(f"status {response.status_code}")
                     self.connects += 1
-                    for kind, event_id, data in sse_events(response):
+                    for sse in read_events(response):
+                        kind, data, event_id = sse.event, sse.data, sse.id
                         if kind == "snapshot":
                             self.snapshots += 1
                         elif kind in ("prediction", "alert", "reading"):

@@ -1,4 +1,4 @@
-"""A small Server-Sent Events reader over httpx for the API tests."""
+"""A small Server-Sent Events reader over httpx, shared by the API tests and the fault tests."""
 
 from __future__ import annotations
 
