@@ -65,6 +65,20 @@ FRAME = re.compile(rb'data: \{"n":([0-9]+),"received_ms":([0-9.]+)')
 _MODEL: dict[str, Path] = {}
 
 
+def step_payload(step: list[dict]) -> dict:
+    """One step's bytes on the wire: as one column frame (``/stream?batch=true``) and as single events."""
+    from api.frames import encode_columns
+    from api.hub import encode_frame
+
+    data = [{**record, "received_ms": 0.0} for record in step]  # what the hub publishes: record + arrival stamp
+    started = time.perf_counter()
+    frame = encode_columns(len(data), "prediction", data, 1)
+    encode_ms = (time.perf_counter() - started) * 1000
+    events = sum(len(encode_frame(i, "prediction", record)) for i, record in enumerate(data, 1))
+    return {"records": len(data), "frame_kb": round(len(frame) / 1000, 1), "events_kb": round(events / 1000, 1),
+            "frame_encode_ms": round(encode_ms, 1)}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -188,6 +202,9 @@ def run(args: argparse.Namespace) -> dict:
                    else int(np.ceil(args.rate * args.duration_s / 621)) + 1)
         records = forecast_hours(registry, first, n_steps)
         predictions = records.predictions
+        payload = step_payload([p for p in predictions if p["event_time"] == records.steps_ms[0]])
+        print(f"one step on the wire: {payload['frame_kb']} KB as a frame, {payload['events_kb']} KB as "
+              f"{payload['records']} events; the frame encoded in {payload['frame_encode_ms']} ms", flush=True)
         port = _free_port()
         env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_BOOTSTRAP_SERVERS=args.bootstrap,
                    TRAFFIC_API_MODEL_REGISTRY=str(registry), TRAFFIC_API_RATE_LIMIT_PER_S="0",
@@ -314,6 +331,7 @@ def run(args: argparse.Namespace) -> dict:
             "events_expected": sent * args.clients,
             "events_delivered": int(sum(counts)),
             "clients_complete": int(sum(1 for c in counts if c == sent)),
+            "step_payload": payload,
             "latency_ms": {q: round(percentile(p), 1)
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
             "server_ready": _histogram_quantiles(scraped, "traffic_api_sse_ready_seconds"),
