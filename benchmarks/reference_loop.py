@@ -282,10 +282,10 @@ class ReferenceLoop:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     from config.settings import PlatformSettings, default_registry_root
-    from kafka_client import producer_config
+    from kafka_client import KafkaUnavailableError, admin_client, producer_config
     from ml.dataset import load_metrla, network_sensor_ids
     from ml.registry import ModelRegistry
     from pipelines.replay import replay
@@ -297,12 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = PlatformSettings()
     bootstrap = settings.bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
     try:
-        admin.list_topics(timeout=5)
-    except Exception:  # noqa: BLE001 - librdkafka's texts are long
-        print(f"error: Kafka at {bootstrap} is not reachable (start it with `traffic platform up kafka`)",
-              file=sys.stderr)
+        admin = admin_client(bootstrap)  # the project's one reachability check
+    except KafkaUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         bundle = ModelRegistry(args.registry or default_registry_root()).load()

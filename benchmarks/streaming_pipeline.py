@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> dict:
     preload = data.between(paced_start_ms - int(args.hours * 3600_000), paced_start_ms).only(list(sensor_ids))
     paced = data.between(paced_start_ms, None).only(list(sensor_ids))
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin_client(bootstrap)
     run_id = uuid.uuid4().hex[:8]
     topics = create_topics(admin, run_id, args.partitions)
     job_name = f"bench-stream-{args.runner}-{run_id}"
