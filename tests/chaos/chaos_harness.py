@@ -35,8 +35,8 @@ from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import flink_jobs
 from schemas.codec import AvroCodec
 
-__all__ = ["SENSORS", "ChaosRun", "Command", "TOPIC_FIELDS", "flink_checkpoints", "flink_job", "free_port", "rss_mb",
-           "wait_for"]
+__all__ = ["SENSORS", "TOPIC_FIELDS", "ChaosRun", "Command", "assert_restored_from_checkpoint", "flink_checkpoints",
+           "flink_job", "free_port", "restore_outcome", "rss_mb", "wait_for"]
 
 SENSORS = 6  # each fault test replays this many sensors (a small model keeps them fast)
 TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
@@ -64,6 +64,17 @@ def flink_job(rest: str, name: str) -> dict:
 def flink_checkpoints(rest: str, jid: str) -> dict:
     """A job's checkpoint statistics (``counts``, ``latest.restored``, ...)."""
     return httpx.get(f"{rest}/jobs/{jid}/checkpoints", timeout=10).json()
+
+
+def restore_outcome(rest: str, name: str, jid: str) -> tuple[str, dict]:
+    """After a fault: the job's state and the checkpoint it last restored from (``{}`` if none)."""
+    return flink_job(rest, name)["state"], flink_checkpoints(rest, jid)["latest"]["restored"]
+
+
+def assert_restored_from_checkpoint(state: str, restored: dict) -> None:
+    """The job runs again, restored from a checkpoint it took itself (not a savepoint, not a fresh start)."""
+    assert state == "RUNNING"
+    assert restored.get("is_savepoint") is False and restored.get("id", 0) >= 1, restored
 
 
 def free_port() -> int:

@@ -18,7 +18,16 @@ import time
 import uuid
 
 import pytest
-from chaos_harness import ChaosRun, flink_checkpoints, flink_job, free_port, rss_mb, wait_for
+from chaos_harness import (
+    ChaosRun,
+    assert_restored_from_checkpoint,
+    flink_checkpoints,
+    flink_job,
+    free_port,
+    restore_outcome,
+    rss_mb,
+    wait_for,
+)
 
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
 from runners.platform.process import process_tree
@@ -68,15 +77,13 @@ def test_a_killed_sdk_worker_is_replaced_and_the_job_catches_up(
         first_after_s = run.first_prediction_after(killed_at * 1000)
         wait_for(run.replay_done, WAIT_S, "the replay finished", alive=alive)
         all_in_s = wait_for(run.all_arrived(reference), WAIT_S, "every prediction arrived", every_s=2, alive=alive)
-        restored = flink_checkpoints(rest, jid)["latest"]["restored"]
-        state = flink_job(rest, name)["state"]
+        state, restored = restore_outcome(rest, name, jid)
         rss = {"stream": rss_mb(job.proc.pid), "worker_pool": rss_mb(pool.proc.pid)}
     finally:
         run.stop_all()
         cancel_flink_jobs(rest, name)
 
-    assert state == "RUNNING"
-    assert restored.get("is_savepoint") is False and restored.get("id", 0) >= 1, restored
+    assert_restored_from_checkpoint(state, restored)
     counts = run.check_nothing_lost(reference)
     print(f"\nSDK worker killed ({len(workers)} process(es)): a new worker {replaced_s:.1f} s after the kill; the "
           f"job ran again, restored from checkpoint {restored['id']}, {running_s:.1f} s after that; first "

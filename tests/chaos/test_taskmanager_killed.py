@@ -19,7 +19,15 @@ import uuid
 
 import httpx
 import pytest
-from chaos_harness import ChaosRun, flink_checkpoints, flink_job, rss_mb, wait_for
+from chaos_harness import (
+    ChaosRun,
+    assert_restored_from_checkpoint,
+    flink_checkpoints,
+    flink_job,
+    restore_outcome,
+    rss_mb,
+    wait_for,
+)
 
 from config.settings import PlatformSettings
 from runners.flink_jobs import cancel_flink_jobs, flink_jobs
@@ -80,15 +88,13 @@ def test_a_killed_taskmanager_comes_back_and_the_job_restores(
         wait_for(run.replay_done, WAIT_S, "the replay finished", alive=job.exited)
         all_in_s = wait_for(run.all_arrived(reference), WAIT_S, "every prediction arrived", every_s=2,
                             alive=job.exited)
-        restored = flink_checkpoints(rest, jid)["latest"]["restored"]
-        state = flink_job(rest, name)["state"]
+        state, restored = restore_outcome(rest, name, jid)
         rss = {"stream": rss_mb(job.proc.pid), "taskmanager": rss_mb(_taskmanager_jvm(platform))}
     finally:
         run.stop_all()
         cancel_flink_jobs(rest, name)
 
-    assert state == "RUNNING"
-    assert restored.get("is_savepoint") is False and restored.get("id", 0) >= 1, restored
+    assert_restored_from_checkpoint(state, restored)
     counts = run.check_nothing_lost(reference)
     print(f"\nTaskManager killed: a new one registered {tm_back_s:.1f} s after the kill; the job ran again, "
           f"restored from checkpoint {restored['id']}, {running_s:.1f} s after that; first prediction "
