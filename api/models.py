@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "Alert", "Analytics", "Health", "History", "Incident", "IncidentDetail", "Model", "Prediction", "Problem",
+    "Alert", "Analytics", "Health", "History", "Incident", "IncidentDetail", "Model", "Prediction",
     "Reading", "Sensor",
 ]
 
@@ -138,8 +138,3 @@ class IncidentDetail(BaseModel):
     incident: Incident
     states: list[Incident] = Field(description="its recorded states, oldest first")
 
-
-class Problem(BaseModel):
-    """An error: a sentence, or (request validation) FastAPI's list of what was wrong."""
-
-    detail: str | list[dict[str, Any]]
