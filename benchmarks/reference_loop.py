@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import uuid
@@ -44,13 +45,14 @@ from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HISTORY_STEPS, build_features  # noqa: E402
 from ml.handler import prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
-from pipelines.streaming import late_to_dead_letter  # noqa: E402
+from schemas.batches import RawBatch  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.records import KafkaMessage  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
 from transforms.aggregate import speed_stats, window_aggregate  # noqa: E402
 from transforms.postprocess import SUDDEN_DROP_MPH, to_alerts, to_prediction  # noqa: E402
-from transforms.validate import ValidateEvents, make_dead_letter, system_now_ms  # noqa: E402
+from transforms.spine import late_to_dead_letters  # noqa: E402
+from transforms.validate import ValidateEvents, event_columns, make_dead_letter, system_now_ms  # noqa: E402
 
 __all__ = ["LoopFigures", "ReferenceLoop"]
 
@@ -131,14 +133,15 @@ class ReferenceLoop:
         self.figures.stage_s["produce"] += time.perf_counter() - started
 
     def _check(self, messages: list) -> tuple[list[dict], list[dict]]:
+        """The poll's records as one RawBatch through the job's own validation (numpy decode included)."""
         valid, dead = [], []
-        for m in messages:
-            element = KafkaMessage(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1])
-            for out in self.validate.process(element):
-                if hasattr(out, "tag"):
-                    dead.append(out.value)
-                else:
-                    valid.append(out.value)
+        batch = RawBatch.from_messages([KafkaMessage(m.key(), m.value(), m.topic(), m.partition(), m.offset(),
+                                                     m.timestamp()[1]) for m in messages])
+        for out in self.validate.process(batch):
+            if hasattr(out, "tag"):
+                dead.append(out.value)
+            else:
+                valid.extend(out.value.records())
         return valid, dead
 
     def _dedupe(self, events: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -161,7 +164,9 @@ class ReferenceLoop:
         for e in events:
             start = e["event_time"] - e["event_time"] % STEP_MS
             if start <= self._closed_through:
-                late.append(late_to_dead_letter(e))  # the job's own late dead letter
+                late.extend(late_to_dead_letters(event_columns(  # the job's own late dead letter
+                    [e["sensor_id"]], [e["event_time"]], [math.nan if e["speed_mph"] is None else e["speed_mph"]],
+                    [e["validated_at"]])))
                 continue
             cell = self._windows[start].setdefault(e["sensor_id"], [[], 0])
             if e["speed_mph"] is None:

@@ -3,8 +3,8 @@
 Two modes share one chain (only the source, the sinks and the windowing
 arguments differ from ``pipelines/streaming.py``)::
 
-    file -> ReadRawReadings (Avro RawReading bytes) -> ValidateEvents -> DeduplicateEvents
-         -> WindowedAggregate (5-min event-time windows) -> NetworkHistory (12 steps x all sensors)
+    file -> ReadRawReadings (RawBatches of Avro RawReading values) -> TrafficSpine: ValidateEvents
+         -> DeduplicateEvents -> WindowedAggregate (5-min event-time windows) -> NetworkHistory (12 steps x all sensors)
 
 - ``features``: -> build_features (a FeatureContext fitted on the training
   period of the input before the pipeline is built) joined with the targets
@@ -20,7 +20,7 @@ arguments differ from ``pipelines/streaming.py``)::
 
 Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
 The run logs progress and ends with the per-stage counts from Beam metrics
-(in = valid + dead letters + late).
+(in = valid + dead letters). Every element is a batch (``transforms/spine.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
@@ -46,15 +45,13 @@ from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
 from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
 from schemas.exceptions import TrafficError
-from transforms.aggregate import WindowedAggregate
-from transforms.dedupe import DeduplicateEvents
+from transforms.counting import CountRecords
 from transforms.forecast import Forecast
-from transforms.history import NetworkHistory
 from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
 from transforms.scoring import ScoreForecasts
+from transforms.spine import TrafficSpine
 from transforms.store_sink import WriteToStore
-from transforms.validate import ValidateEvents
 
 __all__ = [
     "COUNTERS",
@@ -123,29 +120,20 @@ class BatchConfig:
     progress_every: int = 100_000
 
 
-class _Count(beam.DoFn):
-    """Counts elements under ``traffic.batch/<name>`` and logs every ``every`` of them (per worker)."""
+def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, label: str | None = None) -> beam.PCollection:
+    label = label or "Count" + "".join(part.capitalize() for part in name.split("_"))
+    return pcoll | label >> beam.ParDo(CountRecords(NAMESPACE, name, cfg.progress_every))
 
-    def __init__(self, name: str, every: int, weight: Any = None) -> None:
-        self.name = name
-        self.every = max(1, int(every))
-        self.weight = weight
-        self.counter = Metrics.counter(NAMESPACE, name)
-        self._seen = 0
+
+class _CountTableRows(CountRecords):
+    """Counts the rows of ``(path, pyarrow.Table)`` elements as ``feature_rows``."""
+
+    def __init__(self, progress_every: int) -> None:
+        super().__init__(NAMESPACE, "feature_rows", progress_every)
 
     def process(self, element: Any) -> Iterator[Any]:
-        n = 1 if self.weight is None else int(self.weight(element))
-        self.counter.inc(n)
-        before, self._seen = self._seen, self._seen + n
-        if before // self.every != self._seen // self.every:
-            _LOG.info("batch: %s: %d so far (this worker)", self.name, self._seen)
+        self.counter.inc(element[1].num_rows)
         yield element
-
-
-def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, weight: Any = None,
-           label: str | None = None) -> beam.PCollection:
-    label = label or "Count" + "".join(part.capitalize() for part in name.split("_"))
-    return pcoll | label >> beam.ParDo(_Count(name, cfg.progress_every, weight))
 
 
 def _dead_letter_json(record: dict[str, Any]) -> str:
@@ -209,36 +197,22 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
     """Apply the batch chain of ``cfg.mode`` to ``p`` (see the module doc)."""
     if cfg.mode not in MODES:
         raise BatchError(f"unknown batch mode {cfg.mode!r}; choose {' or '.join(MODES)}")
-    raw = _count(p | "ReadRawReadings" >> ReadRawReadings(cfg.source), "in", cfg)
-    checked = raw | "ValidateEvents" >> ValidateEvents(cfg.sensor_ids)
-    deduped = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
-    valid = _count(deduped.valid, "valid", cfg)
-    windowed = valid | "WindowedAggregate" >> WindowedAggregate(window_s=STEP_MS // 1000, allowed_lateness_s=None)
-    aggregates = _count(windowed.aggregates, "aggregates", cfg)
-    _ = _count(windowed.late, "late", cfg)
-    # Counted before the Flatten: a runner may fuse a Flatten's consumer into each input's stage, and Flink then
-    # reports only one copy's counter (1 of 4 dead letters), so each input has its own step.
-    dead = (
-        _count(checked.dead_letter, "dead_letters", cfg, label="CountInvalidDeadLetters"),
-        _count(deduped.dead_letter, "dead_letters", cfg, label="CountDuplicateDeadLetters"),
-    ) | "AllDeadLetters" >> beam.Flatten()
+    spine = p | "ReadRawReadings" >> ReadRawReadings(cfg.source) | "Spine" >> TrafficSpine(
+        cfg.sensor_ids, cfg.sensor_ids, namespace=NAMESPACE, window_s=STEP_MS // 1000, history_steps=HISTORY_STEPS,
+        allowed_lateness_s=None, progress_every=cfg.progress_every,
+    )
+    aggregates, snapshots = spine.aggregates, spine.snapshots
     _ = (
-        dead
+        spine.dead_letters
         | "DeadLettersToJson" >> beam.Map(_dead_letter_json)
         | "WriteDeadLetters"
         >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "readings"), file_name_suffix=".jsonl")
-    )
-    snapshots = _count(
-        aggregates | "NetworkHistory" >> NetworkHistory(list(cfg.sensor_ids), history_steps=HISTORY_STEPS,
-                                                         step_s=STEP_MS // 1000),
-        "snapshots",
-        cfg,
     )
     if cfg.mode == "features":
         tables = {"snapshots": snapshots, "aggregates": aggregates} | "WriteFeatureTables" >> WriteFeatureTables(
             cfg.context, cfg.window_ends_ms, cfg.sensor_ids, cfg.output
         )
-        _ = _count(tables, "feature_rows", cfg, weight=lambda kv: kv[1].num_rows)
+        _ = tables | "CountFeatureRows" >> beam.ParDo(_CountTableRows(cfg.progress_every))
     else:
         _write_backfill(snapshots, aggregates, cfg)
 
@@ -325,13 +299,14 @@ def _counters(result: Any) -> dict[str, int]:
 
 
 def summarise(cfg: BatchConfig, counts: dict[str, int], wall_s: float) -> tuple[str, bool]:
-    """The end-of-run summary and whether the counts add up (in = valid + dead letters + late)."""
+    """The end-of-run summary and whether the counts add up (in = valid + dead letters)."""
     c = {name: counts.get(name, 0) for name in COUNTERS}
-    balanced = c["in"] == c["valid"] + c["dead_letters"] + c["late"]
+    balanced = c["in"] == c["valid"] + c["dead_letters"]
     rate = c["in"] / wall_s if wall_s > 0 else 0.0
     lines = [
-        f"batch {cfg.mode}: in {c['in']} = valid {c['valid']} + dead letters {c['dead_letters']} + late {c['late']}"
-        + (" (counts add up)" if balanced else " (COUNTS DO NOT ADD UP)"),
+        f"batch {cfg.mode}: in {c['in']} = valid {c['valid']} + dead letters {c['dead_letters']}"
+        + (" (counts add up)" if balanced else " (COUNTS DO NOT ADD UP)")
+        + (f"; {c['late']} valid events came too late for their window" if c["late"] else ""),
         f"  aggregates {c['aggregates']}, network steps {c['snapshots']}, "
         + (f"feature rows {c['feature_rows']}" if cfg.mode == "features"
            else f"predictions {c['predictions']}, alerts {c['alerts']}, incident records {c['incidents']}, "

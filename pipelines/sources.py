@@ -1,8 +1,9 @@
 """File sources of raw readings for the batch pipeline.
 
-Every source emits Avro-encoded ``RawReading`` values (Confluent wire format),
-exactly what the raw Kafka topic carries, so batch runs go through the same
-``ValidateEvents`` path as streaming. Supported inputs:
+Every source emits :class:`~schemas.batches.RawBatch` elements of Avro-encoded
+``RawReading`` values (Confluent wire format), exactly what the raw Kafka topic
+carries, so batch runs go through the same ``ValidateEvents`` path as
+streaming: one batch per chunk of steps, or per Parquet row group. Supported inputs:
 
 - the bundled METR-LA copy (no path), a ``.npz`` or an ``.h5`` file (the
   full ``metr-la.h5``), local or on any Beam filesystem (``hdfs://``); read
@@ -30,6 +31,8 @@ import numpy as np
 
 from ml.dataset import MetrLA, load_metrla
 from ml.exceptions import DataError
+from pipelines.replay_encoding import RawReadingEncoder
+from schemas.batches import RawBatch
 from schemas.codec import AvroCodec
 
 __all__ = [
@@ -194,24 +197,30 @@ def _cached_dataset(path: str | None, hdfs_items: tuple[tuple[str, Any], ...]) -
 
 
 class _EmitArrayChunk(beam.DoFn):
-    """(lo, hi) step range of an npz/h5 file -> Avro RawReading bytes, sensor-major within each step."""
+    """(lo, hi) step range of an npz/h5 file -> one RawBatch of Avro RawReading values, sensor-major per step."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self.codec = AvroCodec("raw_reading")
         self.emitted = beam.metrics.Metrics.counter("traffic.source", "readings_emitted")
 
-    def process(self, bounds: tuple[int, int]) -> Iterator[bytes]:
+    def process(self, bounds: tuple[int, int]) -> Iterator[RawBatch]:
         data = _cached_dataset(self.spec.path, self.spec.hdfs_options)
         if self.spec.sensor_ids:
             data = data.only(self.spec.sensor_ids)
         lo, hi = bounds
-        encode = self.codec.encode
+        encoder = RawReadingEncoder.for_codec(self.codec, tuple(data.sensor_ids))
+        values: list[bytes] = []
         for t in range(lo, hi):
             event_time = int(data.times_ms[t])
+            if encoder is not None:
+                values.extend(encoder.step(event_time, data.speed[t]))
+                continue
             for sensor_id, speed in zip(data.sensor_ids, data.speed[t].tolist(), strict=False):
-                yield encode({"sensor_id": sensor_id, "event_time": event_time, "speed_mph": speed})
-                self.emitted.inc()
+                values.append(self.codec.encode({"sensor_id": sensor_id, "event_time": event_time,
+                                                 "speed_mph": speed}))
+        self.emitted.inc(len(values))
+        yield RawBatch.of(values)
 
 
 def _step_chunks(spec: SourceSpec) -> list[tuple[int, int]]:
@@ -223,8 +232,8 @@ def _step_chunks(spec: SourceSpec) -> list[tuple[int, int]]:
     return [(a, min(a + spec.chunk_steps, hi)) for a in range(lo, hi, spec.chunk_steps)]
 
 
-class _EncodeParquetRow(beam.DoFn):
-    """A Parquet row -> Avro RawReading bytes; rows outside the range or sensor subset are skipped.
+class _EncodeParquetRows(beam.DoFn):
+    """A table of Parquet rows -> one RawBatch of Avro RawReading values; rows outside the range or subset are skipped.
 
     A row that cannot be a RawReading (no sensor id, no time) is not dropped: it
     is emitted as its JSON text, which ValidateEvents rejects as undecodable, so
@@ -240,7 +249,13 @@ class _EncodeParquetRow(beam.DoFn):
     def setup(self) -> None:
         self._wanted = frozenset(self.spec.sensor_ids) if self.spec.sensor_ids else None
 
-    def process(self, row: dict[str, Any]) -> Iterator[bytes]:
+    def process(self, table: Any) -> Iterator[RawBatch]:
+        values = [v for v in (self._encode(row) for row in table.to_pylist()) if v is not None]
+        if values:
+            self.emitted.inc(len(values))
+            yield RawBatch.of(values)
+
+    def _encode(self, row: dict[str, Any]) -> bytes | None:
         import json
 
         sensor_id = row.get("sensor_id")
@@ -252,33 +267,30 @@ class _EncodeParquetRow(beam.DoFn):
             (self.spec.start_ms is not None and event_time < self.spec.start_ms)
             or (self.spec.end_ms is not None and event_time >= self.spec.end_ms)
         ):
-            return
+            return None
         if self._wanted is not None and sensor_id not in self._wanted:
-            return
+            return None
         speed = row.get("speed_mph")
-        self.emitted.inc()
         if sensor_id is None or event_time is None or speed is None:
-            yield json.dumps(row, default=str, sort_keys=True).encode()
-            return
-        speed = float(speed)
-        yield self.codec.encode({"sensor_id": str(sensor_id), "event_time": event_time, "speed_mph": speed})
+            return json.dumps(row, default=str, sort_keys=True).encode()
+        return self.codec.encode({"sensor_id": str(sensor_id), "event_time": event_time, "speed_mph": float(speed)})
 
 
 class ReadRawReadings(beam.PTransform):
-    """Reads raw readings from a file (see the module doc) as Avro ``RawReading`` bytes."""
+    """Reads raw readings from a file (see the module doc) as RawBatches of Avro ``RawReading`` values."""
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__()
         self.spec = spec
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[bytes]:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawBatch]:
         if is_parquet(self.spec.path):
             _match(_parquet_pattern(self.spec.path), self.spec.hdfs_dict)  # one-line error when absent
             return (
                 pbegin
-                | "ReadParquetRows" >> beam.io.ReadFromParquet(_parquet_pattern(self.spec.path),
-                                                                columns=list(RAW_READING_COLUMNS))
-                | "EncodeRawReadings" >> beam.ParDo(_EncodeParquetRow(self.spec))
+                | "ReadParquetTables" >> beam.io.ReadFromParquetBatched(_parquet_pattern(self.spec.path),
+                                                                       columns=list(RAW_READING_COLUMNS))
+                | "EncodeRawReadings" >> beam.ParDo(_EncodeParquetRows(self.spec))
             )
         return (
             pbegin

@@ -1,11 +1,13 @@
 """``traffic stream``: the streaming prediction pipeline (Kafka in, Kafka and Parquet out).
 
-The same composites as ``pipelines/batch.py``; only the source, the sinks and
-the trigger arguments differ::
+The same composites as ``pipelines/batch.py`` (the spine, :mod:`transforms.spine`);
+only the source, the sinks and the trigger arguments differ. Every element is
+a batch: a RawBatch per poll and partition, then batches of events, of
+aggregates, a snapshot per step and a batch of predictions per step::
 
     traffic-raw -> ReadFromKafka -> ValidateEvents -> DeduplicateEvents -> traffic-events
                                         '-> dead letters (invalid, duplicate, too late) -> traffic-dlq
-    events -> WindowedAggregate (5-min event-time windows, early pane per reading)
+    events -> WindowedAggregate (5-min event-time windows, an early pane per input part)
            -> traffic-aggregates + <output>/aggregates/*.parquet
            -> NetworkHistory (12 steps x all sensors, emitted once every sensor reported the step)
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
@@ -15,9 +17,10 @@ the trigger arguments differ::
     aggregates, predictions, scores -> WriteToStore (PostgreSQL, with --to-store)
 
 Counts add up: every raw record ends as a valid event or a dead letter
-(``raw = valid + dead letters``); events later than the allowed lateness are
-dead letters with reason ``late`` and step ``WindowedAggregate``, and a model
-output PostProcess cannot use is a dead letter of step ``PostProcess``.
+(``in = valid + dead_letters``, namespace ``traffic.stream``); events later than
+the allowed lateness are dead letters with reason ``late`` and step
+``WindowedAggregate`` (counted as ``late``), and a model output PostProcess
+cannot use is a dead letter of step ``PostProcess``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from ml.dataset import STEP_MS
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
@@ -35,19 +37,17 @@ from ml.road_graph import bundled_road_links
 from pipelines.tables import join_path, parquet_schema
 from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings
-from transforms.aggregate import WindowedAggregate
-from transforms.dedupe import DeduplicateEvents
+from transforms.counting import CountRecords
 from transforms.forecast import Forecast
-from transforms.history import NetworkHistory
 from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquet
 from transforms.scoring import ScoreForecasts
+from transforms.spine import TrafficSpine
 from transforms.store_sink import WriteToStore
-from transforms.validate import ValidateEvents, make_dead_letter
 
-__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline", "late_to_dead_letter"]
+__all__ = ["DEFAULT_GROUP_ID", "StreamingConfig", "StreamingError", "build_pipeline"]
 
 NAMESPACE = "traffic.stream"
 DEFAULT_GROUP_ID = "traffic-stream"
@@ -81,75 +81,39 @@ class StreamingConfig:
     hdfs_options: tuple[tuple[str, Any], ...] = ()
 
 
-class _Counted(beam.DoFn):
-    def __init__(self, name: str) -> None:
-        self.counter = Metrics.counter(NAMESPACE, name)
-
-    def process(self, element: Any):
-        self.counter.inc()
-        yield element
-
-
-def late_to_dead_letter(event: dict[str, Any]) -> dict[str, Any]:
-    """An event later than the allowed lateness keeps its content as a dead letter."""
-    from schemas.codec import AvroCodec
-    from transforms.validate import system_now_ms
-
-    return make_dead_letter(
-        AvroCodec("traffic_event").encode(event),
-        reason="late",
-        error=f"event at {event['event_time']} arrived after its window closed",
-        step="WindowedAggregate",
-        failed_at=system_now_ms(),
-        key=str(event.get("sensor_id", "")).encode(),
-    )
+def _count(pcoll: beam.PCollection, name: str, label: str) -> beam.PCollection:
+    return pcoll | label >> beam.ParDo(CountRecords(NAMESPACE, name))
 
 
 def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     """Apply the streaming chain (see the module doc) to ``p``."""
     topics = cfg.topics
-    raw = (
-        p
-        | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start,
-                                     max_out_of_orderness_s=cfg.max_out_of_orderness_s)
-        | "CountRaw" >> beam.ParDo(_Counted("raw"))
-    )
-    known = sorted(set(cfg.known_sensor_ids) | set(cfg.sensor_ids))
-    checked = raw | "ValidateEvents" >> ValidateEvents(known)
-    deduped = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
-    events = deduped.valid | "CountValid" >> beam.ParDo(_Counted("valid"))
-    _ = events | "PublishEvents" >> PublishToKafka(cfg.bootstrap_servers, topics.events, "traffic_event")
-
+    raw = p | "ReadRaw" >> ReadFromKafka(cfg.bootstrap_servers, topics.raw, group_id=cfg.group_id, start=cfg.start,
+                                        max_out_of_orderness_s=cfg.max_out_of_orderness_s, batches=True)
     # A window stays open for allowed_lateness_s + lateness_grace_s; runners hold the output watermark
     # there, so the grace is small in streaming (it delays the first step and any incomplete one).
-    windowed = events | "WindowedAggregate" >> WindowedAggregate(
-        window_s=cfg.window_s, allowed_lateness_s=cfg.allowed_lateness_s, early_firing_count=cfg.early_firing_count,
-        lateness_grace_s=cfg.lateness_grace_s,
+    spine = raw | "Spine" >> TrafficSpine(
+        cfg.known_sensor_ids, cfg.sensor_ids, namespace=NAMESPACE, window_s=cfg.window_s,
+        history_steps=HISTORY_STEPS, allowed_lateness_s=cfg.allowed_lateness_s,
+        early_firing_count=cfg.early_firing_count, lateness_grace_s=cfg.lateness_grace_s,
     )
-    late = windowed.late | "LateToDeadLetters" >> beam.Map(late_to_dead_letter)
-    aggregates = windowed.aggregates
+    _ = spine.events | "PublishEvents" >> PublishToKafka(cfg.bootstrap_servers, topics.events, "traffic_event")
+    aggregates, snapshots = spine.aggregates, spine.snapshots
     _ = aggregates | "PublishAggregates" >> PublishToKafka(cfg.bootstrap_servers, topics.aggregates,
                                                            "window_aggregate")
 
-    snapshots = aggregates | "NetworkHistory" >> NetworkHistory(
-        list(cfg.sensor_ids), history_steps=HISTORY_STEPS, step_s=cfg.window_s
-    )
     forecasts = snapshots | "Forecast" >> Forecast(
         cfg.registry, refresh_s=cfg.model_refresh_s, max_batch_size=4, hdfs_options=dict(cfg.hdfs_options) or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
-    # Counted per input before the Flatten (Flink reports only one fused copy of a counter placed after it).
-    sources = {"Invalid": checked.dead_letter, "Duplicate": deduped.dead_letter, "Late": late,
-               "Unusable": post.dead_letter}
-    dead = [pcoll | f"Count{name}DeadLetters" >> beam.ParDo(_Counted("dead_letters"))
-            for name, pcoll in sources.items()]
+    unusable = _count(post.dead_letter, "prediction_dead_letters", "CountUnusableDeadLetters")
     _ = (
-        dead
+        (spine.dead_letters, unusable)
         | "AllDeadLetters" >> beam.Flatten()
         | "PublishDeadLetters" >> PublishToKafka(cfg.bootstrap_servers, topics.dead_letters, "dead_letter",
                                                  key_field="key")
     )
-    predictions = post.predictions | "CountPredictions" >> beam.ParDo(_Counted("predictions"))
+    predictions = _count(post.predictions, "predictions", "CountPredictions")
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
     incidents = {"snapshots": snapshots, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(

@@ -29,6 +29,7 @@ from ml.features import (
     build_features,
 )
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
+from schemas.batches import Columns
 
 __all__ = ["SPLITS", "WriteFeatureTables", "feature_table_schema", "join_path", "parquet_schema"]
 
@@ -54,21 +55,30 @@ class _BuildFeatureBlock(beam.DoFn):
 
 
 def _step_vector(sensor_ids: tuple[str, ...]):
-    """(step, [(sensor, count, mean)...]) -> (step, (N,) means, NaN = missing); of several panes the fullest wins."""
+    """(step, [(sensors, counts, means) per pane]) -> (step, (N,) means, NaN = missing); the fullest pane wins."""
     index = {sid: i for i, sid in enumerate(sensor_ids)}
 
-    def vector(step_ms: int, panes: Sequence[tuple[str, int, float | None]]) -> tuple[int, np.ndarray]:
+    def vector(step_ms: int, panes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray]:
         speeds = np.full(len(sensor_ids), np.nan)
         best = np.full(len(sensor_ids), -1)
-        for sensor_id, count, mean in panes:
-            i = index.get(sensor_id)
-            if i is not None and count > best[i]:
-                best[i] = count
-                speeds[i] = np.nan if mean is None else mean
-        speeds[speeds <= 0] = np.nan
+        for sensors, counts, means in panes:
+            for sensor_id, count, mean in zip(sensors.tolist(), counts.tolist(), means.tolist(), strict=True):
+                i = index.get(sensor_id)
+                if i is not None and count > best[i]:
+                    best[i] = count
+                    speeds[i] = mean
+        with np.errstate(invalid="ignore"):
+            speeds[speeds <= 0] = np.nan
         return step_ms, speeds
 
     return vector
+
+
+def _pane_by_step(batch: Columns) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    starts = batch["window_start"]
+    for start in np.unique(starts).tolist():
+        part = batch.take(starts == start)
+        yield int(start), (part["sensor_id"], part["count"], part["mean_speed_mph"])
 
 
 def _targets_for(step: tuple[int, np.ndarray]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
@@ -172,8 +182,7 @@ class WriteFeatureTables(beam.PTransform):
         targets = (
             inputs["aggregates"]
             | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByStep"
-            >> beam.Map(lambda a: (int(a["window_start"]), (a["sensor_id"], int(a["count"]), a["mean_speed_mph"])))
+            | "KeyByStep" >> beam.FlatMap(_pane_by_step)
             | "GroupByStep" >> beam.GroupByKey()
             | "StepVectors" >> beam.MapTuple(_step_vector(self.sensor_ids))
             | "TargetsOfEarlierSteps" >> beam.FlatMap(_targets_for)

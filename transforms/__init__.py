@@ -1,13 +1,14 @@
 """Composite PTransforms shared by the batch and streaming pipelines.
 
-raw bytes / KafkaMessage -> ValidateEvents -> DeduplicateEvents -> WindowedAggregate
--> NetworkHistory / SensorHistory -> (model) -> PostProcess. See docs/transforms.md.
+RawBatch -> TrafficSpine (ValidateEvents -> DeduplicateEvents -> WindowedAggregate
+-> NetworkHistory) -> Forecast -> PostProcess. Elements are batches (schemas/batches.py).
+See docs/transforms.md.
 """
 
 from transforms.aggregate import AGGREGATES_TAG, LATE_TAG, TaggedOutputs, WindowedAggregate, speed_stats
 from transforms.dedupe import DeduplicateEvents
 from transforms.exceptions import TransformConfigError
-from transforms.history import NetworkHistory, SensorHistory
+from transforms.history import NetworkHistory
 from transforms.postprocess import (
     ALERTS_TAG,
     CONGESTION_THRESHOLDS_MPH,
@@ -18,6 +19,7 @@ from transforms.postprocess import (
     clamp_interval,
     congestion_category,
 )
+from transforms.spine import TrafficSpine
 from transforms.validate import DEAD_LETTER_TAG, REASONS, VALID_TAG, ValidateEvents, make_dead_letter
 
 __all__ = [
@@ -32,8 +34,8 @@ __all__ = [
     "DeduplicateEvents",
     "NetworkHistory",
     "PostProcess",
-    "SensorHistory",
     "TaggedOutputs",
+    "TrafficSpine",
     "TransformConfigError",
     "ValidateEvents",
     "WindowedAggregate",

@@ -1,4 +1,11 @@
-"""WindowedAggregate: per-sensor statistics of event-time fixed windows.
+"""WindowedAggregate: per-sensor statistics of event-time fixed windows, a batch at a time.
+
+Input: ``traffic_event`` :class:`~schemas.batches.Columns` batches. Each batch
+is split by sensor shard (:mod:`transforms.keys`) and by window; the parts of
+one shard and window are combined with numpy (:class:`BatchSpeedStatsFn`) in
+Beam's event-time windows, with Beam's triggers. Output: one
+``window_aggregate`` batch per shard, window and pane, holding every sensor
+of the shard with readings in the window so far (accumulating panes).
 
 Lateness policy (see docs/transforms.md): a Python DoFn cannot read the
 watermark, so lateness is decided deterministically by ``FlagLate``, a stateful
@@ -14,9 +21,7 @@ more than ``lateness_grace_s`` ahead of a sensor's own readings. Such an event
 still reaches the statistics as a LATE pane when it is within that grace.
 
 ``allowed_lateness_s=None`` switches the filter off (every event is aggregated):
-use it for bounded (batch) input, whose arrival order means nothing. On bounded
-input without early firings it also computes windows as part of the key, which
-spares batch runners Beam's trigger machinery (same output).
+use it for bounded (batch) input, whose arrival order means nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -35,18 +41,21 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard
-from transforms.state_tables import WatermarkTable
+from transforms.keys import shard_groups
 
 __all__ = [
     "AGGREGATES_TAG",
+    "AGGREGATE_KIND",
     "LATE_TAG",
-    "SpeedStatsFn",
+    "BatchSpeedStatsFn",
     "TaggedOutputs",
     "WindowedAggregate",
+    "aggregate_columns",
     "speed_stats",
     "window_aggregate",
+    "window_stats",
 ]
 
 AGGREGATES_TAG = "aggregates"
@@ -87,67 +96,144 @@ def speed_stats(speeds: list[float], missing_count: int) -> dict[str, Any]:
     }
 
 
-class SpeedStatsFn(beam.CombineFn):
-    """Combines speeds (``None`` = missing reading) into :func:`speed_stats`."""
+AGGREGATE_KIND = "window_aggregate"
+AGGREGATE_NULLABLE = frozenset({"mean_speed_mph", "min_speed_mph", "max_speed_mph", "stddev_speed_mph"})
 
-    def create_accumulator(self) -> tuple[list[float], int]:
-        return [], 0
 
-    def add_input(self, accumulator: tuple[list[float], int], speed: float | None) -> tuple[list[float], int]:
-        speeds, missing = accumulator
-        if speed is None:
-            return speeds, missing + 1
-        speeds.append(float(speed))
-        return speeds, missing
+def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`speed_stats` of every sensor's speeds (NaN = missing reading) at once, sensors in sorted order.
 
-    def merge_accumulators(self, accumulators) -> tuple[list[float], int]:
-        speeds: list[float] = []
-        missing = 0
-        for part, part_missing in accumulators:
-            speeds.extend(part)
-            missing += part_missing
-        return speeds, missing
+    The readings are sorted by sensor and speed before they are summed, so the
+    result does not depend on the order they arrived or were combined in:
+    batch and streaming agree bit for bit.
+    """
+    order = np.lexsort((speeds, sensor_ids))
+    s, v = sensor_ids[order], speeds[order]
+    unique, starts = np.unique(s, return_index=True)
+    counts = np.diff(np.append(starts, len(s)))
+    observed = ~np.isnan(v)
+    n_obs = np.add.reduceat(observed.astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.add.reduceat(np.where(observed, v, 0.0), starts) / n_obs
+        deviation = np.where(observed, (v - np.repeat(mean, counts)) ** 2, 0.0)
+        stddev = np.sqrt(np.add.reduceat(deviation, starts) / n_obs)
+    low = np.fmin.reduceat(v, starts)
+    high = np.fmax.reduceat(v, starts)
+    none = n_obs == 0
+    return {"sensor_id": unique, "mean": np.where(none, np.nan, mean), "min": np.where(none, np.nan, low),
+            "max": np.where(none, np.nan, high), "stddev": np.where(none, np.nan, stddev),
+            "count": counts.astype(np.int64), "missing": (counts - n_obs).astype(np.int64)}
 
-    def extract_output(self, accumulator: tuple[list[float], int]) -> dict[str, Any]:
-        speeds, missing = accumulator
-        return speed_stats(list(speeds), missing)
+
+def aggregate_columns(stats: dict[str, np.ndarray], start_ms: int, end_ms: int, timing: str) -> Columns:
+    """A ``window_aggregate`` batch of one window from :func:`window_stats`."""
+    n = len(stats["sensor_id"])
+    return Columns(AGGREGATE_KIND, {
+        "sensor_id": np.asarray(stats["sensor_id"], dtype=str),
+        "window_start": np.full(n, start_ms, dtype=np.int64),
+        "window_end": np.full(n, end_ms, dtype=np.int64),
+        "mean_speed_mph": stats["mean"],
+        "min_speed_mph": stats["min"],
+        "max_speed_mph": stats["max"],
+        "stddev_speed_mph": stats["stddev"],
+        "count": stats["count"],
+        "missing_count": stats["missing"],
+        "pane_timing": np.full(n, timing),
+    }, AGGREGATE_NULLABLE)
+
+
+class BatchSpeedStatsFn(beam.CombineFn):
+    """Combines ``traffic_event`` batches of one window into :func:`window_stats` (accumulators are arrays)."""
+
+    def create_accumulator(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return []
+
+    def add_input(self, accumulator: list, batch: Columns) -> list:
+        accumulator.append((batch["sensor_id"], batch["speed_mph"]))
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> list:
+        return [part for accumulator in accumulators for part in accumulator]
+
+    def compact(self, accumulator: list) -> list:
+        if len(accumulator) <= 1:
+            return accumulator
+        return [(np.concatenate([a for a, _ in accumulator]), np.concatenate([b for _, b in accumulator]))]
+
+    def extract_output(self, accumulator: list) -> dict[str, np.ndarray]:
+        (sensors, speeds), = self.compact(accumulator) or [(np.empty(0, str), np.empty(0))]
+        return window_stats(sensors, speeds)
+
+
+def _window_parts(batch: Columns, window_ms: int) -> Iterator[tuple[int, Columns]]:
+    """(window start, the batch's rows in that window) per window, rows in order."""
+    starts = batch["event_time"] - batch["event_time"] % window_ms
+    for start in np.unique(starts).tolist():
+        yield int(start), batch.take(starts == start)
+
+
+def _stamped(shard: int, part: Columns) -> TimestampedValue:
+    return TimestampedValue((shard, part), Timestamp(micros=int(part["event_time"].min()) * 1000))
 
 
 class _FlagLateFn(beam.DoFn):
-    # Keyed by sensor shard (transforms.keys): sensor_id -> the sensor's high-water mark (ms).
+    """Per shard: splits batches by window and flags the late rows (see the module doc)."""
+
+    # sensor_id -> the sensor's high-water mark (ms)
     HIGH_WATER_MARKS = ReadModifyWriteStateSpec("high_water_marks_ms", PickleCoder())
     HIGH_WATER_MARKS_PARAM = beam.DoFn.StateParam(HIGH_WATER_MARKS)
 
-    def __init__(self, window_ms: int, allowed_lateness_ms: int | None) -> None:
+    def __init__(self, window_ms: int, allowed_lateness_ms: int) -> None:
         self.window_ms = window_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self.late = Metrics.counter(STEP, "late")
 
-    def process(self, element: tuple[int, dict[str, Any]], high_water_marks=HIGH_WATER_MARKS_PARAM) -> Iterator[Any]:
-        _, event = element
-        sensor_id = event["sensor_id"]
-        event_time = int(event["event_time"])
-        if self.allowed_lateness_ms is not None:
-            marks = WatermarkTable.of(high_water_marks.read())
-            seen = marks.get(sensor_id)
-            mark = event_time if seen is None else max(seen, event_time)
-            if mark != seen:
-                marks[sensor_id] = mark
-                high_water_marks.write(marks)
-            window_end = event_time - event_time % self.window_ms + self.window_ms
-            if window_end + self.allowed_lateness_ms <= mark:
-                self.late.inc()
-                yield TaggedOutput(LATE_TAG, event)
-                return
-        yield sensor_id, event.get("speed_mph")
+    def process(self, element: tuple[int, Columns], high_water_marks=HIGH_WATER_MARKS_PARAM) -> Iterator[Any]:
+        shard, batch = element
+        marks = high_water_marks.read() or {}
+        times = batch["event_time"]
+        late = np.zeros(len(batch), dtype=bool)
+        unique, inverse = np.unique(batch["sensor_id"], return_inverse=True)
+        for k, sensor in enumerate(unique.tolist()):
+            rows = np.flatnonzero(inverse == k)
+            before = marks.get(sensor, np.iinfo(np.int64).min)
+            running = np.maximum.accumulate(np.maximum(times[rows], before))
+            window_end = times[rows] - times[rows] % self.window_ms + self.window_ms
+            late[rows] = window_end + self.allowed_lateness_ms <= running
+            marks[sensor] = int(running[-1])
+        high_water_marks.write(marks)
+        if late.any():
+            self.late.inc(int(late.sum()))
+            yield TaggedOutput(LATE_TAG, batch.take(late))
+            batch = batch.take(~late)
+        for _start, part in _window_parts(batch, self.window_ms):
+            yield _stamped(shard, part)
 
 
-class _NoLateFn(beam.DoFn):
+def _split_windows(element: tuple[int, Columns], window_ms: int) -> Iterator[TimestampedValue]:
     """``allowed_lateness_s=None``: nothing is late; stateless, so batch runners need no keyed state."""
+    shard, batch = element
+    for _start, part in _window_parts(batch, window_ms):
+        yield _stamped(shard, part)
 
-    def process(self, element: tuple[str, dict[str, Any]]) -> Iterator[tuple[str, float | None]]:
-        sensor_id, event = element
-        yield sensor_id, event.get("speed_mph")
+
+def _by_shard_and_window(element: tuple[int, Columns], window_ms: int) -> Iterator[tuple[tuple[int, int], Columns]]:
+    shard, batch = element
+    for start, part in _window_parts(batch, window_ms):
+        yield (shard, start), part
+
+
+def _bounded_aggregates(element: tuple[tuple[int, int], dict[str, np.ndarray]],
+                        window_ms: int) -> Iterator[TimestampedValue]:
+    (_, start), stats = element
+    if len(stats["sensor_id"]):
+        yield TimestampedValue(aggregate_columns(stats, start, start + window_ms, "ON_TIME"),
+                               Timestamp(micros=(start + window_ms - 1) * 1000))
+
+
+def _by_shard(batch: Columns) -> Iterator[tuple[int, Columns]]:
+    for shard, rows in shard_groups(batch["sensor_id"]):
+        yield shard, batch if len(rows) == len(batch) else batch.take(rows)
 
 
 def window_aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str, Any], timing: str) -> dict[str, Any]:
@@ -166,52 +252,23 @@ def window_aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str
     }
 
 
-def _by_shard(element: tuple[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-    return sensor_shard(element[0]), element[1]
-
-
-def _key_by_window(element: tuple[str, dict[str, Any]], window_ms: int) -> tuple[tuple[str, int], float | None]:
-    sensor_id, event = element
-    event_time = int(event["event_time"])
-    return (sensor_id, event_time - event_time % window_ms), event.get("speed_mph")
-
-
-class _BoundedAggregateFn(beam.DoFn):
-    """Bounded input: the whole window is known, so its one pane is ON_TIME.
-
-    It is stamped 1 ms before the window end: the window's last millisecond, as portable runners stamp a pane.
-    """
-
-    def __init__(self, window_ms: int) -> None:
-        self.window_ms = window_ms
-
-    def process(self, element: tuple[tuple[str, int], dict[str, Any]]) -> Iterator[TimestampedValue]:
-        (sensor_id, start_ms), stats = element
-        end_ms = start_ms + self.window_ms
-        yield TimestampedValue(
-            window_aggregate(sensor_id, start_ms, end_ms, stats, "ON_TIME"), Timestamp(micros=(end_ms - 1) * 1000)
-        )
-
-
 class _ToWindowAggregateFn(beam.DoFn):
-    def process(
-        self,
-        element: tuple[str, dict[str, Any]],
-        window=beam.DoFn.WindowParam,
-        pane=beam.DoFn.PaneInfoParam,
-    ) -> Iterator[dict[str, Any]]:
-        sensor_id, stats = element
-        timing = _TIMING.get(pane.timing, "UNKNOWN")
-        yield window_aggregate(sensor_id, window.start.micros // 1000, window.end.micros // 1000, stats, timing)
+    def process(self, element: tuple[int, dict[str, np.ndarray]], window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam) -> Iterator[Columns]:
+        _, stats = element
+        if len(stats["sensor_id"]):
+            timing = _TIMING.get(pane.timing, "UNKNOWN")
+            yield aggregate_columns(stats, window.start.micros // 1000, window.end.micros // 1000, timing)
 
 
 class WindowedAggregate(beam.PTransform):
-    """TrafficEvent dicts -> ``aggregates`` (WindowAggregate dicts) and ``late`` (TrafficEvent dicts).
+    """``traffic_event`` batches -> ``aggregates`` (``window_aggregate`` batches) and ``late`` (event batches).
 
     Event-time fixed windows of ``window_s`` per sensor. Fires ON_TIME when the
     watermark passes the window end, EARLY panes every ``early_firing_s`` of
-    processing time and/or every ``early_firing_count`` readings when set, and
-    a LATE pane per admitted late reading. ``accumulate=True`` makes each pane
+    processing time and/or every ``early_firing_count`` input parts (a part is
+    one batch's readings of one shard and window) when set, and a LATE pane per
+    admitted late part. ``accumulate=True`` makes each pane
     hold every reading so far (what :class:`~transforms.history.NetworkHistory`
     expects: the latest pane wins). Aggregates carry the window end as their
     timestamp.
@@ -265,38 +322,43 @@ class WindowedAggregate(beam.PTransform):
     def _expand_bounded(self, keyed: beam.PCollection) -> TaggedOutputs:
         """Bounded input without a lateness limit or early panes: windows as part of the key.
 
-        The same aggregates as the windowed path (one ON_TIME pane per window, in
-        FixedWindows, stamped with the window end), but batch runners combine them
-        without the trigger machinery, several times faster on the DirectRunner.
+        The same aggregates as the windowed path (one ON_TIME pane per shard and
+        window, in FixedWindows, stamped 1 ms before the window end, as portable
+        runners stamp a pane), but batch runners combine them without the trigger
+        machinery (which took most of a DirectRunner batch run).
         """
         window_ms = self.window_s * 1000
         aggregates = (
             keyed
-            | "KeyByWindow"
-            >> beam.Map(_key_by_window, window_ms).with_output_types(tuple[tuple[str, int], float | None])
-            | "SpeedStats" >> beam.CombinePerKey(SpeedStatsFn())
-            | "ToWindowAggregate" >> beam.ParDo(_BoundedAggregateFn(window_ms))
+            | "KeyByShardAndWindow" >> beam.FlatMap(_by_shard_and_window, window_ms).with_output_types(
+                tuple[tuple[int, int], Any])
+            | "SpeedStats" >> beam.CombinePerKey(BatchSpeedStatsFn())
+            | "ToWindowAggregate" >> beam.FlatMap(_bounded_aggregates, window_ms)
             | "FixedWindows" >> beam.WindowInto(FixedWindows(self.window_s))
         )
         late = keyed | "NothingLate" >> beam.FlatMap(lambda _: ())
         return TaggedOutputs({AGGREGATES_TAG: aggregates, LATE_TAG: late})
 
     def expand(self, events: beam.PCollection) -> TaggedOutputs:
-        lateness_ms = None if self.allowed_lateness_s is None else self.allowed_lateness_s * 1000
+        window_ms = self.window_s * 1000
         mode = tr.AccumulationMode.ACCUMULATING if self.accumulate else tr.AccumulationMode.DISCARDING
-        flag_late = _NoLateFn() if lateness_ms is None else _FlagLateFn(self.window_s * 1000, lateness_ms)
         keyed = (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyBySensor" >> beam.Map(lambda e: (e["sensor_id"], e)).with_output_types(tuple[str, dict[str, Any]])
+            | "KeyByShard" >> beam.FlatMap(_by_shard).with_output_types(tuple[int, Any])
         )
         if self._bounded_batch(events):
             return self._expand_bounded(keyed)
-        if lateness_ms is not None:  # the lateness state lives per sensor shard
-            keyed = keyed | "KeyByShard" >> beam.Map(_by_shard).with_output_types(tuple[int, dict[str, Any]])
-        flagged = keyed | "FlagLate" >> beam.ParDo(flag_late).with_outputs(LATE_TAG, main="on_time")
+        if self.allowed_lateness_s is None:
+            parts = keyed | "SplitWindows" >> beam.FlatMap(_split_windows, window_ms).with_output_types(
+                tuple[int, Any])
+            late = keyed | "NothingLate" >> beam.FlatMap(lambda _: ())
+        else:
+            flagged = keyed | "FlagLate" >> beam.ParDo(
+                _FlagLateFn(window_ms, self.allowed_lateness_s * 1000)).with_outputs(LATE_TAG, main="on_time")
+            parts, late = flagged.on_time, flagged[LATE_TAG]
         aggregates = (
-            flagged.on_time
+            parts
             | "FixedWindows"
             >> beam.WindowInto(
                 FixedWindows(self.window_s),
@@ -304,7 +366,7 @@ class WindowedAggregate(beam.PTransform):
                 accumulation_mode=mode,
                 allowed_lateness=Duration(seconds=(self.allowed_lateness_s or 0) + self.lateness_grace_s),
             )
-            | "SpeedStats" >> beam.CombinePerKey(SpeedStatsFn())
+            | "SpeedStats" >> beam.CombinePerKey(BatchSpeedStatsFn())
             | "ToWindowAggregate" >> beam.ParDo(_ToWindowAggregateFn())
         )
-        return TaggedOutputs({AGGREGATES_TAG: aggregates, LATE_TAG: flagged[LATE_TAG]})
+        return TaggedOutputs({AGGREGATES_TAG: aggregates, LATE_TAG: late})

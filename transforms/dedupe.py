@@ -1,54 +1,108 @@
-"""DeduplicateEvents: one TrafficEvent per (sensor_id, event_time).
+"""DeduplicateEvents: one TrafficEvent per (sensor_id, event_time), a batch at a time.
 
+Input and output: ``traffic_event`` :class:`~schemas.batches.Columns` batches.
 The first event seen for a (sensor, event time) pair passes; every repeat goes
 to the ``dead_letter`` output (reason ``duplicate``, or ``conflicting_duplicate``
 when its speed differs from the first one), so in = valid + dead letters holds
-exactly. The transform is a stateful DoFn in the global window keyed by sensor
-shard (:mod:`transforms.keys`; the (sensor, event time) pairs it has seen, with
-their speeds), identical in batch and streaming. An event-time timer per shard
-forgets an event time once the watermark is ``ttl_s`` (at most about twice
-that) past it; a repeat arriving after that is not recognised as a duplicate
-(``ttl_s`` bounds the state kept, and how late a replayed duplicate can still be
-caught). Few keys matter both to the batch runners and to streaming latency.
+exactly. Within a batch, arrival order decides which one is first.
+
+Each batch is split by (sensor shard, UTC day of the event time): the pair a
+reading belongs to always falls in one such key, so the state a key keeps (the
+times each of its sensors has reported, with their speeds, as sorted arrays)
+only ever holds one day of a few sensors. An event-time timer per key forgets
+its day once the watermark is ``ttl_s`` past the day's end; a repeat arriving
+after that is not recognised as a duplicate (``ttl_s`` bounds how late a
+replayed duplicate can still be caught). The same code runs in batch and
+streaming; the output batches keep their input's timestamp.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard
-from transforms.state_tables import SeenTable
+from transforms.keys import DEFAULT_SHARDS, shard_groups
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
-__all__ = ["DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents"]
+__all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins"]
 
 STEP = "DeduplicateEvents"
 DEFAULT_DEDUPE_TTL_S = 6 * 3600
+DAY_MS = 86_400_000
+
+# sensor_id -> (event times sorted, their first speeds): one key's memory.
+Seen = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _by_shard(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return sensor_shard(event["sensor_id"]), event
+def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
+               speeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Marks the repeats in a batch and records the rest in ``seen``.
+
+    Returns (keep, first_speed): ``keep[i]`` is False for a row whose (sensor,
+    time) was seen before (earlier in the batch or in ``seen``), and then
+    ``first_speed[i]`` is the speed of the first one (NaN = no reading).
+    """
+    n = len(sensors)
+    keep = np.ones(n, dtype=bool)
+    first_speed = np.full(n, np.nan)
+    if n == 0:
+        return keep, first_speed
+    unique, inverse = np.unique(sensors, return_inverse=True)
+    for k, sensor in enumerate(unique.tolist()):
+        rows = np.flatnonzero(inverse == k)
+        t, v = times[rows], speeds[rows]
+        known_t, known_v = seen.get(sensor, (np.empty(0, np.int64), np.empty(0)))
+        firsts, first_index = np.unique(t, return_index=True)
+        pos = np.searchsorted(known_t, t)
+        hit = (pos < len(known_t)) & (known_t[np.minimum(pos, len(known_t) - 1)] == t) if len(known_t) else (
+            np.zeros(len(t), bool))
+        fresh_first = np.zeros(len(t), dtype=bool)
+        fresh_first[first_index] = True
+        repeat = hit | ~fresh_first
+        keep[rows] = ~repeat
+        if repeat.any():
+            # The first speed: the stored one, or the batch's first occurrence of that time.
+            first_of_time = v[first_index][np.searchsorted(firsts, t)]
+            stored = known_v[np.minimum(pos, max(len(known_t) - 1, 0))] if len(known_t) else first_of_time
+            first_speed[rows] = np.where(hit, stored, first_of_time)
+        new = ~repeat
+        if new.any():
+            all_t = np.concatenate([known_t, t[new]])
+            all_v = np.concatenate([known_v, v[new]])
+            order = np.argsort(all_t, kind="stable")
+            seen[sensor] = (all_t[order], all_v[order])
+    return keep, first_speed
+
+
+def _by_shard_day(batch: Columns, shards: int) -> Iterator[tuple[tuple[int, int], Columns]]:
+    days = batch["event_time"] // DAY_MS
+    for shard, rows in shard_groups(batch["sensor_id"], shards):
+        for day in np.unique(days[rows]).tolist():
+            yield (shard, int(day)), batch.take(rows[days[rows] == day])
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 class _FirstWinsFn(beam.DoFn):
-    # (sensor_id, event_time ms) -> (speed,) of the first event seen, per shard; pruned by the expiry timer.
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
-    EXPIRY_AT = ReadModifyWriteStateSpec("expiry_at_ms", PickleCoder())
     EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
     SEEN_PARAM = beam.DoFn.StateParam(SEEN)
-    EXPIRY_AT_PARAM = beam.DoFn.StateParam(EXPIRY_AT)
     EXPIRY_PARAM = beam.DoFn.TimerParam(EXPIRY)
 
     def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None, registry_url: str | None) -> None:
@@ -63,69 +117,39 @@ class _FirstWinsFn(beam.DoFn):
     def setup(self) -> None:
         self._codec = codec_for("traffic_event", self.registry_url)
 
-    def process(
-        self,
-        element: tuple[int, dict[str, Any]],
-        seen_state=SEEN_PARAM,
-        expiry_at=EXPIRY_AT_PARAM,
-        expiry=EXPIRY_PARAM,
-    ) -> Iterator[Any]:
-        _, event = element
-        sensor_id = event["sensor_id"]
-        event_time = int(event["event_time"])
-        seen = SeenTable.of(seen_state.read())
-        first = seen.get((sensor_id, event_time))
-        if first is None:
-            seen[(sensor_id, event_time)] = (event.get("speed_mph"),)
-            seen_state.write(seen)
-            due = event_time + self.ttl_ms
-            armed = expiry_at.read()
-            if armed is None or due < armed:
-                expiry.set(Timestamp(micros=due * 1000))
-                expiry_at.write(due)
-            self.kept.inc()
-            yield event
+    def process(self, element: tuple[tuple[int, int], Columns], seen_state=SEEN_PARAM, expiry=EXPIRY_PARAM,
+                timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        (_, day), batch = element
+        seen = seen_state.read()
+        if seen is None:
+            seen = {}
+            expiry.set(Timestamp(micros=((day + 1) * DAY_MS + self.ttl_ms) * 1000))
+        keep, first_speed = first_wins(seen, batch["sensor_id"], batch["event_time"], batch["speed_mph"])
+        seen_state.write(seen)
+        kept = int(keep.sum())
+        if kept:
+            self.kept.inc(kept)
+            yield TimestampedValue(batch.take(keep) if kept < len(batch) else batch, timestamp)
+        if kept == len(batch):
             return
-        conflicting = first[0] != event.get("speed_mph")
-        reason = "conflicting_duplicate" if conflicting else "duplicate"
-        (self.conflicts if conflicting else self.duplicates).inc()
-        error = f"sensor {sensor_id} already has a reading at {event_time}"
-        if conflicting:
-            error += f" with speed {first[0]} (this one: {event.get('speed_mph')})"
         now = int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
-        yield TaggedOutput(
-            DEAD_LETTER_TAG,
-            make_dead_letter(
-                self._payload(event),
-                reason=reason,
-                error=error,
-                step=STEP,
-                failed_at=now,
-                key=str(sensor_id).encode("utf-8"),
-            ),
-        )
+        for i in np.flatnonzero(~keep).tolist():
+            yield TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(batch, i, float(first_speed[i]), now))
+
+    def _dead_letter(self, batch: Columns, i: int, first: float, now: int) -> dict[str, Any]:
+        event = batch.take([i]).records()[0]
+        speed = float(batch["speed_mph"][i])
+        conflicting = not _same(first, speed)
+        (self.conflicts if conflicting else self.duplicates).inc()
+        error = f"sensor {event['sensor_id']} already has a reading at {event['event_time']}"
+        if conflicting:
+            error += f" with speed {None if math.isnan(first) else first} (this one: {event['speed_mph']})"
+        return make_dead_letter(self._payload(event), reason="conflicting_duplicate" if conflicting else "duplicate",
+                                error=error, step=STEP, failed_at=now, key=str(event["sensor_id"]).encode("utf-8"))
 
     @on_timer(EXPIRY)
-    def expire(
-        self,
-        fired_at=beam.DoFn.TimestampParam,
-        seen_state=SEEN_PARAM,
-        expiry_at=EXPIRY_AT_PARAM,
-        expiry=EXPIRY_PARAM,
-    ) -> None:
-        horizon_ms = fired_at.micros // 1000 - self.ttl_ms
-        seen = SeenTable((key, v) for key, v in SeenTable.of(seen_state.read()).items() if key[1] > horizon_ms)
-        if not seen:
-            seen_state.clear()
-            expiry_at.clear()
-            return
-        seen_state.write(seen)
-        # Re-arm at the newest entry's expiry, not the oldest's: a timer cannot tell how far the watermark
-        # has gone, and in batch (watermark at +inf) one more firing then clears everything instead of one
-        # firing per event time. An event time is so forgotten between ttl_s and about 2 x ttl_s after it.
-        due = max(t for _, t in seen) + self.ttl_ms
-        expiry.set(Timestamp(micros=due * 1000))
-        expiry_at.write(due)
+    def expire(self, seen_state=SEEN_PARAM) -> None:
+        seen_state.clear()
 
     def _payload(self, event: dict[str, Any]) -> bytes:
         if self._codec is None:
@@ -140,10 +164,10 @@ class _FirstWinsFn(beam.DoFn):
 class DeduplicateEvents(beam.PTransform):
     """Drop exact repeats of (sensor_id, event_time) into ``dead_letter``; outputs ``valid`` and ``dead_letter``.
 
-    Input: TrafficEvent dicts with event-time timestamps (the ``valid`` output
-    of :class:`~transforms.validate.ValidateEvents`). Output elements keep
-    their timestamps and are in the global window. The dead letter's payload
-    is the repeated event in the ``traffic_event`` wire format.
+    Input: ``traffic_event`` batches (the ``valid`` output of
+    :class:`~transforms.validate.ValidateEvents`). Output batches are in the
+    global window, one per (shard, day) of each input batch. The dead letter's
+    payload is the repeated event in the ``traffic_event`` wire format.
     """
 
     def __init__(
@@ -151,6 +175,7 @@ class DeduplicateEvents(beam.PTransform):
         ttl_s: int = DEFAULT_DEDUPE_TTL_S,
         now_ms_fn: Callable[[], int] | None = None,
         registry_url: str | None = None,
+        shards: int | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
@@ -159,12 +184,15 @@ class DeduplicateEvents(beam.PTransform):
         self.ttl_s = int(ttl_s)
         self.now_ms_fn = now_ms_fn
         self.registry_url = registry_url
+        self.shards = shards
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        shards = self.shards or DEFAULT_SHARDS
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByShard" >> beam.Map(_by_shard).with_output_types(tuple[int, dict[str, Any]])
+            | "SplitByShardAndDay" >> beam.FlatMap(_by_shard_day, shards).with_output_types(
+                tuple[tuple[int, int], Any])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
                 DEAD_LETTER_TAG, main=VALID_TAG

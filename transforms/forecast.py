@@ -2,9 +2,10 @@
 
 Input: ``NetworkHistory`` snapshots ``{"step_ms": int, "speeds": (12, N) NaN = missing}``
 with the sensors in the model's order (build ``NetworkHistory`` with
-``model_sensor_ids(registry_root)``). Output: dicts ``{sensor_id, event_time,
-horizon_min, predicted_speed_mph, lower_mph, upper_mph, coverage, model_version,
-current_speed_mph}``, the input of ``PostProcess``. Batch and streaming use it
+``model_sensor_ids(registry_root)``). Output: one ``forecast`` :class:`~schemas.batches.Columns`
+batch per snapshot, with the columns ``sensor_id, event_time, horizon_min,
+predicted_speed_mph, lower_mph, upper_mph, coverage, model_version,
+current_speed_mph`` (NaN = unknown), the input of ``PostProcess``. Batch and streaming use it
 alike; the model follows the registry's LATEST pointer (see :mod:`ml.handler`).
 """
 
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import TimestampedValue
 
 from ml.handler import HandlerConfig, make_model_handler
 from ml.registry import MODEL_REFRESH_S
+from schemas.batches import Columns
 
 __all__ = ["Forecast", "model_sensor_ids"]
 
@@ -32,8 +35,14 @@ def model_sensor_ids(
     return tuple(LiveModel(registry_root, version, hdfs_options=hdfs_options).current().context.sensor_ids)
 
 
-class _Explode(beam.DoFn):
-    """PredictionResult -> its per sensor x horizon dicts, counted, each timestamped at its input step.
+FORECAST_KIND = "forecast"
+_FORECAST_DTYPES = {"sensor_id": str, "event_time": np.int64, "horizon_min": np.int64,
+                    "predicted_speed_mph": np.float64, "lower_mph": np.float64, "upper_mph": np.float64,
+                    "coverage": np.float64, "model_version": str, "current_speed_mph": np.float64}
+
+
+class _ToBatch(beam.DoFn):
+    """PredictionResult -> one ``forecast`` batch (sensor x horizon rows), stamped at its input step.
 
     RunInference batches in the global window and may emit a batch at the window's end
     (year 294247); re-stamping at the step's event time keeps downstream windows and the
@@ -47,9 +56,12 @@ class _Explode(beam.DoFn):
     def process(self, result: PredictionResult) -> Iterator[TimestampedValue]:
         self.snapshots.inc()
         rows = result.inference
+        if not rows:
+            return
         self.predictions.inc(len(rows))
-        for row in rows:
-            yield TimestampedValue(row, int(row["event_time"]) / 1000.0)
+        batch = Columns.from_records(FORECAST_KIND, rows, tuple(_FORECAST_DTYPES), _FORECAST_DTYPES,
+                                     nullable=("current_speed_mph",))
+        yield TimestampedValue(batch, int(result.example["step_ms"]) / 1000.0)
 
 
 class Forecast(beam.PTransform):
@@ -84,5 +96,5 @@ class Forecast(beam.PTransform):
             snapshots
             | "RunInference"
             >> RunInference(make_model_handler(self.cfg), model_metadata_pcoll=self.model_metadata_pcoll)
-            | "PerSensorHorizon" >> beam.ParDo(_Explode())
+            | "ToForecastBatch" >> beam.ParDo(_ToBatch())
         )

@@ -34,6 +34,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.incident_rules import IncidentRules, OpenIncident, advance
 
@@ -48,9 +49,19 @@ def _observed(snapshot: dict[str, Any]) -> tuple[str, int, Any, str]:
     return "obs", int(snapshot["step_ms"]), speeds[-1] if speeds.ndim == 2 else speeds, ""
 
 
-def _predicted(prediction: dict[str, Any]) -> tuple[str, int, Any, str]:
-    cell = (str(prediction["sensor_id"]), int(prediction["horizon_min"]), float(prediction["predicted_speed_mph"]))
-    return "pred", int(prediction["event_time"]), cell, str(prediction.get("model_version") or "")
+def _predicted(predictions: Any) -> Iterator[tuple[str, int, Any, str]]:
+    """A ``prediction`` batch (or one dict) -> per step: its (sensors, horizons, speeds) cells and model."""
+    batch = predictions if isinstance(predictions, Columns) else Columns.from_records(
+        "prediction", [predictions], ("sensor_id", "event_time", "horizon_min", "predicted_speed_mph",
+                                      "model_version"), {"event_time": np.int64, "horizon_min": np.int64,
+                                                         "predicted_speed_mph": np.float64})
+    steps = batch["event_time"].astype(np.int64)
+    for step_ms in np.unique(steps).tolist():
+        part = batch.take(steps == step_ms)
+        cells = (part["sensor_id"].astype(str), part["horizon_min"].astype(np.int64),
+                 part["predicted_speed_mph"].astype(np.float64))
+        model = max((str(m or "") for m in part["model_version"].tolist()), default="")
+        yield "pred", int(step_ms), cells, model
 
 
 class _IncidentsFn(beam.DoFn):
@@ -100,12 +111,15 @@ class _IncidentsFn(beam.DoFn):
         if kind == "obs":
             step["obs"] = np.asarray(value, dtype=np.float64)
         else:
-            sensor, horizon, speed = value
-            i, k = self.index.get(sensor), self.h_index.get(horizon)
-            if i is None or k is None:
-                self.unknown.inc()
-                return
-            step["pred"][k, i] = speed
+            sensors, horizons, speeds = value
+            i = np.fromiter((self.index.get(s, -1) for s in sensors.tolist()), np.int64, len(sensors))
+            k = np.fromiter((self.h_index.get(h, -1) for h in horizons.tolist()), np.int64, len(horizons))
+            known = (i >= 0) & (k >= 0)
+            if not known.all():
+                self.unknown.inc(int((~known).sum()))
+                if not known.any():
+                    return
+            step["pred"][k[known], i[known]] = speeds[known]
             step["model"] = max(step["model"], model)
         pending.write(table)
         due = timer_at.read()
@@ -176,7 +190,7 @@ class TrackIncidents(beam.PTransform):
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         observed = inputs["snapshots"] | "ObservedSpeeds" >> beam.Map(_observed)
-        predicted = inputs["predictions"] | "PredictedSpeeds" >> beam.Map(_predicted)
+        predicted = inputs["predictions"] | "PredictedSpeeds" >> beam.FlatMap(_predicted)
         return (
             (observed, predicted)
             | "StepInputs" >> beam.Flatten()

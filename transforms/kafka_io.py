@@ -58,9 +58,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from kafka_client import KafkaUnavailableError, check_kafka, make_consumer, make_producer
 from kafka_client import consumer_config as kafka_consumer_config
+from schemas.batches import RawBatch
 from schemas.exceptions import TrafficError
 from schemas.records import KafkaMessage
-from transforms.kafka_topic_reader import ReadTopicFn, TopicRead
+from transforms.kafka_topic_reader import ReadTopicFn, TopicRead, emit_messages
 
 __all__ = ["KafkaIOError", "PartitionRead", "ReadFromKafka", "WriteToKafka"]
 
@@ -167,8 +168,10 @@ _RESTRICTION_PARAM = beam.DoFn.RestrictionParam(_OffsetRanges())
 class _ReadPartitionFn(beam.DoFn):
     """Splittable DoFn reading one partition's bounded offset range (batch reads and tests)."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: Mapping | None):
+    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: Mapping | None,
+                 batches: bool = False):
         self._servers, self._group, self._config = bootstrap_servers, group_id, dict(consumer_config or {})
+        self._batches = batches
         self._records = Metrics.counter("kafka_io", "records_read")
 
     def setup(self) -> None:
@@ -186,19 +189,20 @@ class _ReadPartitionFn(beam.DoFn):
         next_offset = restriction.start
         while True:
             batch = self._consumer.consume(500, timeout=_POLL_S)
+            claimed: list[KafkaMessage] = []
             for msg in batch:
                 if msg.error() is not None:
                     raise KafkaIOError(f"reading {element.topic}[{element.partition}]: {msg.error().str()}")
                 if not tracker.try_claim(msg.offset()):
+                    yield from emit_messages(claimed, self._batches)
                     return
                 ts_ms = msg.timestamp()[1]
                 ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
                 next_offset = msg.offset() + 1
-                self._records.inc()
-                yield TimestampedValue(
-                    KafkaMessage(msg.key(), msg.value(), element.topic, element.partition, msg.offset(), ts_ms),
-                    ts_ms / 1000.0,
-                )
+                claimed.append(KafkaMessage(msg.key(), msg.value(), element.topic, element.partition, msg.offset(),
+                                            ts_ms))
+            self._records.inc(len(claimed))
+            yield from emit_messages(claimed, self._batches)
             if self._position(tp, next_offset, fetched=bool(batch)) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # gaps (compaction, markers) up to the end: done
                 return
@@ -220,6 +224,8 @@ class ReadFromKafka(beam.PTransform):
     pipeline start (``stop_at_end=True``), or, with ``stop_at_end=False``, waits until
     ``max_records`` records exist; ``max_records`` caps a bounded read to the first records by
     (topic, partition, offset). Unbounded reads run until the pipeline is cancelled or drained.
+    ``batches=True`` emits a :class:`~schemas.batches.RawBatch` per partition and poll (what the
+    pipelines read) instead of one ``KafkaMessage`` per record.
     """
 
     def __init__(
@@ -234,6 +240,7 @@ class ReadFromKafka(beam.PTransform):
         consumer_config: Mapping[str, Any] | None = None,
         max_out_of_orderness_s: float = 0.0,
         commit_offsets: bool = True,
+        batches: bool = False,
     ):
         super().__init__()
         if isinstance(start, str) and start not in START_POSITIONS:
@@ -247,22 +254,24 @@ class ReadFromKafka(beam.PTransform):
                                      max_records, consumer_config)
         self._bounded = bounded
         if bounded:
-            self._read = _ReadPartitionFn(bootstrap_servers, group_id, consumer_config)
+            self._read = _ReadPartitionFn(bootstrap_servers, group_id, consumer_config, batches)
         else:
             config = kafka_consumer_config(bootstrap_servers, group_id, consumer_config)
-            self._read = ReadTopicFn(config, max_out_of_orderness_s, commit_offsets and group_id is not None)
+            self._read = ReadTopicFn(config, max_out_of_orderness_s, commit_offsets and group_id is not None, batches)
+        self._output_type = RawBatch if batches else KafkaMessage
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[KafkaMessage]:
         planned = pbegin | "Impulse" >> beam.Impulse() | "PlanPartitions" >> beam.ParDo(self._plan)
         if self._bounded:
             planned = planned | "SpreadPartitions" >> beam.Reshuffle()
-        return planned | "ReadPartitions" >> beam.ParDo(self._read).with_output_types(KafkaMessage)
+        return planned | "ReadPartitions" >> beam.ParDo(self._read).with_output_types(self._output_type)
 
 
 class _WriteFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, topic: str, key_fn: Callable | None, value_fn: Callable | None,
-                 producer_config: Mapping[str, Any] | None):
+                 producer_config: Mapping[str, Any] | None, many: bool = False):
         self._servers, self._topic, self._key_fn, self._value_fn = bootstrap_servers, topic, key_fn, value_fn
+        self._many = many
         self._config = dict(producer_config or {})
         self._written = Metrics.counter("kafka_io", "records_written")
 
@@ -284,14 +293,24 @@ class _WriteFn(beam.DoFn):
             self._written.inc()
 
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[None]:
+        in_range = MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and timestamp.micros >= 0
+        at_ms = timestamp.micros // 1000 if in_range else None
+        if self._many:
+            for key, value in element:
+                self._produce(key, value, at_ms)
+            return ()
         value = self._value_fn(element) if self._value_fn is not None else element
+        key = self._key_fn(element) if self._key_fn is not None else None
+        self._produce(key, value, at_ms)
+        return ()
+
+    def _produce(self, key: Any, value: Any, at_ms: int | None) -> None:
         if value is not None and not isinstance(value, bytes):
             raise KafkaIOError(f"WriteToKafka({self._topic}) needs bytes values, got {type(value).__name__}")
-        key = self._key_fn(element) if self._key_fn is not None else None
         key = key.encode() if isinstance(key, str) else key
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._delivered}
-        if MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and timestamp.micros >= 0:
-            kwargs["timestamp"] = timestamp.micros // 1000
+        if at_ms is not None:
+            kwargs["timestamp"] = at_ms
         while True:
             try:
                 self._producer.produce(self._topic, **kwargs)
@@ -302,7 +321,6 @@ class _WriteFn(beam.DoFn):
         self._produced += 1
         if self._produced % _POLL_EVERY == 0:  # serve delivery reports now and then, not per record (costly)
             self._producer.poll(0)
-        return ()
 
     def finish_bundle(self) -> None:
         left = self._producer.flush(self._flush_s)  # ends early once every record is acknowledged or failed
@@ -322,7 +340,8 @@ class _WriteFn(beam.DoFn):
 class WriteToKafka(beam.PTransform):
     """Writes each element to ``topic``; the value is ``value_fn(element)`` (default: the element), bytes.
 
-    ``key_fn(element)`` gives the key (bytes, str or None). Returns an empty PCollection.
+    ``key_fn(element)`` gives the key (bytes, str or None). ``many=True``: each element is
+    a sequence of ``(key, value)`` pairs (a batch), produced in order. Returns an empty PCollection.
     """
 
     def __init__(
@@ -332,9 +351,10 @@ class WriteToKafka(beam.PTransform):
         key_fn: Callable[[Any], bytes | str | None] | None = None,
         producer_config: Mapping[str, Any] | None = None,
         value_fn: Callable[[Any], bytes | None] | None = None,
+        many: bool = False,
     ):
         super().__init__()
-        self._fn = _WriteFn(bootstrap_servers, topic, key_fn, value_fn, producer_config)
+        self._fn = _WriteFn(bootstrap_servers, topic, key_fn, value_fn, producer_config, many)
         self._topic = topic
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:

@@ -45,9 +45,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from schemas.batches import RawBatch
 from schemas.records import KafkaMessage
 
-__all__ = ["TopicRead", "TopicRestriction", "ReadTopicFn", "is_transient"]
+__all__ = ["ReadTopicFn", "TopicRead", "TopicRestriction", "emit_messages", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,10 @@ _WATERMARK_PARAM = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
 class ReadTopicFn(beam.DoFn):
     """Splittable DoFn reading every partition of one topic without end (see the module doc)."""
 
-    def __init__(self, consumer_config: Mapping[str, Any], max_out_of_orderness_s: float, commit_offsets: bool):
+    def __init__(self, consumer_config: Mapping[str, Any], max_out_of_orderness_s: float, commit_offsets: bool,
+                 batches: bool = False):
         self._config = dict(consumer_config)
+        self._batches = batches
         self._lag_ms = int(max_out_of_orderness_s * 1000)
         self._commit = commit_offsets
         self._records = Metrics.counter("kafka_io", "records_read")
@@ -221,6 +224,7 @@ class ReadTopicFn(beam.DoFn):
         read = 0
         while time.monotonic() < deadline:
             batch = _ready_records(consumer, _IDLE_WAIT_S if not read else 0.0)
+            claimed: list[KafkaMessage] = []
             for msg in batch:
                 if msg.error() is not None:
                     self._on_error(topic, msg.error())
@@ -229,14 +233,14 @@ class ReadTopicFn(beam.DoFn):
                 ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
                 partition = msg.partition()
                 if not tracker.try_claim((partition, msg.offset(), ts_ms)):
+                    yield from self._emit(claimed)
                     return
                 next_offsets[partition] = msg.offset() + 1
                 newest = newest_ms[partition]
                 newest_ms[partition] = ts_ms if newest is None else max(newest, ts_ms)
                 read += 1
-                yield TimestampedValue(
-                    KafkaMessage(msg.key(), msg.value(), topic, msg.partition(), msg.offset(), ts_ms), ts_ms / 1000.0
-                )
+                claimed.append(KafkaMessage(msg.key(), msg.value(), topic, partition, msg.offset(), ts_ms))
+            yield from self._emit(claimed)
             if not batch:
                 break
         self._records.inc(read)
@@ -249,6 +253,9 @@ class ReadTopicFn(beam.DoFn):
             if current is None or candidate > current:
                 estimator.set_watermark(candidate)
         tracker.defer_remainder(Duration(seconds=0))  # an idle call has already waited _IDLE_WAIT_S
+
+    def _emit(self, claimed: list[KafkaMessage]) -> Iterator[TimestampedValue]:
+        yield from emit_messages(claimed, self._batches)
 
     def _on_error(self, topic: str, error: KafkaError) -> None:
         """A transient error is counted and logged (once a minute at most); any other fails the read."""
@@ -301,6 +308,19 @@ class ReadTopicFn(beam.DoFn):
                 consumer.commit(offsets=offsets, asynchronous=True)
             except Exception:  # noqa: BLE001 - best effort by design (see the module doc)
                 pass
+
+
+def emit_messages(claimed: list[KafkaMessage], batches: bool) -> Iterator[TimestampedValue]:
+    """The claimed records: one :class:`RawBatch` per partition (stamped with its earliest record) or one by one."""
+    if not batches:
+        for m in claimed:
+            yield TimestampedValue(m, m.timestamp_ms / 1000.0)
+        return
+    by_partition: dict[int, list[KafkaMessage]] = {}
+    for m in claimed:
+        by_partition.setdefault(m.partition, []).append(m)
+    for messages in by_partition.values():
+        yield TimestampedValue(RawBatch.from_messages(messages), min(m.timestamp_ms for m in messages) / 1000.0)
 
 
 def _ready_records(consumer: Consumer, wait_s: float) -> list:

@@ -1,23 +1,38 @@
 """Shard keys for per-sensor state: a few state keys for many sensors.
 
-The Python SDK commits a key's state at the end of every bundle with one
-blocking round trip to the runner per state cell. Keyed by sensor, a bundle
-that touches the whole network (207 sensors, i.e. every step) paid hundreds of
-round trips: about 0.7 s per stateful stage on the local Flink, most of a
-step's end-to-end latency. Keyed by shard, the same state lives in one dict per
-shard (a sensor always maps to the same shard), and a bundle commits at most
-``shards`` keys.
+Stateful stages keep their per-sensor state in one table per shard (a sensor
+always maps to the same shard): a bundle commits at most ``shards`` keys, and
+a batch of readings is split into at most ``shards`` keyed parts. The number
+of shards bounds the parallelism of those stages: ``DEFAULT_SHARDS`` spreads
+over the local cluster's two slots with room to spare (docs/streaming.md,
+"Parallelism").
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from functools import lru_cache
 
-__all__ = ["DEFAULT_SHARDS", "sensor_shard"]
+import numpy as np
 
-DEFAULT_SHARDS = 16
+__all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups"]
+
+DEFAULT_SHARDS = 4
 
 
+@lru_cache(maxsize=65_536)
 def sensor_shard(sensor_id: str, shards: int = DEFAULT_SHARDS) -> int:
     """The sensor's shard in ``[0, shards)``: stable across processes and runs (CRC-32, not ``hash``)."""
     return zlib.crc32(str(sensor_id).encode("utf-8")) % shards
+
+
+def shard_groups(sensor_ids: np.ndarray, shards: int = DEFAULT_SHARDS) -> Iterator[tuple[int, np.ndarray]]:
+    """(shard, row indices in order) for every shard present in ``sensor_ids``."""
+    if len(sensor_ids) == 0:
+        return
+    unique, inverse = np.unique(sensor_ids, return_inverse=True)
+    of_unique = np.fromiter((sensor_shard(s, shards) for s in unique.tolist()), np.int64, len(unique))
+    row_shards = of_unique[inverse]
+    for shard in np.unique(of_unique).tolist():
+        yield int(shard), np.flatnonzero(row_shards == shard)

@@ -1,6 +1,9 @@
 """PostProcess: model outputs -> Prediction records and Alert records.
 
-Input dicts: ``sensor_id, event_time, horizon_min, predicted_speed_mph,
+Input: a ``forecast`` :class:`~schemas.batches.Columns` batch per step (what
+:class:`~transforms.forecast.Forecast` emits), turned into one ``prediction``
+batch with numpy, or single dicts (one record at a time) with the fields
+``sensor_id, event_time, horizon_min, predicted_speed_mph,
 lower_mph, upper_mph, coverage, model_version, current_speed_mph`` (the last
 one float or None). Predictions and intervals are clamped to
 ``[0, max_speed_mph]`` with ``lower <= predicted <= upper``; each prediction
@@ -22,9 +25,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.validate import DEAD_LETTER_TAG, make_dead_letter, system_now_ms
 
@@ -38,12 +43,14 @@ __all__ = [
     "alert_id",
     "alert_rules",
     "clamp_interval",
+    "congestion_categories",
     "congestion_category",
     "to_alerts",
     "to_prediction",
 ]
 
 PREDICTIONS_TAG = "predictions"
+PREDICTION_KIND = "prediction"
 ALERTS_TAG = "alerts"
 STEP = "PostProcess"
 
@@ -207,6 +214,9 @@ class _PostProcessFn(beam.DoFn):
 
     def process(self, record: Any) -> Iterator[Any]:
         now = int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
+        if isinstance(record, Columns):
+            yield from self._batch(record, now)
+            return
         try:
             if not isinstance(record, dict):
                 raise TypeError(f"expected a dict, got {type(record).__name__}")
@@ -234,6 +244,61 @@ class _PostProcessFn(beam.DoFn):
         for alert in alerts:
             self.alerts.inc()
             yield TaggedOutput(ALERTS_TAG, alert)
+
+
+    def _batch(self, batch: Columns, now: int) -> Iterator[Any]:
+        """A forecast batch at once: the same rules as one record, with numpy."""
+        predicted = batch["predicted_speed_mph"].astype(np.float64)
+        usable = np.isfinite(predicted)
+        if not usable.all():
+            for record in batch.take(~usable).records():
+                yield from self.process(record)  # the per-record path makes the dead letter
+            batch, predicted = batch.take(usable), predicted[usable]
+        if not len(batch):
+            return
+        high = self.max_speed_mph
+        predicted = np.clip(predicted, 0.0, high)
+        lower = batch["lower_mph"].astype(np.float64)
+        upper = batch["upper_mph"].astype(np.float64)
+        lower = np.minimum(np.where(np.isnan(lower), predicted, np.clip(lower, 0.0, high)), predicted)
+        upper = np.maximum(np.where(np.isnan(upper), predicted, np.clip(upper, 0.0, high)), predicted)
+        coverage = batch["coverage"].astype(np.float64)
+        coverage = np.where(np.isfinite(coverage), coverage, self.coverage)
+        event_time = batch["event_time"].astype(np.int64)
+        horizon = batch["horizon_min"].astype(np.int64)
+        predictions = Columns(PREDICTION_KIND, {
+            "sensor_id": batch["sensor_id"].astype(str),
+            "event_time": event_time,
+            "target_time": event_time + horizon * 60_000,
+            "horizon_min": horizon,
+            "predicted_speed_mph": predicted,
+            "lower_mph": lower,
+            "upper_mph": upper,
+            "coverage": coverage,
+            "congestion": congestion_categories(predicted),
+            "model_version": batch["model_version"].astype(str),
+            "processing_time": np.full(len(batch), now, dtype=np.int64),
+        })
+        self.predictions.inc(len(predictions))
+        yield predictions
+        current = batch["current_speed_mph"].astype(np.float64)
+        known = np.isfinite(current)
+        severe = known & (predictions["congestion"] == SEVERE) & (congestion_categories(current) != SEVERE)
+        with np.errstate(invalid="ignore"):
+            drop = known & (current - predicted >= self.drop_alert_mph)
+        for i in np.flatnonzero(severe | drop).tolist():
+            prediction = predictions.take([i]).records()[0]
+            for alert in to_alerts(prediction, float(current[i]), self.drop_alert_mph):
+                self.alerts.inc()
+                yield TaggedOutput(ALERTS_TAG, alert)
+
+
+def congestion_categories(speeds: np.ndarray) -> np.ndarray:
+    """:func:`congestion_category` of every speed (NaN -> UNKNOWN)."""
+    speeds = np.asarray(speeds, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        conditions = [np.isnan(speeds)] + [speeds >= bound for bound, _ in CONGESTION_THRESHOLDS_MPH]
+    return np.select(conditions, [UNKNOWN] + [c for _, c in CONGESTION_THRESHOLDS_MPH], SEVERE)
 
 
 class PostProcess(beam.PTransform):

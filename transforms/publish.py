@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from schemas.batches import records_of
 from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError
 from transforms.kafka_io import WriteToKafka
@@ -65,15 +66,20 @@ class _Encode(beam.DoFn):
     def setup(self) -> None:
         self.codec = AvroCodec(self.schema_name)
 
-    def process(self, record: dict[str, Any]):
-        key = record.get(self.key_field)
-        if key is not None and not isinstance(key, bytes):
-            key = str(key).encode()
-        yield key, self.codec.encode(record)
+    def process(self, element: Any):
+        pairs = []
+        for record in records_of(element):
+            key = record.get(self.key_field)
+            if key is not None and not isinstance(key, bytes):
+                key = str(key).encode()
+            pairs.append((key, self.codec.encode(record)))
+        if pairs:
+            yield pairs
 
 
 class PublishToKafka(beam.PTransform):
-    """Encodes dict records with the ``schema_name`` Avro schema and produces them to ``topic``."""
+    """Encodes records (dicts or :class:`~schemas.batches.Columns` batches) with the ``schema_name`` Avro schema
+    and produces them to ``topic``, a batch at a time."""
 
     def __init__(
         self,
@@ -94,14 +100,8 @@ class PublishToKafka(beam.PTransform):
         return (
             records
             | "EncodeAvro" >> beam.ParDo(_Encode(self.schema_name, self.key_field))
-            | "Produce"
-            >> WriteToKafka(
-                self.bootstrap_servers,
-                self.topic,
-                key_fn=lambda kv: kv[0],
-                value_fn=lambda kv: kv[1],
-                producer_config=self.producer_config,
-            )
+            | "Produce" >> WriteToKafka(self.bootstrap_servers, self.topic, producer_config=self.producer_config,
+                                        many=True)
         )
 
 
@@ -121,8 +121,8 @@ class _WriteWindowFileFn(beam.DoFn):
         self, element: tuple[Any, Iterable[dict[str, Any]]], window=beam.DoFn.WindowParam,
         pane=beam.DoFn.PaneInfoParam,
     ) -> Iterator[str]:
-        _, records = element
-        table = pa.Table.from_pylist(list(records), schema=self.schema)
+        _, elements = element
+        table = pa.Table.from_pylist([r for e in elements for r in records_of(e)], schema=self.schema)
         name = window_file_name(self.prefix, window.start.micros // 1000, window.end.micros // 1000, pane.index)
         final = f"{self.directory}/{name}"
         retrying(lambda: self._write(table, final, name), f"writing {final}", self.write_retry_s)
@@ -154,7 +154,7 @@ def window_file_name(prefix: str, start_ms: int, end_ms: int, pane_index: int) -
 
 
 class WriteWindowedParquet(beam.PTransform):
-    """Writes a windowed PCollection of dict records as Parquet files, one per window and pane.
+    """Writes a windowed PCollection of records (dicts or Columns batches) as Parquet files, one per window and pane.
 
     Files appear atomically (temporary name, then rename) in ``directory``, local
     or any Beam filesystem. Beam's ``fileio.WriteToFiles`` did the same but listed

@@ -1,7 +1,9 @@
 """ScoreForecasts: every prediction held until the aggregate of its target time arrives, then scored.
 
-Input: ``{"predictions": Prediction dicts, "aggregates": WindowAggregate dicts}``.
-Output: Score dicts (``schemas/avro/score.avsc``), one per prediction key
+Input: ``{"predictions": ..., "aggregates": ...}``, each ``prediction`` /
+``window_aggregate`` :class:`~schemas.batches.Columns` batches (or single dicts),
+split by sensor shard; the records of a part are held one by one.
+Output: ``score`` batches (``schemas/avro/score.avsc``), one row per prediction key
 ``(sensor_id, event_time, horizon_min, model_version)``.
 
 A prediction's actual is the mean speed of the aggregate window that starts at
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -42,12 +45,13 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard
+from transforms.keys import sensor_shard, shard_groups
 from transforms.state_tables import StateTable
 from transforms.validate import system_now_ms
 
-__all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_record"]
+__all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_columns", "score_record"]
 
 STEP = "ScoreForecasts"
 SCORED = "SCORED"
@@ -61,6 +65,21 @@ _AGGREGATE = "a"
 def is_observed(speed_mph: float | None) -> bool:
     """True for a real reading: finite and > 0 (0 is METR-LA's missing value)."""
     return speed_mph is not None and math.isfinite(float(speed_mph)) and float(speed_mph) > 0
+
+
+SCORE_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min", "model_version", "predicted_speed_mph",
+                "lower_mph", "upper_mph", "coverage", "actual_speed_mph", "error_mph", "inside_interval", "status",
+                "scored_time")
+_SCORE_DTYPES = {"sensor_id": str, "event_time": np.int64, "target_time": np.int64, "horizon_min": np.int64,
+                 "model_version": str, "predicted_speed_mph": np.float64, "lower_mph": np.float64,
+                 "upper_mph": np.float64, "coverage": np.float64, "actual_speed_mph": np.float64,
+                 "error_mph": np.float64, "status": str, "scored_time": np.int64}
+
+
+def score_columns(scores: list[dict[str, Any]]) -> Columns:
+    """Score records as one ``score`` batch (``inside_interval`` stays an object column: it may be None)."""
+    return Columns.from_records("score", scores, SCORE_FIELDS, _SCORE_DTYPES,
+                                nullable=("actual_speed_mph", "error_mph"))
 
 
 def score_record(prediction: dict[str, Any], actual_mph: float | None, scored_time_ms: int) -> dict[str, Any]:
@@ -133,26 +152,44 @@ class _ScoreFn(beam.DoFn):
     def _due(self, target_ms: int) -> int:
         return target_ms + self.window_ms + self.wait_ms
 
-    def process(self, element: tuple[int, tuple[str, dict[str, Any]]], table=TABLE_PARAM, flushed=FLUSHED_PARAM,
+    def process(self, element: tuple[int, tuple[str, Any]], table=TABLE_PARAM, flushed=FLUSHED_PARAM,
                 timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
-        _, (kind, record) = element
+        _, (kind, records) = element
+        through = flushed.read()
+        pending = ScoreTable.of(table.read())
+        out: list[dict[str, Any]] = []
+        earliest_due = None
+        for record in records_of(records):
+            target_ms = self._hold(kind, record, through, pending, out)
+            if target_ms is not None:
+                due = self._due(target_ms)
+                earliest_due = due if earliest_due is None else min(earliest_due, due)
+        table.write(pending)
+        current = timer_at.read()
+        if earliest_due is not None and (current is None or earliest_due < current):
+            flush.set(Timestamp(micros=earliest_due * 1000))
+            timer_at.write(earliest_due)
+        if out:
+            self.scored.inc(len(out))
+            yield score_columns(out)
+
+    def _hold(self, kind: str, record: dict[str, Any], through: int | None, pending: ScoreTable,
+              out: list[dict[str, Any]]) -> int | None:
+        """Adds one prediction or actual to ``pending``; scores what it completes into ``out``; its target."""
         if kind == _PREDICTION:
             target_ms = int(record["target_time"])
         else:
             start = int(record["window_start"])
             target_ms = start - start % self.window_ms
-        through = flushed.read()
         if through is not None and self._due(target_ms) <= through:
             (self.late_predictions if kind == _PREDICTION else self.late_actuals).inc()
-            return
-        pending = ScoreTable.of(table.read())
+            return None
         entry = pending.setdefault(target_ms, {}).setdefault(str(record["sensor_id"]), [None, {}, set()])
-        out: list[dict[str, Any]] = []
         if kind == _PREDICTION:
             key = _prediction_key(record)
             if key in entry[1] or key in entry[2]:
                 self.duplicates.inc()
-                return
+                return None
             entry[1][key] = _slim(record)
         else:
             mean = record.get("mean_speed_mph")
@@ -166,15 +203,7 @@ class _ScoreFn(beam.DoFn):
                 out.append(score_record(prediction, actual[1], now))
                 entry[2].add(key)
             entry[1].clear()
-        table.write(pending)
-        due = self._due(target_ms)
-        current = timer_at.read()
-        if current is None or due < current:
-            flush.set(Timestamp(micros=due * 1000))
-            timer_at.write(due)
-        for score in out:
-            self.scored.inc()
-            yield score
+        return target_ms
 
     @on_timer(FLUSH)
     def on_flush(self, fired_at=beam.DoFn.TimestampParam, table=TABLE_PARAM, flushed=FLUSHED_PARAM,
@@ -183,13 +212,14 @@ class _ScoreFn(beam.DoFn):
         pending = ScoreTable.of(table.read())
         now = self._now()
         done = sorted(t for t in pending if self.bounded or self._due(t) <= fired_ms)
+        settled: list[dict[str, Any]] = []
         for target_ms in done:
             for _sensor, (actual, waiting, _scored) in sorted(pending.pop(target_ms).items()):
                 mean = None if actual is None else actual[1]
                 for _key, prediction in sorted(waiting.items()):
                     score = score_record(prediction, mean, now)
                     (self.scored if score["status"] == SCORED else self.missing).inc()
-                    yield TimestampedValue(score, fired_at)
+                    settled.append(score)
         if done:
             through = flushed.read()
             last_due = self._due(done[-1])
@@ -201,17 +231,23 @@ class _ScoreFn(beam.DoFn):
             timer_at.write(due)
         else:
             timer_at.clear()
+        if settled:
+            yield TimestampedValue(score_columns(settled), fired_at)
 
 
-def _tag(kind: str) -> Callable[[dict[str, Any]], tuple[int, tuple[str, dict[str, Any]]]]:
-    def keyed(record: dict[str, Any]) -> tuple[int, tuple[str, dict[str, Any]]]:
-        return sensor_shard(str(record["sensor_id"])), (kind, record)
+def _tag(kind: str) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
+    def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
+        if not isinstance(element, Columns):
+            yield sensor_shard(str(element["sensor_id"])), (kind, element)
+            return
+        for shard, rows in shard_groups(element["sensor_id"]):
+            yield shard, (kind, element.take(rows))
 
     return keyed
 
 
 class ScoreForecasts(beam.PTransform):
-    """``{"predictions", "aggregates"}`` -> Score dicts (see the module doc).
+    """``{"predictions", "aggregates"}`` -> ``score`` batches (see the module doc).
 
     ``window_s`` is the aggregate window (one forecasting step); ``wait_s`` how
     long past the end of a target window the watermark must be before a
@@ -231,14 +267,14 @@ class ScoreForecasts(beam.PTransform):
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         predictions, aggregates = inputs["predictions"], inputs["aggregates"]
         bounded = bool(getattr(predictions, "is_bounded", False)) and bool(getattr(aggregates, "is_bounded", False))
-        keyed_type = tuple[int, tuple[str, dict[str, Any]]]
+        keyed_type = tuple[int, tuple[str, Any]]
         tagged = (
             predictions
             | "PredictionsToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyPredictionsByShard" >> beam.Map(_tag(_PREDICTION)).with_output_types(keyed_type),
+            | "KeyPredictionsByShard" >> beam.FlatMap(_tag(_PREDICTION)).with_output_types(keyed_type),
             aggregates
             | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyAggregatesByShard" >> beam.Map(_tag(_AGGREGATE)).with_output_types(keyed_type),
+            | "KeyAggregatesByShard" >> beam.FlatMap(_tag(_AGGREGATE)).with_output_types(keyed_type),
         )
         fn = _ScoreFn(self.window_s * 1000, self.wait_s * 1000, bounded, self.now_ms_fn)
         return (

@@ -17,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from schemas.batches import records_of
 from transforms.exceptions import TransformConfigError
 
 __all__ = ["WriteToStore"]
@@ -64,8 +65,8 @@ class _UpsertFn(beam.DoFn):
             self._last_prune = time.monotonic()
             prune(self._connection(), int(self.retention_s * 1000))
 
-    def process(self, record: dict[str, Any]) -> Iterator[Any]:
-        self._buffer.append(record)
+    def process(self, element: Any) -> Iterator[Any]:
+        self._buffer.extend(records_of(element))
         if len(self._buffer) >= self.batch_size:
             self._flush()
         return iter(())

@@ -1,4 +1,9 @@
-"""WindowedAggregate: statistics, missing readings, out-of-order, early/on-time/late panes, the late output."""
+"""WindowedAggregate: statistics, missing readings, out-of-order, early/on-time/late panes, the late output.
+
+Inputs are ``traffic_event`` batches (one event each where pane timing matters,
+many in one where batch composition must not matter); outputs are flattened to
+records.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import math
 import random
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -14,8 +20,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.codec import AvroCodec
-from transforms.aggregate import STEP, SpeedStatsFn, WindowedAggregate, speed_stats
+from transforms.aggregate import STEP, BatchSpeedStatsFn, WindowedAggregate, speed_stats, window_stats
 from transforms.exceptions import TransformConfigError
+from transforms.validate import event_columns
 
 T0_MS = 1_330_560_000_000  # a window boundary (divisible by 300 s)
 W_MS = 300_000
@@ -25,8 +32,20 @@ def event(sensor: str, offset_s: float, speed: float | None) -> dict:
     return {"sensor_id": sensor, "event_time": T0_MS + int(offset_s * 1000), "speed_mph": speed, "validated_at": 0}
 
 
+def batch_of(*events: dict) -> TimestampedValue:
+    """One ``traffic_event`` batch of ``events``, stamped with the earliest."""
+    columns = event_columns([e["sensor_id"] for e in events], [e["event_time"] for e in events],
+                            [math.nan if e["speed_mph"] is None else e["speed_mph"] for e in events],
+                            [e["validated_at"] for e in events])
+    return TimestampedValue(columns, min(e["event_time"] for e in events) / 1000)
+
+
 def stamped(e: dict) -> TimestampedValue:
-    return TimestampedValue(e, e["event_time"] / 1000)
+    return batch_of(e)
+
+
+def records(pcoll, label: str = "Records"):
+    return pcoll | label >> beam.FlatMap(lambda b: b.records())
 
 
 def streaming_options() -> PipelineOptions:
@@ -56,10 +75,56 @@ def test_speed_stats_population_stddev_and_order_independence():
 
 def test_all_missing_window_has_no_speed_statistics():
     assert speed_stats([], 3) == {"mean": None, "min": None, "max": None, "stddev": None, "count": 3, "missing": 3}
-    fn = SpeedStatsFn()
-    left = fn.add_input(fn.add_input(fn.create_accumulator(), None), 40.0)
-    right = fn.add_input(fn.create_accumulator(), 60.0)
-    assert fn.extract_output(fn.merge_accumulators([left, right]))["mean"] == 50.0
+    fn = BatchSpeedStatsFn()
+    left = fn.add_input(fn.create_accumulator(), batch_of(event("a", 1, None), event("a", 2, 40.0)).value)
+    right = fn.add_input(fn.create_accumulator(), batch_of(event("a", 3, 60.0), event("b", 4, None)).value)
+    stats = fn.extract_output(fn.merge_accumulators([left, right]))
+    assert stats["sensor_id"].tolist() == ["a", "b"] and stats["mean"][0] == 50.0 and math.isnan(stats["mean"][1])
+    assert stats["count"].tolist() == [3, 1] and stats["missing"].tolist() == [1, 1]
+
+
+def test_window_stats_equal_speed_stats_whatever_the_order():
+    rng = random.Random(5)
+    sensors = [rng.choice("abcdef") for _ in range(600)]
+    speeds = [rng.choice([math.nan, rng.uniform(0, 80), rng.uniform(50, 51)]) for _ in range(600)]
+    got = window_stats(np.array(sensors), np.array(speeds))
+    order = list(range(600))
+    rng.shuffle(order)
+    shuffled = window_stats(np.array([sensors[i] for i in order]), np.array([speeds[i] for i in order]))
+    for k, sensor in enumerate(got["sensor_id"].tolist()):
+        mine = [v for s, v in zip(sensors, speeds, strict=True) if s == sensor]
+        expected = speed_stats([v for v in mine if not math.isnan(v)], sum(math.isnan(v) for v in mine))
+        for name in ("mean", "min", "max", "stddev"):
+            assert got[name][k] == pytest.approx(expected[name], rel=1e-12, abs=1e-12)
+            assert got[name][k] == shuffled[name][k]  # bit for bit, whatever the arrival order
+        assert (got["count"][k], got["missing"][k]) == (expected["count"], expected["missing"])
+
+
+def test_many_events_in_one_batch_give_the_aggregates_of_one_event_per_batch():
+    rng = random.Random(8)
+    events = [event(rng.choice("xyz"), rng.uniform(0, 1500), rng.choice([None, rng.uniform(10, 70)]))
+              for _ in range(300)]
+    with test_pipeline.TestPipeline() as p:
+        together = p | "One" >> beam.Create([batch_of(*events)]) | "AggOne" >> WindowedAggregate(
+            allowed_lateness_s=None)
+        apart = p | "Many" >> beam.Create([batch_of(e) for e in events]) | "AggMany" >> WindowedAggregate(
+            allowed_lateness_s=None)
+        expected = sorted(brief(a) for a in _reference_aggregates(events))
+        assert_that(records(together.aggregates, "R1") | "B1" >> beam.Map(brief), equal_to(expected), label="One")
+        assert_that(records(apart.aggregates, "R2") | "B2" >> beam.Map(brief), equal_to(expected), label="Many")
+
+
+def _reference_aggregates(events: list[dict]) -> list[dict]:
+    cells: dict = {}
+    for e in events:
+        start = e["event_time"] - e["event_time"] % W_MS
+        cells.setdefault((e["sensor_id"], start), []).append(e["speed_mph"])
+    out = []
+    for (sensor, start), speeds in cells.items():
+        stats = speed_stats([v for v in speeds if v is not None], sum(v is None for v in speeds))
+        out.append({"sensor_id": sensor, "window_start": start, "pane_timing": "ON_TIME", "count": stats["count"],
+                    "missing_count": stats["missing"], "mean_speed_mph": stats["mean"]})
+    return out
 
 
 def test_batch_aggregates_out_of_order_and_missing_readings():
@@ -73,21 +138,22 @@ def test_batch_aggregates_out_of_order_and_missing_readings():
     ]
     with test_pipeline.TestPipeline() as p:
         result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=None)
+        aggregates = records(result.aggregates)
         assert_that(
-            result.aggregates | beam.Map(brief),
+            aggregates | beam.Map(brief),
             equal_to(
                 [("a", 0, "ON_TIME", 3, 1, 55.0), ("b", 0, "ON_TIME", 2, 2, None), ("a", 1, "ON_TIME", 1, 0, 40.0)]
             ),
             label="CheckAggregates",
         )
         assert_that(result.late, equal_to([]), label="CheckNoneLate")
-        full = result.aggregates | "Full" >> beam.Filter(lambda a: a["sensor_id"] == "a" and a["window_start"] == T0_MS)
+        full = aggregates | "Full" >> beam.Filter(lambda a: a["sensor_id"] == "a" and a["window_start"] == T0_MS)
         assert_that(
             full | beam.Map(lambda a: (a["window_end"] - a["window_start"], a["min_speed_mph"], a["max_speed_mph"])),
             equal_to([(W_MS, 50.0, 60.0)]),
             label="CheckFields",
         )
-        encoded = result.aggregates | "Encode" >> beam.Map(lambda a: len(AvroCodec("window_aggregate").encode(a)) > 5)
+        encoded = aggregates | "Encode" >> beam.Map(lambda a: len(AvroCodec("window_aggregate").encode(a)) > 5)
         assert_that(encoded, equal_to([True] * 3), label="FitsSchema")
 
 
@@ -112,7 +178,7 @@ def test_streaming_early_on_time_late_and_too_late():
 
 def _check_panes(result) -> None:
     assert_that(
-        result.aggregates | beam.Map(brief),
+        records(result.aggregates) | beam.Map(brief),
         equal_to(
             [
                 ("a", 0, "EARLY", 1, 0, 50.0),
@@ -126,7 +192,8 @@ def _check_panes(result) -> None:
         ),
         label="CheckPanes",
     )
-    assert_that(result.late | beam.Map(lambda e: e["speed_mph"]), equal_to([99.0]), label="CheckLate")
+    assert_that(records(result.late, "LateRecords") | beam.Map(lambda e: e["speed_mph"]), equal_to([99.0]),
+                label="CheckLate")
 
 
 def test_batch_flags_late_by_arrival_order_and_counts_it():
@@ -135,11 +202,12 @@ def test_batch_flags_late_by_arrival_order_and_counts_it():
     p = test_pipeline.TestPipeline()
     result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=0)
     assert_that(
-        result.aggregates | beam.Map(brief),
+        records(result.aggregates) | beam.Map(brief),
         equal_to([("a", 1, "ON_TIME", 1, 0, 30.0), ("b", 0, "ON_TIME", 1, 0, 45.0)]),
         label="CheckAggregates",
     )
-    assert_that(result.late | beam.Map(lambda e: e["speed_mph"]), equal_to([50.0]), label="CheckLate")
+    assert_that(records(result.late, "LateRecords") | beam.Map(lambda e: e["speed_mph"]), equal_to([50.0]),
+                label="CheckLate")
     outcome = p.run()
     outcome.wait_until_finish()
     late = outcome.metrics().query(MetricsFilter().with_namespace(STEP).with_name("late"))["counters"]
@@ -155,12 +223,12 @@ def test_lateness_is_judged_per_sensor_even_when_sensors_share_a_state_shard():
     with test_pipeline.TestPipeline() as p:
         result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=0)
         assert_that(
-            result.aggregates | beam.Map(brief),
+            records(result.aggregates) | beam.Map(brief),
             equal_to([(first, 1, "ON_TIME", 1, 0, 30.0), (twin, 0, "ON_TIME", 1, 0, 50.0)]),
             label="CheckAggregates",
         )
-        assert_that(result.late | beam.Map(lambda e: (e["sensor_id"], e["speed_mph"])), equal_to([(first, 40.0)]),
-                    label="CheckLate")
+        assert_that(records(result.late, "LateRecords") | beam.Map(lambda e: (e["sensor_id"], e["speed_mph"])),
+                    equal_to([(first, 40.0)]), label="CheckLate")
 
 
 def test_streaming_discarding_mode_and_counts_add_up():
@@ -173,8 +241,8 @@ def test_streaming_discarding_mode_and_counts_add_up():
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
         result = p | stream | WindowedAggregate(early_firing_count=2, accumulate=False)
         parts = (
-            result.aggregates | beam.Map(lambda a: ("aggregated", a["count"])),
-            result.late | beam.Map(lambda e: ("late", 1)),
+            records(result.aggregates) | beam.Map(lambda a: ("aggregated", a["count"])),
+            records(result.late, "LateRecords") | "Late" >> beam.Map(lambda e: ("late", 1)),
         ) | beam.Flatten()
 
         def counts_add_up(actual: list) -> None:
@@ -190,8 +258,9 @@ def test_invalid_parameters_are_rejected():
             WindowedAggregate(**kwargs)
 
 
-def _window_and_time(a: dict, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> tuple:
-    return a["window_start"], window.start.micros // 1000, window.end.micros // 1000, timestamp.micros
+def _window_and_time(batch, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    for start in sorted(set(batch["window_start"].tolist())):
+        yield start, window.start.micros // 1000, window.end.micros // 1000, timestamp.micros
 
 
 @pytest.mark.parametrize("allowed_lateness_s", [None, 0], ids=["bounded-path", "windowed-path"])
@@ -200,7 +269,7 @@ def test_both_batch_paths_give_windowed_aggregates_stamped_with_the_window_end(a
     with test_pipeline.TestPipeline() as p:
         result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=allowed_lateness_s)
         assert_that(
-            result.aggregates | beam.Map(_window_and_time),
+            result.aggregates | beam.FlatMap(_window_and_time),
             equal_to(
                 [
                     (T0_MS, T0_MS, T0_MS + W_MS, (T0_MS + W_MS) * 1000 - 1000),
@@ -210,7 +279,7 @@ def test_both_batch_paths_give_windowed_aggregates_stamped_with_the_window_end(a
             label="CheckWindows",
         )
         assert_that(
-            result.aggregates | "Brief" >> beam.Map(brief),
+            records(result.aggregates) | "Brief" >> beam.Map(brief),
             equal_to([("a", 0, "ON_TIME", 2, 0, 51.0), ("b", 1, "ON_TIME", 1, 1, None)]),
             label="CheckValues",
         )

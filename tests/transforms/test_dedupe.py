@@ -1,8 +1,14 @@
-"""DeduplicateEvents: first wins, repeats become dead letters, identical in batch and streaming."""
+"""DeduplicateEvents: first wins, repeats become dead letters, identical in batch and streaming.
+
+Inputs are ``traffic_event`` batches: one event each, or all in one (arrival order within it decides).
+"""
 
 from __future__ import annotations
 
+import math
+
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_pipeline, test_stream
@@ -10,8 +16,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.codec import AvroCodec
-from transforms.dedupe import DeduplicateEvents
+from transforms.dedupe import DAY_MS, DeduplicateEvents, first_wins
 from transforms.exceptions import TransformConfigError
+from transforms.validate import event_columns
 
 T0_MS = 1_330_560_000_000
 STEP_MS = 300_000
@@ -21,8 +28,15 @@ def event(sensor: str, step: int, speed: float | None, validated_at: int = 1) ->
     return {"sensor_id": sensor, "event_time": T0_MS + step * STEP_MS, "speed_mph": speed, "validated_at": validated_at}
 
 
-def stamped(e: dict) -> TimestampedValue:
-    return TimestampedValue(e, e["event_time"] / 1000)
+def stamped(*events: dict) -> TimestampedValue:
+    columns = event_columns([e["sensor_id"] for e in events], [e["event_time"] for e in events],
+                            [math.nan if e["speed_mph"] is None else e["speed_mph"] for e in events],
+                            [e["validated_at"] for e in events])
+    return TimestampedValue(columns, min(e["event_time"] for e in events) / 1000)
+
+
+def records(pcoll, label: str = "Records"):
+    return pcoll | label >> beam.FlatMap(lambda b: b.records())
 
 
 EVENTS = [
@@ -43,7 +57,8 @@ def summary(e: dict) -> tuple:
 
 
 def check(result) -> None:
-    assert_that(result.valid | "Summarise" >> beam.Map(summary), equal_to(EXPECTED_VALID), label="CheckValid")
+    assert_that(records(result.valid) | "Summarise" >> beam.Map(summary), equal_to(EXPECTED_VALID),
+                label="CheckValid")
     assert_that(
         result.dead_letter | "Reasons" >> beam.Map(lambda d: (d["reason"], d["key"])),
         equal_to(EXPECTED_DEAD),
@@ -51,12 +66,24 @@ def check(result) -> None:
     )
 
 
-def test_batch_keeps_the_first_and_dead_letters_the_repeats():
+@pytest.mark.parametrize("together", [False, True], ids=["one-per-batch", "one-batch"])
+def test_batch_keeps_the_first_and_dead_letters_the_repeats(together):
+    elements = [stamped(*EVENTS)] if together else [stamped(e) for e in EVENTS]
     with test_pipeline.TestPipeline() as p:
-        result = p | beam.Create(EVENTS) | beam.Map(stamped) | DeduplicateEvents(now_ms_fn=lambda: 7)
+        result = p | beam.Create(elements) | DeduplicateEvents(now_ms_fn=lambda: 7)
         check(result)
-        total = (result.valid, result.dead_letter) | beam.Flatten() | beam.combiners.Count.Globally()
+        total = (records(result.valid, "ValidRecords"), result.dead_letter) | beam.Flatten() | (
+            beam.combiners.Count.Globally())
         assert_that(total, equal_to([len(EVENTS)]), label="CountsAddUp")
+
+
+def test_first_wins_within_a_batch_and_against_what_was_seen():
+    seen: dict = {}
+    keep, first = first_wins(seen, np.array(["a", "a", "b"]), np.array([1, 1, 1]), np.array([5.0, 6.0, 7.0]))
+    assert keep.tolist() == [True, False, True] and first[1] == 5.0
+    keep, first = first_wins(seen, np.array(["b", "c"]), np.array([1, 1]), np.array([np.nan, 1.0]))
+    assert keep.tolist() == [False, True] and first[0] == 7.0
+    assert seen["a"][0].tolist() == [1] and sorted(seen) == ["a", "b", "c"]
 
 
 def test_streaming_gives_the_same_split():
@@ -73,29 +100,34 @@ def test_streaming_gives_the_same_split():
 def test_dead_letter_payload_is_the_repeated_event_in_wire_format():
     repeat = event("a", 0, 50.0, validated_at=2)
     with test_pipeline.TestPipeline() as p:
-        result = p | beam.Create([event("a", 0, 50.0), repeat]) | beam.Map(stamped) | DeduplicateEvents()
+        result = p | beam.Create([stamped(event("a", 0, 50.0)), stamped(repeat)]) | DeduplicateEvents()
         decoded = result.dead_letter | beam.Map(lambda d: AvroCodec("traffic_event").decode(d["payload"]))
         assert_that(decoded, equal_to([repeat]))
 
 
 def test_state_expires_after_ttl_so_very_late_repeats_pass():
-    """ttl_s bounds the state: after the watermark passes event_time + ttl, a repeat is not caught."""
+    """ttl_s bounds the state: once the watermark passes the end of the event's UTC day + ttl, a repeat passes."""
     first = event("a", 0, 50.0)
+    day_end_s = (T0_MS - T0_MS % DAY_MS + DAY_MS) / 1000
     stream = (
         test_stream.TestStream()
         .advance_watermark_to(T0_MS / 1000)
         .add_elements([stamped(first)])
         .add_elements([stamped(event("a", 0, 50.0, validated_at=2))])
-        .advance_watermark_to(T0_MS / 1000 + 120)
+        .advance_watermark_to(day_end_s + 30)  # within the ttl: still remembered
         .add_elements([stamped(event("a", 0, 50.0, validated_at=3))])
+        .advance_watermark_to(day_end_s + 120)
+        .add_elements([stamped(event("a", 0, 50.0, validated_at=4))])
         .advance_watermark_to_infinity()
     )
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with test_pipeline.TestPipeline(options=options) as p:
         result = p | stream | DeduplicateEvents(ttl_s=60)
-        assert_that(result.valid | beam.Map(lambda e: e["validated_at"]), equal_to([1, 3]), label="CheckValid")
-        assert_that(result.dead_letter | beam.Map(lambda d: d["reason"]), equal_to(["duplicate"]), label="CheckDead")
+        assert_that(records(result.valid) | beam.Map(lambda e: e["validated_at"]), equal_to([1, 4]),
+                    label="CheckValid")
+        assert_that(result.dead_letter | beam.Map(lambda d: d["reason"]), equal_to(["duplicate"] * 2),
+                    label="CheckDead")
 
 
 def test_ttl_must_be_positive():
@@ -112,7 +144,7 @@ def test_sensors_sharing_a_shard_keep_their_own_readings():
     events = [event(first, 0, 50.0), event(twin, 0, 40.0), event(twin, 0, 41.0), event(first, 0, 50.0)]
     with test_pipeline.TestPipeline() as p:
         result = p | beam.Create(events) | beam.Map(stamped) | DeduplicateEvents(now_ms_fn=lambda: 7)
-        assert_that(result.valid | beam.Map(summary), equal_to([(first, 0, 50.0), (twin, 0, 40.0)]),
+        assert_that(records(result.valid) | beam.Map(summary), equal_to([(first, 0, 50.0), (twin, 0, 40.0)]),
                     label="OnePerSensor")
         assert_that(result.dead_letter | beam.Map(lambda d: (d["reason"], d["key"])),
                     equal_to([("conflicting_duplicate", twin.encode()), ("duplicate", first.encode())]),

@@ -1,4 +1,4 @@
-"""Forecast: NetworkHistory snapshots -> RunInference -> PostProcess input dicts, batch and streaming alike."""
+"""Forecast: NetworkHistory snapshots -> RunInference -> a forecast batch per step, batch and streaming alike."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_forecast_emits_bundle_predictions_per_sensor_and_horizon(registry) -> N
     snaps = make_snapshots(bundle.context.sensor_ids)
     snaps[2]["speeds"][-1, 1] = np.nan
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-        rows = p | beam.Create(snaps) | Forecast(root, max_batch_size=4)
+        rows = p | beam.Create(snaps) | Forecast(root, max_batch_size=4) | beam.FlatMap(lambda b: b.records())
         assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle)))
 
 
@@ -73,11 +73,12 @@ def test_forecast_output_is_postprocess_input(registry) -> None:
     n = len(snaps) * N_SENSORS * len(HORIZONS_MIN)
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         post = p | beam.Create(snaps) | Forecast(root) | PostProcess(now_ms_fn=lambda: 0)
-        assert_that(post.predictions | "CountPredictions" >> beam.combiners.Count.Globally(), equal_to([n]),
+        predictions = post.predictions | "Records" >> beam.FlatMap(lambda b: b.records())
+        assert_that(predictions | "CountPredictions" >> beam.combiners.Count.Globally(), equal_to([n]),
                     label="AllPredictions")
         assert_that(post.dead_letter, equal_to([]), label="NoRejects")
         assert_that(
-            post.predictions | beam.Map(lambda r: (r["target_time"] - r["event_time"]) // 60_000 - r["horizon_min"]),
+            predictions | beam.Map(lambda r: (r["target_time"] - r["event_time"]) // 60_000 - r["horizon_min"]),
             equal_to([0] * n), label="TargetTimes",
         )
 
@@ -93,5 +94,5 @@ def test_forecast_in_streaming_mode_with_test_stream(registry) -> None:
     options = PipelineOptions(["--runner=DirectRunner"])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
-        rows = p | stream | Forecast(root, max_batch_size=2)
+        rows = p | stream | Forecast(root, max_batch_size=2) | beam.FlatMap(lambda b: b.records())
         assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle)))

@@ -1,4 +1,7 @@
-"""NetworkHistory and SensorHistory: explicit NaN for gaps, pane ranking, prompt emission, batch == streaming."""
+"""NetworkHistory: explicit NaN for gaps, pane ranking, prompt emission, batch == streaming.
+
+Inputs are ``window_aggregate`` batches: one aggregate each, or all of them in one.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.batches import Columns
+from transforms.aggregate import AGGREGATE_NULLABLE
 from transforms.exceptions import TransformConfigError
-from transforms.history import NetworkHistory, SensorHistory, _NetworkHistoryFn
-from transforms.history import _State as HistoryState
-from transforms.state_tables import HistoryTable
+from transforms.history import NetworkHistory, _NetworkHistoryFn
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -34,6 +37,13 @@ def agg(sensor: str, step: int, mean: float | None, timing: str = "ON_TIME", cou
         "missing_count": 0 if mean is not None else count,
         "pane_timing": timing,
     }
+
+
+def batch(*aggregates: dict) -> Columns:
+    fields = ("sensor_id", "window_start", "window_end", "mean_speed_mph", "count", "missing_count", "pane_timing")
+    dtypes = {"sensor_id": str, "window_start": np.int64, "window_end": np.int64, "mean_speed_mph": np.float64,
+              "count": np.int64, "missing_count": np.int64, "pane_timing": str}
+    return Columns.from_records("window_aggregate", aggregates, fields, dtypes, AGGREGATE_NULLABLE)
 
 
 def plain(snapshot: dict) -> tuple:
@@ -73,12 +83,16 @@ def streaming_options() -> PipelineOptions:
     return options
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, "one batch"])
 def test_batch_network_history_fills_gaps_with_nan_whatever_the_order(seed):
     aggregates = AGGREGATES[:]
-    random.Random(seed).shuffle(aggregates)
+    if seed == "one batch":
+        elements = [batch(*aggregates)]
+    else:
+        random.Random(seed).shuffle(aggregates)
+        elements = [batch(a) for a in aggregates]
     with test_pipeline.TestPipeline() as p:
-        snapshots = p | beam.Create(aggregates) | NetworkHistory(SENSORS, history_steps=3)
+        snapshots = p | beam.Create(elements) | NetworkHistory(SENSORS, history_steps=3)
         assert_that(snapshots | beam.Map(plain), equal_to(EXPECTED), label="CheckSnapshots")
         shapes = snapshots | beam.Map(lambda s: (s["speeds"].shape, s["speeds"].dtype.name))
         assert_that(shapes, equal_to([((3, 3), "float64")] * 5), label="CheckShapes")
@@ -87,25 +101,8 @@ def test_batch_network_history_fills_gaps_with_nan_whatever_the_order(seed):
 def test_the_later_pane_wins():
     aggregates = [agg("a", 0, 10.0, "EARLY"), agg("a", 0, 20.0, "ON_TIME", 2), agg("a", 0, 30.0, "LATE", 3)]
     with test_pipeline.TestPipeline() as p:
-        snapshots = p | beam.Create(aggregates[::-1]) | NetworkHistory(["a"], history_steps=1)
+        snapshots = p | beam.Create([batch(a) for a in aggregates[::-1]]) | NetworkHistory(["a"], history_steps=1)
         assert_that(snapshots | beam.Map(plain), equal_to([(0, ((30.0,),))]))
-
-
-def test_sensor_history_per_sensor():
-    aggregates = [agg("a", 0, 50.0), agg("a", 2, 52.0), agg("b", 1, 41.0)]
-    with test_pipeline.TestPipeline() as p:
-        histories = p | beam.Create(aggregates) | SensorHistory(history_steps=2)
-        assert_that(
-            histories | beam.Map(lambda kv: (kv[0], *plain(kv[1]))),
-            equal_to(
-                [
-                    ("a", 0, ((N, 50.0),)),
-                    ("a", 1, ((50.0, N),)),
-                    ("a", 2, ((N, 52.0),)),
-                    ("b", 1, ((N, 41.0),)),
-                ]
-            ),
-        )
 
 
 def test_streaming_with_early_panes_equals_batch():
@@ -115,7 +112,7 @@ def test_streaming_with_early_panes_equals_batch():
         if a["window_start"] > watermark_ms:
             watermark_ms = a["window_start"]
             stream = stream.advance_watermark_to(watermark_ms / 1000)
-        stream = stream.add_elements([TimestampedValue(a, (a["window_end"] - 1) / 1000)])
+        stream = stream.add_elements([TimestampedValue(batch(a), (a["window_end"] - 1) / 1000)])
     # The streaming DirectRunner does not hold the output watermark for pending user timers, so a
     # timer that only fires on the final jump to +inf could emit after assert_that has closed;
     # advancing past the last step first lets every timer fire before that (Flink and Prism hold).
@@ -154,18 +151,17 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
     """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
     fn = _NetworkHistoryFn(["a", "b"], 2, 300)
     pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
-    state = HistoryState(pending, last, timer_at)
 
     def feed(a):
-        return [plain(s.value) for s in fn.on_aggregate(("network", a), state, flush)]
+        return [plain(s.value) for s in fn.process(("network", batch(a)), pending, last, timer_at, flush)]
 
     assert feed(agg("a", 0, 50.0)) == [] and feed(agg("b", 0, 40.0)) == []  # the first step waits for its timer
     assert flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
-    fired = [plain(s.value) for s in fn.on_timer_fired("network", flush.at, state, flush)]
+    fired = [plain(s.value) for s in fn.on_flush("network", flush.at, pending, last, timer_at, flush)]
     assert fired == [(0, ((N, N), (50.0, 40.0)))]
-    assert isinstance(pending.value, HistoryTable) and set(pending.value) == {T0_MS}  # kept for the next span
+    assert set(pending.value) == {T0_MS}  # kept for the next span
     assert feed(agg("a", 1, 51.0)) == []
-    assert set(pending.value[T0_MS + S_MS]) == {0}  # step 1: only sensor a so far
+    assert np.flatnonzero(pending.value[T0_MS + S_MS][0] >= 0).tolist() == [0]  # step 1: only sensor a so far
     assert feed(agg("b", 1, 41.0)) == [(1, ((50.0, 40.0), (51.0, 41.0)))]  # complete: out at once
     assert last.value == T0_MS + S_MS and timer_at.value is None
     assert flush.at is None  # nothing pending: the timer is cleared, not left to fire (Prism queues data behind it)
@@ -176,10 +172,9 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
 def test_an_early_timer_firing_before_anything_is_due_waits():
     fn = _NetworkHistoryFn(["a"], 2, 300)
     pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
-    state = HistoryState(pending, last, timer_at)
-    list(fn.on_aggregate(("network", agg("a", 3, 50.0)), state, flush))
+    list(fn.process(("network", batch(agg("a", 3, 50.0))), pending, last, timer_at, flush))
     early = Timestamp(micros=(T0_MS + S_MS) * 1000)
-    assert list(fn.on_timer_fired("network", early, state, flush)) == []
+    assert list(fn.on_flush("network", early, pending, last, timer_at, flush)) == []
     assert last.value is None and flush.at == Timestamp(micros=(T0_MS + 4 * S_MS) * 1000)
 
 
@@ -189,4 +184,4 @@ def test_invalid_parameters_are_rejected():
     with pytest.raises(TransformConfigError):
         NetworkHistory(["a", "a"])
     with pytest.raises(TransformConfigError):
-        SensorHistory(history_steps=0)
+        NetworkHistory(["a"], history_steps=0)

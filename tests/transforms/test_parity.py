@@ -1,5 +1,6 @@
 """One codebase, two modes: the same readings through a batch pipeline (Create) and a streaming one
-(TestStream) built from the same composites give the same aggregates and the same network histories.
+(TestStream) built from the same spine give the same aggregates and the same network histories,
+whatever RawBatches the readings come in.
 
 Both are checked against an independent numpy computation of the expected result, on two hours of
 real METR-LA readings (six sensors, a missing reading included) plus a re-sent duplicate and garbage.
@@ -18,11 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
 
+from schemas.batches import RawBatch
 from schemas.codec import AvroCodec
-from transforms.aggregate import WindowedAggregate
-from transforms.dedupe import DeduplicateEvents
-from transforms.history import NetworkHistory
-from transforms.validate import ValidateEvents
+from transforms.spine import TrafficSpine
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "metr-la" / "speed.npz"
 FIRST_ROW, STEPS, N_SENSORS, HISTORY = 570, 24, 6, 12
@@ -92,43 +91,54 @@ def aggregate_row(a: dict) -> tuple:
     )
 
 
-def build(raw: beam.PCollection, aggregate: WindowedAggregate) -> None:
-    """The shared chain, exactly as both pipelines build it; asserts on every output."""
-    checked = raw | "ValidateEvents" >> ValidateEvents(SENSORS, now_ms_fn=lambda: NOW_MS)
-    unique = checked.valid | "DeduplicateEvents" >> DeduplicateEvents()
-    windowed = unique.valid | "WindowedAggregate" >> aggregate
-    on_time = windowed.aggregates | "OnTime" >> beam.Filter(lambda a: a["pane_timing"] == "ON_TIME")
-    histories = windowed.aggregates | "NetworkHistory" >> NetworkHistory(SENSORS, history_steps=HISTORY)
-    dead = (checked.dead_letter, unique.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+def build(raw: beam.PCollection, allowed_lateness_s: int | None, early_firing_count: int | None = None) -> None:
+    """The shared chain (the spine both pipelines use); asserts on every output."""
+    spine = raw | "Spine" >> TrafficSpine(SENSORS, SENSORS, namespace="test.parity", window_s=300,
+                                          history_steps=HISTORY, allowed_lateness_s=allowed_lateness_s,
+                                          early_firing_count=early_firing_count)
+    on_time = (spine.aggregates | "AggregateRecords" >> beam.FlatMap(lambda b: b.records())
+               | "OnTime" >> beam.Filter(lambda a: a["pane_timing"] == "ON_TIME"))
     assert_that(on_time | "AggRows" >> beam.Map(aggregate_row), equal_to(expected_aggregates()), label="Aggregates")
     assert_that(
-        histories | "HistRows" >> beam.Map(lambda s: (s["step_ms"], comparable(s["speeds"]))),
+        spine.snapshots | "HistRows" >> beam.Map(lambda s: (s["step_ms"], comparable(s["speeds"]))),
         equal_to(expected_histories()),
         label="Histories",
     )
-    assert_that(
-        dead | "Reasons" >> beam.Map(lambda d: d["reason"]), equal_to(["undecodable", "duplicate"]), label="Dead"
+    assert_that(  # nothing is late: the only dead letters are the garbage and the duplicate
+        spine.dead_letters | "Reasons" >> beam.Map(lambda d: d["reason"]), equal_to(["undecodable", "duplicate"]),
+        label="Dead",
     )
-    assert_that(windowed.late, equal_to([]), label="NothingLate")
+
+
+def chunks(values: list[bytes], seed: int) -> list[RawBatch]:
+    """``values`` cut into RawBatches of random sizes (1 to 40), as polls and file chunks come."""
+    rng = random.Random(seed)
+    out, i = [], 0
+    while i < len(values):
+        n = rng.randint(1, 40)
+        out.append(RawBatch.of(values[i : i + n]))
+        i += n
+    return out
 
 
 def test_batch_pipeline():
     shuffled = [raw for step in readings_by_step() for raw in step]
     random.Random(5).shuffle(shuffled)  # batch input order means nothing
     with test_pipeline.TestPipeline() as p:
-        build(p | beam.Create(shuffled), WindowedAggregate(window_s=300, allowed_lateness_s=None))
+        build(p | beam.Create(chunks(shuffled, 5)), allowed_lateness_s=None)
 
 
 @pytest.mark.parametrize("early_firing_count", [None, 1], ids=["on-time-only", "early-panes"])
 def test_streaming_pipeline(early_firing_count):
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     for step, step_readings in enumerate(readings_by_step()):
-        stream = stream.add_elements(step_readings).advance_watermark_to((T0_MS + (step + 1) * STEP_MS) / 1000)
+        stream = stream.add_elements(chunks(step_readings, step)).advance_watermark_to(
+            (T0_MS + (step + 1) * STEP_MS) / 1000)
     stream = stream.advance_watermark_to((T0_MS + (STEPS + 2) * STEP_MS) / 1000).advance_watermark_to_infinity()
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with test_pipeline.TestPipeline(options=options) as p:
-        build(p | stream, WindowedAggregate(window_s=300, allowed_lateness_s=0, early_firing_count=early_firing_count))
+        build(p | stream, allowed_lateness_s=0, early_firing_count=early_firing_count)
 
 
 def _prism_options(*extra: str) -> PipelineOptions:
@@ -148,12 +158,10 @@ def test_batch_and_streaming_on_prism():
     shuffled = [raw for step in readings_by_step() for raw in step]
     random.Random(6).shuffle(shuffled)
     with beam.Pipeline(options=_prism_options()) as p:
-        build(p | beam.Create(shuffled), WindowedAggregate(window_s=300, allowed_lateness_s=None))
+        build(p | beam.Create(chunks(shuffled, 6)), allowed_lateness_s=None)
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     for step, step_readings in enumerate(readings_by_step()):
-        stream = stream.add_elements(step_readings).advance_watermark_to((T0_MS + (step + 1) * STEP_MS) / 1000)
+        stream = stream.add_elements([RawBatch.of(step_readings)]).advance_watermark_to(
+            (T0_MS + (step + 1) * STEP_MS) / 1000)
     with beam.Pipeline(options=_prism_options("--streaming")) as p:
-        build(
-            p | stream.advance_watermark_to_infinity(),
-            WindowedAggregate(window_s=300, allowed_lateness_s=0, early_firing_count=1),
-        )
+        build(p | stream.advance_watermark_to_infinity(), allowed_lateness_s=0, early_firing_count=1)

@@ -104,7 +104,9 @@ def matches_expected(actual: list[dict]) -> None:
 
 
 def _score(pcolls) -> beam.PCollection:
-    return pcolls | ScoreForecasts(window_s=STEP_MS // 1000, now_ms_fn=lambda: NOW_MS)
+    """Score records (the transform emits ``score`` batches)."""
+    return (pcolls | ScoreForecasts(window_s=STEP_MS // 1000, now_ms_fn=lambda: NOW_MS)
+            | "ScoreRecords" >> beam.FlatMap(lambda b: b.records()))
 
 
 def test_expectation_has_both_kinds() -> None:

@@ -7,6 +7,7 @@ import struct
 
 import apache_beam as beam
 import fastavro
+import numpy as np
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.pvalue import TaggedOutput
@@ -15,6 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.bad_records import VALIDATOR_REASON, BadRecordInjector, Reading
+from schemas.batches import RawBatch
 from schemas.codec import AvroCodec
 from schemas.exceptions import SchemaError
 from schemas.records import KafkaMessage
@@ -137,18 +139,44 @@ def test_valid_record_is_a_timestamped_traffic_event():
     (out,) = run_one(make_fn(), reading(sensor=SENSORS[1], event_time=T0_MS + 300_000, speed=61.25))
     assert isinstance(out, TimestampedValue)
     assert out.timestamp.micros == (T0_MS + 300_000) * 1000
-    assert out.value == {
+    assert out.value.records() == [{
         "sensor_id": SENSORS[1],
         "event_time": T0_MS + 300_000,
         "speed_mph": 61.25,
         "validated_at": NOW_MS,
-    }
-    AvroCodec("traffic_event").encode(out.value)
+    }]
+    AvroCodec("traffic_event").encode(out.value.records()[0])
 
 
 def test_zero_speed_means_missing():
     (out,) = run_one(make_fn(), reading(speed=0.0))
-    assert out.value["speed_mph"] is None
+    assert out.value.records()[0]["speed_mph"] is None
+
+
+def _verdicts(outputs: list) -> tuple[list[dict], list[dict]]:
+    events = [r for o in outputs if isinstance(o, TimestampedValue) for r in o.value.records()]
+    letters = [o.value for o in outputs if isinstance(o, TaggedOutput)]
+    return events, letters
+
+
+def test_a_batch_gets_the_verdicts_of_its_records_one_by_one():
+    good = [reading(SENSORS[i % 3], T0_MS + 300_000 * (i % 5), float(i % 90)) for i in range(40)]
+    values = [v for pair in zip(good, [element for _, element in CASES] + [None] * 16, strict=True) for v in pair]
+    batch = RawBatch(tuple(values), tuple(f"k{i}".encode() for i in range(len(values))), "traffic-raw",
+                     np.arange(len(values)) % 3, np.arange(len(values)) + 100)
+    fn = make_fn()
+    assert fn._wire is not None  # the numpy path is the one under test
+    outputs = run_one(fn, batch)
+    (stamped,) = [o for o in outputs if isinstance(o, TimestampedValue)]  # one batch of valid events
+    assert stamped.timestamp.micros == T0_MS * 1000  # the earliest event time
+    events, letters = _verdicts(outputs)
+    one_by_one = [run_one(make_fn(), KafkaMessage(batch.keys[i], v, "traffic-raw", int(batch.partitions[i]),
+                                                   int(batch.offsets[i]), 0)) for i, v in enumerate(values)]
+    expected_events, expected_letters = _verdicts([o for out in one_by_one for o in out])
+    assert events == expected_events and len(events) == 40  # every CASES record is bad, every good one valid
+    assert [(d["reason"], d["payload"], d["source_offset"], d["key"]) for d in letters] == [
+        (d["reason"], d["payload"], d["source_offset"], d["key"]) for d in expected_letters]
+    assert len(events) + len(letters) == len(values)
 
 
 def test_replayed_2012_data_is_not_future_but_far_future_is():
@@ -215,7 +243,8 @@ def test_constructor_rejects_unusable_parameters():
 
 
 def _event_time_of(element, timestamp=beam.DoFn.TimestampParam):
-    return element["sensor_id"], element["event_time"], timestamp.micros // 1000
+    for event in element.records():
+        yield event["sensor_id"], event["event_time"], timestamp.micros // 1000
 
 
 def test_pipeline_splits_valid_and_dead_letters_and_counts_add_up():
@@ -231,7 +260,7 @@ def test_pipeline_splits_valid_and_dead_letters_and_counts_add_up():
     p = test_pipeline.TestPipeline()
     result = p | beam.Create(elements) | ValidateEvents(SENSORS, now_ms_fn=fixed_now)
     assert_that(
-        result[VALID_TAG] | "EventTimes" >> beam.Map(_event_time_of),
+        result[VALID_TAG] | "EventTimes" >> beam.FlatMap(_event_time_of),
         equal_to(
             [
                 (SENSORS[0], T0_MS + 600_000, T0_MS + 600_000),

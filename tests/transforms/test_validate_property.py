@@ -1,5 +1,9 @@
 """Property tests: ValidateEvents never raises and never loses a record (>= 10,000 generated inputs).
 
+Batches (RawBatch) mixing valid and hostile records get exactly the verdicts
+of their records validated one by one: the numpy path and the per-record path
+apply the same rules.
+
 The bulk of the examples call the DoFn's ``process`` in-process (fast); one
 test runs a few hundred generated inputs through a real pipeline.
 """
@@ -13,6 +17,7 @@ import struct
 
 import apache_beam as beam
 import fastavro
+import numpy as np
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -20,6 +25,7 @@ from apache_beam.transforms.window import TimestampedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.batches import RawBatch
 from schemas.codec import AvroCodec, load_schema
 from schemas.records import KafkaMessage
 from transforms.validate import DEAD_LETTER_TAG, REASONS, ValidateEvents, ValidateEventsFn
@@ -106,7 +112,7 @@ def check_one_output(element) -> None:
     else:
         value = element.value if isinstance(element, KafkaMessage) else element
     if isinstance(out, TimestampedValue):
-        event = out.value
+        (event,) = out.value.records()
         assert isinstance(value, bytes)
         assert event["sensor_id"] in SENSORS
         assert out.timestamp.micros == event["event_time"] * 1000
@@ -144,6 +150,24 @@ def test_arbitrary_elements_and_kafka_messages_always_yield_exactly_one_output(e
     check_one_output(element)
 
 
+def _verdicts(outputs: list) -> tuple[list[dict], list[tuple]]:
+    events = [r for o in outputs if isinstance(o, TimestampedValue) for r in o.value.records()]
+    letters = [(o.value["reason"], o.value["payload"], o.value["source_offset"]) for o in outputs
+               if isinstance(o, TaggedOutput)]
+    return events, letters
+
+
+@settings(FAST, max_examples=400)
+@given(st.lists(st.one_of(near_valid, payloads, st.integers(), st.text(max_size=5)), min_size=1, max_size=60))
+def test_batches_with_hostile_records_lose_nothing_and_match_record_by_record(values):
+    batch = RawBatch(tuple(values), offsets=np.arange(len(values)))
+    events, letters = _verdicts(list(FN.process(batch)))
+    assert len(events) + len(letters) == len(values)
+    one_by_one = [o for i, v in enumerate(values)
+                  for o in FN.process(KafkaMessage(None, v, None, None, i, 0))]  # type: ignore[arg-type]
+    assert (events, letters) == _verdicts(one_by_one)
+
+
 def generated_batch(n: int, seed: int) -> list:
     """``n`` mixed inputs from a seeded generator (hypothesis cannot draw lists this large cheaply)."""
     rng = random.Random(seed)
@@ -178,7 +202,8 @@ def test_pipeline_never_loses_a_generated_record():
     )
     expected_valid = sum(isinstance(out, TimestampedValue) for e in batch for out in FN.process(e))
     assert 0 < expected_valid < len(batch)
-    valid_count = result.valid | "CountValid" >> beam.combiners.Count.Globally()
+    valid_count = (result.valid | "Records" >> beam.FlatMap(lambda b: b.records())
+                   | "CountValid" >> beam.combiners.Count.Globally())
     dead_count = result.dead_letter | "CountDead" >> beam.combiners.Count.Globally()
     assert_that(valid_count, equal_to([expected_valid]), label="CheckValidCount")
     assert_that(dead_count, equal_to([len(batch) - expected_valid]), label="CheckDeadCount")

@@ -1,0 +1,159 @@
+"""Columnar batches: the elements the pipelines carry instead of single records.
+
+Two kinds, both picklable (numpy arrays inside, so a runner moves a batch of
+thousands of records as a few buffers):
+
+- :class:`RawBatch`: raw Kafka values as they arrived (one poll of one
+  partition, or a chunk of a history file), with their coordinates, so that
+  a bad record still becomes its own dead letter with its bytes and offset;
+- :class:`Columns`: records of one record type (``traffic_event``,
+  ``window_aggregate``, ``prediction``, ...) as one numpy array per field. A
+  float column of a nullable field holds NaN for None; :meth:`Columns.records`
+  turns a batch back into the dicts the Avro codec and the API know.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.records import KafkaMessage
+
+__all__ = ["Columns", "RawBatch", "records_of"]
+
+
+@dataclass(frozen=True, eq=False)
+class RawBatch:
+    """Raw values with their Kafka coordinates (-1 where unknown), in arrival order."""
+
+    values: tuple[Any, ...]
+    keys: tuple[Any, ...] = ()
+    topic: str | None = None
+    partitions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    offsets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __post_init__(self) -> None:
+        n = len(self.values)
+        if not self.keys:
+            object.__setattr__(self, "keys", (None,) * n)
+        for name in ("partitions", "offsets"):
+            column = np.asarray(getattr(self, name), dtype=np.int64)
+            object.__setattr__(self, name, column if len(column) == n else np.full(n, -1, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> RawBatch:
+        """Values without coordinates (e.g. a chunk of a history file)."""
+        return cls(tuple(values))
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[KafkaMessage]) -> RawBatch:
+        """Consumed records of one topic."""
+        topic = messages[0].topic if messages else None
+        return cls(
+            tuple(m.value for m in messages),
+            tuple(m.key for m in messages),
+            topic if isinstance(topic, str) else None,
+            np.fromiter((m.partition if isinstance(m.partition, int) else -1 for m in messages), np.int64,
+                        len(messages)),
+            np.fromiter((m.offset if isinstance(m.offset, int) else -1 for m in messages), np.int64, len(messages)),
+        )
+
+    def coordinates(self, i: int) -> tuple[Any, str | None, int | None, int | None]:
+        """(key, topic, partition, offset) of record ``i``, None where unknown."""
+        partition, offset = int(self.partitions[i]), int(self.offsets[i])
+        return self.keys[i], self.topic, partition if partition >= 0 else None, offset if offset >= 0 else None
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """Records of the record type ``kind`` as equal-length arrays, one per field.
+
+    ``nullable``: the float fields whose NaN means None (the Avro schema's
+    ``["null", "double"]`` fields).
+    """
+
+    kind: str
+    data: Mapping[str, np.ndarray]
+    nullable: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        lengths = {len(column) for column in self.data.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"{self.kind} columns have different lengths: {sorted(lengths)}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.data.values()))) if self.data else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.data)
+
+    def take(self, index: Any) -> Columns:
+        """The rows selected by a boolean mask or an index array, in that order."""
+        return Columns(self.kind, {k: v[index] for k, v in self.data.items()}, self.nullable)
+
+    def with_columns(self, **columns: Any) -> Columns:
+        """A copy with columns added or replaced (scalars are broadcast)."""
+        n = len(self)
+        data = dict(self.data)
+        for name, value in columns.items():
+            data[name] = value if isinstance(value, np.ndarray) and value.shape == (n,) else np.full(n, value)
+        return Columns(self.kind, data, self.nullable)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts (NaN of a nullable float field becomes None; numpy scalars become Python)."""
+        names = list(self.data)
+        lists = []
+        for name in names:
+            values = self.data[name].tolist()
+            if name in self.nullable:
+                values = [None if _is_nan(v) else v for v in values]
+            lists.append(values)
+        return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+
+    @classmethod
+    def from_records(cls, kind: str, records: Sequence[Mapping[str, Any]], fields: Sequence[str],
+                     dtypes: Mapping[str, Any], nullable: Iterable[str] = ()) -> Columns:
+        """Records -> columns; ``dtypes`` per field (object where not given), None -> NaN in nullable floats."""
+        nullable = frozenset(nullable)
+        data = {}
+        for name in fields:
+            values = [r.get(name) for r in records]
+            if name in nullable:
+                values = [math.nan if v is None else v for v in values]
+            dtype = dtypes.get(name, object)
+            data[name] = np.array(values, dtype=dtype) if values else np.empty(0, dtype)
+        return cls(kind, data, nullable)
+
+    @staticmethod
+    def concat(batches: Sequence[Columns]) -> Columns:
+        """One batch of the rows of ``batches`` (all of one kind), in order."""
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        first = batches[0]
+        if len(batches) == 1:
+            return first
+        return Columns(first.kind, {k: np.concatenate([b.data[k] for b in batches]) for k in first.data},
+                       first.nullable)
+
+
+def records_of(element: Any) -> Iterator[dict[str, Any]]:
+    """The records an element carries: a :class:`Columns` batch's rows, or the element itself (a dict)."""
+    if isinstance(element, Columns):
+        yield from element.records()
+    else:
+        yield element
