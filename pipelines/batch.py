@@ -43,12 +43,13 @@ from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
 from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
-from pipelines.tables import WriteFeatureTables, join_path, parquet_schema
+from pipelines.tables import WriteFeatureTables, arrow_table, join_path, parquet_schema
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
 from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
+from transforms.publish import PublishToKafka
 from transforms.scoring import ScoreForecasts
 from transforms.spine import TrafficSpine
 from transforms.store_sink import WriteToStore
@@ -177,20 +178,15 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
     ):
         label = name.capitalize()
         records = _count(outputs[name], name, cfg)
-        _ = records | f"Write{label}Parquet" >> beam.io.WriteToParquet(
-            join_path(cfg.output, name, "part"), parquet_schema(avro_name), file_name_suffix=".parquet"
+        schema = parquet_schema(avro_name)
+        _ = (
+            records
+            | f"{label}ToArrow" >> beam.Map(arrow_table, schema)
+            | f"Write{label}Parquet" >> beam.io.WriteToParquetBatched(
+                join_path(cfg.output, name, "part"), schema, file_name_suffix=".parquet")
         )
         if cfg.to_kafka:
-            from schemas.codec import AvroCodec
-            from transforms.kafka_io import WriteToKafka
-
-            codec = AvroCodec(avro_name)
-            _ = (
-                records
-                | f"Encode{label}" >> beam.Map(lambda r, c=codec, k=key: (r[k], c.encode(r)))
-                | f"Produce{label}"
-                >> WriteToKafka(cfg.bootstrap_servers, topic, key_fn=lambda kv: kv[0], value_fn=lambda kv: kv[1])
-            )
+            _ = records | f"Publish{label}" >> PublishToKafka(cfg.bootstrap_servers, topic, avro_name, key_field=key)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:

@@ -29,11 +29,18 @@ from ml.features import (
     build_features,
 )
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
-from schemas.batches import Columns
+from schemas.batches import Columns, records_of
 
-__all__ = ["SPLITS", "WriteFeatureTables", "feature_table_schema", "join_path", "parquet_schema"]
+__all__ = ["SPLITS", "WriteFeatureTables", "arrow_table", "feature_table_schema", "join_path", "parquet_schema"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def arrow_table(element: Any, schema: Any) -> Any:
+    """The records of an element (a batch or one dict) as a pyarrow Table of ``schema``."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(list(records_of(element)), schema=schema)
 
 
 def join_path(root: str, *parts: str) -> str:

@@ -6,14 +6,14 @@ to the ``dead_letter`` output (reason ``duplicate``, or ``conflicting_duplicate`
 when its speed differs from the first one), so in = valid + dead letters holds
 exactly. Within a batch, arrival order decides which one is first.
 
-Each batch is split by (sensor shard, UTC day of the event time): the pair a
-reading belongs to always falls in one such key, so the state a key keeps (the
-times each of its sensors has reported, with their speeds, as sorted arrays)
-only ever holds one day of a few sensors. An event-time timer per key forgets
-its day once the watermark is ``ttl_s`` past the day's end; a repeat arriving
-after that is not recognised as a duplicate (``ttl_s`` bounds how late a
-replayed duplicate can still be caught). The same code runs in batch and
-streaming; the output batches keep their input's timestamp.
+Each batch is split by sensor shard (:mod:`transforms.keys`; one key per
+shard, so a shard's batches keep their arrival order). A shard's state holds,
+per UTC day of the event times, the times each of its sensors has reported
+with their speeds, as sorted arrays. An event-time timer forgets a day once
+the watermark is ``ttl_s`` past the day's end; a repeat arriving after that is
+not recognised as a duplicate (``ttl_s`` bounds how late a replayed duplicate
+can still be caught). The same code runs in batch and streaming; the output
+batches keep their input's timestamp.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
@@ -88,11 +88,9 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
     return keep, first_speed
 
 
-def _by_shard_day(batch: Columns, shards: int) -> Iterator[tuple[tuple[int, int], Columns]]:
-    days = batch["event_time"] // DAY_MS
+def _by_shard(batch: Columns, shards: int) -> Iterator[tuple[int, Columns]]:
     for shard, rows in shard_groups(batch["sensor_id"], shards):
-        for day in np.unique(days[rows]).tolist():
-            yield (shard, int(day)), batch.take(rows[days[rows] == day])
+        yield shard, batch if len(rows) == len(batch) else batch.take(rows)
 
 
 def _same(a: float, b: float) -> bool:
@@ -100,9 +98,11 @@ def _same(a: float, b: float) -> bool:
 
 
 class _FirstWinsFn(beam.DoFn):
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    SEEN = ReadModifyWriteStateSpec("seen_by_day", PickleCoder())
+    EXPIRY_AT = ReadModifyWriteStateSpec("expiry_at_ms", PickleCoder())
     EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
     SEEN_PARAM = beam.DoFn.StateParam(SEEN)
+    EXPIRY_AT_PARAM = beam.DoFn.StateParam(EXPIRY_AT)
     EXPIRY_PARAM = beam.DoFn.TimerParam(EXPIRY)
 
     def __init__(self, ttl_s: int, now_ms_fn: Callable[[], int] | None, registry_url: str | None) -> None:
@@ -117,24 +117,36 @@ class _FirstWinsFn(beam.DoFn):
     def setup(self) -> None:
         self._codec = codec_for("traffic_event", self.registry_url)
 
-    def process(self, element: tuple[tuple[int, int], Columns], seen_state=SEEN_PARAM, expiry=EXPIRY_PARAM,
-                timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
-        (_, day), batch = element
-        seen = seen_state.read()
-        if seen is None:
-            seen = {}
-            expiry.set(Timestamp(micros=((day + 1) * DAY_MS + self.ttl_ms) * 1000))
-        keep, first_speed = first_wins(seen, batch["sensor_id"], batch["event_time"], batch["speed_mph"])
-        seen_state.write(seen)
+    def process(self, element: tuple[int, Columns], seen_state=SEEN_PARAM, expiry_at=EXPIRY_AT_PARAM,
+                expiry=EXPIRY_PARAM) -> Iterator[Any]:
+        _, batch = element
+        by_day: dict[int, Seen] = seen_state.read() or {}
+        days = batch["event_time"] // DAY_MS
+        keep = np.ones(len(batch), dtype=bool)
+        first_speed = np.full(len(batch), np.nan)
+        for day in np.unique(days).tolist():
+            rows = np.flatnonzero(days == day)
+            day_keep, day_first = first_wins(by_day.setdefault(int(day), {}), batch["sensor_id"][rows],
+                                             batch["event_time"][rows], batch["speed_mph"][rows])
+            keep[rows], first_speed[rows] = day_keep, day_first
+        seen_state.write(by_day)
+        self._arm(by_day, expiry_at, expiry)
         kept = int(keep.sum())
         if kept:
             self.kept.inc(kept)
-            yield TimestampedValue(batch.take(keep) if kept < len(batch) else batch, timestamp)
+            yield batch.take(keep) if kept < len(batch) else batch
         if kept == len(batch):
             return
         now = int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
         for i in np.flatnonzero(~keep).tolist():
             yield TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(batch, i, float(first_speed[i]), now))
+
+    def _arm(self, by_day: dict[int, Seen], expiry_at, expiry) -> None:
+        """The timer at the oldest remembered day's end + ttl (a timer cannot tell how far the watermark is)."""
+        due = (min(by_day) + 1) * DAY_MS + self.ttl_ms if by_day else None
+        if due is not None and due != expiry_at.read():
+            expiry.set(Timestamp(micros=due * 1000))
+            expiry_at.write(due)
 
     def _dead_letter(self, batch: Columns, i: int, first: float, now: int) -> dict[str, Any]:
         event = batch.take([i]).records()[0]
@@ -148,8 +160,17 @@ class _FirstWinsFn(beam.DoFn):
                                 error=error, step=STEP, failed_at=now, key=str(event["sensor_id"]).encode("utf-8"))
 
     @on_timer(EXPIRY)
-    def expire(self, seen_state=SEEN_PARAM) -> None:
-        seen_state.clear()
+    def expire(self, fired_at=beam.DoFn.TimestampParam, seen_state=SEEN_PARAM, expiry_at=EXPIRY_AT_PARAM,
+               expiry=EXPIRY_PARAM) -> None:
+        fired_ms = fired_at.micros // 1000
+        by_day = {day: seen for day, seen in (seen_state.read() or {}).items()
+                  if (day + 1) * DAY_MS + self.ttl_ms > fired_ms}
+        expiry_at.clear()
+        if not by_day:
+            seen_state.clear()
+            return
+        seen_state.write(by_day)
+        self._arm(by_day, expiry_at, expiry)
 
     def _payload(self, event: dict[str, Any]) -> bytes:
         if self._codec is None:
@@ -166,7 +187,7 @@ class DeduplicateEvents(beam.PTransform):
 
     Input: ``traffic_event`` batches (the ``valid`` output of
     :class:`~transforms.validate.ValidateEvents`). Output batches are in the
-    global window, one per (shard, day) of each input batch. The dead letter's
+    global window, one per shard of each input batch. The dead letter's
     payload is the repeated event in the ``traffic_event`` wire format.
     """
 
@@ -191,8 +212,7 @@ class DeduplicateEvents(beam.PTransform):
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "SplitByShardAndDay" >> beam.FlatMap(_by_shard_day, shards).with_output_types(
-                tuple[tuple[int, int], Any])
+            | "SplitByShard" >> beam.FlatMap(_by_shard, shards).with_output_types(tuple[int, Any])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
                 DEAD_LETTER_TAG, main=VALID_TAG

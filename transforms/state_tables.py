@@ -10,7 +10,9 @@ a 24 h catch-up spent 17% of the worker's time in it (py-spy). A
 (``beam``'s ``CacheAware`` hook): the dict's own hash table is still measured,
 the entries are counted at ``entry_bytes`` each, a per-class figure measured
 with the SDK's own sizing on realistic contents (tests/transforms/test_state_tables.py
-keeps the estimate within a factor of two of the measurement).
+keeps the estimate within a factor of two of the measurement). The scoring table
+(``transforms.scoring.ScoreTable``) is one; the spine's state is held as numpy
+arrays instead (a few objects each, which the cache weighs quickly).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, ClassVar
 
 from apache_beam.runners.worker.statecache import CacheAware
 
-__all__ = ["HistoryTable", "SeenTable", "StateTable", "WatermarkTable"]
+__all__ = ["StateTable"]
 
 
 class _Bytes:
@@ -64,24 +66,3 @@ class StateTable(dict, CacheAware):
 
     def __reduce__(self):
         return type(self), (dict(self),)
-
-
-class SeenTable(StateTable):
-    """De-duplication: ``(sensor_id, event_time_ms) -> (speed,)``."""
-
-    entry_bytes = 200
-
-
-class WatermarkTable(StateTable):
-    """Lateness: ``sensor_id -> high-water mark (ms)``."""
-
-    entry_bytes = 40
-
-
-class HistoryTable(StateTable):
-    """History: ``step_ms -> {member: (rank, mean)}``; an entry is one member's pane of one step."""
-
-    entry_bytes = 130
-
-    def entries(self) -> int:
-        return sum(len(row) for row in self.values())

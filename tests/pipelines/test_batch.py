@@ -133,8 +133,8 @@ def test_bad_time_flag_is_a_one_line_error(capsys) -> None:
 
 def test_summary_checks_that_counts_add_up() -> None:
     cfg = BatchConfig(mode="features", source=SourceSpec(), output="out", sensor_ids=("a",))
-    text, ok = summarise(cfg, {"in": 10, "valid": 7, "dead_letters": 2, "late": 1}, 2.0)
-    assert ok and "in 10 = valid 7 + dead letters 2 + late 1 (counts add up)" in text
+    text, ok = summarise(cfg, {"in": 10, "valid": 8, "dead_letters": 2, "late": 1}, 2.0)
+    assert ok and "in 10 = valid 8 + dead letters 2 (counts add up); 1 valid events came too late" in text
     text, ok = summarise(cfg, {"in": 10, "valid": 7, "dead_letters": 2}, 2.0)
     assert not ok and "DO NOT ADD UP" in text
 

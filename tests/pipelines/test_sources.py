@@ -1,4 +1,5 @@
-"""File sources: npz, h5 and Parquet inputs become exactly the Avro RawReading values the raw topic carries."""
+"""File sources: npz, h5 and Parquet inputs become RawBatches of exactly the Avro RawReading values the raw
+topic carries."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def as_row(value: bytes) -> tuple:
 def read(spec: SourceSpec, tmp_path) -> list:
     sink = tmp_path / "rows"
     with beam.Pipeline() as p:
-        _ = (p | ReadRawReadings(spec) | beam.Map(as_row) | beam.Map(repr)
+        _ = (p | ReadRawReadings(spec) | beam.FlatMap(lambda batch: batch.values) | beam.Map(as_row) | beam.Map(repr)
              | beam.io.WriteToText(str(sink), shard_name_template=""))
     return [eval(line) for line in sink.read_text().splitlines()]  # noqa: S307 - our own repr of tuples
 
@@ -61,7 +62,8 @@ def test_h5_full_dataset_format(block, tmp_path) -> None:
     frame = pd.DataFrame(block.speed, index=pd.to_datetime(block.times_ms, unit="ms"), columns=list(block.sensor_ids))
     frame.to_hdf(path, key="df")
     with beam.Pipeline() as p:
-        rows = p | ReadRawReadings(SourceSpec(str(path))) | beam.Map(RAW.decode) | beam.Map(
+        rows = p | ReadRawReadings(SourceSpec(str(path))) | beam.FlatMap(lambda b: b.values) | beam.Map(
+            RAW.decode) | beam.Map(
             lambda r: (r["sensor_id"], r["event_time"], r["speed_mph"]))
         assert_that(rows, equal_to(expected(block)))
 
@@ -91,7 +93,8 @@ def test_bad_row_reaches_validation_as_undecodable_bytes(block, tmp_path) -> Non
     with beam.Pipeline() as p:
         checked = p | ReadRawReadings(SourceSpec(str(path))) | ValidateEvents(block.sensor_ids)
         assert_that(checked.dead_letter | beam.Map(lambda d: d["reason"]), equal_to(["undecodable"]), label="Dead")
-        assert_that(checked.valid | beam.Map(lambda e: e["speed_mph"]), equal_to([61.5]), label="Valid")
+        assert_that(checked.valid | beam.FlatMap(lambda b: [e["speed_mph"] for e in b.records()]), equal_to([61.5]),
+                    label="Valid")
 
 
 def test_format_detection_and_one_line_errors(tmp_path) -> None:
