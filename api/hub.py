@@ -60,17 +60,28 @@ def encode_frame(event_id: int | None, kind: str, data: Any) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One published event, already encoded."""
+    """One published event; its SSE frame is encoded from ``data`` the first time a client needs it.
+
+    A step of 621 predictions to clients that all ask for step frames (``batch=true``) never needs the
+    single-event frames, so publishing does not spend a JSON encoding per event on them.
+    """
 
     id: int
     kind: str
     sensor_id: str
     horizon_min: int | None
     rank: int  # congestion rank of a prediction, severity rank of an alert, 0 for readings
-    frame: bytes
+    encoded: bytes | None  # the frame, or None until first asked for (then encoded from ``data`` once)
     received_ms: float = 0.0  # when the API's consumer polled the record (epoch ms)
     sensors: frozenset[str] | None = None  # an incident's sensors: a sensor filter matches any of them
     data: dict[str, Any] | None = None  # the record, for step frames (api/frames.py)
+
+    @property
+    def frame(self) -> bytes:
+        """The event as one SSE frame (encoded once, then shared by every client)."""
+        if self.encoded is None:
+            object.__setattr__(self, "encoded", encode_frame(self.id, self.kind, self.data))
+        return self.encoded
 
 
 @dataclass(frozen=True)
@@ -200,8 +211,7 @@ class Hub:
                 if journal.is_old(position[0]):
                     continue  # older than the journal: the live state has it, no client needs it again
             self.last_id += 1
-            event = Event(self.last_id, kind, sensor_id, horizon, rank, encode_frame(self.last_id, kind, data),
-                          data.get("received_ms", 0.0),
+            event = Event(self.last_id, kind, sensor_id, horizon, rank, None, data.get("received_ms", 0.0),
                           frozenset(data["sensor_ids"]) if kind == "incident" else None, data)
             self.ring.append(event)
             events.append(event)

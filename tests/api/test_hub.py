@@ -108,3 +108,12 @@ def test_close_wakes_every_subscriber_and_later_subscribers_are_closed_at_once()
         assert late.closed and late not in hub.subscribers
 
     asyncio.run(run())
+
+
+def test_an_event_frame_is_encoded_on_first_use_only_and_then_shared():
+    hub = Hub(ring_size=10, queue_size=10)
+    hub.subscribe(EventFilter(batched=True))  # a step-frame client: needs no single-event frames
+    event, other = hub.publish([_prediction("a", 15), _prediction("b", 15)])  # one column frame for both
+    assert event.encoded is None and other.encoded is None
+    frame = event.frame
+    assert frame == encode_frame(1, "prediction", event.data) and event.frame is frame
