@@ -35,7 +35,15 @@ from ml.ensemble import ColumnBlend, HorizonChain
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
-from ml.models import BLENDS, CANDIDATE_NAMES, CHAIN_UPSTREAM, ModelSpec, candidate_specs, make_scale_model
+from ml.models import (
+    BLEND_HORIZONS,
+    BLENDS,
+    CANDIDATE_NAMES,
+    CHAIN_UPSTREAM,
+    ModelSpec,
+    candidate_specs,
+    make_scale_model,
+)
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
@@ -120,6 +128,14 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
     return make_scale_model(quick).fit(scale_inputs(xs, yhat), np.abs(y[free] - yhat))
 
 
+def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
+    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
+    wanted = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
+    if first_horizon and "hgb_chain" in wanted:  # a chain needs its 15-minute upstream, a blend its members
+        wanted |= {CHAIN_UPSTREAM, *BLENDS.get(CHAIN_UPSTREAM, ())}
+    return wanted
+
+
 def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
     """The blends ``names`` (of ``BLENDS``) as extra candidates; their fitted members are reused, not refitted."""
     by_name = {spec.name: (spec, est, used, fit_s) for spec, est, used, fit_s in fitted if est is not None}
@@ -183,12 +199,8 @@ def train(
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        wanted = set(candidates or CANDIDATE_NAMES)
-        blends = [name for name in BLENDS if name in wanted]
-        if "hgb_chain" in wanted and j == 0:  # a chain needs its 15-minute upstream
-            wanted |= {CHAIN_UPSTREAM}
-            blends = [name for name in BLENDS if name in wanted]
-        wanted |= {m for name in blends for m in BLENDS[name]}  # a blend needs its members
+        wanted = _wanted(set(candidates or CANDIDATE_NAMES), first_horizon=j == 0)
+        blends = [name for name in BLENDS if name in wanted and h in BLEND_HORIZONS.get(name, HORIZONS_MIN)]
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
         if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
             specs = [replace(s, max_rows=min(s.max_rows or max_rows, max_rows)) for s in specs]
@@ -196,20 +208,17 @@ def train(
             raise DataError(f"no candidate models left; choose among {', '.join(CANDIDATE_NAMES)}")
         fitted = []
         for spec in specs:
-            if spec.upstream is not None:
-                continue
             started = time.perf_counter()
-            est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+            if spec.upstream is None:
+                est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+            else:
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)
+                if est is None:
+                    continue
             fitted.append((spec, est, used, time.perf_counter() - started))
         fitted += _blends(fitted, blends)
         if j == 0:
             first = {spec.name: (est, used) for spec, est, used, _ in fitted if est is not None}
-        for spec in specs:
-            if spec.upstream is not None:
-                started = time.perf_counter()
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)
-                if est is not None:
-                    fitted.append((spec, est, used, time.perf_counter() - started))
         for spec, est, used, fit_s in fitted:
             probe = ModelBundle({h: est}, {h: spec.base_feature}, {}, ctx, feature_columns={h: spec.features})
             yhat = probe.predict_point(x_va, h)
