@@ -89,3 +89,35 @@ def test_a_chained_bundle_round_trips_and_shares_its_upstream(tmp_path) -> None:
     for h in estimators:
         for a, b in zip(before[h], after[h], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+class _Recording:
+    """A test double regressor: remembers the rows it was fitted on, predicts 0."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _Recording:
+        self.x = np.asarray(x)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(len(x))
+
+
+def test_a_chain_is_fitted_on_rows_its_upstream_did_not_see() -> None:
+    from ml.models import ModelSpec
+    from ml.train import _fit_chain
+
+    n = 5000
+    x = _rows(n, seed=3)
+    x[:, 0] = np.arange(n)  # row ids, to find the fitted rows again
+    y = np.ones(n)
+    y[::10] = np.nan  # unobserved targets are never fitted on
+    upstream = ColumnBlend([_Counting()], [np.array([1])], [1.0])
+    up_used = np.arange(2000)
+    spec = ModelSpec("hgb_chain", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, upstream="up")
+    chain, used = _fit_chain(spec, x, y, (upstream, up_used), np.random.default_rng(0))
+    fitted_rows = chain.model.x[:, 0].astype(int)
+    assert len(fitted_rows) == 1000
+    assert fitted_rows.min() >= 2000 and np.all(fitted_rows % 10 != 0)
+    np.testing.assert_allclose(chain.model.x[:, -1], x[fitted_rows, 1], rtol=1e-6)  # the upstream forecast column
+    assert set(up_used) <= set(used) and set(fitted_rows) <= set(used)  # the scale model avoids both
+    assert _fit_chain(spec, x, y, None, np.random.default_rng(0))[0] is None  # no upstream fitted: no chain
