@@ -52,7 +52,7 @@ class ColumnBlend:
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         key = _key(x)
-        memo = getattr(self, "_memo", None)
+        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
         if memo is not None and memo[0] == key:
             return memo[1].copy()
         out = np.zeros(len(x), dtype=np.float64)
