@@ -1,9 +1,9 @@
 """Wall-clock and CPU time of a full `traffic train` on the bundled METR-LA data.
 
-    .venv/bin/python benchmarks/training.py [--registry DIR]
+    .venv/bin/python benchmarks/training.py [--registry DIR] [--candidates a,b,...]
 
 Runs the same code as `traffic train` (features for every training and
-validation window, all five candidates for each of the three horizons,
+validation window, every candidate (or ``--candidates``, as `traffic train`) for each of the three horizons,
 selection, calibration, registration) into a temporary registry unless
 ``--registry`` is given, and prints the wall time, the process CPU time and
 the load average before and after (the machine may be shared: a load above the
@@ -38,18 +38,22 @@ def _cpu_s() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="registry root (default: a temporary directory)")
+    parser.add_argument("--candidates", help="comma-separated candidates, as `traffic train --candidates`")
     args = parser.parse_args(argv)
+    candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip()) if args.candidates else None
     load_before = os.getloadavg()
     started, cpu_started = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, table = train(load_metrla())
+        bundle, table = train(load_metrla(), candidates=candidates)
         bundle.metadata["training_seconds"] = round(time.perf_counter() - started, 1)
         version = ModelRegistry(args.registry or tmp).register(bundle)
     wall_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_started
     load_after = os.getloadavg()
     print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
     print(f"machine: {os.cpu_count()} cores, {host_platform.python_implementation()} {host_platform.python_version()}")
-    print("command: .venv/bin/python benchmarks/training.py")
+    flags = f" --candidates {args.candidates}" if candidates else ""
+    print(f"command: .venv/bin/python benchmarks/training.py{flags}")
+    print(f"OMP_NUM_THREADS: {os.environ.get('OMP_NUM_THREADS', '(unset: one per core)')}")
     print(f"full training wall time: {wall_s:.0f} s ({wall_s / 60:.1f} min); process CPU time: {cpu_s:.0f} s")
     print(f"load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -1,24 +1,42 @@
-"""An average of fitted estimators that each read their own columns of the feature rows.
+"""Estimators built from fitted estimators: column blends and horizon chains.
 
 ``ColumnBlend`` lets ``traffic train`` combine candidates fitted on different
 feature lists (the first 47 features, the graph-diffusion list) without
 refitting them: member k predicts from ``X[:, columns[k]]`` and the blend is the
 weighted mean. On validation, averaging the two gradient-boosting models beat
 either one (see docs/model-experiments.md).
+
+``HorizonChain`` feeds a shorter horizon's forecast to a longer horizon's model:
+``model.predict([X[:, columns], upstream.predict(X)])``. The upstream is the
+15-minute estimator of the same bundle (the same object after a skops round
+trip), and a blend remembers its latest prediction, so one network step runs the
+15-minute trees once for all three horizons.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ColumnBlend"]
+__all__ = ["ColumnBlend", "HorizonChain"]
+
+
+def _key(x: np.ndarray) -> tuple:
+    """A digest of the rows' values (not their identity): equal inputs, equal key."""
+    x = np.ascontiguousarray(x)
+    return x.shape, x.dtype.str, hashlib.blake2b(x.tobytes(), digest_size=16).digest()
 
 
 class ColumnBlend:
-    """Weighted mean of ``members[k].predict(X[:, columns[k]])``; stored by skops like any estimator."""
+    """Weighted mean of ``members[k].predict(X[:, columns[k]])``; stored by skops like any estimator.
+
+    The latest (input digest, prediction) pair is remembered, so chained models that
+    ask for the same rows' forecast again get it without running the trees twice;
+    the memo is never stored with the model.
+    """
 
     def __init__(self, members: Sequence[Any], columns: Sequence[np.ndarray], weights: Sequence[float]) -> None:
         if not (len(members) == len(columns) == len(weights)) or not members:
@@ -28,9 +46,35 @@ class ColumnBlend:
         total = float(sum(weights))
         self.weights = [float(w) / total for w in weights]
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
+        key = _key(x)
+        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
+        if memo is not None and memo[0] == key:
+            return memo[1].copy()
         out = np.zeros(len(x), dtype=np.float64)
         for member, cols, weight in zip(self.members, self.columns, self.weights, strict=True):
             out += weight * np.asarray(member.predict(x[:, cols]), dtype=np.float64)
-        return out
+        self._memo = (key, out)
+        return out.copy()
+
+
+class HorizonChain:
+    """``model`` reads ``X[:, columns]`` plus the ``upstream`` estimator's prediction from the same rows."""
+
+    def __init__(self, upstream: Any, model: Any, columns: np.ndarray) -> None:
+        self.upstream = upstream
+        self.model = model
+        self.columns = np.asarray(columns, dtype=np.int64)
+
+    @staticmethod
+    def inputs(x: np.ndarray, columns: np.ndarray, upstream_prediction: np.ndarray) -> np.ndarray:
+        """The chained model's input rows (shared by fitting and predicting)."""
+        return np.column_stack([np.asarray(x)[:, columns], np.asarray(upstream_prediction, dtype=np.float32)])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return np.asarray(self.model.predict(self.inputs(x, self.columns, self.upstream.predict(x))), dtype=np.float64)

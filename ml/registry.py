@@ -62,6 +62,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.impute._base.SimpleImputer",
     "ml.ensemble.ColumnBlend",
+    "ml.ensemble.HorizonChain",
     "numpy.dtype",
     "builtins.slice",
     "collections.OrderedDict",

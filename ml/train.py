@@ -31,11 +31,19 @@ from config.hdfs import hdfs_options_for
 from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal, fit_scaled_conformal, scale_inputs
 from ml.dataset import STEP_MS, TRAIN_END_MS, MetrLA, load_metrla
-from ml.ensemble import ColumnBlend
+from ml.ensemble import ColumnBlend, HorizonChain
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
-from ml.models import BLENDS, CANDIDATE_NAMES, ModelSpec, candidate_specs, make_scale_model
+from ml.models import (
+    BLEND_HORIZONS,
+    BLENDS,
+    CANDIDATE_NAMES,
+    CHAIN_UPSTREAM,
+    ModelSpec,
+    candidate_specs,
+    make_scale_model,
+)
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
@@ -86,6 +94,24 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
     return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base), rows
 
 
+def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
+               rng: np.random.Generator):  # noqa: ANN202
+    """A ``HorizonChain`` on training rows the upstream (15-minute) model did not see, or (None, no rows)."""
+    if upstream is None or spec.make is None:
+        return None, np.zeros(0, dtype=np.int64)
+    up_est, up_used = upstream
+    observed = np.flatnonzero(np.isfinite(y))
+    rows = np.setdiff1d(observed, up_used)
+    if len(rows) < 1000:  # a small data set: the upstream saw every row, so reuse them
+        rows = observed
+    if spec.max_rows is not None and len(rows) > spec.max_rows:
+        rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
+    cols = _columns(spec.features)
+    xr = x[rows]
+    base = xr[:, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
+    model = spec.make().fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base)
+    return HorizonChain(up_est, model, cols), np.union1d(rows, up_used)  # the scale model must see neither
+
 def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np.ndarray, rng: np.random.Generator,
                quick: bool) -> Any:
     """The interval scale model: |y - yhat| of the point model on training rows it did not see."""
@@ -100,6 +126,14 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
     base = x[free, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
     yhat = np.clip(base + est.predict(xs), 0.0, MAX_SPEED_MPH)
     return make_scale_model(quick).fit(scale_inputs(xs, yhat), np.abs(y[free] - yhat))
+
+
+def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
+    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
+    wanted = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
+    if first_horizon and "hgb_chain" in wanted:  # a chain needs its 15-minute upstream, a blend its members
+        wanted |= {CHAIN_UPSTREAM, *BLENDS.get(CHAIN_UPSTREAM, ())}
+    return wanted
 
 
 def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
@@ -160,13 +194,13 @@ def train(
         select[order[: len(order) // 2]] = True
         calibrate = ~select
     rng = np.random.default_rng(seed)
+    first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        wanted = set(candidates or CANDIDATE_NAMES)
-        blends = [name for name in BLENDS if name in wanted]
-        wanted |= {m for name in blends for m in BLENDS[name]}  # a blend needs its members
+        wanted = _wanted(set(candidates or CANDIDATE_NAMES), first_horizon=j == 0)
+        blends = [name for name in BLENDS if name in wanted and h in BLEND_HORIZONS.get(name, HORIZONS_MIN)]
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
         if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
             specs = [replace(s, max_rows=min(s.max_rows or max_rows, max_rows)) for s in specs]
@@ -175,9 +209,16 @@ def train(
         fitted = []
         for spec in specs:
             started = time.perf_counter()
-            est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+            if spec.upstream is None:
+                est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+            else:
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)
+                if est is None:
+                    continue
             fitted.append((spec, est, used, time.perf_counter() - started))
         fitted += _blends(fitted, blends)
+        if j == 0:
+            first = {spec.name: (est, used) for spec, est, used, _ in fitted if est is not None}
         for spec, est, used, fit_s in fitted:
             probe = ModelBundle({h: est}, {h: spec.base_feature}, {}, ctx, feature_columns={h: spec.features})
             yhat = probe.predict_point(x_va, h)

@@ -1,0 +1,123 @@
+"""Blends and horizon chains: what they compute, the blend's memo, and a registry round trip that keeps them shared."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from ml.conformal import fit_binned_conformal
+from ml.ensemble import ColumnBlend, HorizonChain
+from ml.features import FEATURE_NAMES, FeatureContext
+from ml.registry import ModelBundle, ModelRegistry
+
+
+class _Counting:
+    """A test double estimator: predicts the sum of its columns and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.asarray(x, dtype=np.float64).sum(1)
+
+
+def _rows(n: int = 50, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+
+
+def test_blend_is_the_weighted_mean_of_its_members_on_their_columns() -> None:
+    x = _rows()
+    a, b = _Counting(), _Counting()
+    blend = ColumnBlend([a, b], [np.array([0, 1]), np.array([2])], [3.0, 1.0])
+    expected = 0.75 * (x[:, 0].astype(np.float64) + x[:, 1]) + 0.25 * x[:, 2]
+    np.testing.assert_allclose(blend.predict(x), expected, rtol=1e-6)
+
+
+def test_blend_memo_answers_equal_rows_once_and_new_rows_again() -> None:
+    x = _rows()
+    member = _Counting()
+    blend = ColumnBlend([member], [np.arange(3)], [1.0])
+    first = blend.predict(x)
+    first[:] = -1.0  # a caller changing its copy must not change the memo
+    again = blend.predict(x.copy())  # equal values, another array: served from the memo
+    assert member.calls == 1
+    np.testing.assert_allclose(again, x[:, :3].astype(np.float64).sum(1), rtol=1e-6)
+    changed = x.copy()
+    changed[7, 1] += 1.0
+    blend.predict(changed)
+    assert member.calls == 2
+    assert "_memo" not in blend.__getstate__()
+
+
+def test_chain_feeds_the_upstream_forecast_as_its_last_column() -> None:
+    x = _rows()
+    upstream = ColumnBlend([_Counting()], [np.array([4])], [1.0])
+    cols = np.array([0, 2])
+    inputs = HorizonChain.inputs(x, cols, upstream.predict(x))
+    assert inputs.shape == (len(x), 3)
+    np.testing.assert_array_equal(inputs[:, :2], x[:, cols])
+    np.testing.assert_allclose(inputs[:, 2], x[:, 4], rtol=1e-6)
+    model = LinearRegression().fit(inputs, 2.0 * inputs[:, 2] + inputs[:, 0])
+    chain = HorizonChain(upstream, model, cols)
+    np.testing.assert_allclose(chain.predict(x), 2.0 * x[:, 4] + x[:, 0], atol=1e-4)
+
+
+def test_a_chained_bundle_round_trips_and_shares_its_upstream(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    n = 4
+    ctx = FeatureContext(
+        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
+        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
+        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
+        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
+    )
+    x = _rows(200, seed=2)
+    y = rng.normal(size=200)
+    up_model = LinearRegression().fit(x[:, :5], y)
+    upstream = ColumnBlend([up_model], [np.arange(5)], [1.0])
+    cols = np.arange(len(FEATURE_NAMES))
+    chain_model = LinearRegression().fit(HorizonChain.inputs(x, cols, upstream.predict(x)), 2 * y)
+    estimators = {15: upstream, 30: HorizonChain(upstream, chain_model, cols)}
+    intervals = {h: fit_binned_conformal(y, np.zeros(200), min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(estimators, {15: None, 30: None}, intervals, ctx)
+    before = bundle.predict(x)
+    registry = ModelRegistry(tmp_path / "models")
+    loaded = registry.load(registry.register(bundle))
+    assert loaded.estimators[30].upstream is loaded.estimators[15]  # one set of 15-minute trees per step
+    after = loaded.predict(x)
+    for h in estimators:
+        for a, b in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+class _Recording:
+    """A test double regressor: remembers the rows it was fitted on, predicts 0."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _Recording:
+        self.x = np.asarray(x)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(len(x))
+
+
+def test_a_chain_is_fitted_on_rows_its_upstream_did_not_see() -> None:
+    from ml.models import ModelSpec
+    from ml.train import _fit_chain
+
+    n = 5000
+    x = _rows(n, seed=3)
+    x[:, 0] = np.arange(n)  # row ids, to find the fitted rows again
+    y = np.ones(n)
+    y[::10] = np.nan  # unobserved targets are never fitted on
+    upstream = ColumnBlend([_Counting()], [np.array([1])], [1.0])
+    up_used = np.arange(2000)
+    spec = ModelSpec("hgb_chain", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, upstream="up")
+    chain, used = _fit_chain(spec, x, y, (upstream, up_used), np.random.default_rng(0))
+    fitted_rows = chain.model.x[:, 0].astype(int)
+    assert len(fitted_rows) == 1000
+    assert fitted_rows.min() >= 2000 and np.all(fitted_rows % 10 != 0)
+    np.testing.assert_allclose(chain.model.x[:, -1], x[fitted_rows, 1], rtol=1e-6)  # the upstream forecast column
+    assert set(up_used) <= set(used) and set(fitted_rows) <= set(used)  # the scale model avoids both
+    assert _fit_chain(spec, x, y, None, np.random.default_rng(0))[0] is None  # no upstream fitted: no chain
