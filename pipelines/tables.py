@@ -125,6 +125,12 @@ class _FeatureTable(beam.DoFn):
         yield split, pa.table(columns)
 
 
+def _concat_tables(tables: list) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
 def feature_table_schema():
     import pyarrow as pa
 
@@ -206,6 +212,9 @@ class WriteFeatureTables(beam.PTransform):
                 tables
                 | f"Only{name}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
                 | f"Drop{name}Key" >> beam.Values()
+                # One Parquet row group per ~a day of steps, not per step (a write per step was 9% of a run).
+                | f"Batch{name}Steps" >> beam.BatchElements(min_batch_size=32, max_batch_size=288)
+                | f"Concat{name}Steps" >> beam.Map(_concat_tables)
                 | f"Write{name}Features"
                 >> beam.io.WriteToParquetBatched(
                     join_path(self.output, "features", split, "part"), schema=schema, file_name_suffix=".parquet"

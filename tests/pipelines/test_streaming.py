@@ -47,7 +47,9 @@ FILE_WAIT_S = 90  # how long to wait for window files once every prediction has 
 # unless the preset finishes bundles before checkpointing, Beam's Flink operators keep the outputs of such a
 # bundle buffered until their next input, i.e. for good once the replay has been read (no window files, or
 # no predictions at all when it hits the partition listing).
-RUNNER_ARGS = {"prism": [], "flink": ["--checkpointing_interval=1000"]}
+RUNNER_ARGS = {"prism": [], "flink": ["--checkpointing_interval=1000"],
+               # Scale-out: both slots of the local cluster; the shard keys spread over them.
+               "flink-parallelism-2": ["--checkpointing_interval=1000", "--parallelism=2"]}
 
 
 def iso(ms: int) -> str:
@@ -110,11 +112,13 @@ def _expected_keys(bundle: ModelBundle, data_times: np.ndarray) -> set[tuple]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("runner", ["prism", pytest.param("flink", marks=pytest.mark.flink)])
+@pytest.mark.parametrize("variant", ["prism", pytest.param("flink", marks=pytest.mark.flink),
+                                     pytest.param("flink-parallelism-2", marks=pytest.mark.flink)])
 def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
-    runner: str, request, registered, batch_predictions, kafka_bootstrap, fresh_topic, platform_settings,
+    variant: str, request, registered, batch_predictions, kafka_bootstrap, fresh_topic, platform_settings,
     tmp_path: Path,
 ) -> None:
+    runner = variant.split("-")[0]
     if runner == "flink":
         request.getfixturevalue("flink_services")
     root, bundle = registered
@@ -128,7 +132,7 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     cfg = StreamingConfig(bootstrap_servers=kafka_bootstrap, topics=topics, sensor_ids=bundle.context.sensor_ids,
                           registry=root, known_sensor_ids=network_sensor_ids(), output=str(tmp_path / "out"),
                           group_id=job_name, start="earliest")
-    args = [f"--job_name={job_name}", *RUNNER_ARGS[runner]]
+    args = [f"--job_name={job_name}", *RUNNER_ARGS[variant]]
     pipeline = beam.Pipeline(options=pipeline_options(runner, True, args, platform_settings))
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
