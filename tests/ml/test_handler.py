@@ -183,19 +183,21 @@ def test_a_running_pipeline_picks_up_a_newly_registered_model(bundles, tmp_path)
             | beam.Create(snaps, reshuffle=False)
             | "RegisterSecondModel" >> beam.ParDo(_RegisterAt(root, second, swap_at))
             | Forecast(root, refresh_s=0.0, max_batch_size=1)
+            | "Records" >> beam.FlatMap(lambda batch: batch.records())
         )
         assert_that(rows, check)
 
 
 class _AppendVersion(beam.DoFn):
-    """Test sink: appends (step, model version) of each forecast to a local file."""
+    """Test sink: appends (step, model version) of each forecast in a batch to a local file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def process(self, row: dict):
+    def process(self, batch):
         with open(self.path, "a") as handle:
-            handle.write(f"{row['event_time']} {row['model_version']}\n")
+            for row in batch.records():
+                handle.write(f"{row['event_time']} {row['model_version']}\n")
 
 
 @pytest.mark.integration
