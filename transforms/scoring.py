@@ -23,9 +23,12 @@ step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
 State is bounded: one table per sensor shard (:mod:`transforms.keys`) holding
 the targets the watermark has not passed yet; a target's entry (its actual and
 the predictions waiting for it) is dropped when its timer fires. A prediction
-repeated with the same key is scored once (``duplicate_predictions``); an
-aggregate or prediction for a target already flushed is counted
-(``late_actuals``, ``late_predictions``) and dropped. On bounded (batch) input
+repeated with the same key is scored once (``duplicate_predictions``). A
+prediction for a target already settled (forecasts can arrive behind the
+timers: RunInference re-stamps them to their step) is scored at once against
+the actual kept for that target for three hours (``late_predictions`` counts
+them; later than that it is dropped); an aggregate for a settled target is
+counted (``late_actuals``) and dropped. On bounded (batch) input
 every timer fires after all input is read, so one firing flushes every target:
 the output is a function of the data alone and equals streaming's.
 """
@@ -59,6 +62,8 @@ MISSING = "MISSING"
 _TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 _FINAL = (_TIMING_RANK["ON_TIME"], _TIMING_RANK["LATE"])
 _PREDICTION = "p"
+# How long the actuals of settled targets are kept, for predictions that reach the step behind its timers.
+SETTLED_KEEP_MS = 3 * 3600 * 1000
 _AGGREGATE = "a"
 
 
@@ -128,10 +133,12 @@ def _slim(p: dict[str, Any]) -> dict[str, Any]:
 class _ScoreFn(beam.DoFn):
     TABLE = ReadModifyWriteStateSpec("score_pending", PickleCoder())
     FLUSHED = ReadModifyWriteStateSpec("score_flushed_through_ms", PickleCoder())
+    SETTLED = ReadModifyWriteStateSpec("score_settled", PickleCoder())
     TIMER_AT = ReadModifyWriteStateSpec("score_timer_at_ms", PickleCoder())
     FLUSH = TimerSpec("score_flush", TimeDomain.WATERMARK)
     TABLE_PARAM = beam.DoFn.StateParam(TABLE)
     FLUSHED_PARAM = beam.DoFn.StateParam(FLUSHED)
+    SETTLED_PARAM = beam.DoFn.StateParam(SETTLED)
     TIMER_AT_PARAM = beam.DoFn.StateParam(TIMER_AT)
     FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
 
@@ -153,25 +160,52 @@ class _ScoreFn(beam.DoFn):
         return target_ms + self.window_ms + self.wait_ms
 
     def process(self, element: tuple[int, tuple[str, Any]], table=TABLE_PARAM, flushed=FLUSHED_PARAM,
-                timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
+                settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
         _, (kind, records) = element
         through = flushed.read()
         pending = ScoreTable.of(table.read())
+        settled: dict | None = None
         out: list[dict[str, Any]] = []
         earliest_due = None
         for record in records_of(records):
+            if through is not None and kind == _PREDICTION and self._due(int(record["target_time"])) <= through:
+                settled = (settled_state.read() or {}) if settled is None else settled
+                self._score_late(record, settled, out)
+                continue
             target_ms = self._hold(kind, record, through, pending, out)
             if target_ms is not None:
                 due = self._due(target_ms)
                 earliest_due = due if earliest_due is None else min(earliest_due, due)
         table.write(pending)
+        if settled is not None:
+            settled_state.write(settled)
         current = timer_at.read()
         if earliest_due is not None and (current is None or earliest_due < current):
             flush.set(Timestamp(micros=earliest_due * 1000))
             timer_at.write(earliest_due)
         if out:
-            self.scored.inc(len(out))
+            for score in out:
+                (self.scored if score["status"] == SCORED else self.missing).inc()
             yield score_columns(out)
+
+    def _score_late(self, prediction: dict[str, Any], settled: dict, out: list[dict[str, Any]]) -> None:
+        """A prediction whose target was already settled: scored at once against the actual kept for it.
+
+        Forecasts can reach this step behind its timers (RunInference re-stamps them to their step), so
+        the actuals of settled targets are kept for ``SETTLED_KEEP_MS``; a prediction later than that
+        is counted (``late_predictions``) and dropped.
+        """
+        self.late_predictions.inc()
+        row = settled.get(int(prediction["target_time"]))
+        if row is None:
+            return
+        entry = row.setdefault(str(prediction["sensor_id"]), [None, set()])
+        key = _prediction_key(prediction)
+        if key in entry[1]:
+            self.duplicates.inc()
+            return
+        entry[1].add(key)
+        out.append(score_record(_slim(prediction), entry[0], self._now()))
 
     def _hold(self, kind: str, record: dict[str, Any], through: int | None, pending: ScoreTable,
               out: list[dict[str, Any]]) -> int | None:
@@ -207,19 +241,24 @@ class _ScoreFn(beam.DoFn):
 
     @on_timer(FLUSH)
     def on_flush(self, fired_at=beam.DoFn.TimestampParam, table=TABLE_PARAM, flushed=FLUSHED_PARAM,
-                 timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
+                 settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
         fired_ms = fired_at.micros // 1000
         pending = ScoreTable.of(table.read())
         now = self._now()
         done = sorted(t for t in pending if self.bounded or self._due(t) <= fired_ms)
         settled: list[dict[str, Any]] = []
+        kept = {t: row for t, row in (settled_state.read() or {}).items() if t >= fired_ms - SETTLED_KEEP_MS}
         for target_ms in done:
-            for _sensor, (actual, waiting, _scored) in sorted(pending.pop(target_ms).items()):
+            kept_row = kept.setdefault(target_ms, {})
+            for sensor, (actual, waiting, scored) in sorted(pending.pop(target_ms).items()):
                 mean = None if actual is None else actual[1]
+                kept_row[sensor] = [mean, set(scored) | set(waiting)]
                 for _key, prediction in sorted(waiting.items()):
                     score = score_record(prediction, mean, now)
                     (self.scored if score["status"] == SCORED else self.missing).inc()
                     settled.append(score)
+        if not self.bounded:
+            settled_state.write(kept)
         if done:
             through = flushed.read()
             last_due = self._due(done[-1])

@@ -173,3 +173,40 @@ def test_bad_parameters_are_rejected() -> None:
         ScoreForecasts(window_s=0)
     with pytest.raises(TransformConfigError):
         ScoreForecasts(wait_s=-1)
+
+
+def test_a_prediction_behind_the_timers_is_scored_against_the_kept_actual() -> None:
+    """Step 0's forecasts arrive only after their targets settled (as forecasts re-stamped by RunInference
+    can): each is still scored once, against the actual kept for its target, or MISSING where none was."""
+    aggregates_tag, predictions_tag = "aggregates", "predictions"
+    stream = test_stream.TestStream(output_tags=[aggregates_tag, predictions_tag])
+    stream.advance_watermark_to(T0 / 1000, tag=aggregates_tag).advance_watermark_to(T0 / 1000, tag=predictions_tag)
+    last = 14  # the 60-min target of step 0 is step 12
+    stream.add_elements([TimestampedValue(aggregate(s, j), (T0 + (s + 1) * STEP_MS) / 1000 - 0.001)
+                         for s in range(last) for j in range(N_SENSORS)], tag=aggregates_tag)
+    stream.add_elements([TimestampedValue(predictions_at(1)[0], (T0 + 2 * STEP_MS) / 1000 - 0.001)],
+                        tag=predictions_tag)  # a timely one, so the step has settled something before
+    beyond_s = (T0 + (last + 2) * STEP_MS) / 1000  # every target of step 0 settled (its timers fired)
+    stream.advance_watermark_to(beyond_s, tag=aggregates_tag).advance_watermark_to(beyond_s, tag=predictions_tag)
+    stream.add_elements([TimestampedValue(p, T0 / 1000) for p in predictions_at(0) * 2], tag=predictions_tag)
+    end_s = (T0 + (last + 30) * STEP_MS) / 1000
+    stream.advance_watermark_to(end_s, tag=aggregates_tag).advance_watermark_to(end_s, tag=predictions_tag)
+    stream.advance_watermark_to_infinity(tag=aggregates_tag).advance_watermark_to_infinity(tag=predictions_tag)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    want = {(r["sensor_id"], r["event_time"], r["horizon_min"]): r for r in expected_scores()
+            if r["event_time"] == T0 or (r["event_time"] == T0 + STEP_MS and r["sensor_id"] == SENSORS[0]
+                                         and r["horizon_min"] == 15)}
+
+    def each_once_as_offline(actual: list[dict]) -> None:
+        got: dict[tuple, list[dict]] = {}
+        for record in actual:
+            got.setdefault((record["sensor_id"], record["event_time"], record["horizon_min"]), []).append(record)
+        assert set(got) == set(want), (sorted(set(want) - set(got))[:3], sorted(set(got) - set(want))[:3])
+        assert all(len(v) == 1 for v in got.values()), "a late prediction sent twice was scored twice"
+        assert all(got[k][0] == want[k] for k in want), [(got[k][0], want[k]) for k in want if got[k][0] != want[k]][:1]
+
+    with test_pipeline.TestPipeline(options=options) as p:
+        inputs = p | stream
+        assert_that(_score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]}),
+                    each_once_as_offline)
