@@ -10,7 +10,19 @@ from pathlib import Path
 from runners.platform.process import PlatformError
 from runners.platform.service import JAVA_BASE_OPTS, Launch, Service, java_binary
 
-__all__ = ["KafkaService", "render_server_properties"]
+__all__ = ["KafkaService", "new_cluster_id", "render_server_properties"]
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (22 URL-safe base64 characters), never starting with ``-``.
+
+    One id in 64 used to start with ``-``, and the storage tool then read it as an option
+    ("argument --cluster-id/-t: expected one argument"): ``traffic platform up`` failed at random.
+    """
+    while True:
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 _LOG4J2 = """\
 status = warn
@@ -84,7 +96,7 @@ class KafkaService(Service):
         return [Launch("kafka", self._java("kafka.Kafka", str(props)))]
 
     def _format(self, props: Path) -> None:
-        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log = self.processes()[0].log_file
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:

@@ -17,7 +17,7 @@ from runners.platform.cli import format_status
 from runners.platform.flink import FlinkService, render_flink_config
 from runners.platform.hdfs import HdfsService, render_site_xml
 from runners.platform.jobserver import JOB_SERVER_MAIN, JobServerService
-from runners.platform.kafka import KafkaService, render_server_properties
+from runners.platform.kafka import KafkaService, new_cluster_id, render_server_properties
 from runners.platform.process import ManagedProcess
 from runners.platform.service import ServiceStatus
 
@@ -186,3 +186,15 @@ def test_taskmanager_memory_resolves_with_the_grpc_off_heap(settings: PlatformSe
     )
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
     assert "taskmanager.memory.task.off-heap.size=" in result.stdout
+
+
+def test_a_new_kraft_cluster_id_never_reads_as_an_option(monkeypatch) -> None:
+    """One random id in 64 started with "-" and the storage tool took it for a flag (a CI run failed so)."""
+    import uuid
+
+    dash_first = uuid.UUID(bytes=bytes([0xFB]) + bytes(15))  # base64 "-wAAAA...": the case that failed
+    draws = iter([dash_first, uuid.UUID(int=12345)])
+    monkeypatch.setattr("runners.platform.kafka.uuid.uuid4", lambda: next(draws))
+    cluster_id = new_cluster_id()
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAwOQ" and len(cluster_id) == 22  # the dash-first draw was skipped
+    assert next(draws, None) is None
