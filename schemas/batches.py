@@ -65,10 +65,10 @@ class RawBatch:
             np.fromiter((m.offset if isinstance(m.offset, int) else -1 for m in messages), np.int64, len(messages)),
         )
 
-    def coordinates(self, i: int) -> tuple[Any, str | None, int | None, int | None]:
-        """(key, topic, partition, offset) of record ``i``, None where unknown."""
+    def coordinates(self, i: int) -> tuple[str | None, int | None, int | None]:
+        """(topic, partition, offset) of record ``i``, None where unknown."""
         partition, offset = int(self.partitions[i]), int(self.offsets[i])
-        return self.keys[i], self.topic, partition if partition >= 0 else None, offset if offset >= 0 else None
+        return self.topic, partition if partition >= 0 else None, offset if offset >= 0 else None
 
 
 def _is_nan(value: Any) -> bool:
@@ -98,21 +98,9 @@ class Columns:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(self.data)
-
     def take(self, index: Any) -> Columns:
         """The rows selected by a boolean mask or an index array, in that order."""
         return Columns(self.kind, {k: v[index] for k, v in self.data.items()}, self.nullable)
-
-    def with_columns(self, **columns: Any) -> Columns:
-        """A copy with columns added or replaced (scalars are broadcast)."""
-        n = len(self)
-        data = dict(self.data)
-        for name, value in columns.items():
-            data[name] = value if isinstance(value, np.ndarray) and value.shape == (n,) else np.full(n, value)
-        return Columns(self.kind, data, self.nullable)
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as dicts (NaN of a nullable float field becomes None; numpy scalars become Python)."""
@@ -138,17 +126,6 @@ class Columns:
             dtype = dtypes.get(name, object)
             data[name] = np.array(values, dtype=dtype) if values else np.empty(0, dtype)
         return cls(kind, data, nullable)
-
-    @staticmethod
-    def concat(batches: Sequence[Columns]) -> Columns:
-        """One batch of the rows of ``batches`` (all of one kind), in order."""
-        if not batches:
-            raise ValueError("nothing to concatenate")
-        first = batches[0]
-        if len(batches) == 1:
-            return first
-        return Columns(first.kind, {k: np.concatenate([b.data[k] for b in batches]) for k in first.data},
-                       first.nullable)
 
 
 def records_of(element: Any) -> Iterator[dict[str, Any]]:

@@ -43,7 +43,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.keys import shard_groups
+from transforms.keys import shard_parts
 
 __all__ = [
     "AGGREGATES_TAG",
@@ -231,11 +231,6 @@ def _bounded_aggregates(element: tuple[tuple[int, int], dict[str, np.ndarray]],
                                Timestamp(micros=(start + window_ms - 1) * 1000))
 
 
-def _by_shard(batch: Columns) -> Iterator[tuple[int, Columns]]:
-    for shard, rows in shard_groups(batch["sensor_id"]):
-        yield shard, batch if len(rows) == len(batch) else batch.take(rows)
-
-
 def window_aggregate(sensor_id: str, start_ms: int, end_ms: int, stats: dict[str, Any], timing: str) -> dict[str, Any]:
     """A WindowAggregate record (schemas/avro/window_aggregate.avsc) of one sensor's window and its stats."""
     return {
@@ -345,7 +340,7 @@ class WindowedAggregate(beam.PTransform):
         keyed = (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByShard" >> beam.FlatMap(_by_shard).with_output_types(tuple[int, Any])
+            | "KeyByShard" >> beam.FlatMap(shard_parts).with_output_types(tuple[int, Any])
         )
         if self._bounded_batch(events):
             return self._expand_bounded(keyed)

@@ -35,7 +35,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
-from transforms.keys import DEFAULT_SHARDS, shard_groups
+from transforms.keys import shard_parts
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
 __all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins"]
@@ -86,11 +86,6 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
             order = np.argsort(all_t, kind="stable")
             seen[sensor] = (all_t[order], all_v[order])
     return keep, first_speed
-
-
-def _by_shard(batch: Columns, shards: int) -> Iterator[tuple[int, Columns]]:
-    for shard, rows in shard_groups(batch["sensor_id"], shards):
-        yield shard, batch if len(rows) == len(batch) else batch.take(rows)
 
 
 def _same(a: float, b: float) -> bool:
@@ -196,7 +191,6 @@ class DeduplicateEvents(beam.PTransform):
         ttl_s: int = DEFAULT_DEDUPE_TTL_S,
         now_ms_fn: Callable[[], int] | None = None,
         registry_url: str | None = None,
-        shards: int | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
@@ -205,14 +199,12 @@ class DeduplicateEvents(beam.PTransform):
         self.ttl_s = int(ttl_s)
         self.now_ms_fn = now_ms_fn
         self.registry_url = registry_url
-        self.shards = shards
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        shards = self.shards or DEFAULT_SHARDS
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "SplitByShard" >> beam.FlatMap(_by_shard, shards).with_output_types(tuple[int, Any])
+            | "SplitByShard" >> beam.FlatMap(shard_parts).with_output_types(tuple[int, Any])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
                 DEAD_LETTER_TAG, main=VALID_TAG

@@ -13,10 +13,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups"]
+__all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups", "shard_parts"]
 
 DEFAULT_SHARDS = 4
 
@@ -36,3 +37,9 @@ def shard_groups(sensor_ids: np.ndarray, shards: int = DEFAULT_SHARDS) -> Iterat
     row_shards = of_unique[inverse]
     for shard in np.unique(of_unique).tolist():
         yield int(shard), np.flatnonzero(row_shards == shard)
+
+
+def shard_parts(batch: Any, shards: int = DEFAULT_SHARDS) -> Iterator[tuple[int, Any]]:
+    """``(shard, the batch's rows of that shard)`` for a :class:`~schemas.batches.Columns` batch, rows in order."""
+    for shard, rows in shard_groups(batch["sensor_id"], shards):
+        yield shard, batch if len(rows) == len(batch) else batch.take(rows)

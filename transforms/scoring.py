@@ -50,7 +50,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard, shard_groups
+from transforms.keys import sensor_shard, shard_parts
 from transforms.state_tables import StateTable
 from transforms.validate import system_now_ms
 
@@ -279,8 +279,8 @@ def _tag(kind: str) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
         if not isinstance(element, Columns):
             yield sensor_shard(str(element["sensor_id"])), (kind, element)
             return
-        for shard, rows in shard_groups(element["sensor_id"]):
-            yield shard, (kind, element.take(rows))
+        for shard, part in shard_parts(element):
+            yield shard, (kind, part)
 
     return keyed
 

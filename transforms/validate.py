@@ -212,7 +212,7 @@ class ValidateEventsFn(beam.DoFn):
         if batch is not None and self._wire is not None:
             valid = self._fast_path(batch, now, sensor, event_time, speed)
         for i in np.flatnonzero(~valid).tolist():
-            record = element if batch is None else (batch.keys[i], batch.values[i], *batch.coordinates(i)[1:])
+            record = element if batch is None else (batch.keys[i], batch.values[i], *batch.coordinates(i))
             event, dead = self._one(record, batch is not None, now)
             if dead is not None:
                 yield TaggedOutput(DEAD_LETTER_TAG, dead)
