@@ -20,11 +20,13 @@ the valid events that came after their window closed (dead letters of reason
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 import apache_beam as beam
 
 from schemas.batches import Columns
+from schemas.codec import AvroCodec
 from transforms.aggregate import DEFAULT_LATENESS_GRACE_S, TaggedOutputs, WindowedAggregate
 from transforms.counting import CountRecords
 from transforms.dedupe import DeduplicateEvents
@@ -34,11 +36,14 @@ from transforms.validate import ValidateEvents, make_dead_letter, system_now_ms
 __all__ = ["TrafficSpine", "late_to_dead_letters"]
 
 
+@lru_cache(maxsize=1)
+def _event_codec() -> AvroCodec:
+    return AvroCodec("traffic_event")  # loaded once per process, not once per late batch
+
+
 def late_to_dead_letters(events: Columns) -> Iterator[dict[str, Any]]:
     """Events later than the allowed lateness keep their content as dead letters (one per event)."""
-    from schemas.codec import AvroCodec
-
-    codec = AvroCodec("traffic_event")
+    codec = _event_codec()
     now = system_now_ms()
     for event in events.records():
         yield make_dead_letter(
