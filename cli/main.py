@@ -38,6 +38,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("serve", "api.cli", "run the prediction API (REST, SSE stream, /health, /metrics) and the live map dashboard"),
     ("platform", "runners.platform.cli", "start, stop or show the local services (kafka, flink, jobserver, hdfs)"),
     ("topics", "runners.topics", "create, list or delete the Kafka topics"),
+    ("network", "ml.network_cli", "import a sensor network (readings, locations, road graph), list or show networks"),
     ("replay", "pipelines.replay_cli", "send METR-LA readings to the raw topic in event-time order"),
     ("batch", "pipelines.batch", "batch pipeline over history: feature tables or backfilled predictions"),
     ("train", "ml.train", "train the forecasting models and save them to the model registry"),

@@ -31,6 +31,8 @@ class PlatformSettings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="downloads (jars, Flink, Go tools)")
     work_dir: Path = Field(default=REPO_ROOT / ".work", description="PID files, logs and service data")
     host: str = Field(default="127.0.0.1", description="every service binds here")
+    network: str = Field(default="metr-la", description="the sensor network every command uses unless given "
+                         "--network: 'metr-la' (bundled), an imported network's name, or a network directory")
 
     kafka_port: int = 9092
     # Read from TRAFFIC_KAFKA_BOOTSTRAP_SERVERS; clients use the `bootstrap_servers` property below.

@@ -30,8 +30,11 @@ __all__ = [
     "STEP_MS",
     "TRAIN_END_MS",
     "VAL_END_MS",
+    "METR_LA_SPLIT",
     "MetrLA",
+    "Split",
     "load_metrla",
+    "read_bytes",
     "load_sensor_locations",
     "network_sensor_ids",
     "load_adjacency",
@@ -48,12 +51,37 @@ VAL_END_MS = _START_MS + (23_974 + 3_425 + 11) * STEP_MS  # first t of test
 
 
 @dataclass(frozen=True)
+class Split:
+    """Chronological split by the time t of a window's last input step: train < train_end <= val < val_end <= test."""
+
+    train_end_ms: int
+    val_end_ms: int
+
+    def __post_init__(self) -> None:
+        if self.val_end_ms < self.train_end_ms:
+            raise DataError("the split's validation period ends before its training period")
+
+    def of(self, times_ms: np.ndarray) -> np.ndarray:
+        """'train', 'val' or 'test' for each step t used as a window's last input."""
+        times_ms = np.asarray(times_ms)
+        return np.where(times_ms < self.train_end_ms, "train", np.where(times_ms < self.val_end_ms, "val", "test"))
+
+
+METR_LA_SPLIT = Split(TRAIN_END_MS, VAL_END_MS)
+
+
+@dataclass(frozen=True)
 class MetrLA:
-    """Speeds (T, N) with 0 = missing, step times in epoch ms, sensor ids in column order."""
+    """Speeds (T, N) with 0 = missing, step times in epoch ms, sensor ids in column order, and their split.
+
+    The name is historical: any network's readings load into this (``ml.network``); ``split`` is METR-LA's
+    protocol unless the network says otherwise.
+    """
 
     speed: np.ndarray
     times_ms: np.ndarray
     sensor_ids: tuple[str, ...]
+    split: Split = METR_LA_SPLIT
 
     def __post_init__(self) -> None:
         if self.speed.ndim != 2 or self.speed.shape != (len(self.times_ms), len(self.sensor_ids)):
@@ -61,7 +89,10 @@ class MetrLA:
                 f"speed has shape {self.speed.shape}, expected ({len(self.times_ms)}, {len(self.sensor_ids)})"
             )
         if len(self.times_ms) > 1 and np.any(np.diff(self.times_ms) <= 0):
-            raise DataError("timestamps are not strictly increasing")
+            at = int(np.flatnonzero(np.diff(self.times_ms) <= 0)[0]) + 1
+            what = "a duplicate time" if self.times_ms[at] == self.times_ms[at - 1] else "out of order"
+            raise DataError(f"timestamps are not strictly increasing: step {at} "
+                            f"({np.datetime64(int(self.times_ms[at]), 'ms')}) is {what}")
 
     @property
     def n_steps(self) -> int:
@@ -71,7 +102,7 @@ class MetrLA:
         """Steps with start_ms <= time < end_ms."""
         lo = 0 if start_ms is None else int(np.searchsorted(self.times_ms, start_ms, side="left"))
         hi = self.n_steps if end_ms is None else int(np.searchsorted(self.times_ms, end_ms, side="left"))
-        return MetrLA(self.speed[lo:hi], self.times_ms[lo:hi], self.sensor_ids)
+        return MetrLA(self.speed[lo:hi], self.times_ms[lo:hi], self.sensor_ids, self.split)
 
     def only(self, sensor_ids: list[str] | tuple[str, ...]) -> MetrLA:
         index = {sid: i for i, sid in enumerate(self.sensor_ids)}
@@ -79,10 +110,14 @@ class MetrLA:
         if unknown:
             raise DataError(f"unknown sensor ids: {', '.join(unknown[:5])}")
         cols = [index[sid] for sid in sensor_ids]
-        return MetrLA(self.speed[:, cols], self.times_ms, tuple(sensor_ids))
+        return MetrLA(self.speed[:, cols], self.times_ms, tuple(sensor_ids), self.split)
+
+    def with_split(self, split: Split) -> MetrLA:
+        return MetrLA(self.speed, self.times_ms, self.sensor_ids, split)
 
 
-def _read_bytes(path: str, hdfs_options: dict | None = None) -> bytes:
+def read_bytes(path: str, hdfs_options: dict | None = None) -> bytes:
+    """The bytes of a local file or a Beam filesystem URL (``hdfs://``, ``gs://``), or a one-line DataError."""
     if "://" not in path:
         try:
             return Path(path).read_bytes()
@@ -132,7 +167,7 @@ def _from_h5(data: bytes, source: str) -> MetrLA:
 def load_metrla(path: str | Path | None = None, hdfs_options: dict | None = None) -> MetrLA:
     """Load speeds from ``path`` (.npz or .h5, local or a Beam filesystem URL); bundled data by default."""
     source = str(path) if path is not None else str(BUNDLED_DIR / "speed.npz")
-    data = _read_bytes(source, hdfs_options)
+    data = read_bytes(source, hdfs_options)
     if source.endswith((".h5", ".hdf5")):
         return _from_h5(data, source)
     if source.endswith(".npz"):
@@ -175,7 +210,6 @@ def load_adjacency(sensor_ids: tuple[str, ...], path: Path | None = None) -> np.
     return adjacency[np.ix_(cols, cols)]
 
 
-def split_of(times_ms: np.ndarray) -> np.ndarray:
-    """The protocol split of each step t used as a window's last input: 'train', 'val' or 'test'."""
-    times_ms = np.asarray(times_ms)
-    return np.where(times_ms < TRAIN_END_MS, "train", np.where(times_ms < VAL_END_MS, "val", "test"))
+def split_of(times_ms: np.ndarray, split: Split = METR_LA_SPLIT) -> np.ndarray:
+    """The split of each step t used as a window's last input: 'train', 'val' or 'test' (METR-LA's protocol)."""
+    return split.of(times_ms)

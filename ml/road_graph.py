@@ -23,15 +23,25 @@ __all__ = ["bundled_road_links", "components", "load_road_links", "road_links"]
 
 
 def road_links(adjacency: np.ndarray, min_weight: float = 0.0) -> tuple[tuple[int, int], ...]:
-    """Undirected links ``(i, j)`` with ``i < j``: each sensor's strongest out- and in-link above ``min_weight``."""
+    """Undirected links ``(i, j)`` with ``i < j``: each sensor's strongest out- and in-link above ``min_weight``.
+
+    A symmetric graph (one built from locations) has no up- or downstream: there each sensor's two strongest
+    links stand in for them.
+    """
     weights = np.array(adjacency, dtype=np.float64, copy=True)
     if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
         raise ValueError(f"adjacency must be square, got shape {weights.shape}")
     np.fill_diagonal(weights, 0.0)
     links: set[tuple[int, int]] = set()
+    symmetric = np.allclose(weights, weights.T)
     for i in range(weights.shape[0]):
-        for j, weight in ((int(np.argmax(weights[i])), weights[i].max()),
-                          (int(np.argmax(weights[:, i])), weights[:, i].max())):
+        if symmetric:  # no direction (a graph built from locations): the two strongest links, one each way
+            strongest = np.argsort(-weights[i], kind="stable")[:2]
+            candidates = [(int(j), weights[i, j]) for j in strongest]
+        else:
+            candidates = [(int(np.argmax(weights[i])), weights[i].max()),
+                          (int(np.argmax(weights[:, i])), weights[:, i].max())]
+        for j, weight in candidates:
             if weight > min_weight and j != i:
                 links.add((min(i, j), max(i, j)))
     return tuple(sorted(links))
