@@ -35,6 +35,7 @@ from api.state import LiveState, SensorCatalog
 from api.vendor import ensure_vendor
 from config.settings import get_settings as get_platform_settings
 from ml.exceptions import ModelRegistryError
+from ml.network import Network, load_network
 from schemas.topics import TopicSettings, get_topic_settings
 
 __all__ = ["create_app"]
@@ -95,9 +96,13 @@ async def _watch_loop_lag(metrics: ApiMetrics, interval_s: float = 0.25) -> None
 
 
 def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
-               *, start_feed: bool = True) -> FastAPI:
-    """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly)."""
+               *, start_feed: bool = True, network: Network | None = None) -> FastAPI:
+    """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly).
+
+    ``network`` (default: the TRAFFIC_NETWORK setting, METR-LA) gives the sensors, road links and title.
+    """
     settings = settings or get_settings()
+    network = network or load_network()
     topics = topics or get_topic_settings()
     if settings.require_vendor:
         ensure_vendor(settings.static_dir)
@@ -108,14 +113,14 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        catalog = SensorCatalog.from_csv(settings.sensors_csv)
+        catalog = SensorCatalog.from_network(network)
         journal = EventJournal(settings.event_journal, settings.ring_buffer_size) if settings.event_journal else None
         runtime = Runtime(
             settings=settings, topics=topics, catalog=catalog,
             state=LiveState(catalog, settings.history_steps, settings.alerts_kept),
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size, journal),
             metrics=metrics, model=ModelInfo(settings.model_registry), incidents=IncidentBook(settings.incidents_kept),
-            store_dsn=store_dsn, accuracy=monitor,
+            store_dsn=store_dsn, accuracy=monitor, network=network,
         )
         try:
             runtime.model.reload()

@@ -94,7 +94,6 @@ class ApiSettings(BaseSettings):
 
     tile_url: str | None = Field(default=None, description="map tile URL template; unset = offline map, no tiles")
     tile_attribution: str = Field(default="&copy; OpenStreetMap contributors")
-    sensors_csv: Path = Field(default=REPO_ROOT / "data" / "metr-la" / "sensors.csv")
     static_dir: Path = Field(default=REPO_ROOT / "api" / "static")
     require_vendor: bool = Field(default=True, description="refuse to start without Leaflet in static/vendor")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from api.hub import CONGESTION_RANK, SEVERITY_RANK
 from ml.dataset import load_sensor_locations
+from ml.network import Network
 
 __all__ = ["HORIZONS_MIN", "LiveState", "Record", "SensorCatalog"]
 
@@ -34,6 +35,11 @@ class SensorCatalog:
     ids: tuple[str, ...]
     lat: dict[str, float]
     lon: dict[str, float]
+
+    @classmethod
+    def from_network(cls, network: Network) -> SensorCatalog:
+        """Every sensor of ``network`` with its location."""
+        return cls.from_csv(network.root / "sensors.csv")
 
     @classmethod
     def from_csv(cls, path: Path) -> SensorCatalog:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import PlatformSettings, get_settings
+from ml.network import add_network_argument
 from runners.platform.process import ManagedProcess, port_open, wait_until
 from schemas.exceptions import TrafficError
 
@@ -148,14 +149,14 @@ class _Watch:
             raise RunError(self.reason)
 
 
-def _ensure_model(traffic: str, root: str, quick: bool) -> None:
+def _ensure_model(traffic: str, root: str, quick: bool, on_network: list[str]) -> None:
     from ml.registry import ModelRegistry
 
     if ModelRegistry(root).latest_version() is not None:
         _say(f"model: using {ModelRegistry(root).latest_version()} from {root}")
         return
     _say(f"model: none registered in {root}; training one{' (quick)' if quick else ''} ...")
-    argv = [traffic, "train", "--registry", root] + (["--quick"] if quick else [])
+    argv = [traffic, "train", "--registry", root, *on_network] + (["--quick"] if quick else [])
     if subprocess.run(argv).returncode != 0:
         raise RunError("training failed (see the lines above)")
 
@@ -163,17 +164,21 @@ def _ensure_model(traffic: str, root: str, quick: bool) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from api.settings import ApiSettings
     from kafka_client import admin_client, create_topics, producer_config
+    from ml.network import network_of
     from pipelines.replay import replay
     from pipelines.replay_cli import parse_time, print_report
     from runners.platform import Platform
     from schemas.topics import get_topic_settings
 
     settings, topics, traffic = get_settings(), get_topic_settings(), _traffic()
+    network = network_of(args)  # a wrong --network fails here, before anything starts
+    data = network.readings(args.data)
+    on_network = ["--network", str(network.root)]
     services = ["kafka"] + (["flink", "jobserver"] if args.runner == "flink" else [])
     Platform(settings).up(services, echo=print)
     create_topics(admin_client(settings.bootstrap_servers), topics)
-    registry = args.registry or settings.registry_root  # one root for train, serve and stream
-    _ensure_model(traffic, registry, args.quick_model)
+    registry = args.registry or network.registry_root(settings.registry_root)  # one root for train, serve, stream
+    _ensure_model(traffic, registry, args.quick_model, on_network)
 
     started: list[ManagedProcess] = []
     try:
@@ -182,15 +187,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             # clients exactly where they were (api/journal.py).
             os.environ.setdefault("TRAFFIC_API_EVENT_JOURNAL", str(settings.work_dir / "api" / "events.journal"))
             api = ApiSettings()
-            started.append(_background(settings, "api", [traffic, "serve", "--registry", registry], api.port, 180))
+            started.append(_background(settings, "api", [traffic, "serve", "--registry", registry, *on_network],
+                                       api.port, 180))
             _say(f"dashboard: http://{api.host}:{api.port}/dashboard/")
-        stream_argv = [traffic, "stream", "--runner", args.runner, "--registry", registry]
+        stream_argv = [traffic, "stream", "--runner", args.runner, "--registry", registry, *on_network]
         started.append(_background(settings, "stream", stream_argv, None, 30))
 
-        from ml.dataset import load_metrla
-
-        data = load_metrla(args.data)
-        start_ms = parse_time(args.start, "--start")
+        start_ms = parse_time(args.start, "--start") if args.start else network.split.train_end_ms
         first_ms = int(data.between(start_ms, None).times_ms[0])
         shift = week_aligned_shift_ms(first_ms, newest_event_time_ms(settings.bootstrap_servers, topics.raw))
         if shift:
@@ -223,8 +226,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runner", choices=("prism", "flink"), default="prism", help="where the job runs")
     parser.add_argument("--speed", type=float, default=60.0,
                         help="replay speed factor (60 = a 5-minute step every 5 s; default 60)")
-    parser.add_argument("--start", default=REPLAY_DEFAULT_START, help="first replayed step (UTC)")
-    parser.add_argument("--data", help="METR-LA .npz/.h5 to replay (default: the bundled data)")
+    add_network_argument(parser)
+    parser.add_argument("--start", help="first replayed step (UTC; default: the network's first validation step, "
+                        f"{REPLAY_DEFAULT_START} for METR-LA)")
+    parser.add_argument("--data", help="a .npz/.h5 of the network's sensors to replay (default: the network's)")
     parser.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True,
                         help="keep replaying (event times move on by whole weeks each loop; default on)")
     parser.add_argument("--inject-bad", type=float, default=0.001, metavar="FRACTION",

@@ -22,10 +22,11 @@ import numpy as np
 
 from config.hdfs import hdfs_options_for
 from config.settings import PlatformSettings, default_registry_root
-from ml.dataset import MetrLA, load_metrla
+from ml.dataset import MetrLA
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES
 from ml.metrics import scores
+from ml.network import add_network_argument, check_network, network_of
 from ml.registry import ModelBundle, ModelRegistry
 from ml.report import SplitPredictions, write_report
 from ml.training_set import examples
@@ -101,7 +102,9 @@ def evaluate(
 
 def register(parser: argparse._SubParsersAction) -> None:
     p = parser.add_parser("evaluate")
-    p.add_argument("--data", required=True, help="METR-LA .npz or .h5 (local or hdfs://), e.g. data/metr-la/speed.npz")
+    add_network_argument(p)
+    p.add_argument("--data", help="the network's readings as .npz or .h5 (local or hdfs://), e.g. the full "
+                   "metr-la.h5 with its test period; default: the network's own readings")
     p.add_argument("--registry",
                    help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     p.add_argument("--version", help="model version (default: LATEST)")
@@ -127,9 +130,11 @@ def _print_text(result: dict, version: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
-    registry = ModelRegistry(args.registry or default_registry_root())
+    network = network_of(args)
+    data = network.readings(args.data, hdfs_options_for([args.data]) or None)
+    registry = ModelRegistry(args.registry or network.registry_root(default_registry_root()))
     bundle = registry.load(args.version)
+    check_network(bundle, network)
     compare = registry.load(args.compare) if args.compare else None
     result, per_split = evaluate(bundle, data, compare)
     out = Path(args.out) if args.out else PlatformSettings().work_dir / "evaluation" / bundle.version

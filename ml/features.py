@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.dataset import STEP_MS, MetrLA, load_adjacency, split_of
+from ml.dataset import STEP_MS, MetrLA, load_adjacency
 from ml.exceptions import DataError
 from ml.graph_features import GRAPH_FEATURE_NAMES, graph_columns
 
@@ -188,7 +188,7 @@ def history_from_speeds(speed_window: np.ndarray) -> np.ndarray:
 
 def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureContext:
     """Fit the profiles and sensor constants on the steps of ``data`` whose split is 'train'."""
-    train = split_of(data.times_ms) == "train"
+    train = data.split.of(data.times_ms) == "train"
     if not train.any():
         raise DataError("the data has no steps in the training period; cannot fit the feature context")
     speed = history_from_speeds(data.speed[train])

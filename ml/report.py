@@ -36,13 +36,20 @@ PUBLISHED: dict[str, dict[int, tuple[float, float, float]]] = {
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
+def _anchors(bundle: ModelBundle) -> dict[str, dict[int, tuple[float, float, float]]]:
+    """The published figures are METR-LA's: shown for a model of that network only."""
+    return PUBLISHED if bundle.metadata.get("network", "metr-la") == "metr-la" else {}
+
+
 def _markdown(result: dict, bundle: ModelBundle, plots: list[str]) -> str:
+    network = bundle.metadata.get("network", "metr-la")
     lines = [
-        f"# Evaluation of model {bundle.version}",
+        f"# Evaluation of model {bundle.version} (network {network})",
         "",
-        "Masked metrics of the standard METR-LA protocol (targets equal to 0 are ignored; 15 / 30 / 60 min",
-        f"are the single steps t+3, t+6, t+12). Intervals: split conformal at {bundle.coverage:.0%} nominal coverage.",
-        "The published figures are on the test period; validation figures are not directly comparable.",
+        f"Masked metrics of the standard protocol on network {network} (targets equal to 0 are ignored; 15 / 30 / 60",
+        f"min are the single steps t+3, t+6, t+12). Intervals: split conformal at {bundle.coverage:.0%} nominal "
+        "coverage.",
+        "The published figures (METR-LA only) are on the test period; validation figures are not directly comparable.",
         "",
     ]
     for split, horizons in result.items():
@@ -77,7 +84,7 @@ def _markdown(result: dict, bundle: ModelBundle, plots: list[str]) -> str:
         "| model | 15 min | 30 min | 60 min |",
         "| --- | --- | --- | --- |",
     ]
-    for name, per_h in PUBLISHED.items():
+    for name, per_h in _anchors(bundle).items():
         cells = [" / ".join(f"{v:g}" for v in per_h[h]) for h in (15, 30, 60)]
         lines.append(f"| {name} (published) | " + " | ".join(cells) + " |")
     for split, horizons in result.items():
@@ -99,7 +106,7 @@ def _markdown(result: dict, bundle: ModelBundle, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _plot_by_horizon(path: Path, result: dict) -> None:
+def _plot_by_horizon(path: Path, result: dict, anchors: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -108,7 +115,7 @@ def _plot_by_horizon(path: Path, result: dict) -> None:
         ax.plot(hs, [horizons[str(h)]["mae"] for h in hs], "o-", label=f"this model ({_SPLIT_NAMES.get(split, split)})")
         for name in ("last_value", "historical_average"):
             ax.plot(hs, [horizons[str(h)]["baselines"][name]["mae"] for h in hs], ".:", label=f"{name} ({split})")
-    for name, per_h in PUBLISHED.items():
+    for name, per_h in anchors.items():
         ax.plot(list(per_h), [v[0] for v in per_h.values()], "x--", label=f"{name} (published, test)")
     ax.set_xlabel("horizon (min)")
     ax.set_ylabel("masked MAE (mph)")
@@ -179,7 +186,7 @@ def write_report(out: Path, result: dict, per_split: dict[str, SplitPredictions]
     matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
     plots = [out / "error_by_horizon.png"]
-    _plot_by_horizon(plots[0], result)
+    _plot_by_horizon(plots[0], result, _anchors(bundle))
     split = "test" if "test" in per_split else "val"
     preds = per_split[split]
     plots.append(out / "error_by_time_of_day.png")

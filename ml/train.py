@@ -30,7 +30,7 @@ import numpy as np
 from config.hdfs import hdfs_options_for
 from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal, fit_scaled_conformal, scale_inputs
-from ml.dataset import STEP_MS, TRAIN_END_MS, MetrLA, load_metrla
+from ml.dataset import STEP_MS, MetrLA
 from ml.ensemble import ColumnBlend, HorizonChain
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
@@ -44,6 +44,7 @@ from ml.models import (
     candidate_specs,
     make_scale_model,
 )
+from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network, network_of
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples, read_feature_table
 
@@ -70,8 +71,8 @@ def validation_halves(step_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def quick_subset(data: MetrLA) -> MetrLA:
     """A few sensors and days around the train/validation boundary, for tests and smoke runs."""
-    start = TRAIN_END_MS - QUICK_DAYS * _DAY_MS
-    end = TRAIN_END_MS + 2 * _DAY_MS
+    start = data.split.train_end_ms - QUICK_DAYS * _DAY_MS
+    end = data.split.train_end_ms + 2 * _DAY_MS
     return data.between(start, end).only(list(data.sensor_ids[:QUICK_SENSORS]))
 
 
@@ -164,12 +165,18 @@ def train(
     seed: int = 0,
     candidates: tuple[str, ...] | None = None,
     max_rows: int | None = None,
+    network: Network | None = None,
 ) -> tuple[ModelBundle, list[dict]]:
-    """Fit, select and calibrate a bundle from raw ``data`` or precomputed ``features`` (X, Y, meta)."""
+    """Fit, select and calibrate a bundle from raw ``data`` or precomputed ``features`` (X, Y, meta).
+
+    ``network`` (default METR-LA) gives the road graph, the split of feature-table rows, and the bundle's
+    ``network`` metadata.
+    """
+    network = network or load_network(BUNDLED_NETWORK)
     if ctx is None:
         if data is None:
             raise DataError("training needs the raw data (for the feature context) or a context")
-        ctx = fit_context(data)
+        ctx = fit_context(data, network.adjacency(tuple(data.sensor_ids)))
     if features is None:
         if data is None:
             raise DataError("training needs the raw data or a feature table")
@@ -178,9 +185,7 @@ def train(
         x_va, y_va, meta_va = examples(data, ctx, "val")
     else:
         x, y, meta = features
-        from ml.dataset import split_of
-
-        split = split_of(meta.step_ms)
+        split = (data.split if data is not None else network.split).of(meta.step_ms)
         x_tr, y_tr = x[split == "train"], y[split == "train"]
         va = split == "val"
         x_va, y_va, meta_va = x[va], y[va], meta.take(np.flatnonzero(va))
@@ -283,6 +288,7 @@ def train(
             "calibration": "normalised split conformal (a scale model of the absolute error, fitted on training rows "
             "the point model did not see) per predicted-speed bin, on validation days with an odd day number",
             "step_ms": STEP_MS,
+            "network": network.name,
         },
     )
     return bundle, table
@@ -290,7 +296,8 @@ def train(
 
 def register(parser: argparse._SubParsersAction) -> None:
     p = parser.add_parser("train")
-    p.add_argument("--data", help="METR-LA .npz or .h5 (local or hdfs://); default: the bundled data")
+    add_network_argument(p)
+    p.add_argument("--data", help="the network's readings as .npz or .h5 (local or hdfs://); default: the network's")
     p.add_argument(
         "--features",
         help="train on a Parquet feature table (file or directory, local or hdfs://) from the batch pipeline; "
@@ -333,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_rows is not None and args.max_rows < 1000:
         raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
     started = time.perf_counter()
-    registry = ModelRegistry(args.registry or default_registry_root())
+    network = network_of(args)
+    registry = ModelRegistry(args.registry or network.registry_root(default_registry_root()))
     features = None
     ctx = None
     if args.features:
@@ -341,15 +349,16 @@ def run(args: argparse.Namespace) -> int:
         if context_file is not None and context_file.exists():
             ctx = FeatureContext.from_bytes(context_file.read_bytes())
         else:
-            ctx = fit_context(load_metrla(args.data, hdfs_options_for([args.data]) or None))
+            full = network.readings(args.data, hdfs_options_for([args.data]) or None)
+            ctx = fit_context(full, network.adjacency(full.sensor_ids))
         features = read_feature_table(args.features, sensor_ids=ctx.sensor_ids)
         data = None
     else:
-        data = load_metrla(args.data, hdfs_options_for([args.data]) or None)
+        data = network.readings(args.data, hdfs_options_for([args.data]) or None)
         if args.quick:
             data = quick_subset(data)
     bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage, candidates=candidates,
-                          max_rows=args.max_rows)
+                          max_rows=args.max_rows, network=network)
     elapsed = time.perf_counter() - started
     bundle.metadata["training_seconds"] = round(elapsed, 1)
     version = registry.register(bundle)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.dataset import STEP_MS, MetrLA, split_of
+from ml.dataset import METR_LA_SPLIT, STEP_MS, MetrLA, Split
 from ml.exceptions import DataError
 from ml.features import (
     FEATURE_NAMES,
@@ -75,7 +75,7 @@ def window_ends(data: MetrLA, split: str | None = None, stride: int = 1) -> np.n
     )
     t = t[ok]
     if split is not None:
-        t = t[split_of(times[t]) == split]
+        t = t[data.split.of(times[t]) == split]
     return t[::stride]
 
 
@@ -144,13 +144,13 @@ def examples(
     return x, y, meta
 
 
-def _table(x: np.ndarray, y: np.ndarray, meta: ExampleMeta):
+def _table(x: np.ndarray, y: np.ndarray, meta: ExampleMeta, split: Split):
     import pyarrow as pa
 
     columns = {
         "sensor_id": pa.array(meta.sensor_id.astype(str), pa.string()),
         "step_ms": pa.array(meta.step_ms.astype(np.int64), pa.int64()),
-        "split": pa.array(split_of(meta.step_ms).astype(str), pa.string()),
+        "split": pa.array(split.of(meta.step_ms).astype(str), pa.string()),
     }
     for j, name in enumerate(FEATURE_NAMES):
         columns[name] = pa.array(x[:, j].astype(np.float32), pa.float32())
@@ -159,11 +159,12 @@ def _table(x: np.ndarray, y: np.ndarray, meta: ExampleMeta):
     return pa.table(columns)
 
 
-def write_feature_table(path: str | Path, x: np.ndarray, y: np.ndarray, meta: ExampleMeta) -> None:
-    """Write one Parquet file with ``FEATURE_TABLE_COLUMNS`` (NaN targets = missing)."""
+def write_feature_table(path: str | Path, x: np.ndarray, y: np.ndarray, meta: ExampleMeta,
+                        split: Split = METR_LA_SPLIT) -> None:
+    """Write one Parquet file with ``FEATURE_TABLE_COLUMNS`` (NaN targets = missing), rows labelled by ``split``."""
     import pyarrow.parquet as pq
 
-    pq.write_table(_table(x, y, meta), str(path))
+    pq.write_table(_table(x, y, meta, split), str(path))
 
 
 def _read_local_table(path: Path):  # noqa: ANN202 - pyarrow.Table

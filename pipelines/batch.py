@@ -38,8 +38,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from ml.dataset import STEP_MS
+from ml.dataset import METR_LA_SPLIT, STEP_MS, Split
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
+from ml.network import add_network_argument
 from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
@@ -119,6 +120,8 @@ class BatchConfig:
     store_dsn: str | None = None
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
+    split: Split = METR_LA_SPLIT  # labels feature-table rows: the network's
+    road_links: tuple[tuple[str, str], ...] | None = None  # incidents follow these (None: METR-LA's road graph)
 
 
 def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, label: str | None = None) -> beam.PCollection:
@@ -156,7 +159,8 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
     )
     post = forecasts | "PostProcess" >> PostProcess()
     incidents = {"snapshots": full, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
-        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=STEP_MS // 1000)
+        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links, HORIZONS_MIN,
+        step_s=STEP_MS // 1000)
     scores = {"predictions": post.predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
         window_s=STEP_MS // 1000
     )
@@ -206,7 +210,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
     )
     if cfg.mode == "features":
         tables = {"snapshots": snapshots, "aggregates": aggregates} | "WriteFeatureTables" >> WriteFeatureTables(
-            cfg.context, cfg.window_ends_ms, cfg.sensor_ids, cfg.output
+            cfg.context, cfg.window_ends_ms, cfg.sensor_ids, cfg.output, cfg.split
         )
         _ = tables | "CountFeatureRows" >> beam.ParDo(_CountTableRows(cfg.progress_every))
     else:
@@ -229,24 +233,28 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
     """Resolve flags into a :class:`BatchConfig`: loads the input once (and the model in backfill mode)."""
     from config.hdfs import hdfs_options_for
     from config.settings import default_registry_root, get_settings
+    from ml.network import check_network, network_of
     from ml.registry import ModelRegistry
     from ml.training_set import window_ends
     from pipelines.sources import load_readings
 
+    network = network_of(args)
     output = args.output or str(get_settings().work_dir / "batch" / args.mode)
-    registry = args.registry or default_registry_root()
+    registry = args.registry or network.registry_root(default_registry_root())
     hdfs = hdfs_options_for([args.data, output, registry if args.mode == "backfill" else None])
     spec = SourceSpec(
-        path=args.data,
+        path=args.data or str(network.root / "speed.npz"),
+        known_sensor_ids=network.sensor_ids,
         start_ms=_parse_time_ms(args.start, "--start"),
         end_ms=_parse_time_ms(args.end, "--end"),
         sensor_ids=tuple(s for s in (args.sensors or "").split(",") if s) or None,
         hdfs_options=tuple(sorted(hdfs.items())),
     )
     cfg = BatchConfig(mode=args.mode, source=spec, output=output, sensor_ids=(), hdfs_options=hdfs,
-                      progress_every=args.progress_every)
+                      progress_every=args.progress_every, split=network.split)
     if args.mode == "backfill":
         bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load(args.model_version)
+        check_network(bundle, network)
         if spec.sensor_ids:
             raise BatchError("--sensors is for features mode; a backfill runs on the model's sensors")
         spec = replace(spec, sensor_ids=tuple(bundle.context.sensor_ids))
@@ -260,6 +268,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
             ensure_ready(get_settings().postgres_dsn)
         return replace(
             cfg, source=spec, sensor_ids=spec.sensor_ids, registry=registry, model_version=str(bundle.version),
+            road_links=network.road_links(spec.sensor_ids),
             first_step_ms=int(data.times_ms[0]), to_kafka=args.to_kafka,
             bootstrap_servers=args.bootstrap_servers or get_settings().bootstrap_servers,
             predictions_topic=args.predictions_topic or topics.predictions,
@@ -269,10 +278,10 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
         )
     from ml.features import fit_context
 
-    data = load_readings(spec)
+    data = load_readings(spec).with_split(network.split)
     _LOG.info("batch: fitting the feature context on the training period of %d steps x %d sensors",
               data.n_steps, len(data.sensor_ids))
-    context = fit_context(data)
+    context = fit_context(data, network.adjacency(data.sensor_ids))
     ends = frozenset(int(t) for t in data.times_ms[window_ends(data)])
     if not ends:
         raise BatchError(f"the input has {data.n_steps} steps; a window needs {HISTORY_STEPS + 12} consecutive steps")
@@ -388,8 +397,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=MODES, help="features: feature+target tables; backfill: predictions")
-    parser.add_argument("--data", help="METR-LA .npz/.h5 or raw-reading Parquet (file, directory or glob), "
-                        "local or hdfs://; default: the bundled data")
+    add_network_argument(parser)
+    parser.add_argument("--data", help="the network's readings as .npz/.h5 or raw-reading Parquet (file, directory "
+                        "or glob), local or hdfs://; default: the network's own readings")
     parser.add_argument("--start", help="first step to read (UTC), e.g. 2012-03-01 or 2012-03-01T06:00")
     parser.add_argument("--end", help="read steps before this time (UTC)")
     parser.add_argument("--sensors", help="features mode: comma-separated sensor ids (default: all in the input)")

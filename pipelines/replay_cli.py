@@ -113,8 +113,10 @@ def _replay_from_args(
     config = producer_config(
         args.bootstrap_servers, linger_ms=args.linger_ms, batch_size=args.batch_size, compression=args.compression
     )
+    from ml.network import network_of
+
     return replay(
-        args.data,
+        network_of(args).readings(args.data, hdfs_options_for([args.data]) or None),
         config,
         args.topic or settings.raw,
         speed=_parse_speed(args.speed),
@@ -138,7 +140,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "replay",
         description=(_replay_doc or "").split("\n\n")[1].replace("``", "`"),
     )
-    parser.add_argument("--data", default=None, help="a .npz or .h5 file, local or hdfs:// (default: bundled copy)")
+    from ml.network import add_network_argument
+
+    add_network_argument(parser)
+    parser.add_argument("--data", default=None,
+                        help="a .npz or .h5 file of the network's sensors, local or hdfs:// (default: the network's)")
     parser.add_argument("--bootstrap-servers", default=get_settings().bootstrap_servers, help="default: %(default)s")
     parser.add_argument("--topic", default=None, help=f"default: {settings.raw}")
     parser.add_argument(

@@ -76,6 +76,7 @@ class SourceSpec:
     sensor_ids: tuple[str, ...] | None = None
     hdfs_options: tuple[tuple[str, Any], ...] = ()
     chunk_steps: int = 288
+    known_sensor_ids: tuple[str, ...] | None = None  # the network's sensors (None: METR-LA's)
 
     @property
     def hdfs_dict(self) -> dict[str, Any] | None:
@@ -130,7 +131,8 @@ def _read_parquet_table(path: str, hdfs_options: dict[str, Any] | None):
 def load_readings(spec: SourceSpec) -> MetrLA:
     """The input as a (steps x sensors) array, restricted to the spec's range and sensors."""
     if is_parquet(spec.path):
-        data = _pivot(_read_parquet_table(spec.path, spec.hdfs_dict), spec.path)
+        known = frozenset(spec.known_sensor_ids) if spec.known_sensor_ids else network_sensor_ids()
+        data = _pivot(_read_parquet_table(spec.path, spec.hdfs_dict), spec.path, known)
     else:
         data = load_metrla(spec.path, spec.hdfs_dict)
     data = data.between(spec.start_ms, spec.end_ms)
@@ -141,7 +143,7 @@ def load_readings(spec: SourceSpec) -> MetrLA:
     return data
 
 
-def _pivot(table, source: str) -> MetrLA:
+def _pivot(table, source: str, known: frozenset[str]) -> MetrLA:
     import pandas as pd
 
     frame = table.to_pandas()
@@ -153,7 +155,7 @@ def _pivot(table, source: str) -> MetrLA:
         frame["event_time"] = pd.DatetimeIndex(times).as_unit("ms").asi8
     # What validation would reject never shapes the array: unknown sensors, impossible speeds. Repeats: first wins.
     speed = frame["speed_mph"].astype(np.float64)
-    frame = frame[frame["sensor_id"].astype(str).isin(network_sensor_ids()) & np.isfinite(speed) & (speed >= 0)]
+    frame = frame[frame["sensor_id"].astype(str).isin(known) & np.isfinite(speed) & (speed >= 0)]
     frame = frame.drop_duplicates(subset=["sensor_id", "event_time"], keep="first")
     if frame.empty:
         raise DataError(f"{source} holds no valid readings of known sensors")

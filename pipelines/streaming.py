@@ -79,6 +79,7 @@ class StreamingConfig:
     store_dsn: str | None = None
     store_retention_s: float | None = None
     hdfs_options: tuple[tuple[str, Any], ...] = ()
+    road_links: tuple[tuple[str, str], ...] | None = None  # incidents follow these (None: METR-LA's road graph)
 
 
 def _count(pcoll: beam.PCollection, name: str, label: str) -> beam.PCollection:
@@ -117,7 +118,8 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
     incidents = {"snapshots": snapshots, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
-        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids), HORIZONS_MIN, step_s=cfg.window_s)
+        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links,
+        HORIZONS_MIN, step_s=cfg.window_s)
     _ = incidents | "PublishIncidents" >> PublishToKafka(cfg.bootstrap_servers, topics.incidents, "incident",
                                                          key_field="incident_id")
     scores = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(

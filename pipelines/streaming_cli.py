@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from ml.dataset import STEP_MS
+from ml.network import add_network_argument
 from ml.registry import MODEL_REFRESH_S
 from pipelines.beam_flags import accepts_beam_flags, beam_flags
 from pipelines.streaming import DEFAULT_GROUP_ID, StreamingConfig, StreamingError, build_pipeline
@@ -62,25 +63,28 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     """
     from config.hdfs import hdfs_options_for
     from config.settings import default_registry_root, get_settings
-    from ml.dataset import network_sensor_ids
+    from ml.network import check_network, network_of
     from ml.registry import ModelRegistry
     from runners.options import KafkaOptions, RegistryOptions
     from schemas.topics import get_topic_settings
 
     settings = get_settings()
     kafka, models = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
-    registry = models.model_registry or default_registry_root()
+    network = network_of(args)
+    registry = models.model_registry or network.registry_root(default_registry_root())
     hdfs: dict[str, Any] = hdfs_options_for([registry, args.output])
     if args.window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
     if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
         raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
     bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
+    check_network(bundle, network)
     return StreamingConfig(
         bootstrap_servers=kafka.kafka_bootstrap_servers or settings.bootstrap_servers,
         topics=get_topic_settings(),
         sensor_ids=tuple(bundle.context.sensor_ids),
-        known_sensor_ids=network_sensor_ids(),
+        known_sensor_ids=network.sensor_ids,
+        road_links=network.road_links(tuple(bundle.context.sensor_ids)),
         registry=registry,
         output=args.output if args.output != "none" else None,
         group_id=kafka.kafka_group_id or DEFAULT_GROUP_ID,
@@ -110,8 +114,10 @@ def _run(args: argparse.Namespace) -> int:
     if not given:
         extra.append(f"--job_name={job_name}")
     from config.settings import default_registry_root
+    from ml.network import network_of
 
-    paths = [args.output, args.registry or default_registry_root()]  # an hdfs:// one adds the WebHDFS options
+    registry = args.registry or network_of(args).registry_root(default_registry_root())
+    paths = [args.output, registry]  # an hdfs:// one adds the WebHDFS options
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
     admin_client(cfg.bootstrap_servers)  # a broker that is down: one line, before anything is submitted
@@ -210,7 +216,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prism (local default) or flink (the local cluster through the job server)")
     parser.add_argument("--bootstrap-servers", "--bootstrap", dest="bootstrap_servers",
                         help="Kafka bootstrap servers (default: the local platform)")
-    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
+    add_network_argument(parser)
+    parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models, "
+                        "and its networks/<name> for an imported network)")
     parser.add_argument("--output", default=str(get_settings().work_dir / "stream"),
                         help="directory (local or hdfs://) for aggregate and prediction Parquet files; 'none' "
                         "to write only to Kafka")

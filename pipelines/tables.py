@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from ml.dataset import STEP_MS, split_of
+from ml.dataset import METR_LA_SPLIT, STEP_MS, Split
 from ml.features import (
     FEATURE_NAMES,
     HORIZON_STEPS,
@@ -98,8 +98,9 @@ def _targets_for(step: tuple[int, np.ndarray]) -> Iterator[tuple[int, tuple[int,
 class _FeatureTable(beam.DoFn):
     """(t, {"x": [(N, F)], "y": [(h, (N,))...]}) -> (split, pyarrow.Table with FEATURE_TABLE_COLUMNS)."""
 
-    def __init__(self, sensor_ids: tuple[str, ...]) -> None:
+    def __init__(self, sensor_ids: tuple[str, ...], split: Split) -> None:
         self.sensor_ids = sensor_ids
+        self.split = split
 
     def process(self, element: tuple[int, dict[str, list]]) -> Iterator[tuple[str, Any]]:
         import pyarrow as pa
@@ -112,7 +113,7 @@ class _FeatureTable(beam.DoFn):
         targets = {h: np.full(n, np.nan) for h in HORIZONS_MIN}
         for h, speeds in parts["y"]:
             targets[h] = speeds
-        split = str(split_of(np.array([step_ms]))[0])
+        split = str(self.split.of(np.array([step_ms]))[0])
         columns = {
             "sensor_id": pa.array(self.sensor_ids, pa.string()),
             "step_ms": pa.array(np.full(n, step_ms, dtype=np.int64), pa.int64()),
@@ -174,13 +175,16 @@ def parquet_schema(avro_name: str):
 class WriteFeatureTables(beam.PTransform):
     """``{"snapshots": ..., "aggregates": ...}`` -> ``<output>/features/<split>/part-*.parquet``.
 
-    Emits (returns) the ``(split, pyarrow.Table)`` pieces it writes, one per window end.
+    Emits (returns) the ``(split, pyarrow.Table)`` pieces it writes, one per window end. ``split`` labels the
+    rows (the network's; METR-LA's protocol by default).
     """
 
     def __init__(
-        self, ctx: FeatureContext, window_ends_ms: frozenset[int], sensor_ids: tuple[str, ...], output: str
+        self, ctx: FeatureContext, window_ends_ms: frozenset[int], sensor_ids: tuple[str, ...], output: str,
+        split: Split = METR_LA_SPLIT,
     ) -> None:
         super().__init__()
+        self.split = split
         self.ctx = ctx
         self.window_ends_ms = frozenset(window_ends_ms)
         self.sensor_ids = tuple(sensor_ids)
@@ -203,7 +207,7 @@ class WriteFeatureTables(beam.PTransform):
         tables = (
             {"x": blocks, "y": targets}
             | "JoinFeaturesAndTargets" >> beam.CoGroupByKey()
-            | "ToFeatureTables" >> beam.ParDo(_FeatureTable(self.sensor_ids))
+            | "ToFeatureTables" >> beam.ParDo(_FeatureTable(self.sensor_ids, self.split))
         )
         schema = feature_table_schema()
         for split in SPLITS:

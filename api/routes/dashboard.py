@@ -33,11 +33,13 @@ def docs() -> HTMLResponse:
                                swagger_favicon_url=f"{vendor}/favicon-32x32.png")
 
 
-@router.get("/dashboard/config.json", summary="Settings the dashboard needs (tiles, horizons)",
+@router.get("/dashboard/config.json", summary="Settings the dashboard needs (network, title, tiles, horizons)",
             responses=error_responses(429, 503))
 def dashboard_config(runtime: RuntimeDep) -> dict:
     settings = runtime.settings
     return {
+        "network": runtime.network.name,
+        "title": runtime.network.title,
         "tile_url": settings.tile_url,
         "tile_attribution": settings.tile_attribution if settings.tile_url else None,
         "horizons_min": list(HORIZONS_MIN),

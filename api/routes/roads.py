@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import RuntimeDep
 from api.errors import error_responses
-from ml.road_graph import bundled_road_links
+from ml.network import Network
 
 __all__ = ["router"]
 
@@ -25,12 +25,12 @@ class RoadLinks(BaseModel):
 
 
 @lru_cache(maxsize=4)
-def _links(sensor_ids: tuple[str, ...]) -> list[list[str]]:
-    return [list(link) for link in bundled_road_links(sensor_ids)]
+def _links(network: Network, sensor_ids: tuple[str, ...]) -> list[list[str]]:
+    return [list(link) for link in network.road_links(sensor_ids)]
 
 
 @router.get("", response_model=RoadLinks, summary="Road links between the sensors (each sensor's nearest sensor "
             "up- and downstream on the road graph)",
             responses=error_responses(429, 503))
 def roads(runtime: RuntimeDep) -> dict:
-    return {"links": _links(tuple(runtime.catalog.ids))}
+    return {"links": _links(runtime.network, tuple(runtime.catalog.ids))}

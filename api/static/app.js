@@ -183,6 +183,8 @@
 
   async function start() {
     const config = await (await fetch("config.json")).json();
+    document.title = `${config.title} · live map`;
+    document.getElementById("title").textContent = config.title;
     const map = L.map("map", { zoomControl: true, zoomSnap: 0.25, attributionControl: !!config.tile_url });
     state.map = map;
     if (config.tile_url) L.tileLayer(config.tile_url, { attribution: config.tile_attribution, maxZoom: 18 }).addTo(map);

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from api.settings import ApiSettings
 from api.state import LiveState, SensorCatalog
+from ml.network import load_network
 
 STEP_MS = 300_000
 T0 = 1_338_000_000_000
@@ -15,7 +15,7 @@ T0 = 1_338_000_000_000
 
 @pytest.fixture(scope="module")
 def catalog() -> SensorCatalog:
-    return SensorCatalog.from_csv(ApiSettings().sensors_csv)
+    return SensorCatalog.from_network(load_network())
 
 
 def _prediction(sensor: str, step: int, horizon: int = 15, speed: float = 50.0, congestion: str = "FREE_FLOW",
