@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from config.settings import REPO_ROOT
 from ml.dataset import load_metrla
@@ -188,3 +189,10 @@ def test_the_committed_notebook_is_valid_and_has_no_outputs() -> None:
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_a_day_without_earlier_days_to_fit_on_is_a_one_line_error(tmp_path) -> None:
+    empty_registry = tmp_path / "registry"
+    empty_registry.mkdir()
+    with pytest.raises(CellExecutionError, match="choose a later DAY"):
+        run_notebook({"SENSORS": ["773869"], "DAY": "2012-03-01", "REGISTRY": str(empty_registry)}, tmp_path)
