@@ -13,7 +13,9 @@ streaming: one batch per chunk of steps, or per Parquet row group. Supported inp
   ``speed_mph``; ``event_time`` as epoch-ms integers or a timestamp column),
   a file, a directory of shards or a glob, local or ``hdfs://``.
 
-:func:`load_readings` reads any of these into a :class:`ml.dataset.MetrLA` in
+:class:`ReadLoadedReadings` emits the same RawBatches from readings already
+loaded in the launching process (a slice of a network, as the analyst's
+notebook runs). :func:`load_readings` reads any file input into a :class:`ml.dataset.MetrLA` in
 the launching process (the batch pipeline fits its feature context on it), and
 :func:`write_readings_parquet` writes such a Parquet file.
 """
@@ -37,6 +39,7 @@ from schemas.codec import AvroCodec
 
 __all__ = [
     "RAW_READING_COLUMNS",
+    "ReadLoadedReadings",
     "ReadRawReadings",
     "SourceSpec",
     "is_parquet",
@@ -210,19 +213,23 @@ class _EmitArrayChunk(beam.DoFn):
         data = _cached_dataset(self.spec.path, self.spec.hdfs_options)
         if self.spec.sensor_ids:
             data = data.only(self.spec.sensor_ids)
-        lo, hi = bounds
-        encoder = RawReadingEncoder.for_codec(self.codec, tuple(data.sensor_ids))
-        values: list[bytes] = []
-        for t in range(lo, hi):
-            event_time = int(data.times_ms[t])
-            if encoder is not None:
-                values.extend(encoder.step(event_time, data.speed[t]))
-                continue
-            for sensor_id, speed in zip(data.sensor_ids, data.speed[t].tolist(), strict=False):
-                values.append(self.codec.encode({"sensor_id": sensor_id, "event_time": event_time,
-                                                 "speed_mph": speed}))
+        values = _encode_steps(self.codec, data, *bounds)
         self.emitted.inc(len(values))
         yield RawBatch.of(values)
+
+
+def _encode_steps(codec: AvroCodec, data: MetrLA, lo: int, hi: int) -> list[bytes]:
+    """Steps [lo, hi) of ``data`` as Avro RawReading values, sensor-major per step."""
+    encoder = RawReadingEncoder.for_codec(codec, tuple(data.sensor_ids))
+    values: list[bytes] = []
+    for t in range(lo, hi):
+        event_time = int(data.times_ms[t])
+        if encoder is not None:
+            values.extend(encoder.step(event_time, data.speed[t]))
+            continue
+        for sensor_id, speed in zip(data.sensor_ids, data.speed[t].tolist(), strict=False):
+            values.append(codec.encode({"sensor_id": sensor_id, "event_time": event_time, "speed_mph": speed}))
+    return values
 
 
 def _step_chunks(spec: SourceSpec) -> list[tuple[int, int]]:
@@ -301,3 +308,40 @@ class ReadRawReadings(beam.PTransform):
             | "EmitRawReadings" >> beam.ParDo(_EmitArrayChunk(self.spec))
         )
 
+
+class _EncodeLoadedChunk(beam.DoFn):
+    """A chunk of loaded readings (a :class:`MetrLA` of a few steps) -> one RawBatch of Avro RawReading values."""
+
+    def __init__(self) -> None:
+        self.codec = AvroCodec("raw_reading")
+        self.emitted = beam.metrics.Metrics.counter("traffic.source", "readings_emitted")
+
+    def process(self, chunk: MetrLA) -> Iterator[RawBatch]:
+        values = _encode_steps(self.codec, chunk, 0, chunk.n_steps)
+        self.emitted.inc(len(values))
+        yield RawBatch.of(values)
+
+
+class ReadLoadedReadings(beam.PTransform):
+    """Readings already loaded in this process (a :class:`MetrLA`, e.g. a notebook's slice of a network) as
+    RawBatches of Avro ``RawReading`` values, one per ``chunk_steps`` steps: what :class:`ReadRawReadings` emits
+    for a file, without naming one. The readings travel inside the pipeline, so keep them to a slice."""
+
+    def __init__(self, data: MetrLA, chunk_steps: int = 288) -> None:
+        super().__init__()
+        if data.n_steps == 0 or not data.sensor_ids:
+            raise DataError("the readings to read are empty (no steps or no sensors)")
+        if chunk_steps < 1:
+            raise DataError(f"chunk_steps must be at least 1, not {chunk_steps}")
+        self.data = data
+        self.chunk_steps = chunk_steps
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawBatch]:
+        d, size = self.data, self.chunk_steps
+        chunks = [MetrLA(d.speed[lo : lo + size], d.times_ms[lo : lo + size], d.sensor_ids)
+                  for lo in range(0, d.n_steps, size)]
+        return (
+            pbegin
+            | "LoadedChunks" >> beam.Create(chunks)
+            | "EncodeRawReadings" >> beam.ParDo(_EncodeLoadedChunk())
+        )

@@ -11,9 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from ml.dataset import STEP_MS, load_metrla
+from ml.dataset import STEP_MS, MetrLA, load_metrla
 from ml.exceptions import DataError
-from pipelines.sources import ReadRawReadings, SourceSpec, is_parquet, load_readings, write_readings_parquet
+from pipelines.sources import (
+    ReadLoadedReadings,
+    ReadRawReadings,
+    SourceSpec,
+    is_parquet,
+    load_readings,
+    write_readings_parquet,
+)
 from schemas.codec import AvroCodec
 
 RAW = AvroCodec("raw_reading")
@@ -104,3 +111,25 @@ def test_format_detection_and_one_line_errors(tmp_path) -> None:
         load_readings(SourceSpec(str(tmp_path / "none.parquet")))
     with pytest.raises(DataError, match="no readings between"):
         load_readings(SourceSpec(None, start_ms=0, end_ms=1))
+
+
+def test_loaded_readings_become_the_same_raw_batches_in_chunks(block, tmp_path) -> None:
+    """An in-memory slice is emitted as a file of it is: every reading once, one RawBatch per chunk of steps."""
+    sink = tmp_path / "loaded"
+    with beam.Pipeline() as p:
+        batches = p | ReadLoadedReadings(block, chunk_steps=4)
+        _ = (batches | beam.FlatMap(lambda batch: batch.values) | beam.Map(as_row) | beam.Map(repr)
+             | beam.io.WriteToText(str(sink), shard_name_template=""))
+        sizes = batches | beam.Map(lambda batch: len(batch.values))
+        assert_that(sizes, equal_to([4 * 4, 4 * 4, 1 * 4]))  # 9 steps x 4 sensors in chunks of 4 steps
+    rows = [eval(line) for line in sink.read_text().splitlines()]  # noqa: S307 - our own repr of tuples
+    assert sorted(rows) == sorted(expected(block)) and len(rows) == 36
+
+
+def test_loaded_readings_refuse_an_empty_slice(block) -> None:
+    with pytest.raises(DataError, match="empty"):
+        ReadLoadedReadings(block.between(0, 1))
+    with pytest.raises(DataError, match="empty"):
+        ReadLoadedReadings(MetrLA(np.zeros((3, 0)), block.times_ms[:3], ()))
+    with pytest.raises(DataError, match="chunk_steps"):
+        ReadLoadedReadings(block, chunk_steps=0)
