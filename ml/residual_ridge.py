@@ -18,9 +18,13 @@ from ml.training_set import examples
 __all__ = ["fit_residual_ridge"]
 
 
-def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_bin_rows: int = 100) -> ModelBundle:
-    """Fit on ``data``'s training windows (every ``stride``-th); intervals are calibrated on the same rows."""
-    ctx = fit_context(data)
+def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_bin_rows: int = 100,
+                       adjacency: np.ndarray | None = None) -> ModelBundle:
+    """Fit on ``data``'s training windows (every ``stride``-th); intervals are calibrated on the same rows.
+
+    ``adjacency`` is the road graph of ``data``'s sensors (default: METR-LA's).
+    """
+    ctx = fit_context(data, adjacency)
     x, y, _ = examples(data, ctx, "train", stride=stride)
     last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
     estimators, intervals = {}, {}

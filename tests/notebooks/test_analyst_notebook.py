@@ -191,6 +191,40 @@ def test_the_committed_notebook_is_valid_and_has_no_outputs() -> None:
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
+def test_the_notebook_runs_on_an_imported_network(tmp_path) -> None:
+    """A network that is not METR-LA as shipped: 6 sensors renamed, imported from the long CSV layout with a graph
+    built from their locations. The notebook reads it, and its features use that graph."""
+    from cli.main import main
+    from ml.network import load_network
+
+    data = load_metrla()
+    ids = list(data.sensor_ids[20:26])
+    start = _day_start_ms()
+    part = data.only(ids).between(start - 3 * DAY_MS, start + DAY_MS)
+    readings_csv, sensors_csv = tmp_path / "readings.csv", tmp_path / "sensors.csv"
+    pd.DataFrame({"sensor_id": np.tile([f"n{s}" for s in ids], part.n_steps),
+                  "time": np.repeat(part.times_ms, len(ids)), "speed": part.speed.ravel()}).to_csv(readings_csv,
+                                                                                                   index=False)
+    located = pd.read_csv(load_network().root / "sensors.csv", dtype={"sensor_id": str})
+    located = located[located.sensor_id.isin(ids)].assign(sensor_id=lambda f: "n" + f.sensor_id)
+    located.to_csv(sensors_csv, index=False)
+    assert main(["network", "import", "--name", "six", "--readings", str(readings_csv), "--locations",
+                 str(sensors_csv), "--output", str(tmp_path / "six")]) == 0
+    network = load_network(tmp_path / "six")
+    empty_registry = tmp_path / "registry"
+    empty_registry.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    _nb, run = run_notebook({"NETWORK": str(tmp_path / "six"), "SENSORS": "all", "DAY": DAY, "FIT_DAYS": 3,
+                             "REGISTRY": str(empty_registry)}, out)
+    assert run["sensor_ids"] == list(network.sensor_ids) and run["dead_letters"] == 0
+    assert set(pd.read_parquet(out / "aggregates.parquet")["sensor_id"]) == set(network.sensor_ids)
+    bundle = ModelRegistry(str(out / "registry")).load()
+    np.testing.assert_allclose(bundle.context.degree_out, network.adjacency().sum(1) - 1, rtol=1e-12)  # its graph
+    got = pd.read_parquet(out / "features.parquet")
+    assert set(got["split"]) == set(network.split.of(got["step_ms"].to_numpy()))
+
+
 def test_a_day_without_earlier_days_to_fit_on_is_a_one_line_error(tmp_path) -> None:
     empty_registry = tmp_path / "registry"
     empty_registry.mkdir()
