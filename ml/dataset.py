@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,7 @@ class MetrLA:
     times_ms: np.ndarray
     sensor_ids: tuple[str, ...]
     split: Split = METR_LA_SPLIT
+    step_ms: int = STEP_MS  # the network's step length (rows are steps; gaps are whole steps)
 
     def __post_init__(self) -> None:
         if self.speed.ndim != 2 or self.speed.shape != (len(self.times_ms), len(self.sensor_ids)):
@@ -102,7 +103,7 @@ class MetrLA:
         """Steps with start_ms <= time < end_ms."""
         lo = 0 if start_ms is None else int(np.searchsorted(self.times_ms, start_ms, side="left"))
         hi = self.n_steps if end_ms is None else int(np.searchsorted(self.times_ms, end_ms, side="left"))
-        return MetrLA(self.speed[lo:hi], self.times_ms[lo:hi], self.sensor_ids, self.split)
+        return replace(self, speed=self.speed[lo:hi], times_ms=self.times_ms[lo:hi])
 
     def only(self, sensor_ids: list[str] | tuple[str, ...]) -> MetrLA:
         index = {sid: i for i, sid in enumerate(self.sensor_ids)}
@@ -110,10 +111,13 @@ class MetrLA:
         if unknown:
             raise DataError(f"unknown sensor ids: {', '.join(unknown[:5])}")
         cols = [index[sid] for sid in sensor_ids]
-        return MetrLA(self.speed[:, cols], self.times_ms, tuple(sensor_ids), self.split)
+        return replace(self, speed=self.speed[:, cols], sensor_ids=tuple(sensor_ids))
 
     def with_split(self, split: Split) -> MetrLA:
-        return MetrLA(self.speed, self.times_ms, self.sensor_ids, split)
+        return replace(self, split=split)
+
+    def with_step(self, step_ms: int) -> MetrLA:
+        return replace(self, step_ms=int(step_ms))
 
 
 def read_bytes(path: str, hdfs_options: dict | None = None) -> bytes:

@@ -29,6 +29,8 @@ __all__ = [
     "HISTORY_STEPS",
     "HORIZONS_MIN",
     "HORIZON_STEPS",
+    "steps_supported",
+    "window_target_steps",
     "SLOTS_PER_DAY",
     "FeatureContext",
     "build_features",
@@ -40,8 +42,8 @@ __all__ = [
 
 HISTORY_STEPS = 12
 HORIZONS_MIN: tuple[int, ...] = (15, 30, 60)
-HORIZON_STEPS: dict[int, int] = {h: h * 60_000 // STEP_MS for h in HORIZONS_MIN}
-SLOTS_PER_DAY = 24 * 60 * 60 * 1000 // STEP_MS
+HORIZON_STEPS: dict[int, int] = {h: h * 60_000 // STEP_MS for h in HORIZONS_MIN}  # at METR-LA's 5-minute step
+SLOTS_PER_DAY = 24 * 60 * 60 * 1000 // STEP_MS  # at METR-LA's 5-minute step
 _DAY_MS = 24 * 60 * 60 * 1000
 _LAGS = (1, 2, 3, 6, 11)
 
@@ -118,6 +120,11 @@ class FeatureContext:
     def n_sensors(self) -> int:
         return len(self.sensor_ids)
 
+    @property
+    def step_ms(self) -> int:
+        """The step length the context was fitted at: a day over the profile's slots."""
+        return _DAY_MS // self.profile.shape[2]
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays = {
@@ -171,10 +178,23 @@ def _row_normalise(w: np.ndarray) -> np.ndarray:
     return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
 
 
-def slot_and_daytype(times_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """5-minute slot of the day, day type (1 = Saturday/Sunday) and day of week (0 = Monday)."""
+def steps_supported(step_ms: int) -> str | None:
+    """Why a step length cannot be used, or None: the horizons (minutes) and the day must be whole steps."""
+    if step_ms <= 0 or _DAY_MS % step_ms or any((h * 60_000) % step_ms for h in HORIZONS_MIN):
+        return (f"a step of {step_ms / 60_000:g} min does not divide the horizons ({', '.join(map(str, HORIZONS_MIN))} "
+                "min) and the day into whole steps")
+    return None
+
+
+def window_target_steps(step_ms: int) -> int:
+    """Steps after t a window needs for its farthest target (12 at 5-minute steps, the protocol's 12 outputs)."""
+    return max(HORIZONS_MIN) * 60_000 // step_ms
+
+
+def slot_and_daytype(times_ms: np.ndarray, step_ms: int = STEP_MS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slot of the day (of ``step_ms``), day type (1 = Saturday/Sunday) and day of week (0 = Monday)."""
     times_ms = np.asarray(times_ms, dtype=np.int64)
-    slot = (times_ms % _DAY_MS) // STEP_MS
+    slot = (times_ms % _DAY_MS) // step_ms
     dow = (times_ms // _DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
     return slot.astype(np.int64), (dow >= 5).astype(np.int64), dow.astype(np.int64)
 
@@ -191,9 +211,13 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
     train = data.split.of(data.times_ms) == "train"
     if not train.any():
         raise DataError("the data has no steps in the training period; cannot fit the feature context")
+    reason = steps_supported(data.step_ms)
+    if reason:
+        raise DataError(reason)
+    slots_per_day = _DAY_MS // data.step_ms
     speed = history_from_speeds(data.speed[train])
     times = data.times_ms[train]
-    slot, daytype, _ = slot_and_daytype(times)
+    slot, daytype, _ = slot_and_daytype(times, data.step_ms)
     n = speed.shape[1]
     observed = np.isfinite(speed)
     filled = np.where(observed, speed, 0.0)
@@ -203,16 +227,16 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
     sq = np.where(observed, (speed - sensor_mean) ** 2, 0.0).sum(0)
     sensor_std = np.sqrt(np.divide(sq, observed.sum(0), out=np.zeros(n), where=observed.sum(0) > 0))
 
-    key = daytype * SLOTS_PER_DAY + slot
-    total = np.zeros((2 * SLOTS_PER_DAY, n))
-    total_sq = np.zeros((2 * SLOTS_PER_DAY, n))
-    count = np.zeros((2 * SLOTS_PER_DAY, n))
+    key = daytype * slots_per_day + slot
+    total = np.zeros((2 * slots_per_day, n))
+    total_sq = np.zeros((2 * slots_per_day, n))
+    count = np.zeros((2 * slots_per_day, n))
     np.add.at(total, key, filled)
     np.add.at(total_sq, key, filled**2)
     np.add.at(count, key, observed.astype(np.float64))
     # Smooth over +-1 slot (circular) so sparse slots borrow from their neighbours.
     total, total_sq, count = (
-        _smooth_slots(a.reshape(2, SLOTS_PER_DAY, n)) for a in (total, total_sq, count)
+        _smooth_slots(a.reshape(2, slots_per_day, n)) for a in (total, total_sq, count)
     )
     prior = 3.0  # shrink thin cells toward the sensor mean
     profile = (total + prior * sensor_mean) / (count + prior)
@@ -241,7 +265,7 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
         degree_in=a.sum(0),
         degree_out=a.sum(1),
         train_start_ms=int(times[0]),
-        train_end_ms=int(times[-1]) + STEP_MS,
+        train_end_ms=int(times[-1]) + data.step_ms,
     )
 
 
@@ -268,7 +292,7 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
     observed = np.isfinite(x)
 
     # Profile at each history step and at the targets (indices only need the step times).
-    offsets = np.arange(-(HISTORY_STEPS - 1), 1) * STEP_MS
+    offsets = np.arange(-(HISTORY_STEPS - 1), 1) * ctx.step_ms
     hist_times = steps_ms[:, None] + offsets[None, :]
     hist_profile = _profile_at(ctx.profile, hist_times)  # (B, K, N)
     # Impute: carry the last observation forward, before the first one use the profile.
@@ -285,12 +309,12 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
         return np.where(cnt > 0, s / np.maximum(cnt, 1), filled[:, -m:].mean(1))
 
     mean3, mean6, mean12 = tail_mean(3), tail_mean(6), tail_mean(12)
-    slot, daytype, dow = slot_and_daytype(steps_ms)
-    tod = 2 * np.pi * slot / SLOTS_PER_DAY
+    slot, daytype, dow = slot_and_daytype(steps_ms, ctx.step_ms)
+    tod = 2 * np.pi * slot / ctx.profile.shape[2]
     dw = 2 * np.pi * dow / 7
     prof_t = hist_profile[:, -1]
     prof_std_t = _profile_at(ctx.profile_std, steps_ms[:, None])[:, 0]
-    prof_h = [_profile_at(ctx.profile, (steps_ms + HORIZON_STEPS[h] * STEP_MS)[:, None])[:, 0] for h in HORIZONS_MIN]
+    prof_h = [_profile_at(ctx.profile, (steps_ms + h * 60_000)[:, None])[:, 0] for h in HORIZONS_MIN]
     dev = filled - hist_profile
     dev_last = dev[:, -1]
     slope3 = last - filled[:, -4]
@@ -347,6 +371,6 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
 
 
 def _profile_at(profile: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
-    """profile (N, 2, S) looked up at times (B, M) -> (B, M, N)."""
-    slot, daytype, _ = slot_and_daytype(times_ms)
+    """profile (N, 2, S) looked up at times (B, M) -> (B, M, N); a day has S steps."""
+    slot, daytype, _ = slot_and_daytype(times_ms, _DAY_MS // profile.shape[2])
     return profile[:, daytype, slot].transpose(1, 2, 0)

@@ -77,13 +77,13 @@ class Network:
         return network_sensor_ids(self.root / "sensors.csv")
 
     def readings(self, path: str | Path | None = None, hdfs_options: dict | None = None) -> MetrLA:
-        """The network's readings (or ``path``'s, which must hold only its sensors), with the network's split."""
+        """The network's readings (or ``path``'s, which must hold only its sensors), with its split and step."""
         data = load_metrla(path if path is not None else self.root / "speed.npz", hdfs_options)
         unknown = sorted(set(data.sensor_ids) - set(self.sensor_ids))
         if unknown:
             raise DataError(f"{path} holds {len(unknown)} sensors that network {self.name!r} does not have: "
                             f"{', '.join(unknown[:5])}")
-        return data.with_split(self.split)
+        return data.with_split(self.split).with_step(self.step_ms)
 
     def locations(self, sensor_ids: tuple[str, ...] | None = None) -> np.ndarray:
         """(N, 2) latitude, longitude in ``sensor_ids`` order (default: every sensor)."""

@@ -33,14 +33,13 @@ import numpy as np
 
 from ml.dataset import STEP_MS, Split, load_metrla, read_bytes
 from ml.exceptions import DataError
-from ml.features import HISTORY_STEPS
+from ml.features import HISTORY_STEPS, steps_supported, window_target_steps
 from ml.network import MANIFEST, parse_time_ms, write_manifest
 from ml.network_graph import NEAREST, from_edges, from_locations
 
 __all__ = ["ImportedNetwork", "import_network", "parse_split", "read_locations", "read_long_readings", "step_of",
            "split_by_fractions"]
 
-_WINDOW_TARGET_STEPS = 12
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -176,9 +175,10 @@ def _readings(path: str, hdfs_options: dict | None) -> tuple[np.ndarray, np.ndar
     raise DataError(f"{path}: readings must be .csv or .parquet (long: sensor_id, time, speed) or .npz/.h5 (wide)")
 
 
-def split_by_fractions(times_ms: np.ndarray, train: float, val: float) -> Split:
-    """The protocol's split of a file's windows (12 in, 12 out): the first ``train`` share, then ``val``; t-based."""
-    windows = len(times_ms) - HISTORY_STEPS - _WINDOW_TARGET_STEPS + 1
+def split_by_fractions(times_ms: np.ndarray, train: float, val: float, step_ms: int = STEP_MS) -> Split:
+    """The protocol's split of a file's windows (12 in, out to the farthest horizon): the first ``train`` share,
+    then ``val``; boundaries are window end times t."""
+    windows = len(times_ms) - HISTORY_STEPS - window_target_steps(step_ms) + 1
     n_train = round(train * windows)
     n_test = round((1.0 - train - val) * windows)
     n_val = windows - n_train - n_test
@@ -190,7 +190,7 @@ def split_by_fractions(times_ms: np.ndarray, train: float, val: float) -> Split:
     return Split(int(times_ms[n_train + last_input]), int(val_end))
 
 
-def parse_split(text: str, times_ms: np.ndarray) -> tuple[Split, str]:
+def parse_split(text: str, times_ms: np.ndarray, step_ms: int = STEP_MS) -> tuple[Split, str]:
     """``--split``: fractions ``0.7,0.1,0.2`` (train, val, test) or two dates ``TRAIN_END,VAL_END``."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
@@ -200,9 +200,9 @@ def parse_split(text: str, times_ms: np.ndarray) -> tuple[Split, str]:
     if shares is not None and len(shares) == 3:
         if any(s < 0 for s in shares) or abs(sum(shares) - 1.0) > 1e-6:
             raise DataError(f"--split fractions {text} must be three shares >= 0 that add up to 1")
-        how = (f"fractions {shares[0]:g}/{shares[1]:g}/{shares[2]:g} of the windows (12 in, 12 out) in time order; "
-               "boundaries are the times t of a window's last input step")
-        return split_by_fractions(times_ms, shares[0], shares[1]), how
+        how = (f"fractions {shares[0]:g}/{shares[1]:g}/{shares[2]:g} of the windows (12 steps in, out to the "
+               "farthest horizon) in time order; boundaries are the times t of a window's last input step")
+        return split_by_fractions(times_ms, shares[0], shares[1], step_ms), how
     if shares is None and len(parts) == 2:
         split = Split(parse_time_ms(parts[0], "--split"), parse_time_ms(parts[1], "--split"))
         return split, f"dates: train before {parts[0]}, validation before {parts[1]}, test after (by a window's t)"
@@ -259,9 +259,9 @@ def import_network(readings: str, locations: str, *, name: str, output: Path, gr
     if (output / MANIFEST).exists() and not force:
         raise DataError(f"network {output} exists; give --force to replace it")
     speed, times, ids, step = _readings(readings, hdfs_options)
-    if step != STEP_MS:
-        raise DataError(f"{readings}: the step is {step / 60_000:g} min; the features and horizons (15, 30, 60 min "
-                        f"= 3, 6, 12 steps) are built for {STEP_MS // 60_000}-minute steps")
+    reason = steps_supported(step)
+    if reason:
+        raise DataError(f"{readings}: {reason}")
     where = read_locations(locations, hdfs_options)
     unknown = [sid for sid in ids if sid not in where]
     if unknown:
@@ -272,7 +272,7 @@ def import_network(readings: str, locations: str, *, name: str, output: Path, gr
     cols = [ids.index(sid) for sid in order]
     speed, ids = speed[:, cols], tuple(order)
     located = np.array([where[sid] for sid in ids], dtype=np.float64)
-    chosen, split_how = parse_split(split, times)
+    chosen, split_how = parse_split(split, times, step)
     adjacency, graph_how = _graph(graph, ids, located, nearest, hdfs_options)
     from ml.road_graph import road_links
 
@@ -293,7 +293,7 @@ def import_network(readings: str, locations: str, *, name: str, output: Path, gr
     first, last = (np.datetime64(int(t), "ms").astype("datetime64[m]") for t in (times[0], times[-1]))
     dropped = len(where) - len(ids)
     summary = (f"network {name}: {len(ids)} sensors ({dropped} located without readings left out), "
-               f"{len(times):,} steps of {step // 60_000} min from {first} to {last}, {missing:.1%} missing; "
+               f"{len(times):,} steps of {step / 60_000:g} min from {first} to {last}, {missing:.1%} missing; "
                f"split train < {np.datetime64(chosen.train_end_ms, 'ms').astype('datetime64[m]')} <= val < "
                f"{np.datetime64(chosen.val_end_ms, 'ms').astype('datetime64[m]')}; graph {graph_how}, "
                f"{links} road links; written to {output}")

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ml.features import slot_and_daytype
 from ml.metrics import masked_mae, observed_mask
 
 if TYPE_CHECKING:
@@ -130,8 +129,7 @@ def _plot_by_horizon(path: Path, result: dict, anchors: dict) -> None:
 def _plot_by_time_of_day(path: Path, preds: SplitPredictions, horizons: tuple[int, ...], split: str) -> None:
     import matplotlib.pyplot as plt
 
-    slot, _, _ = slot_and_daytype(preds.meta.step_ms)
-    hour = slot * 5 // 60
+    hour = (np.asarray(preds.meta.step_ms, dtype=np.int64) % 86_400_000) // 3_600_000
     fig, ax = plt.subplots(figsize=(7, 4))
     for j, h in enumerate(horizons):
         yhat = preds.predictions[h][0]

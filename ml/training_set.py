@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.dataset import METR_LA_SPLIT, STEP_MS, MetrLA, Split
+from ml.dataset import METR_LA_SPLIT, MetrLA, Split
 from ml.exceptions import DataError
 from ml.features import (
     FEATURE_NAMES,
@@ -28,6 +28,7 @@ from ml.features import (
     FeatureContext,
     build_features_batch,
     history_from_speeds,
+    window_target_steps,
 )
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "write_feature_table",
 ]
 
-WINDOW_TARGET_STEPS = 12  # the protocol's windows need t+1 .. t+12 in the data
+WINDOW_TARGET_STEPS = 12  # at 5-minute steps the protocol's windows need t+1 .. t+12 (window_target_steps)
 TARGET_COLUMNS: tuple[str, ...] = tuple(f"y_{h}" for h in HORIZONS_MIN)
 FEATURE_TABLE_COLUMNS: tuple[str, ...] = ("sensor_id", "step_ms", "split", *FEATURE_NAMES, *TARGET_COLUMNS)
 
@@ -64,15 +65,17 @@ class ExampleMeta:
 
 
 def window_ends(data: MetrLA, split: str | None = None, stride: int = 1) -> np.ndarray:
-    """Indices t of the windows in ``data`` (optionally of one split), every ``stride``-th one."""
-    t = np.arange(HISTORY_STEPS - 1, data.n_steps - WINDOW_TARGET_STEPS)
+    """Indices t of the windows in ``data`` (optionally of one split), every ``stride``-th one.
+
+    A window is the 12 input steps up to t and the steps after it to the farthest horizon (12 at 5 minutes).
+    """
+    after = window_target_steps(data.step_ms)
+    t = np.arange(HISTORY_STEPS - 1, data.n_steps - after)
     if len(t) == 0:
         return t
     # Windows must be contiguous in time (a sliced or gappy file must not join distant steps).
     times = data.times_ms
-    ok = (times[t + WINDOW_TARGET_STEPS] - times[t - HISTORY_STEPS + 1]) == (
-        (WINDOW_TARGET_STEPS + HISTORY_STEPS - 1) * STEP_MS
-    )
+    ok = (times[t + after] - times[t - HISTORY_STEPS + 1]) == (after + HISTORY_STEPS - 1) * data.step_ms
     t = t[ok]
     if split is not None:
         t = t[data.split.of(times[t]) == split]
@@ -104,7 +107,7 @@ def iter_example_chunks(
     cols = _sensor_columns(data, sensors)
     ends = window_ends(data, split, stride)
     speed = history_from_speeds(data.speed)
-    steps = [h * 60_000 // STEP_MS for h in horizons_min]
+    steps = [h * 60_000 // data.step_ms for h in horizons_min]
     for lo in range(0, len(ends), chunk_windows):
         t = ends[lo : lo + chunk_windows]
         hist = speed[t[:, None] + np.arange(-(HISTORY_STEPS - 1), 1)[None, :]]  # (B, K, N)

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
 from kafka_client import check_kafka
-from ml.dataset import BUNDLED_DIR, STEP_MS, MetrLA, load_metrla
+from ml.dataset import BUNDLED_DIR, MetrLA, load_metrla
 from pipelines.bad_records import BadRecordInjector, Reading
 from pipelines.replay_encoding import RawReadingEncoder
 from schemas.codec import AvroCodec
@@ -44,7 +44,6 @@ __all__ = [
     "replay",
 ]
 
-STEP_S = STEP_MS / 1000
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 
@@ -188,11 +187,11 @@ def replay(
     _await_topic(producer, bootstrap, topic)
 
     n_steps, n_sensors = chosen.speed.shape
-    span_ms = int(chosen.times_ms[-1] - chosen.times_ms[0]) + STEP_MS
+    span_ms = int(chosen.times_ms[-1] - chosen.times_ms[0]) + chosen.step_ms
     loop_shift_ms = math.ceil(span_ms / WEEK_MS) * WEEK_MS
     keys = [sid.encode() for sid in chosen.sensor_ids]
     sensor_ids = chosen.sensor_ids
-    interval_s = 0.0 if math.isinf(speed) else STEP_S / speed
+    interval_s = 0.0 if math.isinf(speed) else chosen.step_ms / 1000 / speed
     report = ReplayReport(topic=topic, sensors=n_sensors)
     bad_counts: Counter = injector.counts
     bar = tqdm(

@@ -17,7 +17,6 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
-from ml.dataset import STEP_MS
 from ml.network import add_network_argument
 from ml.registry import MODEL_REFRESH_S
 from pipelines.beam_flags import accepts_beam_flags, beam_flags
@@ -73,7 +72,8 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     network = network_of(args)
     registry = models.model_registry or network.registry_root(default_registry_root())
     hdfs: dict[str, Any] = hdfs_options_for([registry, args.output])
-    if args.window_s <= 0 or args.allowed_lateness_s < 0:
+    window_s = args.window_s if args.window_s is not None else network.step_ms // 1000
+    if window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
     if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
         raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
@@ -90,7 +90,7 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
         group_id=kafka.kafka_group_id or DEFAULT_GROUP_ID,
         start=kafka.kafka_start,
         max_out_of_orderness_s=kafka.kafka_max_out_of_orderness_s,
-        window_s=args.window_s,
+        window_s=window_s,
         allowed_lateness_s=args.allowed_lateness_s,
         model_refresh_s=models.model_refresh_s,
         hdfs_options=tuple(sorted(hdfs.items())),
@@ -226,7 +226,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", choices=("earliest", "latest", "committed"),
                         help="where to start reading the raw topic when the job starts fresh (default: committed, "
                         "falling back to earliest)")
-    parser.add_argument("--window-s", type=int, default=STEP_MS // 1000, help="aggregation window (default 300)")
+    parser.add_argument("--window-s", type=int, help="aggregation window (default: the network's step, 300 s for "
+                        "METR-LA)")
     parser.add_argument("--allowed-lateness-s", type=int, default=300,
                         help="events up to this late (behind their sensor's newest reading) still update their "
                         "window; later ones are dead letters (default 300)")

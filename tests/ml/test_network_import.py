@@ -123,7 +123,7 @@ def _write(files, name: str, text: str) -> Path:
     ("sensor_id,time,speed\n773869,2012-04-02 00:00,60\n773869,2012-04-02 00:05,61\n773869,2012-04-02 00:10,6\n"
      "773869,2012-04-02 00:12,6\n", "irregular steps: 2012-04-02T00:12:00.000 is 2 min after the previous time"),
     ("sensor_id,time,speed\n773869,2012-04-02 00:00,60\n773869,2012-04-02 00:10,61\n773869,2012-04-02 00:20,6\n",
-     "the step is 10 min"),
+     "a step of 10 min does not divide the horizons"),
     ("sensor_id,time,speed\n773869,2012-04-02 00:00,fast\n773869,2012-04-02 00:05,61\n",
      "row 2 has a speed that is not a number: 'fast'"),
     ("sensor_id,speed\n773869,60\n", "lacks the column(s) time"),
