@@ -16,6 +16,7 @@ from collections import Counter
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.runner import PipelineState
 from small_models import register_ridge_bundle
 from topic_contents import read_all
 
@@ -45,6 +46,15 @@ def _stored(dsn: str) -> dict[tuple, float | None]:
     with connect(dsn) as conn:
         return {(r[0], r[1], r[2], r[3]): r[4] for r in conn.execute(
             "SELECT sensor_id, event_time_ms, horizon_min, model_version, error_mph FROM scores")}
+
+
+def _ended(result) -> str | None:
+    """The job's state once it is terminal (a failed job will score nothing more), else None."""
+    try:
+        state = str(result.state)
+    except Exception:  # noqa: BLE001 - a state the job service cannot tell right now: poll again
+        return None
+    return state if PipelineState.is_terminal(state) else None
 
 
 def _describe(unscored: set[tuple], predictions: dict[tuple, dict], scores: list[dict],
@@ -89,6 +99,7 @@ def test_streaming_scores_every_settled_prediction_once(kafka_bootstrap, fresh_t
             if due and due <= {_key(s) for s in scores}:
                 break
             unscored = due - {_key(s) for s in scores}
+            assert not (ended := _ended(result)), f"the job ended in state {ended} (see the log above)"
             newest = max([(s["target_time"] - START_MS) // 60_000 for s in scores], default=None)
             assert time.monotonic() < deadline, (
                 f"{len(unscored)} of {len(due)} settled predictions have no score: "
