@@ -43,7 +43,7 @@ from ml.features import HISTORY_STEPS, HORIZONS_MIN, FeatureContext
 from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
-from pipelines.tables import WriteFeatureTables, arrow_table, join_path, parquet_schema
+from pipelines.tables import WriteFeatureTables, arrow_table, join_path, parquet_schema, write_context
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
@@ -61,6 +61,7 @@ __all__ = [
     "BatchRun",
     "build_parser",
     "build_pipeline",
+    "configure_logging",
     "execute",
     "make_config",
     "parquet_schema",
@@ -327,7 +328,7 @@ class _WorkerProgress(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("traffic").setLevel(logging.INFO)
     relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
@@ -374,12 +375,14 @@ def execute(args: argparse.Namespace) -> BatchRun:
     launched = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
+    if cfg.context is not None:  # features mode: the tables' context beside them (a model trained on them needs it)
+        write_context(join_path(cfg.output, "features"), cfg.context)
     finished = time.monotonic()
     return BatchRun(cfg, _counters(result), finished - started, finished - launched)
 
 
 def _run(args: argparse.Namespace) -> int:
-    _configure_logging()
+    configure_logging()
     outcome = execute(args)
     text, balanced = summarise(outcome.cfg, outcome.counts, outcome.wall_s)
     print(text, flush=True)

@@ -31,9 +31,20 @@ from ml.features import (
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
 from schemas.batches import Columns, records_of
 
-__all__ = ["SPLITS", "WriteFeatureTables", "arrow_table", "feature_table_schema", "join_path", "parquet_schema"]
+__all__ = [
+    "CONTEXT_FILE",
+    "SPLITS",
+    "WriteFeatureTables",
+    "arrow_table",
+    "feature_table_schema",
+    "join_path",
+    "parquet_schema",
+    "read_context",
+    "write_context",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+CONTEXT_FILE = "context.npz"  # the FeatureContext the tables were built with, beside the split directories
 
 
 def arrow_table(element: Any, schema: Any) -> Any:
@@ -46,6 +57,25 @@ def arrow_table(element: Any, schema: Any) -> Any:
 def join_path(root: str, *parts: str) -> str:
     """``root/parts...`` for local paths and filesystem URLs alike."""
     return "/".join([root.rstrip("/"), *parts])
+
+
+def write_context(features_dir: str, ctx: FeatureContext) -> None:
+    """``<features_dir>/context.npz`` (local or any Beam filesystem)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(join_path(features_dir, CONTEXT_FILE)) as handle:
+        handle.write(ctx.to_bytes())
+
+
+def read_context(features_dir: str) -> FeatureContext | None:
+    """The ``context.npz`` beside feature tables, or None when there is none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = join_path(features_dir, CONTEXT_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return FeatureContext.from_bytes(handle.read())
 
 
 class _BuildFeatureBlock(beam.DoFn):
