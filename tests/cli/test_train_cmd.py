@@ -152,3 +152,35 @@ def test_an_unknown_runner_is_a_one_line_usage_error(tables_root, tmp_path, caps
         main(["train", "--runner", "spark", "--registry", str(tmp_path)])
     assert exited.value.code == 2
     assert "invalid choice: 'spark'" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.hdfs
+def test_tables_on_hdfs_are_built_once_and_trained_on(hdfs_service, tmp_path, monkeypatch, capsys) -> None:
+    """TRAFFIC_FEATURE_TABLES on hdfs://: the batch pipeline writes the tables, context and manifest there."""
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from config.hdfs import hdfs_options
+    from pipelines.training_tables import read_manifest
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)  # restored afterwards
+    root = f"hdfs://tests/tables-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("TRAFFIC_FEATURE_TABLES", root)
+    options = tuple(sorted(hdfs_options().items()))
+    models = tmp_path / "models"
+    try:
+        assert main(["train", "--quick", "--registry", str(models), *FAST]) == 0
+        assert "feature tables: building them in " + root + "/quick" in capsys.readouterr().err
+        manifest = read_manifest(f"{root}/quick", options)
+        assert manifest is not None and manifest["feature_rows"] > 0
+        assert FileSystems.exists(f"{root}/quick/features/context.npz")
+        bundle = ModelRegistry(models).load()
+        data = quick_subset(load_metrla())
+        assert bundle.metadata["training_rows"] == len(examples(data, bundle.context, "train")[0])
+        assert main(["train", "--quick", "--registry", str(models), *FAST]) == 0
+        assert "feature tables: up to date" in capsys.readouterr().err
+        assert read_manifest(f"{root}/quick", options) == manifest
+    finally:
+        FileSystems.delete([root])
