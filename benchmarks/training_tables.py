@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = [examples(data, ctx, split) for split in ("train", "val")]
     oracle_s = time.perf_counter() - started
     ex = np.concatenate([p[0] for p in parts])
-    same = x.shape == ex.shape and float(np.max(np.abs(x.astype(np.float64) - ex.astype(np.float64)))) <= 1e-9
+    worst = float(np.max(np.abs(x.astype(np.float64) - ex.astype(np.float64)))) if x.shape == ex.shape else np.inf
+    same = worst <= 1e-9
     readings = data.speed.size
     print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
     print(f"machine: {os.cpu_count()} cores, {host_platform.python_implementation()} {host_platform.python_version()}")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2. reuse (up-to-date check + read train/val, rebuilt={again}): {reuse_s:.1f} s")
     print(f"3. in-process oracle (fit_context + examples train/val): {oracle_s:.1f} s")
     print(f"build / in-process: {build_s / oracle_s:.1f}x the time; reuse / in-process: {reuse_s / oracle_s:.2f}x")
-    print(f"feature matrices equal within 1e-9: {same}")
+    print(f"feature matrices equal within 1e-9: {same} (shapes {x.shape} / {ex.shape}, largest difference {worst:.3g})")
     print(f"peak RSS: this process {_peak_mib(resource.RUSAGE_SELF):,.0f} MiB, "
           f"largest worker {_peak_mib(resource.RUSAGE_CHILDREN):,.0f} MiB")
     return 0 if same and not again else 1

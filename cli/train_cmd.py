@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     hdfs = tuple(sorted(hdfs_options_for([args.data, directory]).items()))
     manifest, _ = ensure_tables(directory, _request(args, hdfs), args.runner, args.rebuild_tables, say=_say)
     features, ctx = read_training_tables(join_path(directory, "features"), hdfs_options=hdfs)
+    want = sum(manifest.get("rows", {}).get(split, 0) for split in ("train", "val"))
+    if len(features[0]) != want:
+        raise DataError(f"the feature tables in {directory} hold {len(features[0]):,} train and val rows, their "
+                        f"manifest {want:,}; run `traffic train --rebuild-tables`")
     if ctx is None:
         raise DataError(f"{directory}/features has no context.npz; run `traffic train --rebuild-tables`")
     return fit_and_register(args, features, ctx, started,

@@ -50,6 +50,7 @@ __all__ = [
     "TableRequest",
     "build_tables",
     "ensure_tables",
+    "expected_rows",
     "feature_code_version",
     "input_fingerprint",
     "read_manifest",
@@ -194,6 +195,15 @@ def _batch_argv(directory: str, request: TableRequest, runner: str, progress_eve
     return argv
 
 
+def expected_rows(window_ends_ms: frozenset[int], n_sensors: int) -> dict[str, int]:
+    """Rows per split the tables must hold: one per protocol window and sensor."""
+    from ml.dataset import split_of
+
+    ends = np.array(sorted(window_ends_ms), dtype=np.int64)
+    splits = split_of(ends).astype(str) if len(ends) else np.array([], dtype=str)
+    return {split: int(np.sum(splits == split)) * n_sensors for split in ("train", "val", "test")}
+
+
 def build_tables(directory: str, request: TableRequest, runner: str = "direct", progress_every: int = 100_000,
                  say: Callable[[str], None] = _LOG.info, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``traffic batch features`` for ``request`` into ``directory``, then write its manifest; the manifest."""
@@ -212,11 +222,17 @@ def build_tables(directory: str, request: TableRequest, runner: str = "direct", 
         say(line.strip())
     if not balanced:
         raise DataError(f"the batch pipeline's counts do not add up; tables in {directory} left without a manifest")
+    rows = expected_rows(outcome.cfg.window_ends_ms, len(outcome.cfg.sensor_ids))
+    written = int(outcome.counts.get("feature_rows", -1))
+    if written != sum(rows.values()):  # one row per protocol window and sensor, nothing lost
+        raise DataError(f"the batch pipeline wrote {written:,} feature rows, expected {sum(rows.values()):,} "
+                        f"(windows x sensors); tables in {directory} left without a manifest, the next run rebuilds")
     manifest = {
         "key": key,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": round(outcome.wall_s, 1),
-        "feature_rows": int(outcome.counts.get("feature_rows", 0)),
+        "feature_rows": written,
+        "rows": rows,
         "sensor_ids": list(outcome.cfg.sensor_ids),
         "command": "traffic batch " + " ".join(_batch_argv(directory, request, runner, progress_every)),
     }

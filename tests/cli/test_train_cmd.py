@@ -28,9 +28,12 @@ def tables_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The error line: stderr's last line, the only one saying error (progress lines may come before it)."""
     err = capsys.readouterr().err.strip()
-    assert err.startswith("traffic: error:") and "\n" not in err and "Traceback" not in err, err
-    return err
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("traffic: error:") and "Traceback" not in err, err
+    assert sum("error" in line.lower() for line in lines) == 1, err
+    return lines[-1]
 
 
 def test_missing_tables_are_built_by_the_batch_pipeline_then_trained_on(tables_root, tmp_path, capsys) -> None:
@@ -56,6 +59,13 @@ def test_missing_tables_are_built_by_the_batch_pipeline_then_trained_on(tables_r
     assert main(["train", "--quick", "--registry", str(models), "--rebuild-tables", *FAST]) == 0
     assert "(--rebuild-tables)" in capsys.readouterr().err
     assert json.loads((tables_root / "quick" / MANIFEST_FILE).read_text())["key"] == manifest["key"]
+
+    parts = sorted((tables_root / "quick" / "features" / "train").glob("*.parquet"))
+    assert len(parts) >= 2
+    parts[0].unlink()  # rows gone behind the manifest's back: refused, not trained on
+    assert main(["train", "--quick", "--registry", str(models), *FAST]) == 2
+    err = _one_line_error(capsys)
+    assert "train and val rows, their manifest" in err and "--rebuild-tables" in err
 
 
 def test_quick_train_registers_a_selected_calibrated_model(tables_root, tmp_path, capsys) -> None:

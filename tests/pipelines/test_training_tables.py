@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ml.dataset import BUNDLED_DIR, TRAIN_END_MS, load_metrla
+from ml.exceptions import DataError
 from ml.features import fit_context
 from ml.train import train
 from ml.training_set import examples
@@ -67,6 +69,32 @@ def test_tables_equal_the_in_process_oracle(built) -> None:
     assert np.nanmax(np.abs(y - ey)) <= 1e-9
 
 
+def test_the_manifest_counts_one_row_per_window_and_sensor(built) -> None:
+    directory, request, data_file = built
+    _, _, parts = _oracle(data_file, request.sensors)
+    manifest = read_manifest(directory)
+    assert manifest["rows"] == {"train": len(parts[0][0]), "val": len(parts[1][0]), "test": 0}
+    assert manifest["feature_rows"] == sum(manifest["rows"].values())
+
+
+def test_a_build_that_loses_rows_gets_no_manifest(built, tmp_path, monkeypatch) -> None:
+    """The row check of build_tables: a run whose tables miss rows is refused (here one row fewer is reported)."""
+    import pipelines.batch
+
+    _, request, _ = built
+    real = pipelines.batch.execute
+
+    def losing(args):  # noqa: ANN001, ANN202 - the real run, with one feature row fewer in its counters
+        run = real(args)
+        return replace(run, counts={**run.counts, "feature_rows": run.counts["feature_rows"] - 1})
+
+    monkeypatch.setattr(pipelines.batch, "execute", losing)
+    with pytest.raises(DataError, match="expected .* feature rows|feature rows, expected"):
+        ensure_tables(str(tmp_path / "tables"), request)
+    assert read_manifest(str(tmp_path / "tables")) is None
+    assert stale_reason(str(tmp_path / "tables"), request) == "no tables (or no manifest) yet"
+
+
 def test_training_on_the_tables_gives_the_in_process_model(built) -> None:
     directory, request, data_file = built
     features, ctx = read_training_tables(f"{directory}/features")
@@ -93,8 +121,6 @@ def test_up_to_date_tables_are_not_rebuilt(built) -> None:
 
 
 def test_another_range_sensor_list_or_feature_code_is_stale(built, tmp_path) -> None:
-    from dataclasses import replace
-
     directory, request, _ = built
     assert stale_reason(directory, replace(request, end_ms=END_MS + DAY_MS)) == "the time range changed"
     assert stale_reason(directory, replace(request, start_ms=START_MS - DAY_MS)) == "the time range changed"
