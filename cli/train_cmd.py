@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         hdfs = tuple(sorted(hdfs_options_for([args.data, args.features]).items()))
         features, ctx = read_training_tables(args.features, hdfs_options=hdfs)
         if ctx is None:  # tables without their context: fit it on the raw data, then read the rows in its order
-            from ml.dataset import load_metrla
+            from pipelines.sources import SourceSpec, load_readings
 
-            ctx = fit_context(load_metrla(args.data, dict(hdfs_options_for([args.data])) or None))
+            ctx = fit_context(load_readings(SourceSpec(path=args.data, hdfs_options=hdfs)))
             features, _ = read_training_tables(args.features, tuple(ctx.sensor_ids), hdfs)
         return fit_and_register(args, features, ctx, started, {"feature_tables": args.features})
     directory = tables_dir(args.quick)
