@@ -73,11 +73,10 @@ def test_sigterm_interrupts_like_ctrl_c_and_the_previous_handler_comes_back() ->
 
 
 def test_a_long_command_stopped_with_sigterm_exits_130_with_one_line_and_registers_nothing(tmp_path) -> None:
+    import os
     import queue
     import signal
     import threading
-
-    import os
 
     registry = tmp_path / "models"
     env = {**os.environ, "TRAFFIC_FEATURE_TABLES": str(tmp_path / "tables")}
