@@ -20,10 +20,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from ml.dataset import METR_LA_SPLIT, STEP_MS, Split
+from ml.dataset import METR_LA_SPLIT, Split
 from ml.features import (
     FEATURE_NAMES,
-    HORIZON_STEPS,
     HORIZONS_MIN,
     FeatureContext,
     build_features,
@@ -31,9 +30,20 @@ from ml.features import (
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
 from schemas.batches import Columns, records_of
 
-__all__ = ["SPLITS", "WriteFeatureTables", "arrow_table", "feature_table_schema", "join_path", "parquet_schema"]
+__all__ = [
+    "CONTEXT_FILE",
+    "SPLITS",
+    "WriteFeatureTables",
+    "arrow_table",
+    "feature_table_schema",
+    "join_path",
+    "parquet_schema",
+    "read_context",
+    "write_context",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+CONTEXT_FILE = "context.npz"  # the FeatureContext the tables were built with, beside the split directories
 
 
 def arrow_table(element: Any, schema: Any) -> Any:
@@ -46,6 +56,25 @@ def arrow_table(element: Any, schema: Any) -> Any:
 def join_path(root: str, *parts: str) -> str:
     """``root/parts...`` for local paths and filesystem URLs alike."""
     return "/".join([root.rstrip("/"), *parts])
+
+
+def write_context(features_dir: str, ctx: FeatureContext) -> None:
+    """``<features_dir>/context.npz`` (local or any Beam filesystem)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(join_path(features_dir, CONTEXT_FILE)) as handle:
+        handle.write(ctx.to_bytes())
+
+
+def read_context(features_dir: str) -> FeatureContext | None:
+    """The ``context.npz`` beside feature tables, or None when there is none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = join_path(features_dir, CONTEXT_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return FeatureContext.from_bytes(handle.read())
 
 
 class _BuildFeatureBlock(beam.DoFn):
@@ -92,7 +121,7 @@ def _targets_for(step: tuple[int, np.ndarray]) -> Iterator[tuple[int, tuple[int,
     """The aggregate means of step s are the h-minute targets of step s - h."""
     step_ms, speeds = step
     for h in HORIZONS_MIN:
-        yield step_ms - HORIZON_STEPS[h] * STEP_MS, (h, speeds)
+        yield step_ms - h * 60_000, (h, speeds)  # the target of the step h minutes earlier
 
 
 class _FeatureTable(beam.DoFn):
