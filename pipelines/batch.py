@@ -123,6 +123,7 @@ class BatchConfig:
     progress_every: int = 100_000
     split: Split = METR_LA_SPLIT  # labels feature-table rows: the network's
     window_s: int = STEP_MS // 1000  # the network's step
+    network: str = "metr-la"  # its name, for the log
     road_links: tuple[tuple[str, str], ...] | None = None  # incidents follow these (None: METR-LA's road graph)
 
 
@@ -255,7 +256,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
     )
     cfg = BatchConfig(mode=args.mode, source=spec, output=output, sensor_ids=(), hdfs_options=hdfs,
                       progress_every=args.progress_every, split=network.split,
-                      window_s=network.step_ms // 1000)
+                      window_s=network.step_ms // 1000, network=network.name)
     if args.mode == "backfill":
         bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load(args.model_version)
         check_network(bundle, network)
@@ -382,7 +383,8 @@ def execute(args: argparse.Namespace) -> BatchRun:
     extra = [*BATCH_DIRECT_ARGS, *beam_flags(args)]
     paths = [p for p in (cfg.source.path, cfg.output, cfg.registry) if p]
     options = pipeline_options(args.runner, False, extra, get_settings(), paths)
-    _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
+    _LOG.info("batch %s: network %s, %s -> %s on %s", cfg.mode, cfg.network, cfg.source.path, cfg.output,
+              args.runner)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, cfg)
     launched = time.monotonic()

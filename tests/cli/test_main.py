@@ -96,7 +96,7 @@ def test_a_long_command_stopped_with_sigterm_exits_130_with_one_line_and_registe
     err: list[str] = []
     try:
         # The long part has started once the batch pipeline builds the feature tables.
-        while not any("batch features: bundled METR-LA" in line for line in err):
+        while not any("batch features: network metr-la" in line for line in err):
             line = lines.get(timeout=300)
             assert line is not None, f"train ended before it started training: {''.join(err)}"
             err.append(line)
