@@ -76,12 +76,13 @@ NAMESPACE = "traffic.batch"
 MODES = ("features", "backfill")
 # For DirectRunner (other runners ignore or tolerate them). --allow_unsafe_triggers keeps Beam 2.77's DirectRunner
 # from handing the job to Prism, which double-fires WindowedAggregate's AfterCount late trigger (apache/beam#33623:
-# every aggregate twice) and measured 3x slower here. multi_processing runs bundles in worker subprocesses: in
-# process, Beam's state cache sizes every stateful write with objsize over all loaded modules (~4 ms each).
+# every aggregate twice) and measured 3x slower here. One worker in this process: the elements are few and large
+# (a chunk, a window, a network step, a day of feature rows), so two worker processes (multi_processing) only added
+# the gRPC data plane through the launcher: 7 days took 10.1 s there against 6.0 s in process (docs/benchmarks.md).
 BATCH_DIRECT_ARGS: tuple[str, ...] = (
     "--allow_unsafe_triggers",
-    "--direct_running_mode=multi_processing",
-    "--direct_num_workers=2",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
 )
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (

@@ -72,8 +72,12 @@ def _block_parts(snapshot: dict[str, Any], step_ms: int, block_ms: int, window_e
 def _targets_of(rows: dict[int, np.ndarray], ends: np.ndarray, step_ms: int, target_steps: tuple[int, ...],
                 n: int) -> np.ndarray:
     """(B, N, H) float64: the network's mean at t + s steps for each horizon (NaN when missing or <= 0)."""
-    missing = np.full(n, np.nan)
-    y = np.stack([np.stack([rows.get(int(t) + s * step_ms, missing) for t in ends]) for s in target_steps], axis=-1)
+    known = np.array(sorted(rows), dtype=np.int64)
+    table = np.vstack([*(rows[int(t)] for t in known), np.full(n, np.nan)])  # the last row: missing
+    wanted = ends[None, :] + np.asarray(target_steps, dtype=np.int64)[:, None] * step_ms  # (H, B)
+    at = np.minimum(np.searchsorted(known, wanted), len(known))
+    found = (at < len(known)) & (known[np.minimum(at, len(known) - 1)] == wanted)
+    y = table[np.where(found, at, len(known))].transpose(1, 2, 0)  # (H, B, N) -> (B, N, H)
     with np.errstate(invalid="ignore"):
         y[y <= 0] = np.nan
     return y
@@ -140,8 +144,8 @@ class _FeatureBlockTables(beam.DoFn):
             pa.array([split], pa.string()).take(np.zeros(b * n, np.int32)),
         ]
         flat_x, flat_y = x.reshape(b * n, f).astype(np.float32), y.reshape(b * n, -1)
-        columns += [pa.array(flat_x[:, j]) for j in range(f)]
-        columns += [pa.array(flat_y[:, j]) for j in range(flat_y.shape[1])]
+        columns += [pa.array(column) for column in np.ascontiguousarray(flat_x.T)]
+        columns += [pa.array(column) for column in np.ascontiguousarray(flat_y.T)]
         return pa.Table.from_arrays(columns, schema=self._schema)
 
     def _write(self, table: Any, split: str, first_ms: int, last_ms: int) -> None:
