@@ -41,7 +41,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("network", "ml.network_cli", "import a sensor network (readings, locations, road graph), list or show networks"),
     ("replay", "pipelines.replay_cli", "send METR-LA readings to the raw topic in event-time order"),
     ("batch", "pipelines.batch", "batch pipeline over history: feature tables or backfilled predictions"),
-    ("train", "ml.train", "train the forecasting models and save them to the model registry"),
+    ("train", "cli.train_cmd", "train the forecasting models and save them to the model registry"),
     ("evaluate", "ml.evaluate", "score the registered model on the validation (and test) split"),
     ("stream", "pipelines.streaming_cli",
      "the streaming prediction job (Kafka -> validation -> windows -> model -> predictions)"),

@@ -86,6 +86,13 @@ class PlatformSettings(BaseSettings):
         default=None, description="model registry root, local or hdfs:// (default: <work_dir>/models)"
     )
 
+    # Read from TRAFFIC_FEATURE_TABLES; code uses the `feature_tables_root` property below.
+    feature_tables: str | None = Field(
+        default=None,
+        description="where `traffic train` keeps the feature tables it builds, local or hdfs:// "
+        "(default: <work_dir>/tables)",
+    )
+
     @property
     def bootstrap_servers(self) -> str:
         """Where Kafka clients connect: the configured list, else the local broker."""
@@ -95,6 +102,11 @@ class PlatformSettings(BaseSettings):
     def registry_root(self) -> str:
         """The model registry's root: ``$TRAFFIC_MODEL_REGISTRY``, else ``<work_dir>/models``."""
         return self.model_registry or str(self.work_dir / "models")
+
+    @property
+    def feature_tables_root(self) -> str:
+        """The root of the training feature tables: ``$TRAFFIC_FEATURE_TABLES``, else ``<work_dir>/tables``."""
+        return self.feature_tables or str(self.work_dir / "tables")
 
     @property
     def flink_rest_url(self) -> str:

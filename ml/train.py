@@ -22,15 +22,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from config.hdfs import hdfs_options_for
 from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal, fit_scaled_conformal, scale_inputs
-from ml.dataset import STEP_MS, MetrLA
+from ml.dataset import TRAIN_END_MS, MetrLA
 from ml.ensemble import ColumnBlend, HorizonChain
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
@@ -44,11 +42,20 @@ from ml.models import (
     candidate_specs,
     make_scale_model,
 )
-from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network, network_of
+from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
-from ml.training_set import ExampleMeta, examples, read_feature_table
+from ml.training_set import ExampleMeta, examples
 
-__all__ = ["TrainResult", "train", "validation_halves", "quick_subset", "register", "run"]
+__all__ = [
+    "TrainResult",
+    "add_arguments",
+    "check_arguments",
+    "fit_and_register",
+    "quick_subset",
+    "quick_window",
+    "train",
+    "validation_halves",
+]
 
 _DAY_MS = 24 * 60 * 60 * 1000
 QUICK_SENSORS = 12
@@ -69,11 +76,15 @@ def validation_halves(step_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ~odd, odd
 
 
+def quick_window(sensor_ids: tuple[str, ...], train_end_ms: int = TRAIN_END_MS) -> tuple[int, int, tuple[str, ...]]:
+    """(start_ms, end_ms, sensors) of ``--quick``: a few sensors and days around the train/validation boundary."""
+    return train_end_ms - QUICK_DAYS * _DAY_MS, train_end_ms + 2 * _DAY_MS, tuple(sensor_ids[:QUICK_SENSORS])
+
+
 def quick_subset(data: MetrLA) -> MetrLA:
-    """A few sensors and days around the train/validation boundary, for tests and smoke runs."""
-    start = data.split.train_end_ms - QUICK_DAYS * _DAY_MS
-    end = data.split.train_end_ms + 2 * _DAY_MS
-    return data.between(start, end).only(list(data.sensor_ids[:QUICK_SENSORS]))
+    """The ``--quick`` slice of ``data`` (:func:`quick_window`), for tests and smoke runs."""
+    start, end, sensors = quick_window(tuple(data.sensor_ids), data.split.train_end_ms)
+    return data.between(start, end).only(list(sensors))
 
 
 def _stderr(message: str) -> None:
@@ -287,21 +298,23 @@ def train(
             "selection": "per horizon, lowest masked MAE on validation days with an even day number",
             "calibration": "normalised split conformal (a scale model of the absolute error, fitted on training rows "
             "the point model did not see) per predicted-speed bin, on validation days with an odd day number",
-            "step_ms": STEP_MS,
+            "step_ms": ctx.step_ms,
             "network": network.name,
         },
     )
     return bundle, table
 
 
-def register(parser: argparse._SubParsersAction) -> None:
-    p = parser.add_parser("train")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The training flags of ``traffic train`` (the command itself is ``cli/train_cmd.py``)."""
     add_network_argument(p)
-    p.add_argument("--data", help="the network's readings as .npz or .h5 (local or hdfs://); default: the network's")
+    p.add_argument("--data", help="the network's readings as .npz or .h5, or raw-reading Parquet (local or "
+                   "hdfs://); default: the network's own")
     p.add_argument(
         "--features",
-        help="train on a Parquet feature table (file or directory, local or hdfs://) from the batch pipeline; "
-        "the feature context comes from context.npz beside it, else is fitted on --data",
+        help="train on these Parquet feature tables (the batch pipeline's features/ directory with train/ and val/, "
+        "or one table; local or hdfs://) instead of the ones `traffic train` keeps up to date itself; "
+        "the feature context comes from context.npz beside them, else is fitted on --data",
     )
     p.add_argument("--registry",
                    help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
@@ -312,7 +325,6 @@ def register(parser: argparse._SubParsersAction) -> None:
         "--candidates",
         help=f"comma-separated candidate models to fit and select from (default all: {', '.join(CANDIDATE_NAMES)})",
     )
-    p.set_defaults(func=run)
 
 
 def _print_table(table: list[dict]) -> None:
@@ -327,7 +339,8 @@ def _print_table(table: list[dict]) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """Refuse bad training flags before any work; the chosen candidates (None = all)."""
     if not 0.0 < args.coverage < 1.0:
         raise DataError(f"--coverage must be between 0 and 1, got {args.coverage}")
     candidates = None
@@ -339,28 +352,25 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among {choices}")
     if args.max_rows is not None and args.max_rows < 1000:
         raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
-    started = time.perf_counter()
-    network = network_of(args)
+    return candidates
+
+
+def fit_and_register(
+    args: argparse.Namespace,
+    features: tuple[np.ndarray, np.ndarray, ExampleMeta],
+    ctx: FeatureContext,
+    started: float,
+    extra_metadata: dict[str, Any] | None = None,
+    network: Network | None = None,
+) -> int:
+    """Train on feature tables (X, Y, meta) with their context, register the bundle, print the table."""
+    network = network or load_network(BUNDLED_NETWORK)
     registry = ModelRegistry(args.registry or network.registry_root(default_registry_root()))
-    features = None
-    ctx = None
-    if args.features:
-        context_file = Path(args.features) / "context.npz" if "://" not in args.features else None
-        if context_file is not None and context_file.exists():
-            ctx = FeatureContext.from_bytes(context_file.read_bytes())
-        else:
-            full = network.readings(args.data, hdfs_options_for([args.data]) or None)
-            ctx = fit_context(full, network.adjacency(full.sensor_ids))
-        features = read_feature_table(args.features, sensor_ids=ctx.sensor_ids)
-        data = None
-    else:
-        data = network.readings(args.data, hdfs_options_for([args.data]) or None)
-        if args.quick:
-            data = quick_subset(data)
-    bundle, table = train(data, features, ctx, quick=args.quick, coverage=args.coverage, candidates=candidates,
-                          max_rows=args.max_rows, network=network)
+    bundle, table = train(None, features, ctx, quick=args.quick, coverage=args.coverage,
+                          candidates=check_arguments(args), max_rows=args.max_rows, network=network)
     elapsed = time.perf_counter() - started
     bundle.metadata["training_seconds"] = round(elapsed, 1)
+    bundle.metadata.update(extra_metadata or {})
     version = registry.register(bundle)
     _print_table(table)
     print(f"registered model {version} in {registry.root} ({elapsed:.0f} s)")

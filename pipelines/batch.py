@@ -45,7 +45,14 @@ from ml.network import add_network_argument
 from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
-from pipelines.tables import WriteFeatureTables, arrow_table, clear_feature_tables, join_path, parquet_schema
+from pipelines.tables import (
+    WriteFeatureTables,
+    arrow_table,
+    clear_feature_tables,
+    join_path,
+    parquet_schema,
+    write_context,
+)
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
@@ -63,6 +70,7 @@ __all__ = [
     "BatchRun",
     "build_parser",
     "build_pipeline",
+    "configure_logging",
     "execute",
     "make_config",
     "parquet_schema",
@@ -123,6 +131,8 @@ class BatchConfig:
     hdfs_options: dict[str, Any] = field(default_factory=dict)
     progress_every: int = 100_000
     split: Split = METR_LA_SPLIT  # labels feature-table rows: the network's
+    window_s: int = STEP_MS // 1000  # the network's step
+    network: str = "metr-la"  # its name, for the log
     road_links: tuple[tuple[str, str], ...] | None = None  # incidents follow these (None: METR-LA's road graph)
 
 
@@ -154,7 +164,7 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
     assert cfg.registry is not None
     full = snapshots
     if cfg.first_step_ms is not None:
-        first_full = cfg.first_step_ms + (HISTORY_STEPS - 1) * STEP_MS
+        first_full = cfg.first_step_ms + (HISTORY_STEPS - 1) * cfg.window_s * 1000
         full = snapshots | "FullHistoryOnly" >> beam.Filter(lambda s: int(s["step_ms"]) >= first_full)
     forecasts = full | "Forecast" >> Forecast(
         cfg.registry, version=cfg.model_version, max_batch_size=32, hdfs_options=cfg.hdfs_options or None
@@ -162,9 +172,9 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
     post = forecasts | "PostProcess" >> PostProcess()
     incidents = {"snapshots": full, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
         cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links, HORIZONS_MIN,
-        step_s=STEP_MS // 1000)
+        step_s=cfg.window_s)
     scores = {"predictions": post.predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
-        window_s=STEP_MS // 1000
+        window_s=cfg.window_s
     )
     outputs = {"predictions": post.predictions, "alerts": post.alerts, "incidents": incidents, "scores": scores}
     if cfg.store_dsn:
@@ -200,7 +210,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
     if cfg.mode not in MODES:
         raise BatchError(f"unknown batch mode {cfg.mode!r}; choose {' or '.join(MODES)}")
     spine = p | "ReadRawReadings" >> ReadRawReadings(cfg.source) | "Spine" >> TrafficSpine(
-        cfg.sensor_ids, cfg.sensor_ids, namespace=NAMESPACE, window_s=STEP_MS // 1000, history_steps=HISTORY_STEPS,
+        cfg.sensor_ids, cfg.sensor_ids, namespace=NAMESPACE, window_s=cfg.window_s, history_steps=HISTORY_STEPS,
         allowed_lateness_s=None, progress_every=cfg.progress_every,
     )
     aggregates, snapshots = spine.aggregates, spine.snapshots
@@ -235,6 +245,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
     """Resolve flags into a :class:`BatchConfig`: loads the input once (and the model in backfill mode)."""
     from config.hdfs import hdfs_options_for
     from config.settings import default_registry_root, get_settings
+    from ml.features import window_target_steps
     from ml.network import check_network, network_of
     from ml.registry import ModelRegistry
     from ml.training_set import window_ends
@@ -253,7 +264,8 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
         hdfs_options=tuple(sorted(hdfs.items())),
     )
     cfg = BatchConfig(mode=args.mode, source=spec, output=output, sensor_ids=(), hdfs_options=hdfs,
-                      progress_every=args.progress_every, split=network.split)
+                      progress_every=args.progress_every, split=network.split,
+                      window_s=network.step_ms // 1000, network=network.name)
     if args.mode == "backfill":
         bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load(args.model_version)
         check_network(bundle, network)
@@ -280,13 +292,14 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
         )
     from ml.features import fit_context
 
-    data = load_readings(spec).with_split(network.split)
+    data = load_readings(spec).with_split(network.split).with_step(network.step_ms)
     _LOG.info("batch: fitting the feature context on the training period of %d steps x %d sensors",
               data.n_steps, len(data.sensor_ids))
     context = fit_context(data, network.adjacency(data.sensor_ids))
     ends = frozenset(int(t) for t in data.times_ms[window_ends(data)])
     if not ends:
-        raise BatchError(f"the input has {data.n_steps} steps; a window needs {HISTORY_STEPS + 12} consecutive steps")
+        need = HISTORY_STEPS + window_target_steps(data.step_ms)
+        raise BatchError(f"the input has {data.n_steps} steps; a window needs {need} consecutive steps")
     return replace(cfg, sensor_ids=tuple(data.sensor_ids), context=context, window_ends_ms=ends,
                    first_step_ms=int(data.times_ms[0]))
 
@@ -338,7 +351,7 @@ class _WorkerProgress(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("traffic").setLevel(logging.INFO)
     relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
@@ -379,7 +392,8 @@ def execute(args: argparse.Namespace) -> BatchRun:
     extra = [*BATCH_DIRECT_ARGS, *beam_flags(args)]
     paths = [p for p in (cfg.source.path, cfg.output, cfg.registry) if p]
     options = pipeline_options(args.runner, False, extra, get_settings(), paths)
-    _LOG.info("batch %s: %s -> %s on %s", cfg.mode, cfg.source.path or "bundled METR-LA", cfg.output, args.runner)
+    _LOG.info("batch %s: network %s, %s -> %s on %s", cfg.mode, cfg.network, cfg.source.path, cfg.output,
+              args.runner)
     pipeline = beam.Pipeline(options=options)  # sets the file systems' options (hdfs://)
     if cfg.mode == "features" and (removed := clear_feature_tables(cfg.output)):
         _LOG.info("batch features: removed %d Parquet file(s) of an earlier run under %s/features", removed,
@@ -388,12 +402,14 @@ def execute(args: argparse.Namespace) -> BatchRun:
     launched = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
+    if cfg.context is not None:  # features mode: the tables' context beside them (a model trained on them needs it)
+        write_context(join_path(cfg.output, "features"), cfg.context)
     finished = time.monotonic()
     return BatchRun(cfg, _counters(result), finished - started, finished - launched)
 
 
 def _run(args: argparse.Namespace) -> int:
-    _configure_logging()
+    configure_logging()
     outcome = execute(args)
     text, balanced = summarise(outcome.cfg, outcome.counts, outcome.wall_s)
     print(text, flush=True)

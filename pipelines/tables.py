@@ -28,6 +28,7 @@ from schemas.batches import records_of
 from transforms.publish import retrying
 
 __all__ = [
+    "CONTEXT_FILE",
     "SPLITS",
     "WriteFeatureTables",
     "arrow_table",
@@ -35,9 +36,12 @@ __all__ = [
     "feature_table_schema",
     "join_path",
     "parquet_schema",
+    "read_context",
+    "write_context",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+CONTEXT_FILE = "context.npz"  # the FeatureContext the tables were built with, beside the split directories
 _DAY_MS = 86_400_000  # feature tables are built a day of steps at a time
 
 
@@ -51,6 +55,25 @@ def arrow_table(element: Any, schema: Any) -> Any:
 def join_path(root: str, *parts: str) -> str:
     """``root/parts...`` for local paths and filesystem URLs alike."""
     return "/".join([root.rstrip("/"), *parts])
+
+
+def write_context(features_dir: str, ctx: FeatureContext) -> None:
+    """``<features_dir>/context.npz`` (local or any Beam filesystem)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(join_path(features_dir, CONTEXT_FILE)) as handle:
+        handle.write(ctx.to_bytes())
+
+
+def read_context(features_dir: str) -> FeatureContext | None:
+    """The ``context.npz`` beside feature tables, or None when there is none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = join_path(features_dir, CONTEXT_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return FeatureContext.from_bytes(handle.read())
 
 
 def _block_parts(snapshot: dict[str, Any], step_ms: int, block_ms: int, window_ends_ms: frozenset[int],

@@ -14,6 +14,10 @@ flink    ``PortableRunner`` to the Beam Flink job server of the local platform
          (a ``worker_pool_main`` process); streaming jobs get ``--checkpointing_interval``
 =======  ==============================================================================
 
+The Prism presets (``direct`` runs on Prism too) switch off Prism's runner-initiated bundle
+splits (``prism_disable_sdf_split``): a split lets two bundles of one key of a stateful stage
+run at once (see ``_NO_PRISM_SPLITS``).
+
 Every preset adds ``--max_cache_memory_usage_mb`` (the SDK harness's state cache,
 ``sdk_state_cache_mb``), ``--streaming`` for streaming jobs and, when a path in the
 arguments is ``hdfs://``, the platform's WebHDFS settings (``--hdfs_host``,
@@ -90,19 +94,26 @@ def prism_location(settings: PlatformSettings | None = None) -> Path:
 # Beam keeps one Prism job server per process; a DirectRunner run without --prism_location (which
 # tries to download Prism, and fails offline) leaves a broken one there that later Prism runs reuse.
 _OWN_PRISM = "--experiments=disable_prism_server_singleton"
+# Prism 2.77 splits a slow bundle and re-queues the residual, releasing the residual's keys while the
+# primary still processes the same keys (engine/elementmanager.go, stageState.splitBundle; beam#35771
+# for bundles with timers). A stateful stage then runs two bundles of one key at once on the same
+# state: updates are lost or applied twice (settled predictions left unscored, or scored twice; a
+# network step forecast twice). Without runner-initiated splits every key is in one bundle at a time;
+# SDF self-checkpoints (the Kafka read's defer_remainder) are not splits and still happen.
+_NO_PRISM_SPLITS = "--experiments=prism_disable_sdf_split"
 
 
 def _direct(ctx: PresetContext) -> list[str]:
     # Beam 2.77's DirectRunner first tries to run the pipeline on Prism: point it at the local binary
     # (no download attempt); without one it falls back to its in-process runners.
     try:
-        return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM]
+        return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM, _NO_PRISM_SPLITS]
     except RunnerPresetError:
         return []
 
 
 def _prism(ctx: PresetContext) -> list[str]:
-    return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM]
+    return [f"--prism_location={prism_location(ctx.settings)}", _OWN_PRISM, _NO_PRISM_SPLITS]
 
 
 def _flink(ctx: PresetContext) -> list[str]:

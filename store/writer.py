@@ -12,12 +12,15 @@ LATE), so a late replay of an early pane cannot undo a final value.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
 
-__all__ = ["PANE_RANK", "TABLES", "prune", "upsert"]
+__all__ = ["ATTEMPTS", "PANE_RANK", "TABLES", "prune", "upsert"]
+
+ATTEMPTS = 5  # tries of an upsert that PostgreSQL aborted as a deadlock victim
 
 PANE_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 
@@ -82,7 +85,11 @@ _STATEMENTS = {table: _statement(table) for table in TABLES}
 
 
 def _dedupe(table: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per key (the last one; for actuals the highest pane): ON CONFLICT cannot touch a row twice."""
+    """One record per key (the last one; for actuals the highest pane), in key order.
+
+    ON CONFLICT cannot touch a row twice; and writers that lock their rows in one order (the key's)
+    cannot deadlock each other (two bundles upserting the same actuals in different orders did).
+    """
     _, key, readers, _ = TABLES[table]
     kept: dict[tuple, dict[str, Any]] = {}
     for record in records:
@@ -90,11 +97,15 @@ def _dedupe(table: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any
         if table == "actuals" and k in kept and _pane_rank(kept[k]) > _pane_rank(record):
             continue
         kept[k] = record
-    return list(kept.values())
+    return [kept[k] for k in sorted(kept)]
 
 
 def upsert(conn: psycopg.Connection, table: str, records: Iterable[dict[str, Any]]) -> int:
-    """Upsert ``records`` (Avro-shaped dicts) into ``table`` in one statement; returns the rows sent."""
+    """Upsert ``records`` (Avro-shaped dicts) into ``table`` in one statement; returns the rows sent.
+
+    A statement PostgreSQL aborts to break a deadlock (or a serialization failure) is rolled back
+    whole and sent again, up to ``ATTEMPTS`` times: the upsert is idempotent.
+    """
     columns, _, readers, _ = TABLES[table]
     rows = _dedupe(table, list(records))
     if not rows:
@@ -103,9 +114,17 @@ def upsert(conn: psycopg.Connection, table: str, records: Iterable[dict[str, Any
     for name, _ in columns:
         read = readers.get(name)
         arrays.append([read(r) for r in rows] if read else [r.get(name) for r in rows])
-    with conn.transaction():
-        conn.execute(_STATEMENTS[table], arrays)
-    return len(rows)
+    attempt = 1
+    while True:
+        try:
+            with conn.transaction():
+                conn.execute(_STATEMENTS[table], arrays)
+            return len(rows)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt >= ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(0.05 * attempt)
 
 
 def prune(conn: psycopg.Connection, retention_ms: int) -> dict[str, int]:

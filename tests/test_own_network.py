@@ -95,8 +95,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_a_network_of_ones_own_goes_from_files_to_the_dashboard(network_files, kafka_bootstrap, fresh_topic,
-                                                                capsys) -> None:
+                                                                capsys, monkeypatch) -> None:
     files = network_files
+    monkeypatch.setenv("TRAFFIC_FEATURE_TABLES", str(files["root"] / "tables"))  # `traffic train` builds them
     net = str(files["network"])
     assert main(["network", "import", "--name", "x60", "--title", TITLE, "--readings", str(files["readings"]),
                  "--locations", str(files["locations"]), "--split", "0.6,0.2,0.2", "--output", net]) == 0
@@ -123,6 +124,7 @@ def test_a_network_of_ones_own_goes_from_files_to_the_dashboard(network_files, k
                  "--max-rows", "20000"]) == 0
     bundle = ModelRegistry(registry).load()  # a --registry given is the root itself
     assert bundle.metadata["network"] == "x60" and tuple(bundle.context.sensor_ids) == network.sensor_ids
+    assert bundle.metadata["feature_tables"] == str(files["root"] / "tables" / "networks" / "x60" / "full")
     capsys.readouterr()
     assert main(["evaluate", "--network", net, "--registry", registry, "--json",
                  "--out", str(files["root"] / "evaluation")]) == 0

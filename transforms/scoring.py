@@ -26,8 +26,9 @@ the predictions waiting for it) is dropped when its timer fires. A prediction
 repeated with the same key is scored once (``duplicate_predictions``). A
 prediction for a target already settled (forecasts can arrive behind the
 timers: RunInference re-stamps them to their step) is scored at once against
-the actual kept for that target for three hours (``late_predictions`` counts
-them; later than that it is dropped); an aggregate for a settled target is
+the actual kept for that target for three hours, MISSING where the shard had
+none, as in time it would have been (``late_predictions`` counts them; later
+than that it is dropped); an aggregate for a settled target is
 counted (``late_actuals``) and dropped. On bounded (batch) input
 every timer fires after all input is read, so one firing flushes every target:
 the output is a function of the data alone and equals streaming's.
@@ -247,7 +248,15 @@ class _ScoreFn(beam.DoFn):
         now = self._now()
         done = sorted(t for t in pending if self.bounded or self._due(t) <= fired_ms)
         settled: list[dict[str, Any]] = []
+        through = flushed.read()
         kept = {t: row for t, row in (settled_state.read() or {}).items() if t >= fired_ms - SETTLED_KEEP_MS}
+        if done and not self.bounded:
+            # Every target this firing settles is kept, with a row even where this shard had nothing for it:
+            # a prediction for it that comes behind the timers is then MISSING, as it would have been in time.
+            first = done[0] if through is None else through - self.wait_ms
+            first += max(0, -(-(fired_ms - SETTLED_KEEP_MS - first) // self.window_ms)) * self.window_ms
+            for target_ms in range(first, done[-1] + 1, self.window_ms):
+                kept.setdefault(target_ms, {})
         for target_ms in done:
             kept_row = kept.setdefault(target_ms, {})
             for sensor, (actual, waiting, scored) in sorted(pending.pop(target_ms).items()):
@@ -260,7 +269,6 @@ class _ScoreFn(beam.DoFn):
         if not self.bounded:
             settled_state.write(kept)
         if done:
-            through = flushed.read()
             last_due = self._due(done[-1])
             flushed.write(last_due if through is None else max(through, last_due))
         table.write(pending)

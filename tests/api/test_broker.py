@@ -85,8 +85,9 @@ def test_health_round_trip_lists_the_topics(kafka_bootstrap: str, fresh_topic) -
 
 @pytest.mark.integration
 def test_the_feed_backfills_decodes_and_skips_bad_records(kafka_bootstrap: str, fresh_topic, loop: _Loop) -> None:
+    # Every topic the feed reads is the test's own: a shared one (traffic-incidents) may hold a user's records.
     topics = TopicSettings(predictions=fresh_topic("broker-pred", partitions=2), alerts=fresh_topic("broker-alert"),
-                           aggregates=fresh_topic("broker-agg"))
+                           aggregates=fresh_topic("broker-agg"), incidents=fresh_topic("broker-incidents"))
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for step in range(6):  # before the feed starts: only the last 2 per partition are re-read
         producer.produce(topics.predictions, PREDICTION.encode(_prediction("773869", step)), partition=step % 2)

@@ -45,7 +45,8 @@ def files(tmp_path, slice_data) -> dict[str, Path]:
     return {"readings": readings, "locations": locations, "dir": tmp_path}
 
 
-def _import(files: dict[str, Path], *extra: str, readings: Path | None = None, locations: Path | None = None) -> int:
+def _import(files: dict[str, Path], *extra: str, readings: Path | str | None = None,
+            locations: Path | str | None = None) -> int:
     return main(["network", "import", "--name", "six", "--readings", str(readings or files["readings"]),
                  "--locations", str(locations or files["locations"]), "--output", str(files["dir"] / "net"),
                  *extra])
@@ -155,3 +156,28 @@ def test_a_graph_without_some_sensor_and_other_bad_inputs_are_one_line_errors(fi
     code = main(["network", "import", "--name", "Bad Name", "--readings", "r.csv", "--locations", "l.csv"])
     assert "use lower-case letters" in _one_line_error(capsys, code)
     assert "too few for a training" in _one_line_error(capsys, _import(files, "--split", "0,0.5,0.5"))
+
+
+@pytest.mark.integration
+@pytest.mark.hdfs
+def test_a_network_imports_from_hdfs(files, slice_data, hdfs_service, monkeypatch) -> None:
+    """The readings and locations on the real HDFS (`traffic network import` reads hdfs:// like local files)."""
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr(FileSystems, "_pipeline_options", FileSystems._pipeline_options)  # restored afterwards
+    FileSystems.set_options(PipelineOptions.from_dictionary({
+        "hdfs_host": hdfs_service["host"], "hdfs_port": hdfs_service["http_port"], "hdfs_user": hdfs_service["user"]}))
+    folder = f"hdfs://tests/network-{uuid.uuid4().hex[:8]}"
+    for name in ("readings.csv", "sensors.csv"):
+        with FileSystems.create(f"{folder}/{name}") as handle:
+            handle.write((files["dir"] / name).read_bytes())
+    try:
+        assert _import(files, readings=f"{folder}/readings.csv", locations=f"{folder}/sensors.csv") == 0
+        data = load_network(files["dir"] / "net").readings()
+        order = [slice_data.sensor_ids.index(s) for s in data.sensor_ids]
+        np.testing.assert_array_equal(data.speed, slice_data.speed[:, order])
+    finally:
+        FileSystems.delete([folder])

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -106,6 +107,11 @@ def _ended(result) -> list[str]:
     return [f"the job ended in state {state}"] if PipelineState.is_terminal(state) else []
 
 
+def _settled(predictions: dict[tuple, Any]) -> set[tuple]:
+    """The prediction keys whose target is an hour or more before the replay's end (the watermark passed it)."""
+    return {k for k in predictions if k[1] + k[2] * 60_000 < END_MS - 3600 * 1000}
+
+
 def _expected_keys(bundle: ModelBundle, data_times: np.ndarray) -> set[tuple]:
     steps = [int(t) for t in data_times[HISTORY_STEPS - 1:]]
     return {(s, t, h) for s in bundle.context.sensor_ids for t in steps for h in HORIZONS_MIN}
@@ -137,9 +143,10 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     build_pipeline(pipeline, cfg)
     result = pipeline.run()
     failure: list[str] = []
-    codec = AvroCodec("prediction")
+    codec, score_codec = AvroCodec("prediction"), AvroCodec("score")
     deadline = time.monotonic() + 420
     got: dict[tuple, list[tuple]] = {}
+    scored: Counter = Counter()
     complete_since: float | None = None
     try:
         while time.monotonic() < deadline:
@@ -147,8 +154,10 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
             for message in read_all(kafka_bootstrap, topics.predictions):
                 record = codec.decode(message.value())
                 got.setdefault(_key(record), []).append(_values(record))
+            scored = Counter(_key(score_codec.decode(m.value())) for m in read_all(kafka_bootstrap, topics.scores))
             files_written = any((tmp_path / "out" / "predictions").glob("*.parquet"))  # once windows close
-            complete = expected <= set(got) and record_count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total
+            complete = (expected <= set(got) and _settled(got) <= set(scored)
+                        and record_count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total)
             complete_since = (complete_since or time.monotonic()) if complete else None
             failure += _ended(result)
             if failure or (complete and (files_written or time.monotonic() - complete_since > FILE_WAIT_S)):
@@ -162,6 +171,11 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     assert not failure, f"the streaming job failed: {failure[0]}"
     missing = expected - set(got)
     assert not missing, f"{len(missing)} of {len(expected)} predictions never arrived, e.g. {sorted(missing)[:3]}"
+    # Scoring runs on every runner: each prediction whose target settled long before the replay's end has
+    # exactly one score (tests/pipelines/test_streaming_scoring.py checks the values on Prism).
+    unscored = sorted(_settled(got) - set(scored))
+    assert not unscored, f"{len(unscored)} of {len(_settled(got))} settled predictions have no score: {unscored[:5]}"
+    assert set(scored) <= set(got) and max(scored.values()) == 1, [k for k, n in scored.items() if n > 1][:3]
     # Counts add up: every raw record is a validated event or a dead letter (none twice on a clean run).
     raw = record_count(kafka_bootstrap, topics.raw)
     events = read_all(kafka_bootstrap, topics.events)

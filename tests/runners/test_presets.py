@@ -53,6 +53,17 @@ def test_prism_runs_its_own_server_so_a_failed_direct_run_cannot_poison_it(setti
     assert "disable_prism_server_singleton" in experiments
 
 
+def test_prism_never_splits_a_bundle_so_a_key_of_a_stateful_stage_is_in_one_bundle_at_a_time(
+        settings: PlatformSettings) -> None:
+    """Prism's split releases the residual's keys while the primary still holds them (issue 18: settled
+    predictions left unscored or scored twice); both Prism presets turn splitting off."""
+    for runner in ("prism", "direct"):
+        for streaming in (True, False):
+            experiments = pipeline_options(runner, streaming, [], settings).get_all_options()["experiments"]
+            assert "prism_disable_sdf_split" in experiments, (runner, streaming, experiments)
+            assert "disable_prism_server_singleton" in experiments
+
+
 def test_direct_gets_the_local_prism_when_installed(settings: PlatformSettings, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Beam 2.77's DirectRunner tries Prism first; without a location it would try to download it.

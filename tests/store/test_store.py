@@ -8,6 +8,8 @@ of them and their scores (transforms.scoring.score_record).
 from __future__ import annotations
 
 import random
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,50 @@ def test_lower_panes_and_missing_settlements_do_not_overwrite(store_dsn: str) ->
         missing = [score_record(s, None, 5) for s in scored]
         upsert(conn, "scores", missing)
         assert {r[0] for r in conn.execute("SELECT status FROM scores")} == {"SCORED"}
+
+
+def test_an_upsert_chosen_as_a_deadlock_victim_is_sent_again(store_dsn: str) -> None:
+    """Two writers locking the same actuals in opposite orders deadlock; PostgreSQL aborts one (here the upsert,
+    which waited first). The upsert is retried (idempotent), so the bundle does not fail (a streaming run failed
+    on this: two bundles upserting a step's panes)."""
+    # The upsert writes in key order: `first` (the lower key), then `second`, which the holder has.
+    first, second = sorted(aggregates()[:2], key=lambda a: (a["sensor_id"], a["window_start"]))
+    with connect(store_dsn) as setup:
+        upsert(setup, "actuals", [first, second])
+    holder, writer, watcher = connect(store_dsn), connect(store_dsn), connect(store_dsn, autocommit=True)
+    try:
+        lock = "UPDATE actuals SET count = count WHERE sensor_id = %s AND window_start_ms = %s"
+        holder.execute(lock, (second["sensor_id"], second["window_start"]))  # a transaction holding `second`
+        outcome: dict[str, object] = {}
+
+        def write() -> None:  # locks `first`, then waits for `second`
+            try:
+                outcome["rows"] = upsert(writer, "actuals", [dict(first, count=7), dict(second, count=7)])
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        waiting = ("SELECT count(*) FROM pg_stat_activity "
+                   "WHERE wait_event_type = 'Lock' AND datname = current_database()")
+        deadline = time.monotonic() + 30
+        while watcher.execute(waiting).fetchone()[0] < 1:
+            assert time.monotonic() < deadline, "the upsert never waited for the held row"
+            time.sleep(0.05)
+        try:  # now the holder wants `first`, which the upsert holds: a deadlock
+            holder.execute(lock, (first["sensor_id"], first["window_start"]))
+            holder.commit()
+        except psycopg.errors.DeadlockDetected:
+            holder.rollback()  # the holder was the victim: the upsert went through at once
+        thread.join(60)
+        assert not thread.is_alive()
+        assert outcome == {"rows": 2}, outcome
+        counts = watcher.execute("SELECT count FROM actuals WHERE window_start_ms = %s AND sensor_id IN (%s, %s)",
+                                 (first["window_start"], first["sensor_id"], second["sensor_id"])).fetchall()
+        assert sorted(c for (c,) in counts) == [7, 7]
+    finally:
+        for conn in (holder, writer, watcher):
+            conn.close()
 
 
 def test_history_and_accuracy_read_what_was_written(store_dsn: str) -> None:

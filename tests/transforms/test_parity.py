@@ -148,7 +148,9 @@ def _prism_options(*extra: str) -> PipelineOptions:
         location = prism_location()
     except RunnerPresetError as exc:
         pytest.skip(str(exc))
-    flags = [f"--prism_location={location}", "--experiments=disable_prism_server_singleton"]
+    # As the prism preset: no runner-initiated splits (one bundle per key of a stateful stage at a time).
+    flags = [f"--prism_location={location}", "--experiments=disable_prism_server_singleton",
+             "--experiments=prism_disable_sdf_split"]
     return PipelineOptions(["--runner=PrismRunner", "--environment_type=LOOPBACK", *flags, *extra])
 
 

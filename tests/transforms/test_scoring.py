@@ -210,3 +210,44 @@ def test_a_prediction_behind_the_timers_is_scored_against_the_kept_actual() -> N
         inputs = p | stream
         assert_that(_score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]}),
                     each_once_as_offline)
+
+
+def test_a_late_prediction_for_a_target_no_aggregate_came_for_is_missing() -> None:
+    """Step 7 has no aggregate at all (every sensor silent): its target settles with nothing. Step 4's forecasts
+    arrive after their targets settled; the one for step 7 is MISSING (as in time it would have been), the one
+    for step 10 is scored against the kept actual, the one for step 16 (no aggregate either, not settled yet)
+    is MISSING when its timer fires. Before, the step-7 forecasts got no score at all."""
+    aggregates_tag, predictions_tag = "aggregates", "predictions"
+    delivered = [s for s in range(14) if s != 7]
+    stream = test_stream.TestStream(output_tags=[aggregates_tag, predictions_tag])
+    stream.advance_watermark_to(T0 / 1000, tag=aggregates_tag).advance_watermark_to(T0 / 1000, tag=predictions_tag)
+    stream.add_elements([TimestampedValue(aggregate(s, j), (T0 + (s + 1) * STEP_MS) / 1000 - 0.001)
+                         for s in delivered for j in range(N_SENSORS)], tag=aggregates_tag)
+    beyond_s = (T0 + 15 * STEP_MS) / 1000  # targets up to step 13 settled (their timers fired)
+    stream.advance_watermark_to(beyond_s, tag=aggregates_tag).advance_watermark_to(beyond_s, tag=predictions_tag)
+    stream.add_elements([TimestampedValue(p, T0 / 1000 + 4 * STEP_MS / 1000) for p in predictions_at(4)],
+                        tag=predictions_tag)
+    end_s = (T0 + 40 * STEP_MS) / 1000
+    stream.advance_watermark_to(end_s, tag=aggregates_tag).advance_watermark_to(end_s, tag=predictions_tag)
+    stream.advance_watermark_to_infinity(tag=aggregates_tag).advance_watermark_to_infinity(tag=predictions_tag)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    want = {}
+    for p in predictions_at(4):
+        target_step = (p["target_time"] - T0) // STEP_MS
+        actual = float(SPEEDS[target_step, SENSORS.index(p["sensor_id"])]) if target_step in delivered else None
+        want[(p["sensor_id"], p["event_time"], p["horizon_min"])] = score_record(p, actual, NOW_MS)
+    assert {r["status"] for k, r in want.items() if k[2] == 15} == {MISSING}
+    assert SCORED in {r["status"] for k, r in want.items() if k[2] == 30}
+
+    def each_once(actual: list[dict]) -> None:
+        got: dict[tuple, list[dict]] = {}
+        for record in actual:
+            got.setdefault((record["sensor_id"], record["event_time"], record["horizon_min"]), []).append(record)
+        assert set(got) == set(want), (sorted(set(want) - set(got))[:3], sorted(set(got) - set(want))[:3])
+        assert all(len(v) == 1 for v in got.values())
+        assert all(got[k][0] == want[k] for k in want), [(got[k][0], want[k]) for k in want if got[k][0] != want[k]][:1]
+
+    with test_pipeline.TestPipeline(options=options) as p:
+        inputs = p | stream
+        assert_that(_score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]}), each_once)
