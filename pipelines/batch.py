@@ -51,7 +51,6 @@ from pipelines.tables import (
     clear_feature_tables,
     join_path,
     parquet_schema,
-    write_context,
 )
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
@@ -402,8 +401,6 @@ def execute(args: argparse.Namespace) -> BatchRun:
     launched = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
-    if cfg.context is not None:  # features mode: the tables' context beside them (a model trained on them needs it)
-        write_context(join_path(cfg.output, "features"), cfg.context)
     finished = time.monotonic()
     return BatchRun(cfg, _counters(result), finished - started, finished - launched)
 

@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from ml.dataset import Split, load_metrla
 from ml.features import FEATURE_NAMES, HISTORY_STEPS, HORIZONS_MIN, build_features, fit_context, history_from_speeds
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
-from pipelines.tables import WriteFeatureTables, clear_feature_tables
+from pipelines.tables import WriteFeatureTables, clear_feature_tables, read_context
 
 DAY_MS = 86_400_000
 
@@ -50,6 +50,9 @@ def test_feature_tables_per_day_equal_build_features_and_the_steps_means(tmp_pat
         written = p | beam.Create(elements) | WriteFeatureTables(ctx, ends, ids, str(out), split)
         assert_that(written | beam.Map(lambda kv: kv[0]), equal_to(["train", "train", "val"]))
 
+    written_ctx = read_context(str(out / "features"))  # beside the tables, as training reads it
+    assert written_ctx is not None and written_ctx.sensor_ids == ctx.sensor_ids
+    assert np.array_equal(written_ctx.profile, ctx.profile)
     names = sorted(f.name for f in (out / "features" / "train").glob("*.parquet"))
     assert len(names) == 2 and all(n.startswith("part-") and ":" not in n for n in names)  # one per day
     tables = {s: pq.read_table(out / "features" / s).to_pandas().sort_values(["step_ms", "sensor_id"])
