@@ -9,9 +9,14 @@ data loading and feature-context fit), and the stage counts.
 
 In ``features`` mode the same feature code also runs in-process on the same
 days (``ml.training_set.examples``, the reference) in the same invocation, and
-the pipeline's rate is printed as a ratio to it.
+the pipeline's rate is printed as a ratio to it. With ``--repeat N`` the
+pipeline and the reference alternate N times and the medians (and ranges) are
+compared: on a shared machine one run of each can differ 2x by load alone.
+``--days all`` is the whole input.
 
     .venv/bin/python benchmarks/batch_pipeline.py --days 1 2
+    .venv/bin/python benchmarks/batch_pipeline.py --days 7 --repeat 3
+    .venv/bin/python benchmarks/batch_pipeline.py --days all
     .venv/bin/python benchmarks/batch_pipeline.py --days 1 --mode backfill [--registry .work/models]
 
 Without ``--registry``, backfill uses a ridge model fitted here on the first
@@ -58,8 +63,29 @@ def ridge_registry() -> str:
     return root
 
 
+def _days_arg(value: str) -> float:
+    if value == "all":
+        return float("inf")
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number of days nor 'all'") from None
+    if days <= 0:
+        raise argparse.ArgumentTypeError(f"--days must be positive, not {value}")
+    return days
+
+
+def _end_ms(t0: int, days: float) -> int | None:
+    return None if days == float("inf") else t0 + int(days * 86_400_000)
+
+
 def in_process_reference(days: float) -> dict:
-    """The same days' feature rows built in-process (no pipeline): the batch pipeline's yardstick."""
+    """The same days' feature rows built in-process (no pipeline): the batch pipeline's yardstick.
+
+    Built twice, the faster one counts: a first call after the pipeline ran
+    measured up to 2x slower (cold caches, BLAS threads), which would flatter
+    the pipeline's ratio.
+    """
     import time
 
     from ml.features import fit_context
@@ -68,10 +94,12 @@ def in_process_reference(days: float) -> dict:
     data = load_metrla()
     ctx = fit_context(data)
     t0 = int(data.times_ms[0])
-    part = data.between(t0, t0 + int(days * 86_400_000))
-    started = time.perf_counter()
-    x, _y, _meta = examples(part, ctx, "all")
-    elapsed = time.perf_counter() - started
+    part = data.between(t0, _end_ms(t0, days))
+    elapsed = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        x, _y, _meta = examples(part, ctx, "all")
+        elapsed = min(elapsed, time.perf_counter() - started)
     readings = int(part.speed.size)
     return {"readings": readings, "rows": int(x.shape[0]), "s": round(elapsed, 2),
             "readings_per_s": round(readings / elapsed) if elapsed else 0}
@@ -80,8 +108,9 @@ def in_process_reference(days: float) -> dict:
 def measure(mode: str, days: float, runner: str, registry: str | None, beam_args: str) -> dict:
     t0 = int(load_metrla().times_ms[0])
     out = tempfile.mkdtemp(prefix="batch-bench-")
-    argv = [mode, "--start", _iso(t0), "--end", _iso(t0 + int(days * 86_400_000)), "--output", out,
-            "--runner", runner, "--progress-every", "10000000"]
+    argv = [mode, "--start", _iso(t0), "--output", out, "--runner", runner, "--progress-every", "10000000"]
+    if _end_ms(t0, days) is not None:
+        argv += ["--end", _iso(_end_ms(t0, days))]
     if registry:
         argv += ["--registry", registry]
     if beam_args:
@@ -106,7 +135,10 @@ def measure(mode: str, days: float, runner: str, registry: str | None, beam_args
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=float, nargs="+", default=[1.0], help="day counts to measure (default 1)")
+    parser.add_argument("--days", type=_days_arg, nargs="+", default=[1.0],
+                        help="day counts to measure, or 'all' (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="features: alternate pipeline and reference N times "
+                        "and compare medians (default 1)")
     parser.add_argument("--mode", choices=("features", "backfill"), default="features")
     parser.add_argument("--runner", default="direct", help="direct (default), prism or flink")
     parser.add_argument("--registry", help="model registry for backfill (default: the work directory's)")
@@ -115,20 +147,34 @@ def main() -> int:
     args = parser.parse_args()
     if args.mode == "backfill" and not args.registry:
         args.registry = ridge_registry()
-    figures = [measure(args.mode, d, args.runner, args.registry, args.beam_args) for d in args.days]
-    if args.mode == "features":
-        for f in figures:
-            f["in_process"] = in_process_reference(f["days"])
+    figures = []
+    for days in args.days:
+        runs, refs = [], []
+        for _ in range(max(1, args.repeat) if args.mode == "features" else 1):
+            runs.append(measure(args.mode, days, args.runner, args.registry, args.beam_args))
+            if args.mode == "features":
+                refs.append(in_process_reference(days))
+        f = sorted(runs, key=lambda r: r["pipeline_s"])[len(runs) // 2]  # the median run
+        if refs:
+            f["in_process"] = sorted(refs, key=lambda r: r["s"])[len(refs) // 2]
             f["ratio_to_in_process"] = round(f["readings_per_s"] / f["in_process"]["readings_per_s"], 4)
+            f["runs"] = [{"pipeline_s": r["pipeline_s"], "in_process_s": ref["s"]}
+                         for r, ref in zip(runs, refs, strict=True)]
+        figures.append(f)
     print(f"\nbatch pipeline ({args.mode}, {args.runner}), {os.cpu_count()} cores, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}")
     print(f"{'days':>5} {'readings':>9} {'pipeline s':>11} {'wall s':>8} {'readings/s':>11}")
     for f in figures:
-        print(f"{f['days']:>5g} {f['readings']:>9} {f['pipeline_s']:>11} {f['wall_s']:>8} {f['readings_per_s']:>11}")
+        days = "all" if f["days"] == float("inf") else f"{f['days']:g}"
+        print(f"{days:>5} {f['readings']:>9} {f['pipeline_s']:>11} {f['wall_s']:>8} {f['readings_per_s']:>11}")
         if "in_process" in f:
             ref = f["in_process"]
+            median = " (medians)" if len(f["runs"]) > 1 else ""
             print(f"      in-process feature builder, same days: {ref['s']} s = {ref['readings_per_s']} readings/s; "
-                  f"pipeline / in-process = {f['ratio_to_in_process']}")
+                  f"pipeline / in-process = {f['ratio_to_in_process']}{median}")
+            if len(f["runs"]) > 1:
+                print("      runs (pipeline s, in-process s): "
+                      + ", ".join(f"({r['pipeline_s']}, {r['in_process_s']})" for r in f["runs"]))
     if args.json:
         print(json.dumps(figures))
     return 0

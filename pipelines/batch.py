@@ -7,11 +7,12 @@ arguments differ from ``pipelines/streaming.py``)::
          -> DeduplicateEvents -> WindowedAggregate (5-min event-time windows) -> NetworkHistory (12 steps x all sensors)
 
 - ``features``: -> build_features (a FeatureContext fitted on the training
-  period of the input before the pipeline is built) joined with the targets
-  (the aggregate mean at t+3 / t+6 / t+12 steps, NaN when missing) by step and
-  sensor -> Parquet tables with ``FEATURE_TABLE_COLUMNS`` under
-  ``<output>/features/{train,val,test}/``. Rows exist for the protocol's
-  windows (12 inputs and 12 following steps in the input).
+  period of the input before the pipeline is built), a day of steps at a time,
+  with the targets (the network's mean at t+3 / t+6 / t+12 steps, NaN when
+  missing) -> Parquet tables with ``FEATURE_TABLE_COLUMNS`` under
+  ``<output>/features/{train,val,test}/`` (an earlier run's files there are
+  removed first). Rows exist for the protocol's windows (12 inputs and 12
+  following steps in the input).
 - ``backfill``: -> Forecast (RunInference with the registry's model) ->
   PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
   and TrackIncidents -> ``<output>/incidents/`` (docs/incidents.md); the
@@ -44,7 +45,13 @@ from ml.network import add_network_argument
 from ml.road_graph import bundled_road_links
 from pipelines.beam_flags import accepts_beam_flags, beam_flags, parse_args
 from pipelines.sources import ReadRawReadings, SourceSpec
-from pipelines.tables import WriteFeatureTables, arrow_table, join_path, parquet_schema, write_context
+from pipelines.tables import (
+    WriteFeatureTables,
+    arrow_table,
+    clear_feature_tables,
+    join_path,
+    parquet_schema,
+)
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
@@ -76,12 +83,13 @@ NAMESPACE = "traffic.batch"
 MODES = ("features", "backfill")
 # For DirectRunner (other runners ignore or tolerate them). --allow_unsafe_triggers keeps Beam 2.77's DirectRunner
 # from handing the job to Prism, which double-fires WindowedAggregate's AfterCount late trigger (apache/beam#33623:
-# every aggregate twice) and measured 3x slower here. multi_processing runs bundles in worker subprocesses: in
-# process, Beam's state cache sizes every stateful write with objsize over all loaded modules (~4 ms each).
+# every aggregate twice) and measured 3x slower here. One worker in this process: the elements are few and large
+# (a chunk, a window, a network step, a day of feature rows), so two worker processes (multi_processing) only added
+# the gRPC data plane through the launcher: 7 days took 10.1 s there against 6.0 s in process (docs/benchmarks.md).
 BATCH_DIRECT_ARGS: tuple[str, ...] = (
     "--allow_unsafe_triggers",
-    "--direct_running_mode=multi_processing",
-    "--direct_num_workers=2",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
 )
 # Stage counters, in pipeline order (namespace traffic.batch).
 COUNTERS: tuple[str, ...] = (
@@ -133,13 +141,13 @@ def _count(pcoll: beam.PCollection, name: str, cfg: BatchConfig, label: str | No
 
 
 class _CountTableRows(CountRecords):
-    """Counts the rows of ``(path, pyarrow.Table)`` elements as ``feature_rows``."""
+    """Counts the rows of ``(split, rows)`` elements (a feature table file each) as ``feature_rows``."""
 
     def __init__(self, progress_every: int) -> None:
         super().__init__(NAMESPACE, "feature_rows", progress_every)
 
     def process(self, element: Any) -> Iterator[Any]:
-        self.counter.inc(element[1].num_rows)
+        self.counter.inc(int(element[1]))
         yield element
 
 
@@ -212,7 +220,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BatchConfig) -> None:
         >> beam.io.WriteToText(join_path(cfg.output, "dead_letters", "readings"), file_name_suffix=".jsonl")
     )
     if cfg.mode == "features":
-        tables = {"snapshots": snapshots, "aggregates": aggregates} | "WriteFeatureTables" >> WriteFeatureTables(
+        tables = snapshots | "WriteFeatureTables" >> WriteFeatureTables(
             cfg.context, cfg.window_ends_ms, cfg.sensor_ids, cfg.output, cfg.split
         )
         _ = tables | "CountFeatureRows" >> beam.ParDo(_CountTableRows(cfg.progress_every))
@@ -385,13 +393,14 @@ def execute(args: argparse.Namespace) -> BatchRun:
     options = pipeline_options(args.runner, False, extra, get_settings(), paths)
     _LOG.info("batch %s: network %s, %s -> %s on %s", cfg.mode, cfg.network, cfg.source.path, cfg.output,
               args.runner)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=options)  # sets the file systems' options (hdfs://)
+    if cfg.mode == "features" and (removed := clear_feature_tables(cfg.output)):
+        _LOG.info("batch features: removed %d Parquet file(s) of an earlier run under %s/features", removed,
+                  cfg.output)
     build_pipeline(pipeline, cfg)
     launched = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
-    if cfg.context is not None:  # features mode: the tables' context beside them (a model trained on them needs it)
-        write_context(join_path(cfg.output, "features"), cfg.context)
     finished = time.monotonic()
     return BatchRun(cfg, _counters(result), finished - started, finished - launched)
 

@@ -1,11 +1,11 @@
 """Parquet tables written by the batch pipeline.
 
-``WriteFeatureTables``: NetworkHistory snapshots and window aggregates -> the
-feature+target tables of ``ml.training_set`` (``FEATURE_TABLE_COLUMNS``), one
-directory per split. Features come from ``ml.features.build_features`` on each
-snapshot (the function training and streaming use); the targets of step t are
-the aggregate means of steps t+3, t+6 and t+12 (NaN when missing), joined to
-the features by step with the sensors aligned in network order.
+``WriteFeatureTables``: NetworkHistory snapshots -> the feature+target tables
+of ``ml.training_set`` (``FEATURE_TABLE_COLUMNS``), one directory per split.
+Features come from ``ml.features.build_features_batch`` (the function training
+and streaming use) over a day of steps at once; the targets of step t are the
+network's means at steps t+3, t+6 and t+12 (NaN when missing), with the sensors
+in network order.
 
 ``parquet_schema(avro_name)``: the Parquet schema of an Avro record type, for
 prediction, alert and aggregate tables.
@@ -13,7 +13,8 @@ prediction, alert and aggregate tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -21,20 +22,17 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
 from ml.dataset import METR_LA_SPLIT, Split
-from ml.features import (
-    FEATURE_NAMES,
-    HORIZONS_MIN,
-    FeatureContext,
-    build_features,
-)
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, build_features_batch
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
-from schemas.batches import Columns, records_of
+from schemas.batches import records_of
+from transforms.publish import retrying
 
 __all__ = [
     "CONTEXT_FILE",
     "SPLITS",
     "WriteFeatureTables",
     "arrow_table",
+    "clear_feature_tables",
     "feature_table_schema",
     "join_path",
     "parquet_schema",
@@ -44,6 +42,7 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CONTEXT_FILE = "context.npz"  # the FeatureContext the tables were built with, beside the split directories
+_DAY_MS = 86_400_000  # feature tables are built a day of steps at a time
 
 
 def arrow_table(element: Any, schema: Any) -> Any:
@@ -77,88 +76,131 @@ def read_context(features_dir: str) -> FeatureContext | None:
         return FeatureContext.from_bytes(handle.read())
 
 
-class _BuildFeatureBlock(beam.DoFn):
-    """Snapshot at a window end t -> (t, (N, F) float32 features) via ml.features.build_features."""
+def _block_parts(snapshot: dict[str, Any], step_ms: int, block_ms: int, window_ends_ms: frozenset[int],
+                 target_steps: tuple[int, ...]) -> Iterator[tuple[int, tuple[int, np.ndarray | None, np.ndarray]]]:
+    """A network step -> (block, (t, history or None, the step's own speeds)) for each block that needs it.
 
-    def __init__(self, ctx: FeatureContext, window_ends_ms: frozenset[int]) -> None:
-        self.ctx = ctx
-        self.window_ends_ms = window_ends_ms
-
-    def process(self, snapshot: dict[str, Any]) -> Iterator[tuple[int, np.ndarray]]:
-        t = int(snapshot["step_ms"])
-        if t in self.window_ends_ms:
-            yield t, build_features(np.asarray(snapshot["speeds"], dtype=np.float64), t, self.ctx)
-
-
-def _step_vector(sensor_ids: tuple[str, ...]):
-    """(step, [(sensors, counts, means) per pane]) -> (step, (N,) means, NaN = missing); the fullest pane wins."""
-    index = {sid: i for i, sid in enumerate(sensor_ids)}
-
-    def vector(step_ms: int, panes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray]:
-        speeds = np.full(len(sensor_ids), np.nan)
-        best = np.full(len(sensor_ids), -1)
-        for sensors, counts, means in panes:
-            for sensor_id, count, mean in zip(sensors.tolist(), counts.tolist(), means.tolist(), strict=True):
-                i = index.get(sensor_id)
-                if i is not None and count > best[i]:
-                    best[i] = count
-                    speeds[i] = mean
-        with np.errstate(invalid="ignore"):
-            speeds[speeds <= 0] = np.nan
-        return step_ms, speeds
-
-    return vector
+    Its own block gets the history when t is a window end (features); a block
+    of earlier steps gets only the step's newest row: it is the target of the
+    steps ``target_steps`` before it.
+    """
+    t = int(snapshot["step_ms"])
+    speeds = np.asarray(snapshot["speeds"], dtype=np.float64)
+    own = t - t % block_ms
+    yield own, (t, speeds if t in window_ends_ms else None, speeds[-1])
+    for earlier in sorted({(t - s * step_ms) - (t - s * step_ms) % block_ms for s in target_steps} - {own}):
+        yield earlier, (t, None, speeds[-1])
 
 
-def _pane_by_step(batch: Columns) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    starts = batch["window_start"]
-    for start in np.unique(starts).tolist():
-        part = batch.take(starts == start)
-        yield int(start), (part["sensor_id"], part["count"], part["mean_speed_mph"])
+def _targets_of(rows: dict[int, np.ndarray], ends: np.ndarray, step_ms: int, target_steps: tuple[int, ...],
+                n: int) -> np.ndarray:
+    """(B, N, H) float64: the network's mean at t + s steps for each horizon (NaN when missing or <= 0)."""
+    known = np.array(sorted(rows), dtype=np.int64)
+    table = np.vstack([*(rows[int(t)] for t in known), np.full(n, np.nan)])  # the last row: missing
+    wanted = ends[None, :] + np.asarray(target_steps, dtype=np.int64)[:, None] * step_ms  # (H, B)
+    at = np.minimum(np.searchsorted(known, wanted), len(known))
+    found = (at < len(known)) & (known[np.minimum(at, len(known) - 1)] == wanted)
+    y = table[np.where(found, at, len(known))].transpose(1, 2, 0)  # (H, B, N) -> (B, N, H)
+    with np.errstate(invalid="ignore"):
+        y[y <= 0] = np.nan
+    return y
 
 
-def _targets_for(step: tuple[int, np.ndarray]) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
-    """The aggregate means of step s are the h-minute targets of step s - h."""
-    step_ms, speeds = step
-    for h in HORIZONS_MIN:
-        yield step_ms - h * 60_000, (h, speeds)  # the target of the step h minutes earlier
+def _stamp(ms: int) -> str:
+    return np.datetime_as_string(np.datetime64(int(ms), "ms"), unit="s").replace("-", "").replace(":", "") + "Z"
 
 
-class _FeatureTable(beam.DoFn):
-    """(t, {"x": [(N, F)], "y": [(h, (N,))...]}) -> (split, pyarrow.Table with FEATURE_TABLE_COLUMNS)."""
+class _FeatureBlockTables(beam.DoFn):
+    """(block, [(t, history, newest row)...]) -> one Parquet file per split of its window ends.
 
-    def __init__(self, sensor_ids: tuple[str, ...], split: Split) -> None:
+    Features of the block's window ends in one ``build_features_batch`` call,
+    targets from the newest rows of the steps t+3/6/12, a pyarrow table per
+    split (rows window-major, sensor-minor) written as
+    ``<output>/features/<split>/part-<first t>-<last t>.parquet`` under a
+    temporary name then renamed (a retried bundle rewrites the same file).
+    Emits ``(split, rows)`` per file written. The context is read from
+    ``<output>/features/context.npz`` at set-up: carried inside the DoFn, its
+    2.9 MB went through Beam's bz2 pickling at every (de)serialisation of the
+    DoFn, about 0.2 s each, several times a run.
+    """
+
+    def __init__(self, sensor_ids: tuple[str, ...], split: Split, output: str, write_retry_s: float) -> None:
         self.sensor_ids = sensor_ids
         self.split = split
+        self.output = output
+        self.write_retry_s = write_retry_s
+        self.ctx: FeatureContext | None = None
 
-    def process(self, element: tuple[int, dict[str, list]]) -> Iterator[tuple[str, Any]]:
+    def setup(self) -> None:
         import pyarrow as pa
 
-        step_ms, parts = element
-        if not parts["x"]:
+        self.ctx = read_context(join_path(self.output, "features"))
+        if self.ctx is None:
+            raise FileNotFoundError(f"{join_path(self.output, 'features', CONTEXT_FILE)} is missing")
+        self._schema = feature_table_schema()
+        self._sensor_column = np.asarray(self.sensor_ids, dtype=object)
+        self._target_steps = tuple(h * 60_000 // self.ctx.step_ms for h in HORIZONS_MIN)
+        self._pa = pa
+
+    def process(self, element: tuple[int, Any]) -> Iterator[tuple[str, int]]:
+        _, parts = element
+        rows: dict[int, np.ndarray] = {}
+        histories: dict[int, np.ndarray] = {}
+        for t, history, newest in parts:
+            rows[t] = newest
+            if history is not None:
+                histories[t] = history
+        if not histories:
             return
-        x = parts["x"][0]
-        n = len(self.sensor_ids)
-        targets = {h: np.full(n, np.nan) for h in HORIZONS_MIN}
-        for h, speeds in parts["y"]:
-            targets[h] = speeds
-        split = str(self.split.of(np.array([step_ms]))[0])
-        columns = {
-            "sensor_id": pa.array(self.sensor_ids, pa.string()),
-            "step_ms": pa.array(np.full(n, step_ms, dtype=np.int64), pa.int64()),
-            "split": pa.array([split] * n, pa.string()),
-        }
-        for j, name in enumerate(FEATURE_NAMES):
-            columns[name] = pa.array(x[:, j].astype(np.float32), pa.float32())
-        for h, name in zip(HORIZONS_MIN, TARGET_COLUMNS, strict=False):
-            columns[name] = pa.array(targets[h].astype(np.float64), pa.float64())
-        yield split, pa.table(columns)
+        ends = np.array(sorted(histories), dtype=np.int64)
+        x = build_features_batch(np.stack([histories[int(t)] for t in ends]), ends, self.ctx)  # (B, N, F)
+        y = _targets_of(rows, ends, self.ctx.step_ms, self._target_steps, len(self.sensor_ids))  # (B, N, H)
+        labels = self.split.of(ends).astype(str)
+        for split in SPLITS:
+            chosen = labels == split
+            if chosen.any():
+                table = self._table(ends[chosen], x[chosen], y[chosen], split)
+                self._write(table, split, int(ends[chosen][0]), int(ends[chosen][-1]))
+                yield split, table.num_rows
 
+    def _table(self, ends: np.ndarray, x: np.ndarray, y: np.ndarray, split: str) -> Any:
+        pa = self._pa
+        b, n, f = x.shape
+        columns = [
+            pa.array(np.tile(self._sensor_column, b), pa.string()),
+            pa.array(np.repeat(ends, n), pa.int64()),
+            pa.array([split], pa.string()).take(np.zeros(b * n, np.int32)),
+        ]
+        flat_x, flat_y = x.reshape(b * n, f).astype(np.float32), y.reshape(b * n, -1)
+        columns += [pa.array(column) for column in np.ascontiguousarray(flat_x.T)]
+        columns += [pa.array(column) for column in np.ascontiguousarray(flat_y.T)]
+        return pa.Table.from_arrays(columns, schema=self._schema)
 
-def _concat_tables(tables: list) -> Any:
-    import pyarrow as pa
+    def _write(self, table: Any, split: str, first_ms: int, last_ms: int) -> None:
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystems import FileSystems
 
-    return pa.concat_tables(tables)
+        directory = join_path(self.output, "features", split)
+        name = f"part-{_stamp(first_ms)}-{_stamp(last_ms)}.parquet"
+        final, temp = join_path(directory, name), join_path(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+
+        def write() -> None:
+            try:
+                with FileSystems.create(temp) as handle:
+                    # Dictionary pages only for the two string columns: trying them on every float column cost
+                    # 8x the write itself.
+                    pq.write_table(table, handle, compression="none", use_dictionary=["sensor_id", "split"])
+                if FileSystems.exists(final):  # a retried bundle: the same block, the same rows
+                    FileSystems.delete([final])
+                FileSystems.rename([temp], [final])
+            except Exception:
+                try:
+                    FileSystems.delete([temp])
+                except Exception:  # noqa: BLE001, S110 - best effort: the file system is what failed
+                    pass
+                raise
+
+        retrying(write, f"writing {final}", self.write_retry_s)
 
 
 def feature_table_schema():
@@ -202,15 +244,24 @@ def parquet_schema(avro_name: str):
 
 
 class WriteFeatureTables(beam.PTransform):
-    """``{"snapshots": ..., "aggregates": ...}`` -> ``<output>/features/<split>/part-*.parquet``.
+    """NetworkHistory snapshots -> ``<output>/features/<split>/part-*.parquet``; emits ``(split, rows)`` per file
+    it writes.
 
-    Emits (returns) the ``(split, pyarrow.Table)`` pieces it writes, one per window end. ``split`` labels the
-    rows (the network's; METR-LA's protocol by default).
+    Steps are grouped in blocks of a day (of the context's step): a block's
+    window ends get their features in one ``build_features_batch`` call, and the
+    targets of step t are the newest rows (the network's means) of the
+    snapshots at t+3/6/12 steps, NaN when missing, exactly the aggregates'
+    means (a snapshot's newest row is its step's aggregates). One file per
+    block and split; ``split`` labels the rows (the network's; METR-LA's
+    protocol by default). The context goes to ``<output>/features/context.npz``
+    when the pipeline is built (beside the tables, where training finds it; the
+    writers read it there). Files of an earlier run are not removed here
+    (:func:`clear_feature_tables`).
     """
 
     def __init__(
         self, ctx: FeatureContext, window_ends_ms: frozenset[int], sensor_ids: tuple[str, ...], output: str,
-        split: Split = METR_LA_SPLIT,
+        split: Split = METR_LA_SPLIT, write_retry_s: float = 300.0,
     ) -> None:
         super().__init__()
         self.split = split
@@ -218,39 +269,31 @@ class WriteFeatureTables(beam.PTransform):
         self.window_ends_ms = frozenset(window_ends_ms)
         self.sensor_ids = tuple(sensor_ids)
         self.output = output
+        self.write_retry_s = write_retry_s
 
-    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
-        blocks = (
-            inputs["snapshots"]
-            | "BuildFeatures" >> beam.ParDo(_BuildFeatureBlock(self.ctx, self.window_ends_ms))
-            | "FeaturesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+    def expand(self, snapshots: beam.PCollection) -> beam.PCollection:
+        write_context(join_path(self.output, "features"), self.ctx)  # the tables' context, read by the writers
+        step_ms = self.ctx.step_ms
+        target_steps = tuple(h * 60_000 // step_ms for h in HORIZONS_MIN)
+        return (
+            snapshots
+            | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "KeyByDay" >> beam.FlatMap(_block_parts, step_ms, _DAY_MS, self.window_ends_ms, target_steps)
+            | "GroupByDay" >> beam.GroupByKey()
+            | "WriteDayTables" >> beam.ParDo(
+                _FeatureBlockTables(self.sensor_ids, self.split, self.output, self.write_retry_s))
         )
-        targets = (
-            inputs["aggregates"]
-            | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByStep" >> beam.FlatMap(_pane_by_step)
-            | "GroupByStep" >> beam.GroupByKey()
-            | "StepVectors" >> beam.MapTuple(_step_vector(self.sensor_ids))
-            | "TargetsOfEarlierSteps" >> beam.FlatMap(_targets_for)
-        )
-        tables = (
-            {"x": blocks, "y": targets}
-            | "JoinFeaturesAndTargets" >> beam.CoGroupByKey()
-            | "ToFeatureTables" >> beam.ParDo(_FeatureTable(self.sensor_ids, self.split))
-        )
-        schema = feature_table_schema()
-        for split in SPLITS:
-            name = split.capitalize()
-            _ = (
-                tables
-                | f"Only{name}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
-                | f"Drop{name}Key" >> beam.Values()
-                # One Parquet row group per ~a day of steps, not per step (one write per step showed up in a profile).
-                | f"Batch{name}Steps" >> beam.BatchElements(min_batch_size=32, max_batch_size=288)
-                | f"Concat{name}Steps" >> beam.Map(_concat_tables)
-                | f"Write{name}Features"
-                >> beam.io.WriteToParquetBatched(
-                    join_path(self.output, "features", split, "part"), schema=schema, file_name_suffix=".parquet"
-                )
-            )
-        return tables
+
+
+def clear_feature_tables(output: str) -> int:
+    """Delete the Parquet files of ``<output>/features/<split>/`` (an earlier run's); returns how many."""
+    from apache_beam.io.filesystems import FileSystems
+
+    patterns = [join_path(output, "features", split, "*.parquet") for split in SPLITS]
+    try:
+        found = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001 - a missing directory matches nothing
+        return 0
+    if found:
+        FileSystems.delete(found)
+    return len(found)

@@ -5,7 +5,9 @@ is split by sensor shard (:mod:`transforms.keys`) and by window; the parts of
 one shard and window are combined with numpy (:class:`BatchSpeedStatsFn`) in
 Beam's event-time windows, with Beam's triggers. Output: one
 ``window_aggregate`` batch per shard, window and pane, holding every sensor
-of the shard with readings in the window so far (accumulating panes).
+of the shard with readings in the window so far (accumulating panes); on
+bounded input without lateness limit or early panes, one batch per window
+holding every sensor (the only pane; see ``_expand_bounded``).
 
 Lateness policy (see docs/transforms.md): a Python DoFn cannot read the
 watermark, so lateness is decided deterministically by ``FlagLate``, a stateful
@@ -166,10 +168,20 @@ class BatchSpeedStatsFn(beam.CombineFn):
 
 
 def _window_parts(batch: Columns, window_ms: int) -> Iterator[tuple[int, Columns]]:
-    """(window start, the batch's rows in that window) per window, rows in order."""
+    """(window start, the batch's rows in that window) per window, rows in order.
+
+    One stable sort, then slices: a mask per window cost a pass over the whole
+    batch for each of its (up to 288) windows.
+    """
     starts = batch["event_time"] - batch["event_time"] % window_ms
-    for start in np.unique(starts).tolist():
-        yield int(start), batch.take(starts == start)
+    if len(starts) == 0:
+        return
+    if np.any(starts[1:] < starts[:-1]):
+        order = np.argsort(starts, kind="stable")
+        batch, starts = batch.take(order), starts[order]
+    edges = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(starts)]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        yield int(starts[lo]), batch if hi - lo == len(starts) else batch.take(slice(lo, hi))
 
 
 def _stamped(shard: int, part: Columns) -> TimestampedValue:
@@ -217,15 +229,12 @@ def _split_windows(element: tuple[int, Columns], window_ms: int) -> Iterator[Tim
         yield _stamped(shard, part)
 
 
-def _by_shard_and_window(element: tuple[int, Columns], window_ms: int) -> Iterator[tuple[tuple[int, int], Columns]]:
-    shard, batch = element
-    for start, part in _window_parts(batch, window_ms):
-        yield (shard, start), part
+def _by_window(batch: Columns, window_ms: int) -> Iterator[tuple[int, Columns]]:
+    yield from _window_parts(batch, window_ms)
 
 
-def _bounded_aggregates(element: tuple[tuple[int, int], dict[str, np.ndarray]],
-                        window_ms: int) -> Iterator[TimestampedValue]:
-    (_, start), stats = element
+def _bounded_aggregates(element: tuple[int, dict[str, np.ndarray]], window_ms: int) -> Iterator[TimestampedValue]:
+    start, stats = element
     if len(stats["sensor_id"]):
         yield TimestampedValue(aggregate_columns(stats, start, start + window_ms, "ON_TIME"),
                                Timestamp(micros=(start + window_ms - 1) * 1000))
@@ -314,36 +323,34 @@ class WindowedAggregate(beam.PTransform):
         no_early = self.early_firing_s is None and self.early_firing_count is None
         return self.allowed_lateness_s is None and no_early and bool(getattr(events, "is_bounded", False))
 
-    def _expand_bounded(self, keyed: beam.PCollection) -> TaggedOutputs:
-        """Bounded input without a lateness limit or early panes: windows as part of the key.
+    def _expand_bounded(self, events: beam.PCollection) -> TaggedOutputs:
+        """Bounded input without a lateness limit or early panes: the window is the key.
 
-        The same aggregates as the windowed path (one ON_TIME pane per shard and
-        window, in FixedWindows, stamped 1 ms before the window end, as portable
-        runners stamp a pane), but batch runners combine them without the trigger
-        machinery (which took most of a DirectRunner batch run).
+        The same aggregates as the windowed path (one ON_TIME pane per window,
+        in FixedWindows, stamped 1 ms before the window end, as portable runners
+        stamp a pane), but batch runners combine them without the trigger
+        machinery (which took most of a DirectRunner batch run). No shard in the
+        key: windows spread the work, and a batch per window (not per shard and
+        window) is a quarter of the elements downstream.
         """
         window_ms = self.window_s * 1000
         aggregates = (
-            keyed
-            | "KeyByShardAndWindow" >> beam.FlatMap(_by_shard_and_window, window_ms).with_output_types(
-                tuple[tuple[int, int], Any])
+            events
+            | "KeyByWindow" >> beam.FlatMap(_by_window, window_ms).with_output_types(tuple[int, Any])
             | "SpeedStats" >> beam.CombinePerKey(BatchSpeedStatsFn())
             | "ToWindowAggregate" >> beam.FlatMap(_bounded_aggregates, window_ms)
             | "FixedWindows" >> beam.WindowInto(FixedWindows(self.window_s))
         )
-        late = keyed | "NothingLate" >> beam.FlatMap(lambda _: ())
+        late = events | "NothingLate" >> beam.FlatMap(lambda _: ())
         return TaggedOutputs({AGGREGATES_TAG: aggregates, LATE_TAG: late})
 
     def expand(self, events: beam.PCollection) -> TaggedOutputs:
         window_ms = self.window_s * 1000
         mode = tr.AccumulationMode.ACCUMULATING if self.accumulate else tr.AccumulationMode.DISCARDING
-        keyed = (
-            events
-            | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByShard" >> beam.FlatMap(shard_parts).with_output_types(tuple[int, Any])
-        )
+        global_events = events | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
         if self._bounded_batch(events):
-            return self._expand_bounded(keyed)
+            return self._expand_bounded(global_events)
+        keyed = global_events | "KeyByShard" >> beam.FlatMap(shard_parts).with_output_types(tuple[int, Any])
         if self.allowed_lateness_s is None:
             parts = keyed | "SplitWindows" >> beam.FlatMap(_split_windows, window_ms).with_output_types(
                 tuple[int, Any])

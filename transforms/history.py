@@ -41,7 +41,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 
-__all__ = ["NetworkHistory", "history_matrix", "pane_ranks"]
+__all__ = ["NetworkHistory", "history_matrix", "last_best", "pane_ranks"]
 
 STEP = "History"
 _NETWORK_KEY = "network"
@@ -54,8 +54,17 @@ Table = dict[int, tuple[np.ndarray, np.ndarray]]
 
 def pane_ranks(timings: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """One int64 per pane ordering LATE > ON_TIME > EARLY, then the larger count."""
-    timing_rank = np.fromiter((_TIMING_RANK.get(t, 1) for t in timings.tolist()), np.int64, len(timings))
+    kinds, inverse = np.unique(np.asarray(timings, dtype=str), return_inverse=True)
+    kind_rank = np.array([_TIMING_RANK.get(kind, 1) for kind in kinds.tolist()], dtype=np.int64)
+    timing_rank = kind_rank[inverse.reshape(-1)] if len(kinds) else np.empty(0, np.int64)
     return timing_rank * (1 << 32) + np.clip(counts.astype(np.int64), 0, (1 << 32) - 1)
+
+
+def last_best(members: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(members, the row of each member's winning pane): the highest rank, the last in arrival order on a tie."""
+    order = np.lexsort((np.arange(len(members)), ranks, members))  # by member, then rank, then arrival
+    last = np.append(members[order][1:] != members[order][:-1], True)
+    return members[order][last], order[last]
 
 
 def history_matrix(table: Table, step_ms: int, history_steps: int, step_s: int, n_members: int) -> np.ndarray:
@@ -83,8 +92,9 @@ class _NetworkHistoryFn(beam.DoFn):
 
     def __init__(self, members: Sequence[str], history_steps: int, step_s: int) -> None:
         self.members = tuple(members)
-        self.index = {sensor: i for i, sensor in enumerate(self.members)}
         self.n_members = len(self.members)
+        self._by_id = np.argsort(np.asarray(self.members, dtype=str), kind="stable")
+        self._sorted_ids = np.asarray(self.members, dtype=str)[self._by_id]
         self.history_steps = history_steps
         self.step_s = step_s
         self.step_ms = step_s * 1000
@@ -95,7 +105,7 @@ class _NetworkHistoryFn(beam.DoFn):
     def process(self, element: tuple[str, Columns], pending=PENDING_PARAM, last_emitted=LAST_EMITTED_PARAM,
                 timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
         key, batch = element
-        members = np.fromiter((self.index.get(s, -1) for s in batch["sensor_id"].tolist()), np.int64, len(batch))
+        members = self._member_index(batch["sensor_id"])
         starts = batch["window_start"]
         steps = starts - starts % self.step_ms
         last = last_emitted.read()
@@ -134,15 +144,20 @@ class _NetworkHistoryFn(beam.DoFn):
         yield from self._advance(key, table, last_emitted.read(), fired_at.micros // 1000, pending, last_emitted,
                                  timer_at, flush)
 
+    def _member_index(self, sensor_ids: np.ndarray) -> np.ndarray:
+        """Each sensor's column in the network, -1 for a sensor outside it."""
+        ids = np.asarray(sensor_ids, dtype=str)
+        at = np.minimum(np.searchsorted(self._sorted_ids, ids), self.n_members - 1)
+        return np.where(self._sorted_ids[at] == ids, self._by_id[at], -1).astype(np.int64)
+
     def _keep_best(self, table: Table, step_ms: int, members: np.ndarray, ranks: np.ndarray,
                    means: np.ndarray) -> None:
         """Record each pane unless the member's pane of that step ranks higher (a later arrival wins a tie)."""
         best_ranks, best_means = table.get(step_ms) or (np.full(self.n_members, _NONE, np.int64),
                                                          np.full(self.n_members, np.nan))
-        for i in range(len(members)):  # in arrival order: a batch rarely holds a member twice
-            member = members[i]
-            if ranks[i] >= best_ranks[member]:
-                best_ranks[member], best_means[member] = ranks[i], means[i]
+        winners, rows = last_best(members, ranks)  # as if the batch's panes came one by one, in order
+        take = ranks[rows] >= best_ranks[winners]
+        best_ranks[winners[take]], best_means[winners[take]] = ranks[rows[take]], means[rows[take]]
         table[step_ms] = (best_ranks, best_means)
 
     def _complete(self, table: Table, step_ms: int) -> bool:

@@ -10,7 +10,7 @@
 Every element is a batch (:mod:`schemas.batches`): a RawBatch per Kafka poll
 and partition or per chunk of a history file, a ``traffic_event`` batch per
 (shard, day) part of it, a ``window_aggregate`` batch per shard, window and
-pane, and one snapshot per network step. Records are counted once, by
+pane (per window on bounded input), and one snapshot per network step. Records are counted once, by
 :class:`~transforms.counting.CountRecords` under the pipeline's namespace:
 ``in = valid + dead_letters`` (invalid and duplicate records); ``late`` counts
 the valid events that came after their window closed (dead letters of reason

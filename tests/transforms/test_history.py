@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from transforms.aggregate import AGGREGATE_NULLABLE
 from transforms.exceptions import TransformConfigError
-from transforms.history import NetworkHistory, _NetworkHistoryFn
+from transforms.history import NetworkHistory, _NetworkHistoryFn, last_best
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -185,3 +185,23 @@ def test_invalid_parameters_are_rejected():
         NetworkHistory(["a", "a"])
     with pytest.raises(TransformConfigError):
         NetworkHistory(["a"], history_steps=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_of_panes_is_kept_as_if_they_came_one_by_one(seed):
+    """The vectorised fold (last_best) equals the rule applied pane by pane in arrival order."""
+    rng = np.random.default_rng(seed)
+    members = rng.integers(0, 4, 30)
+    ranks = rng.integers(0, 3, 30).astype(np.int64)
+    best_ranks, best_rows = np.full(4, -1), np.full(4, -1)
+    for i, (member, rank) in enumerate(zip(members.tolist(), ranks.tolist(), strict=True)):
+        if rank >= best_ranks[member]:
+            best_ranks[member], best_rows[member] = rank, i
+    winners, rows = last_best(members, ranks)
+    assert sorted(winners.tolist()) == sorted(set(members.tolist()))
+    assert rows.tolist() == best_rows[winners].tolist()
+
+
+def test_sensors_outside_the_network_are_counted_not_placed():
+    fn = _NetworkHistoryFn(["b", "a", "c"], 2, 300)
+    assert fn._member_index(np.array(["a", "zz", "c", "b", ""])).tolist() == [1, -1, 2, 0, -1]
