@@ -13,7 +13,6 @@ prediction, alert and aggregate tables.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from ml.dataset import METR_LA_SPLIT, Split
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, build_features_batch
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
 from schemas.batches import records_of
-from transforms.publish import retrying
+from transforms.publish import retrying, write_parquet_atomically
 
 __all__ = [
     "CONTEXT_FILE",
@@ -177,30 +176,12 @@ class _FeatureBlockTables(beam.DoFn):
         return pa.Table.from_arrays(columns, schema=self._schema)
 
     def _write(self, table: Any, split: str, first_ms: int, last_ms: int) -> None:
-        import pyarrow.parquet as pq
-        from apache_beam.io.filesystems import FileSystems
-
         directory = join_path(self.output, "features", split)
         name = f"part-{_stamp(first_ms)}-{_stamp(last_ms)}.parquet"
-        final, temp = join_path(directory, name), join_path(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-
-        def write() -> None:
-            try:
-                with FileSystems.create(temp) as handle:
-                    # Dictionary pages only for the two string columns: trying them on every float column cost
-                    # 8x the write itself.
-                    pq.write_table(table, handle, compression="none", use_dictionary=["sensor_id", "split"])
-                if FileSystems.exists(final):  # a retried bundle: the same block, the same rows
-                    FileSystems.delete([final])
-                FileSystems.rename([temp], [final])
-            except Exception:
-                try:
-                    FileSystems.delete([temp])
-                except Exception:  # noqa: BLE001, S110 - best effort: the file system is what failed
-                    pass
-                raise
-
-        retrying(write, f"writing {final}", self.write_retry_s)
+        # Dictionary pages only for the two string columns: trying them on every float column cost 8x the write.
+        retrying(lambda: write_parquet_atomically(table, directory, name, compression="none",
+                                                  use_dictionary=["sensor_id", "split"]),
+                 f"writing {join_path(directory, name)}", self.write_retry_s)
 
 
 def feature_table_schema():

@@ -30,7 +30,7 @@ from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError
 from transforms.kafka_io import WriteToKafka
 
-__all__ = ["PublishToKafka", "WriteWindowedParquet", "retrying", "window_file_name"]
+__all__ = ["PublishToKafka", "WriteWindowedParquet", "retrying", "window_file_name", "write_parquet_atomically"]
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 15.0
@@ -125,23 +125,29 @@ class _WriteWindowFileFn(beam.DoFn):
         table = pa.Table.from_pylist([r for e in elements for r in records_of(e)], schema=self.schema)
         name = window_file_name(self.prefix, window.start.micros // 1000, window.end.micros // 1000, pane.index)
         final = f"{self.directory}/{name}"
-        retrying(lambda: self._write(table, final, name), f"writing {final}", self.write_retry_s)
+        retrying(lambda: write_parquet_atomically(table, self.directory, name), f"writing {final}",
+                 self.write_retry_s)
         yield final
 
-    def _write(self, table: pa.Table, final: str, name: str) -> None:
-        temp = f"{self.directory}/.{name}.{uuid.uuid4().hex}.tmp"
+
+def write_parquet_atomically(table: pa.Table, directory: str, name: str, **write_options: Any) -> str:
+    """Write ``table`` to ``directory/name`` through a temporary file and a rename (any Beam filesystem), so no
+    partial file is ever visible under the final name; a file already there (a retried bundle writing the same
+    rows) is replaced. Returns the final path."""
+    final, temp = f"{directory}/{name}", f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with FileSystems.create(temp) as fh:
+            pq.write_table(table, fh, **write_options)
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([temp], [final])
+    except Exception:
         try:
-            with FileSystems.create(temp) as fh:
-                pq.write_table(table, fh)
-            if FileSystems.exists(final):  # a retried bundle: same window and pane, same records
-                FileSystems.delete([final])
-            FileSystems.rename([temp], [final])
-        except Exception:
-            try:
-                FileSystems.delete([temp])
-            except Exception:  # noqa: BLE001, S110 - best effort: the file system is what failed
-                pass
-            raise
+            FileSystems.delete([temp])
+        except Exception:  # noqa: BLE001, S110 - best effort: the file system is what failed
+            pass
+        raise
+    return final
 
 
 def window_file_name(prefix: str, start_ms: int, end_ms: int, pane_index: int) -> str:
