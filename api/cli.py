@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ApiSettings(**overrides)
     network = network_of(args)  # an unknown network: one line, before anything binds
     if "model_registry" not in settings.model_fields_set:  # an imported network's models live apart
-        settings = settings.model_copy(update={"model_registry": Path(network.registry_root(
+        settings = settings.model_copy(update={"model_registry": Path(network.home_under(
             str(settings.model_registry)))})
     app = create_app(settings, network=network)  # raises VendorFilesMissing (one line) before anything binds
     print(f"serve: network {network.name} ({len(network.sensor_ids)} sensors), dashboard at "

@@ -177,7 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     services = ["kafka"] + (["flink", "jobserver"] if args.runner == "flink" else [])
     Platform(settings).up(services, echo=print)
     create_topics(admin_client(settings.bootstrap_servers), topics)
-    registry = args.registry or network.registry_root(settings.registry_root)  # one root for train, serve, stream
+    registry = args.registry or network.home_under(settings.registry_root)  # one root for train, serve, stream
     _ensure_model(traffic, registry, args.quick_model, on_network)
 
     started: list[ManagedProcess] = []

@@ -41,7 +41,7 @@ def tables_dir(quick: bool, settings: PlatformSettings | None = None, network: N
     """Where ``traffic train`` keeps its tables: ``<feature_tables_root>/quick`` or ``.../full`` (an imported
     network's under ``<feature_tables_root>/networks/<name>/``)."""
     root = (settings or PlatformSettings()).feature_tables_root  # read now: tests and commands change the env
-    root = network.registry_root(root) if network is not None else root
+    root = network.home_under(root) if network is not None else root
     return join_path(root, "quick" if quick else "full")
 
 

@@ -132,7 +132,7 @@ def _print_text(result: dict, version: str) -> None:
 def run(args: argparse.Namespace) -> int:
     network = network_of(args)
     data = network.readings(args.data, hdfs_options_for([args.data]) or None)
-    registry = ModelRegistry(args.registry or network.registry_root(default_registry_root()))
+    registry = ModelRegistry(args.registry or network.home_under(default_registry_root()))
     bundle = registry.load(args.version)
     check_network(bundle, network)
     compare = registry.load(args.compare) if args.compare else None

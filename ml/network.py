@@ -100,8 +100,9 @@ class Network:
         ids = tuple(sensor_ids or self.sensor_ids)
         return tuple((ids[i], ids[j]) for i, j in road_links(self.adjacency(ids)))
 
-    def registry_root(self, root: str) -> str:
-        """Where this network's models live under a registry ``root`` (METR-LA's at the root itself)."""
+    def home_under(self, root: str) -> str:
+        """Where this network's files (models, training tables) live under ``root``: METR-LA's at the root itself,
+        an imported network's under ``root/networks/<name>``."""
         return root if self.name == BUNDLED_NETWORK else f"{root.rstrip('/')}/networks/{self.name}"
 
     def describe(self) -> dict:

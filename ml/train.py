@@ -365,7 +365,7 @@ def fit_and_register(
 ) -> int:
     """Train on feature tables (X, Y, meta) with their context, register the bundle, print the table."""
     network = network or load_network(BUNDLED_NETWORK)
-    registry = ModelRegistry(args.registry or network.registry_root(default_registry_root()))
+    registry = ModelRegistry(args.registry or network.home_under(default_registry_root()))
     bundle, table = train(None, features, ctx, quick=args.quick, coverage=args.coverage,
                           candidates=check_arguments(args), max_rows=args.max_rows, network=network)
     elapsed = time.perf_counter() - started

@@ -252,7 +252,7 @@ def make_config(args: argparse.Namespace) -> BatchConfig:
 
     network = network_of(args)
     output = args.output or str(get_settings().work_dir / "batch" / args.mode)
-    registry = args.registry or network.registry_root(default_registry_root())
+    registry = args.registry or network.home_under(default_registry_root())
     hdfs = hdfs_options_for([args.data, output, registry if args.mode == "backfill" else None])
     spec = SourceSpec(
         path=args.data or str(network.root / "speed.npz"),

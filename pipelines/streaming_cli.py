@@ -70,7 +70,7 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     settings = get_settings()
     kafka, models = options.view_as(KafkaOptions), options.view_as(RegistryOptions)
     network = network_of(args)
-    registry = models.model_registry or network.registry_root(default_registry_root())
+    registry = models.model_registry or network.home_under(default_registry_root())
     hdfs: dict[str, Any] = hdfs_options_for([registry, args.output])
     window_s = args.window_s if args.window_s is not None else network.step_ms // 1000
     if window_s <= 0 or args.allowed_lateness_s < 0:
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     from config.settings import default_registry_root
     from ml.network import network_of
 
-    registry = args.registry or network_of(args).registry_root(default_registry_root())
+    registry = args.registry or network_of(args).home_under(default_registry_root())
     paths = [args.output, registry]  # an hdfs:// one adds the WebHDFS options
     options = pipeline_options(args.runner, True, extra, get_settings(), paths=paths)
     cfg = make_config(args, options)
