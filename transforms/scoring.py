@@ -21,8 +21,10 @@ step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
   error of zero: metrics skip it and count it.
 
 State is bounded: one table per sensor shard (:mod:`transforms.keys`) holding
-the targets the watermark has not passed yet; a target's entry (its actual and
-the predictions waiting for it) is dropped when its timer fires. A prediction
+the targets the watermark has not passed yet; a target's rows (its actuals and
+the predictions waiting for it) are dropped when its timer fires. The tables
+are columns (:mod:`transforms.score_state`): a bundle's commit pickles a few
+buffers, and an element is joined with its own targets' rows only. A prediction
 repeated with the same key is scored once (``duplicate_predictions``). A
 prediction for a target already settled (forecasts can arrive behind the
 timers: RunInference re-stamps them to their step) is scored at once against
@@ -49,19 +51,16 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.batches import Columns, records_of
+from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.keys import sensor_shard, shard_parts
+from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
 from transforms.state_tables import StateTable
 from transforms.validate import system_now_ms
 
 __all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_columns", "score_record"]
 
 STEP = "ScoreForecasts"
-SCORED = "SCORED"
-MISSING = "MISSING"
-_TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
-_FINAL = (_TIMING_RANK["ON_TIME"], _TIMING_RANK["LATE"])
 _PREDICTION = "p"
 # How long the actuals of settled targets are kept, for predictions that reach the step behind its timers.
 SETTLED_KEEP_MS = 3 * 3600 * 1000
@@ -113,7 +112,9 @@ def score_record(prediction: dict[str, Any], actual_mph: float | None, scored_ti
 
 
 class ScoreTable(StateTable):
-    """``target_ms -> sensor_id -> [best actual (rank, mean) | None, {prediction key: prediction}, scored keys]``."""
+    """The dict table older savepoints hold (``target_ms -> sensor_id -> [best actual (rank, mean) | None,
+    {prediction key: prediction}, scored keys]``): kept so that they unpickle, then converted by
+    :meth:`transforms.score_state.ScoreState.of`."""
 
     entry_bytes = 400
 
@@ -121,23 +122,41 @@ class ScoreTable(StateTable):
         return sum(1 + len(entry[1]) + len(entry[2]) for row in self.values() for entry in row.values())
 
 
-def _prediction_key(p: dict[str, Any]) -> tuple[int, int, str]:
-    return int(p["event_time"]), int(p["horizon_min"]), str(p["model_version"])
+_AGGREGATE_FIELDS = ("sensor_id", "window_start", "mean_speed_mph", "count", "pane_timing")
 
 
-def _slim(p: dict[str, Any]) -> dict[str, Any]:
-    keep = ("sensor_id", "event_time", "target_time", "horizon_min", "model_version", "predicted_speed_mph",
-            "lower_mph", "upper_mph", "coverage")
-    return {k: p[k] for k in keep}
+def _rows(kind: str, part: Any) -> dict[str, np.ndarray]:
+    """The fields the step needs, as arrays, from a batch or a single record."""
+    fields = PREDICTION_FIELDS if kind == _PREDICTION else _AGGREGATE_FIELDS
+    if isinstance(part, Columns):
+        return {name: np.asarray(part[name]) for name in fields}
+    if kind == _PREDICTION:
+        return {name: np.asarray([part[name]]) for name in fields}
+    mean = part.get("mean_speed_mph")
+    return {"sensor_id": np.asarray([str(part["sensor_id"])]), "window_start": np.asarray([int(part["window_start"])]),
+            "mean_speed_mph": np.asarray([np.nan if mean is None else float(mean)]),
+            "count": np.asarray([int(part.get("count") or 0)]),
+            "pane_timing": np.asarray([part.get("pane_timing") or "UNKNOWN"], object)}
+
+
+def _concat_scores(parts: list[Columns | None]) -> Columns | None:
+    parts = [p for p in parts if p is not None and len(p)]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    return Columns("score", {name: np.concatenate([p[name] for p in parts]) for name in parts[0].data},
+                   parts[0].nullable)
 
 
 class _ScoreFn(beam.DoFn):
-    TABLE = ReadModifyWriteStateSpec("score_pending", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("score_state", PickleCoder())
     FLUSHED = ReadModifyWriteStateSpec("score_flushed_through_ms", PickleCoder())
     SETTLED = ReadModifyWriteStateSpec("score_settled", PickleCoder())
     TIMER_AT = ReadModifyWriteStateSpec("score_timer_at_ms", PickleCoder())
+    # The dict tables of older savepoints, read once and converted into STATE.
+    LEGACY = ReadModifyWriteStateSpec("score_pending", PickleCoder())
     FLUSH = TimerSpec("score_flush", TimeDomain.WATERMARK)
-    TABLE_PARAM = beam.DoFn.StateParam(TABLE)
+    STATE_PARAM = beam.DoFn.StateParam(STATE)
+    LEGACY_PARAM = beam.DoFn.StateParam(LEGACY)
     FLUSHED_PARAM = beam.DoFn.StateParam(FLUSHED)
     SETTLED_PARAM = beam.DoFn.StateParam(SETTLED)
     TIMER_AT_PARAM = beam.DoFn.StateParam(TIMER_AT)
@@ -157,129 +176,103 @@ class _ScoreFn(beam.DoFn):
     def _now(self) -> int:
         return int(self.now_ms_fn()) if self.now_ms_fn is not None else system_now_ms()
 
-    def _due(self, target_ms: int) -> int:
+    def _due(self, target_ms: Any) -> Any:
         return target_ms + self.window_ms + self.wait_ms
 
-    def process(self, element: tuple[int, tuple[str, Any]], table=TABLE_PARAM, flushed=FLUSHED_PARAM,
-                settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
-        _, (kind, records) = element
+    @staticmethod
+    def _state(state, legacy) -> ScoreState:
+        stored = state.read()
+        if stored is None and (old := legacy.read()) is not None:
+            legacy.clear()
+            return ScoreState.of(old)
+        return ScoreState.of(stored)
+
+    def _count(self, scores: Columns | None) -> None:
+        if scores is not None:
+            scored = int(np.count_nonzero(scores["status"] == SCORED))
+            self.scored.inc(scored)
+            self.missing.inc(len(scores) - scored)
+
+    def process(self, element: tuple[int, tuple[str, Any]], state=STATE_PARAM, legacy=LEGACY_PARAM,
+                flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM,
+                flush=FLUSH_PARAM) -> Iterator[Any]:
+        _, (kind, part) = element
+        rows = _rows(kind, part)
+        if kind == _PREDICTION:
+            targets = rows["target_time"].astype(np.int64)
+        else:
+            starts = rows["window_start"].astype(np.int64)
+            targets = starts - starts % self.window_ms
         through = flushed.read()
-        pending = ScoreTable.of(table.read())
-        settled: dict | None = None
-        out: list[dict[str, Any]] = []
-        earliest_due = None
-        for record in records_of(records):
-            if through is not None and kind == _PREDICTION and self._due(int(record["target_time"])) <= through:
-                settled = (settled_state.read() or {}) if settled is None else settled
-                self._score_late(record, settled, out)
-                continue
-            target_ms = self._hold(kind, record, through, pending, out)
-            if target_ms is not None:
-                due = self._due(target_ms)
-                earliest_due = due if earliest_due is None else min(earliest_due, due)
-        table.write(pending)
-        if settled is not None:
-            settled_state.write(settled)
-        current = timer_at.read()
-        if earliest_due is not None and (current is None or earliest_due < current):
-            flush.set(Timestamp(micros=earliest_due * 1000))
-            timer_at.write(earliest_due)
-        if out:
-            for score in out:
-                (self.scored if score["status"] == SCORED else self.missing).inc()
-            yield score_columns(out)
-
-    def _score_late(self, prediction: dict[str, Any], settled: dict, out: list[dict[str, Any]]) -> None:
-        """A prediction whose target was already settled: scored at once against the actual kept for it.
-
-        Forecasts can reach this step behind its timers (RunInference re-stamps them to their step), so
-        the actuals of settled targets are kept for ``SETTLED_KEEP_MS``; a prediction later than that
-        is counted (``late_predictions``) and dropped.
-        """
-        self.late_predictions.inc()
-        row = settled.get(int(prediction["target_time"]))
-        if row is None:
-            return
-        entry = row.setdefault(str(prediction["sensor_id"]), [None, set()])
-        key = _prediction_key(prediction)
-        if key in entry[1]:
-            self.duplicates.inc()
-            return
-        entry[1].add(key)
-        out.append(score_record(_slim(prediction), entry[0], self._now()))
-
-    def _hold(self, kind: str, record: dict[str, Any], through: int | None, pending: ScoreTable,
-              out: list[dict[str, Any]]) -> int | None:
-        """Adds one prediction or actual to ``pending``; scores what it completes into ``out``; its target."""
-        if kind == _PREDICTION:
-            target_ms = int(record["target_time"])
-        else:
-            start = int(record["window_start"])
-            target_ms = start - start % self.window_ms
-        if through is not None and self._due(target_ms) <= through:
-            (self.late_predictions if kind == _PREDICTION else self.late_actuals).inc()
-            return None
-        entry = pending.setdefault(target_ms, {}).setdefault(str(record["sensor_id"]), [None, {}, set()])
-        if kind == _PREDICTION:
-            key = _prediction_key(record)
-            if key in entry[1] or key in entry[2]:
-                self.duplicates.inc()
-                return None
-            entry[1][key] = _slim(record)
-        else:
-            mean = record.get("mean_speed_mph")
-            rank = (_TIMING_RANK.get(record.get("pane_timing"), 1), int(record.get("count") or 0))
-            if entry[0] is None or rank >= entry[0][0]:
-                entry[0] = (rank, None if mean is None else float(mean))
-        actual = entry[0]
-        if actual is not None and actual[0][0] in _FINAL and is_observed(actual[1]) and entry[1]:
-            now = self._now()
-            for key, prediction in sorted(entry[1].items()):
-                out.append(score_record(prediction, actual[1], now))
-                entry[2].add(key)
-            entry[1].clear()
-        return target_ms
+        late = np.zeros(len(targets), bool) if through is None else self._due(targets) <= through
+        now = self._now()
+        out: list[Columns | None] = []
+        if late.any():
+            late_rows = {name: column[late] for name, column in rows.items()}
+            if kind == _PREDICTION:
+                self.late_predictions.inc(int(late.sum()))
+                settled = Settled.of(settled_state.read())
+                scores, duplicates = settled.score_late(late_rows, now)
+                self.duplicates.inc(duplicates)
+                settled_state.write(settled)
+                out.append(scores)
+            else:
+                self.late_actuals.inc(int(late.sum()))
+            rows, targets = {name: column[~late] for name, column in rows.items()}, targets[~late]
+        if len(targets):
+            table = self._state(state, legacy)
+            if kind == _PREDICTION:
+                self.duplicates.inc(table.hold(rows))
+            else:
+                table.observe(targets, rows)
+            out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
+            state.write(table)
+            earliest_due = int(self._due(targets.min()))
+            current = timer_at.read()
+            if current is None or earliest_due < current:
+                flush.set(Timestamp(micros=earliest_due * 1000))
+                timer_at.write(earliest_due)
+        scores = _concat_scores(out)
+        if scores is not None:
+            self._count(scores)
+            yield scores
 
     @on_timer(FLUSH)
-    def on_flush(self, fired_at=beam.DoFn.TimestampParam, table=TABLE_PARAM, flushed=FLUSHED_PARAM,
-                 settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM) -> Iterator[Any]:
+    def on_flush(self, fired_at=beam.DoFn.TimestampParam, state=STATE_PARAM, legacy=LEGACY_PARAM,
+                 flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM,
+                 flush=FLUSH_PARAM) -> Iterator[Any]:
         fired_ms = fired_at.micros // 1000
-        pending = ScoreTable.of(table.read())
-        now = self._now()
-        done = sorted(t for t in pending if self.bounded or self._due(t) <= fired_ms)
-        settled: list[dict[str, Any]] = []
+        table = self._state(state, legacy)
+        targets = table.targets()
+        done = targets if self.bounded else targets[self._due(targets) <= fired_ms]
+        scores, actuals, keys = table.settle(done, self._now())
         through = flushed.read()
-        kept = {t: row for t, row in (settled_state.read() or {}).items() if t >= fired_ms - SETTLED_KEEP_MS}
-        if done and not self.bounded:
+        if not self.bounded:
             # Every target this firing settles is kept, with a row even where this shard had nothing for it:
             # a prediction for it that comes behind the timers is then MISSING, as it would have been in time.
-            first = done[0] if through is None else through - self.wait_ms
-            first += max(0, -(-(fired_ms - SETTLED_KEEP_MS - first) // self.window_ms)) * self.window_ms
-            for target_ms in range(first, done[-1] + 1, self.window_ms):
-                kept.setdefault(target_ms, {})
-        for target_ms in done:
-            kept_row = kept.setdefault(target_ms, {})
-            for sensor, (actual, waiting, scored) in sorted(pending.pop(target_ms).items()):
-                mean = None if actual is None else actual[1]
-                kept_row[sensor] = [mean, set(scored) | set(waiting)]
-                for _key, prediction in sorted(waiting.items()):
-                    score = score_record(prediction, mean, now)
-                    (self.scored if score["status"] == SCORED else self.missing).inc()
-                    settled.append(score)
-        if not self.bounded:
-            settled_state.write(kept)
-        if done:
-            last_due = self._due(done[-1])
+            settled = Settled.of(settled_state.read())
+            settled.keep_from(fired_ms - SETTLED_KEEP_MS)
+            kept = done
+            if len(done):
+                first = int(done[0]) if through is None else through - self.wait_ms
+                first += max(0, -(-(fired_ms - SETTLED_KEEP_MS - first) // self.window_ms)) * self.window_ms
+                kept = np.union1d(done, np.arange(first, int(done[-1]) + 1, self.window_ms, dtype=np.int64))
+            settled.add(kept, actuals, keys)
+            settled_state.write(settled)
+        if len(done):
+            last_due = int(self._due(done[-1]))
             flushed.write(last_due if through is None else max(through, last_due))
-        table.write(pending)
-        if pending:
-            due = self._due(min(pending))
+        state.write(table)
+        remaining = table.targets()
+        if len(remaining):
+            due = int(self._due(remaining[0]))
             flush.set(Timestamp(micros=due * 1000))
             timer_at.write(due)
         else:
             timer_at.clear()
-        if settled:
-            yield TimestampedValue(score_columns(settled), fired_at)
+        if scores is not None:
+            self._count(scores)
+            yield TimestampedValue(scores, fired_at)
 
 
 def _tag(kind: str) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:

@@ -10,9 +10,10 @@ a 24 h catch-up spent 17% of the worker's time in it (py-spy). A
 (``beam``'s ``CacheAware`` hook): the dict's own hash table is still measured,
 the entries are counted at ``entry_bytes`` each, a per-class figure measured
 with the SDK's own sizing on realistic contents (tests/transforms/test_state_tables.py
-keeps the estimate within a factor of two of the measurement). The scoring table
-(``transforms.scoring.ScoreTable``) is one; the spine's state is held as numpy
-arrays instead (a few objects each, which the cache weighs quickly).
+keeps the estimate within a factor of two of the measurement). Only the dict
+tables of older savepoints are still one (``transforms.scoring.ScoreTable``,
+converted on first read): every stateful step now holds numpy arrays (a few
+objects each, which the cache weighs quickly and pickles as buffers).
 """
 
 from __future__ import annotations

@@ -1,0 +1,200 @@
+"""The columnar scoring state: its joins against plain-Python references, and each of its rules."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from transforms.score_state import (
+    MISSING,
+    SCORED,
+    ScoreState,
+    Settled,
+    first_of_each,
+    lookup,
+)
+from transforms.scoring import ScoreTable
+
+T0, STEP = 1_338_000_000_000, 300_000
+
+
+def _random_keys(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    return [rng.choice(np.array(["7171", "71", "7", "a-1"]), n), rng.integers(0, 5, n).astype(np.int64) * STEP]
+
+
+def test_lookup_finds_each_rows_match_as_a_dict_would() -> None:
+    rng = np.random.default_rng(3)
+    old = _random_keys(rng, 40)
+    unique = first_of_each(old)
+    old = [column[unique] for column in old]
+    new = _random_keys(rng, 60)
+    where = {key: i for i, key in enumerate(zip(*(c.tolist() for c in old), strict=True))}
+    want = [where.get(key, -1) for key in zip(*(c.tolist() for c in new), strict=True)]
+    assert lookup(new, old).tolist() == want
+    assert lookup(new, [c[:0] for c in old]).tolist() == [-1] * 60
+
+
+def test_first_of_each_marks_the_first_occurrence_in_row_order() -> None:
+    keys = _random_keys(np.random.default_rng(5), 50)
+    seen, want = set(), []
+    for key in zip(*(c.tolist() for c in keys), strict=True):
+        want.append(key not in seen)
+        seen.add(key)
+    assert first_of_each(keys).tolist() == want
+
+
+def _predictions(steps: range, sensors: tuple[str, ...] = ("s1", "s2"), horizons: tuple[int, ...] = (15, 30),
+                 model: str = "v1") -> dict[str, np.ndarray]:
+    rows = [(s, T0 + k * STEP, h) for k in steps for s in sensors for h in horizons]
+    event = np.array([r[1] for r in rows], np.int64)
+    horizon = np.array([r[2] for r in rows], np.int64)
+    predicted = 50.0 + np.arange(len(rows), dtype=np.float64)
+    return {"sensor_id": np.array([r[0] for r in rows]), "event_time": event,
+            "target_time": event + horizon * 60_000, "horizon_min": horizon,
+            "model_version": np.array([model] * len(rows)), "predicted_speed_mph": predicted,
+            "lower_mph": predicted - 4, "upper_mph": predicted + 4, "coverage": np.full(len(rows), 0.9)}
+
+
+def _actuals(target: int, sensors: list[str], timing: str, means: list[float | None], count: int = 1) -> dict:
+    return {"sensor_id": np.array(sensors), "pane_timing": np.array([timing] * len(sensors), object),
+            "count": np.full(len(sensors), count, np.int64),
+            "mean_speed_mph": np.array([np.nan if m is None else m for m in means], np.float64),
+            "targets": np.full(len(sensors), target, np.int64)}
+
+
+def _observe(state: ScoreState, actuals: dict) -> None:
+    state.observe(actuals.pop("targets"), actuals)
+
+
+def test_hold_leaves_out_repeats_in_the_batch_held_or_already_scored() -> None:
+    state = ScoreState()
+    batch = _predictions(range(2))
+    assert state.hold(batch) == 0 and len(state.waiting["sensor_id"]) == 8
+    twice = {k: np.concatenate([v, v]) for k, v in _predictions(range(2, 3)).items()}
+    assert state.hold(twice) == 4  # the second copy of each
+    assert state.hold(batch) == 8  # all held already
+    target = int(batch["target_time"][0])  # s1's 15-min prediction of step 0
+    _observe(state, _actuals(target, ["s1"], "ON_TIME", [60.0]))
+    scores = state.take_ready(7, target, target)
+    assert scores is not None and len(scores) == 1
+    assert state.hold({k: v[:1] for k, v in batch.items()}) == 1  # scored already: not held again
+
+
+def test_only_a_final_observed_actual_scores_waiting_predictions() -> None:
+    state = ScoreState()
+    state.hold(_predictions(range(1), sensors=("s1", "s2", "s3"), horizons=(15,)))
+    target = T0 + 15 * 60_000
+    _observe(state, _actuals(target, ["s1", "s2", "s3"], "EARLY", [61.0, 62.0, 63.0]))
+    assert state.take_ready(7, target, target) is None
+    _observe(state, _actuals(target, ["s1", "s2", "s3"], "ON_TIME", [64.0, 0.0, None]))
+    scores = state.take_ready(7, target, target)
+    assert scores["sensor_id"].tolist() == ["s1"] and scores["actual_speed_mph"].tolist() == [64.0]
+    assert scores["status"].tolist() == [SCORED] and scores["inside_interval"].tolist() == [False]
+    assert state.scored["sensor_id"].tolist() == ["s1"] and sorted(state.waiting["sensor_id"]) == ["s2", "s3"]
+
+
+def test_the_best_pane_wins_and_the_later_of_equals() -> None:
+    state = ScoreState()
+    target = T0
+    for timing, count, mean in [("ON_TIME", 3, 50.0), ("EARLY", 9, 10.0), ("ON_TIME", 2, 20.0),
+                                ("ON_TIME", 3, 55.0), ("LATE", 1, 70.0), ("ON_TIME", 9, 30.0)]:
+        _observe(state, _actuals(target, ["s1"], timing, [mean], count))
+    assert state.actuals["mean"].tolist() == [70.0]  # LATE outranks any ON_TIME
+    other = ScoreState()
+    for timing, count, mean in [("ON_TIME", 3, 50.0), ("EARLY", 9, 10.0), ("ON_TIME", 3, 55.0)]:
+        _observe(other, _actuals(target, ["s1"], timing, [mean], count))
+    assert other.actuals["mean"].tolist() == [55.0]
+
+
+def test_settling_scores_against_the_best_actual_known_or_missing() -> None:
+    state = ScoreState()
+    state.hold(_predictions(range(1), sensors=("s1", "s2"), horizons=(15, 30)))
+    early, later = T0 + 15 * 60_000, T0 + 30 * 60_000
+    _observe(state, _actuals(early, ["s1"], "EARLY", [40.0]))
+    scores, actuals, keys = state.settle(np.array([early]), 11)
+    got = {r["sensor_id"]: r for r in scores.records()}
+    assert got["s1"]["status"] == SCORED and got["s1"]["actual_speed_mph"] == 40.0
+    assert got["s2"]["status"] == MISSING and got["s2"]["error_mph"] is None and got["s2"]["inside_interval"] is None
+    assert actuals["sensor_id"].tolist() == ["s1"] and sorted(keys["sensor_id"].tolist()) == ["s1", "s2"]
+    assert state.targets().tolist() == [later] and len(state.actuals["mean"]) == 0
+
+
+def test_a_late_prediction_is_scored_once_against_the_kept_actual() -> None:
+    settled = Settled()
+    target = T0 + 15 * 60_000
+    settled.add(np.array([target]), {"target_time": np.array([target]), "sensor_id": np.array(["s1"]),
+                                     "mean": np.array([60.0])},
+                {"target_time": np.array([target]), "sensor_id": np.array(["s2"]),
+                 "event_time": np.array([T0]), "horizon_min": np.array([15]), "model_version": np.array(["v1"])})
+    batch = _predictions(range(2), sensors=("s1", "s2", "s3"), horizons=(15,))
+    scores, duplicates = settled.score_late(batch, 5)
+    assert duplicates == 1  # s2's was scored before it settled
+    assert {r["sensor_id"]: r["status"] for r in scores.records()} == {"s1": SCORED, "s3": MISSING}
+    again, duplicates = settled.score_late(batch, 5)
+    assert again is None and duplicates == 3
+    settled.keep_from(target + STEP)
+    assert len(settled.targets) == 0 and len(settled.keys["sensor_id"]) == 0
+
+
+def test_older_dict_tables_convert_to_the_same_state() -> None:
+    p = {k: v[0].item() for k, v in _predictions(range(1), sensors=("s1",), horizons=(15,)).items()}
+    target = p["target_time"]
+    legacy = ScoreTable({target: {"s1": [((2, 1), 58.0), {(p["event_time"], 15, "v1"): p}, {(T0 - STEP, 30, "v1")}]}})
+    legacy = pickle.loads(pickle.dumps(legacy))
+    state = ScoreState.of(legacy)
+    assert state.waiting["predicted_speed_mph"].tolist() == [p["predicted_speed_mph"]]
+    assert state.scored["event_time"].tolist() == [T0 - STEP] and state.actuals["mean"].tolist() == [58.0]
+    assert state.take_ready(1, target, target)["actual_speed_mph"].tolist() == [58.0]
+    settled = Settled.of({target: {"s1": [58.0, {(T0, 15, "v1")}], "s2": [None, set()]}})
+    assert settled.targets.tolist() == [target] and settled.actuals["sensor_id"].tolist() == ["s1"]
+    assert settled.score_late({k: np.asarray([v]) for k, v in p.items()}, 1) == (None, 1)
+
+
+@pytest.mark.parametrize("steps", [12, 48])
+def test_the_state_pickles_as_buffers_not_as_a_record_per_prediction(steps: int) -> None:
+    """A shard's state of a catch-up (48 steps of 52 sensors x 3 horizons held) pickles to about the size of its
+    arrays: under 120 bytes per held prediction, less than one pickled prediction dict alone takes (about 200)."""
+    sensors = tuple(f"77{i:04d}" for i in range(52))
+    state = ScoreState()
+    state.hold(_predictions(range(steps), sensors=sensors, horizons=(15, 30, 60)))
+    held = len(state.waiting["sensor_id"])
+    one_dict = len(pickle.dumps({k: v[0].item() for k, v in state.waiting.items()}, pickle.HIGHEST_PROTOCOL))
+    assert one_dict > 120
+    assert len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) < 120 * held
+
+
+def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_by_target() -> None:
+    """Random steps' predictions (some repeated) and random panes of actuals, in random order, then settle all:
+    every distinct prediction is scored exactly once, a SCORED one against a mean seen for its target and
+    sensor, and after every operation each table is sorted by target (what the joins by span rely on)."""
+    rng = np.random.default_rng(11)
+    sensors = ("s1", "s2", "s3")
+    state, scores, means = ScoreState(), [], {}
+    operations = [("p", k) for k in range(20)] + [("p", k) for k in range(0, 20, 3)] + \
+                 [("a", k) for k in range(1, 34)] * 2
+    for i in rng.permutation(len(operations)):
+        kind, step = operations[i]
+        if kind == "p":
+            batch = _predictions(range(step, step + 1), sensors=sensors, horizons=(15, 30, 60))
+            state.hold(batch)
+            lo, hi = int(batch["target_time"].min()), int(batch["target_time"].max())
+        else:
+            target = T0 + step * STEP
+            timing = str(rng.choice(["EARLY", "ON_TIME", "LATE"]))
+            values = [float(v) if v > 5 else None for v in rng.uniform(0, 70, len(sensors))]
+            for sensor, value in zip(sensors, values, strict=True):
+                means.setdefault((target, sensor), set()).add(value)
+            _observe(state, _actuals(target, list(sensors), timing, values))
+            lo = hi = target
+        scores.append(state.take_ready(5, lo, hi))
+        for table in (state.waiting, state.scored, state.actuals):
+            assert np.all(np.diff(table["target_time"]) >= 0)
+    scores.append(state.settle(state.targets(), 6)[0])
+    records = [r for batch in scores if batch is not None for r in batch.records()]
+    keys = [(r["sensor_id"], r["event_time"], r["horizon_min"]) for r in records]
+    assert len(keys) == len(set(keys)) == 20 * len(sensors) * 3
+    for r in records:
+        if r["status"] == SCORED:
+            assert r["actual_speed_mph"] in means[(r["target_time"], r["sensor_id"])]

@@ -1,0 +1,358 @@
+"""The state of ``ScoreForecasts`` as columns: held predictions, best actuals, settled targets.
+
+A stateful step's state is pickled whole at every bundle's commit. Held as
+dicts of dicts of prediction dicts, one scoring shard's state reached 2.3 MB
+during a 24 h catch-up and took 55 ms to pickle, 8.6 s of an 18.5 s drain
+(``tests``-free probe of ``benchmarks/streaming_pipeline.py``, recorded in
+docs/benchmarks.md). Here every table is a dict of numpy arrays, one per
+field: pickling is a copy of a few buffers, and the work per element is a
+sort-based join of the element's rows with the table (:func:`lookup`), not a
+Python loop over either.
+
+* :class:`ScoreState` (one per sensor shard): the predictions waiting for
+  their target's actual (``waiting``), the keys of predictions already scored
+  whose target has not settled yet (``scored``), and per (target, sensor) the
+  best pane of the actual seen so far (``actuals``);
+* :class:`Settled`: the targets settled in the last ``SETTLED_KEEP_MS``, their
+  actuals and the keys scored for them, so that a prediction reaching the step
+  behind its timers is still scored once.
+
+A row's target is ``target_time`` (a prediction's) or the start of its window
+(an actual's). A prediction's key is ``(sensor_id, event_time, horizon_min,
+model_version)``; with its target it is unique in ``waiting`` + ``scored``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.batches import Columns
+
+__all__ = [
+    "KEY_FIELDS",
+    "MISSING",
+    "PREDICTION_FIELDS",
+    "SCORED",
+    "Rows",
+    "ScoreState",
+    "Settled",
+    "first_of_each",
+    "lookup",
+    "score_rows",
+]
+
+SCORED = "SCORED"
+MISSING = "MISSING"
+TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
+FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])
+
+Rows = dict[str, np.ndarray]
+
+PREDICTION_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min", "model_version",
+                     "predicted_speed_mph", "lower_mph", "upper_mph", "coverage")
+# A held prediction's identity, its target first (the join of a prediction with its actual).
+KEY_FIELDS = ("target_time", "sensor_id", "event_time", "horizon_min", "model_version")
+ACTUAL_FIELDS = ("target_time", "sensor_id", "rank", "count", "mean")
+SETTLED_FIELDS = ("target_time", "sensor_id", "mean")
+_DTYPES = {"sensor_id": str, "model_version": str, "event_time": np.int64, "target_time": np.int64,
+           "horizon_min": np.int64, "rank": np.int64, "count": np.int64}
+
+
+def _empty(fields: Sequence[str]) -> Rows:
+    return {name: np.empty(0, _DTYPES.get(name, np.float64)) for name in fields}
+
+
+def _take(rows: Rows, index: Any) -> Rows:
+    return {name: column[index] for name, column in rows.items()}
+
+
+def _concat(first: Rows, second: Rows) -> Rows:
+    return {name: np.concatenate([first[name], second[name]]) for name in first}
+
+
+def _size(rows: Rows) -> int:
+    return len(next(iter(rows.values())))
+
+
+def _by_target(rows: Rows) -> Rows:
+    return _take(rows, np.argsort(rows["target_time"], kind="stable"))
+
+
+def _span(table: Rows, lo: int, hi: int) -> slice:
+    """The rows of ``table`` (sorted by target) whose target is in ``[lo, hi]``."""
+    targets = table["target_time"]
+    return slice(int(np.searchsorted(targets, lo, "left")), int(np.searchsorted(targets, hi, "right")))
+
+
+def _splice(table: Rows, span: slice, part: Rows) -> Rows:
+    """``table`` with its rows ``span`` replaced by ``part``."""
+    return {name: np.concatenate([column[:span.start], part[name], column[span.stop:]])
+            for name, column in table.items()}
+
+
+def _insert(table: Rows, rows: Rows) -> Rows:
+    """``rows`` merged into ``table``, both kept sorted by target (a copy of the table, no sort of it)."""
+    if not _size(rows):
+        return table
+    order = np.argsort(rows["target_time"], kind="stable")
+    at = np.searchsorted(table["target_time"], rows["target_time"][order], "right")
+    merged = {}
+    for name, column in table.items():
+        values = rows[name][order]
+        merged[name] = np.insert(column.astype(np.result_type(column, values), copy=False), at, values)
+    return merged
+
+
+def _typed(rows: Mapping[str, Any], fields: Sequence[str]) -> Rows:
+    return {name: np.asarray(rows[name], _DTYPES.get(name, np.float64)) for name in fields}
+
+
+def _group_starts(keys: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Over the rows in ``order``: True where a row's key differs from the previous row's."""
+    starts = np.zeros(len(order), bool)
+    if len(order):
+        starts[0] = True
+    for column in keys:
+        ordered = column[order]
+        starts[1:] |= ordered[1:] != ordered[:-1]
+    return starts
+
+
+def lookup(new: Sequence[np.ndarray], old: Sequence[np.ndarray]) -> np.ndarray:
+    """For each row of ``new`` (one array per key field), the index of the row of ``old`` with that key, or -1.
+
+    ``old``'s keys are unique. One stable sort of both together: within a key, ``old``'s row comes first.
+    """
+    n_old, n_new = len(old[0]), len(new[0])
+    if n_old == 0 or n_new == 0:
+        return np.full(n_new, -1, np.int64)
+    keys = [np.concatenate([o, n]) for o, n in zip(old, new, strict=True)]
+    origin = np.concatenate([np.zeros(n_old, np.int8), np.ones(n_new, np.int8)])
+    order = np.lexsort([origin, *keys[::-1]])
+    starts = _group_starts(keys, order)
+    first = order[np.flatnonzero(starts)][np.cumsum(starts) - 1]  # per sorted row: its key's first row
+    found = np.empty(n_old + n_new, np.int64)
+    found[order] = np.where(first < n_old, first, -1)
+    return found[n_old:]
+
+
+def first_of_each(keys: Sequence[np.ndarray]) -> np.ndarray:
+    """True for each row whose key no earlier row has."""
+    n = len(keys[0])
+    order = np.lexsort([np.arange(n), *keys[::-1]])
+    first = np.zeros(n, bool)
+    first[order[_group_starts(keys, order)]] = True
+    return first
+
+
+def _last_of_each(keys: Sequence[np.ndarray], ranked_by: Sequence[np.ndarray]) -> np.ndarray:
+    """Per key, the index of the row with the highest ``ranked_by`` (compared in order), the later of equals."""
+    n = len(keys[0])
+    order = np.lexsort([np.arange(n), *ranked_by[::-1], *keys[::-1]])
+    starts = _group_starts(keys, order)
+    ends = np.append(np.flatnonzero(starts)[1:], n) - 1
+    return order[ends]
+
+
+def _gather(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values[at]`` as floats, NaN where ``at`` is -1 (no row)."""
+    out = np.full(len(at), np.nan)
+    found = at >= 0
+    out[found] = values[at[found]]
+    return out
+
+
+def is_observed_array(mean: np.ndarray) -> np.ndarray:
+    """True where a mean speed is a real reading: finite and > 0 (0 is METR-LA's missing value)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(mean) & (mean > 0)
+
+
+def score_rows(predictions: Rows, actual: np.ndarray, scored_time_ms: int) -> Columns:
+    """A ``score`` batch: each prediction against its actual (NaN or not an observation: MISSING).
+
+    Rows come out ordered by key (target, sensor, event time, horizon, model version).
+    """
+    order = np.lexsort([predictions[name] for name in KEY_FIELDS[::-1]])
+    p = _take(predictions, order)
+    observed = is_observed_array(actual[order])
+    actual_mph = np.where(observed, actual[order], np.nan)
+    inside = np.full(len(order), None, object)
+    inside[observed] = ((p["lower_mph"] <= actual_mph) & (actual_mph <= p["upper_mph"]))[observed].tolist()
+    data = {name: p[name] for name in PREDICTION_FIELDS}
+    data.update({
+        "actual_speed_mph": actual_mph,
+        "error_mph": p["predicted_speed_mph"] - actual_mph,
+        "inside_interval": inside,
+        "status": np.where(observed, SCORED, MISSING),
+        "scored_time": np.full(len(order), int(scored_time_ms), np.int64),
+    })
+    return Columns("score", data, frozenset({"actual_speed_mph", "error_mph"}))
+
+
+@dataclass
+class ScoreState:
+    """One shard's predictions and actuals whose target has not settled (see the module doc).
+
+    Every table is sorted by target, so an element (a step's predictions, a pane's actuals: a few targets)
+    is joined with the rows of its targets only, found by binary search.
+    """
+
+    waiting: Rows = field(default_factory=lambda: _empty(PREDICTION_FIELDS))
+    scored: Rows = field(default_factory=lambda: _empty(KEY_FIELDS))
+    actuals: Rows = field(default_factory=lambda: _empty(ACTUAL_FIELDS))
+
+    @classmethod
+    def of(cls, stored: Any) -> ScoreState:
+        """The state a cell holds: as read, a new one for None, or converted from the dict tables of savepoints
+        taken before the state was columnar (``target -> sensor -> [(rank, mean) | None, {key: prediction},
+        scored keys]``, key = (event time, horizon, model version))."""
+        if isinstance(stored, cls):
+            return stored
+        state = cls()
+        waiting: list[dict[str, Any]] = []
+        scored: list[tuple] = []
+        actuals: list[tuple] = []
+        for target, row in (stored or {}).items():
+            for sensor, (actual, held, done) in row.items():
+                waiting.extend(held.values())
+                scored.extend((target, sensor, *key) for key in done)
+                if actual is not None:
+                    (timing, count), mean = actual
+                    actuals.append((target, sensor, timing, count, np.nan if mean is None else mean))
+        if waiting:
+            state.waiting = _by_target(_typed({name: [p[name] for p in waiting] for name in PREDICTION_FIELDS},
+                                              PREDICTION_FIELDS))
+        if scored:
+            state.scored = _by_target(_typed(dict(zip(KEY_FIELDS, zip(*scored, strict=True), strict=True)),
+                                             KEY_FIELDS))
+        if actuals:
+            rows = _typed(dict(zip(ACTUAL_FIELDS, zip(*actuals, strict=True), strict=True)), ACTUAL_FIELDS)
+            state.actuals = _take(rows, np.lexsort([rows["sensor_id"], rows["target_time"]]))
+        return state
+
+    def targets(self) -> np.ndarray:
+        """The targets anything is held for, sorted."""
+        return np.unique(np.concatenate([self.waiting["target_time"], self.scored["target_time"],
+                                         self.actuals["target_time"]]))
+
+    def hold(self, predictions: Mapping[str, Any]) -> int:
+        """Adds predictions; the number left out as duplicates (a key already held, scored or earlier here)."""
+        rows = _typed(predictions, PREDICTION_FIELDS)
+        if not _size(rows):
+            return 0
+        lo, hi = rows["target_time"].min(), rows["target_time"].max()
+        waiting, scored = _span(self.waiting, lo, hi), _span(self.scored, lo, hi)
+        keys = [rows[name] for name in KEY_FIELDS]
+        new = first_of_each(keys)
+        new &= lookup(keys, [self.waiting[name][waiting] for name in KEY_FIELDS]) < 0
+        new &= lookup(keys, [self.scored[name][scored] for name in KEY_FIELDS]) < 0
+        self.waiting = _insert(self.waiting, _take(rows, new))
+        return int(len(new) - new.sum())
+
+    def observe(self, targets: np.ndarray, actuals: Mapping[str, Any]) -> None:
+        """Keeps, per (target, sensor), the best pane: the latest timing (EARLY < ON_TIME < LATE), then count."""
+        if not len(targets):
+            return
+        timing = np.asarray(actuals["pane_timing"], object)
+        rank = np.full(len(timing), TIMING_RANK["UNKNOWN"], np.int64)
+        for name, value in TIMING_RANK.items():
+            rank[timing == name] = value
+        new = {"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
+               "count": actuals["count"], "mean": actuals["mean_speed_mph"]}
+        span = _span(self.actuals, targets.min(), targets.max())
+        part = _concat(_take(self.actuals, span), _typed(new, ACTUAL_FIELDS))
+        best = _last_of_each([part["target_time"], part["sensor_id"]], [part["rank"], part["count"]])
+        self.actuals = _splice(self.actuals, span, _take(part, best))  # in (target, sensor) order
+
+    def take_ready(self, now_ms: int, lo: int, hi: int) -> Columns | None:
+        """Scores the waiting predictions for targets in ``[lo, hi]`` whose actual is final (ON_TIME or LATE)
+        and observed."""
+        span, known = _span(self.waiting, lo, hi), _span(self.actuals, lo, hi)
+        waiting = _take(self.waiting, span)
+        actuals = _take(self.actuals, known)
+        at = lookup([waiting["target_time"], waiting["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
+        found = at >= 0
+        ready = np.zeros(len(at), bool)
+        ready[found] = (np.isin(actuals["rank"][at[found]], FINAL_RANKS)
+                        & is_observed_array(actuals["mean"][at[found]]))
+        if not ready.any():
+            return None
+        scores = score_rows(_take(waiting, ready), actuals["mean"][at[ready]], now_ms)
+        self.scored = _insert(self.scored, {name: waiting[name][ready] for name in KEY_FIELDS})
+        self.waiting = _splice(self.waiting, span, _take(waiting, ~ready))
+        return scores
+
+    def settle(self, done: np.ndarray, now_ms: int) -> tuple[Columns | None, Rows, Rows]:
+        """Scores every waiting prediction of the ``done`` targets against the best actual known (MISSING where
+        none is an observation) and forgets those targets; (scores, their actuals, the keys scored for them)."""
+        waiting = np.isin(self.waiting["target_time"], done)
+        at = lookup([self.waiting["target_time"][waiting], self.waiting["sensor_id"][waiting]],
+                    [self.actuals["target_time"], self.actuals["sensor_id"]])
+        scores = score_rows(_take(self.waiting, waiting), _gather(self.actuals["mean"], at), now_ms) \
+            if waiting.any() else None
+        scored = np.isin(self.scored["target_time"], done)
+        actuals = np.isin(self.actuals["target_time"], done)
+        keys = _concat({name: self.scored[name][scored] for name in KEY_FIELDS},
+                       {name: self.waiting[name][waiting] for name in KEY_FIELDS})
+        settled = {name: self.actuals[name][actuals] for name in SETTLED_FIELDS}
+        self.waiting = _take(self.waiting, ~waiting)
+        self.scored = _take(self.scored, ~scored)
+        self.actuals = _take(self.actuals, ~actuals)
+        return scores, settled, keys
+
+
+@dataclass
+class Settled:
+    """Targets settled lately, with their actuals (``SETTLED_FIELDS``) and the keys scored for them."""
+
+    targets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    actuals: Rows = field(default_factory=lambda: _empty(SETTLED_FIELDS))
+    keys: Rows = field(default_factory=lambda: _empty(KEY_FIELDS))
+
+    @classmethod
+    def of(cls, stored: Any) -> Settled:
+        """As read, a new one for None, or converted from the dicts of older savepoints
+        (``target -> sensor -> [mean | None, scored keys]``)."""
+        if isinstance(stored, cls):
+            return stored
+        settled = cls(np.asarray(sorted(stored or {}), np.int64))
+        actuals = [(t, s, m) for t, row in (stored or {}).items() for s, (m, _) in row.items() if m is not None]
+        keys = [(t, s, *k) for t, row in (stored or {}).items() for s, (_, done) in row.items() for k in done]
+        if actuals:
+            settled.actuals = _typed(dict(zip(SETTLED_FIELDS, zip(*actuals, strict=True), strict=True)),
+                                     SETTLED_FIELDS)
+        if keys:
+            settled.keys = _typed(dict(zip(KEY_FIELDS, zip(*keys, strict=True), strict=True)), KEY_FIELDS)
+        return settled
+
+    def keep_from(self, first_ms: int) -> None:
+        """Forgets the targets before ``first_ms``."""
+        self.targets = self.targets[self.targets >= first_ms]
+        self.actuals = _take(self.actuals, self.actuals["target_time"] >= first_ms)
+        self.keys = _take(self.keys, self.keys["target_time"] >= first_ms)
+
+    def add(self, targets: np.ndarray, actuals: Rows, keys: Rows) -> None:
+        self.targets = np.union1d(self.targets, np.asarray(targets, np.int64))
+        self.actuals = _concat(self.actuals, actuals)
+        self.keys = _concat(self.keys, keys)
+
+    def score_late(self, predictions: Mapping[str, Any], now_ms: int) -> tuple[Columns | None, int]:
+        """Predictions for settled targets: each scored once against the kept actual (MISSING where the shard had
+        none); predictions for targets not kept are dropped. (scores, duplicates left out)."""
+        rows = _typed(predictions, PREDICTION_FIELDS)
+        rows = _take(rows, np.isin(rows["target_time"], self.targets))
+        keys = [rows[name] for name in KEY_FIELDS]
+        new = first_of_each(keys) if _size(rows) else np.zeros(0, bool)
+        new &= lookup(keys, [self.keys[name] for name in KEY_FIELDS]) < 0
+        duplicates = int(len(new) - new.sum())
+        if not new.any():
+            return None, duplicates
+        rows = _take(rows, new)
+        at = lookup([rows["target_time"], rows["sensor_id"]], [self.actuals["target_time"], self.actuals["sensor_id"]])
+        self.keys = _concat(self.keys, {name: rows[name] for name in KEY_FIELDS})
+        return score_rows(rows, _gather(self.actuals["mean"], at), now_ms), duplicates
