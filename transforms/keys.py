@@ -13,6 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,9 @@ def shard_groups(sensor_ids: np.ndarray, shards: int = DEFAULT_SHARDS) -> Iterat
     """(shard, row indices in order) for every shard present in ``sensor_ids``."""
     if len(sensor_ids) == 0:
         return
-    unique, inverse = np.unique(sensor_ids, return_inverse=True)
-    of_unique = np.fromiter((sensor_shard(s, shards) for s in unique.tolist()), np.int64, len(unique))
-    row_shards = of_unique[inverse]
-    for shard in np.unique(of_unique).tolist():
+    # One cached lookup per row: cheaper than sorting the ids to look up each distinct one once.
+    row_shards = np.fromiter(map(sensor_shard, sensor_ids.tolist(), repeat(shards)), np.int64, len(sensor_ids))
+    for shard in np.flatnonzero(np.bincount(row_shards, minlength=shards)).tolist():
         yield int(shard), np.flatnonzero(row_shards == shard)
 
 
