@@ -35,7 +35,6 @@ from __future__ import annotations
 import io
 import math
 import random
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -45,7 +44,7 @@ from typing import Any, NamedTuple
 import fastavro
 import numpy as np
 
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, wire_header
 
 __all__ = [
     "ABSURD_SPEED_MPH",
@@ -67,7 +66,6 @@ FAR_FUTURE_S = 10 * 365 * 24 * 3600
 ANCIENT_BEFORE_MS = 631_152_000_000  # 1990-01-01T00:00Z
 _YEAR_MS = 365 * 24 * 3600 * 1000
 _OVERSIZE_CAP_BYTES = 64 * 1024
-_HEADER = struct.Struct(">bI")
 
 WRONG_FIELD_TYPES_SCHEMA: dict[str, Any] = fastavro.parse_schema(
     {
@@ -157,7 +155,7 @@ def wrong_field_types(ctx: _Context, reading: Reading, encoded: bytes) -> tuple[
         "speed_mph": f"{reading.speed_mph:.1f} mph",
     }
     buffer = io.BytesIO()
-    buffer.write(_HEADER.pack(0, ctx.codec.schema_id))
+    buffer.write(wire_header(ctx.codec.schema_id))
     fastavro.schemaless_writer(buffer, WRONG_FIELD_TYPES_SCHEMA, record)
     return reading.sensor_id.encode(), buffer.getvalue()
 

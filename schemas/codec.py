@@ -35,6 +35,7 @@ __all__ = [
     "load_schema",
     "load_schema_json",
     "codec_for",
+    "wire_header",
 ]
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
@@ -51,6 +52,11 @@ SCHEMA_NAMES: tuple[str, ...] = (
 )
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
+
+
+def wire_header(schema_id: int) -> bytes:
+    """The Confluent wire format's 5-byte prefix of every value: magic byte 0, then the schema id (big-endian)."""
+    return _HEADER.pack(MAGIC_BYTE, schema_id)
 
 
 def _schema_path(name: str, version: int | None = None) -> Path:
@@ -174,7 +180,7 @@ class AvroCodec:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buffer = io.BytesIO()
-        buffer.write(_HEADER.pack(MAGIC_BYTE, self.schema_id))
+        buffer.write(wire_header(self.schema_id))
         try:
             fastavro.schemaless_writer(buffer, self.schema, record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:

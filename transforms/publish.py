@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.batches import records_of
+from schemas.avro_columns import columnar_encoder, encode_keys
+from schemas.batches import Columns, records_of
 from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError
 from transforms.kafka_io import WriteToKafka
@@ -65,8 +66,14 @@ class _Encode(beam.DoFn):
 
     def setup(self) -> None:
         self.codec = AvroCodec(self.schema_name)
+        self.columnar = columnar_encoder(self.codec)
 
     def process(self, element: Any):
+        if isinstance(element, Columns) and self.columnar is not None and self.key_field in element.data:
+            values = self.columnar.encode(element)
+            if values:
+                yield list(zip(encode_keys(element[self.key_field]), values, strict=True))
+                return
         pairs = []
         for record in records_of(element):
             key = record.get(self.key_field)
