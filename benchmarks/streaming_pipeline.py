@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -209,6 +210,55 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
         consumer.close()
 
 
+def _watch_process(bootstrap: str, topics: TopicSettings, expected_per_step: int, sensors: int,
+                   stage_parts: multiprocessing.Queue, out: multiprocessing.Queue, stop: threading.Event) -> None:
+    """:func:`watch` in a process of its own; what it sees is sent to the benchmark as it arrives.
+
+    With a LOOPBACK worker the job's Python SDK harness runs in the benchmark's process: a watcher thread there,
+    decoding every prediction, would take the job's interpreter lock from it.
+    """
+    seen = Arrivals(expected_per_step=expected_per_step, sensors=sensors)
+    thread = threading.Thread(target=watch, args=(bootstrap, topics, seen, stop), daemon=True)
+    thread.start()
+    sent: dict[str, set] = {"complete": set(), "events": set(), "aggregates": set()}
+    sent_first, sent_loads = False, 0
+    while thread.is_alive():
+        if not stage_parts.empty():
+            seen.stage_parts = [TopicPartition(*part) for part in stage_parts.get()]
+        with seen.lock:
+            if seen.first_event_s is not None and not sent_first:
+                out.put(("first", None, seen.first_event_s))
+                sent_first = True
+            for step, at in seen.complete_s.items():
+                if step not in sent["complete"]:
+                    out.put(("complete", step, at))
+                    sent["complete"].add(step)
+            for stage, done in seen.stage_complete_s.items():
+                for step, at in done.items():
+                    if step not in sent[stage]:
+                        out.put((stage, step, at))
+                        sent[stage].add(step)
+            for load in seen.loads[sent_loads:]:
+                out.put(("load", None, load))
+            sent_loads = len(seen.loads)
+        time.sleep(0.01)
+
+
+def _take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
+    """The benchmark's side of :func:`_watch_process`: its reports into ``arrivals``."""
+    while (report := out.get()) is not None:
+        what, step, value = report
+        with arrivals.lock:
+            if what == "first":
+                arrivals.first_event_s = value
+            elif what == "complete":
+                arrivals.complete_s[step] = value
+            elif what == "load":
+                arrivals.loads.append(value)
+            else:
+                arrivals.stage_complete_s.setdefault(what, {})[step] = value
+
+
 def wait_for(predicate, timeout_s: float, what: str, failure: list) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -284,6 +334,7 @@ def run(args: argparse.Namespace) -> dict:
     stop, failure, cancelled = threading.Event(), [], threading.Event()
     result = None
     reference = None
+    watcher = None
     loads = [os.getloadavg()[0]]
     try:
         sent = replay(preload, producer_config(bootstrap), topics.raw, speed=float("inf"), progress=False)
@@ -292,8 +343,13 @@ def run(args: argparse.Namespace) -> dict:
         if args.reference:
             reference = run_reference(admin, bootstrap, topics, registry, run_id, args, sent.readings,
                                       int(preload.times_ms[-1]))
-        watcher = threading.Thread(target=watch, args=(bootstrap, topics, arrivals, stop), daemon=True)
+        spawn = multiprocessing.get_context("spawn")
+        stage_parts, reports, stop = spawn.Queue(), spawn.Queue(), spawn.Event()
+        watcher = spawn.Process(target=_watch_process, daemon=True,
+                                args=(bootstrap, topics, arrivals.expected_per_step, arrivals.sensors, stage_parts,
+                                      reports, stop))
         watcher.start()
+        threading.Thread(target=_take_reports, args=(reports, arrivals), daemon=True).start()
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
                               known_sensor_ids=network_sensor_ids(), output=out_dir, group_id=job_name,
                               start="earliest")
@@ -330,7 +386,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
 
-        arrivals.stage_parts = stage_start_offsets(bootstrap, topics)
+        stage_parts.put([(tp.topic, tp.partition, tp.offset) for tp in stage_start_offsets(bootstrap, topics)])
         acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
         steps = sorted(acked)
         latency_error = None
@@ -347,6 +403,9 @@ def run(args: argparse.Namespace) -> dict:
         stage_p50 = stage_medians(arrivals, acked, steps[args.warmup_steps:])
     finally:
         stop.set()
+        if watcher is not None:
+            watcher.join(timeout=10)
+            reports.put(None)
         cancelled.set()
         if result is not None:
             try:
