@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -31,7 +32,8 @@ from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError
 from transforms.kafka_io import WriteToKafka
 
-__all__ = ["PublishToKafka", "WriteWindowedParquet", "retrying", "window_file_name", "write_parquet_atomically"]
+__all__ = ["PublishToKafka", "WriteWindowedParquet", "arrow_table", "retrying", "window_file_name",
+           "write_parquet_atomically"]
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 15.0
@@ -129,12 +131,26 @@ class _WriteWindowFileFn(beam.DoFn):
         pane=beam.DoFn.PaneInfoParam,
     ) -> Iterator[str]:
         _, elements = element
-        table = pa.Table.from_pylist([r for e in elements for r in records_of(e)], schema=self.schema)
+        table = pa.concat_tables([arrow_table(e, self.schema) for e in elements] or
+                                 [pa.Table.from_pylist([], schema=self.schema)])
         name = window_file_name(self.prefix, window.start.micros // 1000, window.end.micros // 1000, pane.index)
         final = f"{self.directory}/{name}"
         retrying(lambda: write_parquet_atomically(table, self.directory, name), f"writing {final}",
                  self.write_retry_s)
         yield final
+
+
+def arrow_table(element: Any, schema: pa.Schema) -> pa.Table:
+    """A record or a :class:`Columns` batch as an Arrow table of ``schema``: a batch column by column (NaN of a
+    nullable float is null, as in its records), anything else through its records."""
+    if isinstance(element, Columns) and all(name in element.data for name in schema.names):
+        arrays = []
+        for f in schema:
+            column = element[f.name]
+            null = np.isnan(column) if f.name in element.nullable and column.dtype.kind == "f" else None
+            arrays.append(pa.array(column, type=f.type, mask=null, from_pandas=column.dtype.kind == "O"))
+        return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_pylist(list(records_of(element)), schema=schema)
 
 
 def write_parquet_atomically(table: pa.Table, directory: str, name: str, **write_options: Any) -> str:
