@@ -36,19 +36,16 @@ class _Unsupported(Exception):
     """This batch (or schema) is left to the record-by-record codec."""
 
 
+_SHIFTS = np.arange(10, dtype=np.uint64) * np.uint64(7)
+
+
 def _varints(values: np.ndarray) -> Piece:
-    """Unsigned LEB128 of each value (uint64)."""
-    rest = values.astype(np.uint64, copy=True)
-    out = np.zeros((len(rest), 10), np.uint8)
-    lengths = np.ones(len(rest), np.int64)
-    for i in range(10):
-        low = (rest & np.uint64(0x7F)).astype(np.uint8)
-        rest >>= np.uint64(7)
-        more = rest != 0
-        out[:, i] = low | (more.astype(np.uint8) << 7)
-        if not more.any():
-            return out[:, : i + 1], lengths
-        lengths += more
+    """Unsigned LEB128 of each value (uint64): 7 bits a byte, low first, the high bit set on all but the last."""
+    shifted = values.astype(np.uint64)[:, None] >> _SHIFTS
+    lengths = np.maximum(np.count_nonzero(shifted, axis=1), 1).astype(np.int64)
+    width = int(lengths.max()) if len(lengths) else 1
+    out = (shifted[:, :width] & np.uint64(0x7F)).astype(np.uint8)
+    out |= (np.arange(width) < lengths[:, None] - 1).astype(np.uint8) << 7
     return out, lengths
 
 
@@ -94,6 +91,10 @@ def _string(column: np.ndarray) -> list[Piece]:
 
 
 def _enum(column: np.ndarray, symbols: Sequence[str]) -> Piece:
+    if column.dtype.kind == "O":  # compared as text in C, not object by object
+        if not all(isinstance(v, str) for v in column.tolist()):
+            raise _Unsupported
+        column = column.astype(str)
     index = np.full(len(column), -1, np.int64)
     for i, symbol in enumerate(symbols):
         index[column == symbol] = i

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from schemas.batches import Columns
+from transforms.state_tables import ArrayState
 
 __all__ = [
     "KEY_FIELDS",
@@ -58,12 +59,17 @@ PREDICTION_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min", "m
 KEY_FIELDS = ("target_time", "sensor_id", "event_time", "horizon_min", "model_version")
 ACTUAL_FIELDS = ("target_time", "sensor_id", "rank", "count", "mean")
 SETTLED_FIELDS = ("target_time", "sensor_id", "mean")
+_CODED = ("sensor_id", "model_version")  # held as indices into ScoreState.names
 _DTYPES = {"sensor_id": str, "model_version": str, "event_time": np.int64, "target_time": np.int64,
-           "horizon_min": np.int64, "rank": np.int64, "count": np.int64}
+           "horizon_min": np.int64, "rank": np.int64, "count": np.int64, "scored": bool}
 
 
 def _empty(fields: Sequence[str]) -> Rows:
     return {name: np.empty(0, _DTYPES.get(name, np.float64)) for name in fields}
+
+
+def _coded_empty(fields: Sequence[str]) -> Rows:
+    return {name: np.empty(0, np.int32) if name in _CODED else column for name, column in _empty(fields).items()}
 
 
 def _take(rows: Rows, index: Any) -> Rows:
@@ -82,16 +88,17 @@ def _by_target(rows: Rows) -> Rows:
     return _take(rows, np.argsort(rows["target_time"], kind="stable"))
 
 
+def _distinct(sorted_values: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array."""
+    if not len(sorted_values):
+        return sorted_values
+    return sorted_values[np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])]
+
+
 def _span(table: Rows, lo: int, hi: int) -> slice:
     """The rows of ``table`` (sorted by target) whose target is in ``[lo, hi]``."""
     targets = table["target_time"]
     return slice(int(np.searchsorted(targets, lo, "left")), int(np.searchsorted(targets, hi, "right")))
-
-
-def _splice(table: Rows, span: slice, part: Rows) -> Rows:
-    """``table`` with its rows ``span`` replaced by ``part``."""
-    return {name: np.concatenate([column[:span.start], part[name], column[span.stop:]])
-            for name, column in table.items()}
 
 
 def _insert(table: Rows, rows: Rows) -> Rows:
@@ -195,16 +202,38 @@ def score_rows(predictions: Rows, actual: np.ndarray, scored_time_ms: int) -> Co
 
 
 @dataclass
-class ScoreState:
+class ScoreState(ArrayState):
     """One shard's predictions and actuals whose target has not settled (see the module doc).
 
-    Every table is sorted by target, so an element (a step's predictions, a pane's actuals: a few targets)
-    is joined with the rows of its targets only, found by binary search.
+    ``predictions``: every prediction held (``PREDICTION_FIELDS`` and ``scored``: already scored against a final
+    actual, kept for its key until the target settles); ``actuals``: per (target, sensor), the best pane so far.
+    Both are sorted by target, so an element (a step's predictions, a pane's actuals: a few targets) is joined
+    with the rows of its targets only, found by binary search; an update is made in place where it can (a later
+    pane, a prediction scored), and a new row costs one copy of the table.
     """
 
-    waiting: Rows = field(default_factory=lambda: _empty(PREDICTION_FIELDS))
-    scored: Rows = field(default_factory=lambda: _empty(KEY_FIELDS))
-    actuals: Rows = field(default_factory=lambda: _empty(ACTUAL_FIELDS))
+    predictions: Rows = field(default_factory=lambda: _coded_empty((*PREDICTION_FIELDS, "scored")))
+    actuals: Rows = field(default_factory=lambda: _coded_empty(ACTUAL_FIELDS))
+    # The sensor ids and model versions seen: the tables hold their index here (int32), not the text.
+    names: np.ndarray = field(default_factory=lambda: np.empty(0, str))
+
+    def _codes(self, values: np.ndarray) -> np.ndarray:
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = self.__dict__["_index"] = {name: i for i, name in enumerate(self.names.tolist())}
+        listed = values.tolist()
+        new = [v for v in dict.fromkeys(listed) if v not in index]
+        if new:
+            first = len(index)
+            index.update({v: first + i for i, v in enumerate(new)})
+            self.names = np.concatenate([self.names, np.asarray(new, str)])
+        return np.fromiter(map(index.__getitem__, listed), np.int32, len(listed))
+
+    def _coded(self, rows: Rows) -> Rows:
+        return {name: self._codes(column) if name in _CODED else column for name, column in rows.items()}
+
+    def _named(self, rows: Rows) -> Rows:
+        return {name: self.names[column] if name in _CODED else column for name, column in rows.items()}
 
     @classmethod
     def of(cls, stored: Any) -> ScoreState:
@@ -214,44 +243,41 @@ class ScoreState:
         if isinstance(stored, cls):
             return stored
         state = cls()
-        waiting: list[dict[str, Any]] = []
-        scored: list[tuple] = []
+        held: list[dict[str, Any]] = []
         actuals: list[tuple] = []
         for target, row in (stored or {}).items():
-            for sensor, (actual, held, done) in row.items():
-                waiting.extend(held.values())
-                scored.extend((target, sensor, *key) for key in done)
+            for sensor, (actual, waiting, done) in row.items():
+                held.extend({**p, "scored": False} for p in waiting.values())
+                held.extend({**dict.fromkeys(PREDICTION_FIELDS, np.nan), "target_time": target, "sensor_id": sensor,
+                             "event_time": key[0], "horizon_min": key[1], "model_version": key[2], "scored": True}
+                            for key in done)
                 if actual is not None:
                     (timing, count), mean = actual
                     actuals.append((target, sensor, timing, count, np.nan if mean is None else mean))
-        if waiting:
-            state.waiting = _by_target(_typed({name: [p[name] for p in waiting] for name in PREDICTION_FIELDS},
-                                              PREDICTION_FIELDS))
-        if scored:
-            state.scored = _by_target(_typed(dict(zip(KEY_FIELDS, zip(*scored, strict=True), strict=True)),
-                                             KEY_FIELDS))
+        if held:
+            fields = (*PREDICTION_FIELDS, "scored")
+            rows = _typed({name: [p[name] for p in held] for name in fields}, fields)
+            state.predictions = _by_target(state._coded(rows))
         if actuals:
             rows = _typed(dict(zip(ACTUAL_FIELDS, zip(*actuals, strict=True), strict=True)), ACTUAL_FIELDS)
-            state.actuals = _take(rows, np.lexsort([rows["sensor_id"], rows["target_time"]]))
+            state.actuals = _by_target(state._coded(rows))
         return state
 
     def targets(self) -> np.ndarray:
         """The targets anything is held for, sorted."""
-        return np.unique(np.concatenate([self.waiting["target_time"], self.scored["target_time"],
-                                         self.actuals["target_time"]]))
+        return np.union1d(_distinct(self.predictions["target_time"]), _distinct(self.actuals["target_time"]))
 
     def hold(self, predictions: Mapping[str, Any]) -> int:
         """Adds predictions; the number left out as duplicates (a key already held, scored or earlier here)."""
-        rows = _typed(predictions, PREDICTION_FIELDS)
+        rows = self._coded(_typed(predictions, PREDICTION_FIELDS))
         if not _size(rows):
             return 0
-        lo, hi = rows["target_time"].min(), rows["target_time"].max()
-        waiting, scored = _span(self.waiting, lo, hi), _span(self.scored, lo, hi)
+        span = _span(self.predictions, rows["target_time"].min(), rows["target_time"].max())
         keys = [rows[name] for name in KEY_FIELDS]
         new = first_of_each(keys)
-        new &= lookup(keys, [self.waiting[name][waiting] for name in KEY_FIELDS]) < 0
-        new &= lookup(keys, [self.scored[name][scored] for name in KEY_FIELDS]) < 0
-        self.waiting = _insert(self.waiting, _take(rows, new))
+        new &= lookup(keys, [self.predictions[name][span] for name in KEY_FIELDS]) < 0
+        rows["scored"] = np.zeros(len(new), bool)
+        self.predictions = _insert(self.predictions, _take(rows, new))
         return int(len(new) - new.sum())
 
     def observe(self, targets: np.ndarray, actuals: Mapping[str, Any]) -> None:
@@ -262,52 +288,55 @@ class ScoreState:
         rank = np.full(len(timing), TIMING_RANK["UNKNOWN"], np.int64)
         for name, value in TIMING_RANK.items():
             rank[timing == name] = value
-        new = {"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
-               "count": actuals["count"], "mean": actuals["mean_speed_mph"]}
+        new = self._coded(_typed({"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
+                                  "count": actuals["count"], "mean": actuals["mean_speed_mph"]}, ACTUAL_FIELDS))
+        new = _take(new, _last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
         span = _span(self.actuals, targets.min(), targets.max())
-        part = _concat(_take(self.actuals, span), _typed(new, ACTUAL_FIELDS))
-        best = _last_of_each([part["target_time"], part["sensor_id"]], [part["rank"], part["count"]])
-        self.actuals = _splice(self.actuals, span, _take(part, best))  # in (target, sensor) order
+        at = lookup([new["target_time"], new["sensor_id"]],
+                    [self.actuals["target_time"][span], self.actuals["sensor_id"][span]])
+        known = at >= 0
+        rows = at[known] + span.start
+        better = (new["rank"][known] > self.actuals["rank"][rows]) | (
+            (new["rank"][known] == self.actuals["rank"][rows]) & (new["count"][known] >= self.actuals["count"][rows]))
+        for name in ("rank", "count", "mean"):  # a later pane of a known window: in place
+            self.actuals[name][rows[better]] = new[name][known][better]
+        self.actuals = _insert(self.actuals, _take(new, ~known))
 
     def take_ready(self, now_ms: int, lo: int, hi: int) -> Columns | None:
-        """Scores the waiting predictions for targets in ``[lo, hi]`` whose actual is final (ON_TIME or LATE)
-        and observed."""
-        span, known = _span(self.waiting, lo, hi), _span(self.actuals, lo, hi)
-        waiting = _take(self.waiting, span)
+        """Scores the predictions for targets in ``[lo, hi]`` not scored yet whose actual is final (ON_TIME or
+        LATE) and observed."""
+        span, known = _span(self.predictions, lo, hi), _span(self.actuals, lo, hi)
+        held = _take(self.predictions, span)
         actuals = _take(self.actuals, known)
-        at = lookup([waiting["target_time"], waiting["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
-        found = at >= 0
+        at = lookup([held["target_time"], held["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
+        found = (at >= 0) & ~held["scored"]
         ready = np.zeros(len(at), bool)
         ready[found] = (np.isin(actuals["rank"][at[found]], FINAL_RANKS)
                         & is_observed_array(actuals["mean"][at[found]]))
         if not ready.any():
             return None
-        scores = score_rows(_take(waiting, ready), actuals["mean"][at[ready]], now_ms)
-        self.scored = _insert(self.scored, {name: waiting[name][ready] for name in KEY_FIELDS})
-        self.waiting = _splice(self.waiting, span, _take(waiting, ~ready))
-        return scores
+        held["scored"][ready] = True  # a view of the table's rows: marked in place
+        return score_rows(self._named(_take(held, ready)), actuals["mean"][at[ready]], now_ms)
 
     def settle(self, done: np.ndarray, now_ms: int) -> tuple[Columns | None, Rows, Rows]:
-        """Scores every waiting prediction of the ``done`` targets against the best actual known (MISSING where
-        none is an observation) and forgets those targets; (scores, their actuals, the keys scored for them)."""
-        waiting = np.isin(self.waiting["target_time"], done)
-        at = lookup([self.waiting["target_time"][waiting], self.waiting["sensor_id"][waiting]],
+        """Scores every prediction of the ``done`` targets not scored yet against the best actual known (MISSING
+        where none is an observation) and forgets those targets; (scores, their actuals, the keys held for them)."""
+        settling = np.isin(self.predictions["target_time"], done)
+        waiting = settling & ~self.predictions["scored"]
+        at = lookup([self.predictions["target_time"][waiting], self.predictions["sensor_id"][waiting]],
                     [self.actuals["target_time"], self.actuals["sensor_id"]])
-        scores = score_rows(_take(self.waiting, waiting), _gather(self.actuals["mean"], at), now_ms) \
-            if waiting.any() else None
-        scored = np.isin(self.scored["target_time"], done)
+        scores = score_rows(self._named(_take(self.predictions, waiting)), _gather(self.actuals["mean"], at),
+                            now_ms) if waiting.any() else None
         actuals = np.isin(self.actuals["target_time"], done)
-        keys = _concat({name: self.scored[name][scored] for name in KEY_FIELDS},
-                       {name: self.waiting[name][waiting] for name in KEY_FIELDS})
-        settled = {name: self.actuals[name][actuals] for name in SETTLED_FIELDS}
-        self.waiting = _take(self.waiting, ~waiting)
-        self.scored = _take(self.scored, ~scored)
+        keys = self._named({name: self.predictions[name][settling] for name in KEY_FIELDS})
+        settled = self._named({name: self.actuals[name][actuals] for name in SETTLED_FIELDS})
+        self.predictions = _take(self.predictions, ~settling)
         self.actuals = _take(self.actuals, ~actuals)
         return scores, settled, keys
 
 
 @dataclass
-class Settled:
+class Settled(ArrayState):
     """Targets settled lately, with their actuals (``SETTLED_FIELDS``) and the keys scored for them."""
 
     targets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))

@@ -18,11 +18,13 @@ objects each, which the cache weighs quickly and pickles as buffers).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 from apache_beam.runners.worker.statecache import CacheAware
 
-__all__ = ["StateTable"]
+__all__ = ["ArrayState", "StateTable"]
 
 
 class _Bytes:
@@ -67,3 +69,27 @@ class StateTable(dict, CacheAware):
 
     def __reduce__(self):
         return type(self), (dict(self),)
+
+
+class ArrayState(CacheAware):
+    """A state value held as numpy arrays (in its attributes, or in dicts there): the cache weighs it as the
+    arrays' bytes, without walking the rest. Attributes whose name starts with ``_`` are transient: left out
+    of the pickle (the stand-in among them)."""
+
+    def _arrays(self) -> Iterator[np.ndarray]:
+        for name, value in self.__dict__.items():
+            if name.startswith("_"):
+                continue
+            for item in value.values() if isinstance(value, dict) else (value,):
+                if isinstance(item, np.ndarray):
+                    yield item
+
+    def get_referents_for_cache(self) -> list[Any]:
+        weight = self.__dict__.get("_weight")
+        if weight is None:
+            weight = self.__dict__["_weight"] = _Bytes(0)
+        weight.size = sum(array.nbytes for array in self._arrays())
+        return [weight]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

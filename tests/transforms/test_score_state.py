@@ -71,7 +71,7 @@ def _observe(state: ScoreState, actuals: dict) -> None:
 def test_hold_leaves_out_repeats_in_the_batch_held_or_already_scored() -> None:
     state = ScoreState()
     batch = _predictions(range(2))
-    assert state.hold(batch) == 0 and len(state.waiting["sensor_id"]) == 8
+    assert state.hold(batch) == 0 and len(state.predictions["sensor_id"]) == 8
     twice = {k: np.concatenate([v, v]) for k, v in _predictions(range(2, 3)).items()}
     assert state.hold(twice) == 4  # the second copy of each
     assert state.hold(batch) == 8  # all held already
@@ -92,7 +92,9 @@ def test_only_a_final_observed_actual_scores_waiting_predictions() -> None:
     scores = state.take_ready(7, target, target)
     assert scores["sensor_id"].tolist() == ["s1"] and scores["actual_speed_mph"].tolist() == [64.0]
     assert scores["status"].tolist() == [SCORED] and scores["inside_interval"].tolist() == [False]
-    assert state.scored["sensor_id"].tolist() == ["s1"] and sorted(state.waiting["sensor_id"]) == ["s2", "s3"]
+    scored = state.predictions["scored"]
+    sensors = state.names[state.predictions["sensor_id"]]  # the tables hold indices into the names seen
+    assert sensors[scored].tolist() == ["s1"] and sorted(sensors[~scored]) == ["s2", "s3"]
 
 
 def test_the_best_pane_wins_and_the_later_of_equals() -> None:
@@ -144,8 +146,9 @@ def test_older_dict_tables_convert_to_the_same_state() -> None:
     legacy = ScoreTable({target: {"s1": [((2, 1), 58.0), {(p["event_time"], 15, "v1"): p}, {(T0 - STEP, 30, "v1")}]}})
     legacy = pickle.loads(pickle.dumps(legacy))
     state = ScoreState.of(legacy)
-    assert state.waiting["predicted_speed_mph"].tolist() == [p["predicted_speed_mph"]]
-    assert state.scored["event_time"].tolist() == [T0 - STEP] and state.actuals["mean"].tolist() == [58.0]
+    scored = state.predictions["scored"]
+    assert state.predictions["predicted_speed_mph"][~scored].tolist() == [p["predicted_speed_mph"]]
+    assert state.predictions["event_time"][scored].tolist() == [T0 - STEP] and state.actuals["mean"].tolist() == [58.0]
     assert state.take_ready(1, target, target)["actual_speed_mph"].tolist() == [58.0]
     settled = Settled.of({target: {"s1": [58.0, {(T0, 15, "v1")}], "s2": [None, set()]}})
     assert settled.targets.tolist() == [target] and settled.actuals["sensor_id"].tolist() == ["s1"]
@@ -155,14 +158,20 @@ def test_older_dict_tables_convert_to_the_same_state() -> None:
 @pytest.mark.parametrize("steps", [12, 48])
 def test_the_state_pickles_as_buffers_not_as_a_record_per_prediction(steps: int) -> None:
     """A shard's state of a catch-up (48 steps of 52 sensors x 3 horizons held) pickles to about the size of its
-    arrays: under 120 bytes per held prediction, less than one pickled prediction dict alone takes (about 200)."""
+    arrays: under 120 bytes per held prediction, less than one pickled prediction dict alone takes (about 200).
+    It pickles without its transient index of names, and reads back equal."""
     sensors = tuple(f"77{i:04d}" for i in range(52))
     state = ScoreState()
-    state.hold(_predictions(range(steps), sensors=sensors, horizons=(15, 30, 60)))
-    held = len(state.waiting["sensor_id"])
-    one_dict = len(pickle.dumps({k: v[0].item() for k, v in state.waiting.items()}, pickle.HIGHEST_PROTOCOL))
+    batch = _predictions(range(steps), sensors=sensors, horizons=(15, 30, 60))
+    state.hold(batch)
+    held = len(state.predictions["sensor_id"])
+    one_dict = len(pickle.dumps({k: v[0].item() for k, v in batch.items()}, pickle.HIGHEST_PROTOCOL))
     assert one_dict > 120
-    assert len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) < 120 * held
+    pickled = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+    assert len(pickled) < 120 * held
+    back = pickle.loads(pickled)
+    assert "_index" in state.__dict__ and "_index" not in back.__dict__
+    assert back.names.tolist() == state.names.tolist() and back.hold(batch) == held  # all known: duplicates
 
 
 def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_by_target() -> None:
@@ -189,7 +198,7 @@ def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_
             _observe(state, _actuals(target, list(sensors), timing, values))
             lo = hi = target
         scores.append(state.take_ready(5, lo, hi))
-        for table in (state.waiting, state.scored, state.actuals):
+        for table in (state.predictions, state.actuals):
             assert np.all(np.diff(table["target_time"]) >= 0)
     scores.append(state.settle(state.targets(), 6)[0])
     records = [r for batch in scores if batch is not None for r in batch.records()]
