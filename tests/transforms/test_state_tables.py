@@ -58,3 +58,22 @@ def test_of_keeps_a_table_converts_a_plain_dict_and_starts_empty():
     converted = ScoreTable.of({"a": 1})
     assert type(converted) is ScoreTable and converted == {"a": 1}
     assert type(ScoreTable.of(None)) is ScoreTable and ScoreTable.of(None) == {}
+
+
+def test_an_array_state_weighs_as_its_arrays_and_pickles_without_its_transients():
+    from transforms.score_state import ScoreState
+
+    state = ScoreState()
+    sensors = SENSORS * 3
+    state.hold({"sensor_id": sensors, "event_time": [T0_MS] * len(sensors),
+                "target_time": [T0_MS + 900_000] * len(sensors), "horizon_min": [15] * len(sensors),
+                "model_version": ["v"] * len(sensors), "predicted_speed_mph": [50.0] * len(sensors),
+                "lower_mph": [45.0] * len(sensors), "upper_mph": [55.0] * len(sensors),
+                "coverage": [0.9] * len(sensors)})
+    arrays = sum(a.nbytes for a in state.predictions.values()) + sum(a.nbytes for a in state.actuals.values()) \
+        + state.names.nbytes
+    (stand_in,) = _get_referents_func(state)
+    assert stand_in.__sizeof__() == arrays
+    assert arrays <= get_deep_size(state) <= arrays + 1_000  # the stand-in and the value's own header
+    back = pickle.loads(pickle.dumps(state))
+    assert not [k for k in back.__dict__ if k.startswith("_")] and back.names.tolist() == state.names.tolist()
