@@ -259,6 +259,35 @@ def _take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
                 arrivals.stage_complete_s.setdefault(what, {})[step] = value
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class RssSampler(threading.Thread):
+    """The resident set of one process, sampled every 0.5 s until :meth:`stop`: start, peak and end, in MB."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples = [_rss_mb(pid)]
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self.samples.append(_rss_mb(self.pid))
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join(timeout=5)
+        self.samples.append(_rss_mb(self.pid))
+        return {"start_mb": round(self.samples[0], 1), "peak_mb": round(max(self.samples), 1),
+                "end_mb": round(self.samples[-1], 1)}
+
+
 def wait_for(predicate, timeout_s: float, what: str, failure: list) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -375,6 +404,8 @@ def run(args: argparse.Namespace) -> dict:
                 time.sleep(2)
 
         threading.Thread(target=wait, daemon=True).start()
+        rss = RssSampler(os.getpid())
+        rss.start()
         wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
         startup_s = arrivals.first_event_s - submitted
         print(f"start-up: first validated event {startup_s:.1f} s after submission", flush=True)
@@ -382,6 +413,10 @@ def run(args: argparse.Namespace) -> dict:
         wait_for(lambda: last_step in arrivals.complete_s, args.timeout_s, "the last pre-loaded step's predictions",
                  failure)
         drain_s = arrivals.complete_s[last_step] - arrivals.first_event_s
+        worker_rss = rss.stop()
+        print(f"worker RSS (the LOOPBACK SDK harness runs in this process) during start-up and drain: "
+              f"{worker_rss['start_mb']:.0f} MB at submission, peak {worker_rss['peak_mb']:.0f} MB, "
+              f"{worker_rss['end_mb']:.0f} MB at the end", flush=True)
         loads.append(os.getloadavg()[0])
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
@@ -427,6 +462,7 @@ def run(args: argparse.Namespace) -> dict:
         "sensors": len(sensor_ids),
         "startup_s": round(startup_s, 1),
         "drain_s": round(drain_s, 1),
+        "worker_rss_mb": worker_rss,
         "events_per_s": round(events_per_s, 1),
         "reference_loop": reference,
         "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
