@@ -2,24 +2,25 @@
 
 A stateful step's state is pickled whole at every bundle's commit. Held as
 dicts of dicts of prediction dicts, one scoring shard's state reached 2.3 MB
-during a 24 h catch-up and took 55 ms to pickle, 8.6 s of an 18.5 s drain
-(``tests``-free probe of ``benchmarks/streaming_pipeline.py``, recorded in
-docs/benchmarks.md). Here every table is a dict of numpy arrays, one per
-field: pickling is a copy of a few buffers, and the work per element is a
-sort-based join of the element's rows with the table (:func:`lookup`), not a
-Python loop over either.
+during a 24 h catch-up on Flink and its pickling took 8.6 s of an 18.5 s drain
+(a one-off probe of the pickle coder under ``benchmarks/streaming_pipeline.py``,
+noted in docs/benchmarks.md as such). Here every table is a dict of numpy
+arrays, one per field: pickling is a copy of a few buffers, and the work per
+element is a sort-based join of the element's rows with its targets' rows of
+the table (:func:`lookup`), not a Python loop over either.
 
-* :class:`ScoreState` (one per sensor shard): the predictions waiting for
-  their target's actual (``waiting``), the keys of predictions already scored
-  whose target has not settled yet (``scored``), and per (target, sensor) the
-  best pane of the actual seen so far (``actuals``);
+* :class:`ScoreState` (one per sensor shard): the predictions held
+  (``predictions``, with a ``scored`` flag: scored on a final pane, kept for
+  its key until the target settles) and per (target, sensor) the best pane of
+  the actual seen so far (``actuals``); sensor ids and model versions are
+  indices into ``names``;
 * :class:`Settled`: the targets settled in the last ``SETTLED_KEEP_MS``, their
   actuals and the keys scored for them, so that a prediction reaching the step
   behind its timers is still scored once.
 
 A row's target is ``target_time`` (a prediction's) or the start of its window
 (an actual's). A prediction's key is ``(sensor_id, event_time, horizon_min,
-model_version)``; with its target it is unique in ``waiting`` + ``scored``.
+model_version)``; with its target it is unique in ``predictions``.
 """
 
 from __future__ import annotations
