@@ -267,6 +267,57 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def platform_pids(settings: PlatformSettings) -> dict[str, int]:
+    """The local platform's processes (Kafka, Flink's JobManager and TaskManager, the job server) by name."""
+    pids = {}
+    for pid_file in sorted(settings.run_dir.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            pids[pid_file.stem] = pid
+    return pids
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a service's PID file may name the script that started its JVM)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], ()))
+    return tree
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process with its descendants."""
+    out = {}
+    for name, pid in pids.items():
+        total = 0.0
+        for member in _tree(pid):
+            try:
+                total += _cpu_s(member)
+            except OSError:
+                continue
+        out[name] = total
+    return out
+
+
 class RssSampler(threading.Thread):
     """The resident set of one process, sampled every 0.5 s until :meth:`stop`: start, peak and end, in MB."""
 
@@ -408,12 +459,20 @@ def run(args: argparse.Namespace) -> dict:
         rss.start()
         wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
         startup_s = arrivals.first_event_s - submitted
+        cpu_at_first_event = _cpu_s(os.getpid())
+        services = platform_pids(settings)
+        services_cpu = cpu_by_process(services)
         print(f"start-up: first validated event {startup_s:.1f} s after submission", flush=True)
         last_step = int(preload.times_ms[-1])
         wait_for(lambda: last_step in arrivals.complete_s, args.timeout_s, "the last pre-loaded step's predictions",
                  failure)
         drain_s = arrivals.complete_s[last_step] - arrivals.first_event_s
         worker_rss = rss.stop()
+        drain_cpu_s = _cpu_s(os.getpid()) - cpu_at_first_event
+        services_cpu = {name: round(cpu - services_cpu[name], 1) for name, cpu in cpu_by_process(services).items()
+                        if name in services_cpu}
+        print(f"CPU during the drain ({drain_s:.1f} s wall): worker {drain_cpu_s:.1f} s (all threads of this "
+              f"process), platform {services_cpu}", flush=True)
         print(f"worker RSS (the LOOPBACK SDK harness runs in this process) during start-up and drain: "
               f"{worker_rss['start_mb']:.0f} MB at submission, peak {worker_rss['peak_mb']:.0f} MB, "
               f"{worker_rss['end_mb']:.0f} MB at the end", flush=True)
@@ -463,6 +522,8 @@ def run(args: argparse.Namespace) -> dict:
         "startup_s": round(startup_s, 1),
         "drain_s": round(drain_s, 1),
         "worker_rss_mb": worker_rss,
+        "worker_cpu_s_during_drain": round(drain_cpu_s, 1),
+        "platform_cpu_s_during_drain": services_cpu,
         "events_per_s": round(events_per_s, 1),
         "reference_loop": reference,
         "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
