@@ -1,0 +1,48 @@
+"""A Columns batch crosses a pickle (a runner's stage boundary) unchanged: values, dtypes, order, nulls."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from apache_beam.coders import PickleCoder
+
+from schemas.batches import Columns
+
+
+def _batch(n: int) -> Columns:
+    rng = np.random.default_rng(n)
+    speed = rng.uniform(0, 70, n)
+    speed[::3] = np.nan
+    return Columns("score", {
+        "sensor_id": np.array([f"7{i:05d}" for i in range(n)]),
+        "event_time": np.arange(n, dtype=np.int64) * 300_000,
+        "horizon_min": np.full(n, 15, np.int32),
+        "actual_speed_mph": speed,
+        "inside_interval": np.array([None, True, False] * n, object)[:n],
+        "status": np.array(["SCORED", "MISSING"] * n, object)[:n],
+        "matrix": rng.integers(0, 9, (n, 3)),
+        "flag": rng.random(n) < 0.5,
+    }, frozenset({"actual_speed_mph"}))
+
+
+@pytest.mark.parametrize("n", [0, 1, 52, 621])
+def test_a_batch_survives_the_state_and_element_coder(n: int) -> None:
+    batch = _batch(n)
+    coder = PickleCoder()
+    for back in (pickle.loads(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)), coder.decode(coder.encode(batch))):
+        assert back.kind == batch.kind and back.nullable == batch.nullable
+        assert list(back.data) == list(batch.data)
+        for name, column in batch.data.items():
+            assert back[name].dtype == column.dtype and back[name].shape == column.shape, name
+            assert back[name].flags.writeable, name
+        np.testing.assert_array_equal(back["matrix"], batch["matrix"])
+        assert back.records() == batch.records()
+
+
+def test_a_sliced_column_travels_as_its_values() -> None:
+    batch = _batch(40)
+    strided = Columns(batch.kind, {"every_other": np.arange(80)[::2], "sensor_id": batch["sensor_id"]})
+    back = pickle.loads(pickle.dumps(strided))
+    assert back["every_other"].tolist() == list(range(0, 80, 2))
