@@ -95,6 +95,14 @@ async def _watch_loop_lag(metrics: ApiMetrics, interval_s: float = 0.25) -> None
         metrics.loop_lag_seconds.observe(max(0.0, loop.time() - started - interval_s))
 
 
+async def _expire_blocked_sends(hub: Hub, metrics: ApiMetrics, timeout_s: float) -> None:
+    """Drop clients whose write has been blocked for ``timeout_s`` (a slow reader; see api/hub.py)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(min(1.0, timeout_s / 4))
+        hub.expire_sends(loop.time(), timeout_s)
+
+
 def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
                *, start_feed: bool = True, network: Network | None = None) -> FastAPI:
     """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly).
@@ -133,10 +141,12 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
                 start_at=journal.oldest if journal is not None else None,
                 batch_size=settings.consume_batch_size, linger_ms=settings.consume_linger_ms,
+                step_gather_ms=settings.step_gather_ms,
             )
             runtime.feed.start()
         app.state.runtime = runtime
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
+        send_deadline = asyncio.create_task(_expire_blocked_sends(runtime.hub, metrics, settings.send_timeout_s))
         accuracy_refresh = asyncio.create_task(monitor.run()) if monitor is not None else None
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)
@@ -148,6 +158,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             yield
         finally:
             lag_monitor.cancel()
+            send_deadline.cancel()
             if accuracy_refresh is not None:
                 accuracy_refresh.cancel()
             gc.callbacks.remove(gc_timer)

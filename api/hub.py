@@ -11,6 +11,10 @@ from the hub; its stream sends one ``lagged`` event (carrying the id of the
 last event it was sent) and closes. The client may reconnect with that id as
 ``Last-Event-ID``: if it is still in the ring buffer it resumes without a gap,
 otherwise it gets a fresh snapshot. Nobody else waits for a slow client.
+A client that stops reading altogether (one write blocked ``send_timeout_s``)
+is dropped by :meth:`Hub.expire_sends`, which one task per app runs every
+second over every open stream: a write costs two clock reads, not a timer
+and a cancel scope of its own.
 
 With an :class:`~api.journal.EventJournal` the ids survive a restart: ids
 continue after the journal's last, and records re-read at start-up get their
@@ -153,6 +157,9 @@ class Subscriber:
     closed: bool = False
     last_sent_id: int = 0
     dropped: int = 0
+    task: asyncio.Task | None = None  # the task writing this client's stream
+    sending_since: float = 0.0  # loop time the write in flight was handed to the server; 0.0 when none is
+    timed_out: bool = False
 
     def offer(self, batch: Batch) -> bool:
         """Queue a batch of matching events; False (and lagged) when it would overflow the queue."""
@@ -186,6 +193,7 @@ class Hub:
         self.ring: deque[Event] = deque(maxlen=ring_size)
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
+        self.streams: set[Subscriber] = set()  # every open stream, lagged ones (saying so) included
         self.journal = journal
         self.last_id = journal.last_id if journal is not None else 0
         self.published = 0
@@ -245,10 +253,24 @@ class Hub:
             sub.close()
         else:
             self.subscribers.add(sub)
+        self.streams.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self.streams.discard(sub)
+
+    def expire_sends(self, now: float, timeout_s: float) -> int:
+        """Cancel the streams whose write has been blocked longer than ``timeout_s`` (loop time); how many."""
+        expired = 0
+        for sub in self.streams:
+            if sub.sending_since and now - sub.sending_since > timeout_s and not sub.timed_out \
+                    and sub.task is not None:
+                sub.timed_out = True
+                self.subscribers.discard(sub)
+                sub.task.cancel()
+                expired += 1
+        return expired
 
     def finish_restore(self) -> None:
         """Put the restored events (older ids) in front of the ring; resumes may go ahead."""

@@ -10,7 +10,8 @@ columns: :mod:`api.frames`) (a state of an incident:
 its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
 :mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
-``ping_s``; a send blocked for ``send_timeout_s`` drops the client.
+``ping_s``; a write blocked for ``send_timeout_s`` drops the client (checked once
+a second for every stream by :meth:`api.hub.Hub.expire_sends`, not by a timer per write).
 """
 
 from __future__ import annotations
@@ -53,9 +54,13 @@ def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
 
 
 async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    """The stream's chunks; around each ``yield`` (the server's write of it) ``sub.sending_since`` is set, so
+    :meth:`~api.hub.Hub.expire_sends` can drop a client whose write stays blocked."""
     hub, metrics = runtime.hub, runtime.metrics
     coalesce_s = runtime.settings.coalesce_ms / 1000.0
     loop = asyncio.get_running_loop()
+    clock = loop.time
+    sub.task = asyncio.current_task()  # the response's sending task: cancelling it ends the stream
 
     async def wake_on_shutdown() -> None:
         await shutdown.wait()
@@ -64,21 +69,25 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
     watcher = asyncio.create_task(wake_on_shutdown())
     metrics.sse_clients.inc()
     try:
+        sub.sending_since = clock()
         yield first
-        last_write = loop.time()
+        sub.sending_since = 0.0
+        last_write = clock()
         while True:
-            wait_s = last_write + coalesce_s - loop.time()
+            wait_s = last_write + coalesce_s - clock()
             if wait_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
                 await asyncio.sleep(wait_s)
             await sub.wake.wait()
             if sub.lagged:
                 metrics.sse_lagged.inc()
+                sub.sending_since = clock()
                 yield encode_frame(None, "lagged", {
                     "last_event_id": sub.last_sent_id, "queue_size": sub.limit,
                     "message": "this client fell too far behind and is disconnected; reconnect with "
                                "Last-Event-ID to resume (a snapshot is sent if the gap is too old)"})
                 return
             if sub.closed:
+                sub.sending_since = clock()
                 yield encode_frame(None, "bye", {"last_event_id": sub.last_sent_id, "message": "server shutting down"})
                 return
             batches = sub.take()
@@ -86,15 +95,18 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
                 continue
             sub.last_sent_id = batches[-1].last_id
             metrics.sse_events_sent.inc(sum(batch.count for batch in batches))
-            last_write = loop.time()
-            oldest_ms = batches[0].received_ms
-            metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
+            oldest_s = batches[0].received_ms / 1000.0
+            metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_s))
+            last_write = sub.sending_since = clock()
             yield batches[0].payload if len(batches) == 1 else b"".join([batch.payload for batch in batches])
-            metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
+            sub.sending_since = 0.0
+            metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_s))
     finally:
         watcher.cancel()
         hub.unsubscribe(sub)
         metrics.sse_clients.dec()
+        if sub.timed_out:
+            metrics.sse_send_timeouts.inc()
 
 
 @router.get("", summary="Live predictions, alerts and readings (Server-Sent Events)",
@@ -130,7 +142,7 @@ async def stream(
     return EventSourceResponse(
         _events(runtime, sub, first, shutdown),
         ping=settings.ping_s,
-        send_timeout=settings.send_timeout_s,
+        send_timeout=None,  # one deadline per client instead (Hub.expire_sends): no timer per write
         shutdown_event=shutdown,
         shutdown_grace_period=settings.shutdown_grace_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
