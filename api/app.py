@@ -135,6 +135,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         except ModelRegistryError as exc:
             log.warning("no model yet: %s", exc)
         if start_feed:
+            meta = runtime.model.metadata or {}  # a model step: its sensors x its horizons (0: learned from the feed)
+            step_records = len(meta.get("sensor_ids") or network.sensor_ids) * len(meta.get("horizons_min") or ())
             runtime.feed = KafkaFeed(
                 settings.bootstrap_servers, topics, runtime.ingest, asyncio.get_running_loop(),
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
@@ -142,6 +144,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
                 start_at=journal.oldest if journal is not None else None,
                 batch_size=settings.consume_batch_size, linger_ms=settings.consume_linger_ms,
                 step_gather_ms=settings.step_gather_ms,
+                step_records=step_records,
             )
             runtime.feed.start()
         app.state.runtime = runtime

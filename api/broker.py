@@ -16,7 +16,7 @@ A model step (207 sensors x 3 horizons = 621 predictions) is produced at once
 but can reach the consumer in several fetches (one per partition, a few ms
 apart). After a poll returns, the feed keeps reading while the newest step in
 hand is smaller than the largest step it has seen (:class:`StepGather`), for at
-most ``step_gather_ms`` and until ``2 x linger_ms`` pass without a record, so
+most ``step_gather_ms`` and until half of it passes without a record, so
 a step normally goes to the event loop as one delivery: one frame and one write
 per SSE client instead of one per fetch (a later part would otherwise also
 wait out the stream's ``coalesce_ms``). The records keep the arrival stamp of
@@ -66,14 +66,15 @@ def check_kafka(bootstrap_servers: str, timeout_s: float) -> dict[str, object]:
 class StepGather:
     """Prediction records per step (``event_time``): is the newest step of a delivery still incomplete?
 
-    The complete size is learned (the most records any step has had), so nothing is configured per network
-    and a step that stays short (a sensor without a forecast) costs at most the gather deadline.
+    The complete size is the most records any step has had (at first: the hint, sensors x the model's horizons),
+    so nothing is configured per network, and a step that stays short (a sensor without a forecast) costs at most
+    the gather deadline.
     """
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, size_hint: int = 0, keep: int = 16) -> None:
         self.keep = keep
         self.counts: dict[int, int] = {}  # event_time -> prediction records seen (the last ``keep`` steps)
-        self.size = 0  # the largest step seen
+        self.size = size_hint  # the largest step seen (or expected: sensors x the model's horizons)
         self.newest: int | None = None  # the newest step of the current delivery
 
     def add(self, batch: list[Record]) -> None:
@@ -109,7 +110,7 @@ class KafkaFeed:
                  deliver: Callable[[list[Record], list[tuple[str, int, int]]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
                  metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 5000,
-                 linger_ms: float = 5.0, step_gather_ms: float = 50.0,
+                 linger_ms: float = 5.0, step_gather_ms: float = 50.0, step_records: int = 0,
                  start_at: dict[tuple[str, int], int] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert",
@@ -131,7 +132,7 @@ class KafkaFeed:
         self.start_at = dict(start_at or {})  # (topic, partition) -> read from here at the latest (the event journal)
         self.linger_s = linger_ms / 1000.0
         self.gather_s = step_gather_ms / 1000.0
-        self.steps = StepGather()
+        self.steps = StepGather(step_records)
         self.assigned: set[tuple[str, int]] = set()
         self.consumed = 0
         self.decode_errors = 0
@@ -227,14 +228,14 @@ class KafkaFeed:
         steps.start()
         steps.add(batch)
         deadline = time.monotonic() + self.gather_s
-        quiet_s = max(2 * self.linger_s, 0.001)
+        quiet_s = max(self.gather_s / 2, 0.001)
         while steps.waiting and len(batch) < self.batch_size:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             more = consumer.consume(num_messages=self.batch_size - len(batch), timeout=min(left, quiet_s))
             if not more:
-                break  # nothing for 2 x linger: the rest of the step is not coming soon
+                break  # nothing for half the deadline: the rest of the step is not coming soon
             extra, extra_positions = self._decode(more)
             batch += extra
             positions += extra_positions

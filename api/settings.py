@@ -56,8 +56,8 @@ class ApiSettings(BaseSettings):
                                      "more, so a model step published at once is one delivery (one write per client)")
 
     step_gather_ms: float = Field(default=50.0, ge=0, description="while the newest model step in hand is smaller "
-                                  "than a whole step, keep reading this long at most (stopping after 2 x "
-                                  "consume_linger_ms without a record), so a step reaches the clients as one frame")
+                                  "than a whole step, keep reading this long at most (stopping when half of it "
+                                  "passes without a record), so a step reaches the clients as one frame")
 
     model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
 

@@ -10,13 +10,16 @@ columns: :mod:`api.frames`) (a state of an incident:
 its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
 :mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
-``ping_s``; a write blocked for ``send_timeout_s`` drops the client (checked once
-a second for every stream by :meth:`api.hub.Hub.expire_sends`, not by a timer per write).
+0.8-1.0 x ``ping_s`` (spread, so streams opened together do not ping
+together); a write blocked for ``send_timeout_s`` drops the client (checked
+once a second for every stream by :meth:`api.hub.Hub.expire_sends`, not by a
+timer per write).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -35,6 +38,8 @@ from api.runtime import Runtime
 __all__ = ["router", "snapshot_of"]
 
 router = APIRouter(prefix="/stream", tags=["stream"], responses=error_responses(404, 422, 429, 503))
+PING_SPREAD = 0.2  # each stream pings every (0.8-1.0) x ping_s: clients that connected together (after a restart)
+# do not send their keep-alives in one burst that a step burst then waits behind
 EVENT_ID_PATTERN = pattern(r"^[0-9]*$", "must be an event id (a non-negative integer; empty = none)")
 
 
@@ -141,7 +146,7 @@ async def stream(
     shutdown = anyio.Event()
     return EventSourceResponse(
         _events(runtime, sub, first, shutdown),
-        ping=settings.ping_s,
+        ping=settings.ping_s * (1.0 - PING_SPREAD * random.random()),  # noqa: S311 - spread, not a secret
         send_timeout=None,  # one deadline per client instead (Hub.expire_sends): no timer per write
         shutdown_event=shutdown,
         shutdown_grace_period=settings.shutdown_grace_s,
