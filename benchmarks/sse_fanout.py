@@ -149,6 +149,7 @@ class _SseClient(asyncio.Protocol):
         self.frames = 0
         self.verified = 0
         self.bad = 0
+        self.sizes: Counter = Counter()  # records per frame (a verify client's)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -197,6 +198,7 @@ class _SseClient(asyncio.Protocol):
                 if self.latencies is not None:
                     self.latencies[round(now_ms - float(frame[2]), 1)] += n
                 if self.verify:
+                    self.sizes[n] += 1
                     body = json.loads(complete[at + 6 : complete.index(b"\n", at)])
                     if body["n"] == n and all(len(column) == n for column in body["cols"].values()):
                         self.verified += 1
@@ -233,7 +235,7 @@ def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: m
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out.put((latencies, [c.events for c in clients], usage.ru_utime + usage.ru_stime,
                  {"frames": sum(c.frames for c in clients), "verified": sum(c.verified for c in clients),
-                  "bad": sum(c.bad for c in clients)}))
+                  "bad": sum(c.bad for c in clients), "sizes": sum((c.sizes for c in clients), Counter())}))
 
     uvloop.run(main())
 
@@ -377,11 +379,13 @@ def run(args: argparse.Namespace) -> dict:
         counts: list[int] = []
         client_cpu_s = 0.0
         frames: Counter = Counter()
+        sizes: Counter = Counter()
         for _ in procs:
             lat, cnt, cpu, seen = out.get(timeout=120)
             latencies.update(lat)
             counts.extend(cnt)
             client_cpu_s += cpu
+            sizes.update(seen.pop("sizes"))
             for key, value in seen.items():
                 frames[key] += value
         for proc in procs:
@@ -419,6 +423,7 @@ def run(args: argparse.Namespace) -> dict:
             if steps_sent else None,
             "frames_json_verified": frames["verified"],
             "frames_json_bad": frames["bad"],
+            "records_per_frame": {str(n): count for n, count in sorted(sizes.items())},
             "step_payload": payload,
             "latency_ms": {q: round(percentile(p), 1)
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},

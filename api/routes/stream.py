@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import FilterDep, RuntimeDep
 from api.errors import error_responses, pattern
@@ -40,6 +40,7 @@ __all__ = ["router", "snapshot_of"]
 router = APIRouter(prefix="/stream", tags=["stream"], responses=error_responses(404, 422, 429, 503))
 PING_SPREAD = 0.2  # each stream pings every (0.8-1.0) x ping_s: clients that connected together (after a restart)
 # do not send their keep-alives in one burst that a step burst then waits behind
+KEEP_ALIVE = ServerSentEvent(comment="ping")  # one shared keep-alive (sse-starlette's default formats a date each time)
 EVENT_ID_PATTERN = pattern(r"^[0-9]*$", "must be an event id (a non-negative integer; empty = none)")
 
 
@@ -147,6 +148,7 @@ async def stream(
     return EventSourceResponse(
         _events(runtime, sub, first, shutdown),
         ping=settings.ping_s * (1.0 - PING_SPREAD * random.random()),  # noqa: S311 - spread, not a secret
+        ping_message_factory=lambda: KEEP_ALIVE,
         send_timeout=None,  # one deadline per client instead (Hub.expire_sends): no timer per write
         shutdown_event=shutdown,
         shutdown_grace_period=settings.shutdown_grace_s,
