@@ -325,6 +325,9 @@ def run(args: argparse.Namespace) -> dict:
         rss_connected = _rss_mb(server.pid)
         print(f"{args.clients} clients connected in {connect_time_s:.1f} s; producing ...", flush=True)
 
+        idle_t, idle_cpu = time.monotonic(), _cpu_s(server.pid)
+        time.sleep(args.idle_s)  # the server's CPU with every client connected and nothing to send (pings, consumer)
+        idle_cores = (_cpu_s(server.pid) - idle_cpu) / (time.monotonic() - idle_t)
         producer = Producer(args.bootstrap, topics)
         peak = [rss_connected]
         sampling = threading.Event()
@@ -371,7 +374,8 @@ def run(args: argparse.Namespace) -> dict:
         # let the stream drain, then stop the clients early
         time.sleep(args.drain_s)
         server_cpu_s = _cpu_s(server.pid) - cpu0
-        server_cpu = server_cpu_s / (time.monotonic() - t0)
+        elapsed_s = time.monotonic() - t0
+        server_cpu = server_cpu_s / elapsed_s
         load = os.getloadavg()[0]
         pressure = _cpu_pressure()
         stop.set()
@@ -436,6 +440,9 @@ def run(args: argparse.Namespace) -> dict:
             "connect_time_s": round(connect_time_s, 1),
             "server_cpu_cores": round(server_cpu, 2),
             "server_cpu_s_per_step": round(server_cpu_s / steps_sent, 3) if steps_sent else None,
+            "server_idle_cpu_cores": round(idle_cores, 3),
+            "server_burst_cpu_s_per_step": round(max(0.0, server_cpu_s - idle_cores * elapsed_s) / steps_sent, 3)
+            if steps_sent else None,
             "client_cpu_s": round(client_cpu_s, 1),
             "load_avg_1m": round(load, 1),
             "load_avg_1m_before": round(load_before, 1),
@@ -539,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0,
                         help="run the server and clients at this niceness (negative needs root): approximates a "
                              "machine whose cores are not shared with other jobs")
+    parser.add_argument("--idle-s", type=float, default=3.0,
+                        help="seconds the connected clients idle before producing: the server's idle CPU")
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every n-th client records latencies (all clients count their events)")
     parser.add_argument("--profile", metavar="PATH",

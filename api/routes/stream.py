@@ -80,10 +80,10 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
         sub.sending_since = 0.0
         last_write = clock()
         while True:
+            await sub.wake.wait()
             wait_s = last_write + coalesce_s - clock()
             if wait_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
-                await asyncio.sleep(wait_s)
-            await sub.wake.wait()
+                await asyncio.sleep(wait_s)  # (only when events come that soon: no timer per write otherwise)
             if sub.lagged:
                 metrics.sse_lagged.inc()
                 sub.sending_since = clock()
