@@ -95,12 +95,15 @@ async def _watch_loop_lag(metrics: ApiMetrics, interval_s: float = 0.25) -> None
         metrics.loop_lag_seconds.observe(max(0.0, loop.time() - started - interval_s))
 
 
-async def _expire_blocked_sends(hub: Hub, metrics: ApiMetrics, timeout_s: float) -> None:
-    """Drop clients whose write has been blocked for ``timeout_s`` (a slow reader; see api/hub.py)."""
+async def _tend_streams(hub: Hub, send_timeout_s: float, ping_s: float) -> None:
+    """Drop clients whose write has been blocked for ``send_timeout_s``; wake streams idle for ``ping_s`` for a
+    keep-alive (api/hub.py)."""
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(min(1.0, timeout_s / 4))
-        hub.expire_sends(loop.time(), timeout_s)
+        await asyncio.sleep(min(1.0, send_timeout_s / 4, ping_s / 4))
+        now = loop.time()
+        hub.expire_sends(now, send_timeout_s)
+        hub.due_pings(now, ping_s)
 
 
 def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
@@ -149,7 +152,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             runtime.feed.start()
         app.state.runtime = runtime
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
-        send_deadline = asyncio.create_task(_expire_blocked_sends(runtime.hub, metrics, settings.send_timeout_s))
+        send_deadline = asyncio.create_task(_tend_streams(runtime.hub, settings.send_timeout_s, settings.ping_s))
         accuracy_refresh = asyncio.create_task(monitor.run()) if monitor is not None else None
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)

@@ -9,17 +9,17 @@ predictions and readings come as one ``predictions`` / ``readings`` event in
 columns: :mod:`api.frames`) (a state of an incident:
 its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
-:mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
-0.8-1.0 x ``ping_s`` (spread, so streams opened together do not ping
-together); a write blocked for ``send_timeout_s`` drops the client (checked
-once a second for every stream by :meth:`api.hub.Hub.expire_sends`, not by a
-timer per write).
+:mod:`api.hub`), and ``bye`` on server shutdown. A keep-alive comment
+(``: ping``) goes to a stream that wrote nothing for ``ping_s``, and a write
+blocked for ``send_timeout_s`` drops the client: one task per app checks
+every stream once a second (:meth:`api.hub.Hub.due_pings`,
+:meth:`api.hub.Hub.expire_sends`), instead of sse-starlette's ping task and
+timer per write for each client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from api.deps import FilterDep, RuntimeDep
 from api.errors import error_responses, pattern
@@ -38,9 +38,7 @@ from api.runtime import Runtime
 __all__ = ["router", "snapshot_of"]
 
 router = APIRouter(prefix="/stream", tags=["stream"], responses=error_responses(404, 422, 429, 503))
-PING_SPREAD = 0.2  # each stream pings every (0.8-1.0) x ping_s: clients that connected together (after a restart)
-# do not send their keep-alives in one burst that a step burst then waits behind
-KEEP_ALIVE = ServerSentEvent(comment="ping")  # one shared keep-alive (sse-starlette's default formats a date each time)
+KEEP_ALIVE = b": ping\n\n"
 EVENT_ID_PATTERN = pattern(r"^[0-9]*$", "must be an event id (a non-negative integer; empty = none)")
 
 
@@ -78,7 +76,7 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
         sub.sending_since = clock()
         yield first
         sub.sending_since = 0.0
-        last_write = clock()
+        last_write = sub.last_write = clock()
         while True:
             await sub.wake.wait()
             wait_s = last_write + coalesce_s - clock()
@@ -98,6 +96,10 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
                 return
             batches = sub.take()
             if not batches:
+                if sub.ping_due:
+                    sub.sending_since = clock()
+                    yield KEEP_ALIVE
+                    sub.sending_since, sub.last_write, sub.ping_due = 0.0, clock(), False
                 continue
             sub.last_sent_id = batches[-1].last_id
             metrics.sse_events_sent.inc(sum(batch.count for batch in batches))
@@ -105,7 +107,7 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
             metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_s))
             last_write = sub.sending_since = clock()
             yield batches[0].payload if len(batches) == 1 else b"".join([batch.payload for batch in batches])
-            sub.sending_since = 0.0
+            sub.sending_since, sub.last_write, sub.ping_due = 0.0, clock(), False
             metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_s))
     finally:
         watcher.cancel()
@@ -147,8 +149,7 @@ async def stream(
     shutdown = anyio.Event()
     return EventSourceResponse(
         _events(runtime, sub, first, shutdown),
-        ping=settings.ping_s * (1.0 - PING_SPREAD * random.random()),  # noqa: S311 - spread, not a secret
-        ping_message_factory=lambda: KEEP_ALIVE,
+        ping=0,  # keep-alives come from the stream itself, only when it was idle for ping_s (Hub.due_pings)
         send_timeout=None,  # one deadline per client instead (Hub.expire_sends): no timer per write
         shutdown_event=shutdown,
         shutdown_grace_period=settings.shutdown_grace_s,

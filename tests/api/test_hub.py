@@ -140,3 +140,18 @@ def test_expire_sends_cancels_only_streams_whose_write_is_blocked_past_the_deadl
         idle.task.cancel()
 
     asyncio.run(run())
+
+
+def test_due_pings_wakes_only_streams_idle_for_ping_s():
+    async def run():
+        hub = Hub(ring_size=10, queue_size=10)
+        idle, busy, sending, new = (hub.subscribe(EventFilter()) for _ in range(4))
+        idle.last_write, busy.last_write, sending.last_write = 100.0, 112.0, 100.0
+        sending.sending_since = 114.0  # a write in flight: the send deadline's business, not a ping's
+        assert hub.due_pings(now=115.0, ping_s=15.0) == 1
+        assert idle.ping_due and idle.wake.is_set()
+        assert not any(s.ping_due or s.wake.is_set() for s in (busy, sending, new))  # new: not started writing
+        assert hub.due_pings(now=116.0, ping_s=15.0) == 0  # already due: woken once
+        assert idle.take() == [] and idle.ping_due  # the stream finds no batch and sends the keep-alive
+
+    asyncio.run(run())
