@@ -13,9 +13,9 @@ What it does (bounded in time and in connections):
 5. produces the model's Prediction records to Kafka at ``--rate`` records/s for
    ``--duration-s`` seconds;
 6. every client parses the framing of every event and counts them; every
-   ``--sample-every``-th client (default 10th) also decodes each step frame's
-   JSON (checking every column holds ``n`` values) and records each event's
-   delivery latency: the arrival time of the chunk holding its last byte minus
+   ``--sample-every``-th client (default 10th) also keeps each step frame and
+   decodes its JSON after the run (every column must hold ``n`` values), and
+   records each event's delivery latency: the arrival time of the chunk holding its last byte minus
    the ``received_ms`` the API stamped when its consumer polled the record (the
    oldest of a frame's; decoding every frame in every client would make the
    Python clients, on the server's cores, the bottleneck).
@@ -132,8 +132,9 @@ class _SseClient(asyncio.Protocol):
 
     Every chunk is stamped on arrival (``data_received``), so an event's time is that of the chunk holding its
     last byte. Every client parses the framing of every event it gets (the step frame's header: ``n`` and the
-    ``received_ms`` stamp the server publishes it with); a ``verify`` client also decodes every frame's JSON and
-    checks that each column holds ``n`` values.
+    ``received_ms`` stamp the server publishes it with); a ``verify`` client also keeps every frame's JSON and
+    decodes it after the run (:meth:`check`: each column holds ``n`` values), so that decoding 35 KB of JSON in
+    one client does not delay the other clients of its process while a step is being measured.
     """
 
     def __init__(self, path: str, ready: asyncio.Future, latencies: Counter | None, batched: bool,
@@ -150,6 +151,7 @@ class _SseClient(asyncio.Protocol):
         self.verified = 0
         self.bad = 0
         self.sizes: Counter = Counter()  # records per frame (a verify client's)
+        self.kept: list[tuple[int, bytes]] = []  # a verify client's frames (n, JSON), decoded by check()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -199,12 +201,19 @@ class _SseClient(asyncio.Protocol):
                     self.latencies[round(now_ms - float(frame[2]), 1)] += n
                 if self.verify:
                     self.sizes[n] += 1
-                    body = json.loads(complete[at + 6 : complete.index(b"\n", at)])
-                    if body["n"] == n and all(len(column) == n for column in body["cols"].values()):
-                        self.verified += 1
-                    else:
-                        self.bad += 1
+                    self.kept.append((n, complete[at + 6 : complete.index(b"\n", at)]))
             at = complete.find(FRAME_START, at + 1)
+
+
+    def check(self) -> None:
+        """Decode the kept frames: every column of a frame must hold its ``n`` values."""
+        for n, text in self.kept:
+            body = json.loads(text)
+            if body["n"] == n and all(len(column) == n for column in body["cols"].values()):
+                self.verified += 1
+            else:
+                self.bad += 1
+        self.kept = []
 
 
 def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue, sample_every: int,
@@ -232,6 +241,7 @@ def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: m
             await asyncio.sleep(0.2)
         for client in clients:
             client.transport.close()
+            client.check()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out.put((latencies, [c.events for c in clients], usage.ru_utime + usage.ru_stime,
                  {"frames": sum(c.frames for c in clients), "verified": sum(c.verified for c in clients),
@@ -409,7 +419,8 @@ def run(args: argparse.Namespace) -> dict:
             "client_procs": args.client_procs,
             "clients_run_as": f"{args.client_procs} processes, each one uvloop event loop of asyncio.Protocol "
                               "connections over loopback HTTP/1.1; every client parses every event's framing, "
-                              f"every {args.sample_every}th also decodes each frame's JSON and records latencies",
+                              f"every {args.sample_every}th also records latencies and keeps each frame to "
+                              "decode its JSON after the run",
             "latency_sampled_clients": sum((n + args.sample_every - 1) // args.sample_every for n in per_proc),
             "coalesce_ms": args.coalesce_ms,
             "batch": args.batch,
