@@ -197,7 +197,7 @@ class Hub:
         self.ring: deque[Event] = deque(maxlen=ring_size)
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
-        self.streams: set[Subscriber] = set()  # every open stream, lagged ones (saying so) included
+        self.streams: set[Subscriber] = set()  # every stream that started, lagged ones (saying so) included
         self.journal = journal
         self.last_id = journal.last_id if journal is not None else 0
         self.published = 0
@@ -257,8 +257,11 @@ class Hub:
             sub.close()
         else:
             self.subscribers.add(sub)
-        self.streams.add(sub)
         return sub
+
+    def opened(self, sub: Subscriber) -> None:
+        """The subscriber's stream has started writing: the send deadline and keep-alives watch it now."""
+        self.streams.add(sub)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)

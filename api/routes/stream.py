@@ -65,6 +65,7 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
     loop = asyncio.get_running_loop()
     clock = loop.time
     sub.task = asyncio.current_task()  # the response's sending task: cancelling it ends the stream
+    hub.opened(sub)
 
     async def wake_on_shutdown() -> None:
         await shutdown.wait()

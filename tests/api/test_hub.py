@@ -124,6 +124,7 @@ def test_expire_sends_cancels_only_streams_whose_write_is_blocked_past_the_deadl
         hub = Hub(ring_size=10, queue_size=2)
         stuck, fresh, idle, lagged = (hub.subscribe(EventFilter()) for _ in range(4))
         for sub in (stuck, fresh, idle, lagged):
+            hub.opened(sub)
             sub.task = asyncio.get_running_loop().create_task(asyncio.sleep(60))
         stuck.sending_since, fresh.sending_since, lagged.sending_since = 100.0, 108.0, 99.0
         hub.publish([_prediction(s, 15) for s in "abc"])  # 3 events > queue of 2: every subscriber lags ...
@@ -146,6 +147,8 @@ def test_due_pings_wakes_only_streams_idle_for_ping_s():
     async def run():
         hub = Hub(ring_size=10, queue_size=10)
         idle, busy, sending, new = (hub.subscribe(EventFilter()) for _ in range(4))
+        for sub in (idle, busy, sending, new):
+            hub.opened(sub)
         idle.last_write, busy.last_write, sending.last_write = 100.0, 112.0, 100.0
         sending.sending_since = 114.0  # a write in flight: the send deadline's business, not a ping's
         assert hub.due_pings(now=115.0, ping_s=15.0) == 1
