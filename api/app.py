@@ -95,6 +95,17 @@ async def _watch_loop_lag(metrics: ApiMetrics, interval_s: float = 0.25) -> None
         metrics.loop_lag_seconds.observe(max(0.0, loop.time() - started - interval_s))
 
 
+async def _tend_streams(hub: Hub, send_timeout_s: float, ping_s: float) -> None:
+    """Drop clients whose write has been blocked for ``send_timeout_s``; wake streams idle for ``ping_s`` for a
+    keep-alive (api/hub.py)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(min(1.0, send_timeout_s / 4, ping_s / 4))
+        now = loop.time()
+        hub.expire_sends(now, send_timeout_s)
+        hub.due_pings(now, ping_s)
+
+
 def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None = None,
                *, start_feed: bool = True, network: Network | None = None) -> FastAPI:
     """Build the app; ``start_feed=False`` leaves Kafka out (unit tests feed ``runtime.ingest`` directly).
@@ -127,16 +138,21 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
         except ModelRegistryError as exc:
             log.warning("no model yet: %s", exc)
         if start_feed:
+            meta = runtime.model.metadata or {}  # a model step: its sensors x its horizons (0: learned from the feed)
+            step_records = len(meta.get("sensor_ids") or network.sensor_ids) * len(meta.get("horizons_min") or ())
             runtime.feed = KafkaFeed(
                 settings.bootstrap_servers, topics, runtime.ingest, asyncio.get_running_loop(),
                 consume_actuals=settings.consume_actuals, backfill_per_partition=settings.backfill_per_partition,
                 metadata_refresh_s=settings.metadata_refresh_s, timeout_s=settings.kafka_timeout_s,
                 start_at=journal.oldest if journal is not None else None,
                 batch_size=settings.consume_batch_size, linger_ms=settings.consume_linger_ms,
+                step_gather_ms=settings.step_gather_ms,
+                step_records=step_records,
             )
             runtime.feed.start()
         app.state.runtime = runtime
         lag_monitor = asyncio.create_task(_watch_loop_lag(metrics))
+        send_deadline = asyncio.create_task(_tend_streams(runtime.hub, settings.send_timeout_s, settings.ping_s))
         accuracy_refresh = asyncio.create_task(monitor.run()) if monitor is not None else None
         gc_timer = _GcTimer(metrics)
         gc.callbacks.append(gc_timer)
@@ -148,6 +164,7 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             yield
         finally:
             lag_monitor.cancel()
+            send_deadline.cancel()
             if accuracy_refresh is not None:
                 accuracy_refresh.cancel()
             gc.callbacks.remove(gc_timer)

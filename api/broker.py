@@ -12,6 +12,16 @@ every API process sees every record. At start the feed re-reads the last
 back after a restart; topics and partitions created later are picked up every
 ``metadata_refresh_s``.
 
+A model step (207 sensors x 3 horizons = 621 predictions) is produced at once
+but can reach the consumer in several fetches (one per partition, a few ms
+apart). After a poll returns, the feed keeps reading while the newest step in
+hand is smaller than the largest step it has seen (:class:`StepGather`), for at
+most ``step_gather_ms`` and until half of it passes without a record, so
+a step normally goes to the event loop as one delivery: one frame and one write
+per SSE client instead of one per fetch (a later part would otherwise also
+wait out the stream's ``coalesce_ms``). The records keep the arrival stamp of
+their own poll, so any wait shows in the measured latency.
+
 A broker outage never stops the feed: librdkafka reconnects by itself, and any
 error meanwhile (a metadata request or a watermark query that fails, an error
 event from the poll) is kept in ``last_error`` (with ``error_since``) and
@@ -37,7 +47,7 @@ from schemas.codec import AvroCodec
 from schemas.exceptions import DecodeError
 from schemas.topics import TopicSettings
 
-__all__ = ["KafkaFeed", "check_kafka"]
+__all__ = ["KafkaFeed", "StepGather", "check_kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,46 @@ def check_kafka(bootstrap_servers: str, timeout_s: float) -> dict[str, object]:
         consumer.close()
 
 
+class StepGather:
+    """Prediction records per step (``event_time``): is the newest step of a delivery still incomplete?
+
+    The complete size is the most records any step has had (at first: the hint, sensors x the model's horizons),
+    so nothing is configured per network, and a step that stays short (a sensor without a forecast) costs at most
+    the gather deadline.
+    """
+
+    def __init__(self, size_hint: int = 0, keep: int = 16) -> None:
+        self.keep = keep
+        self.counts: dict[int, int] = {}  # event_time -> prediction records seen (the last ``keep`` steps)
+        self.size = size_hint  # the largest step seen (or expected: sensors x the model's horizons)
+        self.newest: int | None = None  # the newest step of the current delivery
+
+    def add(self, batch: list[Record]) -> None:
+        """Count the predictions of a (part of a) delivery."""
+        counts = self.counts
+        for kind, record, _ in batch:
+            if kind != "prediction":
+                continue
+            step = record["event_time"]
+            counts[step] = n = counts.get(step, 0) + 1
+            if n > self.size:
+                self.size = n
+            if self.newest is None or step > self.newest:
+                self.newest = step
+        if len(counts) > self.keep:
+            for step in sorted(counts)[: len(counts) - self.keep]:
+                del counts[step]
+
+    def start(self) -> None:
+        """A new delivery begins."""
+        self.newest = None
+
+    @property
+    def waiting(self) -> bool:
+        """The delivery's newest step has fewer records than a whole step (so more of it is on the way)."""
+        return self.newest is not None and self.counts.get(self.newest, 0) < self.size
+
+
 class KafkaFeed:
     """Consumes the API's topics on a daemon thread and delivers decoded batches to ``deliver``."""
 
@@ -60,7 +110,8 @@ class KafkaFeed:
                  deliver: Callable[[list[Record], list[tuple[str, int, int]]], None],
                  loop: asyncio.AbstractEventLoop, *, consume_actuals: bool = True, backfill_per_partition: int = 2000,
                  metadata_refresh_s: float = 5.0, timeout_s: float = 5.0, batch_size: int = 5000,
-                 linger_ms: float = 5.0, start_at: dict[tuple[str, int], int] | None = None) -> None:
+                 linger_ms: float = 5.0, step_gather_ms: float = 50.0, step_records: int = 0,
+                 start_at: dict[tuple[str, int], int] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.kinds: dict[str, str] = {topics.predictions: "prediction", topics.alerts: "alert",
                                       topics.incidents: "incident"}
@@ -80,6 +131,8 @@ class KafkaFeed:
         self.batch_size = batch_size
         self.start_at = dict(start_at or {})  # (topic, partition) -> read from here at the latest (the event journal)
         self.linger_s = linger_ms / 1000.0
+        self.gather_s = step_gather_ms / 1000.0
+        self.steps = StepGather(step_records)
         self.assigned: set[tuple[str, int]] = set()
         self.consumed = 0
         self.decode_errors = 0
@@ -169,6 +222,25 @@ class KafkaFeed:
             positions.append((topic, message.partition(), message.offset()))
         return batch, positions
 
+    def _gather_step(self, consumer: Consumer, batch: list[Record], positions: list[tuple[str, int, int]]) -> None:
+        """Read on (into ``batch``/``positions``) while the newest step is incomplete, within the gather deadline."""
+        steps = self.steps
+        steps.start()
+        steps.add(batch)
+        deadline = time.monotonic() + self.gather_s
+        quiet_s = max(self.gather_s / 2, 0.001)
+        while steps.waiting and len(batch) < self.batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = consumer.consume(num_messages=self.batch_size - len(batch), timeout=min(left, quiet_s))
+            if not more:
+                break  # nothing for half the deadline: the rest of the step is not coming soon
+            extra, extra_positions = self._decode(more)
+            batch += extra
+            positions += extra_positions
+            steps.add(extra)
+
     def _run(self) -> None:
         consumer = None
         next_refresh = 0.0
@@ -193,6 +265,7 @@ class KafkaFeed:
                     continue
                 messages = [first, *consumer.consume(num_messages=self.batch_size - 1, timeout=self.linger_s)]
                 batch, positions = self._decode(messages)
+                self._gather_step(consumer, batch, positions)
                 if batch and self.last_error is not None:
                     self._recovered()
                 self.consumed += len(batch)

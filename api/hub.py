@@ -11,6 +11,12 @@ from the hub; its stream sends one ``lagged`` event (carrying the id of the
 last event it was sent) and closes. The client may reconnect with that id as
 ``Last-Event-ID``: if it is still in the ring buffer it resumes without a gap,
 otherwise it gets a fresh snapshot. Nobody else waits for a slow client.
+A client that stops reading altogether (one write blocked ``send_timeout_s``)
+is dropped by :meth:`Hub.expire_sends`, and a stream that wrote nothing for
+``ping_s`` is woken for a keep-alive comment by :meth:`Hub.due_pings`; one
+task per app runs both every second over every open stream, so a write costs
+two clock reads, not a timer and a cancel scope of its own, and a stream that
+gets data is never pinged.
 
 With an :class:`~api.journal.EventJournal` the ids survive a restart: ids
 continue after the journal's last, and records re-read at start-up get their
@@ -153,6 +159,11 @@ class Subscriber:
     closed: bool = False
     last_sent_id: int = 0
     dropped: int = 0
+    task: asyncio.Task | None = None  # the task writing this client's stream
+    sending_since: float = 0.0  # loop time the write in flight was handed to the server; 0.0 when none is
+    last_write: float = 0.0  # loop time of the last write (data or keep-alive)
+    timed_out: bool = False
+    ping_due: bool = False
 
     def offer(self, batch: Batch) -> bool:
         """Queue a batch of matching events; False (and lagged) when it would overflow the queue."""
@@ -186,6 +197,7 @@ class Hub:
         self.ring: deque[Event] = deque(maxlen=ring_size)
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
+        self.streams: set[Subscriber] = set()  # every stream that started, lagged ones (saying so) included
         self.journal = journal
         self.last_id = journal.last_id if journal is not None else 0
         self.published = 0
@@ -247,8 +259,35 @@ class Hub:
             self.subscribers.add(sub)
         return sub
 
+    def opened(self, sub: Subscriber) -> None:
+        """The subscriber's stream has started writing: the send deadline and keep-alives watch it now."""
+        self.streams.add(sub)
+
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self.streams.discard(sub)
+
+    def expire_sends(self, now: float, timeout_s: float) -> int:
+        """Cancel the streams whose write has been blocked longer than ``timeout_s`` (loop time); how many."""
+        expired = 0
+        for sub in self.streams:
+            if sub.sending_since and now - sub.sending_since > timeout_s and not sub.timed_out \
+                    and sub.task is not None:
+                sub.timed_out = True
+                self.subscribers.discard(sub)
+                sub.task.cancel()
+                expired += 1
+        return expired
+
+    def due_pings(self, now: float, ping_s: float) -> int:
+        """Wake the streams that wrote nothing for ``ping_s`` (loop time) to send a keep-alive; how many."""
+        due = 0
+        for sub in self.streams:
+            if not sub.ping_due and not sub.sending_since and sub.last_write and now - sub.last_write >= ping_s:
+                sub.ping_due = True
+                sub.wake.set()
+                due += 1
+        return due
 
     def finish_restore(self) -> None:
         """Put the restored events (older ids) in front of the ring; resumes may go ahead."""

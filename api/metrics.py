@@ -36,6 +36,8 @@ class ApiMetrics:
             "traffic_api_gc_seconds", "pauses of Python's cyclic garbage collector by generation", ["generation"],
             registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0))
         self.sse_lagged = Counter("traffic_api_sse_lagged_total", "clients dropped for lagging", registry=r)
+        self.sse_send_timeouts = Counter("traffic_api_sse_send_timeouts_total", "clients dropped because one "
+                                         "write stayed blocked for send_timeout_s", registry=r)
         self.sse_resumed = Counter("traffic_api_sse_resumed_total", "connections resumed from Last-Event-ID",
                                    registry=r)
         self.rate_limited = Counter("traffic_api_rate_limited_total", "requests refused by the rate limit",

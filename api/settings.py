@@ -55,6 +55,10 @@ class ApiSettings(BaseSettings):
     consume_linger_ms: float = Field(default=5.0, ge=0, description="after a record arrives, wait this long for "
                                      "more, so a model step published at once is one delivery (one write per client)")
 
+    step_gather_ms: float = Field(default=50.0, ge=0, description="while the newest model step in hand is smaller "
+                                  "than a whole step, keep reading this long at most (stopping when half of it "
+                                  "passes without a record), so a step reaches the clients as one frame")
+
     model_registry: Path = Field(default_factory=_default_registry, description="root of the model registry")
 
     client_queue_size: int = Field(default=5_000, ge=1, description="events buffered per SSE client before it lags")
@@ -69,8 +73,10 @@ class ApiSettings(BaseSettings):
                                        "unset = ids start at 1 in every process")
     restore_wait_s: float = Field(default=30.0, gt=0, description="how long a resume waits at start-up for the "
                                   "journaled events to be read back")
-    ping_s: float = Field(default=15.0, gt=0, description="SSE keep-alive comment interval")
-    send_timeout_s: float = Field(default=10.0, gt=0, description="a client that blocks one send this long is dropped")
+    ping_s: float = Field(default=15.0, gt=0, description="a stream that wrote nothing this long gets a keep-alive "
+                          "comment (checked once a second)")
+    send_timeout_s: float = Field(default=10.0, gt=0, description="a client whose write stays blocked this "
+                                  "long is dropped (one deadline per client, checked once a second)")
     shutdown_grace_s: float = Field(default=2.0, ge=0, description="time SSE streams get to say goodbye on shutdown")
     history_steps: int = Field(default=288, ge=1, description="steps of actuals/predictions kept per sensor (5 min)")
     alerts_kept: int = Field(default=1_000, ge=1, description="recent alerts served by GET /alerts")

@@ -8,16 +8,23 @@ What it does (bounded in time and in connections):
 3. starts the server as a separate process on a free port (``python -m api``,
    i.e. ``traffic serve`` without the other sub-commands' imports);
 4. opens ``--clients`` SSE connections (``GET /stream``, all events) from
-   ``--client-procs`` asyncio processes;
+   ``--client-procs`` processes, each one uvloop event loop of bare
+   ``asyncio.Protocol`` connections (no task or timer per read);
 5. produces the model's Prediction records to Kafka at ``--rate`` records/s for
    ``--duration-s`` seconds;
-6. every client counts its events; every ``--sample-every``-th client (default
-   10th) also records each event's delivery latency: its receive time minus the
-   ``received_ms`` the API stamped when its consumer polled the record (parsing
-   every event in every client would make the Python clients the bottleneck).
+6. every client parses the framing of every event and counts them; every
+   ``--sample-every``-th client (default 10th) also keeps each step frame and
+   decodes its JSON after the run (every column must hold ``n`` values), and
+   records each event's delivery latency: the arrival time of the chunk holding its last byte minus
+   the ``received_ms`` the API stamped when its consumer polled the record (the
+   oldest of a frame's; decoding every frame in every client would make the
+   Python clients, on the server's cores, the bottleneck).
 
 Prints p50/p90/p99/max latency, delivered/expected events, and the server's RSS
-(before clients, with clients, peak), and the server's CPU per second of the run.
+(before clients, with clients, peak), the server's CPU per second of the run and
+per step, the load average before and after and the CPU pressure (PSI), the
+clients' CPU, and the frames per client and step (1.0: each step came whole).
+``--profile PATH`` runs the server under cProfile (CPU time).
 ``--batch on`` makes the clients ask for step frames (``/stream?batch=true``:
 a run of predictions as one column event, :mod:`api.frames`); each frame
 counts as its ``n`` records, all with the frame's ``received_ms``.
@@ -39,6 +46,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,9 +68,23 @@ RECEIVED_KEY = b'"received_ms":'  # the API's arrival stamp, the last field of e
 RECEIVED = re.compile(rb'"received_ms":([0-9.]+)')
 # a step frame (``batch=true``, api/frames.py) starts {"n":<records>,"received_ms":<stamp>,...
 FRAME = re.compile(rb'data: \{"n":([0-9]+),"received_ms":([0-9.]+)')
+FRAME_START = b'data: {"n":'
 
 
 _MODEL: dict[str, Path] = {}
+
+# ``python -m api`` under cProfile timed by CPU time (a write's kernel time counts; waiting for a core does not).
+# argv: the stats file, then api's own flags. Read the file with pstats.
+PROFILED_SERVER = """
+import cProfile, sys, time
+from api.__main__ import main
+path = sys.argv[1]
+profiler = cProfile.Profile(time.process_time)
+try:
+    profiler.runcall(main, sys.argv[2:])
+finally:
+    profiler.dump_stats(path)
+"""
 
 
 def step_payload(step: list[dict]) -> dict:
@@ -90,6 +112,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_pressure() -> float | None:
+    """Share of the last 10 s (%) in which some runnable task waited for a CPU (Linux PSI), or None."""
+    try:
+        return float(Path("/proc/pressure/cpu").read_text().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -97,75 +127,127 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _client(port: int, path: str, stop, latencies: Counter | None, counts: list[int],
-                  ready: asyncio.Event | None, batched: bool = False) -> None:
-    """One SSE connection; counts its events and, when ``latencies`` is given, records each one's latency."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
-    await writer.drain()
-    buffer = b""
-    events = 0
-    snapshot_seen = False
-    try:
-        while not stop.is_set():
-            try:
-                chunk = await asyncio.wait_for(reader.read(1 << 20), timeout=0.5)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            now_ms = time.time() * 1000.0
-            buffer = buffer + chunk if buffer else chunk
-            end = buffer.rfind(b"\n\n")
-            if end < 0:
-                continue
-            complete, buffer = buffer[: end + 2], buffer[end + 2 :]
-            if not snapshot_seen and b"event: snapshot" in complete:
-                snapshot_seen = True
-                complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
-                if ready is not None:
-                    ready.set()
-            if batched:  # step frames: n records per frame, one arrival stamp
-                for n, received in FRAME.findall(complete):
-                    events += int(n)
-                    if latencies is not None:
-                        latencies[round(now_ms - float(received), 1)] += int(n)
-                continue
-            if latencies is None:  # not sampled: only count (a C-speed scan)
-                events += complete.count(RECEIVED_KEY)
-                continue
-            # events of one Kafka poll share their received_ms: count them per value
+class _SseClient(asyncio.Protocol):
+    """One SSE connection on a bare protocol: no task, no timer and no stream reader per read.
+
+    Every chunk is stamped on arrival (``data_received``), so an event's time is that of the chunk holding its
+    last byte. Every client parses the framing of every event it gets (the step frame's header: ``n`` and the
+    ``received_ms`` stamp the server publishes it with); a ``verify`` client also keeps every frame's JSON and
+    decodes it after the run (:meth:`check`: each column holds ``n`` values), so that decoding 35 KB of JSON in
+    one client does not delay the other clients of its process while a step is being measured.
+    """
+
+    def __init__(self, path: str, ready: asyncio.Future, latencies: Counter | None, batched: bool,
+                 verify: bool) -> None:
+        self.path = path
+        self.ready = ready
+        self.latencies = latencies
+        self.batched = batched
+        self.verify = verify
+        self.buffer = b""
+        self.head_seen = False
+        self.events = 0
+        self.frames = 0
+        self.verified = 0
+        self.bad = 0
+        self.sizes: Counter = Counter()  # records per frame (a verify client's)
+        self.kept: list[tuple[int, bytes]] = []  # a verify client's frames (n, JSON), decoded by check()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        transport.write(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+                        .encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, chunk: bytes) -> None:
+        now_ms = time.time() * 1000.0
+        buffer = self.buffer + chunk if self.buffer else chunk
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self.buffer = buffer
+            return
+        complete, self.buffer = buffer[: end + 2], buffer[end + 2 :]
+        if not self.head_seen:
+            if b"event: snapshot" not in complete:
+                self.buffer = buffer
+                return
+            self.head_seen = True
+            complete = complete.split(b"event: snapshot", 1)[1].split(b"\n\n", 1)[-1]
+            if not self.ready.done():
+                self.ready.set_result(None)
+        if self.batched:
+            self._frames(complete, now_ms)
+        elif self.latencies is None:  # not sampled: only count (a C-speed scan)
+            self.events += complete.count(RECEIVED_KEY)
+        else:  # events of one Kafka poll share their received_ms: count them per value
             for received, n in Counter(RECEIVED.findall(complete)).items():
-                latencies[round(now_ms - float(received), 1)] += n
-                events += n
-    finally:
-        counts.append(events)
-        writer.close()
+                self.latencies[round(now_ms - float(received), 1)] += n
+                self.events += n
+
+    def _frames(self, complete: bytes, now_ms: float) -> None:
+        at = complete.find(FRAME_START)
+        while at >= 0:
+            frame = FRAME.match(complete, at)
+            if frame is not None:
+                n = int(frame[1])
+                self.events += n
+                self.frames += 1
+                if self.latencies is not None:
+                    self.latencies[round(now_ms - float(frame[2]), 1)] += n
+                if self.verify:
+                    self.sizes[n] += 1
+                    self.kept.append((n, complete[at + 6 : complete.index(b"\n", at)]))
+            at = complete.find(FRAME_START, at + 1)
+
+
+    def check(self) -> None:
+        """Decode the kept frames: every column of a frame must hold its ``n`` values."""
+        for n, text in self.kept:
+            body = json.loads(text)
+            if body["n"] == n and all(len(column) == n for column in body["cols"].values()):
+                self.verified += 1
+            else:
+                self.bad += 1
+        self.kept = []
 
 
 def _client_proc(port: int, n: int, path: str, stop, connected: mp.Value, out: mp.Queue, sample_every: int,
                  nice: int) -> None:
+    """``n`` clients on one uvloop event loop; reports latencies, per-client counts and the process's CPU."""
+    import uvloop
+
     if nice:
         os.nice(nice)
+
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         latencies: Counter = Counter()
-        counts: list[int] = []
-        tasks = []
+        clients: list[_SseClient] = []
         for i in range(n):
-            ready = asyncio.Event()
-            sampled = latencies if i % sample_every == 0 else None
-            tasks.append(asyncio.create_task(_client(port, path, stop, sampled, counts, ready,
-                                                     "batch=true" in path)))
-            await asyncio.wait_for(ready.wait(), 30)
+            ready = loop.create_future()
+            sampled = i % sample_every == 0
+            client = _SseClient(path, ready, latencies if sampled else None, "batch=true" in path, sampled)
+            await loop.create_connection(lambda c=client: c, "127.0.0.1", port)
+            clients.append(client)
+            await asyncio.wait_for(ready, 30)
             with connected.get_lock():
                 connected.value += 1
-            if i % 50 == 49:
-                await asyncio.sleep(0)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while not stop.is_set():  # one timer for the process, none per client
+            await asyncio.sleep(0.2)
+        for client in clients:
+            client.transport.close()
+            client.check()
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        out.put((latencies, counts, usage.ru_utime + usage.ru_stime))
+        out.put((latencies, [c.events for c in clients], usage.ru_utime + usage.ru_stime,
+                 {"frames": sum(c.frames for c in clients), "verified": sum(c.verified for c in clients),
+                  "bad": sum(c.bad for c in clients), "sizes": sum((c.sizes for c in clients), Counter())}))
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 def _setup_topics(bootstrap: str):
@@ -214,7 +296,8 @@ def run(args: argparse.Namespace) -> dict:
                    TRAFFIC_API_COALESCE_MS=str(args.coalesce_ms))
         env.update({k: v for k, v in os.environ.items() if k.startswith("TRAFFIC_API_GC_")})
         priority = ["nice", "-n", str(args.nice)] if args.nice else []
-        server = subprocess.Popen([*priority, sys.executable, "-m", "api", "--log-level", "warning"], env=env,
+        command = ["-c", PROFILED_SERVER, str(Path(args.profile).resolve())] if args.profile else ["-m", "api"]
+        server = subprocess.Popen([*priority, sys.executable, *command, "--log-level", "warning"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         import httpx
 
@@ -252,6 +335,9 @@ def run(args: argparse.Namespace) -> dict:
         rss_connected = _rss_mb(server.pid)
         print(f"{args.clients} clients connected in {connect_time_s:.1f} s; producing ...", flush=True)
 
+        idle_t, idle_cpu = time.monotonic(), _cpu_s(server.pid)
+        time.sleep(args.idle_s)  # the server's CPU with every client connected and nothing to send (pings, consumer)
+        idle_cores = (_cpu_s(server.pid) - idle_cpu) / (time.monotonic() - idle_t)
         producer = Producer(args.bootstrap, topics)
         peak = [rss_connected]
         sampling = threading.Event()
@@ -263,6 +349,8 @@ def run(args: argparse.Namespace) -> dict:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         sent = 0
+        steps_sent = 0
+        load_before = os.getloadavg()[0]
         cpu0 = _cpu_s(server.pid)
         t0 = time.monotonic()
         codec = producer.targets["prediction"][1]
@@ -282,6 +370,7 @@ def run(args: argparse.Namespace) -> dict:
                     if record["event_time"] == step:
                         produce(record)
                         sent += 1
+                steps_sent += 1
                 producer.producer.flush(30)
         else:  # a steady stream of args.rate records/s
             interval = 1.0 / args.rate
@@ -294,17 +383,25 @@ def run(args: argparse.Namespace) -> dict:
         producer.producer.flush(30)
         # let the stream drain, then stop the clients early
         time.sleep(args.drain_s)
-        server_cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
+        server_cpu_s = _cpu_s(server.pid) - cpu0
+        elapsed_s = time.monotonic() - t0
+        server_cpu = server_cpu_s / elapsed_s
         load = os.getloadavg()[0]
+        pressure = _cpu_pressure()
         stop.set()
         latencies: Counter = Counter()
         counts: list[int] = []
         client_cpu_s = 0.0
+        frames: Counter = Counter()
+        sizes: Counter = Counter()
         for _ in procs:
-            lat, cnt, cpu = out.get(timeout=120)
+            lat, cnt, cpu, seen = out.get(timeout=120)
             latencies.update(lat)
             counts.extend(cnt)
             client_cpu_s += cpu
+            sizes.update(seen.pop("sizes"))
+            for key, value in seen.items():
+                frames[key] += value
         for proc in procs:
             proc.join(30)
         sampling.set()
@@ -320,6 +417,10 @@ def run(args: argparse.Namespace) -> dict:
         result = {
             "clients": args.clients,
             "client_procs": args.client_procs,
+            "clients_run_as": f"{args.client_procs} processes, each one uvloop event loop of asyncio.Protocol "
+                              "connections over loopback HTTP/1.1; every client parses every event's framing, "
+                              f"every {args.sample_every}th also records latencies and keeps each frame to "
+                              "decode its JSON after the run",
             "latency_sampled_clients": sum((n + args.sample_every - 1) // args.sample_every for n in per_proc),
             "coalesce_ms": args.coalesce_ms,
             "batch": args.batch,
@@ -331,6 +432,13 @@ def run(args: argparse.Namespace) -> dict:
             "events_expected": sent * args.clients,
             "events_delivered": int(sum(counts)),
             "clients_complete": int(sum(1 for c in counts if c == sent)),
+            "steps_produced": steps_sent,
+            "frames_received": frames["frames"],
+            "frames_per_client_step": round(frames["frames"] / max(1, steps_sent * args.clients), 2)
+            if steps_sent else None,
+            "frames_json_verified": frames["verified"],
+            "frames_json_bad": frames["bad"],
+            "records_per_frame": {str(n): count for n, count in sorted(sizes.items())},
             "step_payload": payload,
             "latency_ms": {q: round(percentile(p), 1)
                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
@@ -342,15 +450,21 @@ def run(args: argparse.Namespace) -> dict:
                                 for g in ("0", "1", "2")},
             "connect_time_s": round(connect_time_s, 1),
             "server_cpu_cores": round(server_cpu, 2),
+            "server_cpu_s_per_step": round(server_cpu_s / steps_sent, 3) if steps_sent else None,
+            "server_idle_cpu_cores": round(idle_cores, 3),
+            "server_burst_cpu_s_per_step": round(max(0.0, server_cpu_s - idle_cores * elapsed_s) / steps_sent, 3)
+            if steps_sent else None,
             "client_cpu_s": round(client_cpu_s, 1),
             "load_avg_1m": round(load, 1),
+            "load_avg_1m_before": round(load_before, 1),
+            "cpu_pressure_avg10": pressure,
             "server_rss_mb": {"idle": round(rss_idle, 1), "connected": round(rss_connected, 1),
                               "peak": round(peak[0], 1)},
         }
         return result
     finally:
         if server is not None and server.poll() is None:
-            server.terminate()
+            server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)  # SIGINT lets cProfile write
             try:
                 server.wait(20)
             except subprocess.TimeoutExpired:
@@ -428,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000], help="one run per value")
-    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--client-procs", type=int, default=4,
+                        help="client processes (each one uvloop event loop); the clients share the server's cores")
     parser.add_argument("--rate", type=float, nargs="+", default=[],
                         help="steady records/s, one run per value (default 20 when no --step-every-s)")
     parser.add_argument("--step-every-s", type=float, nargs="+", default=[],
@@ -442,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0,
                         help="run the server and clients at this niceness (negative needs root): approximates a "
                              "machine whose cores are not shared with other jobs")
+    parser.add_argument("--idle-s", type=float, default=3.0,
+                        help="seconds the connected clients idle before producing: the server's idle CPU")
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every n-th client records latencies (all clients count their events)")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run the server under cProfile (CPU time) and write its stats to PATH")
     parser.add_argument("--bootstrap", default=get_settings().bootstrap_servers)
     parser.add_argument("--write-doc", action="store_true",
                         help="also write the report to .work/benchmarks/api.md (record it in docs/benchmarks.md)")

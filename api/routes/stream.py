@@ -9,8 +9,12 @@ predictions and readings come as one ``predictions`` / ``readings`` event in
 columns: :mod:`api.frames`) (a state of an incident:
 its ``event`` is OPENED, UPDATED or CLOSED; docs/incidents.md); a ``lagged`` event when it fell
 ``client_queue_size`` events behind (then the stream closes, see
-:mod:`api.hub`), and ``bye`` on server shutdown. Keep-alive comments every
-``ping_s``; a send blocked for ``send_timeout_s`` drops the client.
+:mod:`api.hub`), and ``bye`` on server shutdown. A keep-alive comment
+(``: ping``) goes to a stream that wrote nothing for ``ping_s``, and a write
+blocked for ``send_timeout_s`` drops the client: one task per app checks
+every stream once a second (:meth:`api.hub.Hub.due_pings`,
+:meth:`api.hub.Hub.expire_sends`), instead of sse-starlette's ping task and
+timer per write for each client.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from api.runtime import Runtime
 __all__ = ["router", "snapshot_of"]
 
 router = APIRouter(prefix="/stream", tags=["stream"], responses=error_responses(404, 422, 429, 503))
+KEEP_ALIVE = b": ping\n\n"
 EVENT_ID_PATTERN = pattern(r"^[0-9]*$", "must be an event id (a non-negative integer; empty = none)")
 
 
@@ -53,9 +58,14 @@ def snapshot_of(runtime: Runtime, event_filter: EventFilter) -> dict[str, Any]:
 
 
 async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    """The stream's chunks; around each ``yield`` (the server's write of it) ``sub.sending_since`` is set, so
+    :meth:`~api.hub.Hub.expire_sends` can drop a client whose write stays blocked."""
     hub, metrics = runtime.hub, runtime.metrics
     coalesce_s = runtime.settings.coalesce_ms / 1000.0
     loop = asyncio.get_running_loop()
+    clock = loop.time
+    sub.task = asyncio.current_task()  # the response's sending task: cancelling it ends the stream
+    hub.opened(sub)
 
     async def wake_on_shutdown() -> None:
         await shutdown.wait()
@@ -64,37 +74,48 @@ async def _events(runtime: Runtime, sub: Subscriber, first: bytes, shutdown: any
     watcher = asyncio.create_task(wake_on_shutdown())
     metrics.sse_clients.inc()
     try:
+        sub.sending_since = clock()
         yield first
-        last_write = loop.time()
+        sub.sending_since = 0.0
+        last_write = sub.last_write = clock()
         while True:
-            wait_s = last_write + coalesce_s - loop.time()
-            if wait_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
-                await asyncio.sleep(wait_s)
             await sub.wake.wait()
+            wait_s = last_write + coalesce_s - clock()
+            if wait_s > 0:  # at most one write per coalesce_ms: events arriving meanwhile share it
+                await asyncio.sleep(wait_s)  # (only when events come that soon: no timer per write otherwise)
             if sub.lagged:
                 metrics.sse_lagged.inc()
+                sub.sending_since = clock()
                 yield encode_frame(None, "lagged", {
                     "last_event_id": sub.last_sent_id, "queue_size": sub.limit,
                     "message": "this client fell too far behind and is disconnected; reconnect with "
                                "Last-Event-ID to resume (a snapshot is sent if the gap is too old)"})
                 return
             if sub.closed:
+                sub.sending_since = clock()
                 yield encode_frame(None, "bye", {"last_event_id": sub.last_sent_id, "message": "server shutting down"})
                 return
             batches = sub.take()
             if not batches:
+                if sub.ping_due:
+                    sub.sending_since = clock()
+                    yield KEEP_ALIVE
+                    sub.sending_since, sub.last_write, sub.ping_due = 0.0, clock(), False
                 continue
             sub.last_sent_id = batches[-1].last_id
             metrics.sse_events_sent.inc(sum(batch.count for batch in batches))
-            last_write = loop.time()
-            oldest_ms = batches[0].received_ms
-            metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
+            oldest_s = batches[0].received_ms / 1000.0
+            metrics.sse_ready_seconds.observe(max(0.0, time.time() - oldest_s))
+            last_write = sub.sending_since = clock()
             yield batches[0].payload if len(batches) == 1 else b"".join([batch.payload for batch in batches])
-            metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_ms / 1000.0))
+            sub.sending_since, sub.last_write, sub.ping_due = 0.0, clock(), False
+            metrics.sse_sent_seconds.observe(max(0.0, time.time() - oldest_s))
     finally:
         watcher.cancel()
         hub.unsubscribe(sub)
         metrics.sse_clients.dec()
+        if sub.timed_out:
+            metrics.sse_send_timeouts.inc()
 
 
 @router.get("", summary="Live predictions, alerts and readings (Server-Sent Events)",
@@ -129,8 +150,8 @@ async def stream(
     shutdown = anyio.Event()
     return EventSourceResponse(
         _events(runtime, sub, first, shutdown),
-        ping=settings.ping_s,
-        send_timeout=settings.send_timeout_s,
+        ping=0,  # keep-alives come from the stream itself, only when it was idle for ping_s (Hub.due_pings)
+        send_timeout=None,  # one deadline per client instead (Hub.expire_sends): no timer per write
         shutdown_event=shutdown,
         shutdown_grace_period=settings.shutdown_grace_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

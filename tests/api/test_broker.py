@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from api.broker import KafkaFeed, check_kafka
+from api.broker import KafkaFeed, StepGather, check_kafka
 from api.state import Record
 from kafka_client import KafkaUnavailableError
 from schemas.codec import AvroCodec
@@ -136,3 +136,67 @@ def test_topics_created_later_are_picked_up(kafka_bootstrap: str, fresh_topic, l
             admin.delete_topics([late])[late].result(30)
     finally:
         feed.stop()
+
+
+def _step(step: int, sensors: tuple[str, ...], horizons: tuple[int, ...] = (15, 30, 60)) -> list[Record]:
+    return [("prediction", {**_prediction(sensor, step), "horizon_min": h}, 0.0) for sensor in sensors
+            for h in horizons]
+
+
+def test_step_gather_waits_while_the_newest_step_is_smaller_than_the_largest_seen() -> None:
+    steps = StepGather()
+    steps.start()
+    steps.add(_step(0, ("a", "b")))
+    assert steps.size == 6 and not steps.waiting  # nothing known to be missing
+    steps.start()
+    steps.add(_step(1, ("a",)))
+    assert steps.waiting  # 3 of 6
+    steps.add(_step(1, ("b",)) + [("alert", {"sensor_id": "b"}, 0.0)])  # alerts are not counted
+    assert not steps.waiting
+    steps.start()
+    steps.add(_step(2, ("a",)) + _step(3, ("a", "b")))  # the newest step decides
+    assert not steps.waiting and steps.newest == T0 + 3 * 300_000
+    steps.start()
+    steps.add([("alert", {"sensor_id": "a"}, 0.0)])
+    assert not steps.waiting  # no prediction in the delivery
+
+
+def test_step_gather_starts_from_the_hint_and_forgets_old_steps() -> None:
+    steps = StepGather(size_hint=6, keep=2)
+    steps.start()
+    steps.add(_step(0, ("a", "b"))[:4])
+    assert steps.waiting  # 4 of the expected 6 before any step was seen whole
+    for step in range(1, 5):
+        steps.add(_step(step, ("a",)))
+    assert sorted(steps.counts) == [T0 + 3 * 300_000, T0 + 4 * 300_000] and steps.size == 6
+
+
+@pytest.mark.integration
+def test_a_step_arriving_in_parts_is_delivered_as_one_batch(kafka_bootstrap: str, fresh_topic, loop: _Loop) -> None:
+    topics = TopicSettings(predictions=fresh_topic("broker-steps", partitions=3), alerts=fresh_topic("broker-alert"),
+                           aggregates=fresh_topic("broker-agg"), incidents=fresh_topic("broker-incidents"))
+    sensors = ("773869", "767541", "767542", "717447")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    # a quiet gap of 1 s ends the gathering: the parts below come 0.2 s apart, robust on a busy machine
+    feed = KafkaFeed(kafka_bootstrap, topics, loop.deliver, loop.loop, consume_actuals=False, backfill_per_partition=0,
+                     metadata_refresh_s=0.5, timeout_s=5.0, step_gather_ms=2000, step_records=12)
+    feed.start()
+    try:
+        assert _wait(lambda: (topics.predictions, 2) in feed.assigned), feed.last_error
+        records = _step(1, sensors)
+        for part in range(3):  # the step in three parts, one per partition, flushed apart
+            for _, record, _ in records[part * 4:(part + 1) * 4]:
+                producer.produce(topics.predictions, PREDICTION.encode(record), partition=part)
+            producer.flush(30)
+            time.sleep(0.2)
+        assert _wait(lambda: len(loop.records()) >= 12), feed.last_error
+        assert [len(batch) for batch in loop.batches] == [12]  # one delivery: one frame per client
+
+        for _, record, _ in _step(2, sensors)[:8]:  # a step that stays short still goes out (after the quiet gap)
+            producer.produce(topics.predictions, PREDICTION.encode(record), partition=0)
+        producer.flush(30)
+        assert _wait(lambda: len(loop.records()) == 20), feed.last_error
+        assert [len(batch) for batch in loop.batches] == [12, 8]
+    finally:
+        feed.stop()
+        producer.flush(10)

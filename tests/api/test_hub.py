@@ -117,3 +117,44 @@ def test_an_event_frame_is_encoded_on_first_use_only_and_then_shared():
     assert event.encoded is None and other.encoded is None
     frame = event.frame
     assert frame == encode_frame(1, "prediction", event.data) and event.frame is frame
+
+
+def test_expire_sends_cancels_only_streams_whose_write_is_blocked_past_the_deadline():
+    async def run():
+        hub = Hub(ring_size=10, queue_size=2)
+        stuck, fresh, idle, lagged = (hub.subscribe(EventFilter()) for _ in range(4))
+        for sub in (stuck, fresh, idle, lagged):
+            hub.opened(sub)
+            sub.task = asyncio.get_running_loop().create_task(asyncio.sleep(60))
+        stuck.sending_since, fresh.sending_since, lagged.sending_since = 100.0, 108.0, 99.0
+        hub.publish([_prediction(s, 15) for s in "abc"])  # 3 events > queue of 2: every subscriber lags ...
+        assert hub.subscribers == set() and len(hub.streams) == 4  # ... but their streams are still open
+        hub.subscribers.update((stuck, fresh, idle))  # (only `lagged` really lagged in this scenario)
+        assert hub.expire_sends(now=111.0, timeout_s=10.0) == 2  # stuck 11 s and lagged 12 s; fresh 3 s, idle none
+        await asyncio.sleep(0)
+        assert stuck.task.cancelled() and lagged.task.cancelled() and stuck.timed_out
+        assert not fresh.task.done() and not idle.task.done() and not fresh.timed_out
+        assert hub.subscribers == {fresh, idle}
+        assert hub.expire_sends(now=130.0, timeout_s=10.0) == 1  # now fresh too; the cancelled ones count once
+        hub.unsubscribe(stuck)
+        assert stuck not in hub.streams
+        idle.task.cancel()
+
+    asyncio.run(run())
+
+
+def test_due_pings_wakes_only_streams_idle_for_ping_s():
+    async def run():
+        hub = Hub(ring_size=10, queue_size=10)
+        idle, busy, sending, new = (hub.subscribe(EventFilter()) for _ in range(4))
+        for sub in (idle, busy, sending, new):
+            hub.opened(sub)
+        idle.last_write, busy.last_write, sending.last_write = 100.0, 112.0, 100.0
+        sending.sending_since = 114.0  # a write in flight: the send deadline's business, not a ping's
+        assert hub.due_pings(now=115.0, ping_s=15.0) == 1
+        assert idle.ping_due and idle.wake.is_set()
+        assert not any(s.ping_due or s.wake.is_set() for s in (busy, sending, new))  # new: not started writing
+        assert hub.due_pings(now=116.0, ping_s=15.0) == 0  # already due: woken once
+        assert idle.take() == [] and idle.ping_due  # the stream finds no batch and sends the keep-alive
+
+    asyncio.run(run())

@@ -12,6 +12,7 @@ import uuid
 import httpx
 import pytest
 from api_harness import serve, wait_until
+from prometheus_client import generate_latest
 from sse_reader import read_events
 
 from api.settings import ApiSettings
@@ -175,3 +176,48 @@ def test_an_unknown_last_event_id_gets_a_fresh_snapshot(served_api, timeline):
         first = next(read_events(response))
     assert first.event == "snapshot" and first.id == first.data["last_event_id"]
     assert {p["horizon_min"] for p in first.data["predictions"]} == {15, 30, 60}
+
+
+def test_a_stream_whose_write_stays_blocked_is_ended_by_the_send_deadline(tmp_path):
+    """The real route and sse-starlette response; the server's send is a double that never returns."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.hub import EventFilter
+    from api.routes.stream import stream
+
+    settings = ApiSettings(model_registry=tmp_path / "registry", send_timeout_s=10.0, use_store=False)
+    with TestClient(create_app(settings, start_feed=False)) as client:
+        runtime = client.app.state.runtime
+
+        async def scenario() -> tuple[list[str], bool]:
+            sent: list[str] = []
+            blocked = asyncio.Event()
+            disconnected = asyncio.Event()
+
+            async def send(message) -> None:  # a client that never reads: the first body write never completes
+                sent.append(message["type"])
+                if message["type"] == "http.response.body":
+                    blocked.set()
+                    await asyncio.Event().wait()
+
+            async def receive():
+                await disconnected.wait()
+                return {"type": "http.disconnect"}
+
+            response = await stream(runtime, EventFilter(), None, False)
+            scope = {"type": "http", "method": "GET", "path": "/stream", "headers": []}
+            task = asyncio.create_task(response(scope, receive, send))
+            await asyncio.wait_for(blocked.wait(), 10)
+            loop = asyncio.get_running_loop()
+            assert runtime.hub.expire_sends(loop.time() + 5.0, 10.0) == 0  # within the deadline: kept
+            assert runtime.hub.expire_sends(loop.time() + 10.5, 10.0) == 1  # past it: cancelled
+            await asyncio.wait_for(task, 10)  # the response ends by itself
+            disconnected.set()
+            return sent, not runtime.hub.streams
+
+        sent, gone = client.portal.call(scenario)
+    assert sent == ["http.response.start", "http.response.body"] and gone
+    assert "traffic_api_sse_send_timeouts_total 1.0" in generate_latest(runtime.metrics.registry).decode()
