@@ -40,17 +40,24 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import apache_beam as beam  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
+from benchmarks.stream_watch import (  # noqa: E402
+    STAGES,
+    Arrivals,
+    stage_start_offsets,
+    take_reports,
+    watch_process,
+)
 from config.settings import PlatformSettings, default_registry_root  # noqa: E402
 from kafka_client import KafkaUnavailableError, admin_client, producer_config  # noqa: E402
 from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
@@ -68,23 +75,6 @@ TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "a
 
 class ServiceDown(Exception):
     """A platform service the benchmark needs is not reachable."""
-
-
-@dataclass
-class Arrivals:
-    """What the watcher thread saw: first event, and per step the (sensor, horizon) set and completion time."""
-
-    expected_per_step: int
-    sensors: int = 0
-    first_event_s: float | None = None
-    seen: dict[int, set] = field(default_factory=dict)
-    complete_s: dict[int, float] = field(default_factory=dict)
-    # The paced phase's stage breakdown: per stage topic, per step, the sensors seen and when all had arrived.
-    stage_parts: list = field(default_factory=list)
-    stage_seen: dict[str, dict[int, set]] = field(default_factory=dict)
-    stage_complete_s: dict[str, dict[int, float]] = field(default_factory=dict)
-    loads: list[float] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def check_services(runner: str, settings: PlatformSettings) -> None:
@@ -123,220 +113,6 @@ def delete_topics(admin: AdminClient, topics: TopicSettings) -> None:
             future.result(timeout=60)
         except Exception:  # noqa: BLE001, S110 - best effort at the end
             pass
-
-
-STAGES = {"events": ("traffic_event", "event_time"), "aggregates": ("window_aggregate", "window_start")}
-
-
-def _millis(value) -> int:
-    return value if isinstance(value, int) else int(value.timestamp() * 1000)
-
-
-def _note_stage(arrivals: Arrivals, stage: str, record: dict, now: float) -> None:
-    """A validated event or an aggregate of a paced step: the step's stage is complete once every sensor is in."""
-    step = _millis(record[STAGES[stage][1]])
-    seen = arrivals.stage_seen.setdefault(stage, {}).setdefault(step, set())
-    seen.add(record["sensor_id"])
-    done = arrivals.stage_complete_s.setdefault(stage, {})
-    if len(seen) >= arrivals.sensors and step not in done:
-        done[step] = now
-
-
-def stage_start_offsets(bootstrap: str, topics: TopicSettings) -> list[TopicPartition]:
-    """The events and aggregates topics' current ends: the paced phase's stage records come after them."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ends-{uuid.uuid4().hex}"})
-    try:
-        parts = []
-        for topic in (topics.events, topics.aggregates):
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                parts.append(TopicPartition(topic, p, high))
-        return parts
-    finally:
-        consumer.close()
-
-
-def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threading.Event) -> None:
-    """Records the wall time of the first event and of each step's complete set of predictions.
-
-    Once ``arrivals.stage_parts`` is set (the paced phase), it also records when each step's
-    validated events and aggregates were complete: the latency broken down by stage.
-    """
-    codec = AvroCodec("prediction")
-    stage_codecs = {topics.events: ("events", AvroCodec(STAGES["events"][0])),
-                    topics.aggregates: ("aggregates", AvroCodec(STAGES["aggregates"][0]))}
-    staged = False
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    assigned = {topics.events: 0, topics.predictions: 0}
-    for topic in assigned:
-        assigned[topic] = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    pred_parts = [TopicPartition(topics.predictions, p, 0) for p in range(assigned[topics.predictions])]
-    consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
-    last_load = 0.0
-    try:
-        while not stop.is_set():
-            if arrivals.stage_parts and not staged:
-                reading = consumer.position(consumer.assignment())  # the predictions read on where they are
-                consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
-                                 for tp in reading if tp.topic == topics.predictions] + arrivals.stage_parts)
-                staged = True
-            messages = consumer.consume(500, timeout=0.05)
-            now = time.time()
-            if now - last_load >= 5:
-                arrivals.loads.append(os.getloadavg()[0])
-                last_load = now
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                if staged and message.topic() in stage_codecs:
-                    stage, stage_codec = stage_codecs[message.topic()]
-                    with arrivals.lock:
-                        _note_stage(arrivals, stage, stage_codec.decode(message.value()), now)
-                    continue
-                if message.topic() == topics.events:
-                    if arrivals.first_event_s is None:
-                        arrivals.first_event_s = now
-                        consumer.assign(pred_parts)  # the events' content is not needed
-                    continue
-                record = codec.decode(message.value())
-                step = _millis(record["event_time"])
-                with arrivals.lock:
-                    keys = arrivals.seen.setdefault(step, set())
-                    keys.add((record["sensor_id"], record["horizon_min"]))
-                    if len(keys) >= arrivals.expected_per_step and step not in arrivals.complete_s:
-                        arrivals.complete_s[step] = now
-    finally:
-        consumer.close()
-
-
-def _watch_process(bootstrap: str, topics: TopicSettings, expected_per_step: int, sensors: int,
-                   stage_parts: multiprocessing.Queue, out: multiprocessing.Queue, stop: threading.Event) -> None:
-    """:func:`watch` in a process of its own; what it sees is sent to the benchmark as it arrives.
-
-    With a LOOPBACK worker the job's Python SDK harness runs in the benchmark's process: a watcher thread there,
-    decoding every prediction, would take the job's interpreter lock from it.
-    """
-    seen = Arrivals(expected_per_step=expected_per_step, sensors=sensors)
-    thread = threading.Thread(target=watch, args=(bootstrap, topics, seen, stop), daemon=True)
-    thread.start()
-    sent: dict[str, set] = {"complete": set(), "events": set(), "aggregates": set()}
-    sent_first, sent_loads = False, 0
-    while thread.is_alive():
-        if not stage_parts.empty():
-            seen.stage_parts = [TopicPartition(*part) for part in stage_parts.get()]
-        with seen.lock:
-            if seen.first_event_s is not None and not sent_first:
-                out.put(("first", None, seen.first_event_s))
-                sent_first = True
-            for step, at in seen.complete_s.items():
-                if step not in sent["complete"]:
-                    out.put(("complete", step, at))
-                    sent["complete"].add(step)
-            for stage, done in seen.stage_complete_s.items():
-                for step, at in done.items():
-                    if step not in sent[stage]:
-                        out.put((stage, step, at))
-                        sent[stage].add(step)
-            for load in seen.loads[sent_loads:]:
-                out.put(("load", None, load))
-            sent_loads = len(seen.loads)
-        time.sleep(0.01)
-
-
-def _take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
-    """The benchmark's side of :func:`_watch_process`: its reports into ``arrivals``."""
-    while (report := out.get()) is not None:
-        what, step, value = report
-        with arrivals.lock:
-            if what == "first":
-                arrivals.first_event_s = value
-            elif what == "complete":
-                arrivals.complete_s[step] = value
-            elif what == "load":
-                arrivals.loads.append(value)
-            else:
-                arrivals.stage_complete_s.setdefault(what, {})[step] = value
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def platform_pids(settings: PlatformSettings) -> dict[str, int]:
-    """The local platform's processes (Kafka, Flink's JobManager and TaskManager, the job server) by name."""
-    pids = {}
-    for pid_file in sorted(settings.run_dir.glob("*.pid")):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if Path(f"/proc/{pid}").exists():
-            pids[pid_file.stem] = pid
-    return pids
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (a service's PID file may name the script that started its JVM)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop())
-        todo.extend(children.get(tree[-1], ()))
-    return tree
-
-
-def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process with its descendants."""
-    out = {}
-    for name, pid in pids.items():
-        total = 0.0
-        for member in _tree(pid):
-            try:
-                total += _cpu_s(member)
-            except OSError:
-                continue
-        out[name] = total
-    return out
-
-
-class RssSampler(threading.Thread):
-    """The resident set of one process, sampled every 0.5 s until :meth:`stop`: start, peak and end, in MB."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.samples = [_rss_mb(pid)]
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            self.samples.append(_rss_mb(self.pid))
-
-    def stop(self) -> dict[str, float]:
-        self.done.set()
-        self.join(timeout=5)
-        self.samples.append(_rss_mb(self.pid))
-        return {"start_mb": round(self.samples[0], 1), "peak_mb": round(max(self.samples), 1),
-                "end_mb": round(self.samples[-1], 1)}
 
 
 def wait_for(predicate, timeout_s: float, what: str, failure: list) -> None:
@@ -425,11 +201,11 @@ def run(args: argparse.Namespace) -> dict:
                                       int(preload.times_ms[-1]))
         spawn = multiprocessing.get_context("spawn")
         stage_parts, reports, stop = spawn.Queue(), spawn.Queue(), spawn.Event()
-        watcher = spawn.Process(target=_watch_process, daemon=True,
+        watcher = spawn.Process(target=watch_process, daemon=True,
                                 args=(bootstrap, topics, arrivals.expected_per_step, arrivals.sensors, stage_parts,
                                       reports, stop))
         watcher.start()
-        threading.Thread(target=_take_reports, args=(reports, arrivals), daemon=True).start()
+        threading.Thread(target=take_reports, args=(reports, arrivals), daemon=True).start()
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
                               known_sensor_ids=network_sensor_ids(), output=out_dir, group_id=job_name,
                               start="earliest")
@@ -459,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
         rss.start()
         wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
         startup_s = arrivals.first_event_s - submitted
-        cpu_at_first_event = _cpu_s(os.getpid())
+        cpu_at_first_event = cpu_s(os.getpid())
         services = platform_pids(settings)
         services_cpu = cpu_by_process(services)
         print(f"start-up: first validated event {startup_s:.1f} s after submission", flush=True)
@@ -468,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
                  failure)
         drain_s = arrivals.complete_s[last_step] - arrivals.first_event_s
         worker_rss = rss.stop()
-        drain_cpu_s = _cpu_s(os.getpid()) - cpu_at_first_event
+        drain_cpu_s = cpu_s(os.getpid()) - cpu_at_first_event
         services_cpu = {name: round(cpu - services_cpu[name], 1) for name, cpu in cpu_by_process(services).items()
                         if name in services_cpu}
         print(f"CPU during the drain ({drain_s:.1f} s wall): worker {drain_cpu_s:.1f} s (all threads of this "

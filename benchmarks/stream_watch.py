@@ -1,0 +1,169 @@
+"""The streaming benchmark's watcher: when each step's predictions (and, when paced, its events and aggregates)
+are complete on the output topics, seen from a process of its own (``watch_process``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.codec import AvroCodec
+from schemas.topics import TopicSettings
+
+__all__ = ["STAGES", "Arrivals", "stage_start_offsets", "take_reports", "watch", "watch_process"]
+
+
+@dataclass
+class Arrivals:
+    """What the watcher thread saw: first event, and per step the (sensor, horizon) set and completion time."""
+
+    expected_per_step: int
+    sensors: int = 0
+    first_event_s: float | None = None
+    seen: dict[int, set] = field(default_factory=dict)
+    complete_s: dict[int, float] = field(default_factory=dict)
+    # The paced phase's stage breakdown: per stage topic, per step, the sensors seen and when all had arrived.
+    stage_parts: list = field(default_factory=list)
+    stage_seen: dict[str, dict[int, set]] = field(default_factory=dict)
+    stage_complete_s: dict[str, dict[int, float]] = field(default_factory=dict)
+    loads: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+STAGES = {"events": ("traffic_event", "event_time"), "aggregates": ("window_aggregate", "window_start")}
+
+
+def _millis(value) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def _note_stage(arrivals: Arrivals, stage: str, record: dict, now: float) -> None:
+    """A validated event or an aggregate of a paced step: the step's stage is complete once every sensor is in."""
+    step = _millis(record[STAGES[stage][1]])
+    seen = arrivals.stage_seen.setdefault(stage, {}).setdefault(step, set())
+    seen.add(record["sensor_id"])
+    done = arrivals.stage_complete_s.setdefault(stage, {})
+    if len(seen) >= arrivals.sensors and step not in done:
+        done[step] = now
+
+
+def stage_start_offsets(bootstrap: str, topics: TopicSettings) -> list[TopicPartition]:
+    """The events and aggregates topics' current ends: the paced phase's stage records come after them."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ends-{uuid.uuid4().hex}"})
+    try:
+        parts = []
+        for topic in (topics.events, topics.aggregates):
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                parts.append(TopicPartition(topic, p, high))
+        return parts
+    finally:
+        consumer.close()
+
+
+def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threading.Event) -> None:
+    """Records the wall time of the first event and of each step's complete set of predictions.
+
+    Once ``arrivals.stage_parts`` is set (the paced phase), it also records when each step's
+    validated events and aggregates were complete: the latency broken down by stage.
+    """
+    codec = AvroCodec("prediction")
+    stage_codecs = {topics.events: ("events", AvroCodec(STAGES["events"][0])),
+                    topics.aggregates: ("aggregates", AvroCodec(STAGES["aggregates"][0]))}
+    staged = False
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    assigned = {topics.events: 0, topics.predictions: 0}
+    for topic in assigned:
+        assigned[topic] = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    pred_parts = [TopicPartition(topics.predictions, p, 0) for p in range(assigned[topics.predictions])]
+    consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
+    last_load = 0.0
+    try:
+        while not stop.is_set():
+            if arrivals.stage_parts and not staged:
+                reading = consumer.position(consumer.assignment())  # the predictions read on where they are
+                consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
+                                 for tp in reading if tp.topic == topics.predictions] + arrivals.stage_parts)
+                staged = True
+            messages = consumer.consume(500, timeout=0.05)
+            now = time.time()
+            if now - last_load >= 5:
+                arrivals.loads.append(os.getloadavg()[0])
+                last_load = now
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                if staged and message.topic() in stage_codecs:
+                    stage, stage_codec = stage_codecs[message.topic()]
+                    with arrivals.lock:
+                        _note_stage(arrivals, stage, stage_codec.decode(message.value()), now)
+                    continue
+                if message.topic() == topics.events:
+                    if arrivals.first_event_s is None:
+                        arrivals.first_event_s = now
+                        consumer.assign(pred_parts)  # the events' content is not needed
+                    continue
+                record = codec.decode(message.value())
+                step = _millis(record["event_time"])
+                with arrivals.lock:
+                    keys = arrivals.seen.setdefault(step, set())
+                    keys.add((record["sensor_id"], record["horizon_min"]))
+                    if len(keys) >= arrivals.expected_per_step and step not in arrivals.complete_s:
+                        arrivals.complete_s[step] = now
+    finally:
+        consumer.close()
+
+
+def watch_process(bootstrap: str, topics: TopicSettings, expected_per_step: int, sensors: int,
+                   stage_parts: multiprocessing.Queue, out: multiprocessing.Queue, stop: threading.Event) -> None:
+    """:func:`watch` in a process of its own; what it sees is sent to the benchmark as it arrives.
+
+    With a LOOPBACK worker the job's Python SDK harness runs in the benchmark's process: a watcher thread there,
+    decoding every prediction, would take the job's interpreter lock from it.
+    """
+    seen = Arrivals(expected_per_step=expected_per_step, sensors=sensors)
+    thread = threading.Thread(target=watch, args=(bootstrap, topics, seen, stop), daemon=True)
+    thread.start()
+    sent: dict[str, set] = {"complete": set(), "events": set(), "aggregates": set()}
+    sent_first, sent_loads = False, 0
+    while thread.is_alive():
+        if not stage_parts.empty():
+            seen.stage_parts = [TopicPartition(*part) for part in stage_parts.get()]
+        with seen.lock:
+            if seen.first_event_s is not None and not sent_first:
+                out.put(("first", None, seen.first_event_s))
+                sent_first = True
+            for step, at in seen.complete_s.items():
+                if step not in sent["complete"]:
+                    out.put(("complete", step, at))
+                    sent["complete"].add(step)
+            for stage, done in seen.stage_complete_s.items():
+                for step, at in done.items():
+                    if step not in sent[stage]:
+                        out.put((stage, step, at))
+                        sent[stage].add(step)
+            for load in seen.loads[sent_loads:]:
+                out.put(("load", None, load))
+            sent_loads = len(seen.loads)
+        time.sleep(0.01)
+
+
+def take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
+    """The benchmark's side of :func:`watch_process`: its reports into ``arrivals``."""
+    while (report := out.get()) is not None:
+        what, step, value = report
+        with arrivals.lock:
+            if what == "first":
+                arrivals.first_event_s = value
+            elif what == "complete":
+                arrivals.complete_s[step] = value
+            elif what == "load":
+                arrivals.loads.append(value)
+            else:
+                arrivals.stage_complete_s.setdefault(what, {})[step] = value
