@@ -13,6 +13,7 @@ the code that made it.
 
 from __future__ import annotations
 
+import sysconfig
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +24,12 @@ from confluent_kafka import admin as kafka_admin
 __all__ = ["ClientLedger", "client_threads", "install"]
 
 _STACK_FRAMES = 6  # the project frames above the constructor kept for the report
+_STDLIB = sysconfig.get_paths()["stdlib"]
 
 
 def _library(filename: str) -> bool:
-    """Whether a frame is pytest's, pluggy's, Beam's or another installed library's (not the project's)."""
-    return "site-packages" in filename or filename.startswith("<")
+    """Whether a frame is Python's, pytest's, Beam's or another installed library's (not the project's)."""
+    return "site-packages" in filename or filename.startswith(("<", _STDLIB))
 
 
 def client_threads() -> set[int]:
@@ -52,8 +54,13 @@ class ClientLedger:
     def made(self, before: set[int], kind: str) -> None:
         frames = [f for f in traceback.extract_stack()[:-2] if not _library(f.filename)]
         stack = "".join(traceback.format_list(frames[-_STACK_FRAMES:]))
-        for tid in client_threads() - before:
-            self.stacks[tid] = f"{kind} made at\n{stack}"
+        new = client_threads() - before
+        # Clients made at the same moment in other threads (a pipeline's workers) also show up as new here:
+        # a thread is only claimed outright when it is the one new thread.
+        for tid in new:
+            if len(new) == 1 or tid not in self.stacks:
+                together = "" if len(new) == 1 else f" (or by one of {len(new) - 1} made at the same moment)"
+                self.stacks[tid] = f"{kind} made at{together}\n{stack}"
 
     def test_ended(self, before: set[int], nodeid: str) -> None:
         for tid in client_threads() - before:
