@@ -129,6 +129,8 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from kafka_client.lifecycle import close_clients  # not at the top: kafka_clients.install() comes first
+
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
@@ -144,6 +146,9 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
     with admin:  # closed afterwards: a client left open reconnects (and logs) until the broker is gone
         yield make
+        # The test's jobs are over: a LOOPBACK job that was cancelled left its DoFns' clients of these topics
+        # open in this process (a runner never tears a cancelled job's DoFns down); close them.
+        close_clients(created)
         if created:
             for future in admin.delete_topics(created, operation_timeout=30).values():
                 try:
