@@ -63,6 +63,7 @@ def _session_platform(platform_settings: PlatformSettings) -> Iterator[_SessionP
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Notes the Kafka clients each test (set-up, call and teardown) left open, for the end-of-session check."""
     before = client_threads()
+    _CLIENTS.test_started(item.nodeid)
     yield
     _CLIENTS.test_ended(before, item.nodeid)
 

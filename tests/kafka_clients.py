@@ -50,6 +50,8 @@ class ClientLedger:
     def __init__(self) -> None:
         self.tests: dict[int, str] = {}
         self.stacks: dict[int, str] = {}
+        self.running: str | None = None  # the test running now
+        self.last_ended: str | None = None  # the last test that ended, for clients made between tests
 
     def made(self, before: set[int], kind: str) -> None:
         frames = [f for f in traceback.extract_stack()[:-2] if not _library(f.filename)]
@@ -61,10 +63,18 @@ class ClientLedger:
             if len(new) == 1 or tid not in self.stacks:
                 together = "" if len(new) == 1 else f" (or by one of {len(new) - 1} made at the same moment)"
                 self.stacks[tid] = f"{kind} made at{together}\n{stack}"
+            if self.running is not None:  # (a thread id can be reused: a new client's name replaces the old one's)
+                self.tests[tid] = self.running
+            elif self.last_ended is not None:  # a worker thread of a job an ended test left running
+                self.tests[tid] = f"no test: made after {self.last_ended} ended (a job it left running?)"
+
+    def test_started(self, nodeid: str) -> None:
+        self.running = nodeid
 
     def test_ended(self, before: set[int], nodeid: str) -> None:
         for tid in client_threads() - before:
-            self.tests[tid] = nodeid
+            self.tests.setdefault(tid, nodeid)  # clients made outside confluent_kafka's classes too
+        self.running, self.last_ended = None, nodeid
 
     def report(self, open_tids: set[int]) -> str:
         lines = []

@@ -21,10 +21,28 @@ def test_each_kind_of_client_is_traced_to_the_line_that_made_it_until_it_is_clos
         report = ledger.report(opened)
         for kind in ("Producer", "Consumer", "AdminClient"):
             assert f"{kind} made at" in report, report
-        assert report.count("test_kafka_clients.py") == 3, report
+        assert report.count('test_kafka_clients.py", line') == 3, report  # each one's creating line
+        assert report.count("opened during tests/test_kafka_clients.py::test_each_kind") == 3, report
         assert "site-packages" not in report, report
     finally:
         producer.close()
         consumer.close()
         del admin  # an admin client has no close(): destroying it closes it
     assert not client_threads() & opened, "closed clients still have their threads"
+
+
+def test_a_client_made_between_tests_names_the_test_that_ended_before_it() -> None:
+    ledger = install()
+    running, last = ledger.running, ledger.last_ended
+    ledger.running, ledger.last_ended = None, "tests/x.py::test_that_left_a_job"  # as between two tests
+    before = client_threads()
+    try:
+        producer = Producer(UNREACHABLE)
+    finally:
+        ledger.running, ledger.last_ended = running, last
+    try:
+        [tid] = client_threads() - before
+        assert ledger.tests[tid].startswith("no test: made after tests/x.py::test_that_left_a_job ended")
+        assert "test_kafka_clients.py" in ledger.report({tid})
+    finally:
+        producer.close()
