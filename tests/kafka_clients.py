@@ -14,6 +14,7 @@ the code that made it.
 from __future__ import annotations
 
 import sysconfig
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = ["ClientLedger", "client_threads", "install"]
 
 _STACK_FRAMES = 6  # the project frames above the constructor kept for the report
 _STDLIB = sysconfig.get_paths()["stdlib"]
+_NAMING_S = 0.05  # a new librdkafka thread has named itself by then
 
 
 def _library(filename: str) -> bool:
@@ -33,7 +35,19 @@ def _library(filename: str) -> bool:
 
 
 def client_threads() -> set[int]:
-    """The thread ids of the librdkafka clients open in this process (one ``rdk:main`` thread each)."""
+    """The thread ids of the librdkafka clients open in this process (one ``rdk:main`` thread each).
+
+    A thread ``rdk:main`` starts (a broker thread) is called ``rdk:main`` too until it names itself, so a
+    thread counts only if it still has that name a moment later.
+    """
+    first = _main_threads()
+    if not first:
+        return first
+    time.sleep(_NAMING_S)
+    return first & _main_threads()
+
+
+def _main_threads() -> set[int]:
     tids = set()
     for comm in Path("/proc/self/task").glob("*/comm"):
         try:

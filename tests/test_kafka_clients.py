@@ -17,7 +17,7 @@ def test_each_kind_of_client_is_traced_to_the_line_that_made_it_until_it_is_clos
     admin = AdminClient(UNREACHABLE)
     opened = client_threads() - before
     try:
-        assert len(opened) == 3, opened
+        assert len(opened) == 3, ledger.report(opened)
         report = ledger.report(opened)
         for kind in ("Producer", "Consumer", "AdminClient"):
             assert f"{kind} made at" in report, report

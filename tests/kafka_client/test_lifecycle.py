@@ -100,10 +100,13 @@ def test_close_idle_closes_only_clients_unused_that_long_and_not_in_a_call(track
 def test_a_real_producer_closed_through_the_registry_ends_its_client_thread() -> None:
     before = client_threads()
     entry = track(make_producer(NOWHERE), [_topic()])
-    opened = client_threads() - before
-    assert len(opened) == 1, opened
-    entry.client.produce(next(iter(entry.topics)), b"never delivered")  # queued: the flush cannot deliver it
-    assert close_clients(entry.topics, flush_s=0.1) == 1
+    try:
+        opened = client_threads() - before
+        assert len(opened) == 1, opened
+        entry.client.produce(next(iter(entry.topics)), b"never delivered")  # queued: the flush cannot deliver it
+        assert close_clients(entry.topics, flush_s=0.1) == 1
+    finally:
+        close_client(entry, flush_s=0)
     assert not client_threads() & opened, "the closed producer still runs its thread"
 
 
