@@ -11,15 +11,20 @@ pointed at a separate platform.
 from __future__ import annotations
 
 import gc
+import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from kafka_clients import client_threads, install
 
 from config.settings import PlatformSettings
 from runners.platform import Platform, PlatformError
+
+# Before any test module imports confluent_kafka's classes (config.settings and runners.platform do not):
+# from now on every Kafka client remembers where it was made.
+_CLIENTS = install()
+_CLOSE_WAIT_S = 10.0  # how long a client that is closing (in another thread) may take before it counts as open
 
 
 @pytest.fixture(scope="session")
@@ -54,29 +59,31 @@ def _session_platform(platform_settings: PlatformSettings) -> Iterator[_SessionP
     session.stop_started()
 
 
-def open_kafka_clients() -> int:
-    """How many librdkafka clients are open in this process (each runs one ``rdk:main`` thread; Linux)."""
-    count = 0
-    for comm in Path("/proc/self/task").glob("*/comm"):
-        try:
-            count += comm.read_text().strip() == "rdk:main"
-        except OSError:  # a thread that just ended
-            pass
-    return count
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Notes the Kafka clients each test (set-up, call and teardown) left open, for the end-of-session check."""
+    before = client_threads()
+    _CLIENTS.test_started(item.nodeid)
+    yield
+    _CLIENTS.test_ended(before, item.nodeid)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _kafka_clients_closed(_session_platform: _SessionPlatform) -> Iterator[None]:
-    """At the end of the session, before the platform stops: warn about Kafka clients left open.
+    """At the end of the session, before the platform stops: fail if a Kafka client is still open.
 
     An open client keeps reconnecting to a stopped broker and floods the log with "Connection refused".
+    The failure names the test during which each one was opened and the code that made it.
     """
     yield
     gc.collect()  # clients only garbage holds are destroyed now
-    left = open_kafka_clients()
+    deadline = time.monotonic() + _CLOSE_WAIT_S
+    while (left := client_threads()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        gc.collect()
     if left:
-        warnings.warn(f"{left} Kafka client(s) are still open at the end of the tests: close every producer, "
-                      "consumer and admin client a test opens", stacklevel=1)
+        pytest.fail(f"{len(left)} Kafka client(s) are still open at the end of the tests; close every producer, "
+                    f"consumer and admin client a test opens:\n{_CLIENTS.report(left)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +130,8 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from kafka_client.lifecycle import close_clients  # not at the top: kafka_clients.install() comes first
+
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
@@ -138,6 +147,9 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
     with admin:  # closed afterwards: a client left open reconnects (and logs) until the broker is gone
         yield make
+        # The test's jobs are over: a LOOPBACK job that was cancelled left its DoFns' clients of these topics
+        # open in this process (a runner never tears a cancelled job's DoFns down); close them.
+        close_clients(created)
         if created:
             for future in admin.delete_topics(created, operation_timeout=30).values():
                 try:

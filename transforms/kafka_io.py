@@ -58,6 +58,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from kafka_client import KafkaUnavailableError, check_kafka, make_consumer, make_producer
 from kafka_client import consumer_config as kafka_consumer_config
+from kafka_client.lifecycle import TrackedClient, close_client, track
 from schemas.batches import RawBatch
 from schemas.exceptions import TrafficError
 from schemas.records import KafkaMessage
@@ -175,14 +176,22 @@ class _ReadPartitionFn(beam.DoFn):
         self._records = Metrics.counter("kafka_io", "records_read")
 
     def setup(self) -> None:
-        self._consumer = make_consumer(self._servers, self._group, self._config)
+        self._client: TrackedClient | None = None
 
     def teardown(self) -> None:
-        if getattr(self, "_consumer", None) is not None:
-            self._consumer.close()
-            self._consumer = None
+        if getattr(self, "_client", None) is not None:
+            close_client(self._client)
+            self._client = None
 
     def process(self, element: PartitionRead, tracker=_RESTRICTION_PARAM) -> Iterator[TimestampedValue]:
+        if self._client is None or self._client.closed:  # first call, or closed as idle or its job cancelled
+            self._client = track(make_consumer(self._servers, self._group, self._config), [element.topic])
+        with self._client.lock:  # never closed under a running read (kafka_client.lifecycle)
+            self._client.touch()
+            self._consumer = self._client.client
+            yield from self._read(element, tracker)
+
+    def _read(self, element: PartitionRead, tracker: OffsetRestrictionTracker) -> Iterator[TimestampedValue]:
         restriction = tracker.current_restriction()
         tp = TopicPartition(element.topic, element.partition, restriction.start)
         self._consumer.assign([tp])
@@ -278,12 +287,16 @@ class _WriteFn(beam.DoFn):
     def setup(self) -> None:
         config = {"message.timeout.ms": _MESSAGE_TIMEOUT_MS, **self._config}
         self._flush_s = float(config["message.timeout.ms"]) / 1000 + _FLUSH_MARGIN_S
-        self._producer = make_producer(self._servers, quiet=False, **config)
+        self._producer_settings = config
+        self._client: TrackedClient | None = None
 
     def start_bundle(self) -> None:
         self._errors: list[str] = []
         self._pending = 0
         self._produced = 0
+        if self._client is None or self._client.closed:  # first bundle, or closed as idle or its job cancelled
+            self._client = track(make_producer(self._servers, quiet=False, **self._producer_settings), [self._topic])
+        self._producer = self._client.client
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
         self._pending -= 1
@@ -295,14 +308,22 @@ class _WriteFn(beam.DoFn):
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[None]:
         in_range = MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and timestamp.micros >= 0
         at_ms = timestamp.micros // 1000 if in_range else None
-        if self._many:
-            for key, value in element:
-                self._produce(key, value, at_ms)
-            return ()
-        value = self._value_fn(element) if self._value_fn is not None else element
-        key = self._key_fn(element) if self._key_fn is not None else None
-        self._produce(key, value, at_ms)
+        with self._client.lock:  # never closed under a running call (kafka_client.lifecycle)
+            self._check_open()
+            if self._many:
+                for key, value in element:
+                    self._produce(key, value, at_ms)
+                return ()
+            value = self._value_fn(element) if self._value_fn is not None else element
+            key = self._key_fn(element) if self._key_fn is not None else None
+            self._produce(key, value, at_ms)
         return ()
+
+    def _check_open(self) -> None:
+        """Under the lock: the producer is open (closing it flushed what it held; the bundle fails, is retried)."""
+        if self._client.closed:
+            raise KafkaIOError(f"the producer to {self._topic} was closed during a bundle (its job was cancelled?)")
+        self._client.touch()
 
     def _produce(self, key: Any, value: Any, at_ms: int | None) -> None:
         if value is not None and not isinstance(value, bytes):
@@ -323,7 +344,9 @@ class _WriteFn(beam.DoFn):
             self._producer.poll(0)
 
     def finish_bundle(self) -> None:
-        left = self._producer.flush(self._flush_s)  # ends early once every record is acknowledged or failed
+        with self._client.lock:
+            self._check_open()
+            left = self._producer.flush(self._flush_s)  # ends early once every record is acknowledged or failed
         if left or self._pending or self._errors:
             raise KafkaIOError(
                 f"{len(self._errors) + left} record(s) to {self._topic} were not delivered: "
@@ -331,10 +354,9 @@ class _WriteFn(beam.DoFn):
             )
 
     def teardown(self) -> None:
-        producer, self._producer = getattr(self, "_producer", None), None
-        if producer is not None:  # closed: a cached DoFn's open producer would reconnect until the process ends
-            producer.flush(10.0)
-            producer.close()
+        client, self._client, self._producer = getattr(self, "_client", None), None, None
+        if client is not None:  # closed: a cached DoFn's open producer would reconnect until the process ends
+            close_client(client, flush_s=10.0)
 
 
 class WriteToKafka(beam.PTransform):

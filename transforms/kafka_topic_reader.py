@@ -45,6 +45,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from kafka_client.lifecycle import TrackedClient, close_client, track
 from schemas.batches import RawBatch
 from schemas.records import KafkaMessage
 
@@ -198,12 +199,12 @@ class ReadTopicFn(beam.DoFn):
 
     def setup(self) -> None:
         self._logged_at = 0.0
-        self._consumers: dict[str, Consumer] = {}
+        self._consumers: dict[str, TrackedClient] = {}  # closed by teardown, or kafka_client.lifecycle
         self._positions: dict[str, dict[int, int]] = {}  # per topic: where its consumer reads next
 
     def teardown(self) -> None:
-        for consumer in getattr(self, "_consumers", {}).values():
-            consumer.close()
+        for client in getattr(self, "_consumers", {}).values():
+            close_client(client)
         self._consumers = {}
 
     @beam.DoFn.unbounded_per_element()
@@ -213,11 +214,18 @@ class ReadTopicFn(beam.DoFn):
         tracker=_RESTRICTION_PARAM,
         estimator=_WATERMARK_PARAM,
     ) -> Iterator[TimestampedValue]:
+        client = self._client(element.topic)
+        with client.lock:  # never closed under a running read (kafka_client.lifecycle)
+            client.touch()
+            yield from self._read(element, tracker, estimator, client.client)
+
+    def _read(self, element: TopicRead, tracker: RestrictionTracker, estimator: ManualWatermarkEstimator,
+              consumer: Consumer) -> Iterator[TimestampedValue]:
         restriction = tracker.current_restriction()
         topic = element.topic
         # The runner hands us a view of the tracker: keep this call's progress here too.
         next_offsets = {p.partition: p.next_offset for p in restriction.partitions}
-        consumer = self._consumer_at(topic, next_offsets)
+        self._assign_at(consumer, topic, next_offsets)
         self._commit_resumed(consumer, topic, restriction)
         newest_ms = {p.partition: p.newest_ms for p in restriction.partitions}
         deadline = time.monotonic() + _READ_CALL_S
@@ -282,18 +290,23 @@ class ReadTopicFn(beam.DoFn):
             return False
         return high >= 0 and next_offset >= high
 
-    def _consumer_at(self, topic: str, next_offsets: Mapping[int, int]) -> Consumer:
-        """The topic's consumer, assigned at ``next_offsets`` unless the last call left it exactly there.
+    def _client(self, topic: str) -> TrackedClient:
+        """The topic's consumer; a new one if it was closed (idle, or its job cancelled in this process)."""
+        client = self._consumers.get(topic)
+        if client is None or client.closed:
+            self._positions.pop(topic, None)
+            consumer = Consumer({"fetch.wait.max.ms": _FETCH_WAIT_MS, **self._config})
+            client = self._consumers[topic] = track(consumer, [topic])
+        return client
+
+    def _assign_at(self, consumer: Consumer, topic: str, next_offsets: Mapping[int, int]) -> None:
+        """Assigns the consumer at ``next_offsets`` unless the last call left it exactly there.
 
         Assigning again at every call (several a second while the topic is quiet) starved
         librdkafka's fetcher: records produced after a quiet spell were never returned.
         """
-        consumer = self._consumers.get(topic)
-        if consumer is None:
-            consumer = self._consumers[topic] = Consumer({"fetch.wait.max.ms": _FETCH_WAIT_MS, **self._config})
         if self._positions.pop(topic, None) != next_offsets:  # popped: a call that fails re-assigns
             consumer.assign([TopicPartition(topic, p, offset) for p, offset in next_offsets.items()])
-        return consumer
 
     def _commit_resumed(self, consumer: Consumer, topic: str, restriction: TopicRestriction) -> None:
         """Best effort: a resumed restriction means the runner finished the bundles before it.
