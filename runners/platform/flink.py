@@ -75,6 +75,11 @@ class FlinkService(Service):
         s = self.settings
         return {
             "env.java.opts.all": " ".join((*JAVA17_OPENS, *JAVA_BASE_OPTS)),
+            # A TaskManager out of heap only logged it and kept its slots: the job stayed RUNNING without moving
+            # (overload run 4, docs/faults.md: a state append too large for the heap). Exiting instead lets the
+            # supervisor start a new one and the job restart from its last checkpoint, or fail for good where it
+            # keeps failing (the restart strategy below): a failure an operator sees.
+            "env.java.opts.taskmanager": "-XX:+ExitOnOutOfMemoryError",
             "jobmanager.rpc.address": s.host,
             "jobmanager.rpc.port": s.flink_rpc_port,
             "jobmanager.bind-host": s.host,

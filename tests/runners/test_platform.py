@@ -59,6 +59,7 @@ def test_flink_config_is_yaml_with_loopback_binds(settings: PlatformSettings) ->
     assert parsed["rest.port"] == 28081
     assert "-Djava.net.preferIPv4Stack=true" in parsed["env.java.opts.all"]
     assert "--add-opens=java.base/java.util=ALL-UNNAMED" in parsed["env.java.opts.all"]
+    assert "-XX:+ExitOnOutOfMemoryError" in parsed["env.java.opts.taskmanager"].split()  # no silent stall
     assert parsed["jobmanager.memory.heap.size"] == f"{settings.flink_jobmanager_heap_mb}m"
     assert parsed["taskmanager.memory.process.size"] == f"{settings.flink_taskmanager_process_mb}m"
     assert parsed["state.checkpoints.dir"].startswith((settings.work_dir / "data" / "flink").as_uri())
