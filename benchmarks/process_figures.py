@@ -1,73 +1,59 @@
-"""CPU time and resident memory of local processes, read from ``/proc``: the benchmarks' cost figures."""
+"""CPU time and resident memory of local processes: the benchmarks' cost figures.
+
+The platform's own process records (:mod:`runners.platform`) name the services'
+processes; ``psutil`` reads their counters.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
+
+import psutil
 
 from config.settings import PlatformSettings
+from runners.platform import Platform
+from runners.platform.process import process_tree
 
 __all__ = ["RssSampler", "cpu_by_process", "cpu_s", "platform_pids"]
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def platform_pids(settings: PlatformSettings) -> dict[str, int]:
-    """The local platform's processes (Kafka, Flink's JobManager and TaskManager, the job server) by name."""
+    """The running local services' processes by name (Kafka, Flink's JobManager and TaskManager, ...)."""
     pids = {}
-    for pid_file in sorted(settings.run_dir.glob("*.pid")):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if Path(f"/proc/{pid}").exists():
-            pids[pid_file.stem] = pid
+    for service in Platform(settings).services.values():
+        for proc in service.processes():
+            if (pid := proc.pid()) is not None:
+                pids[proc.name] = pid
     return pids
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (a service's PID file may name the script that started its JVM)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop())
-        todo.extend(children.get(tree[-1], ()))
-    return tree
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process with its descendants."""
+    """CPU seconds so far of each named process with its descendants (a service's recorded process may be the
+    script that started its JVM)."""
     out = {}
     for name, pid in pids.items():
         total = 0.0
-        for member in _tree(pid):
+        for proc in process_tree(pid):
             try:
-                total += cpu_s(member)
-            except OSError:
+                times = proc.cpu_times()
+            except psutil.Error:
                 continue
+            total += times.user + times.system
         out[name] = total
     return out
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return float("nan")
 
 
 class RssSampler(threading.Thread):

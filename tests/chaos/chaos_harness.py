@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 from topic_contents import read_all, record_count
 
 from kafka_client import producer_config
@@ -35,6 +36,7 @@ from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_fro
 from ml.registry import ModelBundle
 from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import flink_jobs
+from runners.platform.process import process_tree
 from schemas.codec import AvroCodec
 from transforms.postprocess import PostProcess, clamp_interval
 
@@ -89,33 +91,14 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB (from /proc)."""
-    total_kb = 0
-    for child in [pid, *_descendants(pid)]:
+    """Resident memory of a process and all its descendants, in MB."""
+    total = 0
+    for proc in process_tree(pid):
         try:
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            pass
-    return total_kb / 1024
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
 
 
 class Command:
