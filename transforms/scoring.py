@@ -58,7 +58,7 @@ from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreStat
 from transforms.state_tables import StateTable
 from transforms.validate import system_now_ms
 
-__all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_columns", "score_record"]
+__all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_record"]
 
 STEP = "ScoreForecasts"
 _PREDICTION = "p"
@@ -70,21 +70,6 @@ _AGGREGATE = "a"
 def is_observed(speed_mph: float | None) -> bool:
     """True for a real reading: finite and > 0 (0 is METR-LA's missing value)."""
     return speed_mph is not None and math.isfinite(float(speed_mph)) and float(speed_mph) > 0
-
-
-SCORE_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min", "model_version", "predicted_speed_mph",
-                "lower_mph", "upper_mph", "coverage", "actual_speed_mph", "error_mph", "inside_interval", "status",
-                "scored_time")
-_SCORE_DTYPES = {"sensor_id": str, "event_time": np.int64, "target_time": np.int64, "horizon_min": np.int64,
-                 "model_version": str, "predicted_speed_mph": np.float64, "lower_mph": np.float64,
-                 "upper_mph": np.float64, "coverage": np.float64, "actual_speed_mph": np.float64,
-                 "error_mph": np.float64, "status": str, "scored_time": np.int64}
-
-
-def score_columns(scores: list[dict[str, Any]]) -> Columns:
-    """Score records as one ``score`` batch (``inside_interval`` stays an object column: it may be None)."""
-    return Columns.from_records("score", scores, SCORE_FIELDS, _SCORE_DTYPES,
-                                nullable=("actual_speed_mph", "error_mph"))
 
 
 def score_record(prediction: dict[str, Any], actual_mph: float | None, scored_time_ms: int) -> dict[str, Any]:
