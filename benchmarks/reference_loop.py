@@ -46,7 +46,7 @@ from ml.features import HISTORY_STEPS, build_features  # noqa: E402
 from ml.handler import prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
 from schemas.avro_columns import columnar_encoder  # noqa: E402
-from schemas.batches import Columns, RawBatch  # noqa: E402
+from schemas.batches import RawBatch  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.records import KafkaMessage  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
@@ -91,25 +91,6 @@ class LoopFigures:
         }
 
 
-_DTYPES = {"string": str, "long": np.int64, "int": np.int64, "double": np.float64}
-
-
-def _record_layout(codec: AvroCodec) -> tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]]:
-    """(fields, numpy dtypes, nullable doubles) of a flat record type: records -> Columns for the encoder."""
-    fields, dtypes, nullable = [], {}, []
-    for spec in codec.schema["fields"]:
-        avro_type = spec["type"]
-        union = isinstance(avro_type, list)
-        base = avro_type[1] if union else avro_type
-        kind = base.get("type") if isinstance(base, dict) else base
-        fields.append(spec["name"])
-        if kind in _DTYPES and not (union and kind != "double"):
-            dtypes[spec["name"]] = _DTYPES[kind]
-        if union and kind == "double":
-            nullable.append(spec["name"])
-    return tuple(fields), dtypes, tuple(nullable)
-
-
 class ReferenceLoop:
     """Raw topic in, events/aggregates/predictions/alerts/dead letters out, in one thread."""
 
@@ -126,7 +107,7 @@ class ReferenceLoop:
         self.validate.setup()
         self.codecs = {name: AvroCodec(name) for name in
                        ("traffic_event", "window_aggregate", "prediction", "alert", "dead_letter")}
-        self.columnar = {name: (encoder, _record_layout(codec)) for name, codec in self.codecs.items()
+        self.columnar = {name: encoder for name, codec in self.codecs.items()
                          if (encoder := columnar_encoder(codec)) is not None}
         self.figures = LoopFigures()
         self._seen: set[tuple[str, int]] = set()
@@ -144,9 +125,9 @@ class ReferenceLoop:
 
     def _encode(self, codec: str, records: list[dict]) -> list[bytes]:
         """The records' values: with the sinks' columnar encoder where the record type has one."""
-        encoder, (fields, dtypes, nullable) = self.columnar.get(codec, (None, ((), {}, ())))
+        encoder = self.columnar.get(codec)
         if encoder is not None and records:
-            values = encoder.encode(Columns.from_records(codec, records, fields, dtypes, nullable))
+            values = encoder.encode_records(records)
             if values is not None:
                 return values
         encode = self.codecs[codec].encode

@@ -139,10 +139,12 @@ def _plain(avro_type: Any) -> Callable[[np.ndarray], list[Piece]] | None:
 class ColumnarEncoder:
     """Encodes :class:`Columns` batches of one flat record type (see the module doc)."""
 
-    def __init__(self, name: str, schema_id: int, fields: Sequence[tuple[str, Callable, bool]]) -> None:
+    def __init__(self, name: str, schema_id: int, fields: Sequence[tuple[str, Callable, bool]],
+                 record_dtypes: dict[str, Any]) -> None:
         self.name = name
         self.header = np.frombuffer(wire_header(schema_id), np.uint8)
         self.fields = tuple(fields)  # (field name, plain encoder, in a ["null", X] union)
+        self.record_dtypes = record_dtypes
 
     def _pieces(self, batch: Columns) -> list[Piece]:
         n = len(batch)
@@ -187,10 +189,24 @@ class ColumnarEncoder:
         starts = ends - row_lengths
         return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
+    def encode_records(self, records: Sequence[dict[str, Any]]) -> list[bytes] | None:
+        """Records (dicts) of this type as one batch: :meth:`encode` of their columns (None as there)."""
+        names = [name for name, _, _ in self.fields]
+        nullable = [name for name, _, union in self.fields if union and self.record_dtypes[name] is np.float64]
+        try:
+            batch = Columns.from_records(self.name, records, names, self.record_dtypes, nullable)
+        except (TypeError, ValueError):
+            return None
+        return self.encode(batch)
+
+
+_RECORD_DTYPES = {"string": str, "long": np.int64, "int": np.int64}
+
 
 def columnar_encoder(codec: AvroCodec) -> ColumnarEncoder | None:
     """The columnar encoder of ``codec``'s record type, or None if its schema has a type not handled here."""
     fields = []
+    dtypes: dict[str, Any] = {}
     for spec in codec.schema.get("fields", ()):
         avro_type = spec["type"]
         union = isinstance(avro_type, list)
@@ -202,7 +218,12 @@ def columnar_encoder(codec: AvroCodec) -> ColumnarEncoder | None:
         if plain is None:
             return None
         fields.append((spec["name"], plain, union))
-    return ColumnarEncoder(codec.name, codec.schema_id, fields)
+        kind = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
+        # How records of this field become a column (encode_records): NaN for a null double, objects where None
+        # or symbols may stand.
+        dtypes[spec["name"]] = np.float64 if kind == "double" else \
+            (_RECORD_DTYPES.get(kind, object) if not union else object)
+    return ColumnarEncoder(codec.name, codec.schema_id, fields, dtypes)
 
 
 def encode_keys(column: np.ndarray) -> list[bytes | None]:
