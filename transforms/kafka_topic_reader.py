@@ -15,6 +15,12 @@ oldest progress among the partitions that still have records to read:
   (minus ``max_out_of_orderness_s``), so a quiet or empty partition never stalls
   event-time windows.
 
+A backlog is read in step across partitions (:mod:`transforms.partition_merge`):
+records more than ``max_skew_s`` (default 300 s) past the slowest partition are
+held back, and a partition holding many is paused, so the watermark follows
+what is read and the steps downstream hold a bounded span of event time, not
+the backlog (librdkafka hands over one partition's backlog before the next's).
+
 The restriction records, per partition, the next offset and the newest
 timestamp read, so a checkpoint (``defer_remainder``; on Flink part of the
 runner's checkpoint) resumes exactly there with the same watermark. Offsets are
@@ -48,8 +54,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from kafka_client.lifecycle import TrackedClient, close_client, track
 from schemas.batches import RawBatch
 from schemas.records import KafkaMessage
+from transforms.partition_merge import EventTimeMerge
 
-__all__ = ["ReadTopicFn", "TopicRead", "TopicRestriction", "emit_messages", "is_transient"]
+__all__ = ["MAX_SKEW_S", "ReadTopicFn", "TopicRead", "TopicRestriction", "emit_messages", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,12 @@ _IDLE_WAIT_S = 0.2
 _FETCH_WAIT_MS = 20
 _META_TIMEOUT_S = 10.0
 _BATCH = 500
+# Records read ahead of the slowest partition (transforms.partition_merge): a partition is paused once
+# _HOLD_MAX of its records are held, and librdkafka prefetches about _PREFETCH per partition (its default,
+# 100,000, is what a pause throws away and fetches again).
+MAX_SKEW_S = 300.0
+_HOLD_MAX = 2_000
+_PREFETCH = 2_000
 _LOG_EVERY_S = 60.0
 # Errors a broker restart or a leader move produces; librdkafka recovers from them by itself.
 _TRANSIENT = frozenset({
@@ -189,8 +202,9 @@ class ReadTopicFn(beam.DoFn):
     """Splittable DoFn reading every partition of one topic without end (see the module doc)."""
 
     def __init__(self, consumer_config: Mapping[str, Any], max_out_of_orderness_s: float, commit_offsets: bool,
-                 batches: bool = False):
+                 batches: bool = False, max_skew_s: float = MAX_SKEW_S):
         self._config = dict(consumer_config)
+        self._max_skew_ms = int(max_skew_s * 1000)
         self._batches = batches
         self._lag_ms = int(max_out_of_orderness_s * 1000)
         self._commit = commit_offsets
@@ -201,6 +215,8 @@ class ReadTopicFn(beam.DoFn):
         self._logged_at = 0.0
         self._consumers: dict[str, TrackedClient] = {}  # closed by teardown, or kafka_client.lifecycle
         self._positions: dict[str, dict[int, int]] = {}  # per topic: where its consumer reads next
+        self._merges: dict[str, EventTimeMerge] = {}  # per topic: records read ahead of the slowest partition
+        self._paused: dict[str, set[int]] = {}  # per topic: partitions paused while the merge holds their records
 
     def teardown(self) -> None:
         for client in getattr(self, "_consumers", {}).values():
@@ -225,42 +241,65 @@ class ReadTopicFn(beam.DoFn):
         topic = element.topic
         # The runner hands us a view of the tracker: keep this call's progress here too.
         next_offsets = {p.partition: p.next_offset for p in restriction.partitions}
-        self._assign_at(consumer, topic, next_offsets)
+        merge = self._assign_at(consumer, topic, next_offsets)
         self._commit_resumed(consumer, topic, restriction)
         newest_ms = {p.partition: p.newest_ms for p in restriction.partitions}
         deadline = time.monotonic() + _READ_CALL_S
         read = 0
         while time.monotonic() < deadline:
             batch = _ready_records(consumer, _IDLE_WAIT_S if not read else 0.0)
+            merge.add(self._stamped(topic, batch))
+            caught_up = {p for p, offset in next_offsets.items() if self._caught_up(consumer, topic, p, offset, True)}
             claimed: list[KafkaMessage] = []
-            for msg in batch:
-                if msg.error() is not None:
-                    self._on_error(topic, msg.error())
-                    continue
-                ts_ms = msg.timestamp()[1]
-                ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
-                partition = msg.partition()
-                if not tracker.try_claim((partition, msg.offset(), ts_ms)):
+            for message in merge.release(newest_ms, caught_up):
+                if not tracker.try_claim((message.partition, message.offset, message.timestamp_ms)):
+                    self._merges.pop(topic, None)  # the consumer is moved back to the claimed offsets next call
                     yield from self._emit(claimed)
                     return
-                next_offsets[partition] = msg.offset() + 1
-                newest = newest_ms[partition]
-                newest_ms[partition] = ts_ms if newest is None else max(newest, ts_ms)
+                next_offsets[message.partition] = message.offset + 1
                 read += 1
-                claimed.append(KafkaMessage(msg.key(), msg.value(), topic, partition, msg.offset(), ts_ms))
+                claimed.append(message)
+            self._pause_holding(consumer, topic, merge)
             yield from self._emit(claimed)
             if not batch:
                 break
         self._records.inc(read)
-        self._positions[topic] = dict(next_offsets)  # every record consumed was claimed: it reads on from here
-        caught_up = {p: self._caught_up(consumer, topic, p, offset) for p, offset in next_offsets.items()}
-        watermark = topic_watermark_ms(newest_ms, caught_up)
+        self._positions[topic] = dict(next_offsets)  # claimed, or held by the merge: it reads on from here
+        caught_up_now = {p: self._caught_up(consumer, topic, p, offset) for p, offset in next_offsets.items()}
+        watermark = topic_watermark_ms(newest_ms, caught_up_now)
         if watermark is not None:
             candidate = Timestamp(micros=min((watermark - self._lag_ms) * 1000, MAX_TIMESTAMP.micros - 1))
             current = estimator.current_watermark()
             if current is None or candidate > current:
                 estimator.set_watermark(candidate)
         tracker.defer_remainder(Duration(seconds=0))  # an idle call has already waited _IDLE_WAIT_S
+
+    def _stamped(self, topic: str, batch: list) -> Iterator[tuple[int, int, KafkaMessage]]:
+        """The batch's records as (partition, timestamp, message); errors are counted or raised."""
+        for msg in batch:
+            if msg.error() is not None:
+                self._on_error(topic, msg.error())
+                continue
+            ts_ms = msg.timestamp()[1]
+            ts_ms = ts_ms if ts_ms >= 0 else int(time.time() * 1000)
+            partition = msg.partition()
+            yield partition, ts_ms, KafkaMessage(msg.key(), msg.value(), topic, partition, msg.offset(), ts_ms)
+
+    def _pause_holding(self, consumer: Consumer, topic: str, merge: EventTimeMerge) -> None:
+        """Pause a partition once the merge holds _HOLD_MAX of its records; resume it below a quarter of that.
+
+        A paused partition's backlog waits in Kafka, not here; the hysteresis keeps pausing rare.
+        """
+        paused = self._paused.setdefault(topic, set())
+        counts = merge.held_counts()
+        stop = {p for p, n in counts.items() if n >= _HOLD_MAX} - paused
+        go = {p for p in paused if counts.get(p, 0) <= _HOLD_MAX // 4}
+        if stop:
+            consumer.pause([TopicPartition(topic, p) for p in sorted(stop)])
+        if go:
+            consumer.resume([TopicPartition(topic, p) for p in sorted(go)])
+        paused |= stop
+        paused -= go
 
     def _emit(self, claimed: list[KafkaMessage]) -> Iterator[TimestampedValue]:
         yield from emit_messages(claimed, self._batches)
@@ -274,16 +313,17 @@ class ReadTopicFn(beam.DoFn):
             self._logged_at = time.monotonic()
             log.warning("reading %s: %s (waiting for the broker; the read goes on when it answers)", topic, error.str())
 
-    def _caught_up(self, consumer: Consumer, topic: str, partition: int, next_offset: int) -> bool:
+    def _caught_up(self, consumer: Consumer, topic: str, partition: int, next_offset: int,
+                   cached_only: bool = False) -> bool:
         """Whether the partition has nothing unread as of its last fetch (the broker is asked before the first).
 
-        When the high-water mark cannot be had (the broker is away), the partition is not caught up:
-        the watermark holds, which is always safe.
+        When the high-water mark cannot be had (the broker is away, or ``cached_only`` and none is
+        cached yet), the partition is not caught up: the watermark holds, which is always safe.
         """
         tp = TopicPartition(topic, partition)
         try:
             _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
+            if high < 0 and not cached_only:
                 _, high = consumer.get_watermark_offsets(tp, timeout=_META_TIMEOUT_S, cached=False)
         except KafkaException as exc:
             self._on_error(topic, exc.args[0])
@@ -295,18 +335,26 @@ class ReadTopicFn(beam.DoFn):
         client = self._consumers.get(topic)
         if client is None or client.closed:
             self._positions.pop(topic, None)
-            consumer = Consumer({"fetch.wait.max.ms": _FETCH_WAIT_MS, **self._config})
+            self._merges.pop(topic, None)
+            consumer = Consumer({"fetch.wait.max.ms": _FETCH_WAIT_MS, "queued.min.messages": _PREFETCH, **self._config})
             client = self._consumers[topic] = track(consumer, [topic])
         return client
 
-    def _assign_at(self, consumer: Consumer, topic: str, next_offsets: Mapping[int, int]) -> None:
-        """Assigns the consumer at ``next_offsets`` unless the last call left it exactly there.
+    def _assign_at(self, consumer: Consumer, topic: str, next_offsets: Mapping[int, int]) -> EventTimeMerge:
+        """The topic's merge; the consumer assigned at ``next_offsets`` unless the last call left it exactly there.
 
         Assigning again at every call (several a second while the topic is quiet) starved
         librdkafka's fetcher: records produced after a quiet spell were never returned.
+        A new assignment starts with nothing held and nothing paused.
         """
-        if self._positions.pop(topic, None) != next_offsets:  # popped: a call that fails re-assigns
-            consumer.assign([TopicPartition(topic, p, offset) for p, offset in next_offsets.items()])
+        merge, last = self._merges.get(topic), self._positions.pop(topic, None)  # popped: a failed call re-assigns
+        if merge is None or last != next_offsets:
+            partitions = [TopicPartition(topic, p, offset) for p, offset in next_offsets.items()]
+            consumer.assign(partitions)
+            consumer.resume(partitions)
+            self._paused[topic] = set()
+            merge = self._merges[topic] = EventTimeMerge(self._max_skew_ms)
+        return merge
 
     def _commit_resumed(self, consumer: Consumer, topic: str, restriction: TopicRestriction) -> None:
         """Best effort: a resumed restriction means the runner finished the bundles before it.
