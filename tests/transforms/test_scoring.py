@@ -18,9 +18,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
+from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
-from transforms.scoring import MISSING, SCORED, ScoreForecasts, is_observed, score_record
+from transforms.scoring import _PREDICTION, MISSING, SCORED, ScoreForecasts, _ScoreFn, is_observed, score_record
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "metr-la" / "speed.npz"
 FIRST_ROW, STEPS, N_SENSORS = 400, 30, 4
@@ -251,3 +253,57 @@ def test_a_late_prediction_for_a_target_no_aggregate_came_for_is_missing() -> No
     with test_pipeline.TestPipeline(options=options) as p:
         inputs = p | stream
         assert_that(_score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]}), each_once)
+
+
+class _Cell:
+    """A test double of one read-modify-write state cell."""
+
+    def __init__(self) -> None:
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+class _Timers:
+    """A test double of a timer family: the latest time set per dynamic tag."""
+
+    def __init__(self) -> None:
+        self.by_tag: dict[str, int] = {}
+        self.calls = 0
+
+    def set(self, ts, dynamic_timer_tag: str = "") -> None:
+        self.by_tag[dynamic_timer_tag] = ts.micros // 1000
+        self.calls += 1
+
+
+def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_catch_up() -> None:
+    """A catch-up: 20 steps of predictions held with no actuals, then the watermark passes every target at once.
+
+    Each due time is armed once, under its own tag, so the runner fires them all at that one advance and the
+    shard's table is empty after it (one timer re-armed at the next due time settled one step per advance)."""
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    timers = _Timers()
+    steps = 20
+    for step in range(steps):
+        batch = Columns.from_records("prediction", predictions_at(step), list(predictions_at(step)[0]), {})
+        for _ in fn.process((0, (_PREDICTION, batch)), flush=timers, **cells):
+            pass
+    targets = {T0 + s * STEP_MS + h * 60_000 for s in range(steps) for h in HORIZONS}
+    assert timers.by_tag == {str(t + STEP_MS): t + STEP_MS for t in targets}  # each due time, by its tag
+    assert timers.calls == len(targets)  # and each armed once
+
+    scores = []
+    for due in sorted(timers.by_tag.values()):  # what the runner does when the watermark passes them all
+        fired = fn.on_flush(Timestamp(micros=due * 1000), flush=timers, timer_at=_Cell(), **cells)
+        scores += [record for out in fired for record in records_of(out.value)]
+    assert len(scores) == steps * len(SENSORS) * len(HORIZONS)
+    assert {s["status"] for s in scores} == {MISSING}
+    assert len(cells["state"].value.targets()) == 0
