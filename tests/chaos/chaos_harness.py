@@ -7,13 +7,12 @@ hours of METR-LA for a few sensors (paced, so a fault lands mid-replay), the
 12-step history has exactly one prediction after de-duplication by key, equal
 (within 1e-6) to the model applied to the true history and published as
 PostProcess publishes it, clamped to [0, its max_speed_mph] (what the batch
-backfill computes, see tests/pipelines/test_streaming_restart.py), and raw =
+backfill computes, see tests/model_reference.py), and raw =
 valid + dead letters, with no validated event twice.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import signal
@@ -28,17 +27,16 @@ from pathlib import Path
 
 import httpx
 import psutil
+from model_reference import reference_predictions
 from topic_contents import read_all, record_count
 
 from kafka_client import producer_config
-from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
-from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
+from ml.dataset import STEP_MS, VAL_END_MS
 from ml.registry import ModelBundle
 from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import flink_jobs
 from runners.platform.process import process_tree
 from schemas.codec import AvroCodec
-from transforms.postprocess import PostProcess, clamp_interval
 
 __all__ = ["SENSORS", "TOPIC_FIELDS", "ChaosRun", "Command", "assert_restored_from_checkpoint", "flink_checkpoints",
            "flink_job", "free_port", "restore_outcome", "rss_mb", "wait_for"]
@@ -46,8 +44,6 @@ __all__ = ["SENSORS", "TOPIC_FIELDS", "ChaosRun", "Command", "assert_restored_fr
 SENSORS = 6  # each fault test replays this many sensors (a small model keeps them fast)
 TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 START_MS = VAL_END_MS - 19 * 3600 * 1000  # 2012-06-03 09:10, validation period; no reading missing for 3 h
-# The pipelines' PostProcess() clamps what it publishes to [0, this] (the model itself clips at 100 mph).
-PUBLISHED_MAX_MPH = inspect.signature(PostProcess).parameters["max_speed_mph"].default
 
 
 def wait_for(done: Callable[[], bool], timeout_s: float, what: str, every_s: float = 1.0,
@@ -201,22 +197,8 @@ class ChaosRun:
         return got
 
     def reference(self) -> dict[tuple, tuple[float, float, float]]:
-        """The model applied to every replayed step with a full 12-step history, clamped as PostProcess publishes it.
-
-        The batch backfill's answer: a model trained on a few days can forecast above the 85 mph
-        PostProcess publishes at most (the overload run's March replay had 119 such of 1.24M).
-        """
-        data = load_metrla().only(list(self.bundle.context.sensor_ids)).between(self.start_ms, self.end_ms)
-        out = {}
-        for i in range(HISTORY_STEPS - 1, data.n_steps):
-            step_ms = int(data.times_ms[i])
-            history = history_from_speeds(data.speed[i - HISTORY_STEPS + 1:i + 1])
-            predicted = self.bundle.predict(build_features(history, step_ms, self.bundle.context))
-            for h in HORIZONS_MIN:
-                for j, sensor_id in enumerate(self.bundle.context.sensor_ids):
-                    out[sensor_id, step_ms, h] = clamp_interval(*(float(a[j]) for a in predicted[h]),
-                                                                PUBLISHED_MAX_MPH)
-        return out
+        """The model applied to every replayed step with a full 12-step history, clamped as PostProcess publishes it."""
+        return reference_predictions(self.bundle, self.start_ms, self.end_ms)
 
     def all_arrived(self, reference: dict) -> Callable[[], bool]:
         dead_letters = sum(r.bad_total for r in self.reports)

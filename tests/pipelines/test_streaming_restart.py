@@ -32,15 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
+from model_reference import reference_predictions
 from small_models import register_ridge_bundle
 from topic_contents import read_all, record_count
 
 from config.settings import PlatformSettings
 from kafka_client import producer_config
-from ml.dataset import STEP_MS, VAL_END_MS, load_metrla
-from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features, history_from_speeds
+from ml.dataset import STEP_MS, VAL_END_MS
+from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import ModelBundle
 from pipelines.replay import ReplayReport, replay
 from runners.flink_jobs import (
@@ -86,19 +86,9 @@ def _predictions(bootstrap: str, topic: str) -> dict[tuple, list[tuple]]:
 
 
 def _reference(bundle: ModelBundle, known_from_ms: int = START_MS) -> dict[tuple, tuple[float, float, float]]:
-    """The model applied to every replayed step with a full 12-step history, readings before ``known_from_ms``
-    unknown (the default: what the stream was sent)."""
-    data = load_metrla().only(list(bundle.context.sensor_ids)).between(START_MS, END_MS)
-    out = {}
-    for i in range(HISTORY_STEPS - 1, data.n_steps):
-        step_ms = int(data.times_ms[i])
-        history = history_from_speeds(data.speed[i - HISTORY_STEPS + 1:i + 1])
-        history[data.times_ms[i - HISTORY_STEPS + 1:i + 1] < known_from_ms] = np.nan
-        predicted = bundle.predict(build_features(history, step_ms, bundle.context))
-        for h in HORIZONS_MIN:
-            for j, sensor_id in enumerate(bundle.context.sensor_ids):
-                out[sensor_id, step_ms, h] = tuple(float(a[j]) for a in predicted[h])
-    return out
+    """The model applied to every replayed step with a full 12-step history, clamped as published, readings
+    before ``known_from_ms`` unknown (the default: what the stream was sent)."""
+    return reference_predictions(bundle, START_MS, END_MS, known_from_ms)
 
 
 class _StreamCommand:
