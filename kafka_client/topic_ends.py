@@ -63,7 +63,8 @@ def sample_stream(bootstrap_servers: str, topics: TopicSettings, timeout_s: floa
                   clock: Callable[[], float] = time.time) -> StreamSample:
     """The ends of the job's topics now; :class:`~kafka_client.KafkaUnavailableError` when no broker answers."""
     consumer = make_consumer(bootstrap_servers, None, {"socket.connection.setup.timeout.ms": int(timeout_s * 1000),
-                                                       "enable.partition.eof": True})
+                                                       "enable.partition.eof": True,
+                                                       "log_level": 0})  # a broker that is down: one line, no chatter
     try:
         metadata = check_kafka(consumer, bootstrap_servers, timeout_s)
         raw = _ends(consumer, metadata, topics.raw, timeout_s)
