@@ -45,7 +45,7 @@ def stream_line(settings: PlatformSettings) -> tuple[str, bool]:
     """The streaming-job line of the status and whether it is fine (not stalled; unknown counts as fine)."""
     try:
         verdict = observe_stream(settings)
-    except (KafkaUnavailableError, KafkaException) as exc:
+    except (KafkaUnavailableError, KafkaException, OSError) as exc:  # OSError: the samples file cannot be kept
         return f"stream job: unknown ({exc})", True
     return f"stream job: {verdict.describe()}", verdict.ok
 

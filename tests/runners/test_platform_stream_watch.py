@@ -14,10 +14,9 @@ from stream_topics import SENSORS, STEP_MS, T0_MS, make_stream_topics, predictio
 
 from config.settings import PlatformSettings
 from config.stream_watch import StreamWatchSettings
+from runners.platform.cli import stream_line
 from runners.platform.stream_watch import SAMPLES_FILE, observe_stream
 from schemas.topics import TopicSettings
-
-pytestmark = pytest.mark.integration
 
 STALL_S = 1.0  # lowered from the default 120 s so the test takes seconds
 
@@ -36,6 +35,7 @@ def status(platform_settings: PlatformSettings, topics: TopicSettings) -> subpro
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.integration
 def test_a_stall_is_reported_and_cleared_by_new_output(kafka_bootstrap, platform_settings, stream_topics,
                                                        tmp_path: Path) -> None:
     settings = platform_settings.model_copy(update={"work_dir": tmp_path, "kafka_bootstrap_servers": kafka_bootstrap})
@@ -71,3 +71,10 @@ def test_a_stall_is_reported_and_cleared_by_new_output(kafka_bootstrap, platform
     command = status(platform_settings, stream_topics)
     assert command.returncode == 0, command.stdout + command.stderr
     assert "stream job: caught up; 0 raw records not validated, predictions 0 s of event time behind" in command.stdout
+
+
+def test_a_broker_that_does_not_answer_gives_one_line_and_no_stall(tmp_path: Path) -> None:
+    settings = PlatformSettings(work_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:1", kafka_client_timeout_s=1.0)
+    line, fine = stream_line(settings)
+    assert fine and line.startswith("stream job: unknown (Kafka at 127.0.0.1:1 is not reachable")
+    assert "\n" not in line and not (tmp_path / "run" / SAMPLES_FILE).exists()
