@@ -95,15 +95,17 @@ class StreamJobCheck(BaseModel):
 
     ok: bool = Field(description="false only when stalled (then /health is 503)")
     state: Literal["no_input", "caught_up", "behind", "stalled", "unknown"] = Field(
-        description="no_input: the raw topic has no records; caught_up: the newest prediction is within "
-        "behind_after_s of event time of the newest raw record (idle counts here); behind: further back, "
-        "still inside stall_after_s without new output; stalled: behind with no new record on the events, "
-        "dead-letter or predictions topic for stall_after_s or longer; unknown: the topics could not be read")
+        description="no_input: the raw topic has no records; caught_up: no raw record newer than every valid "
+        "event waits, and the newest prediction (if any) is within behind_after_s of event time of the newest raw "
+        "record (idle counts here); behind: otherwise, still inside stall_after_s without new output; stalled: "
+        "behind with no new record on the events, dead-letter or predictions topic for stall_after_s or longer; "
+        "unknown: the topics could not be read")
     unprocessed_records: int | None = Field(default=None, description="raw records minus valid events minus "
                                             "dead letters (an underestimate after repeats)")
     behind_s: float | None = Field(default=None, description="event time the newest prediction trails the "
                                    "newest raw record by (null when either is missing)")
     newest_input_ms: int | None = Field(default=None, description="event time of the newest raw record, epoch ms")
+    newest_event_ms: int | None = Field(default=None, description="event_time of the newest valid event, epoch ms")
     newest_prediction_ms: int | None = Field(default=None, description="event_time of the newest prediction, epoch ms")
     no_progress_s: float | None = Field(default=None, description="how long the job has been behind without new "
                                         "output (0 when not behind)")

@@ -2,13 +2,15 @@
 
 The definitions (docs/faults.md, "A stalled job is reported"):
 
-* **behind**: the newest raw record's event time (its Kafka timestamp; the
-  producers stamp event times) is more than ``behind_after_s`` ahead of the
-  newest prediction's ``event_time``, or raw records exist and no prediction
-  does. Event times, not record counts: a job started at ``latest`` over old
-  raw records, or one that read some records twice after a restore, is not
-  behind for that, and a caught-up job that waits for the next step is not
-  behind at all (idle is not stalled).
+* **behind**: raw records wait that are newer than every validated event
+  (``unprocessed_records`` above 0 and the newest raw record's event time
+  after the newest valid event's), or the newest raw record's event time is
+  more than ``behind_after_s`` ahead of the newest prediction's
+  ``event_time``. Event times guard the count: a job started at ``latest``
+  over older raw records is not behind for those, and a job that has
+  validated everything but has no prediction yet (the first hour of history
+  a fresh network needs) is not behind either; a caught-up job waiting for
+  the next step is not behind at all (idle is not stalled).
 * **progress**: any of the job's output topics (valid events, dead letters,
   predictions) grew. Validated events and dead letters flow record by record,
   so a job working a backlog off slowly shows progress between the bursts of
@@ -20,9 +22,9 @@ The definitions (docs/faults.md, "A stalled job is reported"):
   far apart they were taken (the command line's samples are minutes apart, the
   API's seconds).
 
-``unprocessed_records`` (raw records minus valid events minus dead letters) is
-a figure for people, not part of the verdict: dead letters of unusable
-predictions and repeats read after a restore make it an underestimate.
+``unprocessed_records`` is raw records minus valid events minus dead letters:
+dead letters of unusable predictions and repeats read after a restore make it
+an underestimate, so the prediction clause above does not depend on it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class StreamSample:
     output_ends: tuple[int, ...]  # end offsets summed per output topic: events, dead letters, predictions
     newest_input_ms: int | None  # timestamp (event time) of the newest raw record; None when there is none
     newest_output_ms: int | None  # event_time of the newest prediction; None when there is none
+    newest_event_ms: int | None = None  # event_time of the newest valid event; None when there is none
 
     @property
     def unprocessed_records(self) -> int:
@@ -57,7 +60,7 @@ class StreamSample:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamSample:
         return cls(float(data["at_s"]), int(data["input_records"]), tuple(int(v) for v in data["output_ends"]),
-                   data["newest_input_ms"], data["newest_output_ms"])
+                   data["newest_input_ms"], data["newest_output_ms"], data.get("newest_event_ms"))
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class StreamVerdict:
     unprocessed_records: int
     behind_s: float | None  # event time the newest prediction trails the newest raw record by (None: either is missing)
     newest_input_ms: int | None
+    newest_event_ms: int | None
     newest_prediction_ms: int | None
     no_progress_s: float  # how long the job has been behind with unchanged output ends (0 when not behind)
     behind_after_s: float
@@ -97,18 +101,22 @@ class StreamVerdict:
 
 
 def _behind_by_s(sample: StreamSample) -> float | None:
-    """Event time the newest prediction trails the newest raw record by; inf with no prediction, None with no input."""
-    if sample.newest_input_ms is None:
+    """Event time the newest prediction trails the newest raw record by (None: no input or no prediction)."""
+    if sample.newest_input_ms is None or sample.newest_output_ms is None:
         return None
-    if sample.newest_output_ms is None:
-        return float("inf")
     return (sample.newest_input_ms - sample.newest_output_ms) / 1000.0
 
 
+def _unvalidated(sample: StreamSample) -> bool:
+    """Raw records wait, and the newest of them is newer than every valid event (so the reader has not got there)."""
+    return sample.unprocessed_records > 0 and sample.newest_input_ms is not None and (
+        sample.newest_event_ms is None or sample.newest_input_ms > sample.newest_event_ms)
+
+
 def is_behind(sample: StreamSample, behind_after_s: float) -> bool:
-    """Whether the newest raw record is more than ``behind_after_s`` of event time ahead of the newest prediction."""
+    """Unvalidated raw records newer than any valid event, or predictions more than ``behind_after_s`` behind."""
     gap = _behind_by_s(sample)
-    return gap is not None and gap > behind_after_s
+    return _unvalidated(sample) or (gap is not None and gap > behind_after_s)
 
 
 def _run_start(samples: Sequence[StreamSample], behind_after_s: float) -> int:
@@ -130,16 +138,15 @@ def judge(samples: Sequence[StreamSample], behind_after_s: float, stall_after_s:
     last = samples[-1]
     gap = _behind_by_s(last)
     no_progress_s = 0.0
-    if gap is None:
+    if last.newest_input_ms is None:
         state: State = "no_input"
     elif not is_behind(last, behind_after_s):
         state = "caught_up"
     else:
         no_progress_s = max(0.0, last.at_s - samples[_run_start(samples, behind_after_s)].at_s)
         state = "stalled" if no_progress_s >= stall_after_s else "behind"
-    finite = None if gap is None or gap == float("inf") else gap
-    return StreamVerdict(state, last.unprocessed_records, finite, last.newest_input_ms, last.newest_output_ms,
-                         round(no_progress_s, 1), behind_after_s, stall_after_s)
+    return StreamVerdict(state, last.unprocessed_records, gap, last.newest_input_ms, last.newest_event_ms,
+                         last.newest_output_ms, round(no_progress_s, 1), behind_after_s, stall_after_s)
 
 
 def trim(samples: Sequence[StreamSample], behind_after_s: float, keep: int) -> list[StreamSample]:

@@ -2,8 +2,8 @@
 
 End offsets of the raw, events, dead-letter and predictions topics, the
 timestamp of the newest raw record (producers stamp event times) and the
-``event_time`` of the newest prediction (the last record of each partition,
-decoded). One short-lived assign-only consumer per sample, always closed; it
+``event_time`` of the newest valid event and prediction (the last record of
+each partition, decoded). One short-lived assign-only consumer per sample, always closed; it
 joins no group and commits nothing, so it never disturbs the job's reader.
 """
 
@@ -72,20 +72,24 @@ def sample_stream(bootstrap_servers: str, topics: TopicSettings, timeout_s: floa
                    for t in (topics.events, topics.dead_letters, topics.predictions)]
         at_s = clock()  # the ends are as of now; the newest records below are read at these offsets
         wanted = {(topics.raw, p): high - 1 for p, (low, high) in raw.items() if high > low}
-        wanted.update({(topics.predictions, p): high - 1 for p, (low, high) in outputs[2].items() if high > low})
-        codec = AvroCodec("prediction")
+        for topic, ends in ((topics.events, outputs[0]), (topics.predictions, outputs[2])):
+            wanted.update({(topic, p): high - 1 for p, (low, high) in ends.items() if high > low})
+        # Raw records: their Kafka timestamp (the producer's event time; the value may be any bytes). The job's
+        # records: the event_time inside (a published batch is stamped with its earliest record's time).
+        codecs = {topics.events: AvroCodec("traffic_event"), topics.predictions: AvroCodec("prediction")}
 
         def stamp(topic: str, value: bytes | None, timestamp_ms: int) -> int:
-            if topic != topics.predictions:
+            codec = codecs.get(topic)
+            if codec is None:
                 return timestamp_ms
             try:
                 return int(codec.decode(value)["event_time"])
             except (DecodeError, KeyError, TypeError, ValueError):
-                return timestamp_ms  # not a prediction record: its Kafka timestamp (event time) stands in
+                return timestamp_ms  # not a record of the job's schema: its Kafka timestamp stands in
 
         newest = _newest(consumer, wanted, timeout_s, stamp)
         return StreamSample(at_s, sum(high for _, high in raw.values()),
                             tuple(sum(high for _, high in ends.values()) for ends in outputs),
-                            newest.get(topics.raw), newest.get(topics.predictions))
+                            newest.get(topics.raw), newest.get(topics.predictions), newest.get(topics.events))
     finally:
         consumer.close()

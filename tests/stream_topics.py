@@ -10,7 +10,8 @@ from kafka_client import make_producer
 from schemas.codec import AvroCodec
 from schemas.topics import TopicSettings
 
-__all__ = ["SENSORS", "STEP_MS", "T0_MS", "make_stream_topics", "predictions_at", "produce", "raw_steps"]
+__all__ = ["SENSORS", "STEP_MS", "T0_MS", "events_of", "make_stream_topics", "predictions_at", "produce",
+           "raw_steps"]
 
 T0_MS = 1_330_560_000_000  # 2012-03-01 00:00 UTC
 STEP_MS = 300_000
@@ -38,6 +39,14 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes, int]]) -
 def raw_steps(steps: range) -> list[tuple[str, bytes, int]]:
     """One reading per sensor and step; the value does not matter to the watch (only its timestamp)."""
     return [(sensor, b'{"speed": 60}', T0_MS + step * STEP_MS) for step in steps for sensor in SENSORS]
+
+
+def events_of(steps: range) -> list[tuple[str, bytes, int]]:
+    """The valid events the job makes of :func:`raw_steps` (Avro; Kafka timestamp earlier, as in a batch)."""
+    codec = AvroCodec("traffic_event")
+    now_ms = int(time.time() * 1000)
+    return [(sensor, codec.encode({"sensor_id": sensor, "event_time": T0_MS + step * STEP_MS, "speed_mph": 60.0,
+                                   "validated_at": now_ms}), T0_MS) for step in steps for sensor in SENSORS]
 
 
 def predictions_at(step: int) -> list[tuple[str, bytes, int]]:

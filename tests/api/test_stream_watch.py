@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from stream_topics import SENSORS, STEP_MS, T0_MS, make_stream_topics, predictions_at, produce, raw_steps
+from stream_topics import SENSORS, STEP_MS, T0_MS, events_of, make_stream_topics, predictions_at, produce, raw_steps
 
 import api.stream_watch as stream_watch
 from api.app import create_app
@@ -47,7 +47,7 @@ def test_health_reports_a_stalled_job_as_degraded_until_output_comes(kafka_boots
         assert code == 503 and stalled["state"] == "stalled" and stalled["ok"] is False
         assert stalled["no_progress_s"] >= STALL_S and stalled["newest_input_ms"] == T0_MS + 11 * STEP_MS
 
-        produce(kafka_bootstrap, topics.events, raw_steps(range(12)))
+        produce(kafka_bootstrap, topics.events, events_of(range(12)))
         produce(kafka_bootstrap, topics.predictions, predictions_at(10))
         _, cleared = job_check(client)
         assert cleared["state"] == "caught_up" and cleared["ok"] and cleared["behind_s"] == STEP_MS / 1000

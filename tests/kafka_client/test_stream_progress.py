@@ -13,11 +13,12 @@ T0_MS = 1_330_000_000_000  # an event time in the data's range (2012)
 
 
 def sample(at_s: float, raw: int, outputs: tuple[int, int, int], newest_in_s: float | None,
-           newest_out_s: float | None) -> StreamSample:
-    """A sample at wall clock ``at_s``; event times as seconds after T0 (None: no such record)."""
+           newest_out_s: float | None, newest_event_s: float | None = None) -> StreamSample:
+    """A sample at wall clock ``at_s``; ``outputs``: events, dead letters, predictions; event times as seconds
+    after T0 (newest raw record, prediction, valid event; None: no such record)."""
     def ms(s: float | None) -> int | None:
         return None if s is None else T0_MS + int(s * 1000)
-    return StreamSample(at_s, raw, outputs, ms(newest_in_s), ms(newest_out_s))
+    return StreamSample(at_s, raw, outputs, ms(newest_in_s), ms(newest_out_s), ms(newest_event_s))
 
 
 def verdict(samples: list[StreamSample]) -> StreamVerdict:
@@ -90,9 +91,37 @@ def test_samples_minutes_apart_with_the_same_ends_prove_a_stall() -> None:
 def test_new_output_clears_a_stall() -> None:
     stalled = [sample(0, 9000, (10, 0, 0), 7200, None), sample(300, 9000, (10, 0, 0), 7200, None)]
     assert verdict(stalled).state == "stalled"
-    assert verdict([*stalled, sample(310, 9000, (10, 0, 621), 7200, 7200 - 600)]).state == "caught_up"
+    assert verdict([*stalled, sample(310, 9000, (9000, 0, 621), 7200, 7200 - 600, 7200)]).state == "caught_up"
     still_behind = verdict([*stalled, sample(310, 9000, (20, 0, 0), 7200, None)])
     assert still_behind.state == "behind" and still_behind.no_progress_s == 0
+
+
+def test_validated_with_no_prediction_yet_is_not_behind() -> None:
+    """A fresh network's first hour: every reading validated, no prediction before 12 steps of history exist;
+    live input comes every 300 s (longer than the stall period) and the job keeps up."""
+    samples = [sample(at, 207 * (at // 300 + 1), (207 * (at // 300 + 1), 0, 0), 300 * (at // 300), None,
+                      300 * (at // 300)) for at in range(0, 3300, 30)]
+    result = verdict(samples)
+    assert result.state == "caught_up" and result.ok and result.behind_s is None
+    assert result.describe() == "caught up; 0 raw records not validated, no prediction yet"
+
+
+def test_old_raw_records_the_job_never_reads_are_not_behind() -> None:
+    """Started at `latest` over 50,000 older raw records: they stay unread, but nothing newer waits."""
+    samples = [sample(at, 50_000 + 207 * (at // 300 + 1), (207 * (at // 300 + 1), 0, 621 * (at // 300)),
+                      86_400 + 300 * (at // 300), 86_400 + 300 * (at // 300 - 1), 86_400 + 300 * (at // 300))
+               for at in range(0, 1800, 30)]
+    result = verdict(samples)
+    assert result.state == "caught_up" and result.unprocessed_records == 50_000
+
+
+def test_all_validated_but_predictions_frozen_far_behind_is_a_stall() -> None:
+    """The prediction stages stop while a backlog's readings are all validated (events stop growing too)."""
+    frozen = [sample(at, 476_928, (476_928, 0, 1_000_000), 86_400 * 8, 86_400 * 4, 86_400 * 8)
+              for at in range(0, 200, 20)]
+    result = verdict(frozen)
+    assert result.state == "stalled" and result.unprocessed_records == 0 and result.behind_s == 86_400 * 4
+    assert result.newest_event_ms == result.newest_input_ms
 
 
 def test_trim_keeps_the_first_sample_of_the_run_and_the_newest() -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stream_topics import SENSORS, STEP_MS, T0_MS, make_stream_topics, predictions_at, produce, raw_steps
+from stream_topics import SENSORS, STEP_MS, T0_MS, events_of, make_stream_topics, predictions_at, produce, raw_steps
 
 from config.settings import PlatformSettings
 from config.stream_watch import StreamWatchSettings
@@ -59,8 +59,11 @@ def test_a_stall_is_reported_and_cleared_by_new_output(kafka_bootstrap, platform
     assert "stream job: STALLED: behind with no new output for" in command.stdout
     assert "240 raw records not validated, no prediction yet" in command.stdout
 
-    # The job's output comes: every reading validated, predictions up to the newest step
-    produce(kafka_bootstrap, stream_topics.events, raw_steps(range(12)))
+    # The job's output comes: every reading validated, then predictions up to the newest step
+    produce(kafka_bootstrap, stream_topics.events, events_of(range(12)))
+    validated = observe_stream(settings, stream_topics, watch)  # no prediction yet (a fresh network's first hour)
+    assert validated.state == "caught_up" and validated.unprocessed_records == 0 and validated.behind_s is None
+    assert validated.newest_event_ms == T0_MS + 11 * STEP_MS  # the event_time inside, not the batch's timestamp
     produce(kafka_bootstrap, stream_topics.predictions, predictions_at(11))
     cleared = observe_stream(settings, stream_topics, watch)
     assert cleared.state == "caught_up" and cleared.ok and cleared.behind_s == 0
