@@ -32,8 +32,10 @@ from api.runtime import Runtime
 from api.security import BodySizeLimit, RateLimit
 from api.settings import ApiSettings, get_settings
 from api.state import LiveState, SensorCatalog
+from api.stream_watch import StreamWatch
 from api.vendor import ensure_vendor
 from config.settings import get_settings as get_platform_settings
+from config.stream_watch import StreamWatchSettings
 from ml.exceptions import ModelRegistryError
 from ml.network import Network, load_network
 from schemas.topics import TopicSettings, get_topic_settings
@@ -132,6 +134,8 @@ def create_app(settings: ApiSettings | None = None, topics: TopicSettings | None
             hub=Hub(settings.ring_buffer_size, settings.client_queue_size, journal),
             metrics=metrics, model=ModelInfo(settings.model_registry), incidents=IncidentBook(settings.incidents_kept),
             store_dsn=store_dsn, accuracy=monitor, network=network,
+            watch=StreamWatch(settings.bootstrap_servers, topics, StreamWatchSettings(),  # read now: tests set it
+                              settings.kafka_timeout_s),
         )
         try:
             runtime.model.reload()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "Alert", "Analytics", "Health", "History", "Incident", "IncidentDetail", "Model", "Prediction",
-    "Reading", "Sensor",
+    "Alert", "Analytics", "Health", "HealthChecks", "History", "Incident", "IncidentDetail", "Model", "Prediction",
+    "Reading", "Sensor", "StreamJobCheck",
 ]
 
 
@@ -90,10 +90,47 @@ class Analytics(BaseModel):
     records: dict[str, int]
 
 
+class StreamJobCheck(BaseModel):
+    """Is the streaming job stalled? (kafka_client/stream_progress.py; docs/faults.md, "A stalled job is reported")"""
+
+    ok: bool = Field(description="false only when stalled (then /health is 503)")
+    state: Literal["no_input", "caught_up", "behind", "stalled", "unknown"] = Field(
+        description="no_input: the raw topic has no records; caught_up: no raw record newer than every valid "
+        "event waits, and the newest prediction (if any) is within behind_after_s of event time of the newest raw "
+        "record (idle counts here); behind: otherwise, still inside stall_after_s without new output; stalled: "
+        "behind with no new record on the events, dead-letter or predictions topic for stall_after_s or longer; "
+        "unknown: the topics could not be read")
+    unprocessed_records: int | None = Field(default=None, description="raw records minus valid events minus "
+                                            "dead letters (an underestimate after repeats)")
+    behind_s: float | None = Field(default=None, description="event time the newest prediction trails the "
+                                   "newest raw record by (null when either is missing)")
+    newest_input_ms: int | None = Field(default=None, description="event time of the newest raw record, epoch ms")
+    newest_event_ms: int | None = Field(default=None, description="event_time of the newest valid event, epoch ms")
+    newest_prediction_ms: int | None = Field(default=None, description="event_time of the newest prediction, epoch ms")
+    no_progress_s: float | None = Field(default=None, description="how long the job has been behind without new "
+                                        "output (0 when not behind)")
+    behind_after_s: float | None = Field(default=None, description="TRAFFIC_STREAM_WATCH_BEHIND_AFTER_S")
+    stall_after_s: float | None = Field(default=None, description="TRAFFIC_STREAM_WATCH_STALL_AFTER_S")
+    input_topic: str | None = Field(default=None, description="the raw topic watched")
+    error: str | None = Field(default=None, description="why the topics could not be read (state unknown)")
+
+
+class HealthChecks(BaseModel):
+    """One entry per check; each has ``ok``. Empty while starting."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kafka: dict[str, Any] | None = Field(default=None, description="a metadata round trip to the brokers")
+    consumer: dict[str, Any] | None = Field(default=None, description="the API's own Kafka consumer")
+    model_registry: dict[str, Any] | None = Field(default=None, description="the registry and the served version")
+    stream: dict[str, Any] | None = Field(default=None, description="the SSE fan-out")
+    streaming_job: StreamJobCheck | None = Field(default=None, description="no progress while behind")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded", "starting"] = Field(description="ok; degraded when a check failed "
                                                                   "(then 503); starting before the checks exist")
-    checks: dict[str, dict[str, Any]]
+    checks: HealthChecks
 
 
 class Model(BaseModel):

@@ -14,6 +14,7 @@ from api.metrics import ApiMetrics
 from api.model_info import ModelInfo
 from api.settings import ApiSettings
 from api.state import LiveState, Record, SensorCatalog
+from api.stream_watch import StreamWatch
 from ml.network import Network, load_network
 from schemas.topics import TopicSettings
 
@@ -35,6 +36,7 @@ class Runtime:
     incidents: IncidentBook = field(default_factory=IncidentBook)
     store_dsn: str | None = None  # the PostgreSQL store (None: TRAFFIC_API_USE_STORE=false)
     accuracy: AccuracyMonitor | None = None
+    watch: StreamWatch | None = None  # /health's streaming_job check (None: not watched)
     network: Network = field(default_factory=load_network)  # the sensors, road links and title it serves
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 

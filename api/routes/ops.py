@@ -1,4 +1,5 @@
-"""``/health`` (real checks of Kafka, the consumer and the model registry) and ``/metrics``."""
+"""``/health`` (real checks of Kafka, the consumer, the model registry and the streaming job's progress) and
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ __all__ = ["router"]
 router = APIRouter(tags=["ops"])  # both routes are exempt from the rate limit: monitoring is never throttled
 
 
-@router.get("/health", response_model=Health, summary="Kafka, consumer and model registry checks; 503 when degraded",
+@router.get("/health", response_model=Health,
+            summary="Kafka, consumer, model registry and streaming-job checks; 503 when degraded",
             responses={503: {"model": Health, "description": "degraded (a check failed) or still starting"}})
 async def health(request: Request) -> JSONResponse:
     runtime = getattr(request.app.state, "runtime", None)
@@ -53,6 +55,8 @@ async def health(request: Request) -> JSONResponse:
     except ModelRegistryError as exc:
         checks["model_registry"] = {"ok": False, "root": str(runtime.model.root), "error": str(exc)}
     checks["stream"] = {"ok": True, "clients": len(runtime.hub.subscribers), "last_event_id": runtime.hub.last_id}
+    if runtime.watch is not None:  # behind with no new output for stall_after_s = stalled (api/stream_watch.py)
+        checks["streaming_job"] = await run_in_threadpool(runtime.watch.check)
     ok = all(check["ok"] for check in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from config.settings import PlatformSettings
-from runners.platform import ALL_SERVICES, Platform
+from confluent_kafka import KafkaException
 
-__all__ = ["format_status", "register"]
+from config.settings import PlatformSettings
+from kafka_client import KafkaUnavailableError
+from runners.platform import ALL_SERVICES, Platform
+from runners.platform.stream_watch import observe_stream
+
+__all__ = ["format_status", "register", "stream_line"]
 
 
 def format_status(rows: list) -> str:
@@ -37,11 +41,26 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def stream_line(settings: PlatformSettings) -> tuple[str, bool]:
+    """The streaming-job line of the status and whether it is fine (not stalled; unknown counts as fine)."""
+    try:
+        verdict = observe_stream(settings)
+    except (KafkaUnavailableError, KafkaException, OSError) as exc:  # OSError: the samples file cannot be kept
+        return f"stream job: unknown ({exc})", True
+    return f"stream job: {verdict.describe()}", verdict.ok
+
+
 def _status(args: argparse.Namespace) -> int:
-    rows = Platform(_settings(args)).status(args.services)
+    settings = _settings(args)
+    rows = Platform(settings).status(args.services)
     print(format_status(rows))
     wanted_up = [r for r in rows if r.state != "stopped"]
-    return 0 if all(r.healthy for r in wanted_up) else 1
+    fine = all(r.healthy for r in wanted_up)
+    if any(r.service == "kafka" and r.healthy for r in rows):  # behind with no new output = stalled (exit 1)
+        line, stream_ok = stream_line(settings)
+        print(line)
+        fine = fine and stream_ok
+    return 0 if fine else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for action, func, text in (
         ("up", _up, "start the services (all if none named) and wait until healthy; harmless if running"),
         ("down", _down, "stop the services this work directory started"),
-        ("status", _status, "show each service's state, PIDs, health and ports (exit 1 if one is unhealthy)"),
+        ("status", _status, "show each service's state, PIDs, health and ports, and whether the streaming job is "
+         "stalled (exit 1 if a service is unhealthy or the job stalled)"),
     ):
         sub = actions.add_parser(action, help=text, description=text)
         sub.add_argument("services", nargs="*", metavar="SERVICE", help=f"one or more of: {', '.join(ALL_SERVICES)}")

@@ -27,7 +27,9 @@ def api_topics(kafka_bootstrap: str) -> Iterator[TopicSettings]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(predictions=f"test-api-{tag}-predictions", alerts=f"test-api-{tag}-alerts",
+    # raw: a name no test writes to, so /health's streaming_job check sees no input (not the default traffic-raw)
+    topics = TopicSettings(raw=f"test-api-{tag}-raw", predictions=f"test-api-{tag}-predictions",
+                           alerts=f"test-api-{tag}-alerts",
                            aggregates=f"test-api-{tag}-aggregates", incidents=f"test-api-{tag}-incidents",
                            partitions=2)
     names = [topics.predictions, topics.alerts, topics.aggregates, topics.incidents]

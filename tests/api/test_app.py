@@ -123,6 +123,7 @@ def test_health_checks_kafka_consumer_and_registry(served_api):
     assert body["checks"]["kafka"]["ok"] and body["checks"]["kafka"]["missing_topics"] == []
     assert body["checks"]["consumer"]["partitions"] == 8
     assert body["checks"]["model_registry"]["latest_version"] == served_api.runtime.model.version
+    assert body["checks"]["streaming_job"]["state"] == "no_input"  # the session's raw topic does not exist
 
 
 def test_health_is_503_when_kafka_is_unreachable(tmp_path):

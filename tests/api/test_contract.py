@@ -68,7 +68,8 @@ def live_api(kafka_bootstrap, api_topics, model_registry, timeline: Timeline, tm
     env = dict(os.environ, TRAFFIC_API_PORT=str(port), TRAFFIC_API_BOOTSTRAP_SERVERS=kafka_bootstrap,
                TRAFFIC_API_MODEL_REGISTRY=str(model_registry[0]), TRAFFIC_API_ADMIN_KEY=key,
                TRAFFIC_API_METADATA_REFRESH_S="1", TRAFFIC_API_RATE_LIMIT_PER_S=str(RATE_PER_S),
-               TRAFFIC_API_RATE_LIMIT_BURST=str(BURST), TRAFFIC_TOPICS_PREDICTIONS=api_topics.predictions,
+               TRAFFIC_API_RATE_LIMIT_BURST=str(BURST), TRAFFIC_TOPICS_RAW=api_topics.raw,
+               TRAFFIC_TOPICS_PREDICTIONS=api_topics.predictions,
                TRAFFIC_TOPICS_ALERTS=api_topics.alerts, TRAFFIC_TOPICS_AGGREGATES=api_topics.aggregates)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning"],
