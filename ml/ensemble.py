@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ColumnBlend", "HorizonChain"]
+__all__ = ["ColumnBlend", "HorizonChain", "input_key"]
 
 
-def _key(x: np.ndarray) -> tuple:
+def input_key(x: np.ndarray) -> tuple:
     """A digest of the rows' values (not their identity): equal inputs, equal key."""
     x = np.ascontiguousarray(x)
     return x.shape, x.dtype.str, hashlib.blake2b(x.tobytes(), digest_size=16).digest()
@@ -51,7 +51,7 @@ class ColumnBlend:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        key = _key(x)
+        key = input_key(x)
         memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
         if memo is not None and memo[0] == key:
             return memo[1].copy()

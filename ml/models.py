@@ -21,16 +21,19 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
+from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs", "make_scale_model",
-    "N_JOBS",
+    "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
+    "make_scale_model", "N_JOBS",
 ]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
 HGB_GRAPH_ITERATIONS = 200
 HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
+MLP_ROWS = 800_000
+MLP_SHARE = 0.2  # the perceptron's weight in the *_mlp blends (chosen on odd validation days, model-experiments.md)
 
 
 @dataclass(frozen=True)
@@ -43,26 +46,35 @@ class ModelSpec:
     max_rows: int | None = None
     features: tuple[str, ...] = BASE_FEATURE_NAMES
     upstream: str | None = None  # a chained model: this 15-minute candidate's forecast is one more input column
+    joint: bool = False  # one multi-output model for every horizon, fitted once (``ml.neural.HorizonOutput``)
 
     @property
     def is_baseline(self) -> bool:
         return self.make is None
 
 
-# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members.
+# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members, in build order (a blend may be
+# the member of a later one: its memo then lets the chained models reuse its 15-minute forecast).
 BLENDS: dict[str, tuple[str, ...]] = {
     "hgb_blend": ("hist_gradient_boosting", "hgb_graph"),
     "hgb_chain_blend": ("hgb_chain", "hist_gradient_boosting"),
+    "hgb_blend_mlp": ("hgb_blend", "mlp"),
+    "hgb_chain_mlp": ("hgb_chain", "mlp"),
+    "hgb_chain_blend_mlp": ("hgb_chain_blend", "mlp"),
+}
+# Member weights of a blend (default: equal).
+BLEND_WEIGHTS: dict[str, tuple[float, ...]] = {
+    name: (1.0 - MLP_SHARE, MLP_SHARE) for name in ("hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp")
 }
 # Blends offered at some horizons only (default: all). The chained blend runs 400 trees; the inference budget
 # (25 ms per network step) has room for that at one horizon beside the 15-minute blend, and 60 min gains most.
-BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
+BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,), "hgb_chain_blend_mlp": (60,)}
 # Horizon chaining (``ml.ensemble.HorizonChain``): the 30- and 60-minute ``hgb_chain`` models also read the
 # 15-minute forecast of this candidate, and are fitted on training rows that candidate did not see.
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp",
 )
 
 
@@ -120,6 +132,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                       random_state=0),
                 max_rows=20_000, features=FEATURE_NAMES, upstream=CHAIN_UPSTREAM,
             ))
+        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000,
+                               features=FEATURE_NAMES, joint=True))
         return specs
     specs += [
         ModelSpec(
@@ -185,4 +199,5 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
         ))
+    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_ROWS, features=FEATURE_NAMES, joint=True))
     return specs

@@ -35,6 +35,7 @@ from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import (
     BLEND_HORIZONS,
+    BLEND_WEIGHTS,
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
@@ -43,6 +44,7 @@ from ml.models import (
     make_scale_model,
 )
 from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
+from ml.neural import HorizonOutput, SharedOutputs
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples
 
@@ -106,6 +108,15 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
     return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base), rows
 
 
+def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed."""
+    rows = np.flatnonzero(np.isfinite(y).all(1))
+    if spec.max_rows is not None and len(rows) > spec.max_rows:
+        rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
+    base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
+    return SharedOutputs(spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base)), rows
+
+
 def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
                rng: np.random.Generator):  # noqa: ANN202
     """A ``HorizonChain`` on training rows the upstream (15-minute) model did not see, or (None, no rows)."""
@@ -142,14 +153,18 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
 
 def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
     """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
-    wanted = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
-    if first_horizon and "hgb_chain" in wanted:  # a chain needs its 15-minute upstream, a blend its members
-        wanted |= {CHAIN_UPSTREAM, *BLENDS.get(CHAIN_UPSTREAM, ())}
-    return wanted
+    while True:
+        more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
+        if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
+            more.add(CHAIN_UPSTREAM)
+        if more == wanted:
+            return wanted
+        wanted = more
 
 
 def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
-    """The blends ``names`` (of ``BLENDS``) as extra candidates; their fitted members are reused, not refitted."""
+    """The blends ``names`` (of ``BLENDS``, in order) as extra candidates; their fitted members are reused, not
+    refitted, and a blend built here can be a member of a later one."""
     by_name = {spec.name: (spec, est, used, fit_s) for spec, est, used, fit_s in fitted if est is not None}
     out = []
     for name in names:
@@ -159,10 +174,12 @@ def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[
         parts = [by_name[m] for m in members]
         if len({p[0].base_feature for p in parts}) != 1:
             continue
-        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], [1.0] * len(parts))
+        weights = BLEND_WEIGHTS.get(name, (1.0,) * len(parts))
+        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], weights)
         spec = ModelSpec(name, parts[0][0].base_feature, features=FEATURE_NAMES)
         used = np.unique(np.concatenate([p[2] for p in parts]))
         out.append((spec, blend, used, sum(p[3] for p in parts)))
+        by_name[name] = out[-1]
     return out
 
 
@@ -211,6 +228,7 @@ def train(
         calibrate = ~select
     rng = np.random.default_rng(seed)
     first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
+    joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
@@ -225,7 +243,11 @@ def train(
         fitted = []
         for spec in specs:
             started = time.perf_counter()
-            if spec.upstream is None:
+            if spec.joint:
+                if spec.name not in joint:
+                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, rng)
+                est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
+            elif spec.upstream is None:
                 est, used = _fit(spec, x_tr, y_tr[:, j], rng)
             else:
                 est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)

@@ -1,0 +1,77 @@
+"""A small neural network over the feature rows: one model for all three horizons.
+
+``make_mlp`` builds a multi-layer perceptron (scikit-learn ``MLPRegressor``
+behind a ``StandardScaler``) that reads a sensor's feature row (its own
+history summaries, its upstream and downstream neighbours' diffused 12-step
+deviation histories, time of day, ...: ``FEATURE_NAMES``) and predicts the
+change from the last reading at every horizon at once. It is fitted with early
+stopping on a held-out tenth of its training rows. Its errors differ from the
+gradient-boosted trees' (squared error, smooth in every input), so a small
+share of it in a blend lowers the ensemble's validation MAE although it is
+weaker alone (docs/model-experiments.md, third round).
+
+``SharedOutputs`` holds the fitted multi-output model and remembers its latest
+prediction (keyed by a digest of the rows), so the three horizons of one network
+step run the network once; ``HorizonOutput`` is one horizon's column of it and
+is what a bundle stores per horizon (the three share one ``SharedOutputs`` after
+a skops round trip, as ``ml.ensemble.HorizonChain`` shares its upstream).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ml.ensemble import input_key
+
+__all__ = ["MLP_HIDDEN", "HorizonOutput", "SharedOutputs", "make_mlp"]
+
+MLP_HIDDEN: tuple[int, ...] = (128, 64)
+
+
+def make_mlp(quick: bool = False) -> Pipeline:
+    """Standardised inputs into a ReLU perceptron (Adam, early stopping on 10% of the training rows)."""
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("mlp", MLPRegressor(
+            hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
+            max_iter=10 if quick else 40, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
+            random_state=0,
+        )),
+    ])
+
+
+class SharedOutputs:
+    """A fitted multi-output estimator whose latest (input digest, prediction) pair is remembered (never stored)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def predict_all(self, x: np.ndarray) -> np.ndarray:
+        """(rows, outputs) float64; equal rows asked again are answered from the memo."""
+        x = np.asarray(x)
+        key = input_key(x)
+        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
+        if memo is not None and memo[0] == key:
+            return memo[1].copy()
+        out = np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
+        self._memo = (key, out)
+        return out.copy()
+
+
+class HorizonOutput:
+    """Output ``index`` of a ``SharedOutputs`` model: one horizon's forecast as a single-output estimator."""
+
+    def __init__(self, shared: SharedOutputs, index: int) -> None:
+        self.shared = shared
+        self.index = int(index)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.shared.predict_all(x)[:, self.index]
