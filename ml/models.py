@@ -25,13 +25,14 @@ from ml.neural import make_mlp
 
 __all__ = [
     "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
-    "make_scale_model", "N_JOBS",
+    "make_scale_model", "MLP_UPSTREAM", "N_JOBS",
 ]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
 HGB_GRAPH_ITERATIONS = 200
 HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
+MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
 MLP_ROWS = 800_000
 MLP_SHARE = 0.2  # the perceptron's weight in the *_mlp blends (chosen on odd validation days, model-experiments.md)
 
@@ -74,7 +75,7 @@ BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,), "hgb_cha
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp", "hgb_mlp",
 )
 
 
@@ -134,6 +135,12 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             ))
         specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000,
                                features=FEATURE_NAMES, joint=True))
+        specs.append(ModelSpec(
+            "hgb_mlp", "speed_last",
+            lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
+                                                  random_state=0),
+            max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
+        ))
         return specs
     specs += [
         ModelSpec(
@@ -200,4 +207,21 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             upstream=CHAIN_UPSTREAM,
         ))
     specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_ROWS, features=FEATURE_NAMES, joint=True))
+    specs.append(ModelSpec(
+        "hgb_mlp",
+        "speed_last",
+        lambda: HistGradientBoostingRegressor(
+            loss="absolute_error",
+            learning_rate=0.1,
+            max_iter=HGB_CHAIN_ITERATIONS,
+            max_leaf_nodes=63,
+            min_samples_leaf=100,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=0,
+        ),
+        max_rows=HGB_GRAPH_ROWS,
+        features=FEATURE_NAMES,
+        upstream=MLP_UPSTREAM,
+    ))
     return specs

@@ -8,7 +8,9 @@ change from the last reading at every horizon at once. It is fitted with early
 stopping on a held-out tenth of its training rows. Its errors differ from the
 gradient-boosted trees' (squared error, smooth in every input), so a small
 share of it in a blend lowers the ensemble's validation MAE although it is
-weaker alone (docs/model-experiments.md, third round).
+weaker alone, and as the upstream of a horizon chain (``hgb_mlp``: gradient-boosted
+trees that also read its three forecasts, fitted on rows it did not see) it
+lowers the trees' validation MAE by 0.03-0.09 (docs/model-experiments.md, third round).
 
 ``SharedOutputs`` holds the fitted multi-output model and remembers its latest
 prediction (keyed by a digest of the rows), so the three horizons of one network
@@ -64,6 +66,10 @@ class SharedOutputs:
         out = np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
         self._memo = (key, out)
         return out.copy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Every output: as a chain's upstream (``ml.ensemble.HorizonChain``) it adds one column per horizon."""
+        return self.predict_all(x)
 
 
 class HorizonOutput:

@@ -39,6 +39,7 @@ from ml.models import (
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
+    MLP_UPSTREAM,
     ModelSpec,
     candidate_specs,
     make_scale_model,
@@ -157,6 +158,8 @@ def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
         more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
         if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
             more.add(CHAIN_UPSTREAM)
+        if "hgb_mlp" in more:  # fitted at the first horizon, used at every one
+            more.add(MLP_UPSTREAM)
         if more == wanted:
             return wanted
         wanted = more
@@ -249,8 +252,9 @@ def train(
                 est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
             elif spec.upstream is None:
                 est, used = _fit(spec, x_tr, y_tr[:, j], rng)
-            else:
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)
+            else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
+                up = joint.get(spec.upstream) or first.get(spec.upstream)
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, rng)
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))

@@ -1,16 +1,18 @@
-"""The perceptron candidate: one multi-output model for all horizons, its memo, its fit, a registry round trip."""
+"""The perceptron candidate: one multi-output model for all horizons, its memo, its fit, the trees that read its
+forecasts (``hgb_mlp``), registry round trips that keep it shared."""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
-from ml.ensemble import ColumnBlend
+from ml.ensemble import ColumnBlend, HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext
-from ml.models import BLEND_WEIGHTS, BLENDS, CANDIDATE_NAMES, ModelSpec, candidate_specs
+from ml.models import BLEND_WEIGHTS, BLENDS, CANDIDATE_NAMES, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import HorizonOutput, SharedOutputs, make_mlp
 from ml.registry import ModelBundle, ModelRegistry
-from ml.train import _blends, _fit_joint, _wanted
+from ml.train import _blends, _fit_chain, _fit_joint, _wanted
 
 
 class _Counting:
@@ -135,6 +137,65 @@ def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None
     loaded = registry.load(registry.register(bundle))
     first, *others = (loaded.estimators[h] for h in HORIZONS_MIN)
     assert all(o.shared is first.shared for o in others)  # one network forward pass per step for all horizons
+    after = loaded.predict(x)
+    for h in HORIZONS_MIN:
+        for a, b in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_trees_reading_the_perceptron_are_offered_at_every_horizon_and_bring_it_along() -> None:
+    for quick in (False, True):
+        for h in HORIZONS_MIN:
+            (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "hgb_mlp"]
+            assert spec.upstream == MLP_UPSTREAM and spec.features == FEATURE_NAMES
+            names = [s.name for s in candidate_specs(h, quick=quick)]
+            assert names.index(MLP_UPSTREAM) < names.index("hgb_mlp")  # the upstream is fitted first
+    for first_horizon in (True, False):
+        assert MLP_UPSTREAM in _wanted({"hgb_mlp"}, first_horizon=first_horizon)
+
+
+def test_the_chain_on_the_perceptron_reads_all_its_outputs_on_rows_it_did_not_see() -> None:
+    n = 5000
+    x = _rows(n, seed=7)
+    x[:, 0] = np.arange(n)  # row ids
+    y = np.ones(n)
+    y[::10] = np.nan
+    shared = SharedOutputs(_Counting())
+    up_used = np.arange(3000)
+    spec = ModelSpec("hgb_mlp", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES,
+                     upstream=MLP_UPSTREAM)
+    chain, used = _fit_chain(spec, x, y, (shared, up_used), np.random.default_rng(0))
+    inputs = chain.model.x
+    rows = inputs[:, 0].astype(int)
+    assert inputs.shape == (1000, len(FEATURE_NAMES) + 3)
+    assert rows.min() >= 3000 and np.all(rows % 10 != 0)
+    s = x[rows].astype(np.float64).sum(1)
+    np.testing.assert_allclose(inputs[:, -3:], np.stack([s, 2 * s, 3 * s], axis=1), rtol=1e-5)
+    assert set(up_used) <= set(used) and set(rows) <= set(used)
+
+
+def test_a_bundle_of_trees_on_the_perceptron_round_trips_with_one_shared_perceptron(tmp_path) -> None:
+    n = 4
+    ctx = FeatureContext(
+        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
+        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
+        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
+        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
+    )
+    x = _rows(400, seed=8)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
+    shared = SharedOutputs(make_mlp(quick=True).fit(x, y))
+    cols = np.arange(len(FEATURE_NAMES))
+    inputs = HorizonChain.inputs(x, cols, shared.predict(x))
+    estimators = {h: HorizonChain(shared, LinearRegression().fit(inputs, y[:, k]), cols)
+                  for k, h in enumerate(HORIZONS_MIN)}
+    intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(400), min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
+    before = bundle.predict(x)
+    registry = ModelRegistry(tmp_path / "models")
+    loaded = registry.load(registry.register(bundle))
+    ups = [loaded.estimators[h].upstream for h in HORIZONS_MIN]
+    assert isinstance(ups[0], SharedOutputs) and all(u is ups[0] for u in ups)
     after = loaded.predict(x)
     for h in HORIZONS_MIN:
         for a, b in zip(before[h], after[h], strict=True):
