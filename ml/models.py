@@ -24,7 +24,7 @@ from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
+    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
     "make_scale_model", "MLP_UPSTREAM", "N_JOBS",
 ]
 
@@ -34,7 +34,6 @@ HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
 MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
 MLP_ROWS = 800_000
-MLP_SHARE = 0.2  # the perceptron's weight in the *_mlp blends (chosen on odd validation days, model-experiments.md)
 
 
 @dataclass(frozen=True)
@@ -54,28 +53,21 @@ class ModelSpec:
         return self.make is None
 
 
-# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members, in build order (a blend may be
-# the member of a later one: its memo then lets the chained models reuse its 15-minute forecast).
+# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members. (Blends of the trees with 20% of
+# the perceptron were tried and not selected: docs/model-experiments.md, third round.)
 BLENDS: dict[str, tuple[str, ...]] = {
     "hgb_blend": ("hist_gradient_boosting", "hgb_graph"),
     "hgb_chain_blend": ("hgb_chain", "hist_gradient_boosting"),
-    "hgb_blend_mlp": ("hgb_blend", "mlp"),
-    "hgb_chain_mlp": ("hgb_chain", "mlp"),
-    "hgb_chain_blend_mlp": ("hgb_chain_blend", "mlp"),
-}
-# Member weights of a blend (default: equal).
-BLEND_WEIGHTS: dict[str, tuple[float, ...]] = {
-    name: (1.0 - MLP_SHARE, MLP_SHARE) for name in ("hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp")
 }
 # Blends offered at some horizons only (default: all). The chained blend runs 400 trees; the inference budget
 # (25 ms per network step) has room for that at one horizon beside the 15-minute blend, and 60 min gains most.
-BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,), "hgb_chain_blend_mlp": (60,)}
+BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
 # Horizon chaining (``ml.ensemble.HorizonChain``): the 30- and 60-minute ``hgb_chain`` models also read the
 # 15-minute forecast of this candidate, and are fitted on training rows that candidate did not see.
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp", "hgb_mlp",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp",
 )
 
 

@@ -35,7 +35,6 @@ from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import (
     BLEND_HORIZONS,
-    BLEND_WEIGHTS,
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
@@ -166,8 +165,7 @@ def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
 
 
 def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
-    """The blends ``names`` (of ``BLENDS``, in order) as extra candidates; their fitted members are reused, not
-    refitted, and a blend built here can be a member of a later one."""
+    """The blends ``names`` (of ``BLENDS``) as extra candidates; their fitted members are reused, not refitted."""
     by_name = {spec.name: (spec, est, used, fit_s) for spec, est, used, fit_s in fitted if est is not None}
     out = []
     for name in names:
@@ -177,12 +175,10 @@ def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[
         parts = [by_name[m] for m in members]
         if len({p[0].base_feature for p in parts}) != 1:
             continue
-        weights = BLEND_WEIGHTS.get(name, (1.0,) * len(parts))
-        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], weights)
+        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], [1.0] * len(parts))
         spec = ModelSpec(name, parts[0][0].base_feature, features=FEATURE_NAMES)
         used = np.unique(np.concatenate([p[2] for p in parts]))
         out.append((spec, blend, used, sum(p[3] for p in parts)))
-        by_name[name] = out[-1]
     return out
 
 

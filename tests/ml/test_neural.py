@@ -7,12 +7,12 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
-from ml.ensemble import ColumnBlend, HorizonChain
+from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext
-from ml.models import BLEND_WEIGHTS, BLENDS, CANDIDATE_NAMES, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.models import CANDIDATE_NAMES, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import HorizonOutput, SharedOutputs, make_mlp
 from ml.registry import ModelBundle, ModelRegistry
-from ml.train import _blends, _fit_chain, _fit_joint, _wanted
+from ml.train import _fit_chain, _fit_joint, _wanted
 
 
 class _Counting:
@@ -88,34 +88,12 @@ def test_the_joint_fit_learns_the_change_on_rows_with_every_target_observed() ->
     np.testing.assert_allclose(fitted.y, np.tile([1.0, 2.0, 3.0], (1000, 1)), atol=1e-4)  # change from speed_last
 
 
-def test_the_perceptron_is_a_candidate_at_every_horizon_and_its_blends_take_a_fixed_share() -> None:
+def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
+    assert "mlp" in CANDIDATE_NAMES and "hgb_mlp" in CANDIDATE_NAMES
     for quick in (False, True):
         for h in HORIZONS_MIN:
             (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "mlp"]
             assert spec.joint and spec.features == FEATURE_NAMES and spec.base_feature == "speed_last"
-    for name in ("hgb_blend_mlp", "hgb_chain_mlp", "hgb_chain_blend_mlp"):
-        assert name in CANDIDATE_NAMES and BLENDS[name][1] == "mlp" and len(BLEND_WEIGHTS[name]) == 2
-    wanted = _wanted({"hgb_chain_blend_mlp"}, first_horizon=True)
-    assert {"mlp", "hgb_chain", "hist_gradient_boosting", "hgb_blend", "hgb_graph"} <= wanted
-
-
-def test_a_blend_of_a_blend_reuses_the_inner_memo() -> None:
-    x = _rows()
-    inner_member, mlp_model = _Counting(), _Counting()
-    inner = ColumnBlend([HorizonOutput(SharedOutputs(inner_member), 0)], [np.arange(len(FEATURE_NAMES))], [1.0])
-    mlp = HorizonOutput(SharedOutputs(mlp_model), 0)
-    spec = ModelSpec("x", "speed_last", features=FEATURE_NAMES)
-    used = np.arange(3)
-    fitted = [(ModelSpec("hgb_blend", "speed_last", features=FEATURE_NAMES), inner, used, 1.0),
-              (ModelSpec("mlp", "speed_last", features=FEATURE_NAMES), mlp, used, 1.0)]
-    (out,) = _blends(fitted, ["hgb_blend_mlp"])
-    assert out[0].name == "hgb_blend_mlp" and out[0].base_feature == spec.base_feature
-    blend = out[1]
-    s = x.astype(np.float64).sum(1)
-    w_tree, w_mlp = BLEND_WEIGHTS["hgb_blend_mlp"]
-    np.testing.assert_allclose(blend.predict(x), (w_tree + w_mlp) * s, rtol=1e-5)
-    inner.predict(x)  # what a chained model asks of its upstream in the same step
-    assert inner_member.calls == 1 and mlp_model.calls == 1
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
