@@ -10,7 +10,9 @@ either one (see docs/model-experiments.md).
 ``model.predict([X[:, columns], upstream.predict(X)])``. The upstream is the
 15-minute estimator of the same bundle (the same object after a skops round
 trip), and a blend remembers its latest prediction, so one network step runs the
-15-minute trees once for all three horizons.
+15-minute trees once for all three horizons. The upstream can also be a
+multi-output model (``ml.neural.SharedOutputs``: the perceptron's forecasts at
+every horizon, one column each), which remembers its prediction the same way.
 """
 
 from __future__ import annotations

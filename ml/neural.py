@@ -5,18 +5,19 @@ behind a ``StandardScaler``) that reads a sensor's feature row (its own
 history summaries, its upstream and downstream neighbours' diffused 12-step
 deviation histories, time of day, ...: ``FEATURE_NAMES``) and predicts the
 change from the last reading at every horizon at once. It is fitted with early
-stopping on a held-out tenth of its training rows. Its errors differ from the
-gradient-boosted trees' (squared error, smooth in every input), so a small
-share of it in a blend lowers the ensemble's validation MAE although it is
-weaker alone, and as the upstream of a horizon chain (``hgb_mlp``: gradient-boosted
-trees that also read its three forecasts, fitted on rows it did not see) it
-lowers the trees' validation MAE by 0.03-0.09 (docs/model-experiments.md, third round).
+stopping on a held-out tenth of its training rows. Alone it is weaker than the
+trees in MAE (it fits squared error) but better in RMSE; averaged into the trees
+it did not lower the MAE, while as the upstream of a horizon chain (``hgb_mlp``:
+gradient-boosted trees that also read its three forecasts, fitted on rows it did
+not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
+(docs/model-experiments.md, third round).
 
 ``SharedOutputs`` holds the fitted multi-output model and remembers its latest
 prediction (keyed by a digest of the rows), so the three horizons of one network
-step run the network once; ``HorizonOutput`` is one horizon's column of it and
-is what a bundle stores per horizon (the three share one ``SharedOutputs`` after
-a skops round trip, as ``ml.ensemble.HorizonChain`` shares its upstream).
+step run the network once; it is the upstream of the three ``hgb_mlp`` chains
+(one object for all three after a skops round trip, as ``ml.ensemble.HorizonChain``
+shares its upstream). ``HorizonOutput`` is one horizon's column of it: the
+perceptron alone as a candidate.
 """
 
 from __future__ import annotations
