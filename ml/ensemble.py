@@ -10,7 +10,9 @@ either one (see docs/model-experiments.md).
 ``model.predict([X[:, columns], upstream.predict(X)])``. The upstream is the
 15-minute estimator of the same bundle (the same object after a skops round
 trip), and a blend remembers its latest prediction, so one network step runs the
-15-minute trees once for all three horizons.
+15-minute trees once for all three horizons. The upstream can also be a
+multi-output model (``ml.neural.SharedOutputs``: the perceptron's forecasts at
+every horizon, one column each), which remembers its prediction the same way.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ColumnBlend", "HorizonChain"]
+__all__ = ["ColumnBlend", "HorizonChain", "input_key"]
 
 
-def _key(x: np.ndarray) -> tuple:
+def input_key(x: np.ndarray) -> tuple:
     """A digest of the rows' values (not their identity): equal inputs, equal key."""
     x = np.ascontiguousarray(x)
     return x.shape, x.dtype.str, hashlib.blake2b(x.tobytes(), digest_size=16).digest()
@@ -51,7 +53,7 @@ class ColumnBlend:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        key = _key(x)
+        key = input_key(x)
         memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
         if memo is not None and memo[0] == key:
             return memo[1].copy()

@@ -21,16 +21,19 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
+from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs", "make_scale_model",
-    "N_JOBS",
+    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
+    "make_scale_model", "MLP_UPSTREAM", "N_JOBS",
 ]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
 HGB_GRAPH_ITERATIONS = 200
 HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
+MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
+MLP_ROWS = 800_000
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,15 @@ class ModelSpec:
     max_rows: int | None = None
     features: tuple[str, ...] = BASE_FEATURE_NAMES
     upstream: str | None = None  # a chained model: this 15-minute candidate's forecast is one more input column
+    joint: bool = False  # one multi-output model for every horizon, fitted once (``ml.neural.HorizonOutput``)
 
     @property
     def is_baseline(self) -> bool:
         return self.make is None
 
 
-# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members.
+# Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members. (Blends of the trees with 20% of
+# the perceptron were tried and not selected: docs/model-experiments.md, third round.)
 BLENDS: dict[str, tuple[str, ...]] = {
     "hgb_blend": ("hist_gradient_boosting", "hgb_graph"),
     "hgb_chain_blend": ("hgb_chain", "hist_gradient_boosting"),
@@ -62,7 +67,7 @@ BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp",
 )
 
 
@@ -120,6 +125,14 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                       random_state=0),
                 max_rows=20_000, features=FEATURE_NAMES, upstream=CHAIN_UPSTREAM,
             ))
+        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000,
+                               features=FEATURE_NAMES, joint=True))
+        specs.append(ModelSpec(
+            "hgb_mlp", "speed_last",
+            lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
+                                                  random_state=0),
+            max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
+        ))
         return specs
     specs += [
         ModelSpec(
@@ -185,4 +198,22 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
         ))
+    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_ROWS, features=FEATURE_NAMES, joint=True))
+    specs.append(ModelSpec(
+        "hgb_mlp",
+        "speed_last",
+        lambda: HistGradientBoostingRegressor(
+            loss="absolute_error",
+            learning_rate=0.1,
+            max_iter=HGB_CHAIN_ITERATIONS,
+            max_leaf_nodes=63,
+            min_samples_leaf=100,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=0,
+        ),
+        max_rows=HGB_GRAPH_ROWS,
+        features=FEATURE_NAMES,
+        upstream=MLP_UPSTREAM,
+    ))
     return specs

@@ -38,11 +38,13 @@ from ml.models import (
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
+    MLP_UPSTREAM,
     ModelSpec,
     candidate_specs,
     make_scale_model,
 )
 from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
+from ml.neural import HorizonOutput, SharedOutputs
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.training_set import ExampleMeta, examples
 
@@ -106,6 +108,15 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
     return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base), rows
 
 
+def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed."""
+    rows = np.flatnonzero(np.isfinite(y).all(1))
+    if spec.max_rows is not None and len(rows) > spec.max_rows:
+        rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
+    base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
+    return SharedOutputs(spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base)), rows
+
+
 def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
                rng: np.random.Generator):  # noqa: ANN202
     """A ``HorizonChain`` on training rows the upstream (15-minute) model did not see, or (None, no rows)."""
@@ -142,10 +153,15 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
 
 def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
     """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
-    wanted = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
-    if first_horizon and "hgb_chain" in wanted:  # a chain needs its 15-minute upstream, a blend its members
-        wanted |= {CHAIN_UPSTREAM, *BLENDS.get(CHAIN_UPSTREAM, ())}
-    return wanted
+    while True:
+        more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
+        if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
+            more.add(CHAIN_UPSTREAM)
+        if "hgb_mlp" in more:  # fitted at the first horizon, used at every one
+            more.add(MLP_UPSTREAM)
+        if more == wanted:
+            return wanted
+        wanted = more
 
 
 def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[str]) -> list[tuple]:
@@ -211,6 +227,7 @@ def train(
         calibrate = ~select
     rng = np.random.default_rng(seed)
     first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
+    joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
@@ -225,10 +242,15 @@ def train(
         fitted = []
         for spec in specs:
             started = time.perf_counter()
-            if spec.upstream is None:
+            if spec.joint:
+                if spec.name not in joint:
+                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, rng)
+                est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
+            elif spec.upstream is None:
                 est, used = _fit(spec, x_tr, y_tr[:, j], rng)
-            else:
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], first.get(spec.upstream), rng)
+            else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
+                up = joint.get(spec.upstream) or first.get(spec.upstream)
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, rng)
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))

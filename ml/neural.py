@@ -1,0 +1,84 @@
+"""A small neural network over the feature rows: one model for all three horizons.
+
+``make_mlp`` builds a multi-layer perceptron (scikit-learn ``MLPRegressor``
+behind a ``StandardScaler``) that reads a sensor's feature row (its own
+history summaries, its upstream and downstream neighbours' diffused 12-step
+deviation histories, time of day, ...: ``FEATURE_NAMES``) and predicts the
+change from the last reading at every horizon at once. It is fitted with early
+stopping on a held-out tenth of its training rows. Alone it is weaker than the
+trees in MAE (it fits squared error) but better in RMSE; averaged into the trees
+it did not lower the MAE, while as the upstream of a horizon chain (``hgb_mlp``:
+gradient-boosted trees that also read its three forecasts, fitted on rows it did
+not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
+(docs/model-experiments.md, third round).
+
+``SharedOutputs`` holds the fitted multi-output model and remembers its latest
+prediction (keyed by a digest of the rows), so the three horizons of one network
+step run the network once; it is the upstream of the three ``hgb_mlp`` chains
+(one object for all three after a skops round trip, as ``ml.ensemble.HorizonChain``
+shares its upstream). ``HorizonOutput`` is one horizon's column of it: the
+perceptron alone as a candidate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ml.ensemble import input_key
+
+__all__ = ["MLP_HIDDEN", "HorizonOutput", "SharedOutputs", "make_mlp"]
+
+MLP_HIDDEN: tuple[int, ...] = (128, 64)
+
+
+def make_mlp(quick: bool = False) -> Pipeline:
+    """Standardised inputs into a ReLU perceptron (Adam, early stopping on 10% of the training rows)."""
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("mlp", MLPRegressor(
+            hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
+            max_iter=10 if quick else 40, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
+            random_state=0,
+        )),
+    ])
+
+
+class SharedOutputs:
+    """A fitted multi-output estimator whose latest (input digest, prediction) pair is remembered (never stored)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def predict_all(self, x: np.ndarray) -> np.ndarray:
+        """(rows, outputs) float64; equal rows asked again are answered from the memo."""
+        x = np.asarray(x)
+        key = input_key(x)
+        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
+        if memo is not None and memo[0] == key:
+            return memo[1].copy()
+        out = np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
+        self._memo = (key, out)
+        return out.copy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Every output: as a chain's upstream (``ml.ensemble.HorizonChain``) it adds one column per horizon."""
+        return self.predict_all(x)
+
+
+class HorizonOutput:
+    """Output ``index`` of a ``SharedOutputs`` model: one horizon's forecast as a single-output estimator."""
+
+    def __init__(self, shared: SharedOutputs, index: int) -> None:
+        self.shared = shared
+        self.index = int(index)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.shared.predict_all(x)[:, self.index]

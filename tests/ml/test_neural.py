@@ -1,0 +1,180 @@
+"""The perceptron candidate: one multi-output model for all horizons, its memo, its fit, the trees that read its
+forecasts (``hgb_mlp``), registry round trips that keep it shared."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from ml.conformal import fit_binned_conformal
+from ml.ensemble import HorizonChain
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext
+from ml.models import CANDIDATE_NAMES, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.neural import HorizonOutput, SharedOutputs, make_mlp
+from ml.registry import ModelBundle, ModelRegistry
+from ml.train import _fit_chain, _fit_joint, _wanted
+
+
+class _Counting:
+    """A test double multi-output estimator: output k is the sum of the columns times (k + 1); counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        s = np.asarray(x, dtype=np.float64).sum(1)
+        return np.stack([s, 2 * s, 3 * s], axis=1)
+
+
+def _rows(n: int = 60, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+
+
+def test_each_horizon_reads_its_column_and_one_step_runs_the_model_once() -> None:
+    x = _rows()
+    model = _Counting()
+    shared = SharedOutputs(model)
+    outputs = [HorizonOutput(shared, k) for k in range(3)]
+    s = x.astype(np.float64).sum(1)
+    for k, out in enumerate(outputs):
+        got = out.predict(x.copy())  # equal values in another array: still the memo
+        np.testing.assert_allclose(got, (k + 1) * s, rtol=1e-6)
+        got[:] = -1.0  # a caller changing its copy must not change the memo
+    assert model.calls == 1
+    changed = x.copy()
+    changed[3, 2] += 1.0
+    outputs[0].predict(changed)
+    assert model.calls == 2
+    assert "_memo" not in shared.__getstate__()
+
+
+def test_the_perceptron_learns_a_joint_nonlinear_target() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4000, 6)).astype(np.float32)
+    y = np.stack([x[:, 0] * 3.0, np.abs(x[:, 1]) * 4.0, x[:, 2] * x[:, 3]], axis=1)
+    model = make_mlp(quick=True).set_params(mlp__max_iter=200, mlp__hidden_layer_sizes=(32,)).fit(x[:3000], y[:3000])
+    pred = model.predict(x[3000:])
+    assert pred.shape == (1000, 3)
+    mae = np.abs(pred - y[3000:]).mean(0)
+    spread = np.abs(y[3000:] - y[:3000].mean(0)).mean(0)
+    assert np.all(mae < 0.5 * spread)  # far better than the mean, at every output
+
+
+class _Recording:
+    """A test double regressor: remembers the rows and targets it was fitted on, predicts zeros for 3 outputs."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _Recording:
+        self.x, self.y = np.asarray(x), np.asarray(y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), 3))
+
+
+def test_the_joint_fit_learns_the_change_on_rows_with_every_target_observed() -> None:
+    n = 3000
+    x = _rows(n, seed=5)
+    x[:, 0] = 50.0 + np.arange(n) % 7  # speed_last, the base
+    x[:, 1] = np.arange(n)  # row ids
+    y = np.stack([x[:, 0] + 1.0, x[:, 0] + 2.0, x[:, 0] + 3.0], axis=1).astype(np.float64)
+    y[::4, 1] = np.nan
+    spec = ModelSpec("mlp", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, joint=True)
+    shared, used = _fit_joint(spec, x, y, np.random.default_rng(0))
+    fitted = shared.model
+    rows = fitted.x[:, 1].astype(int)
+    assert len(rows) == 1000 and np.all(rows % 4 != 0)
+    np.testing.assert_array_equal(np.sort(rows), used)
+    np.testing.assert_allclose(fitted.y, np.tile([1.0, 2.0, 3.0], (1000, 1)), atol=1e-4)  # change from speed_last
+
+
+def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
+    assert "mlp" in CANDIDATE_NAMES and "hgb_mlp" in CANDIDATE_NAMES
+    for quick in (False, True):
+        for h in HORIZONS_MIN:
+            (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "mlp"]
+            assert spec.joint and spec.features == FEATURE_NAMES and spec.base_feature == "speed_last"
+
+
+def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
+    n = 4
+    ctx = FeatureContext(
+        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
+        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
+        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
+        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
+    )
+    x = _rows(300, seed=6)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
+    shared = SharedOutputs(make_mlp(quick=True).fit(x, y))
+    estimators = {h: HorizonOutput(shared, k) for k, h in enumerate(HORIZONS_MIN)}
+    intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(300), min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
+    before = bundle.predict(x)
+    registry = ModelRegistry(tmp_path / "models")
+    loaded = registry.load(registry.register(bundle))
+    first, *others = (loaded.estimators[h] for h in HORIZONS_MIN)
+    assert all(o.shared is first.shared for o in others)  # one network forward pass per step for all horizons
+    after = loaded.predict(x)
+    for h in HORIZONS_MIN:
+        for a, b in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_trees_reading_the_perceptron_are_offered_at_every_horizon_and_bring_it_along() -> None:
+    for quick in (False, True):
+        for h in HORIZONS_MIN:
+            (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "hgb_mlp"]
+            assert spec.upstream == MLP_UPSTREAM and spec.features == FEATURE_NAMES
+            names = [s.name for s in candidate_specs(h, quick=quick)]
+            assert names.index(MLP_UPSTREAM) < names.index("hgb_mlp")  # the upstream is fitted first
+    for first_horizon in (True, False):
+        assert MLP_UPSTREAM in _wanted({"hgb_mlp"}, first_horizon=first_horizon)
+
+
+def test_the_chain_on_the_perceptron_reads_all_its_outputs_on_rows_it_did_not_see() -> None:
+    n = 5000
+    x = _rows(n, seed=7)
+    x[:, 0] = np.arange(n)  # row ids
+    y = np.ones(n)
+    y[::10] = np.nan
+    shared = SharedOutputs(_Counting())
+    up_used = np.arange(3000)
+    spec = ModelSpec("hgb_mlp", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES,
+                     upstream=MLP_UPSTREAM)
+    chain, used = _fit_chain(spec, x, y, (shared, up_used), np.random.default_rng(0))
+    inputs = chain.model.x
+    rows = inputs[:, 0].astype(int)
+    assert inputs.shape == (1000, len(FEATURE_NAMES) + 3)
+    assert rows.min() >= 3000 and np.all(rows % 10 != 0)
+    s = x[rows].astype(np.float64).sum(1)
+    np.testing.assert_allclose(inputs[:, -3:], np.stack([s, 2 * s, 3 * s], axis=1), rtol=1e-5)
+    assert set(up_used) <= set(used) and set(rows) <= set(used)
+
+
+def test_a_bundle_of_trees_on_the_perceptron_round_trips_with_one_shared_perceptron(tmp_path) -> None:
+    n = 4
+    ctx = FeatureContext(
+        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
+        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
+        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
+        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
+    )
+    x = _rows(400, seed=8)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
+    shared = SharedOutputs(make_mlp(quick=True).fit(x, y))
+    cols = np.arange(len(FEATURE_NAMES))
+    inputs = HorizonChain.inputs(x, cols, shared.predict(x))
+    estimators = {h: HorizonChain(shared, LinearRegression().fit(inputs, y[:, k]), cols)
+                  for k, h in enumerate(HORIZONS_MIN)}
+    intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(400), min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
+    before = bundle.predict(x)
+    registry = ModelRegistry(tmp_path / "models")
+    loaded = registry.load(registry.register(bundle))
+    ups = [loaded.estimators[h].upstream for h in HORIZONS_MIN]
+    assert isinstance(ups[0], SharedOutputs) and all(u is ups[0] for u in ups)
+    after = loaded.predict(x)
+    for h in HORIZONS_MIN:
+        for a, b in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
