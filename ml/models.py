@@ -83,6 +83,13 @@ def _ridge() -> Pipeline:
     return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1000.0))])
 
 
+def _trees(max_iter: int) -> HistGradientBoostingRegressor:
+    """The gradient-boosted trees every full-scale tree candidate uses (63 leaves, absolute error)."""
+    return HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.1, max_iter=max_iter,
+                                         max_leaf_nodes=63, min_samples_leaf=100, l2_regularization=1.0,
+                                         early_stopping=False, random_state=0)
+
+
 def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
     """The candidates for one horizon (``quick``: tiny models for tests and smoke runs)."""
     specs = [
@@ -151,31 +158,13 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         ModelSpec(
             "hist_gradient_boosting",
             "speed_last",
-            lambda: HistGradientBoostingRegressor(
-                loss="absolute_error",
-                learning_rate=0.1,
-                max_iter=200,
-                max_leaf_nodes=63,
-                min_samples_leaf=100,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=0,
-            ),
+            lambda: _trees(200),
             max_rows=500_000,
         ),
         ModelSpec(
             "hgb_graph",
             "speed_last",
-            lambda: HistGradientBoostingRegressor(
-                loss="absolute_error",
-                learning_rate=0.1,
-                max_iter=HGB_GRAPH_ITERATIONS,
-                max_leaf_nodes=63,
-                min_samples_leaf=100,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=0,
-            ),
+            lambda: _trees(HGB_GRAPH_ITERATIONS),
             max_rows=HGB_GRAPH_ROWS,
             features=FEATURE_NAMES,
         ),
@@ -184,16 +173,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         specs.append(ModelSpec(
             "hgb_chain",
             "speed_last",
-            lambda: HistGradientBoostingRegressor(
-                loss="absolute_error",
-                learning_rate=0.1,
-                max_iter=HGB_CHAIN_ITERATIONS,
-                max_leaf_nodes=63,
-                min_samples_leaf=100,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=0,
-            ),
+            lambda: _trees(HGB_CHAIN_ITERATIONS),
             max_rows=HGB_GRAPH_ROWS,
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
@@ -202,16 +182,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
     specs.append(ModelSpec(
         "hgb_mlp",
         "speed_last",
-        lambda: HistGradientBoostingRegressor(
-            loss="absolute_error",
-            learning_rate=0.1,
-            max_iter=HGB_CHAIN_ITERATIONS,
-            max_leaf_nodes=63,
-            min_samples_leaf=100,
-            l2_regularization=1.0,
-            early_stopping=False,
-            random_state=0,
-        ),
+        lambda: _trees(HGB_CHAIN_ITERATIONS),
         max_rows=HGB_GRAPH_ROWS,
         features=FEATURE_NAMES,
         upstream=MLP_UPSTREAM,
