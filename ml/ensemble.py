@@ -18,18 +18,34 @@ every horizon, one column each), which remembers its prediction the same way.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ColumnBlend", "HorizonChain", "input_key"]
+__all__ = ["ColumnBlend", "HorizonChain", "input_key", "remembered", "without_memo"]
 
 
 def input_key(x: np.ndarray) -> tuple:
     """A digest of the rows' values (not their identity): equal inputs, equal key."""
     x = np.ascontiguousarray(x)
     return x.shape, x.dtype.str, hashlib.blake2b(x.tobytes(), digest_size=16).digest()
+
+
+def remembered(owner: Any, x: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``compute(x)``, or ``owner``'s latest answer when ``x`` holds the same values (a copy either way)."""
+    key = input_key(x)
+    memo = getattr(owner, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
+    if memo is not None and memo[0] == key:
+        return memo[1].copy()
+    out = compute(x)
+    owner._memo = (key, out)
+    return out.copy()
+
+
+def without_memo(owner: Any) -> dict:
+    """``owner``'s state to store: the memo is never stored with the model."""
+    return {k: v for k, v in owner.__dict__.items() if k != "_memo"}
 
 
 class ColumnBlend:
@@ -49,19 +65,16 @@ class ColumnBlend:
         self.weights = [float(w) / total for w in weights]
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+        return without_memo(self)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        key = input_key(x)
-        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
-        if memo is not None and memo[0] == key:
-            return memo[1].copy()
+        return remembered(self, np.asarray(x), self._blend)
+
+    def _blend(self, x: np.ndarray) -> np.ndarray:
         out = np.zeros(len(x), dtype=np.float64)
         for member, cols, weight in zip(self.members, self.columns, self.weights, strict=True):
             out += weight * np.asarray(member.predict(x[:, cols]), dtype=np.float64)
-        self._memo = (key, out)
-        return out.copy()
+        return out
 
 
 class HorizonChain:

@@ -29,7 +29,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml.ensemble import input_key
+from ml.ensemble import remembered, without_memo
 
 __all__ = ["MLP_HIDDEN", "HorizonOutput", "SharedOutputs", "make_mlp"]
 
@@ -55,18 +55,14 @@ class SharedOutputs:
         self.model = model
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+        return without_memo(self)
 
     def predict_all(self, x: np.ndarray) -> np.ndarray:
         """(rows, outputs) float64; equal rows asked again are answered from the memo."""
-        x = np.asarray(x)
-        key = input_key(x)
-        memo = getattr(self, "_memo", None)  # one tuple read: threads sharing the model see a consistent pair
-        if memo is not None and memo[0] == key:
-            return memo[1].copy()
-        out = np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
-        self._memo = (key, out)
-        return out.copy()
+        return remembered(self, np.asarray(x), self._outputs)
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Every output: as a chain's upstream (``ml.ensemble.HorizonChain``) it adds one column per horizon."""
