@@ -2,7 +2,7 @@
 
 The same composites as ``pipelines/batch.py`` (the spine, :mod:`transforms.spine`);
 only the source, the sinks and the trigger arguments differ. Every element is
-a batch: a RawBatch per poll and partition, then batches of events, of
+a batch: a RawBatch per read (all partitions), then batches of events, of
 aggregates, a snapshot per step and a batch of predictions per step::
 
     traffic-raw -> ReadFromKafka -> ValidateEvents -> DeduplicateEvents -> traffic-events

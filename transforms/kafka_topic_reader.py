@@ -75,7 +75,7 @@ _BATCH = 500
 # 24 h catch-up (pausing a partition throws its prefetched records away).
 MAX_SKEW_S = 300.0
 _HOLD_MAX = 2_000
-_EMIT_AT = 4_000  # claimed records emitted together (one RawBatch per partition)
+_EMIT_AT = 4_000  # claimed records emitted together (one RawBatch)
 _LOG_EVERY_S = 60.0
 # Errors a broker restart or a leader move produces; librdkafka recovers from them by itself.
 _TRANSIENT = frozenset({
@@ -376,16 +376,17 @@ class ReadTopicFn(beam.DoFn):
 
 
 def emit_messages(claimed: list[KafkaMessage], batches: bool) -> Iterator[TimestampedValue]:
-    """The claimed records: one :class:`RawBatch` per partition (stamped with its earliest record) or one by one."""
+    """The claimed records: one :class:`RawBatch` of them all (stamped with the earliest record) or one by one.
+
+    One batch across partitions, in the merge's order: the partitions of a step travel together, so each
+    (shard, window) downstream gets one part of it, not one per partition (each part fires an early pane).
+    """
     if not batches:
         for m in claimed:
             yield TimestampedValue(m, m.timestamp_ms / 1000.0)
         return
-    by_partition: dict[int, list[KafkaMessage]] = {}
-    for m in claimed:
-        by_partition.setdefault(m.partition, []).append(m)
-    for messages in by_partition.values():
-        yield TimestampedValue(RawBatch.from_messages(messages), min(m.timestamp_ms for m in messages) / 1000.0)
+    if claimed:
+        yield TimestampedValue(RawBatch.from_messages(claimed), min(m.timestamp_ms for m in claimed) / 1000.0)
 
 
 def _ready_records(consumer: Consumer, wait_s: float) -> list:

@@ -7,8 +7,8 @@
     events -> WindowedAggregate -> aggregates -> NetworkHistory -> snapshots
                      '-> late events -> dead letters (reason "late")
 
-Every element is a batch (:mod:`schemas.batches`): a RawBatch per Kafka poll
-and partition or per chunk of a history file, a ``traffic_event`` batch per
+Every element is a batch (:mod:`schemas.batches`): a RawBatch per Kafka read
+(all partitions) or per chunk of a history file, a ``traffic_event`` batch per
 (shard, day) part of it, a ``window_aggregate`` batch per shard, window and
 pane (per window on bounded input), and one snapshot per network step. Records are counted once, by
 :class:`~transforms.counting.CountRecords` under the pipeline's namespace:
