@@ -46,6 +46,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.keys import shard_parts
+from transforms.state_tables import StatefulFn
 
 __all__ = [
     "AGGREGATES_TAG",
@@ -188,7 +189,7 @@ def _stamped(shard: int, part: Columns) -> TimestampedValue:
     return TimestampedValue((shard, part), Timestamp(micros=int(part["event_time"].min()) * 1000))
 
 
-class _FlagLateFn(beam.DoFn):
+class _FlagLateFn(StatefulFn):
     """Per shard: splits batches by window and flags the late rows (see the module doc)."""
 
     # sensor_id -> the sensor's high-water mark (ms)

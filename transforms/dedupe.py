@@ -36,6 +36,7 @@ from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
 from transforms.keys import shard_parts
+from transforms.state_tables import StatefulFn
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
 __all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins"]
@@ -92,7 +93,7 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-class _FirstWinsFn(beam.DoFn):
+class _FirstWinsFn(StatefulFn):
     SEEN = ReadModifyWriteStateSpec("seen_by_day", PickleCoder())
     EXPIRY_AT = ReadModifyWriteStateSpec("expiry_at_ms", PickleCoder())
     EXPIRY = TimerSpec("dedupe_expiry", TimeDomain.WATERMARK)
@@ -110,6 +111,7 @@ class _FirstWinsFn(beam.DoFn):
         self.conflicts = Metrics.counter(STEP, "dead_letter_conflicting_duplicate")
 
     def setup(self) -> None:
+        super().setup()
         self._codec = codec_for("traffic_event", self.registry_url)
 
     def process(self, element: tuple[int, Columns], seen_state=SEEN_PARAM, expiry_at=EXPIRY_AT_PARAM,

@@ -40,6 +40,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
+from transforms.state_tables import StatefulFn
 
 __all__ = ["NetworkHistory", "history_matrix", "last_best", "pane_ranks"]
 
@@ -78,7 +79,7 @@ def history_matrix(table: Table, step_ms: int, history_steps: int, step_s: int, 
     return matrix
 
 
-class _NetworkHistoryFn(beam.DoFn):
+class _NetworkHistoryFn(StatefulFn):
     """Folds aggregate batches into the step table and emits steps (see the module doc)."""
 
     PENDING = ReadModifyWriteStateSpec("pending_steps", PickleCoder())

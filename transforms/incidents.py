@@ -37,6 +37,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.incident_rules import IncidentRules, OpenIncident, advance
+from transforms.state_tables import StatefulFn
 
 __all__ = ["TrackIncidents"]
 
@@ -64,7 +65,7 @@ def _predicted(predictions: Any) -> Iterator[tuple[str, int, Any, str]]:
         yield "pred", int(step_ms), cells, model
 
 
-class _IncidentsFn(beam.DoFn):
+class _IncidentsFn(StatefulFn):
     PENDING = ReadModifyWriteStateSpec("incident_pending_steps", PickleCoder())
     OPEN = ReadModifyWriteStateSpec("incident_open", PickleCoder())
     LAST = ReadModifyWriteStateSpec("incident_last_step_ms", PickleCoder())

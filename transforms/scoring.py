@@ -58,7 +58,7 @@ from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.keys import sensor_shard, shard_parts
 from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
-from transforms.state_tables import StateTable
+from transforms.state_tables import StatefulFn, StateTable
 from transforms.validate import system_now_ms
 
 __all__ = ["MISSING", "SCORED", "ScoreForecasts", "ScoreTable", "is_observed", "score_record"]
@@ -135,7 +135,7 @@ def _concat_scores(parts: list[Columns | None]) -> Columns | None:
                    parts[0].nullable)
 
 
-class _ScoreFn(beam.DoFn):
+class _ScoreFn(StatefulFn):
     STATE = ReadModifyWriteStateSpec("score_state", PickleCoder())
     FLUSHED = ReadModifyWriteStateSpec("score_flushed_through_ms", PickleCoder())
     SETTLED = ReadModifyWriteStateSpec("score_settled", PickleCoder())

@@ -77,3 +77,34 @@ def test_an_array_state_weighs_as_its_arrays_and_pickles_without_its_transients(
     assert arrays <= get_deep_size(state) <= arrays + 1_000  # the stand-in and the value's own header
     back = pickle.loads(pickle.dumps(state))
     assert not [k for k in back.__dict__ if k.startswith("_")] and back.names.tolist() == state.names.tolist()
+
+
+def test_quick_weighing_gives_the_sdks_weights_and_is_installed_by_a_stateful_fn(monkeypatch):
+    import numpy as np
+    from apache_beam.runners.worker import statecache
+
+    from transforms.score_state import ScoreState
+    from transforms.state_tables import StatefulFn
+
+    import objsize
+
+    def original(*objs):  # the SDK's own measurement (statecache.get_deep_size as shipped)
+        return objsize.get_deep_size(*objs, get_size_func=statecache._size_func,
+                                     get_referents_func=statecache._get_referents_func,
+                                     filter_func=statecache._filter_func)
+
+    monkeypatch.setattr(statecache, "get_deep_size", original)  # restored after the test
+    values = [[], [None], [{"a": np.arange(100.0), "b": [1, 2, 3]}], [StateTable(_pending(2))],
+              [ScoreState.of(None)], [{int(d): {s: np.arange(12) for s in SENSORS} for d in range(3)}]]
+    expected = [original(v) for v in values]
+    StatefulFn().setup()
+    assert statecache.get_deep_size is not original
+    quick = [statecache.get_deep_size(v) for v in values]
+    plain = [0, 1, 2, 3, 5]  # nothing in them is also a module global: the very same weight
+    assert [quick[i] for i in plain] == [expected[i] for i in plain]
+    # The score state's column names are module-level strings too: counted now, a few bytes each.
+    assert expected[4] < quick[4] <= expected[4] + 1024, (expected[4], quick[4])
+    cache = statecache.StateCache(1 << 20)
+    cache.put("key", [np.zeros(1000)])  # the cache itself measures through the replaced function
+    assert cache.size() == 1
+    assert cache.describe_stats().startswith("used/max")
