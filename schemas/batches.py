@@ -113,6 +113,18 @@ class Columns:
         return _unpickle_columns, (self.kind, layout, b"".join(buffers), objects, tuple(self.data),
                                    tuple(sorted(self.nullable)))
 
+    @classmethod
+    def concat(cls, batches: Sequence[Columns]) -> Columns:
+        """The batches' rows one after another; they must hold the same kind and fields (else ValueError)."""
+        first = batches[0]
+        fields = tuple(first.data)
+        if any(b.kind != first.kind or tuple(b.data) != fields or b.nullable != first.nullable for b in batches):
+            raise ValueError(f"cannot concatenate {first.kind} batches of different kinds or fields")
+        if len(batches) == 1:
+            return first
+        return cls(first.kind, {name: np.concatenate([b.data[name] for b in batches]) for name in fields},
+                   first.nullable)
+
     def take(self, index: Any) -> Columns:
         """The rows selected by a boolean mask or an index array, in that order."""
         return Columns(self.kind, {k: v[index] for k, v in self.data.items()}, self.nullable)

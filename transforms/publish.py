@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.avro_columns import columnar_encoder, encode_keys
 from schemas.batches import Columns, records_of
@@ -62,6 +63,14 @@ def retrying(action: Callable[[], Any], what: str, retry_s: float, sleep: Callab
 
 
 class _Encode(beam.DoFn):
+    """Records or batches -> lists of (key, Avro value) pairs, one list per input element.
+
+    The batches of a bundle are encoded together when it finishes (one columnar call for all of them: a
+    52-row pane cost about as much to encode alone as 207 rows), then handed on one list per element,
+    each with its own timestamp and window. A bundle's batches that cannot be encoded together are
+    encoded one by one; a batch the columnar encoder cannot vouch for goes record by record.
+    """
+
     def __init__(self, schema_name: str, key_field: str) -> None:
         self.schema_name = schema_name
         self.key_field = key_field
@@ -70,20 +79,45 @@ class _Encode(beam.DoFn):
         self.codec = AvroCodec(self.schema_name)
         self.columnar = columnar_encoder(self.codec)
 
-    def process(self, element: Any):
+    def start_bundle(self) -> None:
+        self._held: list[tuple[Columns, Any, Any]] = []
+
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
         if isinstance(element, Columns) and self.columnar is not None and self.key_field in element.data:
-            values = self.columnar.encode(element)
-            if values:
-                yield list(zip(encode_keys(element[self.key_field]), values, strict=True))
-                return
+            if len(element):
+                self._held.append((element, timestamp, window))
+            return
+        pairs = self._by_record(element)
+        if pairs:
+            yield pairs
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        held, self._held = self._held, []
+        if not held:
+            return
+        values = None
+        if len(held) > 1:
+            try:
+                values = self.columnar.encode(Columns.concat([batch for batch, _, _ in held]))
+            except ValueError:  # different fields: encoded one by one below
+                values = None
+        start = 0
+        for batch, timestamp, window in held:
+            keys = encode_keys(batch[self.key_field])
+            mine = values[start:start + len(batch)] if values is not None else self.columnar.encode(batch)
+            start += len(batch)
+            pairs = list(zip(keys, mine, strict=True)) if mine else self._by_record(batch)
+            if pairs:
+                yield WindowedValue(pairs, timestamp, [window])
+
+    def _by_record(self, element: Any) -> list[tuple[bytes | None, bytes]]:
         pairs = []
         for record in records_of(element):
             key = record.get(self.key_field)
             if key is not None and not isinstance(key, bytes):
                 key = str(key).encode()
             pairs.append((key, self.codec.encode(record)))
-        if pairs:
-            yield pairs
+        return pairs
 
 
 class PublishToKafka(beam.PTransform):

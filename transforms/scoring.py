@@ -129,10 +129,7 @@ def _rows(kind: str, part: Any) -> dict[str, np.ndarray]:
 
 def _concat_scores(parts: list[Columns | None]) -> Columns | None:
     parts = [p for p in parts if p is not None and len(p)]
-    if len(parts) <= 1:
-        return parts[0] if parts else None
-    return Columns("score", {name: np.concatenate([p[name] for p in parts]) for name in parts[0].data},
-                   parts[0].nullable)
+    return Columns.concat(parts) if parts else None
 
 
 class _ScoreFn(StatefulFn):

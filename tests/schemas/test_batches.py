@@ -46,3 +46,16 @@ def test_a_sliced_column_travels_as_its_values() -> None:
     strided = Columns(batch.kind, {"every_other": np.arange(80)[::2], "sensor_id": batch["sensor_id"]})
     back = pickle.loads(pickle.dumps(strided))
     assert back["every_other"].tolist() == list(range(0, 80, 2))
+
+
+def test_batches_concatenate_in_order_and_only_alike() -> None:
+    a = Columns("score", {"sensor_id": np.array(["1", "2"]), "x": np.array([1.0, np.nan])}, frozenset({"x"}))
+    b = Columns("score", {"sensor_id": np.array(["333"]), "x": np.array([3.0])}, frozenset({"x"}))
+    both = Columns.concat([a, b])
+    assert both["sensor_id"].tolist() == ["1", "2", "333"]
+    assert np.array_equal(both["x"], [1.0, np.nan, 3.0], equal_nan=True)
+    assert both.nullable == frozenset({"x"}) and Columns.concat([a]) is a
+    for other in (Columns("prediction", dict(b.data), b.nullable), Columns("score", {"sensor_id": b["sensor_id"]}),
+                  Columns("score", dict(b.data))):
+        with pytest.raises(ValueError, match="cannot concatenate"):
+            Columns.concat([a, other])

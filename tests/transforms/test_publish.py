@@ -114,3 +114,51 @@ def test_a_batch_becomes_the_arrow_table_its_records_make(name: str) -> None:
     assert rows(columnar) == rows(pa.Table.from_pylist(batch.records(), schema=schema))
     partial = Columns(batch.kind, {k: v for k, v in batch.data.items() if k != "sensor_id"}, batch.nullable)
     assert arrow_table(partial, schema)["sensor_id"].null_count == len(batch)  # through the records, as before
+
+
+def _aggregates(sensors: list[str], start_ms: int, timing: str = "EARLY") -> Columns:
+    import numpy as np
+
+    from transforms.aggregate import aggregate_columns, window_stats
+    stats = window_stats(np.array(sensors), np.linspace(20.0, 60.0, len(sensors)))
+    return aggregate_columns(stats, start_ms, start_ms + 300_000, timing)
+
+
+def _run_encode(elements: list[tuple[object, int]]) -> list:
+    """The encode step as a runner drives it: one bundle, each element with its timestamp and window."""
+    from apache_beam.transforms.window import IntervalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.publish import _Encode
+    fn = _Encode("window_aggregate", "sensor_id")
+    fn.setup()
+    fn.start_bundle()
+    out = []
+    for element, at_ms in elements:
+        window = IntervalWindow(Timestamp(micros=at_ms * 1000), Timestamp(micros=(at_ms + 300_000) * 1000))
+        out += [(v, Timestamp(micros=at_ms * 1000), window) for v in fn.process(
+            element, timestamp=Timestamp(micros=at_ms * 1000), window=window)]
+    out += [(wv.value, wv.timestamp, wv.windows[0]) for wv in fn.finish_bundle()]
+    return out
+
+
+def test_a_bundles_batches_are_encoded_together_and_handed_on_one_list_per_element() -> None:
+    from schemas.codec import AvroCodec
+    codec = AvroCodec("window_aggregate")
+    batches = [_aggregates(["1", "22", "333"], T0_MS), _aggregates(["4444"], T0_MS + 300_000, "ON_TIME"),
+               _aggregates(["55555", "6"], T0_MS + 600_000)]
+    out = _run_encode([(b, T0_MS + i * 300_000) for i, b in enumerate(batches)])
+    assert [len(pairs) for pairs, _, _ in out] == [3, 1, 2]
+    for i, ((pairs, timestamp, window), batch) in enumerate(zip(out, batches, strict=True)):
+        assert timestamp.micros == (T0_MS + i * 300_000) * 1000 and window.start == timestamp
+        assert pairs == [(r["sensor_id"].encode(), codec.encode(r)) for r in batch.records()]
+
+
+def test_a_batch_the_columns_cannot_encode_goes_record_by_record_without_holding_up_the_others() -> None:
+    import numpy as np
+    good = _aggregates(["1", "22"], T0_MS)
+    bad = _aggregates(["7"], T0_MS + 300_000)
+    bad = Columns(bad.kind, {**bad.data, "pane_timing": np.array(["SOMETIME"], object)}, bad.nullable)
+    with pytest.raises(Exception, match="SOMETIME"):  # the codec names the bad value, record by record
+        _run_encode([(good, T0_MS), (bad, T0_MS + 300_000)])
+    assert len(_run_encode([(good, T0_MS), (_aggregates(["8"], T0_MS + 300_000), T0_MS + 300_000)])) == 2
