@@ -80,6 +80,8 @@ class StreamingConfig:
     store_retention_s: float | None = None
     hdfs_options: tuple[tuple[str, Any], ...] = ()
     road_links: tuple[tuple[str, str], ...] | None = None  # incidents follow these (None: METR-LA's road graph)
+    scores: bool = True  # score forecasts against the actuals (traffic-scores, score files, the store's scores)
+    incidents: bool = True  # track incidents (traffic-incidents)
 
 
 def _count(pcoll: beam.PCollection, name: str, label: str) -> beam.PCollection:
@@ -117,25 +119,29 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     predictions = _count(post.predictions, "predictions", "CountPredictions")
     _ = predictions | "PublishPredictions" >> PublishToKafka(cfg.bootstrap_servers, topics.predictions, "prediction")
     _ = post.alerts | "PublishAlerts" >> PublishToKafka(cfg.bootstrap_servers, topics.alerts, "alert")
-    incidents = {"snapshots": snapshots, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
-        cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links,
-        HORIZONS_MIN, step_s=cfg.window_s)
-    _ = incidents | "PublishIncidents" >> PublishToKafka(cfg.bootstrap_servers, topics.incidents, "incident",
-                                                         key_field="incident_id")
-    scores = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
-        window_s=cfg.window_s, wait_s=cfg.score_wait_s
-    )
-    _ = scores | "PublishScores" >> PublishToKafka(cfg.bootstrap_servers, topics.scores, "score")
+    if cfg.incidents:
+        incidents = {"snapshots": snapshots, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
+            cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links,
+            HORIZONS_MIN, step_s=cfg.window_s)
+        _ = incidents | "PublishIncidents" >> PublishToKafka(cfg.bootstrap_servers, topics.incidents, "incident",
+                                                             key_field="incident_id")
+    outputs = {"aggregates": aggregates, "predictions": predictions}
+    if cfg.scores:
+        outputs["scores"] = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> \
+            ScoreForecasts(window_s=cfg.window_s, wait_s=cfg.score_wait_s)
+        _ = outputs["scores"] | "PublishScores" >> PublishToKafka(cfg.bootstrap_servers, topics.scores, "score")
     if cfg.store_dsn:  # the PostgreSQL store behind the API's history (pruned by the actuals' writer)
-        for table, records in (("actuals", aggregates), ("predictions", predictions), ("scores", scores)):
+        tables = {"actuals": aggregates, "predictions": predictions} | (
+            {"scores": outputs["scores"]} if cfg.scores else {})
+        for table, records in tables.items():
             retention = cfg.store_retention_s if table == "actuals" else None
             _ = records | f"Store{table.capitalize()}" >> WriteToStore(cfg.store_dsn, table, retention_s=retention)
 
     if cfg.output:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
-        for name, records, schema in (("aggregates", aggregates, "window_aggregate"),
-                                      ("predictions", predictions, "prediction"), ("scores", scores, "score")):
+        for name, records in outputs.items():
+            schema = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}[name]
             label = name.capitalize()
             _ = (
                 records

@@ -96,6 +96,8 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
         hdfs_options=tuple(sorted(hdfs.items())),
         store_dsn=settings.postgres_dsn if args.to_store else None,
         store_retention_s=settings.store_retention_days * 86_400,
+        scores=args.scores,
+        incidents=args.incidents,
     )
 
 
@@ -237,6 +239,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to-store", action="store_true",
                         help="also upsert aggregates, predictions and scores into the PostgreSQL store "
                         "(`traffic platform up postgres`; TRAFFIC_POSTGRES_*)")
+    parser.add_argument("--no-scores", dest="scores", action="store_false",
+                        help="do not score forecasts against the actuals (no traffic-scores, score files or stored "
+                        "scores; the scoring is about a fifth of the worker's time in a catch-up)")
+    parser.add_argument("--no-incidents", dest="incidents", action="store_false",
+                        help="do not track incidents (no traffic-incidents)")
     parser.add_argument("--savepoint-dir", metavar="DIR",
                         help="on Ctrl-C or SIGTERM stop the Flink job with a savepoint in DIR (local or a URI "
                         "Flink can write) instead of cancelling it, and print the savepoint's path")

@@ -16,7 +16,8 @@ from runners.presets import pipeline_options
 
 def _flags(**given) -> argparse.Namespace:
     defaults = {"bootstrap_servers": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
-                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "to_store": False}
+                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "to_store": False,
+                "scores": True, "incidents": True}
     return argparse.Namespace(**{**defaults, **given})
 
 
@@ -191,3 +192,24 @@ def test_traffic_stream_on_prism_outlives_the_job_server_timeout_and_stops_on_si
     assert process.returncode == 0, out[-3000:]
     assert "stream: cancelling the job" in out and "traffic: error" not in out
     assert record_count(kafka_bootstrap, topics["raw"]) == sent
+
+
+def test_scoring_and_incidents_can_be_left_out_of_the_job(registry, tmp_path) -> None:
+    import apache_beam as beam
+
+    from pipelines.streaming import build_pipeline
+    from pipelines.streaming_cli import _add_arguments
+    parser = argparse.ArgumentParser()
+    _add_arguments(parser)
+    options = pipeline_options("direct", True, [f"--model_registry={registry}"], PlatformSettings())
+    full = make_config(parser.parse_args(["--output", str(tmp_path)]), options)
+    lean = make_config(parser.parse_args(["--output", str(tmp_path), "--no-scores", "--no-incidents"]), options)
+    assert (full.scores, full.incidents, lean.scores, lean.incidents) == (True, True, False, False)
+
+    def labels(cfg) -> set[str]:
+        p = beam.Pipeline()
+        build_pipeline(p, cfg)
+        return {t.full_label.split("/")[0] for t in p.transforms_stack[0].parts}
+
+    assert labels(full) - labels(lean) == {"ScoreForecasts", "PublishScores", "TrackIncidents", "PublishIncidents",
+                                           "WindowScoresForFiles", "WriteScoresFiles"}
