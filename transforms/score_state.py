@@ -102,6 +102,14 @@ def _span(table: Rows, lo: int, hi: int) -> slice:
     return slice(int(np.searchsorted(targets, lo, "left")), int(np.searchsorted(targets, hi, "right")))
 
 
+def _holds(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each of ``values``, whether the sorted array holds it."""
+    if not len(sorted_values):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
 def _insert(table: Rows, rows: Rows) -> Rows:
     """``rows`` merged into ``table``, both kept sorted by target (a copy of the table, no sort of it)."""
     if not _size(rows):
@@ -267,6 +275,12 @@ class ScoreState(ArrayState):
     def targets(self) -> np.ndarray:
         """The targets anything is held for, sorted."""
         return np.union1d(_distinct(self.predictions["target_time"]), _distinct(self.actuals["target_time"]))
+
+    def new_targets(self, targets: np.ndarray) -> np.ndarray:
+        """The distinct ``targets`` nothing is held for yet, sorted (binary search, not a pass over the tables)."""
+        distinct = np.unique(targets)
+        held = _holds(self.predictions["target_time"], distinct) | _holds(self.actuals["target_time"], distinct)
+        return distinct[~held]
 
     def hold(self, predictions: Mapping[str, Any]) -> int:
         """Adds predictions; the number left out as duplicates (a key already held, scored or earlier here)."""

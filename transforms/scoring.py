@@ -207,14 +207,14 @@ class _ScoreFn(StatefulFn):
             rows, targets = {name: column[~late] for name, column in rows.items()}, targets[~late]
         if len(targets):
             table = self._state(state, legacy)
-            held = table.targets()
+            unarmed = table.new_targets(targets)  # nothing held for them yet: their due times need timers
             if kind == _PREDICTION:
                 self.duplicates.inc(table.hold(rows))
             else:
                 table.observe(targets, rows)
             out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
             state.write(table)
-            for due in np.unique(self._due(np.setdiff1d(targets, held))).tolist():
+            for due in np.unique(self._due(unarmed)).tolist():
                 _arm(flush, int(due))
         scores = _concat_scores(out)
         if scores is not None:

@@ -198,6 +198,8 @@ def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_
             _observe(state, _actuals(target, list(sensors), timing, values))
             lo = hi = target
         scores.append(state.take_ready(5, lo, hi))
+        probe = T0 + rng.integers(-2, 40, 12) * STEP
+        assert state.new_targets(probe).tolist() == sorted(set(probe.tolist()) - set(state.targets().tolist()))
         for table in (state.predictions, state.actuals):
             assert np.all(np.diff(table["target_time"]) >= 0)
     scores.append(state.settle(state.targets(), 6)[0])

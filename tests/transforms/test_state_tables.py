@@ -81,12 +81,11 @@ def test_an_array_state_weighs_as_its_arrays_and_pickles_without_its_transients(
 
 def test_quick_weighing_gives_the_sdks_weights_and_is_installed_by_a_stateful_fn(monkeypatch):
     import numpy as np
+    import objsize
     from apache_beam.runners.worker import statecache
 
     from transforms.score_state import ScoreState
     from transforms.state_tables import StatefulFn
-
-    import objsize
 
     def original(*objs):  # the SDK's own measurement (statecache.get_deep_size as shipped)
         return objsize.get_deep_size(*objs, get_size_func=statecache._size_func,
