@@ -20,12 +20,13 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ml.exceptions import DataError
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
-    "make_scale_model", "MLP_UPSTREAM", "N_JOBS",
+    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "DEFAULT_CANDIDATES", "ModelSpec",
+    "candidate_specs", "default_candidates", "make_scale_model", "MLP_UPSTREAM", "N_JOBS", "parse_candidates",
 ]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
@@ -69,6 +70,33 @@ CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
     "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp",
 )
+# What `traffic train` fits without ``--candidates``: the selected family (the perceptron and the trees that read
+# it) and the baselines the evaluation compares it with (``hist_gradient_boosting`` is the earlier selected model
+# type). The other candidates lost at every horizon in the full sweep (docs/model-experiments.md) and cost about
+# half of its time; ``--candidates all`` still fits every one.
+DEFAULT_CANDIDATES: tuple[str, ...] = (
+    "last_value", "historical_average", "ridge", "hist_gradient_boosting", "mlp", "hgb_mlp",
+)
+
+
+def default_candidates(quick: bool = False) -> tuple[str, ...]:
+    """The candidates fitted without ``--candidates``: ``DEFAULT_CANDIDATES``, or every one for ``--quick`` (tiny
+    models: a quick run is the smoke test of every candidate's code path)."""
+    return CANDIDATE_NAMES if quick else DEFAULT_CANDIDATES
+
+
+def parse_candidates(text: str | None) -> tuple[str, ...] | None:
+    """``--candidates``: comma-separated names, or ``all`` for every one; None (the default set) without the flag."""
+    if text is None:
+        return None
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    if "all" in names:
+        names = tuple(dict.fromkeys([*CANDIDATE_NAMES, *(c for c in names if c != "all")]))
+    unknown = [c for c in names if c not in CANDIDATE_NAMES]
+    if unknown or not names:
+        choices = ", ".join(CANDIDATE_NAMES)
+        raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among all, {choices}")
+    return names
 
 
 def make_scale_model(quick: bool = False) -> HistGradientBoostingRegressor:

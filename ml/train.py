@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,10 +39,13 @@ from ml.models import (
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
+    DEFAULT_CANDIDATES,
     MLP_UPSTREAM,
     ModelSpec,
     candidate_specs,
+    default_candidates,
     make_scale_model,
+    parse_candidates,
 )
 from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
 from ml.neural import HorizonOutput, SharedOutputs
@@ -91,6 +95,12 @@ def quick_subset(data: MetrLA) -> MetrLA:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _rng(seed: int, *keys: object) -> np.random.Generator:
+    """The row sampler of one fit, keyed by (seed, candidate, horizon, ...): a candidate draws the same rows
+    whichever other candidates are fitted beside it, so the default set and ``--candidates all`` agree."""
+    return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
 
 
 def _columns(names: tuple[str, ...]) -> np.ndarray:
@@ -225,14 +235,13 @@ def train(
         select = np.zeros(len(x_va), bool)
         select[order[: len(order) // 2]] = True
         calibrate = ~select
-    rng = np.random.default_rng(seed)
     first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
     joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        wanted = _wanted(set(candidates or CANDIDATE_NAMES), first_horizon=j == 0)
+        wanted = _wanted(set(candidates or default_candidates(quick)), first_horizon=j == 0)
         blends = [name for name in BLENDS if name in wanted and h in BLEND_HORIZONS.get(name, HORIZONS_MIN)]
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
         if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
@@ -244,13 +253,13 @@ def train(
             started = time.perf_counter()
             if spec.joint:
                 if spec.name not in joint:
-                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, rng)
+                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, _rng(seed, spec.name))
                 est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
             elif spec.upstream is None:
-                est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+                est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h))
             else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
                 up = joint.get(spec.upstream) or first.get(spec.upstream)
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, rng)
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, _rng(seed, spec.name, h))
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))
@@ -284,7 +293,7 @@ def train(
         conformal = binned
         if est is not None:
             started = time.perf_counter()
-            scale = _fit_scale(spec, est, x_tr, y_tr[:, j], used, rng, quick)
+            scale = _fit_scale(spec, est, x_tr, y_tr[:, j], used, _rng(seed, "scale", spec.name, h), quick)
             x_cal = x_va[np.ix_(calibrate, _columns(spec.features))]
             conformal = fit_scaled_conformal(
                 y_va[calibrate, j], yhat[calibrate], x_cal, scale, coverage=coverage, min_bin_rows=min_bin_rows
@@ -345,7 +354,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rows", type=int, help="cap the training rows of every learned candidate")
     p.add_argument(
         "--candidates",
-        help=f"comma-separated candidate models to fit and select from (default all: {', '.join(CANDIDATE_NAMES)})",
+        help="comma-separated candidate models to fit and select from, or 'all' for every one "
+        f"({', '.join(CANDIDATE_NAMES)}); default: {', '.join(DEFAULT_CANDIDATES)} (--quick: all)",
     )
 
 
@@ -365,13 +375,7 @@ def check_arguments(args: argparse.Namespace) -> tuple[str, ...] | None:
     """Refuse bad training flags before any work; the chosen candidates (None = all)."""
     if not 0.0 < args.coverage < 1.0:
         raise DataError(f"--coverage must be between 0 and 1, got {args.coverage}")
-    candidates = None
-    if args.candidates:
-        candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip())
-        unknown = [c for c in candidates if c not in CANDIDATE_NAMES]
-        if unknown or not candidates:
-            choices = ", ".join(CANDIDATE_NAMES)
-            raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among {choices}")
+    candidates = parse_candidates(args.candidates)
     if args.max_rows is not None and args.max_rows < 1000:
         raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
     return candidates

@@ -1,10 +1,22 @@
-"""The candidate list: where chained models are offered, and what a request for one also fits."""
+"""The candidate list: where chained models are offered, what a request for one also fits, the default set and
+the ``--candidates`` flag."""
 
 from __future__ import annotations
 
 import pytest
 
-from ml.models import BLEND_HORIZONS, BLENDS, CANDIDATE_NAMES, CHAIN_UPSTREAM, candidate_specs
+from ml.exceptions import DataError
+from ml.models import (
+    BLEND_HORIZONS,
+    BLENDS,
+    CANDIDATE_NAMES,
+    CHAIN_UPSTREAM,
+    DEFAULT_CANDIDATES,
+    MLP_UPSTREAM,
+    candidate_specs,
+    default_candidates,
+    parse_candidates,
+)
 from ml.train import _wanted
 
 
@@ -23,3 +35,36 @@ def test_asking_for_a_chained_blend_fits_its_members_and_the_chain_upstream() ->
     assert {"hgb_chain", "hist_gradient_boosting", CHAIN_UPSTREAM, *BLENDS[CHAIN_UPSTREAM]} <= first
     later = _wanted({"hgb_chain_blend"}, first_horizon=False)
     assert {"hgb_chain", "hist_gradient_boosting"} <= later and CHAIN_UPSTREAM not in later
+
+
+def test_the_default_set_is_the_selected_family_and_the_baselines_it_is_compared_with() -> None:
+    assert default_candidates() == DEFAULT_CANDIDATES
+    assert set(DEFAULT_CANDIDATES) < set(CANDIDATE_NAMES)
+    assert {"last_value", "hist_gradient_boosting", "hgb_mlp"} <= set(DEFAULT_CANDIDATES)
+    assert "random_forest" not in DEFAULT_CANDIDATES and "hgb_chain" not in DEFAULT_CANDIDATES
+    assert default_candidates(quick=True) == CANDIDATE_NAMES  # tiny models: the smoke run fits every code path
+    for first_horizon in (True, False):  # the default set needs nothing outside itself
+        assert _wanted(set(DEFAULT_CANDIDATES), first_horizon) == set(DEFAULT_CANDIDATES)
+    assert MLP_UPSTREAM in DEFAULT_CANDIDATES
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (None, None),
+    ("ridge", ("ridge",)),
+    (" last_value , hgb_mlp ,", ("last_value", "hgb_mlp")),
+    ("all", CANDIDATE_NAMES),
+    ("hgb_mlp,all", CANDIDATE_NAMES),
+])
+def test_candidates_flag_names_candidates_or_all(text, expected) -> None:
+    got = parse_candidates(text)
+    assert got == expected if expected is None else set(got) == set(expected) and len(got) == len(expected)
+
+
+@pytest.mark.parametrize(("text", "unknown"), [("ridge,gpt", "gpt"), ("", "(none)"), (" , ", "(none)"),
+                                               ("ALL", "ALL")])
+def test_bad_candidates_are_one_line_errors_naming_the_choices(text, unknown) -> None:
+    with pytest.raises(DataError) as err:
+        parse_candidates(text)
+    message = str(err.value)
+    assert "\n" not in message and f"unknown --candidates {unknown};" in message
+    assert "choose among all, " in message and all(name in message for name in CANDIDATE_NAMES)
