@@ -34,7 +34,9 @@ HGB_GRAPH_ITERATIONS = 200
 HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
 MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
-MLP_ROWS = 800_000
+MLP_CHAIN_FIRST = "hgb_mlp"  # hgb_mlp_chain (30, 60 min): hgb_mlp's inputs plus hgb_mlp's 15-minute forecast
+MLP_ROWS = 800_000  # per perceptron of the bag
+MLP_BAG = 2  # the perceptron is the mean of two, each on its own 800,000 rows (docs/model-experiments.md, row 22)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class ModelSpec:
     features: tuple[str, ...] = BASE_FEATURE_NAMES
     upstream: str | None = None  # a chained model: this 15-minute candidate's forecast is one more input column
     joint: bool = False  # one multi-output model for every horizon, fitted once (``ml.neural.HorizonOutput``)
+    bag: int = 1  # a joint model: the mean of this many members, each fitted on its own part of the capped rows
+    first_column: str | None = None  # a chain that also reads this candidate's 15-minute forecast (one more column)
 
     @property
     def is_baseline(self) -> bool:
@@ -68,7 +72,7 @@ BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp", "hgb_mlp_chain",
 )
 # What `traffic train` fits without ``--candidates``: the selected family (the perceptron and the trees that read
 # it) and the baselines the evaluation compares it with (``hist_gradient_boosting`` is the earlier selected model
@@ -160,7 +164,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                       random_state=0),
                 max_rows=20_000, features=FEATURE_NAMES, upstream=CHAIN_UPSTREAM,
             ))
-        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000,
+        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
                                features=FEATURE_NAMES, joint=True))
         specs.append(ModelSpec(
             "hgb_mlp", "speed_last",
@@ -168,6 +172,13 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                   random_state=0),
             max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
         ))
+        if horizon_min != min(HORIZONS_MIN):
+            specs.append(ModelSpec(
+                "hgb_mlp_chain", "speed_last",
+                lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
+                                                      random_state=0),
+                max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST,
+            ))
         return specs
     specs += [
         ModelSpec(
@@ -206,7 +217,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
         ))
-    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_ROWS, features=FEATURE_NAMES, joint=True))
+    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_BAG * MLP_ROWS, features=FEATURE_NAMES,
+                           joint=True, bag=MLP_BAG))
     specs.append(ModelSpec(
         "hgb_mlp",
         "speed_last",
@@ -215,4 +227,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         features=FEATURE_NAMES,
         upstream=MLP_UPSTREAM,
     ))
+    if horizon_min != min(HORIZONS_MIN):
+        specs.append(ModelSpec("hgb_mlp_chain", "speed_last", lambda: _trees(HGB_CHAIN_ITERATIONS),
+                               max_rows=HGB_GRAPH_ROWS, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
+                               first_column=MLP_CHAIN_FIRST))
     return specs

@@ -39,17 +39,17 @@ from ml.models import (
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
-    DEFAULT_CANDIDATES,
+    MLP_CHAIN_FIRST,
     MLP_UPSTREAM,
     ModelSpec,
     candidate_specs,
     default_candidates,
     make_scale_model,
-    parse_candidates,
 )
-from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
-from ml.neural import HorizonOutput, SharedOutputs
+from ml.network import BUNDLED_NETWORK, Network, load_network
+from ml.neural import HorizonOutput, SharedOutputs, StackedOutputs, fit_bag
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
+from ml.train_args import QUICK_DAYS, QUICK_SENSORS, add_arguments, check_arguments
 from ml.training_set import ExampleMeta, examples
 
 __all__ = [
@@ -64,8 +64,6 @@ __all__ = [
 ]
 
 _DAY_MS = 24 * 60 * 60 * 1000
-QUICK_SENSORS = 12
-QUICK_DAYS = 3
 
 
 @dataclass
@@ -119,12 +117,14 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
 
 
 def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
-    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed."""
+    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed (a bag:
+    ``spec.bag`` members on disjoint parts of them, averaged)."""
     rows = np.flatnonzero(np.isfinite(y).all(1))
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
-    return SharedOutputs(spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base)), rows
+    model = fit_bag(spec.make, x[np.ix_(rows, _columns(spec.features))], y[rows] - base, spec.bag, rng)
+    return SharedOutputs(model), rows
 
 
 def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
@@ -167,7 +167,9 @@ def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
         more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
         if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
             more.add(CHAIN_UPSTREAM)
-        if "hgb_mlp" in more:  # fitted at the first horizon, used at every one
+        if first_horizon and "hgb_mlp_chain" in more:  # reads hgb_mlp's 15-minute forecast
+            more.add(MLP_CHAIN_FIRST)
+        if more & {"hgb_mlp", "hgb_mlp_chain"}:  # fitted at the first horizon, used at every one
             more.add(MLP_UPSTREAM)
         if more == wanted:
             return wanted
@@ -237,6 +239,7 @@ def train(
         calibrate = ~select
     first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
     joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
+    stacked: dict[str, tuple[StackedOutputs, np.ndarray]] = {}  # upstreams of chains that read several models
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
@@ -259,6 +262,13 @@ def train(
                 est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h))
             else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
                 up = joint.get(spec.upstream) or first.get(spec.upstream)
+                if spec.first_column is not None:  # one upstream (and memo) for every horizon's chain
+                    extra = first.get(spec.first_column)
+                    if up is None or extra is None:
+                        continue
+                    if spec.name not in stacked:
+                        stacked[spec.name] = (StackedOutputs([up[0], extra[0]]), np.union1d(up[1], extra[1]))
+                    up = stacked[spec.name]
                 est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, _rng(seed, spec.name, h))
                 if est is None:
                     continue
@@ -336,29 +346,6 @@ def train(
     return bundle, table
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The training flags of ``traffic train`` (the command itself is ``cli/train_cmd.py``)."""
-    add_network_argument(p)
-    p.add_argument("--data", help="the network's readings as .npz or .h5, or raw-reading Parquet (local or "
-                   "hdfs://); default: the network's own")
-    p.add_argument(
-        "--features",
-        help="train on these Parquet feature tables (the batch pipeline's features/ directory with train/ and val/, "
-        "or one table; local or hdfs://) instead of the ones `traffic train` keeps up to date itself; "
-        "the feature context comes from context.npz beside them, else is fitted on --data",
-    )
-    p.add_argument("--registry",
-                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
-    p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
-    p.add_argument("--max-rows", type=int, help="cap the training rows of every learned candidate")
-    p.add_argument(
-        "--candidates",
-        help="comma-separated candidate models to fit and select from, or 'all' for every one "
-        f"({', '.join(CANDIDATE_NAMES)}); default: {', '.join(DEFAULT_CANDIDATES)} (--quick: all)",
-    )
-
-
 def _print_table(table: list[dict]) -> None:
     out = sys.stdout
     print("horizon | model                  | val MAE | val RMSE | fit s | selected", file=out)
@@ -369,16 +356,6 @@ def _print_table(table: list[dict]) -> None:
             f"| {row['fit_s']:5.1f} | {mark}",
             file=out,
         )
-
-
-def check_arguments(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """Refuse bad training flags before any work; the chosen candidates (None = all)."""
-    if not 0.0 < args.coverage < 1.0:
-        raise DataError(f"--coverage must be between 0 and 1, got {args.coverage}")
-    candidates = parse_candidates(args.candidates)
-    if args.max_rows is not None and args.max_rows < 1000:
-        raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
-    return candidates
 
 
 def fit_and_register(
