@@ -25,7 +25,7 @@ from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "DEFAULT_CANDIDATES", "ModelSpec",
+    "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "DEFAULT_CANDIDATES", "ModelSpec",
     "candidate_specs", "default_candidates", "make_scale_model", "MLP_UPSTREAM", "N_JOBS", "parse_candidates",
 ]
 
@@ -63,23 +63,29 @@ class ModelSpec:
 BLENDS: dict[str, tuple[str, ...]] = {
     "hgb_blend": ("hist_gradient_boosting", "hgb_graph"),
     "hgb_chain_blend": ("hgb_chain", "hist_gradient_boosting"),
+    "hgb_mlp_blend": ("hgb_mlp", "hist_gradient_boosting"),
 }
+# Member weights (default: equal). hgb_mlp_blend: a quarter of the 47-feature trees, the best share on the odd
+# (calibration) validation days in a probe (0.2 and 0.3 scored alike; 0.5 worse): docs/model-experiments.md, row 24.
+BLEND_WEIGHTS: dict[str, tuple[float, ...]] = {"hgb_mlp_blend": (0.75, 0.25)}
 # Blends offered at some horizons only (default: all). The chained blend runs 400 trees; the inference budget
 # (25 ms per network step) has room for that at one horizon beside the 15-minute blend, and 60 min gains most.
-BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
+# hgb_mlp_blend gained at 15 min only (row 24), and its 200 more trees cost about 3 ms per step.
+BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,), "hgb_mlp_blend": (15,)}
 # Horizon chaining (``ml.ensemble.HorizonChain``): the 30- and 60-minute ``hgb_chain`` models also read the
 # 15-minute forecast of this candidate, and are fitted on training rows that candidate did not see.
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp", "hgb_mlp_chain",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp", "hgb_mlp_chain", "hgb_mlp_blend",
 )
-# What `traffic train` fits without ``--candidates``: the selected family (the perceptron and the trees that read
-# it) and the baselines the evaluation compares it with (``hist_gradient_boosting`` is the earlier selected model
-# type). The other candidates lost at every horizon in the full sweep (docs/model-experiments.md) and cost about
-# half of its time; ``--candidates all`` still fits every one.
+# What `traffic train` fits without ``--candidates``: the selected family (the perceptron bag, the trees that read
+# it, at 15 min ``hgb_mlp`` and at 30 and 60 min ``hgb_mlp_chain``, which brings ``hgb_mlp`` along at 15 min) and
+# the baselines the evaluation compares it with (``hist_gradient_boosting`` is the earlier selected model type).
+# The other candidates lost at every horizon in the full sweep (docs/model-experiments.md) and cost about half of
+# its time; ``--candidates all`` still fits every one.
 DEFAULT_CANDIDATES: tuple[str, ...] = (
-    "last_value", "historical_average", "ridge", "hist_gradient_boosting", "mlp", "hgb_mlp",
+    "last_value", "historical_average", "ridge", "hist_gradient_boosting", "mlp", "hgb_mlp_chain", "hgb_mlp_blend",
 )
 
 

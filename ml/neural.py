@@ -12,12 +12,18 @@ gradient-boosted trees that also read its three forecasts, fitted on rows it did
 not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
 (docs/model-experiments.md, third round).
 
+The candidate ``mlp`` is a bag: ``MeanOutputs`` of two perceptrons, each fitted
+on its own half of the capped rows with its own seed (``fit_bag``); averaging
+two fits gained 0.005-0.012 MAE for the trees that read them (fourth round).
+
 ``SharedOutputs`` holds the fitted multi-output model and remembers its latest
 prediction (keyed by a digest of the rows), so the three horizons of one network
-step run the network once; it is the upstream of the three ``hgb_mlp`` chains
+step run the network once; it is the upstream of the ``hgb_mlp`` chains
 (one object for all three after a skops round trip, as ``ml.ensemble.HorizonChain``
 shares its upstream). ``HorizonOutput`` is one horizon's column of it: the
-perceptron alone as a candidate.
+perceptron alone as a candidate. ``StackedOutputs`` puts several upstreams side
+by side (``hgb_mlp_chain``: the perceptrons' forecasts and ``hgb_mlp``'s
+15-minute forecast), with the same memo.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import (
     BLEND_HORIZONS,
+    BLEND_WEIGHTS,
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
@@ -161,8 +162,11 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
     return make_scale_model(quick).fit(scale_inputs(xs, yhat), np.abs(y[free] - yhat))
 
 
-def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
-    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
+def _wanted(wanted: set[str], first_horizon: bool, horizon: int | None = None) -> set[str]:
+    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams (after the
+    first horizon, a blend not offered at ``horizon`` brings no members, unless nothing else was asked)."""
+    if horizon is not None and not first_horizon:
+        wanted = {n for n in wanted if n not in BLENDS or horizon in BLEND_HORIZONS.get(n, HORIZONS_MIN)} or wanted
     while True:
         more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
         if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
@@ -187,7 +191,8 @@ def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[
         parts = [by_name[m] for m in members]
         if len({p[0].base_feature for p in parts}) != 1:
             continue
-        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], [1.0] * len(parts))
+        weights = BLEND_WEIGHTS.get(name, (1.0,) * len(parts))
+        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], weights)
         spec = ModelSpec(name, parts[0][0].base_feature, features=FEATURE_NAMES)
         used = np.unique(np.concatenate([p[2] for p in parts]))
         out.append((spec, blend, used, sum(p[3] for p in parts)))
@@ -244,7 +249,7 @@ def train(
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        wanted = _wanted(set(candidates or default_candidates(quick)), first_horizon=j == 0)
+        wanted = _wanted(set(candidates or default_candidates(quick)), first_horizon=j == 0, horizon=h)
         blends = [name for name in BLENDS if name in wanted and h in BLEND_HORIZONS.get(name, HORIZONS_MIN)]
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
         if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)

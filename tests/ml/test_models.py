@@ -3,11 +3,14 @@ the ``--candidates`` flag."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ml.exceptions import DataError
+from ml.features import FEATURE_NAMES
 from ml.models import (
     BLEND_HORIZONS,
+    BLEND_WEIGHTS,
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
@@ -17,7 +20,7 @@ from ml.models import (
     default_candidates,
     parse_candidates,
 )
-from ml.train import _wanted
+from ml.train import _blends, _wanted
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -40,12 +43,17 @@ def test_asking_for_a_chained_blend_fits_its_members_and_the_chain_upstream() ->
 def test_the_default_set_is_the_selected_family_and_the_baselines_it_is_compared_with() -> None:
     assert default_candidates() == DEFAULT_CANDIDATES
     assert set(DEFAULT_CANDIDATES) < set(CANDIDATE_NAMES)
-    assert {"last_value", "hist_gradient_boosting", "hgb_mlp"} <= set(DEFAULT_CANDIDATES)
+    assert {"last_value", "hist_gradient_boosting", MLP_UPSTREAM, "hgb_mlp_chain"} <= set(DEFAULT_CANDIDATES)
     assert "random_forest" not in DEFAULT_CANDIDATES and "hgb_chain" not in DEFAULT_CANDIDATES
     assert default_candidates(quick=True) == CANDIDATE_NAMES  # tiny models: the smoke run fits every code path
-    for first_horizon in (True, False):  # the default set needs nothing outside itself
-        assert _wanted(set(DEFAULT_CANDIDATES), first_horizon) == set(DEFAULT_CANDIDATES)
-    assert MLP_UPSTREAM in DEFAULT_CANDIDATES
+    # hgb_mlp is fitted at 15 min only (the chains' upstream, the 15-minute model, a member of the 15-minute blend);
+    # 30 and 60 min fit the chains, and the blend offered at 15 min only brings no members there
+    assert BLEND_HORIZONS["hgb_mlp_blend"] == (15,)
+    assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=True, horizon=15) == {*DEFAULT_CANDIDATES, "hgb_mlp"}
+    for h in (30, 60):
+        assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=False, horizon=h) == set(DEFAULT_CANDIDATES) - {
+            "hgb_mlp_blend"}
+    assert _wanted({"hgb_mlp_blend"}, first_horizon=False, horizon=30) >= {"hgb_mlp", "hist_gradient_boosting"}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -68,3 +76,21 @@ def test_bad_candidates_are_one_line_errors_naming_the_choices(text, unknown) ->
     message = str(err.value)
     assert "\n" not in message and f"unknown --candidates {unknown};" in message
     assert "choose among all, " in message and all(name in message for name in CANDIDATE_NAMES)
+
+
+def test_a_weighted_blend_reuses_its_fitted_members_with_its_weights() -> None:
+    class Constant:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.full(len(x), self.value)
+
+    specs = {s.name: s for s in candidate_specs(15)}
+    fitted = [(specs["hgb_mlp"], Constant(4.0), np.arange(3), 1.0),
+              (specs["hist_gradient_boosting"], Constant(0.0), np.arange(2, 6), 2.0)]
+    ((spec, blend, used, fit_s),) = _blends(fitted, ["hgb_mlp_blend"])
+    assert spec.name == "hgb_mlp_blend" and BLEND_WEIGHTS["hgb_mlp_blend"] == (0.75, 0.25)
+    x = np.zeros((5, len(FEATURE_NAMES)), dtype=np.float32)
+    np.testing.assert_allclose(blend.predict(x), 3.0)  # 0.75 * 4 + 0.25 * 0
+    assert used.tolist() == list(range(6)) and fit_s == 3.0
