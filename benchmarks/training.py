@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/training.py [--registry DIR] [--candidates a,b,...]
 
 Runs the same code as `traffic train` (features for every training and
-validation window, every candidate (or ``--candidates``, as `traffic train`) for each of the three horizons,
+validation window, the default candidates (or ``--candidates``, as `traffic train`: ``all`` for every one) for
+each of the three horizons,
 selection, calibration, registration) into a temporary registry unless
 ``--registry`` is given, and prints the wall time, the process CPU time and
 the load average before and after (the machine may be shared: a load above the
@@ -24,6 +25,8 @@ import time
 from datetime import UTC, datetime
 
 from ml.dataset import load_metrla
+from ml.exceptions import DataError
+from ml.models import DEFAULT_CANDIDATES, parse_candidates
 from ml.registry import ModelRegistry
 from ml.train import train
 
@@ -38,9 +41,13 @@ def _cpu_s() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="registry root (default: a temporary directory)")
-    parser.add_argument("--candidates", help="comma-separated candidates, as `traffic train --candidates`")
+    parser.add_argument("--candidates", help="comma-separated candidates or 'all', as `traffic train --candidates` "
+                        f"(default: {','.join(DEFAULT_CANDIDATES)})")
     args = parser.parse_args(argv)
-    candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip()) if args.candidates else None
+    try:
+        candidates = parse_candidates(args.candidates)
+    except DataError as exc:
+        parser.error(str(exc))
     load_before = os.getloadavg()
     started, cpu_started = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
     print(f"machine: {os.cpu_count()} cores, {host_platform.python_implementation()} {host_platform.python_version()}")
-    flags = f" --candidates {args.candidates}" if candidates else ""
+    flags = f" --candidates {args.candidates}" if args.candidates is not None else ""
     print(f"command: .venv/bin/python benchmarks/training.py{flags}")
     print(f"OMP_NUM_THREADS: {os.environ.get('OMP_NUM_THREADS', '(unset: one per core)')}")
     print(f"full training wall time: {wall_s:.0f} s ({wall_s / 60:.1f} min); process CPU time: {cpu_s:.0f} s")
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(f"peak RSS: {peak_mib:,.0f} MiB")
     print(f"model version: {version}")
+    print(f"candidates: {','.join(candidates or DEFAULT_CANDIDATES)}")
     print("horizon | model | val MAE | val RMSE | fit s | selected")
     for row in table:
         print(

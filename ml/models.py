@@ -20,12 +20,13 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ml.exceptions import DataError
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
 
 __all__ = [
-    "BLEND_HORIZONS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "ModelSpec", "candidate_specs",
-    "make_scale_model", "MLP_UPSTREAM", "N_JOBS",
+    "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "DEFAULT_CANDIDATES", "ModelSpec",
+    "candidate_specs", "default_candidates", "make_scale_model", "MLP_UPSTREAM", "N_JOBS", "parse_candidates",
 ]
 
 N_JOBS = 2  # the machine is shared: never more than two worker threads
@@ -33,7 +34,9 @@ HGB_GRAPH_ITERATIONS = 200
 HGB_GRAPH_ROWS = 500_000
 HGB_CHAIN_ITERATIONS = 200
 MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
-MLP_ROWS = 800_000
+MLP_CHAIN_FIRST = "hgb_mlp"  # hgb_mlp_chain (30, 60 min): hgb_mlp's inputs plus hgb_mlp's 15-minute forecast
+MLP_ROWS = 800_000  # per perceptron of the bag
+MLP_BAG = 2  # the perceptron is the mean of two, each on its own 800,000 rows (docs/model-experiments.md, row 22)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class ModelSpec:
     features: tuple[str, ...] = BASE_FEATURE_NAMES
     upstream: str | None = None  # a chained model: this 15-minute candidate's forecast is one more input column
     joint: bool = False  # one multi-output model for every horizon, fitted once (``ml.neural.HorizonOutput``)
+    bag: int = 1  # a joint model: the mean of this many members, each fitted on its own part of the capped rows
+    first_column: str | None = None  # a chain that also reads this candidate's 15-minute forecast (one more column)
 
     @property
     def is_baseline(self) -> bool:
@@ -58,17 +63,50 @@ class ModelSpec:
 BLENDS: dict[str, tuple[str, ...]] = {
     "hgb_blend": ("hist_gradient_boosting", "hgb_graph"),
     "hgb_chain_blend": ("hgb_chain", "hist_gradient_boosting"),
+    "hgb_mlp_blend": ("hgb_mlp", "hist_gradient_boosting"),
 }
+# Member weights (default: equal). hgb_mlp_blend: a quarter of the 47-feature trees, the best share on the odd
+# (calibration) validation days in a probe (0.2 and 0.3 scored alike; 0.5 worse): docs/model-experiments.md, row 24.
+BLEND_WEIGHTS: dict[str, tuple[float, ...]] = {"hgb_mlp_blend": (0.75, 0.25)}
 # Blends offered at some horizons only (default: all). The chained blend runs 400 trees; the inference budget
 # (25 ms per network step) has room for that at one horizon beside the 15-minute blend, and 60 min gains most.
-BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,)}
+# hgb_mlp_blend gained at 15 min only (row 24), and its 200 more trees cost about 3 ms per step.
+BLEND_HORIZONS: dict[str, tuple[int, ...]] = {"hgb_chain_blend": (60,), "hgb_mlp_blend": (15,)}
 # Horizon chaining (``ml.ensemble.HorizonChain``): the 30- and 60-minute ``hgb_chain`` models also read the
 # 15-minute forecast of this candidate, and are fitted on training rows that candidate did not see.
 CHAIN_UPSTREAM = "hgb_blend"
 CANDIDATE_NAMES: tuple[str, ...] = (
     "last_value", "historical_average", "ridge", "random_forest", "hist_gradient_boosting", "hgb_graph", "hgb_blend",
-    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp",
+    "hgb_chain", "hgb_chain_blend", "mlp", "hgb_mlp", "hgb_mlp_chain", "hgb_mlp_blend",
 )
+# What `traffic train` fits without ``--candidates``: the selected family (the perceptron bag, the trees that read
+# it, at 15 min ``hgb_mlp`` and at 30 and 60 min ``hgb_mlp_chain``, which brings ``hgb_mlp`` along at 15 min) and
+# the baselines the evaluation compares it with (``hist_gradient_boosting`` is the earlier selected model type).
+# The other candidates lost at every horizon in the full sweep (docs/model-experiments.md) and cost about half of
+# its time; ``--candidates all`` still fits every one.
+DEFAULT_CANDIDATES: tuple[str, ...] = (
+    "last_value", "historical_average", "ridge", "hist_gradient_boosting", "mlp", "hgb_mlp_chain", "hgb_mlp_blend",
+)
+
+
+def default_candidates(quick: bool = False) -> tuple[str, ...]:
+    """The candidates fitted without ``--candidates``: ``DEFAULT_CANDIDATES``, or every one for ``--quick`` (tiny
+    models: a quick run is the smoke test of every candidate's code path)."""
+    return CANDIDATE_NAMES if quick else DEFAULT_CANDIDATES
+
+
+def parse_candidates(text: str | None) -> tuple[str, ...] | None:
+    """``--candidates``: comma-separated names, or ``all`` for every one; None (the default set) without the flag."""
+    if text is None:
+        return None
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    if "all" in names:
+        names = tuple(dict.fromkeys([*CANDIDATE_NAMES, *(c for c in names if c != "all")]))
+    unknown = [c for c in names if c not in CANDIDATE_NAMES]
+    if unknown or not names:
+        choices = ", ".join(CANDIDATE_NAMES)
+        raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among all, {choices}")
+    return names
 
 
 def make_scale_model(quick: bool = False) -> HistGradientBoostingRegressor:
@@ -132,7 +170,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                       random_state=0),
                 max_rows=20_000, features=FEATURE_NAMES, upstream=CHAIN_UPSTREAM,
             ))
-        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000,
+        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
                                features=FEATURE_NAMES, joint=True))
         specs.append(ModelSpec(
             "hgb_mlp", "speed_last",
@@ -140,6 +178,13 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                                                   random_state=0),
             max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
         ))
+        if horizon_min != min(HORIZONS_MIN):
+            specs.append(ModelSpec(
+                "hgb_mlp_chain", "speed_last",
+                lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
+                                                      random_state=0),
+                max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST,
+            ))
         return specs
     specs += [
         ModelSpec(
@@ -178,7 +223,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
         ))
-    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_ROWS, features=FEATURE_NAMES, joint=True))
+    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_BAG * MLP_ROWS, features=FEATURE_NAMES,
+                           joint=True, bag=MLP_BAG))
     specs.append(ModelSpec(
         "hgb_mlp",
         "speed_last",
@@ -187,4 +233,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         features=FEATURE_NAMES,
         upstream=MLP_UPSTREAM,
     ))
+    if horizon_min != min(HORIZONS_MIN):
+        specs.append(ModelSpec("hgb_mlp_chain", "speed_last", lambda: _trees(HGB_CHAIN_ITERATIONS),
+                               max_rows=HGB_GRAPH_ROWS, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
+                               first_column=MLP_CHAIN_FIRST))
     return specs

@@ -12,16 +12,23 @@ gradient-boosted trees that also read its three forecasts, fitted on rows it did
 not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
 (docs/model-experiments.md, third round).
 
+The candidate ``mlp`` is a bag: ``MeanOutputs`` of two perceptrons, each fitted
+on its own half of the capped rows with its own seed (``fit_bag``); averaging
+two fits gained 0.005-0.012 MAE for the trees that read them (fourth round).
+
 ``SharedOutputs`` holds the fitted multi-output model and remembers its latest
 prediction (keyed by a digest of the rows), so the three horizons of one network
-step run the network once; it is the upstream of the three ``hgb_mlp`` chains
+step run the network once; it is the upstream of the ``hgb_mlp`` chains
 (one object for all three after a skops round trip, as ``ml.ensemble.HorizonChain``
 shares its upstream). ``HorizonOutput`` is one horizon's column of it: the
-perceptron alone as a candidate.
+perceptron alone as a candidate. ``StackedOutputs`` puts several upstreams side
+by side (``hgb_mlp_chain``: the perceptrons' forecasts and ``hgb_mlp``'s
+15-minute forecast), with the same memo.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,21 +38,49 @@ from sklearn.preprocessing import StandardScaler
 
 from ml.ensemble import remembered, without_memo
 
-__all__ = ["MLP_HIDDEN", "HorizonOutput", "SharedOutputs", "make_mlp"]
+__all__ = ["MLP_HIDDEN", "HorizonOutput", "MeanOutputs", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
 
 
-def make_mlp(quick: bool = False) -> Pipeline:
+def make_mlp(quick: bool = False, seed: int = 0) -> Pipeline:
     """Standardised inputs into a ReLU perceptron (Adam, early stopping on 10% of the training rows)."""
     return Pipeline([
         ("scale", StandardScaler()),
         ("mlp", MLPRegressor(
             hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
             max_iter=10 if quick else 40, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
-            random_state=0,
+            random_state=seed,
         )),
     ])
+
+
+class MeanOutputs:
+    """The mean of fitted multi-output models' predictions: a bag of perceptrons, each fitted on its own rows."""
+
+    def __init__(self, models: list[Any]) -> None:
+        if not models:
+            raise ValueError("a bag needs at least one model")
+        self.models = list(models)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        outs = [np.asarray(m.predict(x), dtype=np.float64).reshape(len(x), -1) for m in self.models]
+        return np.mean(outs, axis=0)
+
+
+def _reseeded(est: Any, seed: int) -> Any:
+    """``est`` with every ``*random_state`` parameter set to ``seed``, so a bag's members start differently."""
+    params = est.get_params() if hasattr(est, "get_params") else {}
+    return est.set_params(**{k: seed for k in params if k.endswith("random_state")}) if params else est
+
+
+def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int, rng: np.random.Generator) -> Any:
+    """``make()`` fitted on (x, y); or, for ``members`` > 1, the ``MeanOutputs`` of that many, member k fitted on
+    the k-th of disjoint random parts of the rows with seed k."""
+    if members <= 1:
+        return make().fit(x, y)
+    parts = [np.sort(p) for p in np.array_split(rng.permutation(len(x)), members)]
+    return MeanOutputs([_reseeded(make(), k).fit(x[p], y[p]) for k, p in enumerate(parts)])
 
 
 class SharedOutputs:
@@ -67,6 +102,25 @@ class SharedOutputs:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Every output: as a chain's upstream (``ml.ensemble.HorizonChain``) it adds one column per horizon."""
         return self.predict_all(x)
+
+
+class StackedOutputs:
+    """The outputs of several fitted estimators side by side (one column each, or several for a multi-output one);
+    the latest prediction is remembered like ``SharedOutputs``' (``hgb_mlp_chain``: the perceptron's forecasts
+    and the 15-minute trees' forecast, one upstream shared by the 30- and 60-minute chains)."""
+
+    def __init__(self, members: list[Any]) -> None:
+        self.members = list(members)
+
+    def __getstate__(self) -> dict:
+        return without_memo(self)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return remembered(self, np.asarray(x), self._stack)
+
+    def _stack(self, x: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.asarray(m.predict(x), dtype=np.float64).reshape(len(x), -1)
+                                for m in self.members])
 
 
 class HorizonOutput:

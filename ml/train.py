@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,17 +36,21 @@ from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
 from ml.metrics import interval_coverage, interval_width, masked_mae, masked_rmse
 from ml.models import (
     BLEND_HORIZONS,
+    BLEND_WEIGHTS,
     BLENDS,
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
+    MLP_CHAIN_FIRST,
     MLP_UPSTREAM,
     ModelSpec,
     candidate_specs,
+    default_candidates,
     make_scale_model,
 )
-from ml.network import BUNDLED_NETWORK, Network, add_network_argument, load_network
-from ml.neural import HorizonOutput, SharedOutputs
+from ml.network import BUNDLED_NETWORK, Network, load_network
+from ml.neural import HorizonOutput, SharedOutputs, StackedOutputs, fit_bag
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
+from ml.train_args import QUICK_DAYS, QUICK_SENSORS, add_arguments, check_arguments
 from ml.training_set import ExampleMeta, examples
 
 __all__ = [
@@ -60,8 +65,6 @@ __all__ = [
 ]
 
 _DAY_MS = 24 * 60 * 60 * 1000
-QUICK_SENSORS = 12
-QUICK_DAYS = 3
 
 
 @dataclass
@@ -93,6 +96,12 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _rng(seed: int, *keys: object) -> np.random.Generator:
+    """The row sampler of one fit, keyed by (seed, candidate, horizon, ...): a candidate draws the same rows
+    whichever other candidates are fitted beside it, so the default set and ``--candidates all`` agree."""
+    return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
+
+
 def _columns(names: tuple[str, ...]) -> np.ndarray:
     return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)
 
@@ -109,12 +118,14 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
 
 
 def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
-    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed."""
+    """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed (a bag:
+    ``spec.bag`` members on disjoint parts of them, averaged)."""
     rows = np.flatnonzero(np.isfinite(y).all(1))
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
-    return SharedOutputs(spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base)), rows
+    model = fit_bag(spec.make, x[np.ix_(rows, _columns(spec.features))], y[rows] - base, spec.bag, rng)
+    return SharedOutputs(model), rows
 
 
 def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
@@ -151,13 +162,18 @@ def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np
     return make_scale_model(quick).fit(scale_inputs(xs, yhat), np.abs(y[free] - yhat))
 
 
-def _wanted(wanted: set[str], first_horizon: bool) -> set[str]:
-    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams."""
+def _wanted(wanted: set[str], first_horizon: bool, horizon: int | None = None) -> set[str]:
+    """The candidates to fit at one horizon: the asked ones, their blends' members and chains' upstreams (after the
+    first horizon, a blend not offered at ``horizon`` brings no members, unless nothing else was asked)."""
+    if horizon is not None and not first_horizon:
+        wanted = {n for n in wanted if n not in BLENDS or horizon in BLEND_HORIZONS.get(n, HORIZONS_MIN)} or wanted
     while True:
         more = wanted | {m for name in BLENDS if name in wanted for m in BLENDS[name]}  # a blend needs its members
         if first_horizon and "hgb_chain" in more:  # a chain needs its 15-minute upstream
             more.add(CHAIN_UPSTREAM)
-        if "hgb_mlp" in more:  # fitted at the first horizon, used at every one
+        if first_horizon and "hgb_mlp_chain" in more:  # reads hgb_mlp's 15-minute forecast
+            more.add(MLP_CHAIN_FIRST)
+        if more & {"hgb_mlp", "hgb_mlp_chain"}:  # fitted at the first horizon, used at every one
             more.add(MLP_UPSTREAM)
         if more == wanted:
             return wanted
@@ -175,7 +191,8 @@ def _blends(fitted: list[tuple[ModelSpec, Any, np.ndarray, float]], names: list[
         parts = [by_name[m] for m in members]
         if len({p[0].base_feature for p in parts}) != 1:
             continue
-        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], [1.0] * len(parts))
+        weights = BLEND_WEIGHTS.get(name, (1.0,) * len(parts))
+        blend = ColumnBlend([p[1] for p in parts], [_columns(p[0].features) for p in parts], weights)
         spec = ModelSpec(name, parts[0][0].base_feature, features=FEATURE_NAMES)
         used = np.unique(np.concatenate([p[2] for p in parts]))
         out.append((spec, blend, used, sum(p[3] for p in parts)))
@@ -225,14 +242,14 @@ def train(
         select = np.zeros(len(x_va), bool)
         select[order[: len(order) // 2]] = True
         calibrate = ~select
-    rng = np.random.default_rng(seed)
     first: dict[str, tuple[Any, np.ndarray]] = {}  # the first horizon's fitted candidates: chain upstreams
     joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
+    stacked: dict[str, tuple[StackedOutputs, np.ndarray]] = {}  # upstreams of chains that read several models
     table: list[dict] = []
     estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
-        wanted = _wanted(set(candidates or CANDIDATE_NAMES), first_horizon=j == 0)
+        wanted = _wanted(set(candidates or default_candidates(quick)), first_horizon=j == 0, horizon=h)
         blends = [name for name in BLENDS if name in wanted and h in BLEND_HORIZONS.get(name, HORIZONS_MIN)]
         specs = [s for s in candidate_specs(h, quick=quick) if s.name in wanted]
         if max_rows is not None:  # one cap for every learned candidate (a cheaper full-data run)
@@ -244,13 +261,20 @@ def train(
             started = time.perf_counter()
             if spec.joint:
                 if spec.name not in joint:
-                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, rng)
+                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, _rng(seed, spec.name))
                 est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
             elif spec.upstream is None:
-                est, used = _fit(spec, x_tr, y_tr[:, j], rng)
+                est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h))
             else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
                 up = joint.get(spec.upstream) or first.get(spec.upstream)
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, rng)
+                if spec.first_column is not None:  # one upstream (and memo) for every horizon's chain
+                    extra = first.get(spec.first_column)
+                    if up is None or extra is None:
+                        continue
+                    if spec.name not in stacked:
+                        stacked[spec.name] = (StackedOutputs([up[0], extra[0]]), np.union1d(up[1], extra[1]))
+                    up = stacked[spec.name]
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, _rng(seed, spec.name, h))
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))
@@ -284,7 +308,7 @@ def train(
         conformal = binned
         if est is not None:
             started = time.perf_counter()
-            scale = _fit_scale(spec, est, x_tr, y_tr[:, j], used, rng, quick)
+            scale = _fit_scale(spec, est, x_tr, y_tr[:, j], used, _rng(seed, "scale", spec.name, h), quick)
             x_cal = x_va[np.ix_(calibrate, _columns(spec.features))]
             conformal = fit_scaled_conformal(
                 y_va[calibrate, j], yhat[calibrate], x_cal, scale, coverage=coverage, min_bin_rows=min_bin_rows
@@ -327,28 +351,6 @@ def train(
     return bundle, table
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The training flags of ``traffic train`` (the command itself is ``cli/train_cmd.py``)."""
-    add_network_argument(p)
-    p.add_argument("--data", help="the network's readings as .npz or .h5, or raw-reading Parquet (local or "
-                   "hdfs://); default: the network's own")
-    p.add_argument(
-        "--features",
-        help="train on these Parquet feature tables (the batch pipeline's features/ directory with train/ and val/, "
-        "or one table; local or hdfs://) instead of the ones `traffic train` keeps up to date itself; "
-        "the feature context comes from context.npz beside them, else is fitted on --data",
-    )
-    p.add_argument("--registry",
-                   help="registry root, local or hdfs:// (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_SENSORS} sensors, {QUICK_DAYS + 2} days, tiny models")
-    p.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage (default 0.9)")
-    p.add_argument("--max-rows", type=int, help="cap the training rows of every learned candidate")
-    p.add_argument(
-        "--candidates",
-        help=f"comma-separated candidate models to fit and select from (default all: {', '.join(CANDIDATE_NAMES)})",
-    )
-
-
 def _print_table(table: list[dict]) -> None:
     out = sys.stdout
     print("horizon | model                  | val MAE | val RMSE | fit s | selected", file=out)
@@ -359,22 +361,6 @@ def _print_table(table: list[dict]) -> None:
             f"| {row['fit_s']:5.1f} | {mark}",
             file=out,
         )
-
-
-def check_arguments(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """Refuse bad training flags before any work; the chosen candidates (None = all)."""
-    if not 0.0 < args.coverage < 1.0:
-        raise DataError(f"--coverage must be between 0 and 1, got {args.coverage}")
-    candidates = None
-    if args.candidates:
-        candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip())
-        unknown = [c for c in candidates if c not in CANDIDATE_NAMES]
-        if unknown or not candidates:
-            choices = ", ".join(CANDIDATE_NAMES)
-            raise DataError(f"unknown --candidates {', '.join(unknown) or '(none)'}; choose among {choices}")
-    if args.max_rows is not None and args.max_rows < 1000:
-        raise DataError(f"--max-rows must be at least 1000, got {args.max_rows}")
-    return candidates
 
 
 def fit_and_register(

@@ -9,8 +9,8 @@ from sklearn.linear_model import LinearRegression
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext
-from ml.models import CANDIDATE_NAMES, MLP_UPSTREAM, ModelSpec, candidate_specs
-from ml.neural import HorizonOutput, SharedOutputs, make_mlp
+from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.neural import HorizonOutput, MeanOutputs, SharedOutputs, StackedOutputs, fit_bag, make_mlp
 from ml.registry import ModelBundle, ModelRegistry
 from ml.train import _fit_chain, _fit_joint, _wanted
 
@@ -94,6 +94,7 @@ def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
         for h in HORIZONS_MIN:
             (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "mlp"]
             assert spec.joint and spec.features == FEATURE_NAMES and spec.base_feature == "speed_last"
+            assert spec.bag == MLP_BAG >= 2  # a bag: the mean of perceptrons fitted on disjoint rows
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
@@ -178,3 +179,115 @@ def test_a_bundle_of_trees_on_the_perceptron_round_trips_with_one_shared_percept
     for h in HORIZONS_MIN:
         for a, b in zip(before[h], after[h], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+class _Seeded(_Recording):
+    """A test double with a seed parameter: predicts its seed at every output, so a bag's mean is visible."""
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        return {"random_state": self.random_state}
+
+    def set_params(self, **params: int) -> _Seeded:
+        self.random_state = params.get("random_state", self.random_state)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full((len(x), 3), float(self.random_state))
+
+
+def test_a_bag_fits_its_members_on_disjoint_parts_of_the_rows_with_their_own_seeds() -> None:
+    n = 3000
+    x = _rows(n, seed=9)
+    x[:, 0] = 50.0  # speed_last, the base
+    x[:, 1] = np.arange(n)  # row ids
+    y = np.full((n, 3), 51.0)
+    y[::5, 2] = np.nan
+    spec = ModelSpec("mlp", "speed_last", _Seeded, max_rows=1500, features=FEATURE_NAMES, joint=True, bag=3)
+    shared, used = _fit_joint(spec, x, y, np.random.default_rng(0))
+    bag = shared.model
+    assert isinstance(bag, MeanOutputs) and [m.random_state for m in bag.models] == [0, 1, 2]
+    seen = [m.x[:, 1].astype(int) for m in bag.models]
+    assert [len(s) for s in seen] == [500, 500, 500]
+    assert len(np.unique(np.concatenate(seen))) == 1500  # disjoint
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), used)  # every capped row, each in one member
+    assert np.all(np.concatenate(seen) % 5 != 0)  # only rows with every target observed
+    np.testing.assert_allclose(shared.predict(x[:4]), np.full((4, 3), 1.0))  # mean of seeds 0, 1, 2
+    single = _fit_joint(ModelSpec("mlp", "speed_last", _Seeded, max_rows=1500, features=FEATURE_NAMES, joint=True),
+                        x, y, np.random.default_rng(0))[0]
+    assert isinstance(single.model, _Seeded)  # bag=1: the model itself
+
+
+def test_a_bag_of_perceptrons_round_trips_through_the_registry(tmp_path) -> None:
+    n = 4
+    ctx = FeatureContext(
+        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
+        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
+        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
+        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
+    )
+    x = _rows(400, seed=10)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
+    bag = fit_bag(lambda: make_mlp(quick=True), x, y, 2, np.random.default_rng(1))
+    a, b = (m.predict(x) for m in bag.models)
+    assert not np.allclose(a, b)  # different rows and seeds
+    np.testing.assert_allclose(bag.predict(x), (a + b) / 2)
+    shared = SharedOutputs(bag)
+    estimators = {h: HorizonOutput(shared, k) for k, h in enumerate(HORIZONS_MIN)}
+    intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(400), min_bin_rows=50) for h in estimators}
+    bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
+    before = bundle.predict(x)
+    registry = ModelRegistry(tmp_path / "models")
+    after = registry.load(registry.register(bundle)).predict(x)
+    for h in HORIZONS_MIN:
+        for u, v in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-5)
+
+
+def test_the_chain_on_the_perceptron_and_the_15_minute_trees_shares_one_upstream(tmp_path) -> None:
+    from ml.dataset import load_metrla
+    from ml.features import fit_context
+    from ml.train import quick_subset, train
+    from ml.training_set import ExampleMeta, examples
+
+    assert all("hgb_mlp_chain" not in {s.name for s in candidate_specs(15, quick=q)} for q in (False, True))
+    assert {MLP_UPSTREAM, "hgb_mlp", "hgb_mlp_chain"} <= _wanted({"hgb_mlp_chain"}, first_horizon=True)
+    assert "hgb_mlp" not in _wanted({"hgb_mlp_chain"}, first_horizon=False)
+    data = quick_subset(load_metrla())
+    ctx = fit_context(data)
+    x_tr, y_tr, m_tr = examples(data, ctx, "train")
+    x_va, y_va, m_va = examples(data, ctx, "val")
+    meta = ExampleMeta(np.concatenate([m_tr.sensor_index, m_va.sensor_index]),
+                       np.concatenate([m_tr.step_ms, m_va.step_ms]), m_tr.sensor_ids)
+    bundle, table = train(data, (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), meta), ctx,
+                          quick=True, candidates=("hgb_mlp_chain",), progress=lambda _: None)
+    assert {(r["horizon_min"], r["model"]) for r in table} == {
+        (15, "mlp"), (15, "hgb_mlp"), (30, "mlp"), (30, "hgb_mlp_chain"), (60, "mlp"), (60, "hgb_mlp_chain")}
+    # On this seeded quick slice the chains win at 30 and 60 min (and hgb_mlp at 15), so the bundle holds them.
+    assert bundle.model_names == {15: "hgb_mlp", 30: "hgb_mlp_chain", 60: "hgb_mlp_chain"}
+    for h in (30, 60):
+        assert bundle.estimators[h].model.n_features_in_ == len(FEATURE_NAMES) + 4  # 3 perceptron + 1 15-min
+    registry = ModelRegistry(tmp_path / "models")
+    loaded = registry.load(registry.register(bundle))
+    e15, e30, e60 = (loaded.estimators[h] for h in HORIZONS_MIN)
+    assert isinstance(e30.upstream, StackedOutputs) and e30.upstream is e60.upstream  # one memo for both
+    assert e30.upstream.members[1] is e15 and e30.upstream.members[0] is e15.upstream  # one perceptron
+    before, after = bundle.predict(x_va), loaded.predict(x_va)
+    for h in HORIZONS_MIN:
+        for a, b in zip(before[h], after[h], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_stacked_outputs_put_each_members_columns_side_by_side_and_remember_them() -> None:
+    x = _rows(50, seed=11)
+    multi = _Counting()
+    single = LinearRegression().fit(x, x[:, 0])
+    stacked = StackedOutputs([SharedOutputs(multi), single])
+    out = stacked.predict(x)
+    assert out.shape == (50, 4)
+    np.testing.assert_allclose(out[:, 3], single.predict(x))
+    np.testing.assert_allclose(out[:, :3], _Counting().predict(x))
+    stacked.predict(x.copy())
+    assert multi.calls == 1 and "_memo" not in stacked.__getstate__()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
+import pytest
 
 from ml.dataset import TRAIN_END_MS, load_metrla
-from ml.train import QUICK_SENSORS, quick_subset, quick_window, validation_halves
+from ml.exceptions import DataError
+from ml.features import fit_context
+from ml.models import CANDIDATE_NAMES
+from ml.train import QUICK_SENSORS, check_arguments, quick_subset, quick_window, train, validation_halves
+from ml.training_set import ExampleMeta, examples
 
 
 def test_validation_halves_split_whole_days() -> None:
@@ -23,3 +30,33 @@ def test_quick_window_is_the_quick_subset() -> None:
     assert start_ms < TRAIN_END_MS < end_ms and len(sensors) == QUICK_SENSORS
     assert subset.sensor_ids == sensors
     assert subset.times_ms[0] == start_ms and subset.times_ms[-1] < end_ms
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"coverage": 0.9, "max_rows": None, "candidates": None, **kw})
+
+
+def test_check_arguments_reads_the_candidates_flag() -> None:
+    assert check_arguments(_args()) is None  # the default set
+    assert check_arguments(_args(candidates="all")) == CANDIDATE_NAMES
+    assert check_arguments(_args(candidates="last_value,ridge")) == ("last_value", "ridge")
+    with pytest.raises(DataError, match="unknown --candidates gpt"):
+        check_arguments(_args(candidates="ridge,gpt"))
+
+
+def test_a_candidate_draws_the_same_rows_whichever_candidates_are_fitted_beside_it() -> None:
+    data = quick_subset(load_metrla())
+    ctx = fit_context(data)
+    x_tr, y_tr, m_tr = examples(data, ctx, "train")
+    x_va, y_va, m_va = examples(data, ctx, "val")
+    meta = ExampleMeta(np.concatenate([m_tr.sensor_index, m_va.sensor_index]),
+                       np.concatenate([m_tr.step_ms, m_va.step_ms]), m_tr.sensor_ids)
+    table = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), meta)
+
+    def ridge_rows(candidates: tuple[str, ...]) -> list[tuple]:
+        _, rows = train(data, table, ctx, quick=True, candidates=candidates, max_rows=2000, progress=lambda _: None)
+        return [(r["horizon_min"], r["val_mae"]) for r in rows if r["model"] == "ridge"]
+
+    alone = ridge_rows(("ridge",))
+    assert len(alone) == 3 and len(x_tr) > 2000  # a capped sample, not every row
+    assert ridge_rows(("last_value", "hist_gradient_boosting", "ridge")) == alone
