@@ -128,6 +128,11 @@ def _trees(max_iter: int) -> HistGradientBoostingRegressor:
                                          early_stopping=False, random_state=0)
 
 
+def _quick_trees() -> HistGradientBoostingRegressor:
+    """The tiny gradient-boosted trees of every tree candidate in ``--quick`` runs (10 rounds)."""
+    return HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False, random_state=0)
+
+
 def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
     """The candidates for one horizon (``quick``: tiny models for tests and smoke runs)."""
     specs = [
@@ -145,46 +150,19 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
                 ),
                 max_rows=5_000,
             ),
-            ModelSpec(
-                "hist_gradient_boosting",
-                "speed_last",
-                lambda: HistGradientBoostingRegressor(
-                    loss="absolute_error", max_iter=10, early_stopping=False, random_state=0
-                ),
-                max_rows=20_000,
-            ),
-            ModelSpec(
-                "hgb_graph",
-                "speed_last",
-                lambda: HistGradientBoostingRegressor(
-                    loss="absolute_error", max_iter=10, early_stopping=False, random_state=0
-                ),
-                max_rows=20_000,
-                features=FEATURE_NAMES,
-            ),
+            ModelSpec("hist_gradient_boosting", "speed_last", _quick_trees, max_rows=20_000),
+            ModelSpec("hgb_graph", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES),
         ]
         if horizon_min != min(HORIZONS_MIN):
-            specs.append(ModelSpec(
-                "hgb_chain", "speed_last",
-                lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
-                                                      random_state=0),
-                max_rows=20_000, features=FEATURE_NAMES, upstream=CHAIN_UPSTREAM,
-            ))
+            specs.append(ModelSpec("hgb_chain", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
+                                   upstream=CHAIN_UPSTREAM))
         specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
                                features=FEATURE_NAMES, joint=True))
-        specs.append(ModelSpec(
-            "hgb_mlp", "speed_last",
-            lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
-                                                  random_state=0),
-            max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
-        ))
+        specs.append(ModelSpec("hgb_mlp", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
+                               upstream=MLP_UPSTREAM))
         if horizon_min != min(HORIZONS_MIN):
-            specs.append(ModelSpec(
-                "hgb_mlp_chain", "speed_last",
-                lambda: HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False,
-                                                      random_state=0),
-                max_rows=20_000, features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST,
-            ))
+            specs.append(ModelSpec("hgb_mlp_chain", "speed_last", _quick_trees, max_rows=20_000,
+                                   features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST))
         return specs
     specs += [
         ModelSpec(

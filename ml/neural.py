@@ -38,7 +38,8 @@ from sklearn.preprocessing import StandardScaler
 
 from ml.ensemble import remembered, without_memo
 
-__all__ = ["MLP_HIDDEN", "HorizonOutput", "MeanOutputs", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp"]
+__all__ = ["MLP_HIDDEN", "HorizonOutput", "MeanOutputs", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp",
+           "outputs_of"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
 
@@ -55,6 +56,11 @@ def make_mlp(quick: bool = False, seed: int = 0) -> Pipeline:
     ])
 
 
+def outputs_of(model: Any, x: np.ndarray) -> np.ndarray:
+    """``model.predict(x)`` as (rows, outputs) float64, one column for a single-output model."""
+    return np.asarray(model.predict(x), dtype=np.float64).reshape(len(x), -1)
+
+
 class MeanOutputs:
     """The mean of fitted multi-output models' predictions: a bag of perceptrons, each fitted on its own rows."""
 
@@ -64,8 +70,7 @@ class MeanOutputs:
         self.models = list(models)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        outs = [np.asarray(m.predict(x), dtype=np.float64).reshape(len(x), -1) for m in self.models]
-        return np.mean(outs, axis=0)
+        return np.mean([outputs_of(m, x) for m in self.models], axis=0)
 
 
 def _reseeded(est: Any, seed: int) -> Any:
@@ -97,7 +102,7 @@ class SharedOutputs:
         return remembered(self, np.asarray(x), self._outputs)
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(x), dtype=np.float64).reshape(len(x), -1)
+        return outputs_of(self.model, x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Every output: as a chain's upstream (``ml.ensemble.HorizonChain``) it adds one column per horizon."""
@@ -119,8 +124,7 @@ class StackedOutputs:
         return remembered(self, np.asarray(x), self._stack)
 
     def _stack(self, x: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.asarray(m.predict(x), dtype=np.float64).reshape(len(x), -1)
-                                for m in self.members])
+        return np.column_stack([outputs_of(m, x) for m in self.members])
 
 
 class HorizonOutput:

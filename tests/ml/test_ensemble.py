@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from ml_bundles import assert_same_predictions, round_trip, tiny_context
 from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import ColumnBlend, HorizonChain
-from ml.features import FEATURE_NAMES, FeatureContext
-from ml.registry import ModelBundle, ModelRegistry
+from ml.features import FEATURE_NAMES
+from ml.registry import ModelBundle
 
 
 class _Counting:
@@ -65,13 +66,7 @@ def test_chain_feeds_the_upstream_forecast_as_its_last_column() -> None:
 
 def test_a_chained_bundle_round_trips_and_shares_its_upstream(tmp_path) -> None:
     rng = np.random.default_rng(1)
-    n = 4
-    ctx = FeatureContext(
-        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
-        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
-        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
-        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
-    )
+    ctx = tiny_context()
     x = _rows(200, seed=2)
     y = rng.normal(size=200)
     up_model = LinearRegression().fit(x[:, :5], y)
@@ -81,14 +76,9 @@ def test_a_chained_bundle_round_trips_and_shares_its_upstream(tmp_path) -> None:
     estimators = {15: upstream, 30: HorizonChain(upstream, chain_model, cols)}
     intervals = {h: fit_binned_conformal(y, np.zeros(200), min_bin_rows=50) for h in estimators}
     bundle = ModelBundle(estimators, {15: None, 30: None}, intervals, ctx)
-    before = bundle.predict(x)
-    registry = ModelRegistry(tmp_path / "models")
-    loaded = registry.load(registry.register(bundle))
+    loaded = round_trip(bundle, tmp_path / "models")
     assert loaded.estimators[30].upstream is loaded.estimators[15]  # one set of 15-minute trees per step
-    after = loaded.predict(x)
-    for h in estimators:
-        for a, b in zip(before[h], after[h], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert_same_predictions(bundle.predict(x), loaded.predict(x), rtol=1e-6)
 
 
 class _Recording:

@@ -4,15 +4,16 @@ forecasts (``hgb_mlp``), registry round trips that keep it shared."""
 from __future__ import annotations
 
 import numpy as np
+from ml_bundles import assert_same_predictions, quick_examples, round_trip, tiny_context
 from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import HorizonChain
-from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext
+from ml.features import FEATURE_NAMES, HORIZONS_MIN
 from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import HorizonOutput, MeanOutputs, SharedOutputs, StackedOutputs, fit_bag, make_mlp
-from ml.registry import ModelBundle, ModelRegistry
-from ml.train import _fit_chain, _fit_joint, _wanted
+from ml.registry import ModelBundle
+from ml.train import _fit_chain, _fit_joint, _wanted, train
 
 
 class _Counting:
@@ -98,28 +99,17 @@ def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
-    n = 4
-    ctx = FeatureContext(
-        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
-        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
-        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
-        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
-    )
+    ctx = tiny_context()
     x = _rows(300, seed=6)
     y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
     shared = SharedOutputs(make_mlp(quick=True).fit(x, y))
     estimators = {h: HorizonOutput(shared, k) for k, h in enumerate(HORIZONS_MIN)}
     intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(300), min_bin_rows=50) for h in estimators}
     bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
-    before = bundle.predict(x)
-    registry = ModelRegistry(tmp_path / "models")
-    loaded = registry.load(registry.register(bundle))
+    loaded = round_trip(bundle, tmp_path / "models")
     first, *others = (loaded.estimators[h] for h in HORIZONS_MIN)
     assert all(o.shared is first.shared for o in others)  # one network forward pass per step for all horizons
-    after = loaded.predict(x)
-    for h in HORIZONS_MIN:
-        for a, b in zip(before[h], after[h], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert_same_predictions(bundle.predict(x), loaded.predict(x))
 
 
 def test_trees_reading_the_perceptron_are_offered_at_every_horizon_and_bring_it_along() -> None:
@@ -154,13 +144,7 @@ def test_the_chain_on_the_perceptron_reads_all_its_outputs_on_rows_it_did_not_se
 
 
 def test_a_bundle_of_trees_on_the_perceptron_round_trips_with_one_shared_perceptron(tmp_path) -> None:
-    n = 4
-    ctx = FeatureContext(
-        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
-        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
-        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
-        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
-    )
+    ctx = tiny_context()
     x = _rows(400, seed=8)
     y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
     shared = SharedOutputs(make_mlp(quick=True).fit(x, y))
@@ -170,15 +154,10 @@ def test_a_bundle_of_trees_on_the_perceptron_round_trips_with_one_shared_percept
                   for k, h in enumerate(HORIZONS_MIN)}
     intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(400), min_bin_rows=50) for h in estimators}
     bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
-    before = bundle.predict(x)
-    registry = ModelRegistry(tmp_path / "models")
-    loaded = registry.load(registry.register(bundle))
+    loaded = round_trip(bundle, tmp_path / "models")
     ups = [loaded.estimators[h].upstream for h in HORIZONS_MIN]
     assert isinstance(ups[0], SharedOutputs) and all(u is ups[0] for u in ups)
-    after = loaded.predict(x)
-    for h in HORIZONS_MIN:
-        for a, b in zip(before[h], after[h], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert_same_predictions(bundle.predict(x), loaded.predict(x))
 
 
 class _Seeded(_Recording):
@@ -221,13 +200,7 @@ def test_a_bag_fits_its_members_on_disjoint_parts_of_the_rows_with_their_own_see
 
 
 def test_a_bag_of_perceptrons_round_trips_through_the_registry(tmp_path) -> None:
-    n = 4
-    ctx = FeatureContext(
-        sensor_ids=tuple(f"s{i}" for i in range(n)), profile=np.full((n, 2, 288), 60.0),
-        profile_std=np.ones((n, 2, 288)), sensor_mean=np.full(n, 60.0), sensor_std=np.ones(n),
-        w_up=np.zeros((n, n)), w_down=np.zeros((n, n)), w_hop2=np.zeros((n, n)), degree_in=np.zeros(n),
-        degree_out=np.zeros(n), train_start_ms=0, train_end_ms=1,
-    )
+    ctx = tiny_context()
     x = _rows(400, seed=10)
     y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
     bag = fit_bag(lambda: make_mlp(quick=True), x, y, 2, np.random.default_rng(1))
@@ -238,46 +211,27 @@ def test_a_bag_of_perceptrons_round_trips_through_the_registry(tmp_path) -> None
     estimators = {h: HorizonOutput(shared, k) for k, h in enumerate(HORIZONS_MIN)}
     intervals = {h: fit_binned_conformal(y[:, 0], np.zeros(400), min_bin_rows=50) for h in estimators}
     bundle = ModelBundle(estimators, dict.fromkeys(estimators, "speed_last"), intervals, ctx)
-    before = bundle.predict(x)
-    registry = ModelRegistry(tmp_path / "models")
-    after = registry.load(registry.register(bundle)).predict(x)
-    for h in HORIZONS_MIN:
-        for u, v in zip(before[h], after[h], strict=True):
-            np.testing.assert_allclose(u, v, rtol=1e-5)
+    assert_same_predictions(bundle.predict(x), round_trip(bundle, tmp_path / "models").predict(x))
 
 
 def test_the_chain_on_the_perceptron_and_the_15_minute_trees_shares_one_upstream(tmp_path) -> None:
-    from ml.dataset import load_metrla
-    from ml.features import fit_context
-    from ml.train import quick_subset, train
-    from ml.training_set import ExampleMeta, examples
-
     assert all("hgb_mlp_chain" not in {s.name for s in candidate_specs(15, quick=q)} for q in (False, True))
     assert {MLP_UPSTREAM, "hgb_mlp", "hgb_mlp_chain"} <= _wanted({"hgb_mlp_chain"}, first_horizon=True)
     assert "hgb_mlp" not in _wanted({"hgb_mlp_chain"}, first_horizon=False)
-    data = quick_subset(load_metrla())
-    ctx = fit_context(data)
-    x_tr, y_tr, m_tr = examples(data, ctx, "train")
-    x_va, y_va, m_va = examples(data, ctx, "val")
-    meta = ExampleMeta(np.concatenate([m_tr.sensor_index, m_va.sensor_index]),
-                       np.concatenate([m_tr.step_ms, m_va.step_ms]), m_tr.sensor_ids)
-    bundle, table = train(data, (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), meta), ctx,
-                          quick=True, candidates=("hgb_mlp_chain",), progress=lambda _: None)
+    quick = quick_examples()
+    bundle, table = train(quick.data, quick.table, quick.context, quick=True, candidates=("hgb_mlp_chain",),
+                          progress=lambda _: None)
     assert {(r["horizon_min"], r["model"]) for r in table} == {
         (15, "mlp"), (15, "hgb_mlp"), (30, "mlp"), (30, "hgb_mlp_chain"), (60, "mlp"), (60, "hgb_mlp_chain")}
     # On this seeded quick slice the chains win at 30 and 60 min (and hgb_mlp at 15), so the bundle holds them.
     assert bundle.model_names == {15: "hgb_mlp", 30: "hgb_mlp_chain", 60: "hgb_mlp_chain"}
     for h in (30, 60):
         assert bundle.estimators[h].model.n_features_in_ == len(FEATURE_NAMES) + 4  # 3 perceptron + 1 15-min
-    registry = ModelRegistry(tmp_path / "models")
-    loaded = registry.load(registry.register(bundle))
+    loaded = round_trip(bundle, tmp_path / "models")
     e15, e30, e60 = (loaded.estimators[h] for h in HORIZONS_MIN)
     assert isinstance(e30.upstream, StackedOutputs) and e30.upstream is e60.upstream  # one memo for both
     assert e30.upstream.members[1] is e15 and e30.upstream.members[0] is e15.upstream  # one perceptron
-    before, after = bundle.predict(x_va), loaded.predict(x_va)
-    for h in HORIZONS_MIN:
-        for a, b in zip(before[h], after[h], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert_same_predictions(bundle.predict(quick.x_val), loaded.predict(quick.x_val))
 
 
 def test_stacked_outputs_put_each_members_columns_side_by_side_and_remember_them() -> None:

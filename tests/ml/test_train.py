@@ -6,13 +6,13 @@ import argparse
 
 import numpy as np
 import pytest
+from ml_bundles import quick_examples
 
 from ml.dataset import TRAIN_END_MS, load_metrla
 from ml.exceptions import DataError
-from ml.features import fit_context
 from ml.models import CANDIDATE_NAMES
-from ml.train import QUICK_SENSORS, check_arguments, quick_subset, quick_window, train, validation_halves
-from ml.training_set import ExampleMeta, examples
+from ml.train import quick_subset, quick_window, train, validation_halves
+from ml.train_args import QUICK_SENSORS, check_arguments
 
 
 def test_validation_halves_split_whole_days() -> None:
@@ -45,18 +45,13 @@ def test_check_arguments_reads_the_candidates_flag() -> None:
 
 
 def test_a_candidate_draws_the_same_rows_whichever_candidates_are_fitted_beside_it() -> None:
-    data = quick_subset(load_metrla())
-    ctx = fit_context(data)
-    x_tr, y_tr, m_tr = examples(data, ctx, "train")
-    x_va, y_va, m_va = examples(data, ctx, "val")
-    meta = ExampleMeta(np.concatenate([m_tr.sensor_index, m_va.sensor_index]),
-                       np.concatenate([m_tr.step_ms, m_va.step_ms]), m_tr.sensor_ids)
-    table = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), meta)
+    quick = quick_examples()
 
     def ridge_rows(candidates: tuple[str, ...]) -> list[tuple]:
-        _, rows = train(data, table, ctx, quick=True, candidates=candidates, max_rows=2000, progress=lambda _: None)
+        _, rows = train(quick.data, quick.table, quick.context, quick=True, candidates=candidates, max_rows=2000,
+                        progress=lambda _: None)
         return [(r["horizon_min"], r["val_mae"]) for r in rows if r["model"] == "ridge"]
 
     alone = ridge_rows(("ridge",))
-    assert len(alone) == 3 and len(x_tr) > 2000  # a capped sample, not every row
+    assert len(alone) == 3 and len(quick.x_train) > 2000  # a capped sample, not every row
     assert ridge_rows(("last_value", "hist_gradient_boosting", "ridge")) == alone
