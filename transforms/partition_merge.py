@@ -12,8 +12,8 @@ watermark comes. A week of backlog ran the Flink TaskManager out of heap.
 
 The merge holds back what a partition reads beyond ``max_skew_ms`` past the
 slowest partition (its *frontier*: the oldest record it holds back, or else the
-newest it has released), and the reader pauses a partition while it holds any
-of its records. Records leave the merge in step across partitions, the
+newest it has released), and the reader pauses a partition once it holds many
+of its records (``transforms.kafka_topic_reader``). Records leave the merge in step across partitions, the
 watermark follows them, and what the pipeline holds is bounded by the skew and
 the records in flight, not by the backlog.
 
@@ -23,9 +23,9 @@ the records in flight, not by the backlog.
   other back: its first record may be the oldest of all.
 * The partition at the floor always releases its oldest record, so the merge
   never blocks itself.
-* Within a partition records leave in offset order; nothing is dropped, and
-  :meth:`clear` forgets what is held when the consumer is moved (its records
-  are read again from the claimed offsets).
+* Within a partition records leave in offset order; nothing is dropped. When
+  the consumer is moved the reader starts a new merge (what the old one held
+  is read again from the claimed offsets).
 """
 
 from __future__ import annotations
@@ -51,15 +51,12 @@ class EventTimeMerge:
             self._held.setdefault(partition, deque()).append((ts_ms, record))
 
     def holding(self) -> set[int]:
-        """The partitions with records held back (the reader keeps them paused)."""
+        """The partitions with records held back."""
         return {p for p, queue in self._held.items() if queue}
 
     def held_counts(self) -> dict[int, int]:
         """Records held per partition."""
         return {p: len(queue) for p, queue in self._held.items() if queue}
-
-    def clear(self) -> None:
-        self._held.clear()
 
     def frontier(self, partition: int, newest_ms: Mapping[int, int | None]) -> int | None:
         """The oldest record the partition holds back, or else the newest it released (None: nothing read)."""

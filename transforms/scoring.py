@@ -250,7 +250,8 @@ class _ScoreFn(StatefulFn):
         remaining = table.targets()
         if len(remaining):  # armed already, unless the table came from a savepoint of the one-timer version
             _arm(flush, int(self._due(remaining[0])))
-        timer_at.clear()  # that version's record of its one timer
+        if timer_at.read() is not None:  # that version's record of its one timer (a cached read, no write)
+            timer_at.clear()
         if scores is not None:
             self._count(scores)
             yield TimestampedValue(scores, fired_at)

@@ -12,6 +12,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from schemas.batches import Columns
+from schemas.exceptions import SchemaError
 from transforms.exceptions import SinkWriteError
 from transforms.publish import WriteWindowedParquet, retrying, window_file_name
 
@@ -159,6 +160,6 @@ def test_a_batch_the_columns_cannot_encode_goes_record_by_record_without_holding
     good = _aggregates(["1", "22"], T0_MS)
     bad = _aggregates(["7"], T0_MS + 300_000)
     bad = Columns(bad.kind, {**bad.data, "pane_timing": np.array(["SOMETIME"], object)}, bad.nullable)
-    with pytest.raises(Exception, match="SOMETIME"):  # the codec names the bad value, record by record
+    with pytest.raises(SchemaError, match="SOMETIME"):  # the codec names the bad value, record by record
         _run_encode([(good, T0_MS), (bad, T0_MS + 300_000)])
     assert len(_run_encode([(good, T0_MS), (_aggregates(["8"], T0_MS + 300_000), T0_MS + 300_000)])) == 2
