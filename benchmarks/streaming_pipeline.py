@@ -10,8 +10,9 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    Unless ``--no-reference``, the hand-written single-process loop of
    ``benchmarks/reference_loop.py`` first does the same work on the same
    pre-loaded topic (into its own output topics), and the job's events/s is
-   reported as a ratio to the loop's. ``--work loop`` runs the job with only the
-   loop's work (no scores, incidents or Parquet files), the like-for-like ratio.
+   reported as a ratio to the loop's. ``--without scores,incidents,files`` runs
+   the job with only the loop's work (the like-for-like ratio); leaving out one
+   part at a time shows what each costs.
 2. Latency at a paced speed: with the job caught up, the following steps are
    produced one at a time (207 RawReadings, Kafka timestamp = event time,
    flush) every ``--step-interval-s``; latency = arrival of the step's last
@@ -207,10 +208,11 @@ def run(args: argparse.Namespace) -> dict:
                                       reports, stop))
         watcher.start()
         threading.Thread(target=take_reports, args=(reports, arrivals), daemon=True).start()
-        full = args.work == "full"  # "loop": only the reference loop's work (no scores, incidents or files)
+        left_out = args.without
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
-                              known_sensor_ids=network_sensor_ids(), output=out_dir if full else None,
-                              group_id=job_name, start="earliest", scores=full, incidents=full)
+                              known_sensor_ids=network_sensor_ids(), output=None if "files" in left_out else out_dir,
+                              group_id=job_name, start="earliest", scores="scores" not in left_out,
+                              incidents="incidents" not in left_out)
         flags = [f"--job_name={job_name}", *args.beam_args]
         pipeline = beam.Pipeline(options=pipeline_options(args.runner, True, flags, settings))
         build_pipeline(pipeline, cfg)
@@ -293,7 +295,7 @@ def run(args: argparse.Namespace) -> dict:
     ref_rate = reference["events_per_s"] if reference else None
     return {
         "runner": args.runner,
-        "work": args.work,
+        "without": sorted(args.without),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "hours": args.hours,
         "readings": sent.readings,
@@ -340,6 +342,18 @@ def _interrupted(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+OPTIONAL_PARTS = ("scores", "incidents", "files")  # what the job does beyond the reference loop's work
+
+
+def _parts(text: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(parts - set(OPTIONAL_PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {', '.join(unknown)}; choose among "
+                                         f"{', '.join(OPTIONAL_PARTS)}")
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runner", choices=("flink", "prism"), default="flink")
@@ -351,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0, help="bound on start-up and on the pre-load drain")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the hand-written single-process loop run beside the job")
-    parser.add_argument("--work", choices=("full", "loop"), default="full",
-                        help="the job's work: 'full' (as `traffic stream` runs: scores, incidents, Parquet files) "
-                        "or 'loop' (only what the reference loop does: no scores, incidents or files)")
+    parser.add_argument("--without", type=_parts, default=frozenset(), metavar="PARTS",
+                        help="leave these parts of the job out, comma-separated among "
+                        f"{', '.join(OPTIONAL_PARTS)} (all three: only the reference loop's work); "
+                        "default: the job as `traffic stream` runs it")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                         help="a further Beam pipeline option, repeatable, e.g. --beam-arg=--max_bundle_time_millis=100")

@@ -241,7 +241,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(`traffic platform up postgres`; TRAFFIC_POSTGRES_*)")
     parser.add_argument("--no-scores", dest="scores", action="store_false",
                         help="do not score forecasts against the actuals (no traffic-scores, score files or stored "
-                        "scores; the scoring is about a fifth of the worker's time in a catch-up)")
+                        "scores; scoring is the job's costliest part in a catch-up, docs/benchmarks.md)")
     parser.add_argument("--no-incidents", dest="incidents", action="store_false",
                         help="do not track incidents (no traffic-incidents)")
     parser.add_argument("--savepoint-dir", metavar="DIR",
