@@ -22,7 +22,21 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
-from transforms.scoring import _PREDICTION, MISSING, SCORED, ScoreForecasts, _ScoreFn, is_observed, score_record
+from transforms.keys import sensor_shard
+from transforms.scoring import (
+    _PREDICTION,
+    KEY_SPAN_MS,
+    MISSING,
+    SCORED,
+    SETTLED_KEEP_MS,
+    ScoreForecasts,
+    _ScoreFn,
+    _tag,
+    is_observed,
+    key_span_start,
+    score_key,
+    score_record,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "metr-la" / "speed.npz"
 FIRST_ROW, STEPS, N_SENSORS = 400, 30, 4
@@ -302,8 +316,83 @@ def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_
 
     scores = []
     for due in sorted(timers.by_tag.values()):  # what the runner does when the watermark passes them all
-        fired = fn.on_flush(Timestamp(micros=due * 1000), flush=timers, timer_at=_Cell(), **cells)
+        fired = fn.on_flush(0, Timestamp(micros=due * 1000), flush=timers, timer_at=_Cell(), expire=_Timers(),
+                            **cells)
         scores += [record for out in fired for record in records_of(out.value)]
     assert len(scores) == steps * len(SENSORS) * len(HORIZONS)
     assert {s["status"] for s in scores} == {MISSING}
     assert len(cells["state"].value.targets()) == 0
+
+
+def test_an_element_is_split_by_shard_and_hour_of_target() -> None:
+    """A step's predictions target three times (15, 30, 60 min ahead), often in two hours: each keyed part holds
+    one shard's rows of one hour, and the parts hold every row once."""
+    step = next(s for s in range(STEPS) if (T0 + s * STEP_MS) // KEY_SPAN_MS
+                != (T0 + s * STEP_MS + 60 * 60_000) // KEY_SPAN_MS)
+    records = predictions_at(step)
+    batch = Columns.from_records("prediction", records, list(records[0]), {})
+    parts = list(_tag(_PREDICTION, STEP_MS)(batch))
+    hours = {r["target_time"] // KEY_SPAN_MS for r in records}
+    assert len(hours) == 2
+    assert len({key for key, _ in parts}) == len(parts) >= 2
+    seen = []
+    for key, (kind, part) in parts:
+        assert kind == _PREDICTION
+        rows = list(part.records())
+        assert {score_key(sensor_shard(r["sensor_id"]), r["target_time"]) for r in rows} == {key}
+        assert key_span_start(key) == rows[0]["target_time"] // KEY_SPAN_MS * KEY_SPAN_MS
+        seen += [(r["sensor_id"], r["horizon_min"]) for r in rows]
+    assert sorted(seen) == sorted((r["sensor_id"], r["horizon_min"]) for r in records)
+    single = list(_tag(_PREDICTION, STEP_MS)(records[-1]))
+    assert single == [(score_key(sensor_shard(records[-1]["sensor_id"]), records[-1]["target_time"]),
+                       (_PREDICTION, records[-1]))]
+
+
+def _settle_all(fn: _ScoreFn, key: int, cells: dict, timers: _Timers, expire: _Timers) -> list[dict]:
+    """Fires every armed due time in order, as the runner does when the watermark passes them."""
+    scores = []
+    for due in sorted(set(timers.by_tag.values())):
+        fired = fn.on_flush(key, Timestamp(micros=due * 1000), flush=timers, timer_at=_Cell(), expire=expire,
+                            **cells)
+        scores += [record for out in fired for record in records_of(out.value)]
+    return scores
+
+
+def test_a_key_expires_three_hours_after_it_settled_and_a_prediction_after_that_is_missing() -> None:
+    """Once a key holds nothing more, its expiry is armed SETTLED_KEEP_MS after the last settlement and clears
+    every cell; a prediction for that hour coming even later is held again and its timer scores it MISSING."""
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    timers, expire = _Timers(), _Timers()
+    step = 0
+    record = next(r for r in predictions_at(step) if r["sensor_id"] == SENSORS[0] and r["horizon_min"] == 15)
+    target_step = step + 3
+    key = score_key(sensor_shard(record["sensor_id"]), record["target_time"])
+    observed = aggregate(target_step, 0)
+    scores = [r for kind, element in ((_PREDICTION, record), ("a", observed))
+              for out in fn.process((key, (kind, element)), flush=timers, **cells) for r in records_of(out)]
+    assert [s["status"] for s in scores] == [SCORED]  # on the final pane, at once
+    assert _settle_all(fn, key, cells, timers, expire) == []
+    last_due = record["target_time"] + STEP_MS
+    assert expire.by_tag == {"": last_due + SETTLED_KEEP_MS}
+    assert cells["settled_state"].value is not None and cells["flushed"].value == last_due
+
+    late = {**record, "horizon_min": 30, "event_time": record["event_time"] - 15 * 60_000}
+    kept = [r for out in fn.process((key, (_PREDICTION, late)), flush=_Timers(), **cells) for r in records_of(out)]
+    assert [(s["status"], s["actual_speed_mph"]) for s in kept] == [(SCORED, observed["mean_speed_mph"])]
+    list(fn.on_expire(**cells, timer_at=_Cell()))
+    assert all(cell.value is None for cell in cells.values())
+
+    timers = _Timers()
+    list(fn.process((key, (_PREDICTION, record)), flush=timers, **cells))
+    assert timers.by_tag == {str(last_due): last_due}  # behind the watermark: fires at its next advance
+    assert [s["status"] for s in _settle_all(fn, key, cells, timers, _Timers())] == [MISSING]
+
+
+def test_a_key_holding_targets_is_not_cleared_by_its_expiry() -> None:
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    batch = Columns.from_records("prediction", predictions_at(0), list(predictions_at(0)[0]), {})
+    list(fn.process((0, (_PREDICTION, batch)), flush=_Timers(), **cells))
+    list(fn.on_expire(**cells, timer_at=_Cell()))
+    assert len(cells["state"].value.targets()) == len(HORIZONS)
