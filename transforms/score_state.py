@@ -50,7 +50,7 @@ __all__ = [
 SCORED = "SCORED"
 MISSING = "MISSING"
 TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
-FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])
+FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])  # the two highest ranks
 
 Rows = dict[str, np.ndarray]
 
@@ -326,7 +326,7 @@ class ScoreState(ArrayState):
         at = lookup([held["target_time"], held["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
         found = (at >= 0) & ~held["scored"]
         ready = np.zeros(len(at), bool)
-        ready[found] = (np.isin(actuals["rank"][at[found]], FINAL_RANKS)
+        ready[found] = ((actuals["rank"][at[found]] >= FINAL_RANKS[0])  # ON_TIME or LATE: the top ranks
                         & is_observed_array(actuals["mean"][at[found]]))
         if not ready.any():
             return None

@@ -2,7 +2,7 @@
 
 Input: ``{"predictions": ..., "aggregates": ...}``, each ``prediction`` /
 ``window_aggregate`` :class:`~schemas.batches.Columns` batches (or single dicts),
-split by sensor shard; the records of a part are held one by one.
+split by hour of target time (:func:`score_key`).
 Output: ``score`` batches (``schemas/avro/score.avsc``), one row per prediction key
 ``(sensor_id, event_time, horizon_min, model_version)``.
 
@@ -23,22 +23,26 @@ step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
   actual, error and flag when no observed actual arrived. MISSING is never an
   error of zero: metrics skip it and count it.
 
-State is bounded and keyed by **sensor shard and hour of target time**
-(:func:`score_key`): one table per key, holding the targets of that hour the
-watermark has not passed yet; a target's rows (its actuals and the predictions
-waiting for it) are dropped when its timer fires, and a key's whole state three
-hours after its last target settled (an expiry timer). The tables are columns
+State is bounded and keyed by **hour of target time** (:func:`score_key`): one
+table per hour, holding that hour's targets the watermark has not passed yet; a
+target's rows (its actuals and the predictions waiting for it) are dropped when
+its timer fires, and a key's whole state three hours after its last target
+settled (an expiry timer). The tables are columns
 (:mod:`transforms.score_state`), and a bundle's commit sends the whole table of
-each key it touched: keyed by shard alone, a table held every target the
-watermark had not reached, most of a day in a 24 h catch-up on Flink (0.88 MB a
-write on average, 3,524 writes), and the commits were most of what scoring cost;
-an hour's table is a few per cent of that. Keys written by the shard-only
+each key it touched. Keyed by sensor shard, as before, a table held every
+target the watermark had not reached (most of a day in a 24 h catch-up on
+Flink: 0.88 MB a write on average), and a step's predictions came as four
+elements, one per shard: the work per element (a few dozen numpy calls on
+small arrays) was most of what scoring cost. By hour, a step's predictions are
+one or two elements, and a table holds an hour. Keys written by the shard
 version (0 to 3, in savepoints taken before) settle what they hold on their own
-timers and then expire. A prediction
+timers and then expire. A catch-up spreads its hours over the parallel
+instances; live, one or two hours are open at a time, which one instance
+scores easily (a step is a few hundred rows). A prediction
 repeated with the same key is scored once (``duplicate_predictions``). A
 prediction for a target already settled (forecasts can arrive behind the
 timers: RunInference re-stamps them to their step) is scored at once against
-the actual kept for that target for three hours, MISSING where the shard had
+the actual kept for that target for three hours, MISSING where the network had
 none, as in time it would have been (``late_predictions`` counts them). Later
 than that its key has expired: the prediction is held again, and its timer,
 already behind the watermark, scores it MISSING at the next watermark advance
@@ -65,7 +69,6 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard, shard_parts
 from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
 from transforms.state_tables import StatefulFn, StateTable
 from transforms.validate import system_now_ms
@@ -76,21 +79,20 @@ STEP = "ScoreForecasts"
 _PREDICTION = "p"
 # How long the actuals of settled targets are kept, for predictions that reach the step behind its timers.
 SETTLED_KEEP_MS = 3 * 3600 * 1000
-# The span of target time one state key holds (with one sensor shard).
+# The span of target time one state key holds.
 KEY_SPAN_MS = 3600 * 1000
-_SHARD_BITS = 8
 _AGGREGATE = "a"
 
 
-def score_key(shard: int, target_ms: int) -> int:
-    """The state key of a shard's targets in the hour of ``target_ms``: the hour since the epoch and the shard,
-    packed in one int (an int key as before; the shard-only keys 0 to 3 of older savepoints cannot recur)."""
-    return ((int(target_ms) // KEY_SPAN_MS) << _SHARD_BITS) | int(shard)
+def score_key(target_ms: int) -> int:
+    """The state key of the targets in the hour of ``target_ms``: the hour since the epoch (an int key as before;
+    the shard keys 0 to 3 of older savepoints, hours of 1970-01-01, cannot recur)."""
+    return int(target_ms) // KEY_SPAN_MS
 
 
 def key_span_start(key: int) -> int:
-    """The first millisecond of target time ``key`` holds (0 for the shard-only keys of older savepoints)."""
-    return (int(key) >> _SHARD_BITS) * KEY_SPAN_MS
+    """The first millisecond of target time ``key`` holds."""
+    return int(key) * KEY_SPAN_MS
 
 
 def is_observed(speed_mph: float | None) -> bool:
@@ -259,7 +261,7 @@ class _ScoreFn(StatefulFn):
         through = flushed.read()
         if not self.bounded:
             # Every target of the key's hour up to the last one this firing settles is kept, with a row even
-            # where this shard had nothing for it: a prediction for it that comes behind the timers is then
+            # where nothing came for it: a prediction for it that comes behind the timers is then
             # MISSING, as it would have been in time.
             settled = Settled.of(settled_state.read())
             settled.keep_from(fired_ms - SETTLED_KEEP_MS)
@@ -304,22 +306,23 @@ def _arm(flush, due_ms: int) -> None:
 
 
 def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
-    """Splits an element by :func:`score_key` (sensor shard and hour of target time)."""
+    """Splits an element by :func:`score_key` (hour of target time)."""
     def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
         if not isinstance(element, Columns):
             target = int(element["target_time"]) if kind == _PREDICTION else int(element["window_start"])
             target -= target % window_ms
-            yield score_key(sensor_shard(str(element["sensor_id"])), target), (kind, element)
+            yield score_key(target), (kind, element)
             return
-        for shard, part in shard_parts(element):
-            targets = np.asarray(part["target_time" if kind == _PREDICTION else "window_start"], np.int64)
-            hours = (targets - targets % window_ms) // KEY_SPAN_MS
-            first = int(hours[0])
-            if (hours == first).all():
-                yield score_key(shard, first * KEY_SPAN_MS), (kind, part)
-                continue
-            for hour in np.unique(hours).tolist():
-                yield score_key(shard, hour * KEY_SPAN_MS), (kind, part.take(np.flatnonzero(hours == hour)))
+        if not len(element):
+            return
+        targets = np.asarray(element["target_time" if kind == _PREDICTION else "window_start"], np.int64)
+        keys = (targets - targets % window_ms) // KEY_SPAN_MS
+        first = int(keys[0])
+        if (keys == first).all():
+            yield first, (kind, element)
+            return
+        for key in np.unique(keys).tolist():
+            yield key, (kind, element.take(np.flatnonzero(keys == key)))
 
     return keyed
 
@@ -350,10 +353,10 @@ class ScoreForecasts(beam.PTransform):
         tagged = (
             predictions
             | "PredictionsToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyPredictionsByShard" >> beam.FlatMap(_tag(_PREDICTION, window_ms)).with_output_types(keyed_type),
+            | "KeyPredictionsByHour" >> beam.FlatMap(_tag(_PREDICTION, window_ms)).with_output_types(keyed_type),
             aggregates
             | "AggregatesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyAggregatesByShard" >> beam.FlatMap(_tag(_AGGREGATE, window_ms)).with_output_types(keyed_type),
+            | "KeyAggregatesByHour" >> beam.FlatMap(_tag(_AGGREGATE, window_ms)).with_output_types(keyed_type),
         )
         fn = _ScoreFn(window_ms, self.wait_s * 1000, bounded, self.now_ms_fn)
         return (

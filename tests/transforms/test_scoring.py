@@ -22,7 +22,6 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
-from transforms.keys import sensor_shard
 from transforms.scoring import (
     _PREDICTION,
     KEY_SPAN_MS,
@@ -324,28 +323,29 @@ def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_
     assert len(cells["state"].value.targets()) == 0
 
 
-def test_an_element_is_split_by_shard_and_hour_of_target() -> None:
+def test_an_element_is_split_by_hour_of_target() -> None:
     """A step's predictions target three times (15, 30, 60 min ahead), often in two hours: each keyed part holds
-    one shard's rows of one hour, and the parts hold every row once."""
+    the rows of one hour, and the parts hold every row once, in order."""
     step = next(s for s in range(STEPS) if (T0 + s * STEP_MS) // KEY_SPAN_MS
                 != (T0 + s * STEP_MS + 60 * 60_000) // KEY_SPAN_MS)
     records = predictions_at(step)
     batch = Columns.from_records("prediction", records, list(records[0]), {})
     parts = list(_tag(_PREDICTION, STEP_MS)(batch))
-    hours = {r["target_time"] // KEY_SPAN_MS for r in records}
-    assert len(hours) == 2
-    assert len({key for key, _ in parts}) == len(parts) >= 2
+    assert len({r["target_time"] // KEY_SPAN_MS for r in records}) == len(parts) == 2
     seen = []
     for key, (kind, part) in parts:
         assert kind == _PREDICTION
         rows = list(part.records())
-        assert {score_key(sensor_shard(r["sensor_id"]), r["target_time"]) for r in rows} == {key}
-        assert key_span_start(key) == rows[0]["target_time"] // KEY_SPAN_MS * KEY_SPAN_MS
-        seen += [(r["sensor_id"], r["horizon_min"]) for r in rows]
-    assert sorted(seen) == sorted((r["sensor_id"], r["horizon_min"]) for r in records)
-    single = list(_tag(_PREDICTION, STEP_MS)(records[-1]))
-    assert single == [(score_key(sensor_shard(records[-1]["sensor_id"]), records[-1]["target_time"]),
-                       (_PREDICTION, records[-1]))]
+        assert {score_key(r["target_time"]) for r in rows} == {key}
+        assert key_span_start(key) <= min(r["target_time"] for r in rows)
+        assert max(r["target_time"] for r in rows) < key_span_start(key) + KEY_SPAN_MS
+        seen += rows
+    assert sorted(seen, key=records.index) == records
+    assert list(_tag(_PREDICTION, STEP_MS)(records[-1])) == [(score_key(records[-1]["target_time"]),
+                                                              (_PREDICTION, records[-1]))]
+    one_hour = batch.take(np.flatnonzero(np.asarray(batch["horizon_min"]) == 15))
+    [(_, (_, part))] = _tag(_PREDICTION, STEP_MS)(one_hour)
+    assert part is one_hour  # one hour: passed on as it is
 
 
 def _settle_all(fn: _ScoreFn, key: int, cells: dict, timers: _Timers, expire: _Timers) -> list[dict]:
@@ -367,7 +367,7 @@ def test_a_key_expires_three_hours_after_it_settled_and_a_prediction_after_that_
     step = 0
     record = next(r for r in predictions_at(step) if r["sensor_id"] == SENSORS[0] and r["horizon_min"] == 15)
     target_step = step + 3
-    key = score_key(sensor_shard(record["sensor_id"]), record["target_time"])
+    key = score_key(record["target_time"])
     observed = aggregate(target_step, 0)
     scores = [r for kind, element in ((_PREDICTION, record), ("a", observed))
               for out in fn.process((key, (kind, element)), flush=timers, **cells) for r in records_of(out)]
