@@ -42,7 +42,7 @@ from transforms.forecast import Forecast
 from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.postprocess import PostProcess
-from transforms.publish import PublishToKafka, WriteWindowedParquet
+from transforms.publish import PublishToKafka, WriteWindowedParquetFiles
 from transforms.scoring import ScoreForecasts
 from transforms.spine import TrafficSpine
 from transforms.store_sink import WriteToStore
@@ -140,14 +140,11 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
     if cfg.output:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
-        for name, records in outputs.items():
-            schema = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}[name]
-            label = name.capitalize()
-            _ = (
-                records
-                # With the pipeline's allowed lateness: a record behind the watermark (the first step's
-                # predictions, those after a stall) goes to a later pane's file instead of being dropped.
-                | f"Window{label}ForFiles" >> beam.WindowInto(beam.window.FixedWindows(cfg.window_s),
-                                                              allowed_lateness=cfg.allowed_lateness_s)
-                | f"Write{label}Files" >> WriteWindowedParquet(join_path(cfg.output, name), parquet_schema(schema))
-            )
+        schemas = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}
+        # With the pipeline's allowed lateness: a record behind the watermark (the first step's predictions,
+        # those after a stall) goes to a later pane's file instead of being dropped.
+        windowed = {name: records | f"Window{name.capitalize()}ForFiles" >> beam.WindowInto(
+            beam.window.FixedWindows(cfg.window_s), allowed_lateness=cfg.allowed_lateness_s)
+            for name, records in outputs.items()}
+        _ = windowed | "WriteFiles" >> WriteWindowedParquetFiles(
+            {name: (join_path(cfg.output, name), parquet_schema(schemas[name])) for name in windowed})

@@ -13,8 +13,8 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from schemas.batches import Columns
 from schemas.exceptions import SchemaError
-from transforms.exceptions import SinkWriteError
-from transforms.publish import WriteWindowedParquet, retrying, window_file_name
+from transforms.exceptions import SinkWriteError, TransformConfigError
+from transforms.publish import WriteWindowedParquet, WriteWindowedParquetFiles, retrying, window_file_name
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("speed_mph", pa.float64())])
 T0_MS = 1_338_508_800_000  # 2012-06-01T00:00:00Z
@@ -163,3 +163,35 @@ def test_a_batch_the_columns_cannot_encode_goes_record_by_record_without_holding
     with pytest.raises(SchemaError, match="SOMETIME"):  # the codec names the bad value, record by record
         _run_encode([(good, T0_MS), (bad, T0_MS + 300_000)])
     assert len(_run_encode([(good, T0_MS), (_aggregates(["8"], T0_MS + 300_000), T0_MS + 300_000)])) == 2
+
+
+OTHER = pa.schema([("sensor_id", pa.string()), ("count", pa.int64())])
+
+
+def test_outputs_written_together_each_get_their_own_file_per_window(tmp_path):
+    """Two outputs share one grouping: each window's file of each output holds exactly that output's records."""
+    speeds = [(T0_MS + 1_000, {"sensor_id": "a", "speed_mph": 60.0}),
+              (T0_MS + 301_000, {"sensor_id": "b", "speed_mph": 50.0})]
+    counts = [(T0_MS + 2_000, {"sensor_id": "a", "count": 3}), (T0_MS + 3_000, {"sensor_id": "c", "count": 1})]
+
+    def windowed(p, label, records):
+        return (p | f"Create{label}" >> beam.Create(records)
+                | f"Stamp{label}" >> beam.Map(lambda tr: TimestampedValue(tr[1], tr[0] / 1000))
+                | f"Window{label}" >> beam.WindowInto(FixedWindows(300)))
+
+    with test_pipeline.TestPipeline() as p:
+        _ = {"speeds": windowed(p, "Speeds", speeds), "counts": windowed(p, "Counts", counts)} | \
+            WriteWindowedParquetFiles({"speeds": (str(tmp_path / "speeds"), SCHEMA),
+                                       "counts": (str(tmp_path / "counts"), OTHER)})
+    first, second = (window_file_name("part", T0_MS + k * 300_000, T0_MS + (k + 1) * 300_000, 0) for k in (0, 1))
+    assert sorted(f.name for f in (tmp_path / "speeds").iterdir()) == [first, second]
+    assert [f.name for f in (tmp_path / "counts").iterdir()] == [first]
+    assert pq.read_table(tmp_path / "speeds" / first).to_pylist() == [speeds[0][1]]
+    assert pq.read_table(tmp_path / "speeds" / second).to_pylist() == [speeds[1][1]]
+    assert sorted(pq.read_table(tmp_path / "counts" / first).to_pylist(), key=str) == [c for _, c in counts]
+
+
+def test_outputs_without_a_directory_are_refused():
+    with pytest.raises(TransformConfigError, match="directories for"):
+        with test_pipeline.TestPipeline() as p:
+            _ = {"speeds": p | beam.Create([])} | WriteWindowedParquetFiles({"counts": ("/tmp/x", OTHER)})
