@@ -295,14 +295,19 @@ class ScoreState(ArrayState):
         self.predictions = _insert(self.predictions, _take(rows, new))
         return int(len(new) - new.sum())
 
-    def observe(self, targets: np.ndarray, actuals: Mapping[str, Any]) -> None:
-        """Keeps, per (target, sensor), the best pane: the latest timing (EARLY < ON_TIME < LATE), then count."""
+    def observe(self, targets: np.ndarray, actuals: Mapping[str, Any]) -> bool:
+        """Keeps, per (target, sensor), the best pane: the latest timing (EARLY < ON_TIME < LATE), then count.
+
+        True when a final pane (ON_TIME or LATE) came: only then can held predictions become ready to score."""
         if not len(targets):
-            return
+            return False
         timing = np.asarray(actuals["pane_timing"], object)
-        rank = np.full(len(timing), TIMING_RANK["UNKNOWN"], np.int64)
-        for name, value in TIMING_RANK.items():
-            rank[timing == name] = value
+        if (timing == timing[0]).all():  # a pane: one timing for all its rows
+            rank = np.full(len(timing), TIMING_RANK.get(timing[0], TIMING_RANK["UNKNOWN"]), np.int64)
+        else:
+            rank = np.full(len(timing), TIMING_RANK["UNKNOWN"], np.int64)
+            for name, value in TIMING_RANK.items():
+                rank[timing == name] = value
         new = self._coded(_typed({"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
                                   "count": actuals["count"], "mean": actuals["mean_speed_mph"]}, ACTUAL_FIELDS))
         new = _take(new, _last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
@@ -316,6 +321,7 @@ class ScoreState(ArrayState):
         for name in ("rank", "count", "mean"):  # a later pane of a known window: in place
             self.actuals[name][rows[better]] = new[name][known][better]
         self.actuals = _insert(self.actuals, _take(new, ~known))
+        return bool((rank >= FINAL_RANKS[0]).any())
 
     def take_ready(self, now_ms: int, lo: int, hi: int) -> Columns | None:
         """Scores the predictions for targets in ``[lo, hi]`` not scored yet whose actual is final (ON_TIME or

@@ -238,9 +238,11 @@ class _ScoreFn(StatefulFn):
             unarmed = table.new_targets(targets)  # nothing held for them yet: their due times need timers
             if kind == _PREDICTION:
                 self.duplicates.inc(table.hold(rows))
+                final = True  # the actual may be here already
             else:
-                table.observe(targets, rows)
-            out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
+                final = table.observe(targets, rows)  # an early pane makes nothing ready
+            if final:
+                out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
             state.write(table)
             for due in np.unique(self._due(unarmed)).tolist():
                 _arm(flush, int(due))

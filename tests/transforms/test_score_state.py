@@ -64,8 +64,8 @@ def _actuals(target: int, sensors: list[str], timing: str, means: list[float | N
             "targets": np.full(len(sensors), target, np.int64)}
 
 
-def _observe(state: ScoreState, actuals: dict) -> None:
-    state.observe(actuals.pop("targets"), actuals)
+def _observe(state: ScoreState, actuals: dict) -> bool:
+    return state.observe(actuals.pop("targets"), actuals)
 
 
 def test_hold_leaves_out_repeats_in_the_batch_held_or_already_scored() -> None:
@@ -195,8 +195,11 @@ def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_
             values = [float(v) if v > 5 else None for v in rng.uniform(0, 70, len(sensors))]
             for sensor, value in zip(sensors, values, strict=True):
                 means.setdefault((target, sensor), set()).add(value)
-            _observe(state, _actuals(target, list(sensors), timing, values))
+            final = _observe(state, _actuals(target, list(sensors), timing, values))
             lo = hi = target
+            assert final == (timing != "EARLY")
+            if not final:  # the step skips the join then: nothing may be ready
+                assert state.take_ready(5, lo, hi) is None
         scores.append(state.take_ready(5, lo, hi))
         probe = T0 + rng.integers(-2, 40, 12) * STEP
         assert state.new_targets(probe).tolist() == sorted(set(probe.tolist()) - set(state.targets().tolist()))
@@ -209,3 +212,16 @@ def test_in_any_order_each_prediction_is_scored_once_and_the_tables_stay_sorted_
     for r in records:
         if r["status"] == SCORED:
             assert r["actual_speed_mph"] in means[(r["target_time"], r["sensor_id"])]
+
+
+def test_observe_tells_whether_a_final_pane_came_also_in_a_mixed_batch() -> None:
+    state = ScoreState()
+    target = T0
+    assert _observe(state, _actuals(target, ["s1", "s2"], "EARLY", [40.0, 41.0])) is False
+    mixed = _actuals(target, ["s1", "s2"], "EARLY", [42.0, 43.0], count=2)
+    mixed["pane_timing"] = np.array(["EARLY", "LATE"], object)
+    assert _observe(state, mixed) is True
+    by_sensor = dict(zip(state.names[state.actuals["sensor_id"]].tolist(), state.actuals["rank"].tolist(),
+                         strict=True))
+    assert by_sensor == {"s1": 0, "s2": 3}  # EARLY and LATE, each row its own timing
+    assert _observe(state, _actuals(target, [], "ON_TIME", [])) is False
