@@ -161,6 +161,45 @@ def test_a_quiet_read_resumed_several_times_a_second_still_sees_new_records(
         producer.close()
 
 
+@pytest.mark.integration
+def test_a_fresh_read_ends_its_first_call_once_it_can_promise_a_watermark(
+    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+) -> None:
+    """A backlog read from the start: the first call returns with its first records and a watermark, so the
+    watermark follows them closely downstream (behind a whole second of reading, it came once most of a
+    catch-up had passed every stage); the calls after it read on from there, nothing lost or read twice."""
+    topic = fresh_topic("first-watermark", partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 50})
+    t0_ms, total = 1_338_508_800_000, 2_000  # a fetch or two: the whole backlog is ready at once
+    for i in range(total):
+        producer.produce(topic, value=b"%d" % i, partition=i % 2, timestamp=t0_ms + i * 1_000)
+    assert producer.flush(30) == 0
+    producer.close()
+    fn = ReadTopicFn(consumer_config(kafka_bootstrap, None, None), 0.0, commit_offsets=False)
+    fn.setup()
+    try:
+        element = TopicRead(topic, ((0, 0), (1, 0)))
+        restriction = _TopicRestrictions().initial_restriction(element)
+        calls: list[tuple[int, object]] = []
+        got: list[bytes] = []
+        deadline = time.monotonic() + 120
+        while len(got) < total:
+            tracker = ThreadsafeRestrictionTracker(_TopicRestrictions().create_tracker(restriction))
+            estimator = ManualWatermarkEstimator(None)
+            values = [v.value.value for v in fn.process(element, RestrictionTrackerView(tracker), estimator)]
+            restriction, _delay = tracker.deferred_status()
+            got += values
+            calls.append((len(values), estimator.current_watermark()))
+            assert time.monotonic() < deadline, f"read {len(got)} of {total}"
+    finally:
+        fn.teardown()
+    first_records = next(i for i, (n, _) in enumerate(calls) if n)
+    count, watermark = calls[first_records]
+    assert 0 < count < total and watermark is not None  # ended early, with a watermark to send
+    assert watermark.micros // 1000 <= t0_ms + count * 1_000  # behind what it read
+    assert sorted(got, key=int) == [b"%d" % i for i in range(total)] and len(set(got)) == total
+
+
 # --- on Prism and the real broker ----------------------------------------------------------------------
 
 STALL_S = 2.5
