@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline
@@ -59,7 +60,7 @@ def sensor_keys(x: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
 
 
 class SensorIdentity(TransformerMixin, BaseEstimator):
-    """The perceptron's inputs: the standardised feature columns, then a one-hot of the row's sensor.
+    """The perceptron's inputs: the standardised feature columns, then a one-hot of the row's sensor (sparse).
 
     The sensor is recognised by its constants (``key_columns``: ``SENSOR_KEYS``, which the feature function copies
     from the fitted context into every row of that sensor), so the rows need no extra column and the identity does
@@ -76,14 +77,22 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
         self.keys_ = np.unique(sensor_keys(x, self.key_columns))
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def transform(self, x: np.ndarray) -> sparse.csr_matrix:
+        """(rows, features + sensors) float32, sparse: the one-hot makes the perceptron's first layer a lookup
+        (a dense one-hot doubled its fitting time, a sparse one adds about 40%)."""
         x = np.asarray(x)
         keys = sensor_keys(x, self.key_columns)
         at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
-        known = np.flatnonzero(self.keys_[at] == keys)
-        onehot = np.zeros((len(x), len(self.keys_)), dtype=np.float32)
-        onehot[known, at[known]] = 1.0
-        return np.hstack([self.scaler_.transform(x).astype(np.float32), onehot])
+        n, f = x.shape
+        # Row i holds its f scaled features, then 1 at column f + its sensor's (0, stored, for an unseen sensor).
+        data = np.empty((n, f + 1), dtype=np.float32)
+        data[:, :f] = self.scaler_.transform(x)
+        data[:, f] = self.keys_[at] == keys
+        indices = np.empty((n, f + 1), dtype=np.int32)
+        indices[:, :f] = np.arange(f, dtype=np.int32)
+        indices[:, f] = f + at
+        return sparse.csr_matrix((data.ravel(), indices.ravel(), np.arange(0, n * (f + 1) + 1, f + 1)),
+                                 shape=(n, f + len(self.keys_)))
 
 
 def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEATURE_NAMES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from ml_bundles import assert_same_predictions, quick_examples, round_trip, tiny_context
+from scipy import sparse
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -274,7 +275,8 @@ def test_the_identity_is_a_one_hot_of_the_sensor_read_from_its_constants() -> No
     x = _sensor_rows(sensors, seed=12)
     identity = SensorIdentity(_KEYS).fit(x)
     z = identity.transform(x)
-    assert z.shape == (500, len(FEATURE_NAMES) + 6) and z.dtype == np.float32
+    assert sparse.issparse(z) and z.shape == (500, len(FEATURE_NAMES) + 6) and z.dtype == np.float32
+    z = z.toarray()
     np.testing.assert_allclose(z[:, : len(FEATURE_NAMES)], StandardScaler().fit(x).transform(x), atol=1e-5)
     onehot = z[:, len(FEATURE_NAMES):]
     assert np.all(onehot.sum(1) == 1.0)
@@ -282,9 +284,9 @@ def test_the_identity_is_a_one_hot_of_the_sensor_read_from_its_constants() -> No
     assert all(len(set(column[sensors == s])) == 1 for s in range(6))  # one column per sensor, every row of it
     assert len(set(column)) == 6
     order = np.random.default_rng(13).permutation(500)[:40]  # other rows, another order: the same identity
-    np.testing.assert_array_equal(identity.transform(x[order]), z[order])
+    np.testing.assert_array_equal(identity.transform(x[order]).toarray(), z[order])
     stranger = _sensor_rows(np.array([99, 3]), seed=14)  # a sensor never seen: no identity, the features alone
-    np.testing.assert_array_equal(identity.transform(stranger)[:, len(FEATURE_NAMES):].sum(1), [0.0, 1.0])
+    np.testing.assert_array_equal(identity.transform(stranger).toarray()[:, len(FEATURE_NAMES):].sum(1), [0.0, 1.0])
 
 
 def test_with_the_identity_the_perceptron_learns_each_sensors_own_offset() -> None:
