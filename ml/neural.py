@@ -44,10 +44,13 @@ from sklearn.preprocessing import StandardScaler
 from ml.ensemble import remembered, without_memo
 from ml.features import FEATURE_NAMES
 
-__all__ = ["MLP_HIDDEN", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity", "SharedOutputs",
-           "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
+__all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
+           "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
+# At most this many passes over the rows. Without the sensor identity early stopping ended the fits after 20-32
+# passes; with it they ran 31-34 and the default training took 16.7 min (docs/model-experiments.md, fifth round).
+MLP_EPOCHS = 22
 # The feature columns that tell a sensor apart: its training-period constants, the same in every row of it.
 SENSOR_KEYS: tuple[str, ...] = ("sensor_mean", "sensor_std")
 
@@ -79,7 +82,7 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
 
     def transform(self, x: np.ndarray) -> sparse.csr_matrix:
         """(rows, features + sensors) float32, sparse: the one-hot makes the perceptron's first layer a lookup
-        (a dense one-hot doubled its fitting time, a sparse one adds about 40%)."""
+        (in a 3-pass timing a dense one-hot doubled the fitting time, a sparse one added 40%)."""
         x = np.asarray(x)
         keys = sensor_keys(x, self.key_columns)
         at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
@@ -104,7 +107,7 @@ def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEA
         ("scale", inputs),
         ("mlp", MLPRegressor(
             hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
-            max_iter=10 if quick else 40, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
+            max_iter=10 if quick else MLP_EPOCHS, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
             random_state=seed,
         )),
     ])
