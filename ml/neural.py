@@ -15,6 +15,9 @@ not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
 The candidate ``mlp`` is a bag: ``MeanOutputs`` of two perceptrons, each fitted
 on its own half of the capped rows with its own seed (``fit_bag``); averaging
 two fits gained 0.005-0.012 MAE for the trees that read them (fourth round).
+Each perceptron also reads the sensor's identity (``SensorIdentity``: a one-hot
+of the sensor beside the standardised features), so it can learn per-sensor
+effects that the trees read from the sensor's constants (fifth round).
 
 ``SharedOutputs`` holds the fitted multi-output model and remembers its latest
 prediction (keyed by a digest of the rows), so the three horizons of one network
@@ -32,25 +35,79 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.ensemble import remembered, without_memo
+from ml.features import FEATURE_NAMES
 
-__all__ = ["MLP_HIDDEN", "HorizonOutput", "MeanOutputs", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp",
-           "outputs_of"]
+__all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
+           "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
+# At most this many passes over the rows. Without the sensor identity early stopping ended the fits after 20-32
+# passes; with it they ran 31-34 and the default training took 16.7 min (docs/model-experiments.md, fifth round).
+MLP_EPOCHS = 22
+# The feature columns that tell a sensor apart: its training-period constants, the same in every row of it.
+SENSOR_KEYS: tuple[str, ...] = ("sensor_mean", "sensor_std")
 
 
-def make_mlp(quick: bool = False, seed: int = 0) -> Pipeline:
-    """Standardised inputs into a ReLU perceptron (Adam, early stopping on 10% of the training rows)."""
+def sensor_keys(x: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
+    """One uint64 per row: the float32 bit patterns of two per-sensor constant columns side by side."""
+    hi, lo = (np.ascontiguousarray(np.asarray(x)[:, c], dtype=np.float32).view(np.uint32).astype(np.uint64)
+              for c in columns)
+    return (hi << np.uint64(32)) | lo
+
+
+class SensorIdentity(TransformerMixin, BaseEstimator):
+    """The perceptron's inputs: the standardised feature columns, then a one-hot of the row's sensor (sparse).
+
+    The sensor is recognised by its constants (``key_columns``: ``SENSOR_KEYS``, which the feature function copies
+    from the fitted context into every row of that sensor), so the rows need no extra column and the identity does
+    not depend on the sensors' order or on which of them a step holds. A sensor not seen in fitting gets no
+    identity (a row of zeros): the perceptron then reads its features alone.
+    """
+
+    def __init__(self, key_columns: tuple[int, int] = (0, 1)) -> None:
+        self.key_columns = key_columns
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> SensorIdentity:
+        x = np.asarray(x)
+        self.scaler_ = StandardScaler().fit(x)
+        self.keys_ = np.unique(sensor_keys(x, self.key_columns))
+        return self
+
+    def transform(self, x: np.ndarray) -> sparse.csr_matrix:
+        """(rows, features + sensors) float32, sparse: the one-hot makes the perceptron's first layer a lookup
+        (in a 3-pass timing a dense one-hot doubled the fitting time, a sparse one added 40%)."""
+        x = np.asarray(x)
+        keys = sensor_keys(x, self.key_columns)
+        at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
+        n, f = x.shape
+        # Row i holds its f scaled features, then 1 at column f + its sensor's (0, stored, for an unseen sensor).
+        data = np.empty((n, f + 1), dtype=np.float32)
+        data[:, :f] = self.scaler_.transform(x)
+        data[:, f] = self.keys_[at] == keys
+        indices = np.empty((n, f + 1), dtype=np.int32)
+        indices[:, :f] = np.arange(f, dtype=np.int32)
+        indices[:, f] = f + at
+        return sparse.csr_matrix((data.ravel(), indices.ravel(), np.arange(0, n * (f + 1) + 1, f + 1)),
+                                 shape=(n, f + len(self.keys_)))
+
+
+def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEATURE_NAMES,
+             identity: bool = True) -> Pipeline:
+    """Standardised inputs (and, with ``identity``, the sensor's one-hot: ``SensorIdentity``) into a ReLU
+    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns it reads."""
+    inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS)) if identity else StandardScaler()
     return Pipeline([
-        ("scale", StandardScaler()),
+        ("scale", inputs),
         ("mlp", MLPRegressor(
             hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
-            max_iter=10 if quick else 40, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
+            max_iter=10 if quick else MLP_EPOCHS, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
             random_state=seed,
         )),
     ])

@@ -65,6 +65,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "ml.ensemble.HorizonChain",
     "ml.neural.HorizonOutput",
     "ml.neural.MeanOutputs",
+    "ml.neural.SensorIdentity",
     "ml.neural.SharedOutputs",
     "ml.neural.StackedOutputs",
     "sklearn.neural_network._multilayer_perceptron.MLPRegressor",

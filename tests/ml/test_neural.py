@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 from ml_bundles import assert_same_predictions, quick_examples, round_trip, tiny_context
+from scipy import sparse
 from sklearn.linear_model import LinearRegression
+from sklearn.preprocessing import StandardScaler
 
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN
 from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_UPSTREAM, ModelSpec, candidate_specs
-from ml.neural import HorizonOutput, MeanOutputs, SharedOutputs, StackedOutputs, fit_bag, make_mlp
+from ml.neural import (
+    SENSOR_KEYS,
+    HorizonOutput,
+    MeanOutputs,
+    SensorIdentity,
+    SharedOutputs,
+    StackedOutputs,
+    fit_bag,
+    make_mlp,
+)
 from ml.registry import ModelBundle
 from ml.train import _fit_chain, _fit_joint, _wanted, train
 
@@ -54,7 +65,8 @@ def test_the_perceptron_learns_a_joint_nonlinear_target() -> None:
     rng = np.random.default_rng(4)
     x = rng.normal(size=(4000, 6)).astype(np.float32)
     y = np.stack([x[:, 0] * 3.0, np.abs(x[:, 1]) * 4.0, x[:, 2] * x[:, 3]], axis=1)
-    model = make_mlp(quick=True).set_params(mlp__max_iter=200, mlp__hidden_layer_sizes=(32,)).fit(x[:3000], y[:3000])
+    model = make_mlp(quick=True, identity=False)  # 6 plain columns: no sensor constants to read an identity from
+    model = model.set_params(mlp__max_iter=200, mlp__hidden_layer_sizes=(32,)).fit(x[:3000], y[:3000])
     pred = model.predict(x[3000:])
     assert pred.shape == (1000, 3)
     mae = np.abs(pred - y[3000:]).mean(0)
@@ -245,3 +257,55 @@ def test_stacked_outputs_put_each_members_columns_side_by_side_and_remember_them
     np.testing.assert_allclose(out[:, :3], _Counting().predict(x))
     stacked.predict(x.copy())
     assert multi.calls == 1 and "_memo" not in stacked.__getstate__()
+
+
+_KEYS = tuple(FEATURE_NAMES.index(k) for k in SENSOR_KEYS)
+
+
+def _sensor_rows(sensors: np.ndarray, seed: int) -> np.ndarray:
+    """Feature rows whose sensor constants (``SENSOR_KEYS``) are those of sensor ``sensors[i]``, the rest noise."""
+    x = _rows(len(sensors), seed=seed)
+    x[:, _KEYS[0]] = 40.0 + 0.37 * sensors  # sensor_mean
+    x[:, _KEYS[1]] = 5.0 + 0.11 * (sensors % 5)  # sensor_std: some sensors share it, none share both
+    return x
+
+
+def test_the_identity_is_a_one_hot_of_the_sensor_read_from_its_constants() -> None:
+    sensors = np.random.default_rng(12).integers(0, 6, size=500)
+    x = _sensor_rows(sensors, seed=12)
+    identity = SensorIdentity(_KEYS).fit(x)
+    z = identity.transform(x)
+    assert sparse.issparse(z) and z.shape == (500, len(FEATURE_NAMES) + 6) and z.dtype == np.float32
+    z = z.toarray()
+    np.testing.assert_allclose(z[:, : len(FEATURE_NAMES)], StandardScaler().fit(x).transform(x), atol=1e-5)
+    onehot = z[:, len(FEATURE_NAMES):]
+    assert np.all(onehot.sum(1) == 1.0)
+    column = onehot.argmax(1)
+    assert all(len(set(column[sensors == s])) == 1 for s in range(6))  # one column per sensor, every row of it
+    assert len(set(column)) == 6
+    order = np.random.default_rng(13).permutation(500)[:40]  # other rows, another order: the same identity
+    np.testing.assert_array_equal(identity.transform(x[order]).toarray(), z[order])
+    stranger = _sensor_rows(np.array([99, 3]), seed=14)  # a sensor never seen: no identity, the features alone
+    np.testing.assert_array_equal(identity.transform(stranger).toarray()[:, len(FEATURE_NAMES):].sum(1), [0.0, 1.0])
+
+
+def test_with_the_identity_the_perceptron_learns_each_sensors_own_offset() -> None:
+    rng = np.random.default_rng(15)
+    offsets = rng.normal(scale=5.0, size=40)  # not a smooth function of the sensor's constants
+    sensors = rng.integers(0, 40, size=8000)
+    x = _sensor_rows(sensors, seed=15)
+    y = np.stack([offsets[sensors] + x[:, 0], offsets[sensors], 2 * offsets[sensors]], axis=1)
+    errors = {}
+    for identity in (True, False):
+        model = make_mlp(quick=True, identity=identity).set_params(mlp__max_iter=60, mlp__hidden_layer_sizes=(32,))
+        model.fit(x[:6000], y[:6000])
+        errors[identity] = np.abs(model.predict(x[6000:]) - y[6000:]).mean()
+    assert errors[True] < 0.5 * errors[False]
+
+
+def test_the_candidate_perceptrons_read_the_sensor_identity() -> None:
+    for quick in (False, True):
+        (spec,) = [s for s in candidate_specs(15, quick=quick) if s.name == "mlp"]
+        inputs = spec.make().steps[0][1]
+        assert isinstance(inputs, SensorIdentity)
+        assert [spec.features[c] for c in inputs.key_columns] == list(SENSOR_KEYS)
