@@ -211,5 +211,13 @@ def test_scoring_and_incidents_can_be_left_out_of_the_job(registry, tmp_path) ->
         build_pipeline(p, cfg)
         return {t.full_label.split("/")[0] for t in p.transforms_stack[0].parts}
 
+    def file_outputs(cfg) -> set[str]:  # the outputs the one file grouping is given
+        p = beam.Pipeline()
+        build_pipeline(p, cfg)
+        write = next(t for t in p.transforms_stack[0].parts if t.full_label == "WriteFiles")
+        return {t.full_label.split("/")[1] for t in write.parts if t.full_label.startswith("WriteFiles/Key")}
+
     assert labels(full) - labels(lean) == {"ScoreForecasts", "PublishScores", "TrackIncidents", "PublishIncidents",
-                                           "WindowScoresForFiles", "WriteScoresFiles"}
+                                           "WindowScoresForFiles"}
+    assert file_outputs(full) == {"KeyAggregates", "KeyPredictions", "KeyScores"}
+    assert file_outputs(lean) == {"KeyAggregates", "KeyPredictions"}
