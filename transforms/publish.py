@@ -1,9 +1,9 @@
 """Record sinks shared by the batch and streaming pipelines.
 
 ``PublishToKafka``: dict records -> Avro (Confluent wire format) -> a topic, keyed
-by sensor id. ``WriteWindowedParquet``: dict records of a windowed (streaming)
-PCollection -> one Parquet file per window and pane under a directory, local or
-any Beam filesystem (``hdfs://``). A file system that is down (HDFS restarting,
+by sensor id. ``WriteWindowedParquetFiles``: dict records of windowed
+(streaming) PCollections -> one Parquet file per output, window and pane under
+the output's directory, local or any Beam filesystem (``hdfs://``). A file system that is down (HDFS restarting,
 in safe mode) is retried with backoff for ``write_retry_s`` (5 minutes by
 default), holding the stream back meanwhile; then the bundle fails with a
 one-line :class:`~transforms.exceptions.SinkWriteError`. A file is written
@@ -33,8 +33,8 @@ from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError, TransformConfigError
 from transforms.kafka_io import WriteToKafka
 
-__all__ = ["PublishToKafka", "WriteWindowedParquet", "WriteWindowedParquetFiles", "arrow_table", "retrying",
-           "window_file_name", "write_parquet_atomically"]
+__all__ = ["PublishToKafka", "WriteWindowedParquetFiles", "arrow_table", "retrying", "window_file_name",
+           "write_parquet_atomically"]
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 15.0
@@ -244,15 +244,3 @@ class WriteWindowedParquetFiles(beam.PTransform):
             | "GroupPerOutputAndWindow" >> beam.GroupByKey()
             | "WriteFile" >> beam.ParDo(_WriteWindowFileFn(self.outputs, self.prefix, self.write_retry_s))
         )
-
-
-class WriteWindowedParquet(beam.PTransform):
-    """Writes a windowed PCollection of records (dicts or Columns batches) as Parquet files, one per window and pane,
-    in ``directory`` (:class:`WriteWindowedParquetFiles` with one output)."""
-
-    def __init__(self, directory: str, schema: pa.Schema, prefix: str = "part", write_retry_s: float = 300.0) -> None:
-        super().__init__()
-        self.files = WriteWindowedParquetFiles({"records": (directory, schema)}, prefix, write_retry_s)
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return {"records": records} | "Files" >> self.files

@@ -1,4 +1,4 @@
-"""WriteWindowedParquet: one Parquet file per window and pane, written atomically and idempotently."""
+"""WriteWindowedParquetFiles: one Parquet file per output, window and pane, written atomically and idempotently."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from schemas.batches import Columns
 from schemas.exceptions import SchemaError
 from transforms.exceptions import SinkWriteError, TransformConfigError
-from transforms.publish import WriteWindowedParquet, WriteWindowedParquetFiles, retrying, window_file_name
+from transforms.publish import WriteWindowedParquetFiles, retrying, window_file_name
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("speed_mph", pa.float64())])
 T0_MS = 1_338_508_800_000  # 2012-06-01T00:00:00Z
@@ -22,13 +22,13 @@ T0_MS = 1_338_508_800_000  # 2012-06-01T00:00:00Z
 
 def _write(records: list[tuple[int, dict]], directory: str) -> None:
     with test_pipeline.TestPipeline() as p:
-        _ = (
+        windowed = (
             p
             | beam.Create(records)
             | beam.Map(lambda tr: TimestampedValue(tr[1], tr[0] / 1000))
             | beam.WindowInto(FixedWindows(300))
-            | WriteWindowedParquet(directory, SCHEMA)
         )
+        _ = {"records": windowed} | WriteWindowedParquetFiles({"records": (directory, SCHEMA)})
 
 
 def test_one_file_per_window_holds_exactly_its_records(tmp_path):
