@@ -255,7 +255,7 @@ class ReadTopicFn(beam.DoFn):
         newest_ms = {p.partition: p.newest_ms for p in restriction.partitions}
         # No watermark yet: this call ends as soon as it can promise one, so the first watermark follows the
         # first records closely (downstream a watermark waits behind every record sent before it).
-        first = topic_watermark_ms(newest_ms, {p: False for p in newest_ms}) is None
+        first = None in newest_ms.values()  # some partition has released nothing yet
         deadline = time.monotonic() + _READ_CALL_S
         read = 0
         claimed: list[KafkaMessage] = []  # emitted in batches of _EMIT_AT: the merge releases a little at a time
@@ -275,7 +275,7 @@ class ReadTopicFn(beam.DoFn):
             if len(claimed) >= _EMIT_AT:
                 yield from self._emit(claimed)
                 claimed = []
-            if not batch or (first and topic_watermark_ms(newest_ms, {p: False for p in newest_ms}) is not None):
+            if not batch or (first and None not in newest_ms.values()):
                 break
         yield from self._emit(claimed)
         self._records.inc(read)
