@@ -84,10 +84,10 @@ KEY_SPAN_MS = 3600 * 1000
 _AGGREGATE = "a"
 
 
-def score_key(target_ms: int) -> int:
-    """The state key of the targets in the hour of ``target_ms``: the hour since the epoch (an int key as before;
-    the shard keys 0 to 3 of older savepoints, hours of 1970-01-01, cannot recur)."""
-    return int(target_ms) // KEY_SPAN_MS
+def score_key(target_ms: Any) -> Any:
+    """The state key of the targets in the hour of ``target_ms`` (an int, or an array of them): the hour since the
+    epoch (an int key as before; the shard keys 0 to 3 of older savepoints, hours of 1970-01-01, cannot recur)."""
+    return target_ms // KEY_SPAN_MS
 
 
 def key_span_start(key: int) -> int:
@@ -290,7 +290,6 @@ class _ScoreFn(StatefulFn):
             self._count(scores)
             yield TimestampedValue(scores, fired_at)
 
-
     @on_timer(EXPIRE)
     def on_expire(self, state=STATE_PARAM, legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
                   timer_at=TIMER_AT_PARAM) -> Iterator[Any]:
@@ -313,12 +312,12 @@ def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple
         if not isinstance(element, Columns):
             target = int(element["target_time"]) if kind == _PREDICTION else int(element["window_start"])
             target -= target % window_ms
-            yield score_key(target), (kind, element)
+            yield int(score_key(target)), (kind, element)
             return
         if not len(element):
             return
         targets = np.asarray(element["target_time" if kind == _PREDICTION else "window_start"], np.int64)
-        keys = (targets - targets % window_ms) // KEY_SPAN_MS
+        keys = score_key(targets - targets % window_ms)
         first = int(keys[0])
         if (keys == first).all():
             yield first, (kind, element)
