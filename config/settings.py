@@ -47,6 +47,12 @@ class PlatformSettings(BaseSettings):
     flink_jobmanager_heap_mb: int = 768
     flink_taskmanager_process_mb: int = 2048
     flink_task_slots: int = 2
+    # The TaskManager's JIT stops at C1 (-XX:TieredStopAtLevel=1). Every portable Beam job loads the runner's
+    # classes anew, and on 2 cores the C2 compiler of a fresh job took as much CPU as the job's own Java work:
+    # a 24 h catch-up's TaskManager CPU fell from 7.4-8.7 s to 3.4-3.9 s, its drain from 13.4-15.3 s to 11.1-12.8 s,
+    # and a 96 h catch-up drained in the same time (docs/benchmarks.md). False: the JVM's tiered default, for
+    # machines with cores to spare and jobs that run for days at high rates.
+    flink_taskmanager_c1_only: bool = True
     flink_checkpoint_interval_ms: int = 10_000
     # The longest a streaming Flink bundle stays open (Beam's default is 1000 ms); every fused stage waits for it.
     flink_max_bundle_ms: int = 50

@@ -79,7 +79,9 @@ class FlinkService(Service):
             # (overload run 4, docs/faults.md: a state append too large for the heap). Exiting instead lets the
             # supervisor start a new one and the job restart from its last checkpoint, or fail for good where it
             # keeps failing (the restart strategy below): a failure an operator sees.
-            "env.java.opts.taskmanager": "-XX:+ExitOnOutOfMemoryError",
+            # C1 only: see the setting flink_taskmanager_c1_only.
+            "env.java.opts.taskmanager": " ".join(("-XX:+ExitOnOutOfMemoryError",
+                                                   *(["-XX:TieredStopAtLevel=1"] * s.flink_taskmanager_c1_only))),
             "jobmanager.rpc.address": s.host,
             "jobmanager.rpc.port": s.flink_rpc_port,
             "jobmanager.bind-host": s.host,

@@ -60,6 +60,9 @@ def test_flink_config_is_yaml_with_loopback_binds(settings: PlatformSettings) ->
     assert "-Djava.net.preferIPv4Stack=true" in parsed["env.java.opts.all"]
     assert "--add-opens=java.base/java.util=ALL-UNNAMED" in parsed["env.java.opts.all"]
     assert "-XX:+ExitOnOutOfMemoryError" in parsed["env.java.opts.taskmanager"].split()  # no silent stall
+    assert "-XX:TieredStopAtLevel=1" in parsed["env.java.opts.taskmanager"].split()  # C1 only by default
+    tiered = FlinkService(settings.model_copy(update={"flink_taskmanager_c1_only": False})).config_values()
+    assert tiered["env.java.opts.taskmanager"].split() == ["-XX:+ExitOnOutOfMemoryError"]
     assert parsed["jobmanager.memory.heap.size"] == f"{settings.flink_jobmanager_heap_mb}m"
     assert parsed["taskmanager.memory.process.size"] == f"{settings.flink_taskmanager_process_mb}m"
     assert parsed["state.checkpoints.dir"].startswith((settings.work_dir / "data" / "flink").as_uri())
