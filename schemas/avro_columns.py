@@ -159,6 +159,8 @@ class ColumnarEncoder:
             null = _null_mask(column, name in batch.nullable)
             pieces.append((np.where(null, 0, 2).astype(np.uint8).reshape(n, 1), np.ones(n, np.int64)))
             present = ~null
+            if not present.any():  # every row null: the union index alone (no values to tell the type by)
+                continue
             values = column[present]
             if values.dtype.kind == "O":
                 values = np.array(values.tolist())

@@ -55,6 +55,21 @@ def test_every_row_is_the_bytes_fastavro_writes(name: str, seed: int) -> None:
     assert encoder.encode(batch) == [codec.encode(record) for record in batch.records()]
 
 
+@pytest.mark.parametrize("name", ["window_aggregate", "score"])
+def test_a_batch_whose_nullable_fields_are_all_null_is_encoded_too(name: str) -> None:
+    """A step's MISSING scores (no actual, no error, no inside flag) were handed back to the record path."""
+    codec, batch = _batch(name, 5)
+    data = dict(batch.data)
+    unions = [f["name"] for f in codec.schema["fields"] if isinstance(f["type"], list)]
+    assert unions, name
+    for field in unions:
+        data[field] = np.full(N, None, object) if data[field].dtype.kind == "O" else np.full(N, np.nan)
+    nulls = Columns(batch.kind, data, frozenset(unions))
+    encoded = columnar_encoder(codec).encode(nulls)
+    assert encoded is not None
+    assert encoded == [codec.encode(record) for record in nulls.records()]
+
+
 def test_a_nan_outside_the_nullable_set_is_written_as_a_double_as_the_record_path_does() -> None:
     codec, batch = _batch("traffic_event", 3)
     plain = Columns(batch.kind, batch.data, frozenset())
