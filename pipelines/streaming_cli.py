@@ -75,6 +75,9 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
     window_s = args.window_s if args.window_s is not None else network.step_ms // 1000
     if window_s <= 0 or args.allowed_lateness_s < 0:
         raise StreamingError("--window-s must be positive and --allowed-lateness-s not negative")
+    if args.file_window_s <= 0 or args.file_window_s % window_s:
+        raise StreamingError(f"--file-window-s must be a positive multiple of the {window_s} s window, "
+                             f"not {args.file_window_s}")
     if models.model_refresh_s <= 0 or kafka.kafka_max_out_of_orderness_s < 0:
         raise StreamingError("--model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative")
     bundle = ModelRegistry(registry, hdfs_options=hdfs or None).load()
@@ -92,6 +95,7 @@ def make_config(args: argparse.Namespace, options: PipelineOptions) -> Streaming
         max_out_of_orderness_s=kafka.kafka_max_out_of_orderness_s,
         window_s=window_s,
         allowed_lateness_s=args.allowed_lateness_s,
+        file_window_s=args.file_window_s,
         model_refresh_s=models.model_refresh_s,
         hdfs_options=tuple(sorted(hdfs.items())),
         store_dsn=settings.postgres_dsn if args.to_store else None,
@@ -230,6 +234,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         "falling back to earliest)")
     parser.add_argument("--window-s", type=int, help="aggregation window (default: the network's step, 300 s for "
                         "METR-LA)")
+    parser.add_argument("--file-window-s", type=int, default=3600,
+                        help="the span of event time one Parquet file of --output holds, a multiple of the window "
+                        "(default 3600: a file an hour per output)")
     parser.add_argument("--allowed-lateness-s", type=int, default=300,
                         help="events up to this late (behind their sensor's newest reading) still update their "
                         "window; later ones are dead letters (default 300)")

@@ -76,6 +76,25 @@ def batch_predictions(registered, tmp_path_factory) -> dict[tuple, tuple]:
     return {_key(r): _values(r) for r in table}
 
 
+def _file_steps(directory: Path) -> set[int]:
+    """The steps (event times) the Parquet files in ``directory`` hold predictions of."""
+    return {int(t) for file in directory.glob("*.parquet") for t in pq.read_table(file, columns=["event_time"])
+            .column("event_time").to_pylist()}
+
+
+def _closed_steps(got: dict[tuple, list[tuple]]) -> set[int]:
+    """The steps of ``got`` whose file window (an hour) has closed, so that their files are due.
+
+    The watermark at the file grouping trails the newest step: the aggregation holds it by its lateness and
+    grace, and the network history emits a step once the next one's window has passed.
+    """
+    cfg = StreamingConfig
+    span_ms = cfg.file_window_s * 1000
+    steps = {key[1] for key in got}
+    watermark = max(steps, default=0) - (cfg.allowed_lateness_s + cfg.lateness_grace_s) * 1000
+    return {step for step in steps if (step // span_ms + 1) * span_ms <= watermark}
+
+
 def _key(record: dict) -> tuple:
     event_time = record["event_time"]
     if not isinstance(event_time, int):
@@ -155,7 +174,8 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
                 record = codec.decode(message.value())
                 got.setdefault(_key(record), []).append(_values(record))
             scored = Counter(_key(score_codec.decode(m.value())) for m in read_all(kafka_bootstrap, topics.scores))
-            files_written = any((tmp_path / "out" / "predictions").glob("*.parquet"))  # once windows close
+            # Files are written as their hours close: every step of an hour before the newest step's.
+            files_written = _file_steps(tmp_path / "out" / "predictions") >= _closed_steps(got)
             complete = (expected <= set(got) and _settled(got) <= set(scored)
                         and record_count(kafka_bootstrap, topics.dead_letters) >= sent.bad_total)
             complete_since = (complete_since or time.monotonic()) if complete else None
@@ -197,11 +217,11 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
         assert stream[3] == batch[3], key
         worst = max(worst, *(abs(a - b) for a, b in zip(stream[:3], batch[:3], strict=True)))
     assert worst <= 1e-6
-    # The windowed Parquet files of a step (its on-time pane and any later pane: records behind the watermark,
-    # such as the first step's, go to a later pane's file instead of being dropped) hold exactly the topic's
-    # predictions of that step, each once, with the topic's values; no step is in two windows' files and no
-    # prediction in two files. (Windows still open when the job is cancelled have no file yet, so the files
-    # need not cover every step.)
+    # The windowed Parquet files of a step (its on-time pane and any later pane: records behind the watermark
+    # go to a later pane's file instead of being dropped) hold exactly the topic's predictions of that step, each
+    # once, with the topic's values; no step is in two windows' files and no prediction in two files. Every step
+    # of an hour before the newest step's is in them (the last hour's window is still open when the job is
+    # cancelled: it has no file yet).
     files = sorted((tmp_path / "out" / "predictions").glob("*.parquet"))
     assert files, "no prediction Parquet files were written"
     by_step: dict[int, set[tuple]] = {}
@@ -228,6 +248,8 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
             written[step] = window
         assert set(keys) == set().union(*(by_step.get(step, set()) for step in steps)), window
     print(f"\n{len(files)} prediction files cover {len(written)} of {len(by_step)} steps")
+    missing_steps = sorted(_closed_steps(got) - set(written))
+    assert not missing_steps, f"{len(missing_steps)} steps of closed hours are in no file, e.g. {missing_steps[:3]}"
 
 
 PROMPT_WAIT_S = 90  # at real-time speed the next step comes 300 s later: waiting for it would fail this

@@ -16,7 +16,7 @@ from runners.presets import pipeline_options
 
 def _flags(**given) -> argparse.Namespace:
     defaults = {"bootstrap_servers": None, "group_id": None, "start": None, "registry": None, "model_refresh_s": None,
-                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "to_store": False,
+                "output": "none", "window_s": 300, "allowed_lateness_s": 300, "file_window_s": 3600, "to_store": False,
                 "scores": True, "incidents": True}
     return argparse.Namespace(**{**defaults, **given})
 
@@ -80,6 +80,7 @@ def test_defaults_without_flags(registry, monkeypatch) -> None:
     monkeypatch.setenv("TRAFFIC_MODEL_REGISTRY", registry)
     cfg = make_config(_flags(), pipeline_options("direct", True, [], PlatformSettings()))
     assert (cfg.group_id, cfg.start, cfg.max_out_of_orderness_s) == (DEFAULT_GROUP_ID, "committed", 0.0)
+    assert cfg.file_window_s == 3600  # a Parquet file an hour per output
     assert cfg.bootstrap_servers == PlatformSettings().bootstrap_servers and cfg.registry == registry
 
 
@@ -87,12 +88,22 @@ def test_bad_values_are_one_line_errors(registry, capsys) -> None:
     argv = ["stream", "--registry", registry, "--output", "none"]
     assert main([*argv, "--bootstrap-servers", "a:1", "--", "--kafka_bootstrap_servers=b:2"]) == 2
     assert main([*argv, "--model-refresh-s", "0"]) == 2
+    assert main([*argv, "--file-window-s", "400"]) == 2
+    assert main([*argv, "--file-window-s", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "traffic: error: --kafka_bootstrap_servers is a flag of traffic stream: give --bootstrap-servers before --, "
         "not after it",
         "traffic: error: --model-refresh-s must be positive and --kafka_max_out_of_orderness_s not negative",
+        "traffic: error: --file-window-s must be a positive multiple of the 300 s window, not 400",
+        "traffic: error: --file-window-s must be a positive multiple of the 300 s window, not 0",
     ]
+
+
+def test_the_file_window_reaches_the_config(registry) -> None:
+    args = _flags(registry=registry, file_window_s=900)
+    cfg = make_config(args, pipeline_options("direct", True, typed_option_args(args, []), PlatformSettings()))
+    assert cfg.file_window_s == 900
 
 
 class _Job:
@@ -221,3 +232,24 @@ def test_scoring_and_incidents_can_be_left_out_of_the_job(registry, tmp_path) ->
                                            "WindowScoresForFiles"}
     assert file_outputs(full) == {"KeyAggregates", "KeyPredictions", "KeyScores"}
     assert file_outputs(lean) == {"KeyAggregates", "KeyPredictions"}
+
+
+def test_the_files_are_windowed_by_the_file_window(registry, tmp_path) -> None:
+    import apache_beam as beam
+
+    from pipelines.streaming import build_pipeline
+    from pipelines.streaming_cli import _add_arguments
+    parser = argparse.ArgumentParser()
+    _add_arguments(parser)
+    options = pipeline_options("direct", True, [f"--model_registry={registry}"], PlatformSettings())
+
+    def file_windows(argv: list[str]) -> set[int]:
+        p = beam.Pipeline()
+        build_pipeline(p, make_config(parser.parse_args(["--output", str(tmp_path), *argv]), options))
+        windowing = [t.transform.windowing.windowfn for t in p.transforms_stack[0].parts
+                     if t.full_label.endswith("ForFiles")]
+        assert len(windowing) == 3, "aggregates, predictions and scores"
+        return {fn.size.micros // 1_000_000 for fn in windowing}
+
+    assert file_windows([]) == {3600}
+    assert file_windows(["--file-window-s", "600"]) == {600}
