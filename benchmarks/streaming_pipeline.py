@@ -53,6 +53,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
+from benchmarks.stage_cpu import StageCpu  # noqa: E402
 from benchmarks.stream_watch import (  # noqa: E402
     STAGES,
     Arrivals,
@@ -193,6 +194,7 @@ def run(args: argparse.Namespace) -> dict:
     result = None
     reference = None
     watcher = None
+    stages = StageCpu()
     loads = [os.getloadavg()[0]]
     try:
         sent = replay(preload, producer_config(bootstrap), topics.raw, speed=float("inf"), progress=False)
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
                               known_sensor_ids=network_sensor_ids(), output=None if "files" in left_out else out_dir,
                               group_id=job_name, start="earliest", scores="scores" not in left_out,
-                              incidents="incidents" not in left_out)
+                              incidents="incidents" not in left_out, file_window_s=args.file_window_s)
         flags = [f"--job_name={job_name}", *args.beam_args]
         pipeline = beam.Pipeline(options=pipeline_options(args.runner, True, flags, settings))
         build_pipeline(pipeline, cfg)
@@ -237,9 +239,11 @@ def run(args: argparse.Namespace) -> dict:
         threading.Thread(target=wait, daemon=True).start()
         rss = RssSampler(os.getpid())
         rss.start()
+        stages.start()
         wait_for(lambda: arrivals.first_event_s is not None, args.timeout_s, "the first validated event", failure)
         startup_s = arrivals.first_event_s - submitted
         cpu_at_first_event = cpu_s(os.getpid())
+        stages_at_first_event = stages.snapshot()
         services = platform_pids(settings)
         services_cpu = cpu_by_process(services)
         print(f"start-up: first validated event {startup_s:.1f} s after submission", flush=True)
@@ -249,6 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         drain_s = arrivals.complete_s[last_step] - arrivals.first_event_s
         worker_rss = rss.stop()
         drain_cpu_s = cpu_s(os.getpid()) - cpu_at_first_event
+        stage_cpu = stages.since(stages_at_first_event)
         services_cpu = {name: round(cpu - services_cpu[name], 1) for name, cpu in cpu_by_process(services).items()
                         if name in services_cpu}
         print(f"CPU during the drain ({drain_s:.1f} s wall): worker {drain_cpu_s:.1f} s (all threads of this "
@@ -256,6 +261,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"worker RSS (the LOOPBACK SDK harness runs in this process) during start-up and drain: "
               f"{worker_rss['start_mb']:.0f} MB at submission, peak {worker_rss['peak_mb']:.0f} MB, "
               f"{worker_rss['end_mb']:.0f} MB at the end", flush=True)
+        print("worker CPU by stage during the drain (the thread running each bundle): " + ", ".join(
+            f"{name} {figures['cpu_s']:.2f} s" for name, figures in stage_cpu.items()), flush=True)
         loads.append(os.getloadavg()[0])
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
@@ -276,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
                   if s in arrivals.complete_s]
         stage_p50 = stage_medians(arrivals, acked, steps[args.warmup_steps:])
     finally:
+        stages.stop()
         stop.set()
         if watcher is not None:
             watcher.join(timeout=10)
@@ -305,6 +313,8 @@ def run(args: argparse.Namespace) -> dict:
         "worker_rss_mb": worker_rss,
         "worker_cpu_s_during_drain": round(drain_cpu_s, 1),
         "platform_cpu_s_during_drain": services_cpu,
+        "file_window_s": args.file_window_s,
+        "stage_cpu_during_drain": stage_cpu,
         "events_per_s": round(events_per_s, 1),
         "reference_loop": reference,
         "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
@@ -369,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave these parts of the job out, comma-separated among "
                         f"{', '.join(OPTIONAL_PARTS)} (all three: only the reference loop's work); "
                         "default: the job as `traffic stream` runs it")
+    parser.add_argument("--file-window-s", type=int, default=StreamingConfig.file_window_s,
+                        help="event time one Parquet file holds (as `traffic stream --file-window-s`)")
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                         help="a further Beam pipeline option, repeatable, e.g. --beam-arg=--max_bundle_time_millis=100")
