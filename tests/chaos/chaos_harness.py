@@ -152,11 +152,13 @@ class ChaosRun:
         self.commands.append(command)
         return command
 
-    def stream(self, runner: str, job_name: str, beam_args: tuple[str, ...] = (), output: str = "none") -> Command:
+    def stream(self, runner: str, job_name: str, beam_args: tuple[str, ...] = (), output: str = "none",
+               file_window_s: int = 300) -> Command:
+        """``traffic stream``; its files a step each (the outage tests want many writes, and a file per step)."""
         return self.command(f"stream-{job_name}", [
             "stream", "--runner", runner, "--bootstrap", self.bootstrap, "--registry", self.registry,
-            "--output", output, "--group-id", job_name, "--start", "earliest", "--", f"--job_name={job_name}",
-            *beam_args])
+            "--output", output, "--file-window-s", str(file_window_s), "--group-id", job_name,
+            "--start", "earliest", "--", f"--job_name={job_name}", *beam_args])
 
     def stop_all(self) -> None:
         for command in reversed(self.commands):
