@@ -158,7 +158,11 @@ def _concat_scores(parts: list[Columns | None]) -> Columns | None:
 
 
 class _ScoreFn(StatefulFn):
+    # The state in three cells (ScoreState.parts): names and held predictions (a whole ScoreState in savepoints
+    # taken before the split: read once and converted), their scored flags, names and actuals.
     STATE = ReadModifyWriteStateSpec("score_state", PickleCoder())
+    SCORED_FLAGS = ReadModifyWriteStateSpec("score_scored_flags", PickleCoder())
+    ACTUALS = ReadModifyWriteStateSpec("score_actuals", PickleCoder())
     FLUSHED = ReadModifyWriteStateSpec("score_flushed_through_ms", PickleCoder())
     SETTLED = ReadModifyWriteStateSpec("score_settled", PickleCoder())
     # Where the one timer of older savepoints was set; cleared at the first firing (a timer per due time now).
@@ -169,6 +173,8 @@ class _ScoreFn(StatefulFn):
     # Armed when a key holds nothing more, SETTLED_KEEP_MS after its last settlement: then the key is cleared.
     EXPIRE = TimerSpec("score_expire", TimeDomain.WATERMARK)
     STATE_PARAM = beam.DoFn.StateParam(STATE)
+    SCORED_FLAGS_PARAM = beam.DoFn.StateParam(SCORED_FLAGS)
+    ACTUALS_PARAM = beam.DoFn.StateParam(ACTUALS)
     LEGACY_PARAM = beam.DoFn.StateParam(LEGACY)
     FLUSHED_PARAM = beam.DoFn.StateParam(FLUSHED)
     SETTLED_PARAM = beam.DoFn.StateParam(SETTLED)
@@ -194,12 +200,28 @@ class _ScoreFn(StatefulFn):
         return target_ms + self.window_ms + self.wait_ms
 
     @staticmethod
-    def _state(state, legacy) -> ScoreState:
+    def _state(state, flags, actuals, legacy) -> ScoreState:
         stored = state.read()
         if stored is None and (old := legacy.read()) is not None:
             legacy.clear()
-            return ScoreState.of(old)
-        return ScoreState.of(stored)
+            stored = old
+        if stored is None or isinstance(stored, tuple):
+            return ScoreState.from_parts(stored, flags.read(), actuals.read())
+        table = ScoreState.of(stored)  # one cell (or dicts) of an older savepoint: every part is written anew
+        table.mark_changed("predictions", "scored", "actuals")
+        return table
+
+    @staticmethod
+    def _save(table: ScoreState, state, flags, actuals) -> None:
+        """Writes the cells of the parts the element changed (an unchanged part's cell is not sent again)."""
+        held, scored, actual = table.parts()
+        changed = table.changed()
+        if "predictions" in changed:
+            state.write(held)
+        if changed & {"predictions", "scored"}:
+            flags.write(scored)
+        if "actuals" in changed:
+            actuals.write(actual)
 
     def _count(self, scores: Columns | None) -> None:
         if scores is not None:
@@ -207,8 +229,8 @@ class _ScoreFn(StatefulFn):
             self.scored.inc(scored)
             self.missing.inc(len(scores) - scored)
 
-    def process(self, element: tuple[int, tuple[str, Any]], state=STATE_PARAM, legacy=LEGACY_PARAM,
-                flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
+    def process(self, element: tuple[int, tuple[str, Any]], state=STATE_PARAM, scored_flags=SCORED_FLAGS_PARAM,
+                actuals=ACTUALS_PARAM, legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
                 flush=FLUSH_PARAM) -> Iterator[Any]:
         _, (kind, part) = element
         rows = _rows(kind, part)
@@ -234,7 +256,7 @@ class _ScoreFn(StatefulFn):
                 self.late_actuals.inc(int(late.sum()))
             rows, targets = {name: column[~late] for name, column in rows.items()}, targets[~late]
         if len(targets):
-            table = self._state(state, legacy)
+            table = self._state(state, scored_flags, actuals, legacy)
             unarmed = table.new_targets(targets)  # nothing held for them yet: their due times need timers
             if kind == _PREDICTION:
                 self.duplicates.inc(table.hold(rows))
@@ -243,7 +265,7 @@ class _ScoreFn(StatefulFn):
                 final = table.observe(targets, rows)  # an early pane makes nothing ready
             if final:
                 out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
-            state.write(table)
+            self._save(table, state, scored_flags, actuals)
             for due in np.unique(self._due(unarmed)).tolist():
                 _arm(flush, int(due))
         scores = _concat_scores(out)
@@ -253,13 +275,14 @@ class _ScoreFn(StatefulFn):
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam, state=STATE_PARAM,
-                 legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM,
-                 flush=FLUSH_PARAM, expire=EXPIRE_PARAM) -> Iterator[Any]:
+                 scored_flags=SCORED_FLAGS_PARAM, actuals=ACTUALS_PARAM, legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM,
+                 settled_state=SETTLED_PARAM, timer_at=TIMER_AT_PARAM, flush=FLUSH_PARAM,
+                 expire=EXPIRE_PARAM) -> Iterator[Any]:
         fired_ms = fired_at.micros // 1000
-        table = self._state(state, legacy)
+        table = self._state(state, scored_flags, actuals, legacy)
         targets = table.targets()
         done = targets if self.bounded else targets[self._due(targets) <= fired_ms]
-        scores, actuals, keys = table.settle(done, self._now())
+        scores, settled_actuals, keys = table.settle(done, self._now())
         through = flushed.read()
         if not self.bounded:
             # Every target of the key's hour up to the last one this firing settles is kept, with a row even
@@ -273,12 +296,12 @@ class _ScoreFn(StatefulFn):
                     else through - self.wait_ms
                 first += max(0, -(-(fired_ms - SETTLED_KEEP_MS - first) // self.window_ms)) * self.window_ms
                 kept = np.union1d(done, np.arange(first, int(done[-1]) + 1, self.window_ms, dtype=np.int64))
-            settled.add(kept, actuals, keys)
+            settled.add(kept, settled_actuals, keys)
             settled_state.write(settled)
         if len(done):
             last_due = int(self._due(done[-1]))
             flushed.write(last_due if through is None else max(through, last_due))
-        state.write(table)
+        self._save(table, state, scored_flags, actuals)
         remaining = table.targets()
         if len(remaining):  # armed already, unless the table came from a savepoint of the one-timer version
             _arm(flush, int(self._due(remaining[0])))
@@ -291,12 +314,13 @@ class _ScoreFn(StatefulFn):
             yield TimestampedValue(scores, fired_at)
 
     @on_timer(EXPIRE)
-    def on_expire(self, state=STATE_PARAM, legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
+    def on_expire(self, state=STATE_PARAM, scored_flags=SCORED_FLAGS_PARAM, actuals=ACTUALS_PARAM,
+                  legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
                   timer_at=TIMER_AT_PARAM) -> Iterator[Any]:
         """Clears the key, unless it holds a target again (its own timer settles it and arms the expiry anew)."""
-        if len(self._state(state, legacy).targets()):
+        if len(self._state(state, scored_flags, actuals, legacy).targets()):
             return
-        for cell in (state, legacy, flushed, settled_state, timer_at):
+        for cell in (state, scored_flags, actuals, legacy, flushed, settled_state, timer_at):
             cell.clear()
         yield from ()
 

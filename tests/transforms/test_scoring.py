@@ -22,6 +22,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
+from transforms.score_state import ScoreState
 from transforms.scoring import (
     _PREDICTION,
     KEY_SPAN_MS,
@@ -284,6 +285,11 @@ class _Cell:
         self.value = None
 
 
+def _table(cells: dict) -> ScoreState:
+    """The scoring state the cells hold."""
+    return _ScoreFn._state(cells["state"], cells["scored_flags"], cells["actuals"], cells["legacy"])
+
+
 class _Timers:
     """A test double of a timer family: the latest time set per dynamic tag."""
 
@@ -302,7 +308,7 @@ def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_
     Each due time is armed once, under its own tag, so the runner fires them all at that one advance and the
     shard's table is empty after it (one timer re-armed at the next due time settled one step per advance)."""
     fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
-    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    cells = {name: _Cell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed", "settled_state")}
     timers = _Timers()
     steps = 20
     for step in range(steps):
@@ -320,7 +326,7 @@ def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_
         scores += [record for out in fired for record in records_of(out.value)]
     assert len(scores) == steps * len(SENSORS) * len(HORIZONS)
     assert {s["status"] for s in scores} == {MISSING}
-    assert len(cells["state"].value.targets()) == 0
+    assert len(_table(cells).targets()) == 0
 
 
 def test_an_element_is_split_by_hour_of_target() -> None:
@@ -362,7 +368,7 @@ def test_a_key_expires_three_hours_after_it_settled_and_a_prediction_after_that_
     """Once a key holds nothing more, its expiry is armed SETTLED_KEEP_MS after the last settlement and clears
     every cell; a prediction for that hour coming even later is held again and its timer scores it MISSING."""
     fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
-    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    cells = {name: _Cell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed", "settled_state")}
     timers, expire = _Timers(), _Timers()
     step = 0
     record = next(r for r in predictions_at(step) if r["sensor_id"] == SENSORS[0] and r["horizon_min"] == 15)
@@ -391,8 +397,62 @@ def test_a_key_expires_three_hours_after_it_settled_and_a_prediction_after_that_
 
 def test_a_key_holding_targets_is_not_cleared_by_its_expiry() -> None:
     fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
-    cells = {name: _Cell() for name in ("state", "legacy", "flushed", "settled_state")}
+    cells = {name: _Cell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed", "settled_state")}
     batch = Columns.from_records("prediction", predictions_at(0), list(predictions_at(0)[0]), {})
     list(fn.process((0, (_PREDICTION, batch)), flush=_Timers(), **cells))
     list(fn.on_expire(**cells, timer_at=_Cell()))
-    assert len(cells["state"].value.targets()) == len(HORIZONS)
+    assert len(_table(cells).targets()) == len(HORIZONS)
+
+
+class _CountingCell(_Cell):
+    """A cell that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, value) -> None:
+        super().write(value)
+        self.writes += 1
+
+
+def test_an_element_writes_only_the_cells_it_changed() -> None:
+    """A pane of actuals does not send the held predictions again: an early pane writes the actuals alone, a final
+    one the actuals and the flags of what it scored, a step's predictions the predictions and their flags."""
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _CountingCell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed",
+                                                 "settled_state")}
+    batch = Columns.from_records("prediction", predictions_at(0), list(predictions_at(0)[0]), {})
+    target_step = 3  # the 15-minute targets of step 0
+    key = score_key(T0 + target_step * STEP_MS)
+    fifteen = batch.take(np.flatnonzero(np.asarray(batch["horizon_min"]) == 15))
+
+    def writes(kind: str, element) -> tuple[int, int, int, list]:
+        before = [cells[n].writes for n in ("state", "scored_flags", "actuals")]
+        out = [r for o in fn.process((key, (kind, element)), flush=_Timers(), **cells) for r in records_of(o)]
+        return (*(cells[n].writes - b for n, b in zip(("state", "scored_flags", "actuals"), before, strict=True)),
+                out)
+
+    assert writes(_PREDICTION, fifteen) == (1, 1, 0, [])
+    early = {**aggregate(target_step, 0), "pane_timing": "EARLY"}
+    assert writes("a", early) == (0, 0, 1, [])
+    *counts, scores = writes("a", aggregate(target_step, 0))
+    assert counts == [0, 1, 1] and [s["status"] for s in scores] == [SCORED]
+    table = _table(cells)
+    assert int(table.predictions["scored"].sum()) == 1 and len(table.actuals["target_time"]) == 1
+
+
+def test_a_whole_state_of_an_older_savepoint_is_split_into_the_three_cells() -> None:
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _Cell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed", "settled_state")}
+    old = ScoreState()
+    record = next(r for r in predictions_at(0) if r["horizon_min"] == 15)
+    old.hold({name: np.asarray([record[name]]) for name in record})
+    cells["state"].value = old  # one cell held the whole table before the split
+    target_step = 3
+    observed = {**aggregate(target_step, 0), "sensor_id": record["sensor_id"]}
+    scores = [r for o in fn.process((score_key(record["target_time"]), ("a", observed)), flush=_Timers(), **cells)
+              for r in records_of(o)]
+    assert [s["status"] for s in scores] == [SCORED]
+    assert isinstance(cells["state"].value, tuple) and cells["scored_flags"].value.tolist() == [True]
+    assert cells["actuals"].value[1]["target_time"].tolist() == [record["target_time"]]
