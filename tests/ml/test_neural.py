@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN
-from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_ROWS, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import (
     SENSOR_KEYS,
     HorizonOutput,
@@ -108,6 +108,8 @@ def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
             (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "mlp"]
             assert spec.joint and spec.features == FEATURE_NAMES and spec.base_feature == "speed_last"
             assert spec.bag == MLP_BAG >= 2  # a bag: the mean of perceptrons fitted on disjoint rows
+            if not quick:  # each member gets MLP_ROWS of its own (a bigger bag is more rows, not thinner parts)
+                assert spec.max_rows == MLP_BAG * MLP_ROWS and MLP_BAG == 3 and MLP_ROWS == 800_000
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
