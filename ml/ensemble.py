@@ -60,7 +60,7 @@ def without_memo(owner: Any) -> dict:
 class ColumnBlend:
     """Weighted mean of ``members[k].predict(X[:, columns[k]])``; stored by skops like any estimator.
 
-    The latest (input digest, prediction) pair is remembered, so chained models that
+    The latest (input digest, prediction) pairs are remembered (``remembered``), so chained models that
     ask for the same rows' forecast again get it without running the trees twice;
     the memo is never stored with the model.
     """

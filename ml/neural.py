@@ -147,7 +147,7 @@ def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int,
 
 
 class SharedOutputs:
-    """A fitted multi-output estimator whose latest (input digest, prediction) pair is remembered (never stored)."""
+    """A fitted multi-output estimator whose latest (input digest, prediction) pairs are remembered (never stored)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
