@@ -36,7 +36,9 @@ HGB_CHAIN_ITERATIONS = 200
 MLP_UPSTREAM = "mlp"  # hgb_mlp: trees that read the perceptron's three forecasts (fitted on rows it did not see)
 MLP_CHAIN_FIRST = "hgb_mlp"  # hgb_mlp_chain (30, 60 min): hgb_mlp's inputs plus hgb_mlp's 15-minute forecast
 MLP_ROWS = 800_000  # per perceptron of the bag
-MLP_BAG = 2  # the perceptron is the mean of two, each on its own 800,000 rows (docs/model-experiments.md, row 22)
+# The perceptron is the mean of three, each on its own 800,000 rows: a third gained 0.008 / 0.006 / 0.020 over two
+# (docs/model-experiments.md, sixth round); three on 533,334 rows each (the two's 1,600,000 split three ways) did not.
+MLP_BAG = 3
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ gradient-boosted trees that also read its three forecasts, fitted on rows it did
 not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
 (docs/model-experiments.md, third round).
 
-The candidate ``mlp`` is a bag: ``MeanOutputs`` of two perceptrons, each fitted
-on its own half of the capped rows with its own seed (``fit_bag``); averaging
-two fits gained 0.005-0.012 MAE for the trees that read them (fourth round).
+The candidate ``mlp`` is a bag: ``MeanOutputs`` of three perceptrons (``MLP_BAG``),
+each fitted on its own third of the capped rows with its own seed (``fit_bag``);
+averaging two fits gained 0.005-0.012 MAE for the trees that read them (fourth
+round), a third 0.006-0.020 more (sixth round).
 Each perceptron also reads the sensor's identity (``SensorIdentity``: a one-hot
 of the sensor beside the standardised features), so it can learn per-sensor
 effects that the trees read from the sensor's constants (fifth round).
@@ -146,7 +147,7 @@ def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int,
 
 
 class SharedOutputs:
-    """A fitted multi-output estimator whose latest (input digest, prediction) pair is remembered (never stored)."""
+    """A fitted multi-output estimator whose latest (input digest, prediction) pairs are remembered (never stored)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model

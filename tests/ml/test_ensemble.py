@@ -7,7 +7,7 @@ from ml_bundles import assert_same_predictions, round_trip, tiny_context
 from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
-from ml.ensemble import ColumnBlend, HorizonChain
+from ml.ensemble import MEMO_ENTRIES, ColumnBlend, HorizonChain
 from ml.features import FEATURE_NAMES
 from ml.registry import ModelBundle
 
@@ -49,6 +49,37 @@ def test_blend_memo_answers_equal_rows_once_and_new_rows_again() -> None:
     blend.predict(changed)
     assert member.calls == 2
     assert "_memo" not in blend.__getstate__()
+
+
+def test_the_memo_answers_each_of_the_latest_inputs_and_forgets_older_ones() -> None:
+    member = _Counting()
+    blend = ColumnBlend([member], [np.arange(3)], [1.0])
+    inputs = [_rows(seed=20 + k) for k in range(MEMO_ENTRIES + 1)]
+    for x in inputs[:MEMO_ENTRIES]:
+        blend.predict(x)
+    for x in inputs[:MEMO_ENTRIES]:  # each of the latest MEMO_ENTRIES inputs: from the memo
+        np.testing.assert_allclose(blend.predict(x.copy()), x[:, :3].astype(np.float64).sum(1), rtol=1e-6)
+    assert member.calls == MEMO_ENTRIES
+    blend.predict(inputs[MEMO_ENTRIES])  # one more input pushes the oldest out
+    np.testing.assert_allclose(blend.predict(inputs[0]), inputs[0][:, :3].astype(np.float64).sum(1), rtol=1e-6)
+    assert member.calls == MEMO_ENTRIES + 2
+
+
+def test_a_chain_remembers_its_prediction_so_its_trees_run_once_per_step() -> None:
+    x = _rows()
+    upstream, model = _Counting(), _Counting()
+    chain = HorizonChain(upstream, model, np.array([0, 2]))
+    first = chain.predict(x)
+    first[:] = -1.0  # a caller changing its copy must not change the memo
+    again = chain.predict(x.copy())
+    assert model.calls == upstream.calls == 1
+    s = x.astype(np.float64).sum(1)
+    np.testing.assert_allclose(again, x[:, 0].astype(np.float64) + x[:, 2] + s.astype(np.float32), rtol=1e-5)
+    changed = x.copy()
+    changed[5, 3] += 1.0
+    chain.predict(changed)
+    assert model.calls == upstream.calls == 2
+    assert "_memo" not in chain.__getstate__()
 
 
 def test_chain_feeds_the_upstream_forecast_as_its_last_column() -> None:

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from ml.conformal import fit_binned_conformal
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN
-from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_ROWS, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import (
     SENSOR_KEYS,
     HorizonOutput,
@@ -108,6 +108,8 @@ def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
             (spec,) = [s for s in candidate_specs(h, quick=quick) if s.name == "mlp"]
             assert spec.joint and spec.features == FEATURE_NAMES and spec.base_feature == "speed_last"
             assert spec.bag == MLP_BAG >= 2  # a bag: the mean of perceptrons fitted on disjoint rows
+            if not quick:  # each member gets MLP_ROWS of its own (a bigger bag is more rows, not thinner parts)
+                assert spec.max_rows == MLP_BAG * MLP_ROWS and MLP_BAG == 3 and MLP_ROWS == 800_000
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
@@ -244,6 +246,22 @@ def test_the_chain_on_the_perceptron_and_the_15_minute_trees_shares_one_upstream
     assert isinstance(e30.upstream, StackedOutputs) and e30.upstream is e60.upstream  # one memo for both
     assert e30.upstream.members[1] is e15 and e30.upstream.members[0] is e15.upstream  # one perceptron
     assert_same_predictions(bundle.predict(quick.x_val), loaded.predict(quick.x_val))
+    trees, perceptron = _CountingProxy(e15.model), _CountingProxy(e15.upstream.model)
+    e15.model, e15.upstream.model = trees, perceptron
+    step = quick.x_val[:40] + 1.0  # rows no model was asked for yet
+    loaded.predict(step)
+    assert trees.calls == 1 and perceptron.calls == 1  # one step: the 15-minute trees and the perceptron run once
+
+
+class _CountingProxy:
+    """Wraps a fitted estimator and counts its predictions."""
+
+    def __init__(self, model: object) -> None:
+        self.model, self.calls = model, 0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.model.predict(x)
 
 
 def test_stacked_outputs_put_each_members_columns_side_by_side_and_remember_them() -> None:
