@@ -21,7 +21,7 @@ the table (:func:`lookup`), not a Python loop over either.
 A :class:`ScoreState` is kept in three state cells (:meth:`ScoreState.parts`): the held predictions with the
 names, their ``scored`` flags, and the actuals with the names. An element writes only the cells it changed
 (:meth:`ScoreState.changed`): an aggregate pane rewrote the held predictions too when the state was one cell,
-145 of the 283 MB a 24 h catch-up pickled (an in-process replay of its elements).
+145 of the 283 MB a 24 h catch-up pickled (an ad-hoc in-process replay of its elements, not a benchmark script).
 
 A row's target is ``target_time`` (a prediction's) or the start of its window
 (an actual's). A prediction's key is ``(sensor_id, event_time, horizon_min,
@@ -56,6 +56,8 @@ SCORED = "SCORED"
 MISSING = "MISSING"
 TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])  # the two highest ranks
+# The parts of a ScoreState kept in a state cell each (ScoreState.parts): what an element may have changed.
+PARTS = ("predictions", "scored", "actuals")
 
 Rows = dict[str, np.ndarray]
 
@@ -259,7 +261,12 @@ class ScoreState(ArrayState):
 
     @classmethod
     def from_parts(cls, held: Any, scored: Any, actuals: Any) -> ScoreState:
-        """The state the three cells of :meth:`parts` hold (None for a cell never written)."""
+        """The state the three cells of :meth:`parts` hold (None for a cell never written). The first cell of an
+        older savepoint holds a whole state, or its dict tables: converted (:meth:`of`), every part to be written."""
+        if held is not None and not isinstance(held, tuple):
+            converted = cls.of(held)
+            converted.mark_changed(*PARTS)
+            return converted
         state = cls()
         names = [part[0] for part in (held, actuals) if part is not None]
         if names:

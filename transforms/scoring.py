@@ -28,8 +28,8 @@ table per hour, holding that hour's targets the watermark has not passed yet; a
 target's rows (its actuals and the predictions waiting for it) are dropped when
 its timer fires, and a key's whole state three hours after its last target
 settled (an expiry timer). The tables are columns
-(:mod:`transforms.score_state`), and a bundle's commit sends the whole table of
-each key it touched. Keyed by sensor shard, as before, a table held every
+(:mod:`transforms.score_state`) in three cells per key, and an element writes
+only the cells it changed. Keyed by sensor shard, as before, a table held every
 target the watermark had not reached (most of a day in a 24 h catch-up on
 Flink: 0.88 MB a write on average), and a step's predictions came as four
 elements, one per shard: the work per element (a few dozen numpy calls on
@@ -205,11 +205,7 @@ class _ScoreFn(StatefulFn):
         if stored is None and (old := legacy.read()) is not None:
             legacy.clear()
             stored = old
-        if stored is None or isinstance(stored, tuple):
-            return ScoreState.from_parts(stored, flags.read(), actuals.read())
-        table = ScoreState.of(stored)  # one cell (or dicts) of an older savepoint: every part is written anew
-        table.mark_changed("predictions", "scored", "actuals")
-        return table
+        return ScoreState.from_parts(stored, flags.read(), actuals.read())
 
     @staticmethod
     def _save(table: ScoreState, state, flags, actuals) -> None:
