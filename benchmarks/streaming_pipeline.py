@@ -10,7 +10,9 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    Unless ``--no-reference``, the hand-written single-process loop of
    ``benchmarks/reference_loop.py`` first does the same work on the same
    pre-loaded topic (into its own output topics), and the job's events/s is
-   reported as a ratio to the loop's. ``--without scores,incidents,files`` runs
+   reported as a ratio to the loop's. Both are timed by the same watcher
+   (``benchmarks/stream_watch.py``, a process of its own): first validated event
+   seen to the last step's predictions seen; the loop's own clock is reported too. ``--without scores,incidents,files`` runs
    the job with only the loop's work (the like-for-like ratio); leaving out one
    part at a time shows what each costs.
 2. Latency at a paced speed: with the job caught up, the following steps are
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -54,13 +55,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
-from benchmarks.stream_watch import (  # noqa: E402
-    STAGES,
-    Arrivals,
-    stage_start_offsets,
-    take_reports,
-    watch_process,
-)
+from benchmarks.stream_watch import STAGES, Arrivals, Watcher, stage_start_offsets  # noqa: E402
 from config.settings import PlatformSettings, default_registry_root  # noqa: E402
 from kafka_client import KafkaUnavailableError, admin_client, producer_config  # noqa: E402
 from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
@@ -189,8 +184,7 @@ def run(args: argparse.Namespace) -> dict:
     topics = create_topics(admin, run_id, args.partitions)
     job_name = f"bench-stream-{args.runner}-{run_id}"
     out_dir = tempfile.mkdtemp(prefix="stream-bench-")
-    arrivals = Arrivals(expected_per_step=len(sensor_ids) * len(HORIZONS_MIN), sensors=len(sensor_ids))
-    stop, failure, cancelled = threading.Event(), [], threading.Event()
+    failure, cancelled = [], threading.Event()
     result = None
     reference = None
     watcher = None
@@ -202,14 +196,9 @@ def run(args: argparse.Namespace) -> dict:
               f"in {sent.elapsed_s:.1f} s", flush=True)
         if args.reference:
             reference = run_reference(admin, bootstrap, topics, registry, run_id, args, sent.readings,
-                                      int(preload.times_ms[-1]))
-        spawn = multiprocessing.get_context("spawn")
-        stage_parts, reports, stop = spawn.Queue(), spawn.Queue(), spawn.Event()
-        watcher = spawn.Process(target=watch_process, daemon=True,
-                                args=(bootstrap, topics, arrivals.expected_per_step, arrivals.sensors, stage_parts,
-                                      reports, stop))
-        watcher.start()
-        threading.Thread(target=take_reports, args=(reports, arrivals), daemon=True).start()
+                                      int(preload.times_ms[-1]), len(sensor_ids))
+        watcher = Watcher(bootstrap, topics, len(sensor_ids) * len(HORIZONS_MIN), len(sensor_ids))
+        arrivals = watcher.arrivals
         left_out = args.without
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
                               known_sensor_ids=network_sensor_ids(), output=None if "files" in left_out else out_dir,
@@ -267,7 +256,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
 
-        stage_parts.put([(tp.topic, tp.partition, tp.offset) for tp in stage_start_offsets(bootstrap, topics)])
+        watcher.stage_parts.put([(tp.topic, tp.partition, tp.offset) for tp in stage_start_offsets(bootstrap, topics)])
         acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
         steps = sorted(acked)
         latency_error = None
@@ -284,10 +273,8 @@ def run(args: argparse.Namespace) -> dict:
         stage_p50 = stage_medians(arrivals, acked, steps[args.warmup_steps:])
     finally:
         stages.stop()
-        stop.set()
         if watcher is not None:
-            watcher.join(timeout=10)
-            reports.put(None)
+            watcher.stop()
         cancelled.set()
         if result is not None:
             try:
@@ -298,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
                 cancel_flink_jobs(settings.flink_rest_url, job_name)
         delete_topics(admin, topics)
         shutil.rmtree(out_dir, ignore_errors=True)
-    all_loads = loads + arrivals.loads
+    all_loads = loads + watcher.arrivals.loads
     events_per_s = sent.readings / drain_s
     ref_rate = reference["events_per_s"] if reference else None
     return {
@@ -334,17 +321,31 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, registry: str, run_id: str,
-                  args: argparse.Namespace, readings: int, last_step_ms: int) -> dict:
-    """The reference loop over the job's pre-loaded raw topic, into topics of its own (deleted after)."""
+                  args: argparse.Namespace, readings: int, last_step_ms: int, sensors: int) -> dict:
+    """The reference loop over the job's pre-loaded raw topic, into topics of its own (deleted after).
+
+    Timed twice: by its own clock (first record consumed to last prediction delivered) and, like the job, by a
+    watcher (first validated event seen to the last step's predictions seen), the figure the ratio uses.
+    """
     own = create_topics(admin, run_id, args.partitions, prefix="bench-ref")
+    watcher = Watcher(bootstrap, own, sensors * len(HORIZONS_MIN), sensors)
     try:
+        watcher.wait_ready()
         loop = ReferenceLoop(bootstrap, own, ModelRegistry(registry).load(), network_sensor_ids(),
                              raw_topic=topics.raw)
         figures = loop.run(last_step_ms, readings, timeout_s=args.timeout_s).as_dict()
+        seen = watcher.arrivals
+        wait_for(lambda: last_step_ms in seen.complete_s and seen.first_event_s is not None, 60,
+                 "the reference loop's last step seen by the watcher", [])
+        watched_s = seen.complete_s[last_step_ms] - seen.first_event_s
     finally:
+        watcher.stop()
         delete_topics(admin, own)
+    figures["own_clock"] = {"elapsed_s": figures["elapsed_s"], "events_per_s": figures["events_per_s"]}
+    figures["elapsed_s"], figures["events_per_s"] = round(watched_s, 2), round(readings / watched_s, 1)
     print(f"reference loop: {readings:,} readings in {figures['elapsed_s']} s = "
-          f"{figures['events_per_s']:,.0f} events/s (stages, s: {figures['stage_s']})", flush=True)
+          f"{figures['events_per_s']:,.0f} events/s as watched ({figures['own_clock']['events_per_s']:,.0f} by "
+          f"its own clock; stages, s: {figures['stage_s']})", flush=True)
     return figures
 
 

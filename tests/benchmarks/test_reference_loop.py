@@ -10,6 +10,7 @@ same history (``build_features`` -> ``ModelBundle.predict``).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from schemas.topics import TopicSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
+from benchmarks.stream_watch import Watcher  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,9 +45,20 @@ def test_the_reference_loop_counts_add_up_and_predicts_like_the_model(fresh_topi
                               ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")})
     sent = replay(part, producer_config(kafka_bootstrap), topics.raw, speed=float("inf"), progress=False,
                   inject_bad=0.02, seed=7)
-    loop = ReferenceLoop(kafka_bootstrap, topics, bundle, network_sensor_ids())
-    figures = loop.run(int(part.times_ms[-1]), sent.events,
-                       timeout_s=300)
+    watcher = Watcher(kafka_bootstrap, topics, N_SENSORS * 3, N_SENSORS)  # the benchmark's yardstick, watching
+    try:
+        watcher.wait_ready()
+        loop = ReferenceLoop(kafka_bootstrap, topics, bundle, network_sensor_ids())
+        figures = loop.run(int(part.times_ms[-1]), sent.events, timeout_s=300)
+        seen = watcher.arrivals
+        deadline = time.monotonic() + 60
+        while len(seen.complete_s) < part.n_steps and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    # the watcher saw every step complete (its keys read from the records' leading fields), after the first event
+    assert sorted(seen.complete_s) == [int(t) for t in part.times_ms]
+    assert seen.ready_s <= seen.first_event_s <= min(seen.complete_s.values())
 
     raw = len(read_all(kafka_bootstrap, topics.raw))
     events = read_all(kafka_bootstrap, topics.events)
