@@ -10,13 +10,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
 
 from schemas.codec import AvroCodec, wire_header
 from schemas.topics import TopicSettings
 
-__all__ = ["STAGES", "Arrivals", "PredictionKeys", "Watcher", "stage_start_offsets", "take_reports", "watch",
-           "watch_process"]
+__all__ = ["STAGES", "WATCHED_FIELDS", "WATCHED_TOPIC_CONFIG", "Arrivals", "PredictionKeys", "Watcher", "arrived_s",
+           "stage_start_offsets", "take_reports", "watch", "watch_process"]
+
+# The topics the watcher reads have the broker stamp each record with its append time: a step's arrival is when
+# its last record reached Kafka, not when this process got round to it (a burst of 180,000 predictions at the end
+# of a catch-up took the watcher about a second to read).
+WATCHED_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+WATCHED_FIELDS = ("events", "aggregates", "predictions")
 
 # The prediction schema's leading fields, which prediction_key reads without decoding the rest.
 _KEY_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min")
@@ -45,6 +51,12 @@ STAGES = {"events": ("traffic_event", "event_time"), "aggregates": ("window_aggr
 
 def _millis(value) -> int:
     return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def arrived_s(message, now: float) -> float:
+    """When ``message`` reached the broker (its append time, on a topic stamped so), else ``now``."""
+    kind, at_ms = message.timestamp()
+    return at_ms / 1000 if kind == TIMESTAMP_LOG_APPEND_TIME else now
 
 
 def _note_stage(arrivals: Arrivals, stage: str, record: dict, now: float) -> None:
@@ -144,11 +156,11 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                 if staged and message.topic() in stage_codecs:
                     stage, stage_codec = stage_codecs[message.topic()]
                     with arrivals.lock:
-                        _note_stage(arrivals, stage, stage_codec.decode(message.value()), now)
+                        _note_stage(arrivals, stage, stage_codec.decode(message.value()), arrived_s(message, now))
                     continue
                 if message.topic() == topics.events:
                     if arrivals.first_event_s is None:
-                        arrivals.first_event_s = now
+                        arrivals.first_event_s = arrived_s(message, now)
                         consumer.assign(pred_parts)  # the events' content is not needed
                     continue
                 sensor, step, horizon = prediction_key(message.value())
@@ -156,7 +168,7 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                     keys = arrivals.seen.setdefault(step, set())
                     keys.add((sensor, horizon))
                     if len(keys) >= arrivals.expected_per_step and step not in arrivals.complete_s:
-                        arrivals.complete_s[step] = now
+                        arrivals.complete_s[step] = arrived_s(message, now)
     finally:
         consumer.close()
 
@@ -218,8 +230,9 @@ def take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
 class Watcher:
     """:func:`watch_process` started on ``topics``, its reports taken into ``arrivals`` by a thread here.
 
-    The job and the reference loop are both timed by one of these: from the first validated event seen on the
-    events topic to the last step's predictions seen complete, so the two rates share a yardstick.
+    The job and the reference loop are both timed by one of these: from the first validated event to the last
+    step's last prediction, as the broker stamped them (:data:`WATCHED_TOPIC_CONFIG`), so the two rates share a
+    yardstick.
     """
 
     def __init__(self, bootstrap: str, topics: TopicSettings, expected_per_step: int, sensors: int) -> None:

@@ -10,16 +10,18 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    Unless ``--no-reference``, the hand-written single-process loop of
    ``benchmarks/reference_loop.py`` first does the same work on the same
    pre-loaded topic (into its own output topics), and the job's events/s is
-   reported as a ratio to the loop's. Both are timed by the same watcher
-   (``benchmarks/stream_watch.py``, a process of its own): first validated event
-   seen to the last step's predictions seen; the loop's own clock is reported too. ``--without scores,incidents,files`` runs
-   the job with only the loop's work (the like-for-like ratio); leaving out one
-   part at a time shows what each costs.
+   reported as a ratio to the loop's. Both are timed the same way by a watcher
+   (``benchmarks/stream_watch.py``, a process of its own): from the first
+   validated event to the last step's last prediction, each taken as the time
+   the broker appended it (the watched topics are stamped with log-append
+   times); the loop's own clock is reported too. ``--without
+   scores,incidents,files`` runs the job with only the loop's work (the
+   like-for-like ratio); leaving out one part at a time shows what each costs.
 2. Latency at a paced speed: with the job caught up, the following steps are
    produced one at a time (207 RawReadings, Kafka timestamp = event time,
-   flush) every ``--step-interval-s``; latency = arrival of the step's last
-   prediction (sensors x 3 horizons, de-duplicated) - acknowledgement of the
-   step's last reading. The first ``--warmup-steps`` are left out.
+   flush) every ``--step-interval-s``; latency = arrival at the broker of the
+   step's last prediction (sensors x 3 horizons, de-duplicated) -
+   acknowledgement of the step's last reading. The first ``--warmup-steps`` are left out.
 
     .venv/bin/python benchmarks/streaming_pipeline.py --runner flink
     .venv/bin/python benchmarks/streaming_pipeline.py --runner prism --hours 24 --steps 20
@@ -55,7 +57,14 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
-from benchmarks.stream_watch import STAGES, Arrivals, Watcher, stage_start_offsets  # noqa: E402
+from benchmarks.stream_watch import (  # noqa: E402
+    STAGES,
+    WATCHED_FIELDS,
+    WATCHED_TOPIC_CONFIG,
+    Arrivals,
+    Watcher,
+    stage_start_offsets,
+)
 from config.settings import PlatformSettings, default_registry_root  # noqa: E402
 from kafka_client import KafkaUnavailableError, admin_client, producer_config  # noqa: E402
 from ml.dataset import STEP_MS, load_metrla, network_sensor_ids  # noqa: E402
@@ -98,8 +107,9 @@ def check_services(runner: str, settings: PlatformSettings) -> None:
 
 def create_topics(admin: AdminClient, run_id: str, partitions: int, prefix: str = "bench-stream") -> TopicSettings:
     names = {f: f"{prefix}-{f.replace('_', '-')}-{run_id}" for f in TOPIC_FIELDS}
-    new = [NewTopic(n, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})
-           for n in names.values()]
+    new = [NewTopic(n, num_partitions=partitions, replication_factor=1,
+                    config={"retention.ms": "-1", **(WATCHED_TOPIC_CONFIG if f in WATCHED_FIELDS else {})})
+           for f, n in names.items()]
     for future in admin.create_topics(new, operation_timeout=30).values():
         future.result(timeout=60)
     return TopicSettings(**names)

@@ -28,7 +28,7 @@ from schemas.topics import TopicSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
-from benchmarks.stream_watch import Watcher  # noqa: E402
+from benchmarks.stream_watch import WATCHED_FIELDS, WATCHED_TOPIC_CONFIG, Watcher  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,8 +41,9 @@ def test_the_reference_loop_counts_add_up_and_predicts_like_the_model(fresh_topi
     data = load_metrla().only(list(bundle.context.sensor_ids))
     start_ms = int(data.times_ms[3 * 288])  # a day after the model's training days
     part = data.between(start_ms, start_ms + HOURS * 3600_000)
-    topics = TopicSettings(**{f: fresh_topic(f.replace("_", "-"), partitions=2) for f in
-                              ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")})
+    topics = TopicSettings(**{f: fresh_topic(f.replace("_", "-"), partitions=2,
+                                             config=WATCHED_TOPIC_CONFIG if f in WATCHED_FIELDS else None)
+                              for f in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")})
     sent = replay(part, producer_config(kafka_bootstrap), topics.raw, speed=float("inf"), progress=False,
                   inject_bad=0.02, seed=7)
     watcher = Watcher(kafka_bootstrap, topics, N_SENSORS * 3, N_SENSORS)  # the benchmark's yardstick, watching
@@ -50,6 +51,7 @@ def test_the_reference_loop_counts_add_up_and_predicts_like_the_model(fresh_topi
         watcher.wait_ready()
         loop = ReferenceLoop(kafka_bootstrap, topics, bundle, network_sensor_ids())
         figures = loop.run(int(part.times_ms[-1]), sent.events, timeout_s=300)
+        returned_at = time.time()  # every prediction was delivered (flushed) before this
         seen = watcher.arrivals
         deadline = time.monotonic() + 60
         while len(seen.complete_s) < part.n_steps and time.monotonic() < deadline:
@@ -59,6 +61,8 @@ def test_the_reference_loop_counts_add_up_and_predicts_like_the_model(fresh_topi
     # the watcher saw every step complete (its keys read from the records' leading fields), after the first event
     assert sorted(seen.complete_s) == [int(t) for t in part.times_ms]
     assert seen.ready_s <= seen.first_event_s <= min(seen.complete_s.values())
+    # arrivals are the broker's append times, not when the watcher got round to reading them
+    assert max(seen.complete_s.values()) <= returned_at
 
     raw = len(read_all(kafka_bootstrap, topics.raw))
     events = read_all(kafka_bootstrap, topics.events)
