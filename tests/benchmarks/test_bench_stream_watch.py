@@ -1,4 +1,5 @@
-"""The benchmark watcher reads a prediction's key from its leading fields, the same as decoding it whole."""
+"""benchmarks/stream_watch.py (named apart from tests/api/test_stream_watch.py): the watcher reads a prediction's
+key from its leading fields, the same as decoding it whole."""
 
 from __future__ import annotations
 
