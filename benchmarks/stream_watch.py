@@ -1,5 +1,6 @@
 """The streaming benchmark's watcher: when each step's predictions (and, when paced, its events and aggregates)
-are complete on the output topics, seen from a process of its own (``watch_process``)."""
+are complete on the output topics, read by a process of its own (``watch_process``) and timed by the broker's
+append times where the topics carry them (:data:`WATCHED_TOPIC_CONFIG`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ __all__ = ["STAGES", "WATCHED_FIELDS", "WATCHED_TOPIC_CONFIG", "Arrivals", "Pred
 WATCHED_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 WATCHED_FIELDS = ("events", "aggregates", "predictions")
 
-# The prediction schema's leading fields, which prediction_key reads without decoding the rest.
+# The prediction schema's leading fields, which PredictionKeys reads without decoding the rest.
 _KEY_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min")
 
 

@@ -208,6 +208,7 @@ def run(args: argparse.Namespace) -> dict:
             reference = run_reference(admin, bootstrap, topics, registry, run_id, args, sent.readings,
                                       int(preload.times_ms[-1]), len(sensor_ids))
         watcher = Watcher(bootstrap, topics, len(sensor_ids) * len(HORIZONS_MIN), len(sensor_ids))
+        watcher.wait_ready()
         arrivals = watcher.arrivals
         left_out = args.without
         cfg = StreamingConfig(bootstrap_servers=bootstrap, topics=topics, sensor_ids=sensor_ids, registry=registry,
