@@ -20,11 +20,15 @@ __all__ = ["StageCpu"]
 
 
 class StageCpu:
-    """Per fused stage: ``[bundles, wall s, thread CPU s]``, from :meth:`start` on; :meth:`since` a snapshot."""
+    """Per fused stage: ``[bundles, wall s, thread CPU s]``, from :meth:`start` on; :meth:`since` a snapshot.
+
+    ``bundles`` lists every bundle as (stage name, start, end) wall-clock times, for timelines.
+    """
 
     def __init__(self) -> None:
         self.totals: dict[str, list[float]] = {}
         self.names: dict[str, str] = {}
+        self.bundles: list[tuple[str, float, float]] = []
         self._lock = threading.Lock()
         self._original: Any = None
 
@@ -33,12 +37,12 @@ class StageCpu:
         meter = self
 
         def process_bundle(worker, request, instruction_id):
-            wall, cpu = time.perf_counter(), time.thread_time()
+            started, cpu = time.time(), time.thread_time()
             try:
                 return original(worker, request, instruction_id)
             finally:
-                meter._add(worker, request.process_bundle_descriptor_id,
-                           time.perf_counter() - wall, time.thread_time() - cpu)
+                meter._add(worker, request.process_bundle_descriptor_id, started, time.time(),
+                           time.thread_time() - cpu)
 
         sdk_worker.SdkWorker.process_bundle = process_bundle
 
@@ -47,14 +51,15 @@ class StageCpu:
             sdk_worker.SdkWorker.process_bundle = self._original
             self._original = None
 
-    def _add(self, worker: Any, descriptor: str, wall_s: float, cpu_s: float) -> None:
+    def _add(self, worker: Any, descriptor: str, started: float, ended: float, cpu_s: float) -> None:
         with self._lock:
             if descriptor not in self.names:
                 self.names[descriptor] = _stage_name(worker, descriptor)
             total = self.totals.setdefault(descriptor, [0, 0.0, 0.0])
             total[0] += 1
-            total[1] += wall_s
+            total[1] += ended - started
             total[2] += cpu_s
+            self.bundles.append((self.names[descriptor], started, ended))
 
     def snapshot(self) -> dict[str, list[float]]:
         with self._lock:

@@ -1,10 +1,11 @@
 """Where a paced step's latency goes: how long each stage's SDK bundles stay open during the paced phase.
 
 Runs ``benchmarks/streaming_pipeline.py`` (same flags) with the Python worker's
-``BundleProcessor.process_bundle`` timed. A stage hands its output on only when
-its bundle ends, so bundle durations show where a step waits (a reader call
-blocked on the broker, a stateful stage committing state key by key). With
-``LOOPBACK`` the worker is this process, so the hook sees every bundle.
+bundles timed by :class:`benchmarks.stage_cpu.StageCpu` (a stage is named by
+the steps it holds). A stage hands its output on only when its bundle ends, so
+bundle durations show where a step waits (a reader call blocked on the broker,
+a stateful stage committing state key by key). With ``LOOPBACK`` the worker is
+this process, so the hook sees every bundle.
 
     .venv/bin/python benchmarks/streaming_trace.py --runner flink --hours 1 --steps 8
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,65 +25,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streaming_pipeline  # noqa: E402
-from apache_beam.runners.worker import bundle_processor  # noqa: E402
 
-# The first label found among a bundle's transforms names its stage (the fused stages of pipelines/streaming.py).
-STAGES = ("ReadRaw", "DeduplicateEvents", "FlagLate", "ToWindowAggregate", "NetworkHistory",
-          "WriteAggregatesFiles", "WritePredictionsFiles")
-
-_bundles: list[tuple[str, float, float]] = []  # (stage, start, end) wall times
-_lock = threading.Lock()
-_paced_from: list[float] = []
+from benchmarks.stage_cpu import StageCpu  # noqa: E402
 
 
-def _stage(processor: bundle_processor.BundleProcessor) -> str:
-    names = [t.unique_name for t in processor.process_bundle_descriptor.transforms.values()]
-    return next((s for s in STAGES if any(s in n for n in names)), "other")
-
-
-def _install() -> None:
-    original_bundle = bundle_processor.BundleProcessor.process_bundle
-    original_paced = streaming_pipeline.paced_steps
-
-    def timed_bundle(self, *args, **kwargs):
-        start = time.time()
-        try:
-            return original_bundle(self, *args, **kwargs)
-        finally:
-            with _lock:
-                _bundles.append((_stage(self), start, time.time()))
-
-    def marked_paced(*args, **kwargs):
-        _paced_from.append(time.time())
-        return original_paced(*args, **kwargs)
-
-    bundle_processor.BundleProcessor.process_bundle = timed_bundle
-    streaming_pipeline.paced_steps = marked_paced
-
-
-def summary() -> dict[str, dict[str, float]]:
-    """Per stage: bundles that started in the paced phase, and their duration percentiles in ms."""
-    with _lock:
-        paced = [(s, b, e) for s, b, e in _bundles if _paced_from and b >= _paced_from[0]]
+def paced_bundle_ms(bundles: list[tuple[str, float, float]], paced_from: float) -> dict[str, dict[str, float]]:
+    """Per stage: the bundles that started at ``paced_from`` or later, and their duration percentiles in ms."""
+    by_stage: dict[str, list[float]] = {}
+    for stage, start, end in bundles:
+        if start >= paced_from:
+            by_stage.setdefault(stage, []).append((end - start) * 1000)
     figures: dict[str, dict[str, float]] = {}
-    for stage in (*STAGES, "other"):
-        ms = sorted((e - b) * 1000 for s, b, e in paced if s == stage)
-        if ms:
-            figures[stage] = {"bundles": len(ms), "p50_ms": round(statistics.median(ms), 1),
-                              "p90_ms": round(streaming_pipeline.pct(ms, 0.9), 1), "max_ms": round(ms[-1], 1)}
+    for stage, ms in sorted(by_stage.items()):
+        ms.sort()
+        figures[stage] = {"bundles": len(ms), "p50_ms": round(statistics.median(ms), 1),
+                          "p90_ms": round(streaming_pipeline.pct(ms, 0.9), 1), "max_ms": round(ms[-1], 1)}
     return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    _install()
-    code = streaming_pipeline.main(argv)
-    if code != 0:
+    meter, paced_from = StageCpu(), []
+    original_paced = streaming_pipeline.paced_steps
+
+    def marked_paced(*args, **kwargs):
+        paced_from.append(time.time())
+        return original_paced(*args, **kwargs)
+
+    streaming_pipeline.paced_steps = marked_paced
+    meter.start()
+    try:
+        code = streaming_pipeline.main(argv)
+    finally:
+        meter.stop()
+        streaming_pipeline.paced_steps = original_paced
+    if code != 0 or not paced_from:
         return code
-    figures = summary()
+    figures = paced_bundle_ms(meter.bundles, paced_from[0])
     print(json.dumps({"bundle_ms_by_stage": figures}), flush=True)
-    print(f"{'stage':<24}{'bundles':>8}{'p50 ms':>9}{'p90 ms':>9}{'max ms':>9}")
+    print(f"{'bundles':>8}{'p50 ms':>9}{'p90 ms':>9}{'max ms':>9}  stage")
     for stage, f in figures.items():
-        print(f"{stage:<24}{f['bundles']:>8}{f['p50_ms']:>9}{f['p90_ms']:>9}{f['max_ms']:>9}")
+        print(f"{f['bundles']:>8}{f['p50_ms']:>9}{f['p90_ms']:>9}{f['max_ms']:>9}  {stage}")
     return 0
 
 

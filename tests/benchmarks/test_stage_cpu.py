@@ -46,3 +46,7 @@ def test_each_stage_gets_its_bundles_and_cpu(monkeypatch) -> None:
     assert since["Forecast+PostProcess"]["bundles"] == 3 and since["WriteFiles"]["bundles"] == 1
     assert since["Forecast+PostProcess"]["cpu_s"] >= 0.06 - 0.005
     assert 0.01 - 0.005 <= since["WriteFiles"]["cpu_s"] < since["Forecast+PostProcess"]["cpu_s"]
+    # every bundle is in the log, by stage name, in the order it ran
+    assert [name for name, _, _ in meter.bundles] == ["WriteFiles", *["Forecast+PostProcess"] * 3, "WriteFiles"]
+    assert all(start <= end for _, start, end in meter.bundles)
+    assert all(a[2] <= b[1] for a, b in zip(meter.bundles, meter.bundles[1:]))
