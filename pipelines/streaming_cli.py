@@ -234,9 +234,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         "falling back to earliest)")
     parser.add_argument("--window-s", type=int, help="aggregation window (default: the network's step, 300 s for "
                         "METR-LA)")
-    parser.add_argument("--file-window-s", type=int, default=3600,
+    parser.add_argument("--file-window-s", type=int, default=StreamingConfig.file_window_s,
                         help="the span of event time one Parquet file of --output holds, a multiple of the window "
-                        "(default 3600: a file an hour per output)")
+                        f"(default {StreamingConfig.file_window_s}: a file an hour per output)")
     parser.add_argument("--allowed-lateness-s", type=int, default=300,
                         help="events up to this late (behind their sensor's newest reading) still update their "
                         "window; later ones are dead letters (default 300)")

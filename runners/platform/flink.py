@@ -80,8 +80,8 @@ class FlinkService(Service):
             # supervisor start a new one and the job restart from its last checkpoint, or fail for good where it
             # keeps failing (the restart strategy below): a failure an operator sees.
             # C1 only: see the setting flink_taskmanager_c1_only.
-            "env.java.opts.taskmanager": " ".join(("-XX:+ExitOnOutOfMemoryError",
-                                                   *(["-XX:TieredStopAtLevel=1"] * s.flink_taskmanager_c1_only))),
+            "env.java.opts.taskmanager": "-XX:+ExitOnOutOfMemoryError"
+            + (" -XX:TieredStopAtLevel=1" if s.flink_taskmanager_c1_only else ""),
             "jobmanager.rpc.address": s.host,
             "jobmanager.rpc.port": s.flink_rpc_port,
             "jobmanager.bind-host": s.host,
