@@ -336,7 +336,8 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
     """The reference loop over the job's pre-loaded raw topic, into topics of its own (deleted after).
 
     Timed twice: by its own clock (first record consumed to last prediction delivered) and, like the job, by a
-    watcher (first validated event seen to the last step's predictions seen), the figure the ratio uses.
+    watcher (the broker's append times of the first validated event and of the last step's last prediction),
+    the figure the ratio uses.
     """
     own = create_topics(admin, run_id, args.partitions, prefix="bench-ref")
     watcher = Watcher(bootstrap, own, sensors * len(HORIZONS_MIN), sensors)
