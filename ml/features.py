@@ -7,9 +7,11 @@ can leak a target. Everything fitted (time-of-day x day-type speed profiles,
 sensor constants, the normalised road graph) lives in a :class:`FeatureContext`
 computed from the training period only (``fit_context``) and stored as ``.npz``.
 
-``build_features_batch`` is the same computation over a stack of histories;
-``build_features`` is that function applied to a stack of one, so the batch
-training-set builder and the per-step streaming path share every line.
+``feature_columns`` is the same computation over a stack of histories, one
+array per feature (what a columnar table stores); ``build_features_batch``
+stacks those columns into rows (what a model reads), and ``build_features`` is
+that applied to a stack of one, so the feature tables, the training-set builder
+and the per-step streaming path share every line.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "FeatureContext",
     "build_features",
     "build_features_batch",
+    "feature_columns",
     "fit_context",
     "history_from_speeds",
     "slot_and_daytype",
@@ -283,6 +286,14 @@ def build_features(history: np.ndarray, step_ms: int, ctx: FeatureContext) -> np
 
 def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> np.ndarray:
     """``build_features`` over a stack: histories (B, HISTORY_STEPS, N), steps_ms (B,) -> (B, N, F) float32."""
+    return np.stack(feature_columns(histories, steps_ms, ctx), axis=-1).astype(np.float32)
+
+
+def feature_columns(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> list[np.ndarray]:
+    """The ``FEATURE_NAMES`` columns of a stack of histories (B, HISTORY_STEPS, N), each (B, N) float64.
+
+    ``build_features_batch`` is these columns side by side, rounded to float32.
+    """
     x = np.asarray(histories, dtype=np.float64)
     steps_ms = np.asarray(steps_ms, dtype=np.int64)
     b, k, n = x.shape
@@ -367,7 +378,7 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
         ctx.degree_out[None, :] * ones,
         *graph_columns(filled, dev, ctx.w_up, ctx.w_down),
     ]
-    return np.stack(columns, axis=-1).astype(np.float32)
+    return columns
 
 
 def _profile_at(profile: np.ndarray, times_ms: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 ``WriteFeatureTables``: NetworkHistory snapshots -> the feature+target tables
 of ``ml.training_set`` (``FEATURE_TABLE_COLUMNS``), one directory per split.
-Features come from ``ml.features.build_features_batch`` (the function training
-and streaming use) over a day of steps at once; the targets of step t are the
+Features come from ``ml.features.feature_columns`` (the columns of
+``build_features_batch``, the function training and streaming use) over a day
+of steps at once; the targets of step t are the
 network's means at steps t+3, t+6 and t+12 (NaN when missing), with the sensors
 in network order.
 
@@ -21,7 +22,7 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
 from ml.dataset import METR_LA_SPLIT, Split
-from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, build_features_batch
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, feature_columns
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
 from schemas.batches import records_of
 from transforms.publish import retrying, write_parquet_atomically
@@ -112,7 +113,7 @@ def _stamp(ms: int) -> str:
 class _FeatureBlockTables(beam.DoFn):
     """(block, [(t, history, newest row)...]) -> one Parquet file per split of its window ends.
 
-    Features of the block's window ends in one ``build_features_batch`` call,
+    Features of the block's window ends in one ``feature_columns`` call,
     targets from the newest rows of the steps t+3/6/12, a pyarrow table per
     split (rows window-major, sensor-minor) written as
     ``<output>/features/<split>/part-<first t>-<last t>.parquet`` under a
@@ -152,27 +153,29 @@ class _FeatureBlockTables(beam.DoFn):
         if not histories:
             return
         ends = np.array(sorted(histories), dtype=np.int64)
-        x = build_features_batch(np.stack([histories[int(t)] for t in ends]), ends, self.ctx)  # (B, N, F)
+        # Column by column, as the table stores them: no (B, N, F) rows to stack and transpose back.
+        x = feature_columns(np.stack([histories[int(t)] for t in ends]), ends, self.ctx)  # F x (B, N)
         y = _targets_of(rows, ends, self.ctx.step_ms, self._target_steps, len(self.sensor_ids))  # (B, N, H)
         labels = self.split.of(ends).astype(str)
         for split in SPLITS:
             chosen = labels == split
             if chosen.any():
-                table = self._table(ends[chosen], x[chosen], y[chosen], split)
+                every = bool(chosen.all())
+                table = self._table(ends[chosen], [c if every else c[chosen] for c in x], y[chosen], split)
                 self._write(table, split, int(ends[chosen][0]), int(ends[chosen][-1]))
                 yield split, table.num_rows
 
-    def _table(self, ends: np.ndarray, x: np.ndarray, y: np.ndarray, split: str) -> Any:
+    def _table(self, ends: np.ndarray, x: list[np.ndarray], y: np.ndarray, split: str) -> Any:
+        """Rows window-major, sensor-minor: ``x`` holds each feature (B, N) (float32 in the table), ``y`` (B, N, H)."""
         pa = self._pa
-        b, n, f = x.shape
+        b, n, h = y.shape
         columns = [
             pa.array(np.tile(self._sensor_column, b), pa.string()),
             pa.array(np.repeat(ends, n), pa.int64()),
             pa.array([split], pa.string()).take(np.zeros(b * n, np.int32)),
         ]
-        flat_x, flat_y = x.reshape(b * n, f).astype(np.float32), y.reshape(b * n, -1)
-        columns += [pa.array(column) for column in np.ascontiguousarray(flat_x.T)]
-        columns += [pa.array(column) for column in np.ascontiguousarray(flat_y.T)]
+        columns += [pa.array(column.astype(np.float32).reshape(b * n)) for column in x]
+        columns += [pa.array(column) for column in np.ascontiguousarray(y.reshape(b * n, h).T)]
         return pa.Table.from_arrays(columns, schema=self._schema)
 
     def _write(self, table: Any, split: str, first_ms: int, last_ms: int) -> None:
@@ -229,7 +232,7 @@ class WriteFeatureTables(beam.PTransform):
     it writes.
 
     Steps are grouped in blocks of a day (of the context's step): a block's
-    window ends get their features in one ``build_features_batch`` call, and the
+    window ends get their features in one ``feature_columns`` call, and the
     targets of step t are the newest rows (the network's means) of the
     snapshots at t+3/6/12 steps, NaN when missing, exactly the aggregates'
     means (a snapshot's newest row is its step's aggregates). One file per

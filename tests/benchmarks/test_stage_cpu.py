@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from types import SimpleNamespace
 
 from apache_beam.runners.worker import sdk_worker
@@ -49,4 +50,4 @@ def test_each_stage_gets_its_bundles_and_cpu(monkeypatch) -> None:
     # every bundle is in the log, by stage name, in the order it ran
     assert [name for name, _, _ in meter.bundles] == ["WriteFiles", *["Forecast+PostProcess"] * 3, "WriteFiles"]
     assert all(start <= end for _, start, end in meter.bundles)
-    assert all(a[2] <= b[1] for a, b in zip(meter.bundles, meter.bundles[1:]))
+    assert all(a[2] <= b[1] for a, b in pairwise(meter.bundles))

@@ -13,6 +13,7 @@ from ml.features import (
     FeatureContext,
     build_features,
     build_features_batch,
+    feature_columns,
     fit_context,
     history_from_speeds,
 )
@@ -86,6 +87,16 @@ def test_build_features_is_the_batch_function_on_one_history(small: MetrLA, ctx:
     assert single.shape == (len(small.sensor_ids), len(FEATURE_NAMES))
     assert np.array_equal(single, batch)
     assert np.isfinite(single).all()
+
+
+def test_feature_columns_are_the_batch_rows_column_by_column(small: MetrLA, ctx: FeatureContext) -> None:
+    ends = np.arange(40, 52)
+    histories = np.stack([history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1]) for t in ends])
+    columns = feature_columns(histories, small.times_ms[ends], ctx)
+    rows = build_features_batch(histories, small.times_ms[ends], ctx)
+    assert len(columns) == len(FEATURE_NAMES)
+    assert all(c.shape == (len(ends), len(small.sensor_ids)) and c.dtype == np.float64 for c in columns)
+    assert np.array_equal(np.stack([c.astype(np.float32) for c in columns], axis=-1), rows)
 
 
 def test_all_missing_history_still_gives_finite_features(ctx: FeatureContext) -> None:
