@@ -38,6 +38,7 @@ from config.hdfs import hdfs_options
 from config.settings import PlatformSettings, get_settings
 from runners.install import InstallLayout
 from runners.options import host_port
+from runners.sdk_harness import shorten_state_sampling
 from schemas.exceptions import TrafficError
 
 __all__ = [
@@ -202,7 +203,10 @@ def pipeline_options(
     """``PipelineOptions`` for ``runner`` (``direct``, ``prism`` or ``flink``); see the module doc.
 
     ``paths``: input/output locations of the job; any ``hdfs://`` one adds the WebHDFS flags.
+    The SDK harness of a ``direct`` or ``LOOPBACK`` job runs in this process: its state sampler's
+    period is shortened here (:mod:`runners.sdk_harness`), before the job starts.
     """
+    shorten_state_sampling()
     return PipelineOptions(preset_args(runner, streaming, extra_args, settings, paths))
 
 
