@@ -77,19 +77,22 @@ def read_context(features_dir: str) -> FeatureContext | None:
 
 
 def _block_parts(snapshot: dict[str, Any], step_ms: int, block_ms: int, window_ends_ms: frozenset[int],
-                 target_steps: tuple[int, ...]) -> Iterator[tuple[int, tuple[int, np.ndarray | None, np.ndarray]]]:
-    """A network step -> (block, (t, history or None, the step's own speeds)) for each block that needs it.
+                 target_steps: tuple[int, ...]) -> Iterator[tuple[int, tuple[int, bool, np.ndarray]]]:
+    """A network step -> (block, (t, is a window end, rows)) for each block that needs it.
 
-    Its own block gets the history when t is a window end (features); a block
-    of earlier steps gets only the step's newest row: it is the target of the
-    steps ``target_steps`` before it.
+    Its own block gets the whole history when t is a window end (features),
+    else only the step's newest row, as does a block of earlier steps: the row
+    is the target of the steps ``target_steps`` before it. One array per part:
+    each array crosses the shuffle pickled on its own.
     """
     t = int(snapshot["step_ms"])
     speeds = np.asarray(snapshot["speeds"], dtype=np.float64)
     own = t - t % block_ms
-    yield own, (t, speeds if t in window_ends_ms else None, speeds[-1])
+    newest = speeds[-1:]
+    end = t in window_ends_ms
+    yield own, (t, end, speeds if end else newest)
     for earlier in sorted({(t - s * step_ms) - (t - s * step_ms) % block_ms for s in target_steps} - {own}):
-        yield earlier, (t, None, speeds[-1])
+        yield earlier, (t, False, newest)
 
 
 def _targets_of(rows: dict[int, np.ndarray], ends: np.ndarray, step_ms: int, target_steps: tuple[int, ...],
@@ -111,7 +114,7 @@ def _stamp(ms: int) -> str:
 
 
 class _FeatureBlockTables(beam.DoFn):
-    """(block, [(t, history, newest row)...]) -> one Parquet file per split of its window ends.
+    """(block, [(t, is a window end, history or newest row)...]) -> one Parquet file per split of its window ends.
 
     Features of the block's window ends in one ``feature_columns`` call,
     targets from the newest rows of the steps t+3/6/12, a pyarrow table per
@@ -146,10 +149,10 @@ class _FeatureBlockTables(beam.DoFn):
         _, parts = element
         rows: dict[int, np.ndarray] = {}
         histories: dict[int, np.ndarray] = {}
-        for t, history, newest in parts:
-            rows[t] = newest
-            if history is not None:
-                histories[t] = history
+        for t, end, speeds in parts:
+            rows[t] = speeds[-1]
+            if end:
+                histories[t] = speeds
         if not histories:
             return
         ends = np.array(sorted(histories), dtype=np.int64)
