@@ -3,7 +3,7 @@
 Two modes share one chain (only the source, the sinks and the windowing
 arguments differ from ``pipelines/streaming.py``)::
 
-    file -> ReadRawReadings (RawBatches of Avro RawReading values) -> TrafficSpine: ValidateEvents
+    file -> ReadRawReadings (raw_reading batches, or Avro RawReading values) -> TrafficSpine: ValidateEvents
          -> DeduplicateEvents -> WindowedAggregate (5-min event-time windows) -> NetworkHistory (12 steps x all sensors)
 
 - ``features``: -> build_features (a FeatureContext fitted on the training

@@ -1,9 +1,12 @@
 """File sources of raw readings for the batch pipeline.
 
-Every source emits :class:`~schemas.batches.RawBatch` elements of Avro-encoded
-``RawReading`` values (Confluent wire format), exactly what the raw Kafka topic
-carries, so batch runs go through the same ``ValidateEvents`` path as
-streaming: one batch per chunk of steps, or per Parquet row group. Supported inputs:
+Every source emits batches of raw readings that batch runs send through the
+same ``ValidateEvents`` as streaming: a ``raw_reading``
+:class:`~schemas.batches.Columns` batch per chunk of steps of an array file
+(readings already in columns; a rejected one's dead letter holds its Avro
+``RawReading`` value), or a :class:`~schemas.batches.RawBatch` of Avro-encoded
+``RawReading`` values (Confluent wire format, what the raw Kafka topic carries)
+per Parquet row group. Supported inputs:
 
 - the bundled METR-LA copy (no path), a ``.npz`` or an ``.h5`` file (the
   full ``metr-la.h5``), local or on any Beam filesystem (``hdfs://``); read
@@ -13,7 +16,7 @@ streaming: one batch per chunk of steps, or per Parquet row group. Supported inp
   ``speed_mph``; ``event_time`` as epoch-ms integers or a timestamp column),
   a file, a directory of shards or a glob, local or ``hdfs://``.
 
-:class:`ReadLoadedReadings` emits the same RawBatches from readings already
+:class:`ReadLoadedReadings` emits the same batches from readings already
 loaded in the launching process (a slice of a network, as the analyst's
 notebook runs). :func:`load_readings` reads any file input into a :class:`ml.dataset.MetrLA` in
 the launching process (the batch pipeline fits its feature context on it), and
@@ -33,8 +36,7 @@ import numpy as np
 
 from ml.dataset import MetrLA, load_metrla
 from ml.exceptions import DataError
-from pipelines.replay_encoding import RawReadingEncoder
-from schemas.batches import RawBatch
+from schemas.batches import Columns, RawBatch, reading_columns
 from schemas.codec import AvroCodec
 
 __all__ = [
@@ -202,34 +204,31 @@ def _cached_dataset(path: str | None, hdfs_items: tuple[tuple[str, Any], ...]) -
 
 
 class _EmitArrayChunk(beam.DoFn):
-    """(lo, hi) step range of an npz/h5 file -> one RawBatch of Avro RawReading values, sensor-major per step."""
+    """(lo, hi) step range of an npz/h5 file -> one ``raw_reading`` batch, sensor-major per step."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
-        self.codec = AvroCodec("raw_reading")
         self.emitted = beam.metrics.Metrics.counter("traffic.source", "readings_emitted")
 
-    def process(self, bounds: tuple[int, int]) -> Iterator[RawBatch]:
+    def process(self, bounds: tuple[int, int]) -> Iterator[Columns]:
         data = _cached_dataset(self.spec.path, self.spec.hdfs_options)
         if self.spec.sensor_ids:
             data = data.only(self.spec.sensor_ids)
-        values = _encode_steps(self.codec, data, *bounds)
-        self.emitted.inc(len(values))
-        yield RawBatch.of(values)
+        readings = _step_readings(data, *bounds)
+        self.emitted.inc(len(readings))
+        yield readings
 
 
-def _encode_steps(codec: AvroCodec, data: MetrLA, lo: int, hi: int) -> list[bytes]:
-    """Steps [lo, hi) of ``data`` as Avro RawReading values, sensor-major per step."""
-    encoder = RawReadingEncoder.for_codec(codec, tuple(data.sensor_ids))
-    values: list[bytes] = []
-    for t in range(lo, hi):
-        event_time = int(data.times_ms[t])
-        if encoder is not None:
-            values.extend(encoder.step(event_time, data.speed[t]))
-            continue
-        for sensor_id, speed in zip(data.sensor_ids, data.speed[t].tolist(), strict=False):
-            values.append(codec.encode({"sensor_id": sensor_id, "event_time": event_time, "speed_mph": speed}))
-    return values
+def _step_readings(data: MetrLA, lo: int, hi: int) -> Columns:
+    """Steps [lo, hi) of ``data`` as a ``raw_reading`` batch, sensor-major per step.
+
+    The readings stay columns: encoding them as Avro values for ValidateEvents
+    to decode again cost a seventh of a 7-day features run (docs/benchmarks.md).
+    """
+    n = len(data.sensor_ids)
+    return reading_columns(np.tile(np.asarray(data.sensor_ids, dtype=object), hi - lo),
+                           np.repeat(np.asarray(data.times_ms[lo:hi], dtype=np.int64), n),
+                           np.asarray(data.speed[lo:hi], dtype=np.float64).reshape(-1))
 
 
 def _step_chunks(spec: SourceSpec) -> list[tuple[int, int]]:
@@ -286,13 +285,13 @@ class _EncodeParquetRows(beam.DoFn):
 
 
 class ReadRawReadings(beam.PTransform):
-    """Reads raw readings from a file (see the module doc) as RawBatches of Avro ``RawReading`` values."""
+    """Reads raw readings from a file (see the module doc) as batches for ``ValidateEvents``."""
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__()
         self.spec = spec
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawBatch]:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if is_parquet(self.spec.path):
             _match(_parquet_pattern(self.spec.path), self.spec.hdfs_dict)  # one-line error when absent
             return (
@@ -309,22 +308,21 @@ class ReadRawReadings(beam.PTransform):
         )
 
 
-class _EncodeLoadedChunk(beam.DoFn):
-    """A chunk of loaded readings (a :class:`MetrLA` of a few steps) -> one RawBatch of Avro RawReading values."""
+class _EmitLoadedChunk(beam.DoFn):
+    """A chunk of loaded readings (a :class:`MetrLA` of a few steps) -> one ``raw_reading`` batch."""
 
     def __init__(self) -> None:
-        self.codec = AvroCodec("raw_reading")
         self.emitted = beam.metrics.Metrics.counter("traffic.source", "readings_emitted")
 
-    def process(self, chunk: MetrLA) -> Iterator[RawBatch]:
-        values = _encode_steps(self.codec, chunk, 0, chunk.n_steps)
-        self.emitted.inc(len(values))
-        yield RawBatch.of(values)
+    def process(self, chunk: MetrLA) -> Iterator[Columns]:
+        readings = _step_readings(chunk, 0, chunk.n_steps)
+        self.emitted.inc(len(readings))
+        yield readings
 
 
 class ReadLoadedReadings(beam.PTransform):
     """Readings already loaded in this process (a :class:`MetrLA`, e.g. a notebook's slice of a network) as
-    RawBatches of Avro ``RawReading`` values, one per ``chunk_steps`` steps: what :class:`ReadRawReadings` emits
+    ``raw_reading`` batches, one per ``chunk_steps`` steps: what :class:`ReadRawReadings` emits
     for a file, without naming one. The readings travel inside the pipeline, so keep them to a slice."""
 
     def __init__(self, data: MetrLA, chunk_steps: int = 288) -> None:
@@ -336,12 +334,12 @@ class ReadLoadedReadings(beam.PTransform):
         self.data = data
         self.chunk_steps = chunk_steps
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawBatch]:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         d, size = self.data, self.chunk_steps
         chunks = [MetrLA(d.speed[lo : lo + size], d.times_ms[lo : lo + size], d.sensor_ids)
                   for lo in range(0, d.n_steps, size)]
         return (
             pbegin
             | "LoadedChunks" >> beam.Create(chunks)
-            | "EncodeRawReadings" >> beam.ParDo(_EncodeLoadedChunk())
+            | "EmitRawReadings" >> beam.ParDo(_EmitLoadedChunk())
         )

@@ -4,12 +4,14 @@ Two kinds, both picklable (numpy arrays inside, so a runner moves a batch of
 thousands of records as a few buffers):
 
 - :class:`RawBatch`: raw Kafka values as they arrived (one poll of one
-  partition, or a chunk of a history file), with their coordinates, so that
-  a bad record still becomes its own dead letter with its bytes and offset;
+  partition), with their coordinates, so that a bad record still becomes its
+  own dead letter with its bytes and offset;
 - :class:`Columns`: records of one record type (``traffic_event``,
   ``window_aggregate``, ``prediction``, ...) as one numpy array per field. A
   float column of a nullable field holds NaN for None; :meth:`Columns.records`
-  turns a batch back into the dicts the Avro codec and the API know.
+  turns a batch back into the dicts the Avro codec and the API know. A chunk
+  of a history file is a ``raw_reading`` batch (:func:`reading_columns`):
+  readings not yet validated, already in columns.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import numpy as np
 
 from schemas.records import KafkaMessage
 
-__all__ = ["Columns", "RawBatch", "records_of"]
+__all__ = ["RAW_READING_KIND", "Columns", "RawBatch", "reading_columns", "records_of"]
+
+RAW_READING_KIND = "raw_reading"
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +173,15 @@ def _unpickle_columns(kind: str, layout: list, buffer: bytes, objects: dict[str,
         column[:] = values
         data[name] = column
     return Columns(kind, {name: data[name] for name in order}, frozenset(nullable))
+
+
+def reading_columns(sensor_id: Any, event_time: Any, speed_mph: Any) -> Columns:
+    """A ``raw_reading`` batch: readings of a history file, not validated yet (NaN speed = a NaN reading)."""
+    return Columns(RAW_READING_KIND, {
+        "sensor_id": np.asarray(sensor_id, dtype=object),
+        "event_time": np.asarray(event_time, dtype=np.int64),
+        "speed_mph": np.asarray(speed_mph, dtype=np.float64),
+    })
 
 
 def records_of(element: Any) -> Iterator[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""File sources: npz, h5 and Parquet inputs become RawBatches of exactly the Avro RawReading values the raw
-topic carries."""
+"""File sources: npz and h5 inputs become ``raw_reading`` batches of exactly their readings; Parquet inputs become
+RawBatches of exactly the Avro RawReading values the raw topic carries."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pipelines.sources import (
     load_readings,
     write_readings_parquet,
 )
+from schemas.batches import Columns
 from schemas.codec import AvroCodec
 
 RAW = AvroCodec("raw_reading")
@@ -47,10 +48,18 @@ def as_row(value: bytes) -> tuple:
     return (r["sensor_id"], r["event_time"], r["speed_mph"])
 
 
+def rows_of(batch) -> list[tuple]:
+    """A source's batch as (sensor, time, speed) rows: a raw_reading batch's records, a RawBatch's decoded values."""
+    if isinstance(batch, Columns):
+        assert batch.kind == "raw_reading"
+        return [(r["sensor_id"], r["event_time"], r["speed_mph"]) for r in batch.records()]
+    return [as_row(value) for value in batch.values]
+
+
 def read(spec: SourceSpec, tmp_path) -> list:
     sink = tmp_path / "rows"
     with beam.Pipeline() as p:
-        _ = (p | ReadRawReadings(spec) | beam.FlatMap(lambda batch: batch.values) | beam.Map(as_row) | beam.Map(repr)
+        _ = (p | ReadRawReadings(spec) | beam.FlatMap(rows_of) | beam.Map(repr)
              | beam.io.WriteToText(str(sink), shard_name_template=""))
     return [eval(line) for line in sink.read_text().splitlines()]  # noqa: S307 - our own repr of tuples
 
@@ -69,9 +78,7 @@ def test_h5_full_dataset_format(block, tmp_path) -> None:
     frame = pd.DataFrame(block.speed, index=pd.to_datetime(block.times_ms, unit="ms"), columns=list(block.sensor_ids))
     frame.to_hdf(path, key="df")
     with beam.Pipeline() as p:
-        rows = p | ReadRawReadings(SourceSpec(str(path))) | beam.FlatMap(lambda b: b.values) | beam.Map(
-            RAW.decode) | beam.Map(
-            lambda r: (r["sensor_id"], r["event_time"], r["speed_mph"]))
+        rows = p | ReadRawReadings(SourceSpec(str(path))) | beam.FlatMap(rows_of)
         assert_that(rows, equal_to(expected(block)))
 
 
@@ -114,13 +121,13 @@ def test_format_detection_and_one_line_errors(tmp_path) -> None:
 
 
 def test_loaded_readings_become_the_same_raw_batches_in_chunks(block, tmp_path) -> None:
-    """An in-memory slice is emitted as a file of it is: every reading once, one RawBatch per chunk of steps."""
+    """An in-memory slice is emitted as a file of it is: every reading once, one batch per chunk of steps."""
     sink = tmp_path / "loaded"
     with beam.Pipeline() as p:
         batches = p | ReadLoadedReadings(block, chunk_steps=4)
-        _ = (batches | beam.FlatMap(lambda batch: batch.values) | beam.Map(as_row) | beam.Map(repr)
+        _ = (batches | beam.FlatMap(rows_of) | beam.Map(repr)
              | beam.io.WriteToText(str(sink), shard_name_template=""))
-        sizes = batches | beam.Map(lambda batch: len(batch.values))
+        sizes = batches | beam.Map(len)
         assert_that(sizes, equal_to([4 * 4, 4 * 4, 1 * 4]))  # 9 steps x 4 sensors in chunks of 4 steps
     rows = [eval(line) for line in sink.read_text().splitlines()]  # noqa: S307 - our own repr of tuples
     assert sorted(rows) == sorted(expected(block)) and len(rows) == 36

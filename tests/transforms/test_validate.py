@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.bad_records import VALIDATOR_REASON, BadRecordInjector, Reading
-from schemas.batches import RawBatch
+from schemas.batches import RawBatch, reading_columns
 from schemas.codec import AvroCodec
 from schemas.exceptions import SchemaError
 from schemas.records import KafkaMessage
@@ -177,6 +177,23 @@ def test_a_batch_gets_the_verdicts_of_its_records_one_by_one():
     assert [(d["reason"], d["payload"], d["source_offset"], d["key"]) for d in letters] == [
         (d["reason"], d["payload"], d["source_offset"], d["key"]) for d in expected_letters]
     assert len(events) + len(letters) == len(values)
+
+
+def test_a_raw_reading_batch_gets_the_verdicts_of_its_avro_values():
+    """A history file's readings in columns: the same events and dead letters as their Avro values, one by one."""
+    rows = [(SENSORS[i % 3], T0_MS + 300_000 * (i % 5), float(i % 90)) for i in range(12)]
+    rows += [("999999", T0_MS, 50.0),  # unknown sensor
+             (SENSORS[0], T0_MS, -3.0), (SENSORS[1], T0_MS, 500.0), (SENSORS[2], T0_MS, float("nan")),
+             (SENSORS[0], NOW_MS + 7_200_000, 50.0), (SENSORS[1], 1_000, 50.0),  # far future, before 2000
+             (SENSORS[2], T0_MS, 0.0)]  # zero: missing, still valid
+    sensor, when, speed = zip(*rows, strict=True)
+    outputs = run_one(make_fn(), reading_columns(list(sensor), list(when), list(speed)))
+    events, letters = _verdicts(outputs)
+    one_by_one = [run_one(make_fn(), reading(*row)) for row in rows]
+    expected_events, expected_letters = _verdicts([o for out in one_by_one for o in out])
+    assert events == expected_events and len(events) == 13
+    assert [(d["reason"], d["payload"]) for d in letters] == [(d["reason"], d["payload"]) for d in expected_letters]
+    assert len(letters) == 6 and all(d["payload"] == reading(*rows[12 + i]) for i, d in enumerate(letters))
 
 
 def test_replayed_2012_data_is_not_future_but_far_future_is():
