@@ -10,6 +10,11 @@ One Python loop with confluent-kafka and the project's own pieces does what
        or once the slowest partition's watermark passed it
     -> features + model (the registry's bundle, one predict per step) -> PostProcess's
        to_prediction / to_alerts -> publish predictions and alerts
+    and, as the job does unless it is told to leave them out (``scores``, ``incidents``, ``files``):
+    -> score the predictions held for a step once its window closes (the job's score_rows) -> publish scores
+    -> track incidents over the road graph at every step (the job's incident rules) -> publish incidents
+    -> an hour's aggregates, predictions and scores as one Parquet file each once the hour is closed
+       (the job's arrow_table and write_parquet_atomically)
 
 It keeps no fault tolerance, no checkpoints and no parallelism: it is what one
 process on this machine achieves, so the Beam job's rate is reported as a ratio
@@ -26,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -38,20 +45,27 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from confluent_kafka import Producer, TopicPartition  # noqa: E402
 
 from kafka_client import make_consumer, make_producer  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
-from ml.features import HISTORY_STEPS, build_features  # noqa: E402
+from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features  # noqa: E402
 from ml.handler import prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
+from ml.road_graph import bundled_road_links  # noqa: E402
+from pipelines.tables import join_path, parquet_schema  # noqa: E402
 from schemas.avro_columns import columnar_encoder  # noqa: E402
-from schemas.batches import RawBatch  # noqa: E402
+from schemas.batches import Columns, RawBatch  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.records import KafkaMessage  # noqa: E402
 from schemas.topics import TopicSettings  # noqa: E402
 from transforms.aggregate import speed_stats, window_aggregate  # noqa: E402
+from transforms.incident_rules import IncidentRules, advance  # noqa: E402
+from transforms.incidents import road_neighbours  # noqa: E402
 from transforms.postprocess import SUDDEN_DROP_MPH, to_alerts, to_prediction  # noqa: E402
+from transforms.publish import arrow_table, window_file_name, write_parquet_atomically  # noqa: E402
+from transforms.score_state import PREDICTION_FIELDS, score_rows  # noqa: E402
 from transforms.spine import late_to_dead_letters  # noqa: E402
 from transforms.validate import ValidateEvents, event_columns, make_dead_letter, system_now_ms  # noqa: E402
 
@@ -71,6 +85,9 @@ class LoopFigures:
     steps: int = 0
     predictions: int = 0
     alerts: int = 0
+    scores: int = 0
+    incidents: int = 0
+    files: int = 0
     first_record_s: float | None = None
     last_prediction_s: float | None = None
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -85,17 +102,20 @@ class LoopFigures:
         elapsed = self.elapsed_s
         return {
             "raw": self.raw, "valid": self.valid, "dead_letters": self.dead_letters, "aggregates": self.aggregates,
-            "steps": self.steps, "predictions": self.predictions, "alerts": self.alerts,
+            "steps": self.steps, "predictions": self.predictions, "alerts": self.alerts, "scores": self.scores,
+            "incidents": self.incidents, "files": self.files,
             "elapsed_s": round(elapsed, 2), "events_per_s": round(self.raw / elapsed, 1) if elapsed > 0 else None,
             "stage_s": {k: round(v, 2) for k, v in sorted(self.stage_s.items())},
         }
 
 
 class ReferenceLoop:
-    """Raw topic in, events/aggregates/predictions/alerts/dead letters out, in one thread."""
+    """Raw topic in, events/aggregates/predictions/alerts/dead letters (and scores, incidents, files) out, in one
+    thread. ``output`` is the directory of the hourly files (None: no files)."""
 
     def __init__(self, bootstrap: str, topics: TopicSettings, bundle: ModelBundle,
-                 known_sensor_ids: Sequence[str], raw_topic: str | None = None) -> None:
+                 known_sensor_ids: Sequence[str], raw_topic: str | None = None, *, scores: bool = True,
+                 incidents: bool = True, output: str | None = None, file_window_s: int = 3600) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.raw_topic = raw_topic or topics.raw
@@ -106,7 +126,8 @@ class ReferenceLoop:
         self.validate = ValidateEvents(sorted(set(known_sensor_ids) | set(self.sensor_ids)))._fn
         self.validate.setup()
         self.codecs = {name: AvroCodec(name) for name in
-                       ("traffic_event", "window_aggregate", "prediction", "alert", "dead_letter")}
+                       ("traffic_event", "window_aggregate", "prediction", "alert", "dead_letter", "score",
+                        "incident")}
         self.columnar = {name: encoder for name, codec in self.codecs.items()
                          if (encoder := columnar_encoder(codec)) is not None}
         self.figures = LoopFigures()
@@ -115,6 +136,15 @@ class ReferenceLoop:
         self._history: dict[int, np.ndarray] = {}  # step -> (n_sensors,) means
         self._closed_through = -1  # the newest step already predicted: its readings now are late
         self._watermarks: dict[int, int] = {}  # partition -> newest event time; -1 until it delivered
+        self.scores, self.incidents, self.output = scores, incidents, output
+        self._held: dict[int, list[dict]] = defaultdict(list)  # target time -> the predictions waiting for it
+        self._neighbours = road_neighbours(self.sensor_ids, bundled_road_links(self.sensor_ids))
+        self._rules = IncidentRules()
+        self._open: list = []  # the incidents open after the latest step
+        self.file_window_ms = file_window_s * 1000
+        self._schemas = {"aggregates": parquet_schema("window_aggregate"), "predictions": parquet_schema("prediction"),
+                         "scores": parquet_schema("score")}
+        self._file_parts: dict[int, dict[str, list]] = {}  # file window start -> output -> tables
 
     def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -123,9 +153,12 @@ class ReferenceLoop:
         finally:
             self.figures.stage_s[stage] += time.perf_counter() - started
 
-    def _encode(self, codec: str, records: list[dict]) -> list[bytes]:
-        """The records' values: with the sinks' columnar encoder where the record type has one."""
+    def _encode(self, codec: str, records: Any) -> list[bytes]:
+        """The records' values (dicts or a batch): with the sinks' columnar encoder where the record type has one."""
         encoder = self.columnar.get(codec)
+        if isinstance(records, Columns):
+            values = encoder.encode(records) if encoder is not None else None
+            return values if values is not None else self._encode(codec, records.records())
         if encoder is not None and records:
             values = encoder.encode_records(records)
             if values is not None:
@@ -133,13 +166,14 @@ class ReferenceLoop:
         encode = self.codecs[codec].encode
         return [encode(r) for r in records]
 
-    def _produce(self, producer: Producer, topic: str, codec: str, records: list[dict], key: str | None) -> None:
+    def _produce(self, producer: Producer, topic: str, codec: str, records: Any, key: str | None) -> None:
         started = time.perf_counter()
         values = self._encode(codec, records)
         self.figures.stage_s["encode"] += time.perf_counter() - started
         started = time.perf_counter()
-        for record, value in zip(records, values, strict=True):
-            k = record.get(key) if key else None
+        keys = records[key].tolist() if isinstance(records, Columns) else [r.get(key) for r in records] if key \
+            else [None] * len(values)
+        for k, value in zip(keys, values, strict=True):
             producer.produce(topic, value, k.encode() if isinstance(k, str) else k)
         producer.poll(0)
         self.figures.stage_s["produce"] += time.perf_counter() - started
@@ -235,6 +269,46 @@ class ReferenceLoop:
         self.figures.stage_s["postprocess"] += time.perf_counter() - started
         return predictions, alerts
 
+    def _score(self, start: int, means: np.ndarray) -> Any:
+        """The predictions held for ``start`` against its window's means (SCORED or MISSING), as a score batch."""
+        held = self._held.pop(start, None)
+        if not held:
+            return None
+        rows = {name: np.array([p[name] for p in held]) for name in PREDICTION_FIELDS}
+        actual = means[np.fromiter((self.member[p["sensor_id"]] for p in held), np.int64, len(held))]
+        return score_rows(rows, actual, system_now_ms())
+
+    def _hold(self, predictions: list[dict]) -> None:
+        for p in predictions:
+            self._held[p["target_time"]].append(p)
+
+    def _track(self, step_ms: int, means: np.ndarray, predictions: list[dict]) -> list[dict]:
+        """This step's incident records (the job's rules over the road graph)."""
+        h_index = {h: k for k, h in enumerate(HORIZONS_MIN)}
+        predicted = np.full((len(HORIZONS_MIN), len(self.sensor_ids)), np.nan)
+        for p in predictions:
+            predicted[h_index[p["horizon_min"]], self.member[p["sensor_id"]]] = p["predicted_speed_mph"]
+        model = predictions[0]["model_version"] if predictions else ""
+        records, self._open = advance(self._open, step_ms, means, predicted, self.sensor_ids, HORIZONS_MIN,
+                                      self._neighbours, self._rules, model)
+        return records
+
+    def _file(self, start: int, parts: dict[str, Any]) -> None:
+        """Adds a step's records to its hour's files; writes the hours before it (closed once a later step is)."""
+        assert self.output is not None
+        window = start - start % self.file_window_ms
+        for name, element in parts.items():  # records (dicts) or a score batch
+            if element is not None and len(element):
+                schema = self._schemas[name]
+                table = arrow_table(element, schema) if isinstance(element, Columns) else pa.Table.from_pydict(
+                    {f: [r.get(f) for r in element] for f in schema.names}, schema=schema)
+                self._file_parts.setdefault(window, {}).setdefault(name, []).append(table)
+        for done in sorted(w for w in self._file_parts if w < window):
+            for name, tables in self._file_parts.pop(done).items():
+                file = window_file_name("part", done, done + self.file_window_ms, 0)
+                write_parquet_atomically(pa.concat_tables(tables), join_path(self.output, name), file)
+                self.figures.files += 1
+
     def run(self, until_step_ms: int, expected_raw: int, timeout_s: float = 900.0,
             progress: Callable[[LoopFigures], None] | None = None) -> LoopFigures:
         """Processes the raw topic from its start until ``until_step_ms`` has been predicted."""
@@ -278,12 +352,26 @@ class ReferenceLoop:
                     self._history.pop(start - HISTORY_STEPS * STEP_MS, None)
                     f.aggregates += len(aggregates)
                     self._produce(producer, t.aggregates, "window_aggregate", aggregates, "sensor_id")
+                    scores = self._timed("scores", lambda s=start, m=means: self._score(s, m)) if self.scores else None
+                    if scores is not None:
+                        f.scores += len(scores)
+                        self._produce(producer, t.scores, "score", scores, "sensor_id")
                     predictions, alerts = self._forecast(start)
                     f.steps += 1
                     f.predictions += len(predictions)
                     f.alerts += len(alerts)
                     self._produce(producer, t.predictions, "prediction", predictions, "sensor_id")
                     self._produce(producer, t.alerts, "alert", alerts, "sensor_id")
+                    if self.scores:
+                        self._timed("scores", lambda ps=predictions: self._hold(ps))
+                    if self.incidents:
+                        incidents = self._timed("incidents", lambda s=start, m=means, ps=predictions:
+                                                self._track(s, m, ps))
+                        f.incidents += len(incidents)
+                        self._produce(producer, t.incidents, "incident", incidents, "incident_id")
+                    if self.output is not None:
+                        self._timed("files", lambda s=start, a=aggregates, ps=predictions, sc=scores: self._file(
+                            s, {"aggregates": a, "predictions": ps, "scores": sc}))
                     if start >= until_step_ms:
                         f.last_prediction_s = time.time()
                 if progress is not None and time.monotonic() - last_report >= 5:
@@ -329,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     preload = data.between(end_ms - int(args.hours * 3600_000), end_ms).only(list(bundle.context.sensor_ids))
     run_id = uuid.uuid4().hex[:8]
     names = {f: f"ref-loop-{f.replace('_', '-')}-{run_id}" for f in TopicSettings.model_fields
-             if f in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts")}
+             if f in ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "scores", "incidents")}
+    out_dir = tempfile.mkdtemp(prefix="ref-loop-")
     for future in admin.create_topics([NewTopic(n, num_partitions=args.partitions, replication_factor=1,
                                                 config={"retention.ms": "-1"}) for n in names.values()],
                                       operation_timeout=30).values():
@@ -337,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sent = replay(preload, producer_config(bootstrap), names["raw"], speed=float("inf"), progress=False)
         print(f"pre-loaded {sent.readings:,} readings in {sent.elapsed_s:.1f} s", flush=True)
-        loop = ReferenceLoop(bootstrap, TopicSettings(**names), bundle, network_sensor_ids())
+        loop = ReferenceLoop(bootstrap, TopicSettings(**names), bundle, network_sensor_ids(), output=out_dir)
         figures = loop.run(int(preload.times_ms[-1]), sent.readings, progress=lambda f: print(
             f"  {f.raw:,} raw, {f.steps} steps predicted", flush=True))
     finally:
@@ -346,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 future.result(timeout=60)
             except Exception:  # noqa: BLE001, S110 - best effort at the end
                 pass
+        shutil.rmtree(out_dir, ignore_errors=True)
     print(json.dumps(figures.as_dict()), flush=True)
     return 0
 

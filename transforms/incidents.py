@@ -39,10 +39,21 @@ from transforms.exceptions import TransformConfigError
 from transforms.incident_rules import IncidentRules, OpenIncident, advance
 from transforms.state_tables import StatefulFn
 
-__all__ = ["TrackIncidents"]
+__all__ = ["TrackIncidents", "road_neighbours"]
 
 STEP = "Incidents"
 _KEY = "network"
+
+
+def road_neighbours(sensor_ids: Sequence[str], links: Sequence[tuple[str, str]]) -> dict[int, tuple[int, ...]]:
+    """Each sensor's neighbours on the road (links taken both ways), as column indices; links outside are ignored."""
+    index = {s: i for i, s in enumerate(sensor_ids)}
+    neighbours: dict[int, set[int]] = {}
+    for a, b in links:
+        if a in index and b in index:
+            neighbours.setdefault(index[a], set()).add(index[b])
+            neighbours.setdefault(index[b], set()).add(index[a])
+    return {k: tuple(sorted(v)) for k, v in neighbours.items()}
 
 
 def _observed(snapshot: dict[str, Any]) -> tuple[str, int, Any, str]:
@@ -76,12 +87,7 @@ class _IncidentsFn(StatefulFn):
                  rules: IncidentRules, step_s: int) -> None:
         self.sensor_ids = tuple(sensor_ids)
         self.index = {s: i for i, s in enumerate(self.sensor_ids)}
-        neighbours: dict[int, set[int]] = {}
-        for a, b in links:
-            if a in self.index and b in self.index:
-                neighbours.setdefault(self.index[a], set()).add(self.index[b])
-                neighbours.setdefault(self.index[b], set()).add(self.index[a])
-        self.neighbours = {k: tuple(sorted(v)) for k, v in neighbours.items()}
+        self.neighbours = road_neighbours(self.sensor_ids, links)
         self.horizons = tuple(int(h) for h in horizons)
         self.h_index = {h: k for k, h in enumerate(self.horizons)}
         self.rules = rules
