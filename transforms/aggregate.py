@@ -45,7 +45,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.keys import factorize, shard_parts
+from transforms.keys import shard_parts
 from transforms.state_tables import StatefulFn
 
 __all__ = [
@@ -110,12 +110,10 @@ def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray) -> dict[str, np.nda
     result does not depend on the order they arrived or were combined in:
     batch and streaming agree bit for bit.
     """
-    distinct, codes = factorize(sensor_ids)  # codes in the ids' sorted order: sorting them sorts the ids
-    order = np.lexsort((speeds, codes))
-    c, v = codes[order], speeds[order]
-    starts = np.flatnonzero(np.append(True, c[1:] != c[:-1])) if len(c) else np.empty(0, np.int64)
-    unique = distinct[c[starts]]
-    counts = np.diff(np.append(starts, len(c)))
+    order = np.lexsort((speeds, sensor_ids))
+    s, v = sensor_ids[order], speeds[order]
+    unique, starts = np.unique(s, return_index=True)
+    counts = np.diff(np.append(starts, len(s)))
     observed = ~np.isnan(v)
     n_obs = np.add.reduceat(observed.astype(np.int64), starts)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -208,7 +206,7 @@ class _FlagLateFn(StatefulFn):
         marks = high_water_marks.read() or {}
         times = batch["event_time"]
         late = np.zeros(len(batch), dtype=bool)
-        unique, inverse = factorize(batch["sensor_id"])
+        unique, inverse = np.unique(batch["sensor_id"], return_inverse=True)
         for k, sensor in enumerate(unique.tolist()):
             rows = np.flatnonzero(inverse == k)
             before = marks.get(sensor, np.iinfo(np.int64).min)

@@ -35,7 +35,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
-from transforms.keys import factorize, shard_parts
+from transforms.keys import shard_parts
 from transforms.state_tables import StatefulFn
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
@@ -62,7 +62,7 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
     first_speed = np.full(n, np.nan)
     if n == 0:
         return keep, first_speed
-    unique, inverse = factorize(sensors)
+    unique, inverse = np.unique(sensors, return_inverse=True)
     for k, sensor in enumerate(unique.tolist()):
         rows = np.flatnonzero(inverse == k)
         t, v = times[rows], speeds[rows]
