@@ -140,6 +140,7 @@ class ReferenceLoop:
         self._held: dict[int, list[dict]] = defaultdict(list)  # target time -> the predictions waiting for it
         self._neighbours = road_neighbours(self.sensor_ids, bundled_road_links(self.sensor_ids))
         self._rules = IncidentRules()
+        self._horizon_row = {h: k for k, h in enumerate(HORIZONS_MIN)}
         self._open: list = []  # the incidents open after the latest step
         self.file_window_ms = file_window_s * 1000
         self._schemas = {"aggregates": parquet_schema("window_aggregate"), "predictions": parquet_schema("prediction"),
@@ -171,8 +172,10 @@ class ReferenceLoop:
         values = self._encode(codec, records)
         self.figures.stage_s["encode"] += time.perf_counter() - started
         started = time.perf_counter()
-        keys = records[key].tolist() if isinstance(records, Columns) else [r.get(key) for r in records] if key \
-            else [None] * len(values)
+        if key is None:
+            keys = [None] * len(values)
+        else:
+            keys = records[key].tolist() if isinstance(records, Columns) else [r.get(key) for r in records]
         for k, value in zip(keys, values, strict=True):
             producer.produce(topic, value, k.encode() if isinstance(k, str) else k)
         producer.poll(0)
@@ -284,10 +287,9 @@ class ReferenceLoop:
 
     def _track(self, step_ms: int, means: np.ndarray, predictions: list[dict]) -> list[dict]:
         """This step's incident records (the job's rules over the road graph)."""
-        h_index = {h: k for k, h in enumerate(HORIZONS_MIN)}
         predicted = np.full((len(HORIZONS_MIN), len(self.sensor_ids)), np.nan)
         for p in predictions:
-            predicted[h_index[p["horizon_min"]], self.member[p["sensor_id"]]] = p["predicted_speed_mph"]
+            predicted[self._horizon_row[p["horizon_min"]], self.member[p["sensor_id"]]] = p["predicted_speed_mph"]
         model = predictions[0]["model_version"] if predictions else ""
         records, self._open = advance(self._open, step_ms, means, predicted, self.sensor_ids, HORIZONS_MIN,
                                       self._neighbours, self._rules, model)
@@ -300,8 +302,8 @@ class ReferenceLoop:
         for name, element in parts.items():  # records (dicts) or a score batch
             if element is not None and len(element):
                 schema = self._schemas[name]
-                table = arrow_table(element, schema) if isinstance(element, Columns) else pa.Table.from_pydict(
-                    {f: [r.get(f) for r in element] for f in schema.names}, schema=schema)
+                table = arrow_table(element, schema) if isinstance(element, Columns) else pa.Table.from_pylist(
+                    element, schema=schema)
                 self._file_parts.setdefault(window, {}).setdefault(name, []).append(table)
         for done in sorted(w for w in self._file_parts if w < window):
             for name, tables in self._file_parts.pop(done).items():

@@ -257,11 +257,9 @@ class ValidateEventsFn(beam.DoFn):
 
     def _encoded(self, readings: Columns, i: int) -> bytes:
         """Row ``i`` of a ``raw_reading`` batch as the RawReading value a source would have sent (else its text)."""
-        record = {"sensor_id": readings["sensor_id"][i], "event_time": int(readings["event_time"][i]),
-                  "speed_mph": float(readings["speed_mph"][i])}
+        (record,) = readings.take([i]).records()
         try:
-            assert self._codec is not None
-            return self._codec.encode(record)
+            return self._codec.encode(record)  # type: ignore[union-attr] - set up before any element
         except Exception:  # noqa: BLE001 - a row the schema cannot hold is kept as text: undecodable
             return repr(record).encode("utf-8", "backslashreplace")
 
