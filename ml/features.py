@@ -290,7 +290,8 @@ def build_features_batch(histories: np.ndarray, steps_ms: np.ndarray, ctx: Featu
 
 
 def feature_columns(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> list[np.ndarray]:
-    """The ``FEATURE_NAMES`` columns of a stack of histories (B, HISTORY_STEPS, N), each (B, N) float64.
+    """The ``FEATURE_NAMES`` columns of a stack of histories (B, HISTORY_STEPS, N), each (B, N) float64 (the
+    network-wide ones are read-only broadcast views: copy before writing).
 
     ``build_features_batch`` is these columns side by side, rounded to float32.
     """

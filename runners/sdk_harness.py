@@ -4,9 +4,10 @@ Beam's harness starts a state-sampling thread for every bundle and joins it when
 the bundle ends. The thread sleeps between ticks, and its sleep grows from 2 ms
 by 1.2x per tick up to the sampling period, 200 ms, which the harness does not
 expose as an option. The join waits out the current sleep: a bundle that ran
-over about a second waits some 100 ms more, a shorter one about 8% of its time.
-Nothing else runs meanwhile in a one-worker harness. In the batch pipeline those
-waits were 0.25-0.3 s of a 3.8 s run over 7 days (docs/benchmarks.md, batch).
+over about a second waits some 100 ms more, a shorter one about 8% of its time
+(the ramp's arithmetic, from Beam's source). Nothing else runs meanwhile in a
+one-worker harness. In the batch pipeline those waits were 0.25-0.3 s of a 3.8 s
+run over 7 days (py-spy; docs/benchmarks.md, batch).
 
 :func:`shorten_state_sampling` caps the sleep at ``SAMPLING_PERIOD_MS`` for the
 harnesses this process starts from then on. A tick takes a lock and adds a time
