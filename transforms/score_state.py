@@ -117,6 +117,16 @@ def _holds(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
     return sorted_values[at] == values
 
 
+def _distinct_targets(targets: np.ndarray) -> np.ndarray:
+    """The distinct values of a non-empty array, sorted (an element's rows are most often of one target)."""
+    return targets[:1] if (targets == targets[0]).all() else np.unique(targets)
+
+
+def _each_once(codes: np.ndarray) -> bool:
+    """Whether no code repeats (non-negative ints)."""
+    return not len(codes) or int(np.bincount(codes).max()) == 1
+
+
 def _insert(table: Rows, rows: Rows) -> Rows:
     """``rows`` merged into ``table``, both kept sorted by target (a copy of the table, no sort of it)."""
     if not _size(rows):
@@ -245,6 +255,13 @@ class ScoreState(ArrayState):
             self.names = np.concatenate([self.names, np.asarray(new, str)])
         return np.fromiter(map(index.__getitem__, listed), np.int32, len(listed))
 
+    def _sensor_rows(self, sensors: np.ndarray, first_row: int) -> np.ndarray:
+        """Indexed by sensor code: the row of that sensor among ``sensors`` (the codes of one target's actuals,
+        each once, from row ``first_row`` on), -1 where it has none."""
+        rows = np.full(len(self.names), -1, np.int64)
+        rows[sensors] = np.arange(first_row, first_row + len(sensors))
+        return rows
+
     def mark_changed(self, *parts: str) -> None:
         """Notes that these parts (``"predictions"``, ``"scored"``, ``"actuals"``) must be written."""
         self.__dict__.setdefault("_changed", set()).update(parts)
@@ -318,7 +335,7 @@ class ScoreState(ArrayState):
 
     def new_targets(self, targets: np.ndarray) -> np.ndarray:
         """The distinct ``targets`` nothing is held for yet, sorted (binary search, not a pass over the tables)."""
-        distinct = np.unique(targets)
+        distinct = _distinct_targets(targets)
         held = _holds(self.predictions["target_time"], distinct) | _holds(self.actuals["target_time"], distinct)
         return distinct[~held]
 
@@ -352,12 +369,18 @@ class ScoreState(ArrayState):
                 rank[timing == name] = value
         new = self._coded(_typed({"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
                                   "count": actuals["count"], "mean": actuals["mean_speed_mph"]}, ACTUAL_FIELDS))
-        new = _take(new, _last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
+        one_target = (targets == targets[0]).all()
+        if not (one_target and _each_once(new["sensor_id"])):
+            new = _take(new, _last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
         span = _span(self.actuals, targets.min(), targets.max())
-        at = lookup([new["target_time"], new["sensor_id"]],
-                    [self.actuals["target_time"][span], self.actuals["sensor_id"][span]])
+        if one_target:  # a pane of one window: its sensors' rows found by index, not by a sort
+            at = self._sensor_rows(self.actuals["sensor_id"][span], span.start)[new["sensor_id"]]
+        else:
+            at = lookup([new["target_time"], new["sensor_id"]],
+                        [self.actuals["target_time"][span], self.actuals["sensor_id"][span]])
+            at[at >= 0] += span.start
         known = at >= 0
-        rows = at[known] + span.start
+        rows = at[known]
         better = (new["rank"][known] > self.actuals["rank"][rows]) | (
             (new["rank"][known] == self.actuals["rank"][rows]) & (new["count"][known] >= self.actuals["count"][rows]))
         for name in ("rank", "count", "mean"):  # a later pane of a known window: in place
@@ -372,7 +395,10 @@ class ScoreState(ArrayState):
         span, known = _span(self.predictions, lo, hi), _span(self.actuals, lo, hi)
         held = _take(self.predictions, span)
         actuals = _take(self.actuals, known)
-        at = lookup([held["target_time"], held["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
+        if lo == hi:  # one target: an actual per sensor, found by index
+            at = self._sensor_rows(actuals["sensor_id"], 0)[held["sensor_id"]]
+        else:
+            at = lookup([held["target_time"], held["sensor_id"]], [actuals["target_time"], actuals["sensor_id"]])
         found = (at >= 0) & ~held["scored"]
         ready = np.zeros(len(at), bool)
         ready[found] = ((actuals["rank"][at[found]] >= FINAL_RANKS[0])  # ON_TIME or LATE: the top ranks

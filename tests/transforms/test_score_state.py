@@ -225,3 +225,32 @@ def test_observe_tells_whether_a_final_pane_came_also_in_a_mixed_batch() -> None
                          strict=True))
     assert by_sensor == {"s1": 0, "s2": 3}  # EARLY and LATE, each row its own timing
     assert _observe(state, _actuals(target, [], "ON_TIME", [])) is False
+
+
+def test_panes_of_one_window_and_of_several_are_joined_alike() -> None:
+    """An element of one target is joined by sensor index, one of several by sort: the same tables and the same
+    scores either way, repeated sensors within an element included."""
+    rng = np.random.default_rng(17)
+    sensors = ["s1", "s2", "s3", "s4"]
+    by_index, by_sort = ScoreState(), ScoreState()
+    for state in (by_index, by_sort):
+        state.hold(_predictions(range(4), sensors=tuple(sensors), horizons=(15,)))
+    targets = [T0 + k * STEP for k in range(3, 7)]
+    for rnd in range(5):
+        timing = ["EARLY", "ON_TIME", "LATE", "ON_TIME", "LATE"][rnd]
+        panes = []
+        for target in targets:
+            chosen = list(rng.choice(sensors, 3))  # repeats sometimes
+            panes.append(_actuals(target, chosen, timing, list(rng.uniform(1, 70, 3)), count=int(rng.integers(1, 4))))
+        for pane in panes:
+            _observe(by_index, dict(pane))
+        merged = {name: np.concatenate([pane[name] for pane in panes]) for name in panes[0]}
+        _observe(by_sort, merged)
+        rows = [sorted(zip(*(state.actuals[name].tolist() for name in state.actuals), strict=True))
+                for state in (by_index, by_sort)]
+        assert rows[0] == rows[1] and len(rows[0]) >= len(targets)
+    ready = [state.take_ready(9, targets[0], targets[0]) for state in (by_index, by_sort)]
+    ready += [state.take_ready(9, targets[1], targets[-1]) for state in (by_index, by_sort)]
+    assert ready[0] is not None and ready[2] is not None
+    assert sorted(map(str, ready[0].records())) == sorted(map(str, ready[1].records()))
+    assert sorted(map(str, ready[2].records())) == sorted(map(str, ready[3].records()))
