@@ -9,7 +9,15 @@ Output: ``score`` batches (``schemas/avro/score.avsc``), one row per prediction 
 A prediction's actual is the mean speed of the aggregate window that starts at
 its ``target_time`` (``event_time + horizon``; the METR-LA protocol's reading at
 step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
-(the mask of ``ml.metrics.observed_mask``). When a prediction is scored:
+(the mask of ``ml.metrics.observed_mask``). EARLY panes (a window's readings
+so far, before the watermark passed its end) are left out before the shuffle:
+the window's ON_TIME pane, which holds the same readings and more
+(:class:`~transforms.aggregate.WindowedAggregate` accumulates), reaches the
+step before the target's timer can fire, because its timestamp, 1 ms before
+the window end, holds the step's watermark below the due time. An EARLY pane
+could therefore never be the pane a target is settled with, and in a catch-up
+on Flink they were half of the aggregate elements the step took (1,270 of
+2,506, each joined with its hour's table). When a prediction is scored:
 
 * as soon as both are there and the target's pane is final (ON_TIME or LATE):
   ``status=SCORED``, ``error = predicted - actual``, ``inside_interval =
@@ -19,7 +27,7 @@ step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
   a watermark that jumps ahead in a catch-up settles every target it passed at
   once; a single timer re-armed at the next due time settled one target per
   watermark advance, and in a 57-day backlog a shard held 17 days, 60 MB): SCORED with the best pane known (LATE over
-  ON_TIME over EARLY, then the larger count), or ``status=MISSING`` with null
+  ON_TIME, then the larger count), or ``status=MISSING`` with null
   actual, error and flag when no observed actual arrived. MISSING is never an
   error of zero: metrics skip it and count it.
 
@@ -82,6 +90,7 @@ SETTLED_KEEP_MS = 3 * 3600 * 1000
 # The span of target time one state key holds.
 KEY_SPAN_MS = 3600 * 1000
 _AGGREGATE = "a"
+_EARLY = "EARLY"
 
 
 def score_key(target_ms: Any) -> Any:
@@ -326,9 +335,21 @@ def _arm(flush, due_ms: int) -> None:
     flush.set(Timestamp(micros=due_ms * 1000), dynamic_timer_tag=str(due_ms))
 
 
+def _without_early_panes(element: Any) -> Any:
+    """An aggregate element without its EARLY rows (None when nothing is left; see the module doc)."""
+    if not isinstance(element, Columns):
+        return None if element.get("pane_timing") == _EARLY else element
+    early = np.asarray(element["pane_timing"]) == _EARLY
+    if not early.any():
+        return element
+    return None if early.all() else element.take(np.flatnonzero(~early))
+
+
 def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
-    """Splits an element by :func:`score_key` (hour of target time)."""
+    """Splits an element by :func:`score_key` (hour of target time); aggregates without their EARLY panes."""
     def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
+        if kind == _AGGREGATE and (element := _without_early_panes(element)) is None:
+            return
         if not isinstance(element, Columns):
             target = int(element["target_time"]) if kind == _PREDICTION else int(element["window_start"])
             target -= target % window_ms

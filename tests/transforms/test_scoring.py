@@ -24,6 +24,7 @@ from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
 from transforms.score_state import ScoreState
 from transforms.scoring import (
+    _AGGREGATE,
     _PREDICTION,
     KEY_SPAN_MS,
     MISSING,
@@ -352,6 +353,23 @@ def test_an_element_is_split_by_hour_of_target() -> None:
     one_hour = batch.take(np.flatnonzero(np.asarray(batch["horizon_min"]) == 15))
     [(_, (_, part))] = _tag(_PREDICTION, STEP_MS)(one_hour)
     assert part is one_hour  # one hour: passed on as it is
+
+
+def test_early_panes_are_left_out_before_the_shuffle() -> None:
+    """A window's ON_TIME pane always reaches the step before its target's timer: an EARLY row is never kept."""
+    step = 3
+    records = [aggregate(step, j, timing) for j, timing in enumerate(["EARLY", "ON_TIME", "EARLY", "LATE"])]
+    batch = Columns.from_records("window_aggregate", records, list(records[0]), {})
+    [(key, (kind, part))] = _tag(_AGGREGATE, STEP_MS)(batch)
+    assert key == score_key(T0 + step * STEP_MS) and kind == _AGGREGATE
+    assert list(part.records()) == [records[1], records[3]]
+    early = batch.take(np.flatnonzero(np.asarray(batch["pane_timing"]) == "EARLY"))
+    assert list(_tag(_AGGREGATE, STEP_MS)(early)) == []
+    assert list(_tag(_AGGREGATE, STEP_MS)(records[0])) == []
+    assert list(_tag(_AGGREGATE, STEP_MS)(records[1])) == [(key, (_AGGREGATE, records[1]))]
+    final = batch.take(np.asarray([1, 3]))
+    [(_, (_, part))] = _tag(_AGGREGATE, STEP_MS)(final)
+    assert part is final  # nothing left out: passed on as it is
 
 
 def _settle_all(fn: _ScoreFn, key: int, cells: dict, timers: _Timers, expire: _Timers) -> list[dict]:
