@@ -17,13 +17,14 @@ from schemas.codec import AvroCodec, wire_header
 from schemas.topics import TopicSettings
 
 __all__ = ["STAGES", "WATCHED_FIELDS", "WATCHED_TOPIC_CONFIG", "Arrivals", "PredictionKeys", "Watcher", "arrived_s",
+           "predicted_per_target", "scores_done_s",
            "stage_start_offsets", "take_reports", "watch", "watch_process"]
 
 # The topics the watcher reads have the broker stamp each record with its append time: a step's arrival is when
 # its last record reached Kafka, not when this process got round to it (a burst of 180,000 predictions at the end
 # of a catch-up took the watcher about a second to read).
 WATCHED_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
-WATCHED_FIELDS = ("events", "aggregates", "predictions")
+WATCHED_FIELDS = ("events", "aggregates", "predictions", "scores")
 
 # The prediction schema's leading fields, which PredictionKeys reads without decoding the rest.
 _KEY_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min")
@@ -39,6 +40,8 @@ class Arrivals:
     first_event_s: float | None = None
     seen: dict[int, set] = field(default_factory=dict)
     complete_s: dict[int, float] = field(default_factory=dict)
+    # Per target time: how many scores have arrived, and when the last of them did (the backlog's deferred work).
+    scored: dict[int, list] = field(default_factory=dict)
     # The paced phase's stage breakdown: per stage topic, per step, the sensors seen and when all had arrived.
     stage_parts: list = field(default_factory=list)
     stage_seen: dict[str, dict[int, set]] = field(default_factory=dict)
@@ -126,15 +129,17 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
     validated events and aggregates were complete: the latency broken down by stage.
     """
     prediction_key = PredictionKeys(AvroCodec("prediction"))
+    score_key = PredictionKeys(AvroCodec("score"))  # the same four leading fields
     stage_codecs = {topics.events: ("events", AvroCodec(STAGES["events"][0])),
                     topics.aggregates: ("aggregates", AvroCodec(STAGES["aggregates"][0]))}
     staged = False
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    assigned = {topics.events: 0, topics.predictions: 0}
+    assigned = {topics.events: 0, topics.predictions: 0, topics.scores: 0}
     for topic in assigned:
         assigned[topic] = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    pred_parts = [TopicPartition(topics.predictions, p, 0) for p in range(assigned[topics.predictions])]
+    pred_parts = [TopicPartition(topic, p, 0) for topic in (topics.predictions, topics.scores)
+                  for p in range(assigned[topic])]
     consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
     last_load = 0.0
     try:
@@ -144,8 +149,8 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
         while not stop.is_set():
             if arrivals.stage_parts and not staged:
                 reading = consumer.position(consumer.assignment())  # the predictions read on where they are
-                consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
-                                 for tp in reading if tp.topic == topics.predictions] + arrivals.stage_parts)
+                consumer.assign([TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in reading
+                                 if tp.topic in (topics.predictions, topics.scores)] + arrivals.stage_parts)
                 staged = True
             messages = consumer.consume(500, timeout=0.05)
             now = time.time()
@@ -164,6 +169,13 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                     if arrivals.first_event_s is None:
                         arrivals.first_event_s = arrived_s(message, now)
                         consumer.assign(pred_parts)  # the events' content is not needed
+                    continue
+                if message.topic() == topics.scores:
+                    _, step, horizon = score_key(message.value())
+                    with arrivals.lock:
+                        count = arrivals.scored.setdefault(step + horizon * 60_000, [0, 0.0])
+                        count[0] += 1
+                        count[1] = max(count[1], arrived_s(message, now))
                     continue
                 sensor, step, horizon = prediction_key(message.value())
                 with arrivals.lock:
@@ -186,6 +198,7 @@ def watch_process(bootstrap: str, topics: TopicSettings, expected_per_step: int,
     thread = threading.Thread(target=watch, args=(bootstrap, topics, seen, stop), daemon=True)
     thread.start()
     sent: dict[str, set] = {"complete": set(), "events": set(), "aggregates": set()}
+    sent_scored: dict[int, int] = {}
     sent_ready, sent_first, sent_loads = False, False, 0
     while thread.is_alive():
         if not stage_parts.empty():
@@ -206,10 +219,46 @@ def watch_process(bootstrap: str, topics: TopicSettings, expected_per_step: int,
                     if step not in sent[stage]:
                         out.put((stage, step, at))
                         sent[stage].add(step)
+            for target, (count, at) in seen.scored.items():
+                if sent_scored.get(target) != count:
+                    out.put(("scored", target, (count, at)))
+                    sent_scored[target] = count
             for load in seen.loads[sent_loads:]:
                 out.put(("load", None, load))
             sent_loads = len(seen.loads)
         time.sleep(0.01)
+
+
+def predicted_per_target(arrivals: Arrivals, horizons: tuple[int, ...]) -> dict[int, int]:
+    """How many predictions target each time (step + horizon), from the steps seen complete (every sensor at
+    every horizon)."""
+    per_horizon = arrivals.expected_per_step // len(horizons)
+    counts: dict[int, int] = {}
+    with arrivals.lock:
+        for step in arrivals.complete_s:
+            for horizon in horizons:
+                target = step + horizon * 60_000
+                counts[target] = counts.get(target, 0) + per_horizon
+    return counts
+
+
+def scores_short(arrivals: Arrivals, last_step_ms: int, horizons: tuple[int, ...]) -> dict[int, tuple[int, int]]:
+    """Targets up to ``last_step_ms`` not all scored yet: target -> (predictions, scores)."""
+    wanted = {t: n for t, n in predicted_per_target(arrivals, horizons).items() if t <= last_step_ms}
+    with arrivals.lock:
+        return {t: (n, arrivals.scored.get(t, [0])[0]) for t, n in wanted.items()
+                if arrivals.scored.get(t, [0])[0] < n}
+
+
+def scores_done_s(arrivals: Arrivals, last_step_ms: int, horizons: tuple[int, ...]) -> float | None:
+    """When the last score of a target up to ``last_step_ms`` arrived, once every prediction for those targets
+    has its score (each is scored once, SCORED or MISSING); None while some are still to come."""
+    wanted = {t: n for t, n in predicted_per_target(arrivals, horizons).items() if t <= last_step_ms}
+    with arrivals.lock:
+        got = {t: arrivals.scored.get(t, [0, 0.0]) for t in wanted}
+    if not wanted or any(got[t][0] < n for t, n in wanted.items()):
+        return None
+    return max(at for _, at in got.values())
 
 
 def take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
@@ -225,6 +274,8 @@ def take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:
                 arrivals.complete_s[step] = value
             elif what == "load":
                 arrivals.loads.append(value)
+            elif what == "scored":
+                arrivals.scored[step] = list(value)
             else:
                 arrivals.stage_complete_s.setdefault(what, {})[step] = value
 

@@ -18,6 +18,10 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    work: scores, incidents and hourly files included. ``--without
    scores,incidents,files`` leaves those out of both (the work the issue's
    reference named); leaving out one part at a time shows what each costs.
+   A second figure, ``all_work``, stops both clocks when the backlog's scores
+   and closed hours' files are out too (``benchmarks/backlog_work.py``): the
+   job does that work on event-time timers, often after its last prediction,
+   the loop inline before it.
 2. Latency at a paced speed: with the job caught up, the following steps are
    produced one at a time (207 RawReadings, Kafka timestamp = event time,
    flush) every ``--step-interval-s``; latency = arrival at the broker of the
@@ -55,6 +59,7 @@ import apache_beam as beam  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from benchmarks.backlog_work import all_work_done_s  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
 from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
@@ -267,6 +272,11 @@ def run(args: argparse.Namespace) -> dict:
         loads.append(os.getloadavg()[0])
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
+        work_s = _all_work_s(arrivals, last_step, None if "files" in left_out else out_dir, args)
+        work_cpu = {"worker_cpu_s": round(cpu_s(os.getpid()) - cpu_at_first_event, 1),
+                    "stage_cpu": stages.since(stages_at_first_event)}
+        print(f"all of the backlog's work (scores and closed hours' files too): {work_s} s; worker CPU from the "
+              f"first event to {work_cpu['worker_cpu_s']} s then (for the whole wait)", flush=True)
 
         watcher.stage_parts.put([(tp.topic, tp.partition, tp.offset) for tp in stage_start_offsets(bootstrap, topics)])
         acked = paced_steps(bootstrap, topics.raw, paced, args.step_interval_s)
@@ -300,6 +310,8 @@ def run(args: argparse.Namespace) -> dict:
     all_loads = loads + watcher.arrivals.loads
     events_per_s = sent.readings / drain_s
     ref_rate = reference["events_per_s"] if reference else None
+    work_rate = sent.readings / work_s if work_s else None
+    ref_work_rate = reference["all_work"]["events_per_s"] if reference and reference["all_work"] else None
     return {
         "runner": args.runner,
         "without": sorted(args.without),
@@ -317,6 +329,9 @@ def run(args: argparse.Namespace) -> dict:
         "events_per_s": round(events_per_s, 1),
         "reference_loop": reference,
         "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
+        "all_work": work_s and {"elapsed_s": round(work_s, 2), "events_per_s": round(work_rate, 1),
+                                "ratio_to_reference": round(work_rate / ref_work_rate, 3) if ref_work_rate else None,
+                                **work_cpu},
         "step_interval_s": args.step_interval_s,
         "warmup_steps_skipped": args.warmup_steps,
         "warmup_latencies_s": warmup,
@@ -355,16 +370,25 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
         wait_for(lambda: last_step_ms in seen.complete_s and seen.first_event_s is not None, 60,
                  "the reference loop's last step seen by the watcher", [])
         watched_s = seen.complete_s[last_step_ms] - seen.first_event_s
+        work_s = _all_work_s(seen, last_step_ms, None if "files" in args.without else out_dir, args)
     finally:
         watcher.stop()
         delete_topics(admin, own)
         shutil.rmtree(out_dir, ignore_errors=True)
     figures["own_clock"] = {"elapsed_s": figures["elapsed_s"], "events_per_s": figures["events_per_s"]}
     figures["elapsed_s"], figures["events_per_s"] = round(watched_s, 2), round(readings / watched_s, 1)
+    figures["all_work"] = work_s and {"elapsed_s": round(work_s, 2), "events_per_s": round(readings / work_s, 1)}
     print(f"reference loop: {readings:,} readings in {figures['elapsed_s']} s = "
           f"{figures['events_per_s']:,.0f} events/s as watched ({figures['own_clock']['events_per_s']:,.0f} by "
           f"its own clock; stages, s: {figures['stage_s']})", flush=True)
     return figures
+
+
+def _all_work_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, args: argparse.Namespace) -> float | None:
+    """From the first validated event to the end of the backlog's whole work (``backlog_work``); None when its
+    scores were not all out within 30 s."""
+    end = all_work_done_s(arrivals, last_step_ms, out_dir, args.file_window_s * 1000, "scores" not in args.without)
+    return None if end is None else end - arrivals.first_event_s
 
 
 def _interrupted(_signum: int, _frame: object) -> None:

@@ -1,0 +1,77 @@
+"""When a backlog's whole work is out, for the streaming benchmark: not only its last step's predictions.
+
+The job scores a target, and writes an hour's Parquet files, when the watermark passes them (event-time
+timers); the reference loop does both inline, before the step that closes them is predicted. Timed to the last
+prediction alone, a job whose watermark stayed behind until the backlog was read did that work after the clock
+stopped, and one whose watermark moved during the drain did it inside. :func:`all_work_done_s` stops the clock
+for both at the latest of: the last step's predictions, the last score of a target up to two steps before that
+step (every prediction for it scored once, SCORED or MISSING), and the last file of an hour closed by then.
+Two steps before, because the job's watermark passes the last window only when the next step's readings come
+(that window's ON_TIME panes, and the timers of targets without an observation, wait for it), while the loop
+closes a window once its step is complete. Incidents are not waited for (one small record a step).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.stream_watch import Arrivals, scores_done_s, scores_short
+from ml.dataset import STEP_MS
+from ml.features import HORIZONS_MIN
+
+__all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s"]
+
+# The targets and file windows waited for end this many steps before the backlog's last (see the module doc).
+SETTLED_BEHIND_STEPS = 2
+# transforms.publish.window_file_name's first pane: <prefix>-<start>-<end>-pane0.parquet
+_FIRST_PANE_FILE = re.compile(r"-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)-pane0\.parquet$")
+
+
+def _ms(stamp: str) -> int:
+    return int(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def files_done_s(directory: str, through_ms: int) -> tuple[int, float | None]:
+    """The first-pane files under ``directory`` of windows ending by ``through_ms``: (how many, when the last was
+    written: its modification time, None for none)."""
+    times = [path.stat().st_mtime for path in Path(directory).rglob("*.parquet")
+             if (found := _FIRST_PANE_FILE.search(path.name)) and _ms(found.group(2)) <= through_ms]
+    return len(times), max(times, default=None)
+
+
+def _settled_files(directory: str, through_ms: int, timeout_s: float, quiet_s: float = 3.0) -> float | None:
+    """:func:`files_done_s` once their number has held for ``quiet_s`` (the times are the writes' own)."""
+    deadline = time.monotonic() + timeout_s
+    count, last = files_done_s(directory, through_ms)
+    still_since = time.monotonic()
+    while time.monotonic() - still_since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now_count, now_last = files_done_s(directory, through_ms)
+        if now_count != count:
+            count, last, still_since = now_count, now_last, time.monotonic()
+    return last
+
+
+def all_work_done_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, file_window_ms: int,
+                    scores: bool, timeout_s: float = 30.0) -> float | None:
+    """The end of a backlog's work (see the module doc), as the broker or the file system stamped it; None (and
+    the targets still short printed) when its scores were not all out within ``timeout_s`` of the call."""
+    end = arrivals.complete_s[last_step_ms]
+    through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
+    if scores:
+        deadline = time.monotonic() + timeout_s
+        while (done := scores_done_s(arrivals, through, HORIZONS_MIN)) is None:
+            if time.monotonic() > deadline:
+                short = scores_short(arrivals, through, HORIZONS_MIN)
+                print("scores not all out: " + ", ".join(f"{(t - last_step_ms) // 60_000:+d} min {got}/{n}"
+                                                       for t, (n, got) in sorted(short.items())), flush=True)
+                return None
+            time.sleep(0.1)
+        end = max(end, done)
+    if out_dir is not None:
+        files = _settled_files(out_dir, through - through % file_window_ms, timeout_s)
+        end = end if files is None else max(end, files)
+    return end
