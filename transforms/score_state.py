@@ -133,10 +133,16 @@ def _insert(table: Rows, rows: Rows) -> Rows:
         return table
     order = np.argsort(rows["target_time"], kind="stable")
     at = np.searchsorted(table["target_time"], rows["target_time"][order], "right")
+    new_at = at + np.arange(len(at))  # each new row goes before the table row it was found at (np.insert's rule)
+    old = np.ones(_size(table) + len(at), bool)
+    old[new_at] = False
+    old_at = np.flatnonzero(old)
     merged = {}
     for name, column in table.items():
         values = rows[name][order]
-        merged[name] = np.insert(column.astype(np.result_type(column, values), copy=False), at, values)
+        merged[name] = out = np.empty(len(old), np.result_type(column, values))
+        out[new_at] = values
+        out[old_at] = column
     return merged
 
 
@@ -247,6 +253,8 @@ class ScoreState(ArrayState):
         index = self.__dict__.get("_index")
         if index is None:
             index = self.__dict__["_index"] = {name: i for i, name in enumerate(self.names.tolist())}
+        if len(values) > 1 and (values == values[0]).all():  # one value (a model version): coded once
+            return np.full(len(values), self._codes(values[:1])[0], np.int32)
         listed = values.tolist()
         new = [v for v in dict.fromkeys(listed) if v not in index]
         if new:

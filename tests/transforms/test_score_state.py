@@ -254,3 +254,27 @@ def test_panes_of_one_window_and_of_several_are_joined_alike() -> None:
     assert ready[0] is not None and ready[2] is not None
     assert sorted(map(str, ready[0].records())) == sorted(map(str, ready[1].records()))
     assert sorted(map(str, ready[2].records())) == sorted(map(str, ready[3].records()))
+
+
+def test_insert_merges_rows_as_numpy_insert_would_and_keeps_the_targets_sorted() -> None:
+    from transforms.score_state import _insert
+
+    rng = np.random.default_rng(23)
+    table = {"target_time": np.sort(rng.integers(0, 6, 30)) * STEP, "value": rng.random(30)}
+    rows = {"target_time": rng.integers(-1, 8, 12) * STEP, "value": rng.random(12)}
+    merged = _insert(table, rows)
+    order = np.argsort(rows["target_time"], kind="stable")
+    at = np.searchsorted(table["target_time"], rows["target_time"][order], "right")
+    for name in table:
+        assert merged[name].tolist() == np.insert(table[name], at, rows[name][order]).tolist()
+    assert np.all(np.diff(merged["target_time"]) >= 0) and len(merged["value"]) == 42
+    assert _insert(table, {name: column[:0] for name, column in rows.items()}) is table
+
+
+def test_a_column_of_one_value_is_coded_like_any_other() -> None:
+    state = ScoreState()
+    mixed = state._codes(np.array(["v2", "s1", "v2"]))
+    same = state._codes(np.array(["v2"] * 4))
+    assert state.names[mixed].tolist() == ["v2", "s1", "v2"] and state.names[same].tolist() == ["v2"] * 4
+    new = state._codes(np.array(["v3"] * 3))
+    assert state.names[new].tolist() == ["v3"] * 3 and len(state.names) == 3
