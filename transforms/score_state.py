@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from schemas.batches import Columns
+from transforms import sorted_tables as st
+from transforms.sorted_tables import Rows, first_of_each, lookup
 from transforms.state_tables import ArrayState
 
 __all__ = [
@@ -59,8 +61,6 @@ FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])  # the two highest r
 # The parts of a ScoreState kept in a state cell each (ScoreState.parts): what an element may have changed.
 PARTS = ("predictions", "scored", "actuals")
 
-Rows = dict[str, np.ndarray]
-
 PREDICTION_FIELDS = ("sensor_id", "event_time", "target_time", "horizon_min", "model_version",
                      "predicted_speed_mph", "lower_mph", "upper_mph", "coverage")
 # A held prediction's identity, its target first (the join of a prediction with its actual).
@@ -80,129 +80,8 @@ def _coded_empty(fields: Sequence[str]) -> Rows:
     return {name: np.empty(0, np.int32) if name in _CODED else column for name, column in _empty(fields).items()}
 
 
-def _take(rows: Rows, index: Any) -> Rows:
-    return {name: column[index] for name, column in rows.items()}
-
-
-def _concat(first: Rows, second: Rows) -> Rows:
-    return {name: np.concatenate([first[name], second[name]]) for name in first}
-
-
-def _size(rows: Rows) -> int:
-    return len(next(iter(rows.values())))
-
-
-def _by_target(rows: Rows) -> Rows:
-    return _take(rows, np.argsort(rows["target_time"], kind="stable"))
-
-
-def _distinct(sorted_values: np.ndarray) -> np.ndarray:
-    """The distinct values of a sorted array."""
-    if not len(sorted_values):
-        return sorted_values
-    return sorted_values[np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])]
-
-
-def _span(table: Rows, lo: int, hi: int) -> slice:
-    """The rows of ``table`` (sorted by target) whose target is in ``[lo, hi]``."""
-    targets = table["target_time"]
-    return slice(int(np.searchsorted(targets, lo, "left")), int(np.searchsorted(targets, hi, "right")))
-
-
-def _holds(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each of ``values``, whether the sorted array holds it."""
-    if not len(sorted_values):
-        return np.zeros(len(values), bool)
-    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
-    return sorted_values[at] == values
-
-
-def _distinct_targets(targets: np.ndarray) -> np.ndarray:
-    """The distinct values of a non-empty array, sorted (an element's rows are most often of one target)."""
-    return targets[:1] if (targets == targets[0]).all() else np.unique(targets)
-
-
-def _each_once(codes: np.ndarray) -> bool:
-    """Whether no code repeats (non-negative ints)."""
-    return not len(codes) or int(np.bincount(codes).max()) == 1
-
-
-def _insert(table: Rows, rows: Rows) -> Rows:
-    """``rows`` merged into ``table``, both kept sorted by target (a copy of the table, no sort of it)."""
-    if not _size(rows):
-        return table
-    order = np.argsort(rows["target_time"], kind="stable")
-    at = np.searchsorted(table["target_time"], rows["target_time"][order], "right")
-    new_at = at + np.arange(len(at))  # each new row goes before the table row it was found at (np.insert's rule)
-    old = np.ones(_size(table) + len(at), bool)
-    old[new_at] = False
-    old_at = np.flatnonzero(old)
-    merged = {}
-    for name, column in table.items():
-        values = rows[name][order]
-        merged[name] = out = np.empty(len(old), np.result_type(column, values))
-        out[new_at] = values
-        out[old_at] = column
-    return merged
-
-
 def _typed(rows: Mapping[str, Any], fields: Sequence[str]) -> Rows:
     return {name: np.asarray(rows[name], _DTYPES.get(name, np.float64)) for name in fields}
-
-
-def _group_starts(keys: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
-    """Over the rows in ``order``: True where a row's key differs from the previous row's."""
-    starts = np.zeros(len(order), bool)
-    if len(order):
-        starts[0] = True
-    for column in keys:
-        ordered = column[order]
-        starts[1:] |= ordered[1:] != ordered[:-1]
-    return starts
-
-
-def lookup(new: Sequence[np.ndarray], old: Sequence[np.ndarray]) -> np.ndarray:
-    """For each row of ``new`` (one array per key field), the index of the row of ``old`` with that key, or -1.
-
-    ``old``'s keys are unique. One stable sort of both together: within a key, ``old``'s row comes first.
-    """
-    n_old, n_new = len(old[0]), len(new[0])
-    if n_old == 0 or n_new == 0:
-        return np.full(n_new, -1, np.int64)
-    keys = [np.concatenate([o, n]) for o, n in zip(old, new, strict=True)]
-    origin = np.concatenate([np.zeros(n_old, np.int8), np.ones(n_new, np.int8)])
-    order = np.lexsort([origin, *keys[::-1]])
-    starts = _group_starts(keys, order)
-    first = order[np.flatnonzero(starts)][np.cumsum(starts) - 1]  # per sorted row: its key's first row
-    found = np.empty(n_old + n_new, np.int64)
-    found[order] = np.where(first < n_old, first, -1)
-    return found[n_old:]
-
-
-def first_of_each(keys: Sequence[np.ndarray]) -> np.ndarray:
-    """True for each row whose key no earlier row has."""
-    n = len(keys[0])
-    order = np.lexsort([np.arange(n), *keys[::-1]])
-    first = np.zeros(n, bool)
-    first[order[_group_starts(keys, order)]] = True
-    return first
-
-
-def _last_of_each(keys: Sequence[np.ndarray], ranked_by: Sequence[np.ndarray]) -> np.ndarray:
-    """Per key, the index of the row with the highest ``ranked_by`` (compared in order), the later of equals."""
-    n = len(keys[0])
-    order = np.lexsort([np.arange(n), *ranked_by[::-1], *keys[::-1]])
-    starts = _group_starts(keys, order)
-    ends = np.append(np.flatnonzero(starts)[1:], n) - 1
-    return order[ends]
-
-
-def _gather(values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """``values[at]`` as floats, NaN where ``at`` is -1 (no row)."""
-    out = np.full(len(at), np.nan)
-    found = at >= 0
-    out[found] = values[at[found]]
-    return out
 
 
 def is_observed_array(mean: np.ndarray) -> np.ndarray:
@@ -217,7 +96,7 @@ def score_rows(predictions: Rows, actual: np.ndarray, scored_time_ms: int) -> Co
     Rows come out ordered by key (target, sensor, event time, horizon, model version).
     """
     order = np.lexsort([predictions[name] for name in KEY_FIELDS[::-1]])
-    p = _take(predictions, order)
+    p = st.take(predictions, order)
     observed = is_observed_array(actual[order])
     actual_mph = np.where(observed, actual[order], np.nan)
     inside = np.full(len(order), None, object)
@@ -331,34 +210,34 @@ class ScoreState(ArrayState):
         if held:
             fields = (*PREDICTION_FIELDS, "scored")
             rows = _typed({name: [p[name] for p in held] for name in fields}, fields)
-            state.predictions = _by_target(state._coded(rows))
+            state.predictions = st.by_target(state._coded(rows))
         if actuals:
             rows = _typed(dict(zip(ACTUAL_FIELDS, zip(*actuals, strict=True), strict=True)), ACTUAL_FIELDS)
-            state.actuals = _by_target(state._coded(rows))
+            state.actuals = st.by_target(state._coded(rows))
         return state
 
     def targets(self) -> np.ndarray:
         """The targets anything is held for, sorted."""
-        return np.union1d(_distinct(self.predictions["target_time"]), _distinct(self.actuals["target_time"]))
+        return np.union1d(st.distinct(self.predictions["target_time"]), st.distinct(self.actuals["target_time"]))
 
     def new_targets(self, targets: np.ndarray) -> np.ndarray:
         """The distinct ``targets`` nothing is held for yet, sorted (binary search, not a pass over the tables)."""
-        distinct = _distinct_targets(targets)
-        held = _holds(self.predictions["target_time"], distinct) | _holds(self.actuals["target_time"], distinct)
+        distinct = st.distinct_targets(targets)
+        held = st.holds(self.predictions["target_time"], distinct) | st.holds(self.actuals["target_time"], distinct)
         return distinct[~held]
 
     def hold(self, predictions: Mapping[str, Any]) -> int:
         """Adds predictions; the number left out as duplicates (a key already held, scored or earlier here)."""
         rows = self._coded(_typed(predictions, PREDICTION_FIELDS))
-        if not _size(rows):
+        if not st.size(rows):
             return 0
-        span = _span(self.predictions, rows["target_time"].min(), rows["target_time"].max())
+        span = st.span(self.predictions, rows["target_time"].min(), rows["target_time"].max())
         keys = [rows[name] for name in KEY_FIELDS]
         new = first_of_each(keys)
         new &= lookup(keys, [self.predictions[name][span] for name in KEY_FIELDS]) < 0
         rows["scored"] = np.zeros(len(new), bool)
         if new.any():
-            self.predictions = _insert(self.predictions, _take(rows, new))
+            self.predictions = st.insert(self.predictions, st.take(rows, new))
             self.mark_changed("predictions", "scored")  # rows inserted: the flags move with them
         return int(len(new) - new.sum())
 
@@ -378,9 +257,9 @@ class ScoreState(ArrayState):
         new = self._coded(_typed({"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
                                   "count": actuals["count"], "mean": actuals["mean_speed_mph"]}, ACTUAL_FIELDS))
         one_target = (targets == targets[0]).all()
-        if not (one_target and _each_once(new["sensor_id"])):
-            new = _take(new, _last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
-        span = _span(self.actuals, targets.min(), targets.max())
+        if not (one_target and st.each_once(new["sensor_id"])):
+            new = st.take(new, st.last_of_each([new["target_time"], new["sensor_id"]], [new["rank"], new["count"]]))
+        span = st.span(self.actuals, targets.min(), targets.max())
         if one_target:  # a pane of one window: its sensors' rows found by index, not by a sort
             at = self._sensor_rows(self.actuals["sensor_id"][span], span.start)[new["sensor_id"]]
         else:
@@ -393,16 +272,16 @@ class ScoreState(ArrayState):
             (new["rank"][known] == self.actuals["rank"][rows]) & (new["count"][known] >= self.actuals["count"][rows]))
         for name in ("rank", "count", "mean"):  # a later pane of a known window: in place
             self.actuals[name][rows[better]] = new[name][known][better]
-        self.actuals = _insert(self.actuals, _take(new, ~known))
+        self.actuals = st.insert(self.actuals, st.take(new, ~known))
         self.mark_changed("actuals")
         return bool((rank >= FINAL_RANKS[0]).any())
 
     def take_ready(self, now_ms: int, lo: int, hi: int) -> Columns | None:
         """Scores the predictions for targets in ``[lo, hi]`` not scored yet whose actual is final (ON_TIME or
         LATE) and observed."""
-        span, known = _span(self.predictions, lo, hi), _span(self.actuals, lo, hi)
-        held = _take(self.predictions, span)
-        actuals = _take(self.actuals, known)
+        span, known = st.span(self.predictions, lo, hi), st.span(self.actuals, lo, hi)
+        held = st.take(self.predictions, span)
+        actuals = st.take(self.actuals, known)
         if lo == hi:  # one target: an actual per sensor, found by index
             at = self._sensor_rows(actuals["sensor_id"], 0)[held["sensor_id"]]
         else:
@@ -415,7 +294,7 @@ class ScoreState(ArrayState):
             return None
         held["scored"][ready] = True  # a view of the table's rows: marked in place
         self.mark_changed("scored")
-        return score_rows(self._named(_take(held, ready)), actuals["mean"][at[ready]], now_ms)
+        return score_rows(self._named(st.take(held, ready)), actuals["mean"][at[ready]], now_ms)
 
     def settle(self, done: np.ndarray, now_ms: int) -> tuple[Columns | None, Rows, Rows]:
         """Scores every prediction of the ``done`` targets not scored yet against the best actual known (MISSING
@@ -424,16 +303,16 @@ class ScoreState(ArrayState):
         waiting = settling & ~self.predictions["scored"]
         at = lookup([self.predictions["target_time"][waiting], self.predictions["sensor_id"][waiting]],
                     [self.actuals["target_time"], self.actuals["sensor_id"]])
-        scores = score_rows(self._named(_take(self.predictions, waiting)), _gather(self.actuals["mean"], at),
+        scores = score_rows(self._named(st.take(self.predictions, waiting)), st.gather(self.actuals["mean"], at),
                             now_ms) if waiting.any() else None
         actuals = np.isin(self.actuals["target_time"], done)
         keys = self._named({name: self.predictions[name][settling] for name in KEY_FIELDS})
         settled = self._named({name: self.actuals[name][actuals] for name in SETTLED_FIELDS})
         if settling.any():
-            self.predictions = _take(self.predictions, ~settling)
+            self.predictions = st.take(self.predictions, ~settling)
             self.mark_changed("predictions", "scored")
         if actuals.any():
-            self.actuals = _take(self.actuals, ~actuals)
+            self.actuals = st.take(self.actuals, ~actuals)
             self.mark_changed("actuals")
         return scores, settled, keys
 
@@ -465,26 +344,26 @@ class Settled(ArrayState):
     def keep_from(self, first_ms: int) -> None:
         """Forgets the targets before ``first_ms``."""
         self.targets = self.targets[self.targets >= first_ms]
-        self.actuals = _take(self.actuals, self.actuals["target_time"] >= first_ms)
-        self.keys = _take(self.keys, self.keys["target_time"] >= first_ms)
+        self.actuals = st.take(self.actuals, self.actuals["target_time"] >= first_ms)
+        self.keys = st.take(self.keys, self.keys["target_time"] >= first_ms)
 
     def add(self, targets: np.ndarray, actuals: Rows, keys: Rows) -> None:
         self.targets = np.union1d(self.targets, np.asarray(targets, np.int64))
-        self.actuals = _concat(self.actuals, actuals)
-        self.keys = _concat(self.keys, keys)
+        self.actuals = st.concat(self.actuals, actuals)
+        self.keys = st.concat(self.keys, keys)
 
     def score_late(self, predictions: Mapping[str, Any], now_ms: int) -> tuple[Columns | None, int]:
         """Predictions for settled targets: each scored once against the kept actual (MISSING where the shard had
         none); predictions for targets not kept are dropped. (scores, duplicates left out)."""
         rows = _typed(predictions, PREDICTION_FIELDS)
-        rows = _take(rows, np.isin(rows["target_time"], self.targets))
+        rows = st.take(rows, np.isin(rows["target_time"], self.targets))
         keys = [rows[name] for name in KEY_FIELDS]
-        new = first_of_each(keys) if _size(rows) else np.zeros(0, bool)
+        new = first_of_each(keys) if st.size(rows) else np.zeros(0, bool)
         new &= lookup(keys, [self.keys[name] for name in KEY_FIELDS]) < 0
         duplicates = int(len(new) - new.sum())
         if not new.any():
             return None, duplicates
-        rows = _take(rows, new)
+        rows = st.take(rows, new)
         at = lookup([rows["target_time"], rows["sensor_id"]], [self.actuals["target_time"], self.actuals["sensor_id"]])
-        self.keys = _concat(self.keys, {name: rows[name] for name in KEY_FIELDS})
-        return score_rows(rows, _gather(self.actuals["mean"], at), now_ms), duplicates
+        self.keys = st.concat(self.keys, {name: rows[name] for name in KEY_FIELDS})
+        return score_rows(rows, st.gather(self.actuals["mean"], at), now_ms), duplicates
