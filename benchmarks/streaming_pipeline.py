@@ -57,16 +57,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import apache_beam as beam  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from benchmarks.backlog_work import all_work_done_s  # noqa: E402
+from benchmarks.bench_topics import create_topics, delete_topics, wait_for  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
-from benchmarks.reference_loop import ReferenceLoop  # noqa: E402
+from benchmarks.reference_run import all_work_s, run_reference  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
 from benchmarks.stream_watch import (  # noqa: E402
     STAGES,
-    WATCHED_FIELDS,
-    WATCHED_TOPIC_CONFIG,
     Arrivals,
     Watcher,
     stage_start_offsets,
@@ -81,9 +78,6 @@ from pipelines.streaming import StreamingConfig, build_pipeline  # noqa: E402
 from runners.flink_jobs import cancel_flink_jobs  # noqa: E402
 from runners.presets import pipeline_options  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
-from schemas.topics import TopicSettings  # noqa: E402
-
-TOPIC_FIELDS = ("raw", "events", "dead_letters", "aggregates", "predictions", "alerts", "incidents", "scores")
 
 
 class ServiceDown(Exception):
@@ -109,34 +103,6 @@ def check_services(runner: str, settings: PlatformSettings) -> None:
     except OSError:
         raise ServiceDown(f"the Beam job server at {settings.host}:{settings.job_server_port} is not reachable "
                           "(start it with `traffic platform up jobserver`)") from None
-
-
-def create_topics(admin: AdminClient, run_id: str, partitions: int, prefix: str = "bench-stream") -> TopicSettings:
-    names = {f: f"{prefix}-{f.replace('_', '-')}-{run_id}" for f in TOPIC_FIELDS}
-    new = [NewTopic(n, num_partitions=partitions, replication_factor=1,
-                    config={"retention.ms": "-1", **(WATCHED_TOPIC_CONFIG if f in WATCHED_FIELDS else {})})
-           for f, n in names.items()]
-    for future in admin.create_topics(new, operation_timeout=30).values():
-        future.result(timeout=60)
-    return TopicSettings(**names)
-
-
-def delete_topics(admin: AdminClient, topics: TopicSettings) -> None:
-    for future in admin.delete_topics([getattr(topics, f) for f in TOPIC_FIELDS], operation_timeout=30).values():
-        try:
-            future.result(timeout=60)
-        except Exception:  # noqa: BLE001, S110 - best effort at the end
-            pass
-
-
-def wait_for(predicate, timeout_s: float, what: str, failure: list) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if failure:
-            raise RuntimeError(f"the streaming job failed: {failure[0]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def paced_steps(bootstrap: str, topic: str, data, interval_s: float) -> dict[int, float]:
@@ -272,7 +238,7 @@ def run(args: argparse.Namespace) -> dict:
         loads.append(os.getloadavg()[0])
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
-        work_s = _all_work_s(arrivals, last_step, None if "files" in left_out else out_dir, args)
+        work_s = all_work_s(arrivals, last_step, None if "files" in left_out else out_dir, args)
         work_cpu = {"worker_cpu_s": round(cpu_s(os.getpid()) - cpu_at_first_event, 1),
                     "stage_cpu": stages.since(stages_at_first_event)}
         print(f"all of the backlog's work (scores and closed hours' files too): {work_s} s; worker CPU from the "
@@ -345,50 +311,6 @@ def run(args: argparse.Namespace) -> dict:
         "stage_latency_p50_s": stage_p50,
         "load_avg_1m": {"min": min(all_loads), "mean": round(statistics.mean(all_loads), 2), "max": max(all_loads)},
     }
-
-
-def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, registry: str, run_id: str,
-                  args: argparse.Namespace, readings: int, last_step_ms: int, sensors: int) -> dict:
-    """The reference loop over the job's pre-loaded raw topic, into topics of its own (deleted after).
-
-    Timed twice: by its own clock (first record consumed to last prediction delivered) and, like the job, by a
-    watcher (the broker's append times of the first validated event and of the last step's last prediction),
-    the figure the ratio uses.
-    """
-    own = create_topics(admin, run_id, args.partitions, prefix="bench-ref")
-    watcher = Watcher(bootstrap, own, sensors * len(HORIZONS_MIN), sensors)
-    out_dir = tempfile.mkdtemp(prefix="stream-bench-ref-")
-    try:
-        watcher.wait_ready()
-        # The job's work, parts left out as the job's are (--without).
-        loop = ReferenceLoop(bootstrap, own, ModelRegistry(registry).load(), network_sensor_ids(),
-                             raw_topic=topics.raw, scores="scores" not in args.without,
-                             incidents="incidents" not in args.without,
-                             output=None if "files" in args.without else out_dir, file_window_s=args.file_window_s)
-        figures = loop.run(last_step_ms, readings, timeout_s=args.timeout_s).as_dict()
-        seen = watcher.arrivals
-        wait_for(lambda: last_step_ms in seen.complete_s and seen.first_event_s is not None, 60,
-                 "the reference loop's last step seen by the watcher", [])
-        watched_s = seen.complete_s[last_step_ms] - seen.first_event_s
-        work_s = _all_work_s(seen, last_step_ms, None if "files" in args.without else out_dir, args)
-    finally:
-        watcher.stop()
-        delete_topics(admin, own)
-        shutil.rmtree(out_dir, ignore_errors=True)
-    figures["own_clock"] = {"elapsed_s": figures["elapsed_s"], "events_per_s": figures["events_per_s"]}
-    figures["elapsed_s"], figures["events_per_s"] = round(watched_s, 2), round(readings / watched_s, 1)
-    figures["all_work"] = work_s and {"elapsed_s": round(work_s, 2), "events_per_s": round(readings / work_s, 1)}
-    print(f"reference loop: {readings:,} readings in {figures['elapsed_s']} s = "
-          f"{figures['events_per_s']:,.0f} events/s as watched ({figures['own_clock']['events_per_s']:,.0f} by "
-          f"its own clock; stages, s: {figures['stage_s']})", flush=True)
-    return figures
-
-
-def _all_work_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, args: argparse.Namespace) -> float | None:
-    """From the first validated event to the end of the backlog's whole work (``backlog_work``); None when its
-    scores were not all out within 30 s."""
-    end = all_work_done_s(arrivals, last_step_ms, out_dir, args.file_window_s * 1000, "scores" not in args.without)
-    return None if end is None else end - arrivals.first_event_s
 
 
 def _interrupted(_signum: int, _frame: object) -> None:
