@@ -13,33 +13,35 @@ closes a window once its step is complete. Incidents are not waited for (one sma
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.stream_watch import Arrivals, scores_done_s, scores_short
+from benchmarks.stream_watch import Arrivals, score_progress
 from ml.dataset import STEP_MS
 from ml.features import HORIZONS_MIN
+from transforms.publish import file_window
 
-__all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s"]
+__all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s", "scores_done_s"]
 
 # The targets and file windows waited for end this many steps before the backlog's last (see the module doc).
 SETTLED_BEHIND_STEPS = 2
-# transforms.publish.window_file_name's first pane: <prefix>-<start>-<end>-pane0.parquet
-_FIRST_PANE_FILE = re.compile(r"-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)-pane0\.parquet$")
-
-
-def _ms(stamp: str) -> int:
-    return int(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def files_done_s(directory: str, through_ms: int) -> tuple[int, float | None]:
     """The first-pane files under ``directory`` of windows ending by ``through_ms``: (how many, when the last was
     written: its modification time, None for none)."""
     times = [path.stat().st_mtime for path in Path(directory).rglob("*.parquet")
-             if (found := _FIRST_PANE_FILE.search(path.name)) and _ms(found.group(2)) <= through_ms]
+             if (window := file_window(path.name)) is not None and window[2] == 0 and window[1] <= through_ms]
     return len(times), max(times, default=None)
+
+
+def scores_done_s(arrivals: Arrivals, through_ms: int) -> float | None:
+    """When the last score of a target up to ``through_ms`` arrived, once every prediction for those targets has
+    its score (each is scored once, SCORED or MISSING); None while some are still to come."""
+    progress = score_progress(arrivals, through_ms, HORIZONS_MIN)
+    if not progress or any(got < n for n, got, _ in progress.values()):
+        return None
+    return max(at for _, _, at in progress.values())
 
 
 def _settled_files(directory: str, through_ms: int, timeout_s: float, quiet_s: float = 3.0) -> float | None:
@@ -63,9 +65,10 @@ def all_work_done_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, 
     through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
     if scores:
         deadline = time.monotonic() + timeout_s
-        while (done := scores_done_s(arrivals, through, HORIZONS_MIN)) is None:
+        while (done := scores_done_s(arrivals, through)) is None:
             if time.monotonic() > deadline:
-                short = scores_short(arrivals, through, HORIZONS_MIN)
+                short = {t: (n, got) for t, (n, got, _) in score_progress(arrivals, through, HORIZONS_MIN).items()
+                         if got < n}
                 print("scores not all out: " + ", ".join(f"{(t - last_step_ms) // 60_000:+d} min {got}/{n}"
                                                        for t, (n, got) in sorted(short.items())), flush=True)
                 return None

@@ -17,7 +17,7 @@ from schemas.codec import AvroCodec, wire_header
 from schemas.topics import TopicSettings
 
 __all__ = ["STAGES", "WATCHED_FIELDS", "WATCHED_TOPIC_CONFIG", "Arrivals", "PredictionKeys", "Watcher", "arrived_s",
-           "predicted_per_target", "scores_done_s",
+           "predicted_per_target", "score_progress",
            "stage_start_offsets", "take_reports", "watch", "watch_process"]
 
 # The topics the watcher reads have the broker stamp each record with its append time: a step's arrival is when
@@ -242,23 +242,12 @@ def predicted_per_target(arrivals: Arrivals, horizons: tuple[int, ...]) -> dict[
     return counts
 
 
-def scores_short(arrivals: Arrivals, last_step_ms: int, horizons: tuple[int, ...]) -> dict[int, tuple[int, int]]:
-    """Targets up to ``last_step_ms`` not all scored yet: target -> (predictions, scores)."""
-    wanted = {t: n for t, n in predicted_per_target(arrivals, horizons).items() if t <= last_step_ms}
+def score_progress(arrivals: Arrivals, through_ms: int, horizons: tuple[int, ...]) -> dict[int, tuple[int, int, float]]:
+    """Per target up to ``through_ms`` that predictions seen complete aim at: (predictions, scores arrived, when
+    the last of those scores arrived)."""
+    wanted = {t: n for t, n in predicted_per_target(arrivals, horizons).items() if t <= through_ms}
     with arrivals.lock:
-        return {t: (n, arrivals.scored.get(t, [0])[0]) for t, n in wanted.items()
-                if arrivals.scored.get(t, [0])[0] < n}
-
-
-def scores_done_s(arrivals: Arrivals, last_step_ms: int, horizons: tuple[int, ...]) -> float | None:
-    """When the last score of a target up to ``last_step_ms`` arrived, once every prediction for those targets
-    has its score (each is scored once, SCORED or MISSING); None while some are still to come."""
-    wanted = {t: n for t, n in predicted_per_target(arrivals, horizons).items() if t <= last_step_ms}
-    with arrivals.lock:
-        got = {t: arrivals.scored.get(t, [0, 0.0]) for t in wanted}
-    if not wanted or any(got[t][0] < n for t, n in wanted.items()):
-        return None
-    return max(at for _, at in got.values())
+        return {t: (n, *arrivals.scored.get(t, (0, 0.0))) for t, n in wanted.items()}
 
 
 def take_reports(out: multiprocessing.Queue, arrivals: Arrivals) -> None:

@@ -14,6 +14,7 @@ under a final name; a failed attempt's temporary file is deleted when possible.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,7 +34,8 @@ from schemas.codec import AvroCodec
 from transforms.exceptions import SinkWriteError, TransformConfigError
 from transforms.kafka_io import WriteToKafka
 
-__all__ = ["PublishToKafka", "WriteWindowedParquetFiles", "arrow_table", "retrying", "window_file_name",
+__all__ = ["PublishToKafka", "WriteWindowedParquetFiles", "arrow_table", "file_window", "retrying",
+           "window_file_name",
            "write_parquet_atomically"]
 
 log = logging.getLogger(__name__)
@@ -206,13 +208,29 @@ def write_parquet_atomically(table: pa.Table, directory: str, name: str, **write
     return final
 
 
+_FILE_STAMP = "%Y%m%dT%H%M%SZ"
+_WINDOW_FILE = re.compile(r"-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)-pane(\d+)\.parquet$")
+
+
 def window_file_name(prefix: str, start_ms: int, end_ms: int, pane_index: int) -> str:
     """``<prefix>-<start>-<end>-pane<i>.parquet`` with UTC times like 20120627T000500Z (no ':', for HDFS)."""
 
     def stamp(ms: int) -> str:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime(_FILE_STAMP)
 
     return f"{prefix}-{stamp(start_ms)}-{stamp(end_ms)}-pane{pane_index}.parquet"
+
+
+def file_window(name: str) -> tuple[int, int, int] | None:
+    """The (window start ms, window end ms, pane index) a :func:`window_file_name` names; None for another name."""
+    found = _WINDOW_FILE.search(name)
+    if found is None:
+        return None
+
+    def ms(stamp: str) -> int:
+        return int(datetime.strptime(stamp, _FILE_STAMP).replace(tzinfo=UTC).timestamp() * 1000)
+
+    return ms(found.group(1)), ms(found.group(2)), int(found.group(3))
 
 
 class WriteWindowedParquetFiles(beam.PTransform):

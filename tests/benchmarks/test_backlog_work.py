@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.backlog_work import SETTLED_BEHIND_STEPS, all_work_done_s, files_done_s  # noqa: E402
-from benchmarks.stream_watch import Arrivals, predicted_per_target, scores_done_s, scores_short  # noqa: E402
+from benchmarks.backlog_work import SETTLED_BEHIND_STEPS, all_work_done_s, files_done_s, scores_done_s  # noqa: E402
+from benchmarks.stream_watch import Arrivals, predicted_per_target, score_progress  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
+from ml.features import HORIZONS_MIN  # noqa: E402
 from transforms.publish import window_file_name  # noqa: E402
 
 HOUR = 3_600_000
 T0 = 1_338_508_800_000  # 2012-06-01 00:00 UTC
-HORIZONS = (15, 30)
+HORIZONS = HORIZONS_MIN  # what the benchmark waits for
 SENSORS = 2
 
 
@@ -28,6 +29,7 @@ def test_predictions_per_target_count_every_sensor_of_every_complete_step() -> N
     counts = predicted_per_target(_arrivals(4), HORIZONS)
     assert counts[T0 + 15 * 60_000] == SENSORS  # step 0's 15-minute predictions
     assert counts[T0 + 30 * 60_000] == 2 * SENSORS  # step 3's 15-minute and step 0's 30-minute ones
+    assert counts[T0 + 60 * 60_000] == SENSORS  # step 0's 60-minute ones
     assert sum(counts.values()) == 4 * SENSORS * len(HORIZONS)
 
 
@@ -37,14 +39,16 @@ def test_scores_are_done_once_every_prediction_of_every_target_up_to_the_mark_is
     wanted = {t: n for t, n in predicted_per_target(arrivals, HORIZONS).items() if t <= through}
     arrivals.scored = {t: [n, 200.0 + i] for i, (t, n) in enumerate(sorted(wanted.items()))}
     last = max(at for _, at in arrivals.scored.values())
-    assert scores_done_s(arrivals, through, HORIZONS) == last and scores_short(arrivals, through, HORIZONS) == {}
+    assert scores_done_s(arrivals, through) == last
+    assert all(got == n for n, got, _ in score_progress(arrivals, through, HORIZONS).values())
     first = min(wanted)
     arrivals.scored[first] = [wanted[first] - 1, 150.0]  # one score still to come
-    assert scores_done_s(arrivals, through, HORIZONS) is None
-    assert scores_short(arrivals, through, HORIZONS) == {first: (wanted[first], wanted[first] - 1)}
+    assert scores_done_s(arrivals, through) is None
+    assert score_progress(arrivals, through, HORIZONS)[first] == (wanted[first], wanted[first] - 1, 150.0)
     arrivals.scored[T0 + 30 * HOUR] = [1, 900.0]  # a target after the mark: not waited for, not counted
     arrivals.scored[first] = [wanted[first], 150.0]
-    assert scores_done_s(arrivals, through, HORIZONS) == last
+    assert scores_done_s(arrivals, through) == last
+    assert scores_done_s(_arrivals(0), through) is None  # nothing predicted: nothing to wait for yet
 
 
 def test_files_of_windows_closed_by_the_mark_give_their_last_write(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from schemas.batches import Columns
 from schemas.exceptions import SchemaError
 from transforms.exceptions import SinkWriteError, TransformConfigError
-from transforms.publish import WriteWindowedParquetFiles, retrying, window_file_name
+from transforms.publish import WriteWindowedParquetFiles, file_window, retrying, window_file_name
 
 SCHEMA = pa.schema([("sensor_id", pa.string()), ("speed_mph", pa.float64())])
 T0_MS = 1_338_508_800_000  # 2012-06-01T00:00:00Z
@@ -57,6 +57,13 @@ def test_writing_a_window_again_replaces_its_file_and_leaves_no_temporary_file(t
 def test_file_names_have_no_colon_for_hdfs():
     name = window_file_name("part", T0_MS + 3_723_000, T0_MS + 4_023_000, 2)
     assert name == "part-20120601T010203Z-20120601T010703Z-pane2.parquet" and ":" not in name
+
+
+def test_a_file_name_gives_back_its_window_and_pane():
+    name = window_file_name("scores-part", T0_MS + 3_600_000, T0_MS + 7_200_000, 3)
+    assert file_window(name) == (T0_MS + 3_600_000, T0_MS + 7_200_000, 3)
+    assert file_window(f"/some/dir/{name}") == (T0_MS + 3_600_000, T0_MS + 7_200_000, 3)
+    assert file_window("part-20120601T010203Z.parquet") is None and file_window(name + ".tmp") is None
 
 
 class _Clock:
