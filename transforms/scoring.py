@@ -17,7 +17,7 @@ step before the target's timer can fire, because its timestamp, 1 ms before
 the window end, holds the step's watermark below the due time. An EARLY pane
 could therefore never be the pane a target is settled with, and in a catch-up
 on Flink they were half of the aggregate elements the step took (1,270 of
-2,506, each joined with its hour's table). When a prediction is scored:
+2,506 in an ad-hoc count, each joined with its hour's table). When a prediction is scored:
 
 * as soon as both are there and the target's pane is final (ON_TIME or LATE):
   ``status=SCORED``, ``error = predicted - actual``, ``inside_interval =
