@@ -59,3 +59,22 @@ def test_batches_concatenate_in_order_and_only_alike() -> None:
                   Columns("score", dict(b.data))):
         with pytest.raises(ValueError, match="cannot concatenate"):
             Columns.concat([a, other])
+
+
+def test_a_text_column_of_one_value_travels_as_that_value() -> None:
+    n = 621
+    version = "20261206T014903Z-da05fb"
+    batch = Columns("prediction", {"sensor_id": np.array([f"7{i % 207:05d}" for i in range(n)]),
+                                   "model_version": np.full(n, version), "x": np.arange(n, dtype=np.float64)})
+    mixed = Columns("prediction", {**batch.data, "model_version": np.array([version] * (n - 1) + ["other"])})
+    one, two = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), pickle.dumps(mixed, pickle.HIGHEST_PROTOCOL)
+    assert len(two) - len(one) >= n * 4 * len(version) - 200  # the mixed column travels row by row, this one not
+    for original, sent in ((batch, one), (mixed, two)):
+        back = pickle.loads(sent)
+        assert list(back.data) == list(original.data)
+        for name, column in original.data.items():
+            assert back[name].dtype == column.dtype and back[name].flags.writeable, name
+            np.testing.assert_array_equal(back[name], column)
+    back = pickle.loads(one)
+    back["model_version"][0] = "changed"  # its own array, not a shared one
+    assert back["model_version"][1] == version
