@@ -8,7 +8,7 @@ aggregates, a snapshot per step and a batch of predictions per step::
     traffic-raw -> ReadFromKafka -> ValidateEvents -> DeduplicateEvents -> traffic-events
                                         '-> dead letters (invalid, duplicate, too late) -> traffic-dlq
     events -> WindowedAggregate (5-min event-time windows, an early pane per input part)
-           -> traffic-aggregates + <output>/aggregates/*.parquet
+           -> traffic-aggregates (every pane) + <output>/aggregates/*.parquet (final panes: on-time, late)
            -> NetworkHistory (12 steps x all sensors, emitted once every sensor reported the step)
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
            -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
@@ -41,6 +41,7 @@ from transforms.counting import CountRecords
 from transforms.forecast import Forecast
 from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
+from transforms.panes import FinalPanes
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka, WriteWindowedParquetFiles
 from transforms.scoring import ScoreForecasts
@@ -149,9 +150,12 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
         schemas = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}
+        # The files keep each window's final panes (ON_TIME, LATE): an EARLY pane's rows are superseded (half the
+        # aggregate rows of a catch-up; transforms/panes.py). The topic keeps them.
+        files = {**outputs, "aggregates": aggregates | "FinalPanesForFiles" >> FinalPanes()}
         # A record behind the watermark (those after a stall) goes to a later pane's file instead of being dropped.
         windowed = {name: records | f"Window{name.capitalize()}ForFiles" >> beam.WindowInto(
             beam.window.FixedWindows(cfg.file_window_s), allowed_lateness=cfg.file_lateness_s)
-            for name, records in outputs.items()}
+            for name, records in files.items()}
         _ = windowed | "WriteFiles" >> WriteWindowedParquetFiles(
             {name: (join_path(cfg.output, name), parquet_schema(schemas[name])) for name in windowed})

@@ -77,6 +77,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
+from transforms.panes import without_early_panes
 from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
 from transforms.state_tables import StatefulFn, StateTable
 from transforms.validate import system_now_ms
@@ -90,7 +91,6 @@ SETTLED_KEEP_MS = 3 * 3600 * 1000
 # The span of target time one state key holds.
 KEY_SPAN_MS = 3600 * 1000
 _AGGREGATE = "a"
-_EARLY = "EARLY"
 
 
 def score_key(target_ms: Any) -> Any:
@@ -335,20 +335,10 @@ def _arm(flush, due_ms: int) -> None:
     flush.set(Timestamp(micros=due_ms * 1000), dynamic_timer_tag=str(due_ms))
 
 
-def _without_early_panes(element: Any) -> Any:
-    """An aggregate element without its EARLY rows (None when nothing is left; see the module doc)."""
-    if not isinstance(element, Columns):
-        return None if element.get("pane_timing") == _EARLY else element
-    early = np.asarray(element["pane_timing"]) == _EARLY
-    if not early.any():
-        return element
-    return None if early.all() else element.take(np.flatnonzero(~early))
-
-
 def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
     """Splits an element by :func:`score_key` (hour of target time); aggregates without their EARLY panes."""
     def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
-        if kind == _AGGREGATE and (element := _without_early_panes(element)) is None:
+        if kind == _AGGREGATE and (element := without_early_panes(element)) is None:
             return
         if not isinstance(element, Columns):
             target = int(element["target_time"]) if kind == _PREDICTION else int(element["window_start"])

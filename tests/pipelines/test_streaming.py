@@ -250,6 +250,16 @@ def test_streaming_predictions_are_complete_and_equal_the_batch_ones(
     print(f"\n{len(files)} prediction files cover {len(written)} of {len(by_step)} steps")
     missing_steps = sorted(_closed_steps(got) - set(written))
     assert not missing_steps, f"{len(missing_steps)} steps of closed hours are in no file, e.g. {missing_steps[:3]}"
+    # The aggregate files keep each window's final panes (transforms/panes.py): no EARLY row, and one row per
+    # sensor and window that is not a LATE one (the topic keeps every pane).
+    aggregate_rows = [row for file in (tmp_path / "out" / "aggregates").glob("*.parquet")
+                      for row in pq.read_table(file, columns=["sensor_id", "window_start", "pane_timing"]).to_pylist()]
+    assert aggregate_rows, "no aggregate Parquet files were written"
+    assert "EARLY" not in {row["pane_timing"] for row in aggregate_rows}
+    final = Counter((row["sensor_id"], row["window_start"]) for row in aggregate_rows if row["pane_timing"] != "LATE")
+    assert max(final.values()) == 1, [key for key, n in final.items() if n > 1][:3]
+    windows = {int(start) for _, start in final}
+    assert _closed_steps(got) <= windows, sorted(_closed_steps(got) - windows)[:3]  # every closed hour's windows
 
 
 PROMPT_WAIT_S = 90  # at real-time speed the next step comes 300 s later: waiting for it would fail this

@@ -1,0 +1,48 @@
+"""Final panes: the aggregate rows that are not EARLY panes (a window's readings so far).
+
+``WindowedAggregate`` accumulates, so a window's ON_TIME pane holds the readings
+of its EARLY panes and any that came after them, and a LATE pane holds those
+and more. A consumer that keeps each window's result (the hourly Parquet files,
+the scoring of forecasts) needs only those final panes: an EARLY row is always
+followed by one that supersedes it. ``NetworkHistory`` and the aggregates topic
+keep the EARLY panes; they are what lets a step be forecast before the
+watermark passes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from schemas.batches import Columns
+
+__all__ = ["EARLY", "FinalPanes", "without_early_panes"]
+
+EARLY = "EARLY"
+
+
+def without_early_panes(element: Any) -> Any:
+    """An aggregate element (a ``window_aggregate`` batch or record) without its EARLY rows; None when nothing is
+    left."""
+    if not isinstance(element, Columns):
+        return None if element.get("pane_timing") == EARLY else element
+    early = np.asarray(element["pane_timing"]) == EARLY
+    if not early.any():
+        return element
+    return None if early.all() else element.take(np.flatnonzero(~early))
+
+
+def _final(element: Any) -> Iterator[Any]:
+    kept = without_early_panes(element)
+    if kept is not None:
+        yield kept
+
+
+class FinalPanes(beam.PTransform):
+    """Aggregate elements -> the same without their EARLY rows (an element of EARLY rows only is dropped)."""
+
+    def expand(self, aggregates: beam.PCollection) -> beam.PCollection:
+        return aggregates | "WithoutEarlyPanes" >> beam.FlatMap(_final)
