@@ -150,8 +150,8 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         # Files are written once per window when it closes: the default trigger replaces the early one
         # (Prism 2.77 also panics grouping temp files under a continuation trigger).
         schemas = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}
-        # The files keep each window's final panes (ON_TIME, LATE): an EARLY pane's rows are superseded (half the
-        # aggregate rows of a catch-up; transforms/panes.py). The topic keeps them.
+        # The files keep each window's final panes (ON_TIME, LATE): an EARLY pane's rows are superseded (early panes
+        # were about half the aggregate elements of a 24 h catch-up; transforms/panes.py). The topic keeps them.
         files = {**outputs, "aggregates": aggregates | "FinalPanesForFiles" >> FinalPanes()}
         # A record behind the watermark (those after a stall) goes to a later pane's file instead of being dropped.
         windowed = {name: records | f"Window{name.capitalize()}ForFiles" >> beam.WindowInto(
