@@ -152,7 +152,7 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
         schemas = {"aggregates": "window_aggregate", "predictions": "prediction", "scores": "score"}
         # The files keep each window's final panes (ON_TIME, LATE): an EARLY pane's rows are superseded (early panes
         # were about half the aggregate elements of a 24 h catch-up; transforms/panes.py). The topic keeps them.
-        files = {**outputs, "aggregates": aggregates | "FinalPanesForFiles" >> FinalPanes()}
+        files = {**outputs, "aggregates": aggregates | "FinalAggregatePanes" >> FinalPanes()}
         # A record behind the watermark (those after a stall) goes to a later pane's file instead of being dropped.
         windowed = {name: records | f"Window{name.capitalize()}ForFiles" >> beam.WindowInto(
             beam.window.FixedWindows(cfg.file_window_s), allowed_lateness=cfg.file_lateness_s)
