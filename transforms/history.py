@@ -40,13 +40,13 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
+from transforms.panes import TIMING_RANK
 from transforms.state_tables import StatefulFn
 
 __all__ = ["NetworkHistory", "history_matrix", "last_best", "pane_ranks"]
 
 STEP = "History"
 _NETWORK_KEY = "network"
-_TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 _NONE = -1  # the rank of a member without a pane
 
 # step_ms -> (rank per member, mean per member): the steps still inside a future span.
@@ -56,7 +56,7 @@ Table = dict[int, tuple[np.ndarray, np.ndarray]]
 def pane_ranks(timings: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """One int64 per pane ordering LATE > ON_TIME > EARLY, then the larger count."""
     kinds, inverse = np.unique(np.asarray(timings, dtype=str), return_inverse=True)
-    kind_rank = np.array([_TIMING_RANK.get(kind, 1) for kind in kinds.tolist()], dtype=np.int64)
+    kind_rank = np.array([TIMING_RANK.get(kind, TIMING_RANK["UNKNOWN"]) for kind in kinds.tolist()], dtype=np.int64)
     timing_rank = kind_rank[inverse.reshape(-1)] if len(kinds) else np.empty(0, np.int64)
     return timing_rank * (1 << 32) + np.clip(counts.astype(np.int64), 0, (1 << 32) - 1)
 

@@ -1,4 +1,5 @@
-"""Final panes: the aggregate rows that are not EARLY panes (a window's readings so far).
+"""Pane timings: their ranks, and final panes (the aggregate rows that are not EARLY panes, a window's readings
+so far).
 
 ``WindowedAggregate`` accumulates, so a window's ON_TIME pane holds the readings
 of its EARLY panes and any that came after them, and a LATE pane holds those
@@ -19,9 +20,11 @@ import numpy as np
 
 from schemas.batches import Columns
 
-__all__ = ["EARLY", "FinalPanes", "without_early_panes"]
+__all__ = ["EARLY", "TIMING_RANK", "FinalPanes", "without_early_panes"]
 
 EARLY = "EARLY"
+# A window's panes in the order they supersede one another (a pane of unknown timing between EARLY and ON_TIME).
+TIMING_RANK = {EARLY: 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 
 
 def without_early_panes(element: Any) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 
 from schemas.batches import Columns
 from transforms import sorted_tables as st
+from transforms.panes import TIMING_RANK
 from transforms.sorted_tables import Rows, first_of_each, lookup
 from transforms.state_tables import ArrayState
 
@@ -56,7 +57,6 @@ __all__ = [
 
 SCORED = "SCORED"
 MISSING = "MISSING"
-TIMING_RANK = {"EARLY": 0, "UNKNOWN": 1, "ON_TIME": 2, "LATE": 3}
 FINAL_RANKS = (TIMING_RANK["ON_TIME"], TIMING_RANK["LATE"])  # the two highest ranks
 # The parts of a ScoreState kept in a state cell each (ScoreState.parts): what an element may have changed.
 PARTS = ("predictions", "scored", "actuals")
