@@ -108,18 +108,18 @@ class Columns:
         # columns as lists, a text column of one value (a model version) as that value and the length: numpy
         # text is 4 bytes a character, and the model version was 43% of a prediction batch's bytes. Read back
         # into writable arrays.
-        layout, buffers, objects = [], [], {}
+        layout, buffers, objects, ones = [], [], {}, {}
         for name, column in self.data.items():
             if column.dtype.hasobject:
                 objects[name] = column.tolist()
             elif _is_one_text(column):
-                layout.append((name, column.dtype.str, (_ONE_VALUE, len(column), str(column[0]))))
+                ones[name] = (column.dtype.str, len(column), str(column[0]))
             else:
                 column = np.ascontiguousarray(column)
                 layout.append((name, column.dtype.str, column.shape))
                 buffers.append(column.tobytes())
         return _unpickle_columns, (self.kind, layout, b"".join(buffers), objects, tuple(self.data),
-                                   tuple(sorted(self.nullable)))
+                                   tuple(sorted(self.nullable)), ones)
 
     @classmethod
     def concat(cls, batches: Sequence[Columns]) -> Columns:
@@ -163,22 +163,18 @@ class Columns:
         return cls(kind, data, nullable)
 
 
-_ONE_VALUE = "one value"
-
-
 def _is_one_text(column: np.ndarray) -> bool:
     """A 1-d numpy text column of two or more rows, all the same."""
     return column.dtype.kind == "U" and column.ndim == 1 and len(column) > 1 and bool((column == column[0]).all())
 
 
 def _unpickle_columns(kind: str, layout: list, buffer: bytes, objects: dict[str, list], order: tuple[str, ...],
-                      nullable: tuple[str, ...]) -> Columns:
-    data: dict[str, np.ndarray] = {}
+                      nullable: tuple[str, ...], ones: dict[str, tuple[str, int, str]] | None = None) -> Columns:
+    """A pickled batch back (``ones``: the text columns of one value, as dtype, length and value; absent from
+    batches pickled before they travelled so)."""
+    data: dict[str, np.ndarray] = {name: np.full(n, value, dtype) for name, (dtype, n, value) in (ones or {}).items()}
     offset = 0
     for name, dtype, shape in layout:
-        if shape and shape[0] == _ONE_VALUE:  # a text column of one value: the value and the length
-            data[name] = np.full(shape[1], shape[2], dtype)
-            continue
         count = math.prod(shape)
         column = np.frombuffer(buffer, dtype, count, offset)
         data[name] = (column if len(shape) == 1 else column.reshape(shape)).copy()

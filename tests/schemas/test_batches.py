@@ -78,3 +78,11 @@ def test_a_text_column_of_one_value_travels_as_that_value() -> None:
     back = pickle.loads(one)
     back["model_version"][0] = "changed"  # its own array, not a shared one
     assert back["model_version"][1] == version
+
+
+def test_a_batch_pickled_before_one_value_columns_still_reads() -> None:
+    batch = _batch(52)  # no text column of one value: what older savepoints hold
+    read, args = batch.__reduce__()
+    assert args[-1] == {}
+    back = read(*args[:-1])  # the six arguments of the older format
+    assert list(back.data) == list(batch.data) and back.records() == batch.records()
