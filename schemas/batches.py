@@ -25,7 +25,8 @@ import numpy as np
 
 from schemas.records import KafkaMessage
 
-__all__ = ["RAW_READING_KIND", "Columns", "RawBatch", "reading_columns", "records_of"]
+__all__ = ["RAW_READING_KIND", "Columns", "OneText", "RawBatch", "compact_text", "expand_text", "reading_columns",
+           "records_of"]
 
 RAW_READING_KIND = "raw_reading"
 
@@ -166,6 +167,36 @@ class Columns:
 def _is_one_text(column: np.ndarray) -> bool:
     """A 1-d numpy text column of two or more rows, all the same."""
     return column.dtype.kind == "U" and column.ndim == 1 and len(column) > 1 and bool((column == column[0]).all())
+
+
+@dataclass(frozen=True)
+class OneText:
+    """A text column whose rows are all one value, as its dtype, length and value: what it pickles as."""
+
+    dtype: str
+    length: int
+    value: str
+
+    def array(self) -> np.ndarray:
+        """The column back, a writable array."""
+        return np.full(self.length, self.value, self.dtype)
+
+
+def compact_text(value: Any) -> Any:
+    """``value`` with a text column of one value (or each such column of a dict of columns) as a :class:`OneText`;
+    anything else as it is."""
+    if isinstance(value, dict):
+        return {name: compact_text(column) for name, column in value.items()}
+    if isinstance(value, np.ndarray) and _is_one_text(value):
+        return OneText(value.dtype.str, len(value), str(value[0]))
+    return value
+
+
+def expand_text(value: Any) -> Any:
+    """The inverse of :func:`compact_text` (anything without a :class:`OneText` comes back as it is)."""
+    if isinstance(value, dict):
+        return {name: expand_text(column) for name, column in value.items()}
+    return value.array() if isinstance(value, OneText) else value
 
 
 def _unpickle_columns(kind: str, layout: list, buffer: bytes, objects: dict[str, list], order: tuple[str, ...],

@@ -27,6 +27,8 @@ import objsize
 from apache_beam.runners.worker import statecache
 from apache_beam.runners.worker.statecache import CacheAware
 
+from schemas.batches import compact_text, expand_text
+
 __all__ = ["ArrayState", "StateTable", "StatefulFn", "weigh_state_quickly"]
 
 
@@ -126,4 +128,10 @@ class ArrayState(CacheAware):
         return [weight]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        # A text column of one value (a model version in every key a scoring table keeps) pickles as that value
+        # and the length: numpy text is 4 bytes a character, and the keys of the targets settled lately were
+        # most of the state a 24 h catch-up wrote (docs/benchmarks.md).
+        return {k: compact_text(v) for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: expand_text(v) for k, v in state.items()})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from apache_beam.coders import PickleCoder
 
-from schemas.batches import Columns
+from schemas.batches import Columns, OneText, compact_text, expand_text
 
 
 def _batch(n: int) -> Columns:
@@ -86,3 +86,20 @@ def test_a_batch_pickled_before_one_value_columns_still_reads() -> None:
     assert args[-1] == {}
     back = read(*args[:-1])  # the six arguments of the older format
     assert list(back.data) == list(batch.data) and back.records() == batch.records()
+
+
+def test_compact_text_keeps_a_one_value_text_column_as_its_value_and_nothing_else() -> None:
+    n = 500
+    columns = {"model_version": np.full(n, "20261206T014903Z-da05fb"), "sensor_id": np.array(["a", "b"] * (n // 2)),
+               "one_number": np.zeros(n), "one_row": np.array(["x"])}
+    compact = compact_text(columns)
+    assert compact["model_version"] == OneText("<U23", n, "20261206T014903Z-da05fb")
+    for name in ("sensor_id", "one_number", "one_row"):  # mixed, not text, a single row: as they are
+        assert compact[name] is columns[name]
+    back = expand_text(compact)
+    for name, column in columns.items():
+        assert back[name].dtype == column.dtype and back[name].flags.writeable, name
+        np.testing.assert_array_equal(back[name], column)
+    sizes = [len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)) for value in (compact, columns)]
+    assert sizes[0] < sizes[1] - n * 4 * 20
+    assert expand_text(columns["sensor_id"]) is columns["sensor_id"] and expand_text(7) == 7

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from transforms.score_state import (
+    KEY_FIELDS,
     MISSING,
     SCORED,
     ScoreState,
@@ -236,3 +237,27 @@ def test_a_column_of_one_value_is_coded_like_any_other() -> None:
     assert state.names[mixed].tolist() == ["v2", "s1", "v2"] and state.names[same].tolist() == ["v2"] * 4
     new = state._codes(np.array(["v3"] * 3))
     assert state.names[new].tolist() == ["v3"] * 3 and len(state.names) == 3
+
+
+def test_the_settled_keys_model_version_pickles_as_one_value_and_older_pickles_still_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model version in every key kept for the targets settled lately pickles as the value and the length
+    (numpy text is 4 bytes a character); a Settled pickled before, with the column row by row, reads the same."""
+    steps, version = 12, "20261206T014903Z-da05fb"
+    batch = _predictions(range(steps), sensors=tuple(f"77{i:04d}" for i in range(207)), horizons=(15, 30, 60),
+                         model=version)
+    settled = Settled()
+    keys = {name: batch[name] for name in KEY_FIELDS}
+    settled.add(np.unique(batch["target_time"]), {"target_time": batch["target_time"][:1],
+                                                  "sensor_id": batch["sensor_id"][:1], "mean": np.array([60.0])}, keys)
+    compact = pickle.dumps(settled, pickle.HIGHEST_PROTOCOL)
+    with monkeypatch.context() as patch:  # the older form: every array as it is
+        patch.setattr(Settled, "__getstate__", lambda self: {k: v for k, v in self.__dict__.items()
+                                                              if not k.startswith("_")})
+        older = pickle.dumps(settled, pickle.HIGHEST_PROTOCOL)
+    assert len(older) - len(compact) > len(batch["sensor_id"]) * 4 * len(version) * 0.9
+    for back in (pickle.loads(compact), pickle.loads(older)):
+        for name in KEY_FIELDS:
+            assert back.keys[name].dtype == settled.keys[name].dtype, name
+            np.testing.assert_array_equal(back.keys[name], settled.keys[name])
+        assert back.score_late(batch, 1) == (None, len(batch["sensor_id"]))  # every key known: all duplicates
