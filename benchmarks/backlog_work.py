@@ -21,17 +21,22 @@ from ml.dataset import STEP_MS
 from ml.features import HORIZONS_MIN
 from transforms.publish import file_window
 
-__all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s", "scores_done_s"]
+__all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s", "scores_done_s", "work_timeline"]
 
 # The targets and file windows waited for end this many steps before the backlog's last (see the module doc).
 SETTLED_BEHIND_STEPS = 2
 
 
+def _file_times(directory: str, through_ms: int) -> list[float]:
+    """When each first-pane file under ``directory`` of a window ending by ``through_ms`` was written."""
+    return [path.stat().st_mtime for path in Path(directory).rglob("*.parquet")
+            if (window := file_window(path.name)) is not None and window[2] == 0 and window[1] <= through_ms]
+
+
 def files_done_s(directory: str, through_ms: int) -> tuple[int, float | None]:
     """The first-pane files under ``directory`` of windows ending by ``through_ms``: (how many, when the last was
     written: its modification time, None for none)."""
-    times = [path.stat().st_mtime for path in Path(directory).rglob("*.parquet")
-             if (window := file_window(path.name)) is not None and window[2] == 0 and window[1] <= through_ms]
+    times = _file_times(directory, through_ms)
     return len(times), max(times, default=None)
 
 
@@ -78,3 +83,24 @@ def all_work_done_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, 
         files = _settled_files(out_dir, through - through % file_window_ms, timeout_s)
         end = end if files is None else max(end, files)
     return end
+
+
+def _deciles(times: list[float], origin: float) -> list[float] | None:
+    """The 10th, 50th and 90th percentile (nearest rank) of ``times`` - ``origin``, None for no times."""
+    ordered = sorted(times)
+    return [round(ordered[min(len(ordered) - 1, len(ordered) * q // 10)] - origin, 2) for q in (1, 5, 9)] \
+        if ordered else None
+
+
+def work_timeline(arrivals: Arrivals, last_step_ms: int, out_dir: str | None,
+                  file_window_ms: int) -> dict[str, list[float] | None]:
+    """When a backlog's work came out, in seconds after the first validated event: the 10th, 50th and 90th
+    percentile of the steps' last predictions, of the targets' last scores and of the closed hours' files (the
+    work :func:`all_work_done_s` waits for). A job that forecast, scored and wrote files as it read shows them
+    spread over the drain; one whose watermark reached a stage late shows that stage's work at the end."""
+    through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
+    origin = arrivals.first_event_s
+    scored = [at for n, got, at in score_progress(arrivals, through, HORIZONS_MIN).values() if got >= n]
+    files = _file_times(out_dir, through - through % file_window_ms) if out_dir is not None else []
+    return {"predictions": _deciles(list(arrivals.complete_s.values()), origin),
+            "scores": _deciles(scored, origin), "files": _deciles(files, origin)}

@@ -9,7 +9,7 @@ import tempfile
 
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.backlog_work import all_work_done_s
+from benchmarks.backlog_work import all_work_done_s, work_timeline
 from benchmarks.bench_topics import create_topics, delete_topics, wait_for
 from benchmarks.reference_loop import ReferenceLoop
 from benchmarks.stream_watch import Arrivals, Watcher
@@ -18,7 +18,7 @@ from ml.features import HORIZONS_MIN
 from ml.registry import ModelRegistry
 from schemas.topics import TopicSettings
 
-__all__ = ["all_work_s", "run_reference"]
+__all__ = ["all_work_s", "print_timeline", "run_reference", "timeline"]
 
 
 def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, registry: str, run_id: str,
@@ -45,6 +45,7 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
                  "the reference loop's last step seen by the watcher", [])
         watched_s = seen.complete_s[last_step_ms] - seen.first_event_s
         work_s = all_work_s(seen, last_step_ms, None if "files" in args.without else out_dir, args)
+        figures["work_timeline"] = timeline(seen, last_step_ms, None if "files" in args.without else out_dir, args)
     finally:
         watcher.stop()
         delete_topics(admin, own)
@@ -55,6 +56,7 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
     print(f"reference loop: {readings:,} readings in {figures['elapsed_s']} s = "
           f"{figures['events_per_s']:,.0f} events/s as watched ({figures['own_clock']['events_per_s']:,.0f} by "
           f"its own clock; stages, s: {figures['stage_s']})", flush=True)
+    print_timeline("reference loop", figures["work_timeline"])
     return figures
 
 
@@ -63,3 +65,16 @@ def all_work_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, args:
     scores were not all out within 30 s."""
     end = all_work_done_s(arrivals, last_step_ms, out_dir, args.file_window_s * 1000, "scores" not in args.without)
     return None if end is None else end - arrivals.first_event_s
+
+
+def timeline(arrivals: Arrivals, last_step_ms: int, out_dir: str | None,
+             args: argparse.Namespace) -> dict[str, list[float] | None]:
+    """When the backlog's predictions, scores and files came out (``backlog_work.work_timeline``)."""
+    return work_timeline(arrivals, last_step_ms, out_dir, args.file_window_s * 1000)
+
+
+def print_timeline(who: str, figures: dict[str, list[float] | None]) -> None:
+    """One line: the 10th / 50th / 90th percentile of when each kind of the backlog's work came out."""
+    parts = [f"{kind} {' / '.join(f'{s:.1f}' for s in times)}" for kind, times in figures.items() if times]
+    print(f"{who}: the backlog's work came out at (s after the first event, p10 / p50 / p90): "
+          f"{', '.join(parts) or 'nothing'}", flush=True)

@@ -21,7 +21,9 @@ Two phases, one job, fresh uniquely named topics (deleted at the end):
    A second figure, ``all_work``, stops both clocks when the backlog's scores
    and closed hours' files are out too (``benchmarks/backlog_work.py``): the
    job does that work on event-time timers, often after its last prediction,
-   the loop inline before it.
+   the loop inline before it. For both, the benchmark also prints when that
+   work came out (the 10th, 50th and 90th percentile of the steps' last
+   predictions, the targets' last scores and the closed hours' files).
 2. Latency at a paced speed: with the job caught up, the following steps are
    produced one at a time (207 RawReadings, Kafka timestamp = event time,
    flush) every ``--step-interval-s``; latency = arrival at the broker of the
@@ -60,7 +62,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from benchmarks.bench_topics import create_topics, delete_topics, wait_for  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
-from benchmarks.reference_run import all_work_s, run_reference  # noqa: E402
+from benchmarks.reference_run import all_work_s, print_timeline, run_reference, timeline  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
 from benchmarks.stream_watch import (  # noqa: E402
     STAGES,
@@ -239,6 +241,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
         work_s = all_work_s(arrivals, last_step, None if "files" in left_out else out_dir, args)
+        work_timeline = timeline(arrivals, last_step, None if "files" in left_out else out_dir, args)
+        print_timeline("job", work_timeline)
         work_cpu = {"worker_cpu_s": round(cpu_s(os.getpid()) - cpu_at_first_event, 1),
                     "stage_cpu": stages.since(stages_at_first_event)}
         print(f"all of the backlog's work (scores and closed hours' files too): {work_s} s; worker CPU from the "
@@ -297,7 +301,7 @@ def run(args: argparse.Namespace) -> dict:
         "ratio_to_reference": round(events_per_s / ref_rate, 3) if ref_rate else None,
         "all_work": work_s and {"elapsed_s": round(work_s, 2), "events_per_s": round(work_rate, 1),
                                 "ratio_to_reference": round(work_rate / ref_work_rate, 3) if ref_work_rate else None,
-                                **work_cpu},
+                                **work_cpu, "timeline": work_timeline},
         "step_interval_s": args.step_interval_s,
         "warmup_steps_skipped": args.warmup_steps,
         "warmup_latencies_s": warmup,

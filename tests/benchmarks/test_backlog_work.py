@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.backlog_work import SETTLED_BEHIND_STEPS, all_work_done_s, files_done_s, scores_done_s  # noqa: E402
+from benchmarks.backlog_work import (  # noqa: E402
+    SETTLED_BEHIND_STEPS,
+    all_work_done_s,
+    files_done_s,
+    scores_done_s,
+    work_timeline,
+)
 from benchmarks.stream_watch import Arrivals, predicted_per_target, score_progress  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HORIZONS_MIN  # noqa: E402
@@ -81,3 +87,23 @@ def test_the_clock_stops_at_the_latest_of_predictions_scores_and_files(tmp_path:
     assert all_work_done_s(arrivals, last_step, str(tmp_path), HOUR, scores=True, timeout_s=1) == 140.0
     arrivals.scored.pop(min(wanted))
     assert all_work_done_s(arrivals, last_step, None, HOUR, scores=True, timeout_s=0.3) is None
+
+
+def test_the_timeline_gives_when_each_kind_of_work_came_out_after_the_first_event(tmp_path: Path) -> None:
+    steps = 24
+    arrivals = _arrivals(steps)  # step k's predictions complete at 101 + k: 1 to 24 s after the first event
+    last_step = T0 + (steps - 1) * STEP_MS
+    through = last_step - SETTLED_BEHIND_STEPS * STEP_MS
+    wanted = sorted(t for t in predicted_per_target(arrivals, HORIZONS) if t <= through)
+    arrivals.scored = {t: [predicted_per_target(arrivals, HORIZONS)[t], 200.0 + i] for i, t in enumerate(wanted)}
+    arrivals.scored[wanted[-1]][0] -= 1  # a target still short of a score: not counted
+    for hour, written in ((0, 300.0), (1, 310.0)):  # the second hour ends after the mark: not counted
+        path = tmp_path / window_file_name("part", T0 + hour * HOUR, T0 + (hour + 1) * HOUR, 0)
+        path.write_bytes(b"x")
+        os.utime(path, (written, written))
+    timeline = work_timeline(arrivals, last_step, str(tmp_path), HOUR)
+    assert timeline["predictions"] == [3.0, 13.0, 22.0]  # nearest rank of 24 values: the 3rd, 13th and 22nd
+    n = len(wanted) - 1
+    assert timeline["scores"] == [100.0 + n // 10, 100.0 + n // 2, 100.0 + 9 * n // 10]
+    assert timeline["files"] == [200.0, 200.0, 200.0]
+    assert work_timeline(_arrivals(0), last_step, None, HOUR) == {"predictions": None, "scores": None, "files": None}
