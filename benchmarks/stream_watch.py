@@ -50,6 +50,8 @@ class Arrivals:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+# How long the watcher waits for every events partition's first record before it takes the earliest seen.
+FIRST_EVENT_WAIT_S = 0.5
 STAGES = {"events": ("traffic_event", "event_time"), "aggregates": ("window_aggregate", "window_start")}
 
 
@@ -142,6 +144,8 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                   for p in range(assigned[topic])]
     consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
     last_load = 0.0
+    first_events: dict[int, float] = {}  # per events partition, its first record's append time
+    first_seen = 0.0
     try:
         consumer.consume(1, timeout=1.0)  # connected and fetching (offset 0 stays assigned: nothing is lost)
         consumer.assign([TopicPartition(topics.events, p, 0) for p in range(assigned[topics.events])] + pred_parts)
@@ -154,6 +158,11 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                 staged = True
             messages = consumer.consume(500, timeout=0.05)
             now = time.time()
+            if first_events and arrivals.first_event_s is None and (
+                    len(first_events) == assigned[topics.events] or now - first_seen >= FIRST_EVENT_WAIT_S):
+                # The earliest append among the partitions' first events: the first one read may be another's.
+                arrivals.first_event_s = min(first_events.values())
+                consumer.assign(pred_parts)  # the events' content is not needed
             if now - last_load >= 5:
                 arrivals.loads.append(os.getloadavg()[0])
                 last_load = now
@@ -167,8 +176,8 @@ def watch(bootstrap: str, topics: TopicSettings, arrivals: Arrivals, stop: threa
                     continue
                 if message.topic() == topics.events:
                     if arrivals.first_event_s is None:
-                        arrivals.first_event_s = arrived_s(message, now)
-                        consumer.assign(pred_parts)  # the events' content is not needed
+                        first_events.setdefault(message.partition(), arrived_s(message, now))
+                        first_seen = first_seen or now
                     continue
                 if message.topic() == topics.scores:
                     _, step, horizon = score_key(message.value())
