@@ -113,8 +113,8 @@ class Columns:
         for name, column in self.data.items():
             if column.dtype.hasobject:
                 objects[name] = column.tolist()
-            elif _is_one_text(column):
-                ones[name] = (column.dtype.str, len(column), str(column[0]))
+            elif (one := OneText.of(column)) is not None:
+                ones[name] = (one.dtype, one.length, one.value)  # a plain tuple: the form older pickles hold
             else:
                 column = np.ascontiguousarray(column)
                 layout.append((name, column.dtype.str, column.shape))
@@ -164,11 +164,6 @@ class Columns:
         return cls(kind, data, nullable)
 
 
-def _is_one_text(column: np.ndarray) -> bool:
-    """A 1-d numpy text column of two or more rows, all the same."""
-    return column.dtype.kind == "U" and column.ndim == 1 and len(column) > 1 and bool((column == column[0]).all())
-
-
 @dataclass(frozen=True)
 class OneText:
     """A text column whose rows are all one value, as its dtype, length and value: what it pickles as."""
@@ -176,6 +171,14 @@ class OneText:
     dtype: str
     length: int
     value: str
+
+    @classmethod
+    def of(cls, column: Any) -> OneText | None:
+        """``column`` as a OneText when it is a 1-d numpy text column of two or more rows, all the same; else None."""
+        if not (isinstance(column, np.ndarray) and column.dtype.kind == "U" and column.ndim == 1 and len(column) > 1
+                and bool((column == column[0]).all())):
+            return None
+        return cls(column.dtype.str, len(column), str(column[0]))
 
     def array(self) -> np.ndarray:
         """The column back, a writable array."""
@@ -187,9 +190,8 @@ def compact_text(value: Any) -> Any:
     anything else as it is."""
     if isinstance(value, dict):
         return {name: compact_text(column) for name, column in value.items()}
-    if isinstance(value, np.ndarray) and _is_one_text(value):
-        return OneText(value.dtype.str, len(value), str(value[0]))
-    return value
+    one = OneText.of(value)
+    return value if one is None else one
 
 
 def expand_text(value: Any) -> Any:
@@ -203,7 +205,7 @@ def _unpickle_columns(kind: str, layout: list, buffer: bytes, objects: dict[str,
                       nullable: tuple[str, ...], ones: dict[str, tuple[str, int, str]] | None = None) -> Columns:
     """A pickled batch back (``ones``: the text columns of one value, as dtype, length and value; absent from
     batches pickled before they travelled so)."""
-    data: dict[str, np.ndarray] = {name: np.full(n, value, dtype) for name, (dtype, n, value) in (ones or {}).items()}
+    data: dict[str, np.ndarray] = {name: OneText(*one).array() for name, one in (ones or {}).items()}
     offset = 0
     for name, dtype, shape in layout:
         count = math.prod(shape)

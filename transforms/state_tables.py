@@ -128,9 +128,9 @@ class ArrayState(CacheAware):
         return [weight]
 
     def __getstate__(self) -> dict[str, Any]:
-        # A text column of one value (a model version in every key a scoring table keeps) pickles as that value
-        # and the length: numpy text is 4 bytes a character, and the keys of the targets settled lately were
-        # most of the state a 24 h catch-up wrote (docs/benchmarks.md).
+        # A text column of one value (the model version in every key scoring keeps for the targets settled
+        # lately) pickles as that value and the length: numpy text is 4 bytes a character. Those keys were the
+        # largest state a 24 h catch-up pickled, and the model version 28% of their bytes (docs/benchmarks.md).
         return {k: compact_text(v) for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
