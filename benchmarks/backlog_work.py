@@ -27,6 +27,12 @@ __all__ = ["SETTLED_BEHIND_STEPS", "all_work_done_s", "files_done_s", "scores_do
 SETTLED_BEHIND_STEPS = 2
 
 
+def _marks(last_step_ms: int, file_window_ms: int) -> tuple[int, int]:
+    """(the last target waited for, the end of the last file window waited for): see the module doc."""
+    through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
+    return through, through - through % file_window_ms
+
+
 def _file_times(directory: str, through_ms: int) -> list[float]:
     """When each first-pane file under ``directory`` of a window ending by ``through_ms`` was written."""
     return [path.stat().st_mtime for path in Path(directory).rglob("*.parquet")
@@ -67,7 +73,7 @@ def all_work_done_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, 
     """The end of a backlog's work (see the module doc), as the broker or the file system stamped it; None (and
     the targets still short printed) when its scores were not all out within ``timeout_s`` of the call."""
     end = arrivals.complete_s[last_step_ms]
-    through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
+    through, files_through = _marks(last_step_ms, file_window_ms)
     if scores:
         deadline = time.monotonic() + timeout_s
         while (done := scores_done_s(arrivals, through)) is None:
@@ -80,7 +86,7 @@ def all_work_done_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, 
             time.sleep(0.1)
         end = max(end, done)
     if out_dir is not None:
-        files = _settled_files(out_dir, through - through % file_window_ms, timeout_s)
+        files = _settled_files(out_dir, files_through, timeout_s)
         end = end if files is None else max(end, files)
     return end
 
@@ -98,9 +104,9 @@ def work_timeline(arrivals: Arrivals, last_step_ms: int, out_dir: str | None,
     percentile of the steps' last predictions, of the targets' last scores and of the closed hours' files (the
     work :func:`all_work_done_s` waits for). A job that forecast, scored and wrote files as it read shows them
     spread over the drain; one whose watermark reached a stage late shows that stage's work at the end."""
-    through = last_step_ms - SETTLED_BEHIND_STEPS * STEP_MS
+    through, files_through = _marks(last_step_ms, file_window_ms)
     origin = arrivals.first_event_s
     scored = [at for n, got, at in score_progress(arrivals, through, HORIZONS_MIN).values() if got >= n]
-    files = _file_times(out_dir, through - through % file_window_ms) if out_dir is not None else []
+    files = _file_times(out_dir, files_through) if out_dir is not None else []
     return {"predictions": _deciles(list(arrivals.complete_s.values()), origin),
             "scores": _deciles(scored, origin), "files": _deciles(files, origin)}

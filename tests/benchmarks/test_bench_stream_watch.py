@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_the_first_event_is_the_earliest_append_of_any_partition_not_the_first_r
     for _ in range(200):
         if arrivals.first_event_s is not None:
             break
-        threading.Event().wait(0.01)
+        time.sleep(0.01)
     stop.set()
     thread.join(5)
     assert arrivals.first_event_s == 10.2
