@@ -16,7 +16,7 @@ arguments differ from ``pipelines/streaming.py``)::
 - ``backfill``: -> Forecast (RunInference with the registry's model) ->
   PostProcess -> ``<output>/predictions/`` and ``<output>/alerts/`` Parquet,
   and TrackIncidents -> ``<output>/incidents/`` (docs/incidents.md); the
-  predictions and the aggregates -> ScoreForecasts -> ``<output>/scores/``; with
+  predictions and each step's actuals (StepActuals) -> ScoreForecasts -> ``<output>/scores/``; with
   ``--to-kafka`` also the predictions, alerts, incidents and scores topics (Avro).
 
 Dead letters of both modes go to ``<output>/dead_letters/`` as JSON lines.
@@ -55,6 +55,7 @@ from pipelines.tables import (
 from schemas.exceptions import TrafficError
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
+from transforms.history import StepActuals
 from transforms.incidents import TrackIncidents
 from transforms.postprocess import PostProcess
 from transforms.publish import PublishToKafka
@@ -172,7 +173,8 @@ def _write_backfill(snapshots: beam.PCollection, aggregates: beam.PCollection, c
     incidents = {"snapshots": full, "predictions": post.predictions} | "TrackIncidents" >> TrackIncidents(
         cfg.sensor_ids, bundled_road_links(cfg.sensor_ids) if cfg.road_links is None else cfg.road_links, HORIZONS_MIN,
         step_s=cfg.window_s)
-    scores = {"predictions": post.predictions, "aggregates": aggregates} | "ScoreForecasts" >> ScoreForecasts(
+    actuals = snapshots | "StepActuals" >> StepActuals(cfg.sensor_ids)  # as streaming scores them
+    scores = {"predictions": post.predictions, "aggregates": actuals} | "ScoreForecasts" >> ScoreForecasts(
         window_s=cfg.window_s
     )
     outputs = {"predictions": post.predictions, "alerts": post.alerts, "incidents": incidents, "scores": scores}

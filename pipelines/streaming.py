@@ -13,7 +13,7 @@ aggregates, a snapshot per step and a batch of predictions per step::
            -> Forecast (RunInference, the registry's model, hot-swapped on a new LATEST)
            -> PostProcess -> traffic-predictions + <output>/predictions/*.parquet, traffic-alerts
            -> TrackIncidents (with the snapshots) -> traffic-incidents (docs/incidents.md)
-    predictions + aggregates -> ScoreForecasts -> traffic-scores + <output>/scores/*.parquet
+    predictions + the snapshots' own steps (StepActuals) -> ScoreForecasts -> traffic-scores + <output>/scores/*.parquet
     aggregates, predictions, scores -> WriteToStore (PostgreSQL, with --to-store)
 
 Counts add up: every raw record ends as a valid event or a dead letter
@@ -39,6 +39,7 @@ from schemas.exceptions import TrafficError
 from schemas.topics import TopicSettings
 from transforms.counting import CountRecords
 from transforms.forecast import Forecast
+from transforms.history import StepActuals
 from transforms.incidents import TrackIncidents
 from transforms.kafka_io import ReadFromKafka
 from transforms.panes import FinalPanes
@@ -136,7 +137,10 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
                                                              key_field="incident_id")
     outputs = {"aggregates": aggregates, "predictions": predictions}
     if cfg.scores:
-        outputs["scores"] = {"predictions": predictions, "aggregates": aggregates} | "ScoreForecasts" >> \
+        # Scored against each step's panes as NetworkHistory emitted the step (the readings the next forecasts
+        # take as its truth), not against the aggregation's panes: on hand when the step is, one element per step.
+        actuals = snapshots | "StepActuals" >> StepActuals(cfg.sensor_ids)
+        outputs["scores"] = {"predictions": predictions, "aggregates": actuals} | "ScoreForecasts" >> \
             ScoreForecasts(window_s=cfg.window_s, wait_s=cfg.score_wait_s)
         _ = outputs["scores"] | "PublishScores" >> PublishToKafka(cfg.bootstrap_servers, topics.scores, "score")
     if cfg.store_dsn:  # the PostgreSQL store behind the API's history (pruned by the actuals' writer)

@@ -43,9 +43,11 @@ from transforms.exceptions import TransformConfigError
 from transforms.panes import TIMING_RANK
 from transforms.state_tables import StatefulFn
 
-__all__ = ["NetworkHistory", "history_matrix", "last_best", "pane_ranks"]
+__all__ = ["STEP_ACTUALS", "NetworkHistory", "StepActuals", "history_matrix", "last_best", "pane_ranks", "step_actuals"]
 
 STEP = "History"
+# The kind of StepActuals' batches: window_aggregate rows, all that their step's target gets.
+STEP_ACTUALS = "step_actuals"
 _NETWORK_KEY = "network"
 _NONE = -1  # the rank of a member without a pane
 
@@ -210,7 +212,9 @@ class _NetworkHistoryFn(StatefulFn):
 
     def _output(self, table: Table, step_ms: int) -> TimestampedValue:
         speeds = history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)
-        return TimestampedValue({"step_ms": step_ms, "speeds": speeds},
+        row = table.get(step_ms)
+        ranks = np.full(self.n_members, _NONE, np.int64) if row is None else row[0].copy()
+        return TimestampedValue({"step_ms": step_ms, "speeds": speeds, "ranks": ranks},
                                 Timestamp(micros=(step_ms + self.step_ms - 1) * 1000))
 
 
@@ -219,7 +223,9 @@ class NetworkHistory(beam.PTransform):
 
     ``speeds[i, j]`` is sensor ``sensor_ids[j]``'s mean speed at step
     ``step_ms - (history_steps - 1 - i) * step_s`` (oldest row first), NaN when
-    there is no aggregate or its mean is None. Runs on one key (the whole
+    there is no aggregate or its mean is None. ``ranks[j]`` is the
+    :func:`pane_ranks` rank of the pane behind ``speeds[-1, j]`` (its timing and
+    count), -1 where the sensor has none. Runs on one key (the whole
     network), in the global window; the output carries the step's window end
     as its timestamp.
     """
@@ -241,3 +247,45 @@ class NetworkHistory(beam.PTransform):
             | "KeyByNetwork" >> beam.Map(lambda a: (_NETWORK_KEY, a)).with_output_types(tuple[str, Any])
             | "AssembleSteps" >> beam.ParDo(_NetworkHistoryFn(self.sensor_ids, self.history_steps, self.step_s))
         )
+
+
+_TIMINGS = {rank: timing for timing, rank in TIMING_RANK.items()}
+
+
+def step_actuals(snapshot: dict[str, Any], sensor_ids: np.ndarray) -> Columns | None:
+    """A snapshot's own step as ``window_aggregate`` rows: per sensor with a pane, the pane the step was emitted
+    with (its mean, NaN for None; its count and timing from ``ranks``); None when no sensor has one.
+    ``sensor_ids`` are the snapshot's columns in order."""
+    ranks = np.asarray(snapshot["ranks"], np.int64)
+    held = np.flatnonzero(ranks > _NONE)
+    if not len(held):
+        return None
+    timing_ranks = (ranks[held] >> 32).tolist()
+    n = len(held)
+    return Columns(STEP_ACTUALS, {
+        "sensor_id": np.asarray(sensor_ids)[held],
+        "window_start": np.full(n, int(snapshot["step_ms"]), np.int64),
+        "mean_speed_mph": np.asarray(snapshot["speeds"], np.float64)[-1, held],
+        "count": ranks[held] & ((1 << 32) - 1),
+        "pane_timing": np.asarray([_TIMINGS.get(rank, "UNKNOWN") for rank in timing_ranks], object),
+    }, frozenset({"mean_speed_mph"}))
+
+
+class StepActuals(beam.PTransform):
+    """``NetworkHistory`` snapshots -> each one's own step as ``window_aggregate`` batches (:func:`step_actuals`):
+    the actuals a step's forecasts are scored against are the readings the next forecasts take as its truth,
+    on hand as soon as the step is emitted, one element per step instead of the aggregation's panes."""
+
+    def __init__(self, sensor_ids: Sequence[str], label: str | None = None) -> None:
+        super().__init__(label)
+        self.sensor_ids = np.asarray([str(sensor) for sensor in sensor_ids], dtype=str)
+
+    def expand(self, snapshots: beam.PCollection) -> beam.PCollection:
+        sensor_ids = self.sensor_ids
+
+        def actuals(snapshot: dict[str, Any]) -> Iterator[Columns]:
+            rows = step_actuals(snapshot, sensor_ids)
+            if rows is not None:
+                yield rows
+
+        return snapshots | "OwnStep" >> beam.FlatMap(actuals)

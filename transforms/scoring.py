@@ -1,63 +1,42 @@
-"""ScoreForecasts: every prediction held until the aggregate of its target time arrives, then scored.
+"""ScoreForecasts: every prediction held until the actual of its target time arrives, then scored.
 
-Input: ``{"predictions": ..., "aggregates": ...}``, each ``prediction`` /
-``window_aggregate`` :class:`~schemas.batches.Columns` batches (or single dicts),
-split by hour of target time (:func:`score_key`).
+Input: ``{"predictions": ..., "aggregates": ...}``: ``prediction`` batches and the actuals, either
+``window_aggregate`` panes or whole steps (:class:`~transforms.history.StepActuals`, batches of kind
+``STEP_ACTUALS``: each step's panes as ``NetworkHistory`` emitted it; the pipelines use these), as
+:class:`~schemas.batches.Columns` batches (or single dicts), split by hour of target time (:func:`score_key`).
 Output: ``score`` batches (``schemas/avro/score.avsc``), one row per prediction key
 ``(sensor_id, event_time, horizon_min, model_version)``.
 
-A prediction's actual is the mean speed of the aggregate window that starts at
-its ``target_time`` (``event_time + horizon``; the METR-LA protocol's reading at
-step t+3/6/12). A mean that is null, non-finite or <= 0 is not an observation
-(the mask of ``ml.metrics.observed_mask``). EARLY panes (a window's readings
-so far, before the watermark passed its end) are left out before the shuffle:
-the window's ON_TIME pane, which holds the same readings and more
-(:class:`~transforms.aggregate.WindowedAggregate` accumulates), reaches the
-step before the target's timer can fire, because its timestamp, 1 ms before
-the window end, holds the step's watermark below the due time. An EARLY pane
-could therefore never be the pane a target is settled with, and in a catch-up
-on Flink they were half of the aggregate elements the step took (1,270 of
-2,506 in an ad-hoc count, each joined with its hour's table). When a prediction is scored:
+A prediction's actual is the mean speed of the window that starts at its ``target_time``
+(``event_time + horizon``; the METR-LA protocol's reading at step t+3/6/12). A mean that is null,
+non-finite or <= 0 is not an observation (``ml.metrics.observed_mask``). When a prediction is scored
+(docs/scoring-and-history.md has the whole account):
 
-* as soon as both are there and the target's pane is final (ON_TIME or LATE):
-  ``status=SCORED``, ``error = predicted - actual``, ``inside_interval =
-  lower <= actual <= upper``;
-* otherwise on an event-time timer, once the watermark has passed the end of
-  the target window plus ``wait_s`` (one timer per due time, by dynamic tag, so
-  a watermark that jumps ahead in a catch-up settles every target it passed at
-  once; a single timer re-armed at the next due time settled one target per
-  watermark advance, and in a 57-day backlog a shard held 17 days, 60 MB): SCORED with the best pane known (LATE over
-  ON_TIME, then the larger count), or ``status=MISSING`` with null
-  actual, error and flag when no observed actual arrived. MISSING is never an
-  error of zero: metrics skip it and count it.
+* **against a whole step**: as soon as both are there. A step is all its target will get, so its arrival
+  settles the target: the predictions held for it are scored (``status=SCORED``, ``error = predicted -
+  actual``, ``inside_interval = lower <= actual <= upper``, or ``status=MISSING`` where the step has no
+  observation), its timer is cleared, and a prediction for it that comes later is scored on arrival
+  against the kept actual. In a 24 h catch-up on Flink, where most targets have a sensor without a
+  reading, the scores no longer wait for the targets' timers after the last forecast;
+* **against panes**: as soon as an observed mean comes in a final pane (ON_TIME or LATE; EARLY panes are
+  left out before the shuffle: the window's ON_TIME pane, which accumulates the same readings, always
+  reaches the step first). Otherwise on an event-time timer, once the watermark has passed the end of the
+  target window plus ``wait_s``: SCORED with the best pane known (LATE over ON_TIME, then the larger
+  count), or MISSING with null actual, error and flag. MISSING is never an error of zero.
 
-State is bounded and keyed by **hour of target time** (:func:`score_key`): one
-table per hour, holding that hour's targets the watermark has not passed yet; a
-target's rows (its actuals and the predictions waiting for it) are dropped when
-its timer fires, and a key's whole state three hours after its last target
-settled (an expiry timer). The tables are columns
-(:mod:`transforms.score_state`) in three cells per key, and an element writes
-only the cells it changed. Keyed by sensor shard, as before, a table held every
-target the watermark had not reached (most of a day in a 24 h catch-up on
-Flink: 0.88 MB a write on average), and a step's predictions came as four
-elements, one per shard: the work per element (a few dozen numpy calls on
-small arrays) was most of what scoring cost. By hour, a step's predictions are
-one or two elements, and a table holds an hour. Keys written by the shard
-version (0 to 3, in savepoints taken before) settle what they hold on their own
-timers and then expire. A catch-up spreads its hours over the parallel
-instances; live, one or two hours are open at a time, which one instance
-scores easily (a step is a few hundred rows). A prediction
-repeated with the same key is scored once (``duplicate_predictions``). A
-prediction for a target already settled (forecasts can arrive behind the
-timers: RunInference re-stamps them to their step) is scored at once against
-the actual kept for that target for three hours, MISSING where the network had
-none, as in time it would have been (``late_predictions`` counts them). Later
-than that its key has expired: the prediction is held again, and its timer,
-already behind the watermark, scores it MISSING at the next watermark advance
-(before the hourly keys it was dropped). An aggregate for a settled target is
-counted (``late_actuals``) and dropped. On bounded (batch) input
-every timer fires after all input is read, so one firing flushes every target:
-the output is a function of the data alone and equals streaming's.
+Every due time has its own timer (a dynamic tag), so a watermark that jumps ahead in a catch-up settles
+every target it passed at once; it settles the targets no step came for. State is bounded and keyed by
+**hour of target time**: one table per hour (:mod:`transforms.score_state`, three cells, an element writes
+only the cells it changed), holding the targets not settled yet; a key's whole state is cleared three hours
+after its last target settled (an expiry timer). Keys written by the sensor-shard version (0 to 3, in
+savepoints taken before) settle what they hold on their own timers and then expire. A prediction repeated
+with the same key is scored once (``duplicate_predictions``). A prediction for a target its timer already
+settled (forecasts can arrive behind the timers: RunInference re-stamps them to their step) is scored at
+once against the actual kept for three hours, MISSING where the network had none (``late_predictions``);
+later than that its key has expired, and it is held again and scored MISSING at the next watermark
+advance. An actual for a settled target is counted (``late_actuals``) and dropped. On bounded (batch)
+input every timer fires after all input is read: the output is a function of the data alone and equals
+streaming's.
 """
 
 from __future__ import annotations
@@ -77,6 +56,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
+from transforms.history import STEP_ACTUALS
 from transforms.panes import without_early_panes
 from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
 from transforms.state_tables import StatefulFn, StateTable
@@ -91,6 +71,7 @@ SETTLED_KEEP_MS = 3 * 3600 * 1000
 # The span of target time one state key holds.
 KEY_SPAN_MS = 3600 * 1000
 _AGGREGATE = "a"
+_STEP = "s"  # the actuals of whole steps (transforms.history.StepActuals): a target's only actuals
 
 
 def score_key(target_ms: Any) -> Any:
@@ -236,7 +217,7 @@ class _ScoreFn(StatefulFn):
 
     def process(self, element: tuple[int, tuple[str, Any]], state=STATE_PARAM, scored_flags=SCORED_FLAGS_PARAM,
                 actuals=ACTUALS_PARAM, legacy=LEGACY_PARAM, flushed=FLUSHED_PARAM, settled_state=SETTLED_PARAM,
-                flush=FLUSH_PARAM) -> Iterator[Any]:
+                flush=FLUSH_PARAM, expire=EXPIRE_PARAM, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         _, (kind, part) = element
         rows = _rows(kind, part)
         if kind == _PREDICTION:
@@ -246,29 +227,39 @@ class _ScoreFn(StatefulFn):
             targets = starts - starts % self.window_ms
         through = flushed.read()
         late = np.zeros(len(targets), bool) if through is None else self._due(targets) <= through
+        stored = settled_state.read()
+        settled = None if stored is None else Settled.of(stored)
+        # Settled by their steps (below): all those targets will get, before the timers passed them.
+        after_step = np.zeros(len(targets), bool) if settled is None or not len(settled.targets) else \
+            np.isin(targets, settled.targets) & ~late
         now = self._now()
         out: list[Columns | None] = []
-        if late.any():
-            late_rows = {name: column[late] for name, column in rows.items()}
+        if late.any() or after_step.any():
+            behind = late | after_step
             if kind == _PREDICTION:
                 self.late_predictions.inc(int(late.sum()))
-                settled = Settled.of(settled_state.read())
-                scores, duplicates = settled.score_late(late_rows, now)
+                settled = settled if settled is not None else Settled()
+                scores, duplicates = settled.score_late({name: column[behind] for name, column in rows.items()}, now)
                 self.duplicates.inc(duplicates)
                 settled_state.write(settled)
                 out.append(scores)
             else:
-                self.late_actuals.inc(int(late.sum()))
-            rows, targets = {name: column[~late] for name, column in rows.items()}, targets[~late]
+                self.late_actuals.inc(int(behind.sum()))
+            rows, targets = {name: column[~behind] for name, column in rows.items()}, targets[~behind]
         if len(targets):
             table = self._state(state, scored_flags, actuals, legacy)
-            unarmed = table.new_targets(targets)  # nothing held for them yet: their due times need timers
+            # Nothing held for them yet: their due times need timers (a step settles its target at once).
+            unarmed = table.new_targets(targets) if kind != _STEP else targets[:0]
             if kind == _PREDICTION:
                 self.duplicates.inc(table.hold(rows))
                 final = True  # the actual may be here already
             else:
                 final = table.observe(targets, rows)  # an early pane makes nothing ready
-            if final:
+            if kind == _STEP:
+                out.append(self._settle_steps(table, targets, now, settled, settled_state, flush))
+                if not len(table.targets()) and not self.bounded:
+                    expire.set(Timestamp(micros=timestamp.micros + SETTLED_KEEP_MS * 1000))
+            elif final:
                 out.append(table.take_ready(now, int(targets.min()), int(targets.max())))
             self._save(table, state, scored_flags, actuals)
             for due in np.unique(self._due(unarmed)).tolist():
@@ -277,6 +268,20 @@ class _ScoreFn(StatefulFn):
         if scores is not None:
             self._count(scores)
             yield scores
+
+    def _settle_steps(self, table: ScoreState, targets: np.ndarray, now: int, settled: Settled | None,
+                      settled_state, flush) -> Columns | None:
+        """A step's actuals are all its target gets: its predictions held so far are scored at once (MISSING
+        where the step has no observation), the target is kept as settled for the ones still to come, and its
+        timer is cleared."""
+        done = np.unique(targets)
+        scores, settled_actuals, keys = table.settle(done, now)
+        settled = settled if settled is not None else Settled()
+        settled.add(done, settled_actuals, keys)
+        settled_state.write(settled)
+        for due in self._due(done).tolist():
+            flush.clear(dynamic_timer_tag=str(int(due)))
+        return scores
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam, state=STATE_PARAM,
@@ -338,12 +343,15 @@ def _arm(flush, due_ms: int) -> None:
 def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
     """Splits an element by :func:`score_key` (hour of target time); aggregates without their EARLY panes."""
     def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
-        if kind == _AGGREGATE and (element := without_early_panes(element)) is None:
+        tag = kind
+        if kind == _AGGREGATE and isinstance(element, Columns) and element.kind == STEP_ACTUALS:
+            tag = _STEP
+        elif kind == _AGGREGATE and (element := without_early_panes(element)) is None:
             return
         if not isinstance(element, Columns):
             target = int(element["target_time"]) if kind == _PREDICTION else int(element["window_start"])
             target -= target % window_ms
-            yield int(score_key(target)), (kind, element)
+            yield int(score_key(target)), (tag, element)
             return
         if not len(element):
             return
@@ -351,10 +359,10 @@ def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple
         keys = score_key(targets - targets % window_ms)
         first = int(keys[0])
         if (keys == first).all():
-            yield first, (kind, element)
+            yield first, (tag, element)
             return
         for key in np.unique(keys).tolist():
-            yield key, (kind, element.take(np.flatnonzero(keys == key)))
+            yield key, (tag, element.take(np.flatnonzero(keys == key)))
 
     return keyed
 

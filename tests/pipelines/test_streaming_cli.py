@@ -228,8 +228,8 @@ def test_scoring_and_incidents_can_be_left_out_of_the_job(registry, tmp_path) ->
         write = next(t for t in p.transforms_stack[0].parts if t.full_label == "WriteFiles")
         return {t.full_label.split("/")[1] for t in write.parts if t.full_label.startswith("WriteFiles/Key")}
 
-    assert labels(full) - labels(lean) == {"ScoreForecasts", "PublishScores", "TrackIncidents", "PublishIncidents",
-                                           "WindowScoresForFiles"}
+    assert labels(full) - labels(lean) == {"StepActuals", "ScoreForecasts", "PublishScores", "TrackIncidents",
+                                           "PublishIncidents", "WindowScoresForFiles"}
     assert file_outputs(full) == {"KeyAggregates", "KeyPredictions", "KeyScores"}
     assert file_outputs(lean) == {"KeyAggregates", "KeyPredictions"}
 

@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from transforms.aggregate import AGGREGATE_NULLABLE
 from transforms.exceptions import TransformConfigError
-from transforms.history import NetworkHistory, _NetworkHistoryFn, last_best
+from transforms.history import STEP_ACTUALS, NetworkHistory, StepActuals, _NetworkHistoryFn, last_best, step_actuals
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -205,3 +205,35 @@ def test_a_batch_of_panes_is_kept_as_if_they_came_one_by_one(seed):
 def test_sensors_outside_the_network_are_counted_not_placed():
     fn = _NetworkHistoryFn(["b", "a", "c"], 2, 300)
     assert fn._member_index(np.array(["a", "zz", "c", "b", ""])).tolist() == [1, -1, 2, 0, -1]
+
+
+def own_step(snapshot: dict) -> tuple:
+    """(step index, the StepActuals rows as (sensor, mean or None, count, timing), by sensor)."""
+    rows = step_actuals(snapshot, np.asarray(SENSORS))
+    if rows is None:
+        return (snapshot["step_ms"] - T0_MS) // S_MS, ()
+    assert rows.kind == STEP_ACTUALS and set(rows["window_start"].tolist()) == {snapshot["step_ms"]}
+    return (snapshot["step_ms"] - T0_MS) // S_MS, tuple(
+        (s, None if math.isnan(m) else m, int(c), t) for s, m, c, t in zip(
+            rows["sensor_id"].tolist(), rows["mean_speed_mph"].tolist(), rows["count"].tolist(),
+            rows["pane_timing"].tolist(), strict=True))
+
+
+def test_a_snapshots_own_step_gives_the_panes_it_was_emitted_with():
+    """StepActuals' rows are the step's winning panes (mean, count, timing); a sensor without a pane has none,
+    and a step with no pane at all gives nothing."""
+    expected = [
+        (0, (("a", 50.0, 1, "ON_TIME"), ("b", 40.0, 1, "ON_TIME"), ("c", 30.0, 1, "ON_TIME"))),
+        (1, (("a", 51.0, 1, "ON_TIME"), ("b", None, 1, "ON_TIME"))),
+        (2, (("a", 52.0, 1, "EARLY"), ("b", 42.0, 1, "ON_TIME"), ("c", 32.0, 1, "ON_TIME"))),
+        (3, ()),
+        (4, (("a", 54.0, 1, "ON_TIME"), ("c", 34.0, 1, "ON_TIME"))),
+    ]
+    with test_pipeline.TestPipeline() as p:
+        snapshots = p | beam.Create([batch(*AGGREGATES)]) | NetworkHistory(SENSORS, history_steps=3)
+        assert_that(snapshots | beam.Map(own_step), equal_to(expected), label="CheckOwnSteps")
+        actuals = snapshots | StepActuals(SENSORS)
+        assert_that(actuals | beam.Map(lambda b: (b.kind, len(b), int(b["window_start"][0]))),
+                    equal_to([(STEP_ACTUALS, 3, T0_MS), (STEP_ACTUALS, 2, T0_MS + S_MS),
+                              (STEP_ACTUALS, 3, T0_MS + 2 * S_MS), (STEP_ACTUALS, 2, T0_MS + 4 * S_MS)]),
+                    label="CheckStepActuals")

@@ -22,10 +22,12 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
+from transforms.history import pane_ranks, step_actuals
 from transforms.score_state import ScoreState
 from transforms.scoring import (
     _AGGREGATE,
     _PREDICTION,
+    _STEP,
     KEY_SPAN_MS,
     MISSING,
     SCORED,
@@ -120,6 +122,18 @@ def matches_expected(actual: list[dict]) -> None:
                              f"{len(extra)} unexpected, {len(wrong)} wrong e.g. {example}")
 
 
+def step_batch(step: int) -> Columns:
+    """Step ``step``'s readings as StepActuals gives them from its snapshot: every sensor's ON_TIME pane of one
+    reading (a 0 reading's mean is None: NaN in the snapshot)."""
+    speeds = np.where(SPEEDS[step] > 0, SPEEDS[step], np.nan)[None, :]
+    ranks = pane_ranks(np.full(N_SENSORS, "ON_TIME"), np.ones(N_SENSORS, np.int64))
+    return step_actuals({"step_ms": T0 + step * STEP_MS, "speeds": speeds, "ranks": ranks}, np.asarray(SENSORS))
+
+
+def _step_end_s(step: int) -> float:
+    return (T0 + (step + 1) * STEP_MS) / 1000 - 0.001
+
+
 def _score(pcolls) -> beam.PCollection:
     """Score records (the transform emits ``score`` batches)."""
     return (pcolls | ScoreForecasts(window_s=STEP_MS // 1000, now_ms_fn=lambda: NOW_MS)
@@ -159,16 +173,20 @@ def test_streaming_scores_every_prediction_once() -> None:
                         tag=aggregates_tag)
     stream.add_elements([TimestampedValue(predictions_at(25)[0], (T0 + 26 * STEP_MS) / 1000 - 0.001)],
                         tag=predictions_tag)
-    # Past every target (the DirectRunner's assert_that closes its pane at the infinite watermark, before
-    # what timers emit then), then the end.
+    _scores_match_expected(stream, aggregates_tag, predictions_tag)
+
+
+def _scores_match_expected(stream: test_stream.TestStream, actuals_tag: str, predictions_tag: str) -> None:
+    """Runs ``stream`` past every target (the DirectRunner's assert_that closes its pane at the infinite
+    watermark, before what timers emit then), then to the end, and checks the scores against the offline ones."""
     beyond_s = (T0 + (STEPS + 24) * STEP_MS) / 1000
-    stream.advance_watermark_to(beyond_s, tag=aggregates_tag).advance_watermark_to(beyond_s, tag=predictions_tag)
-    stream.advance_watermark_to_infinity(tag=aggregates_tag).advance_watermark_to_infinity(tag=predictions_tag)
+    stream.advance_watermark_to(beyond_s, tag=actuals_tag).advance_watermark_to(beyond_s, tag=predictions_tag)
+    stream.advance_watermark_to_infinity(tag=actuals_tag).advance_watermark_to_infinity(tag=predictions_tag)
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with test_pipeline.TestPipeline(options=options) as p:
         inputs = p | stream
-        scores = _score({"predictions": inputs[predictions_tag], "aggregates": inputs[aggregates_tag]})
+        scores = _score({"predictions": inputs[predictions_tag], "aggregates": inputs[actuals_tag]})
         assert_that(scores, matches_expected)
 
 
@@ -301,6 +319,9 @@ class _Timers:
     def set(self, ts, dynamic_timer_tag: str = "") -> None:
         self.by_tag[dynamic_timer_tag] = ts.micros // 1000
         self.calls += 1
+
+    def clear(self, dynamic_timer_tag: str = "") -> None:
+        self.by_tag.pop(dynamic_timer_tag, None)
 
 
 def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_catch_up() -> None:
@@ -474,3 +495,70 @@ def test_a_whole_state_of_an_older_savepoint_is_split_into_the_three_cells() -> 
     assert [s["status"] for s in scores] == [SCORED]
     assert isinstance(cells["state"].value, tuple) and cells["scored_flags"].value.tolist() == [True]
     assert cells["actuals"].value[1]["target_time"].tolist() == [record["target_time"]]
+
+
+def test_batch_scores_every_prediction_once_against_whole_steps() -> None:
+    with test_pipeline.TestPipeline() as p:
+        steps = p | "Steps" >> beam.Create([step_batch(s) for s in range(STEPS)]) | "StampSteps" >> beam.Map(
+            lambda b: TimestampedValue(b, (int(b["window_start"][0]) + STEP_MS - 1) / 1000))
+        predictions = p | "Predictions" >> beam.Create([r for s in range(STEPS) for r in predictions_at(s)])
+        assert_that(_score({"predictions": predictions, "aggregates": steps}), matches_expected)
+
+
+@pytest.mark.parametrize("order", ["steps first", "predictions first", "step by step"])
+def test_streaming_scores_every_prediction_once_against_whole_steps(order: str) -> None:
+    """A step's actuals settle its target whether its predictions came before them (held, then scored at once)
+    or after (scored on arrival against the kept actuals); a step sent twice scores nothing twice."""
+    steps_tag, predictions_tag = "aggregates", "predictions"
+    stream = test_stream.TestStream(output_tags=[steps_tag, predictions_tag])
+    stream.advance_watermark_to(T0 / 1000, tag=steps_tag).advance_watermark_to(T0 / 1000, tag=predictions_tag)
+    steps = [TimestampedValue(step_batch(s), _step_end_s(s)) for s in range(STEPS)]
+    predictions = [[TimestampedValue(r, _step_end_s(s)) for r in predictions_at(s)] for s in range(STEPS)]
+    if order == "step by step":
+        for s in range(STEPS):
+            stream.add_elements(predictions[s], tag=predictions_tag).add_elements([steps[s]], tag=steps_tag)
+    else:
+        flat = [r for step in predictions for r in step]
+        for tag, elements in ([(steps_tag, steps), (predictions_tag, flat)] if order == "steps first"
+                              else [(predictions_tag, flat), (steps_tag, steps)]):
+            stream.add_elements(elements, tag=tag)
+    stream.add_elements([steps[5]], tag=steps_tag)  # sent again
+    _scores_match_expected(stream, steps_tag, predictions_tag)
+
+
+def test_a_step_settles_its_target_at_once_and_clears_its_timer() -> None:
+    """The 15-minute forecasts of step 4 are held (their due time armed); step 7's actuals score them at once,
+    MISSING where the step has no observation, clear the timer and arm the key's expiry. A forecast for that
+    target coming after the step is scored on arrival against the kept actual, with no timer."""
+    fn = _ScoreFn(STEP_MS, 0, bounded=False, now_ms_fn=lambda: NOW_MS)
+    cells = {name: _Cell() for name in ("state", "scored_flags", "actuals", "legacy", "flushed", "settled_state")}
+    timers, expire = _Timers(), _Timers()
+    batch = Columns.from_records("prediction", predictions_at(4), list(predictions_at(4)[0]), {})
+    fifteen = batch.take(np.flatnonzero(np.asarray(batch["horizon_min"]) == 15))
+    target_step = 7
+    target = T0 + target_step * STEP_MS
+    key = score_key(target)
+    assert list(fn.process((key, (_PREDICTION, fifteen)), flush=timers, **cells)) == []
+    assert timers.by_tag == {str(target + STEP_MS): target + STEP_MS}
+
+    [(tagged_key, (kind, step))] = _tag(_AGGREGATE, STEP_MS)(step_batch(target_step))
+    assert (tagged_key, kind) == (key, _STEP)
+    stamp = Timestamp(micros=(target + STEP_MS - 1) * 1000)
+    scores = [r for out in fn.process((key, (kind, step)), flush=timers, expire=expire, timestamp=stamp, **cells)
+              for r in records_of(out)]
+    observed = SPEEDS[target_step] > 0
+    assert not observed.all()  # the test's missing reading is one of them
+    assert sorted((r["sensor_id"], r["status"], r["actual_speed_mph"]) for r in scores) == sorted(
+        (sensor, SCORED if observed[j] else MISSING, float(SPEEDS[target_step, j]) if observed[j] else None)
+        for j, sensor in enumerate(SENSORS))
+    assert timers.by_tag == {} and expire.by_tag == {"": target + STEP_MS - 1 + SETTLED_KEEP_MS}
+    assert len(_table(cells).targets()) == 0
+
+    thirty = next(r for r in predictions_at(1) if r["horizon_min"] == 30 and r["sensor_id"] == SENSORS[0])
+    later = {**thirty, "event_time": target - 30 * 60_000, "target_time": target}
+    on_arrival = [r for out in fn.process((key, (_PREDICTION, later)), flush=timers, **cells)
+                  for r in records_of(out)]
+    assert [(r["status"], r["actual_speed_mph"]) for r in on_arrival] == [(SCORED, float(SPEEDS[target_step, 0]))]
+    assert timers.by_tag == {} and len(_table(cells).targets()) == 0
+    again = [r for out in fn.process((key, (_PREDICTION, later)), flush=timers, **cells) for r in records_of(out)]
+    assert again == []  # scored once
