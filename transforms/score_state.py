@@ -357,13 +357,19 @@ class Settled(ArrayState):
         none); predictions for targets not kept are dropped. (scores, duplicates left out)."""
         rows = _typed(predictions, PREDICTION_FIELDS)
         rows = st.take(rows, np.isin(rows["target_time"], self.targets))
+        if not st.size(rows):
+            return None, 0
         keys = [rows[name] for name in KEY_FIELDS]
-        new = first_of_each(keys) if st.size(rows) else np.zeros(0, bool)
-        new &= lookup(keys, [self.keys[name] for name in KEY_FIELDS]) < 0
+        # Joined with the kept rows of these targets only (a step's forecasts: one or two of a key's targets).
+        targets = st.distinct_targets(rows["target_time"])
+        scored = st.take(self.keys, np.isin(self.keys["target_time"], targets))
+        new = first_of_each(keys) & (lookup(keys, [scored[name] for name in KEY_FIELDS]) < 0)
         duplicates = int(len(new) - new.sum())
         if not new.any():
             return None, duplicates
         rows = st.take(rows, new)
-        at = lookup([rows["target_time"], rows["sensor_id"]], [self.actuals["target_time"], self.actuals["sensor_id"]])
+        kept = st.take(self.actuals, np.isin(self.actuals["target_time"], targets))
+        at = lookup([rows["target_time"], rows["sensor_id"]], [kept["target_time"], kept["sensor_id"]])
+        actual = st.gather(kept["mean"], at)
         self.keys = st.concat(self.keys, {name: rows[name] for name in KEY_FIELDS})
-        return score_rows(rows, st.gather(self.actuals["mean"], at), now_ms), duplicates
+        return score_rows(rows, actual, now_ms), duplicates

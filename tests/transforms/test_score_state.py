@@ -114,6 +114,24 @@ def test_a_late_prediction_is_scored_once_against_the_kept_actual() -> None:
     assert len(settled.targets) == 0 and len(settled.keys["sensor_id"]) == 0
 
 
+def test_a_late_prediction_is_joined_with_its_own_targets_kept_rows_only() -> None:
+    """Two settled targets hold the same sensor with different actuals, and a key scored for one of them: a
+    step's forecasts for the other get that target's actual, and the key of the first target is no repeat."""
+    settled = Settled()
+    first, second = T0 + 15 * 60_000, T0 + 20 * 60_000
+    settled.add(np.array([first, second]),
+                {"target_time": np.array([first, second]), "sensor_id": np.array(["s1", "s1"]),
+                 "mean": np.array([60.0, 30.0])},
+                {"target_time": np.array([first]), "sensor_id": np.array(["s1"]), "event_time": np.array([T0]),
+                 "horizon_min": np.array([15]), "model_version": np.array(["v1"])})
+    batch = _predictions(range(1, 2), sensors=("s1",), horizons=(15,))  # made at T0 + 5 min: targets `second`
+    scores, duplicates = settled.score_late(batch, 5)
+    assert duplicates == 0
+    assert [(r["target_time"], r["actual_speed_mph"]) for r in scores.records()] == [(second, 30.0)]
+    again, duplicates = settled.score_late(batch, 5)
+    assert again is None and duplicates == 1
+
+
 def test_older_dict_tables_convert_to_the_same_state() -> None:
     p = {k: v[0].item() for k, v in _predictions(range(1), sensors=("s1",), horizons=(15,)).items()}
     target = p["target_time"]
