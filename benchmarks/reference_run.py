@@ -18,7 +18,7 @@ from ml.features import HORIZONS_MIN
 from ml.registry import ModelRegistry
 from schemas.topics import TopicSettings
 
-__all__ = ["all_work_s", "print_timeline", "run_reference", "timeline"]
+__all__ = ["backlog_work", "print_timeline", "run_reference"]
 
 
 def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, registry: str, run_id: str,
@@ -44,8 +44,7 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
         wait_for(lambda: last_step_ms in seen.complete_s and seen.first_event_s is not None, 60,
                  "the reference loop's last step seen by the watcher", [])
         watched_s = seen.complete_s[last_step_ms] - seen.first_event_s
-        work_s = all_work_s(seen, last_step_ms, None if "files" in args.without else out_dir, args)
-        figures["work_timeline"] = timeline(seen, last_step_ms, None if "files" in args.without else out_dir, args)
+        work_s, figures["work_timeline"] = backlog_work(seen, last_step_ms, out_dir, args)
     finally:
         watcher.stop()
         delete_topics(admin, own)
@@ -60,17 +59,16 @@ def run_reference(admin: AdminClient, bootstrap: str, topics: TopicSettings, reg
     return figures
 
 
-def all_work_s(arrivals: Arrivals, last_step_ms: int, out_dir: str | None, args: argparse.Namespace) -> float | None:
-    """From the first validated event to the end of the backlog's whole work (``backlog_work``); None when its
-    scores were not all out within 30 s."""
-    end = all_work_done_s(arrivals, last_step_ms, out_dir, args.file_window_s * 1000, "scores" not in args.without)
-    return None if end is None else end - arrivals.first_event_s
-
-
-def timeline(arrivals: Arrivals, last_step_ms: int, out_dir: str | None,
-             args: argparse.Namespace) -> dict[str, list[float] | None]:
-    """When the backlog's predictions, scores and files came out (``backlog_work.work_timeline``)."""
-    return work_timeline(arrivals, last_step_ms, out_dir, args.file_window_s * 1000)
+def backlog_work(arrivals: Arrivals, last_step_ms: int, out_dir: str, args: argparse.Namespace
+                 ) -> tuple[float | None, dict[str, list[float] | None]]:
+    """(from the first validated event to the end of the backlog's whole work, None when its scores were not all
+    out within 30 s; when its predictions, scores and files came out): ``backlog_work``, with the parts left
+    out of the run (``--without``) left out of the wait."""
+    files = None if "files" in args.without else out_dir
+    window_ms = args.file_window_s * 1000
+    end = all_work_done_s(arrivals, last_step_ms, files, window_ms, "scores" not in args.without)
+    return (None if end is None else end - arrivals.first_event_s,
+            work_timeline(arrivals, last_step_ms, files, window_ms))
 
 
 def print_timeline(who: str, figures: dict[str, list[float] | None]) -> None:

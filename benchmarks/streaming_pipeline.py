@@ -62,7 +62,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from benchmarks.bench_topics import create_topics, delete_topics, wait_for  # noqa: E402
 from benchmarks.process_figures import RssSampler, cpu_by_process, cpu_s, platform_pids  # noqa: E402
-from benchmarks.reference_run import all_work_s, print_timeline, run_reference, timeline  # noqa: E402
+from benchmarks.reference_run import backlog_work, print_timeline, run_reference  # noqa: E402
 from benchmarks.stage_cpu import StageCpu  # noqa: E402
 from benchmarks.stream_watch import (  # noqa: E402
     STAGES,
@@ -240,8 +240,7 @@ def run(args: argparse.Namespace) -> dict:
         loads.append(os.getloadavg()[0])
         print(f"throughput: {sent.readings:,} readings in {drain_s:.1f} s = {sent.readings / drain_s:,.0f} events/s",
               flush=True)
-        work_s = all_work_s(arrivals, last_step, None if "files" in left_out else out_dir, args)
-        work_timeline = timeline(arrivals, last_step, None if "files" in left_out else out_dir, args)
+        work_s, work_timeline = backlog_work(arrivals, last_step, out_dir, args)
         print_timeline("job", work_timeline)
         work_cpu = {"worker_cpu_s": round(cpu_s(os.getpid()) - cpu_at_first_event, 1),
                     "stage_cpu": stages.since(stages_at_first_event)}
