@@ -43,13 +43,17 @@ from transforms.exceptions import TransformConfigError
 from transforms.panes import TIMING_RANK
 from transforms.state_tables import StatefulFn
 
-__all__ = ["STEP_ACTUALS", "NetworkHistory", "StepActuals", "history_matrix", "last_best", "pane_ranks", "step_actuals"]
+__all__ = ["STEP_ACTUALS", "NetworkHistory", "StepActuals", "history_matrix", "last_best", "pane_parts", "pane_ranks",
+           "step_actuals"]
 
 STEP = "History"
 # The kind of StepActuals' batches: window_aggregate rows, all that their step's target gets.
 STEP_ACTUALS = "step_actuals"
 _NETWORK_KEY = "network"
 _NONE = -1  # the rank of a member without a pane
+_COUNT_MASK = (1 << 32) - 1  # a pane's rank: its timing's rank above 32 bits of its count
+# Each timing's rank -> its name (object text, as panes carry it).
+_TIMING_NAMES = np.asarray(sorted(TIMING_RANK, key=TIMING_RANK.__getitem__), object)
 
 # step_ms -> (rank per member, mean per member): the steps still inside a future span.
 Table = dict[int, tuple[np.ndarray, np.ndarray]]
@@ -60,7 +64,13 @@ def pane_ranks(timings: np.ndarray, counts: np.ndarray) -> np.ndarray:
     kinds, inverse = np.unique(np.asarray(timings, dtype=str), return_inverse=True)
     kind_rank = np.array([TIMING_RANK.get(kind, TIMING_RANK["UNKNOWN"]) for kind in kinds.tolist()], dtype=np.int64)
     timing_rank = kind_rank[inverse.reshape(-1)] if len(kinds) else np.empty(0, np.int64)
-    return timing_rank * (1 << 32) + np.clip(counts.astype(np.int64), 0, (1 << 32) - 1)
+    return timing_rank * (1 << 32) + np.clip(counts.astype(np.int64), 0, _COUNT_MASK)
+
+
+def pane_parts(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`pane_ranks`: (the timing of each rank, as object text; its count)."""
+    ranks = np.asarray(ranks, np.int64)
+    return _TIMING_NAMES[ranks >> 32], ranks & _COUNT_MASK
 
 
 def last_best(members: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,9 +259,6 @@ class NetworkHistory(beam.PTransform):
         )
 
 
-_TIMINGS = {rank: timing for timing, rank in TIMING_RANK.items()}
-
-
 def step_actuals(snapshot: dict[str, Any], sensor_ids: np.ndarray) -> Columns | None:
     """A snapshot's own step as ``window_aggregate`` rows: per sensor with a pane, the pane the step was emitted
     with (its mean, NaN for None; its count and timing from ``ranks``); None when no sensor has one.
@@ -260,14 +267,13 @@ def step_actuals(snapshot: dict[str, Any], sensor_ids: np.ndarray) -> Columns | 
     held = np.flatnonzero(ranks > _NONE)
     if not len(held):
         return None
-    timing_ranks = (ranks[held] >> 32).tolist()
-    n = len(held)
+    timings, counts = pane_parts(ranks[held])
     return Columns(STEP_ACTUALS, {
         "sensor_id": np.asarray(sensor_ids)[held],
-        "window_start": np.full(n, int(snapshot["step_ms"]), np.int64),
+        "window_start": np.full(len(held), int(snapshot["step_ms"]), np.int64),
         "mean_speed_mph": np.asarray(snapshot["speeds"], np.float64)[-1, held],
-        "count": ranks[held] & ((1 << 32) - 1),
-        "pane_timing": np.asarray([_TIMINGS.get(rank, "UNKNOWN") for rank in timing_ranks], object),
+        "count": counts,
+        "pane_timing": timings,
     }, frozenset({"mean_speed_mph"}))
 
 

@@ -20,7 +20,16 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from transforms.aggregate import AGGREGATE_NULLABLE
 from transforms.exceptions import TransformConfigError
-from transforms.history import STEP_ACTUALS, NetworkHistory, StepActuals, _NetworkHistoryFn, last_best, step_actuals
+from transforms.history import (
+    STEP_ACTUALS,
+    NetworkHistory,
+    StepActuals,
+    _NetworkHistoryFn,
+    last_best,
+    pane_parts,
+    pane_ranks,
+    step_actuals,
+)
 
 T0_MS = 1_330_560_000_000
 S_MS = 300_000
@@ -237,3 +246,11 @@ def test_a_snapshots_own_step_gives_the_panes_it_was_emitted_with():
                     equal_to([(STEP_ACTUALS, 3, T0_MS), (STEP_ACTUALS, 2, T0_MS + S_MS),
                               (STEP_ACTUALS, 3, T0_MS + 2 * S_MS), (STEP_ACTUALS, 2, T0_MS + 4 * S_MS)]),
                     label="CheckStepActuals")
+
+
+def test_pane_parts_undo_pane_ranks():
+    timings = np.array(["LATE", "EARLY", "ON_TIME", "UNKNOWN", "SOMETHING ELSE"])
+    counts = np.array([3, 0, 7, 1, 2**32 + 5])  # a count past 32 bits is clipped by the rank
+    back_timings, back_counts = pane_parts(pane_ranks(timings, counts))
+    assert back_timings.tolist() == ["LATE", "EARLY", "ON_TIME", "UNKNOWN", "UNKNOWN"]
+    assert back_counts.tolist() == [3, 0, 7, 1, 2**32 - 1]
