@@ -16,8 +16,7 @@ non-finite or <= 0 is not an observation (``ml.metrics.observed_mask``). When a 
   settles the target: the predictions held for it are scored (``status=SCORED``, ``error = predicted -
   actual``, ``inside_interval = lower <= actual <= upper``, or ``status=MISSING`` where the step has no
   observation), its timer is cleared, and a prediction for it that comes later is scored on arrival
-  against the kept actual. In a 24 h catch-up on Flink, where most targets have a sensor without a
-  reading, the scores no longer wait for the targets' timers after the last forecast;
+  against the kept actual;
 * **against panes**: as soon as an observed mean comes in a final pane (ON_TIME or LATE; EARLY panes are
   left out before the shuffle: the window's ON_TIME pane, which accumulates the same readings, always
   reaches the step first). Otherwise on an event-time timer, once the watermark has passed the end of the
@@ -227,18 +226,15 @@ class _ScoreFn(StatefulFn):
             targets = starts - starts % self.window_ms
         through = flushed.read()
         late = np.zeros(len(targets), bool) if through is None else self._due(targets) <= through
-        stored = settled_state.read()
-        settled = None if stored is None else Settled.of(stored)
+        settled = Settled.of(settled_state.read())
         # Settled by their steps (below): all those targets will get, before the timers passed them.
-        after_step = np.zeros(len(targets), bool) if settled is None or not len(settled.targets) else \
-            np.isin(targets, settled.targets) & ~late
+        after_step = np.isin(targets, settled.targets) & ~late
         now = self._now()
         out: list[Columns | None] = []
         if late.any() or after_step.any():
             behind = late | after_step
             if kind == _PREDICTION:
                 self.late_predictions.inc(int(late.sum()))
-                settled = settled if settled is not None else Settled()
                 scores, duplicates = settled.score_late({name: column[behind] for name, column in rows.items()}, now)
                 self.duplicates.inc(duplicates)
                 settled_state.write(settled)
@@ -269,14 +265,13 @@ class _ScoreFn(StatefulFn):
             self._count(scores)
             yield scores
 
-    def _settle_steps(self, table: ScoreState, targets: np.ndarray, now: int, settled: Settled | None,
-                      settled_state, flush) -> Columns | None:
+    def _settle_steps(self, table: ScoreState, targets: np.ndarray, now: int, settled: Settled, settled_state,
+                      flush) -> Columns | None:
         """A step's actuals are all its target gets: its predictions held so far are scored at once (MISSING
         where the step has no observation), the target is kept as settled for the ones still to come, and its
         timer is cleared."""
         done = np.unique(targets)
         scores, settled_actuals, keys = table.settle(done, now)
-        settled = settled if settled is not None else Settled()
         settled.add(done, settled_actuals, keys)
         settled_state.write(settled)
         for due in self._due(done).tolist():
