@@ -8,8 +8,9 @@ context, i.e. the training-period profiles and graph weights, belongs to the
 model bundle, so a model swap swaps both together), calls ``bundle.predict``
 on each snapshot's rows (a step's forecast never depends on how it was
 batched) and emits one ``PredictionResult`` per snapshot whose
-``inference`` is the list of PostProcess input dicts (one per sensor and
-horizon) and whose ``model_id`` is the model version.
+``inference`` is a ``forecast`` batch, PostProcess's input (one row per
+sensor and horizon, :func:`forecast_batch`) and whose ``model_id`` is the
+model version.
 
 Hot model swap. The loaded "model" is a :class:`LiveModel`: unless a version
 is pinned it re-reads the registry's LATEST pointer at most every
@@ -40,8 +41,10 @@ from threadpoolctl import ThreadpoolController
 from ml.exceptions import ModelRegistryError
 from ml.features import HISTORY_STEPS, build_features
 from ml.registry import MODEL_REFRESH_S, ModelBundle, ModelRegistry
+from schemas.batches import Columns
 
-__all__ = ["ForecastModelHandler", "HandlerConfig", "LiveModel", "make_model_handler", "prediction_inputs"]
+__all__ = ["FORECAST_KIND", "ForecastModelHandler", "HandlerConfig", "LiveModel", "forecast_batch",
+           "make_model_handler", "prediction_inputs"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -135,42 +138,65 @@ class LiveModel:
             return self._bundle
 
 
+FORECAST_KIND = "forecast"
+FORECAST_DTYPES: dict[str, Any] = {
+    "sensor_id": str, "event_time": np.int64, "horizon_min": np.int64, "predicted_speed_mph": np.float64,
+    "lower_mph": np.float64, "upper_mph": np.float64, "coverage": np.float64, "model_version": str,
+    "current_speed_mph": np.float64,
+}
+
+
+def forecast_batch(
+    snapshot: dict[str, Any], predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], bundle: ModelBundle
+) -> Columns:
+    """One snapshot's (N,) predictions as a ``forecast`` batch, sensor-major then horizon (PostProcess's input).
+
+    ``current_speed_mph`` is the snapshot's last reading, NaN (None) where it is missing or not positive.
+    """
+    current = np.asarray(snapshot["speeds"], dtype=np.float64)[-1]
+    sensor_ids = np.asarray(bundle.context.sensor_ids, dtype=str)
+    horizons = sorted(predictions)
+    n, k = len(sensor_ids), len(horizons)
+
+    def sensor_major(part: int) -> np.ndarray:  # (N, horizons) flattened: sensor 0's horizons, sensor 1's, ...
+        return np.stack([np.asarray(predictions[h][part], dtype=np.float64) for h in horizons], axis=1).ravel()
+
+    data = {
+        "sensor_id": np.repeat(sensor_ids, k),
+        "event_time": np.full(n * k, int(snapshot["step_ms"]), np.int64),
+        "horizon_min": np.tile(np.asarray(horizons, dtype=np.int64), n),
+        "predicted_speed_mph": sensor_major(0),
+        "lower_mph": sensor_major(1),
+        "upper_mph": sensor_major(2),
+        "coverage": np.full(n * k, float(bundle.coverage)),
+        "model_version": np.full(n * k, str(bundle.version)),
+        "current_speed_mph": np.repeat(np.where(np.isfinite(current) & (current > 0), current, np.nan), k),
+    }
+    return Columns(FORECAST_KIND, data, frozenset({"current_speed_mph"}))
+
+
 def prediction_inputs(
     snapshot: dict[str, Any], predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], bundle: ModelBundle
 ) -> list[dict[str, Any]]:
-    """PostProcess input dicts, sensor-major then horizon, for one snapshot and its (N,) predictions."""
-    speeds = np.asarray(snapshot["speeds"], dtype=np.float64)
-    current = speeds[-1]
-    step_ms = int(snapshot["step_ms"])
-    version = str(bundle.version)
-    coverage = float(bundle.coverage)
-    sensor_ids = bundle.context.sensor_ids
-    horizons = sorted(predictions)
-    columns = {h: tuple(np.asarray(a, dtype=np.float64).tolist() for a in predictions[h]) for h in horizons}
-    rows: list[dict[str, Any]] = []
-    for i, sensor_id in enumerate(sensor_ids):
-        now = float(current[i])
-        now_value = now if np.isfinite(now) and now > 0 else None
-        for h in horizons:
-            yhat, lower, upper = columns[h]
-            rows.append(
-                {
-                    "sensor_id": sensor_id,
-                    "event_time": step_ms,
-                    "horizon_min": int(h),
-                    "predicted_speed_mph": yhat[i],
-                    "lower_mph": lower[i],
-                    "upper_mph": upper[i],
-                    "coverage": coverage,
-                    "model_version": version,
-                    "current_speed_mph": now_value,
-                }
-            )
-    return rows
+    """:func:`forecast_batch` as PostProcess input dicts (``current_speed_mph`` None where unknown).
+
+    Row by row for callers that post-process one record at a time; built from literals, which is faster than
+    :meth:`Columns.records`.
+    """
+    data = forecast_batch(snapshot, predictions, bundle).data
+    current = data["current_speed_mph"]
+    lists = [data[name].tolist() for name in FORECAST_DTYPES if name != "current_speed_mph"]
+    return [
+        {"sensor_id": sensor, "event_time": step, "horizon_min": horizon, "predicted_speed_mph": yhat,
+         "lower_mph": lower, "upper_mph": upper, "coverage": coverage, "model_version": version,
+         "current_speed_mph": now}
+        for sensor, step, horizon, yhat, lower, upper, coverage, version, now in zip(
+            *lists, np.where(np.isnan(current), None, current).tolist(), strict=True)
+    ]
 
 
 class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
-    """Snapshots -> ``PredictionResult(snapshot, [PostProcess input dicts], model version)``."""
+    """Snapshots -> ``PredictionResult(snapshot, forecast batch, model version)``."""
 
     def __init__(self, cfg: HandlerConfig) -> None:
         super().__init__(
@@ -223,7 +249,7 @@ class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
             # One predict per snapshot, never across snapshots: float32 estimators (ridge on float32 features)
             # round differently with the row count, so a step's forecast must not depend on how it was batched.
             predictions = bundle.predict(build_features(speeds, int(snapshot["step_ms"]), bundle.context))
-            results.append(PredictionResult(snapshot, prediction_inputs(snapshot, predictions, bundle), bundle.version))
+            results.append(PredictionResult(snapshot, forecast_batch(snapshot, predictions, bundle), bundle.version))
         return results
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:

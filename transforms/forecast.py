@@ -1,4 +1,4 @@
-"""``Forecast``: network snapshots -> RunInference -> one PostProcess input dict per sensor and horizon.
+"""``Forecast``: network snapshots -> RunInference -> one PostProcess input batch per snapshot.
 
 Input: ``NetworkHistory`` snapshots ``{"step_ms": int, "speeds": (12, N) NaN = missing}``
 with the sensors in the model's order (build ``NetworkHistory`` with
@@ -15,13 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import TimestampedValue
 
 from ml.handler import HandlerConfig, make_model_handler
 from ml.registry import MODEL_REFRESH_S
-from schemas.batches import Columns
 
 __all__ = ["Forecast", "model_sensor_ids"]
 
@@ -35,14 +33,8 @@ def model_sensor_ids(
     return tuple(LiveModel(registry_root, version, hdfs_options=hdfs_options).current().context.sensor_ids)
 
 
-FORECAST_KIND = "forecast"
-_FORECAST_DTYPES = {"sensor_id": str, "event_time": np.int64, "horizon_min": np.int64,
-                    "predicted_speed_mph": np.float64, "lower_mph": np.float64, "upper_mph": np.float64,
-                    "coverage": np.float64, "model_version": str, "current_speed_mph": np.float64}
-
-
 class _ToBatch(beam.DoFn):
-    """PredictionResult -> one ``forecast`` batch (sensor x horizon rows), stamped at its input step.
+    """PredictionResult -> its ``forecast`` batch (sensor x horizon rows), stamped at its input step.
 
     RunInference batches in the global window and may emit a batch at the window's end
     (year 294247); re-stamping at the step's event time keeps downstream windows and the
@@ -55,12 +47,10 @@ class _ToBatch(beam.DoFn):
 
     def process(self, result: PredictionResult) -> Iterator[TimestampedValue]:
         self.snapshots.inc()
-        rows = result.inference
-        if not rows:
+        batch = result.inference
+        if not len(batch):
             return
-        self.predictions.inc(len(rows))
-        batch = Columns.from_records(FORECAST_KIND, rows, tuple(_FORECAST_DTYPES), _FORECAST_DTYPES,
-                                     nullable=("current_speed_mph",))
+        self.predictions.inc(len(batch))
         yield TimestampedValue(batch, int(result.example["step_ms"]) / 1000.0)
 
 

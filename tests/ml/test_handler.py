@@ -1,5 +1,6 @@
 """The RunInference handler: features from the bundle's own context, one bundle.predict per batch,
-PostProcess input dicts, explicit batching, and the hot swap that follows the registry's LATEST pointer."""
+PostProcess input batches (and dicts), explicit batching, and the hot swap that follows the registry's LATEST
+pointer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from apache_beam.testing.util import assert_that
 from ml.dataset import STEP_MS, load_metrla
 from ml.exceptions import ModelRegistryError
 from ml.features import HORIZONS_MIN, build_features, history_from_speeds
-from ml.handler import HandlerConfig, LiveModel, make_model_handler
+from ml.handler import HandlerConfig, LiveModel, forecast_batch, make_model_handler, prediction_inputs
 from ml.registry import ModelBundle, ModelRegistry
 from ml.residual_ridge import fit_residual_ridge
 from transforms.forecast import Forecast
@@ -71,13 +72,26 @@ def test_run_inference_equals_bundle_predict_on_build_features(bundles, tmp_path
     assert len(results) == len(snaps)
     for snap, result in zip(snaps, results, strict=True):
         assert result.model_id == version and result.example is snap
-        assert as_tuples(result.inference) == expected_rows(snap, first)
-        assert {r["model_version"] for r in result.inference} == {version}
-        assert {r["coverage"] for r in result.inference} == {0.9}
-    current = {(r["sensor_id"], r["horizon_min"]): r["current_speed_mph"] for r in results[1].inference}
+        assert result.inference.kind == "forecast" and result.inference.nullable == {"current_speed_mph"}
+        rows = result.inference.records()
+        assert as_tuples(rows) == expected_rows(snap, first)
+        assert {r["model_version"] for r in rows} == {version}
+        assert {r["coverage"] for r in rows} == {0.9}
+    current = {(r["sensor_id"], r["horizon_min"]): r["current_speed_mph"] for r in results[1].inference.records()}
     sensor = first.context.sensor_ids[2]
     assert current[(sensor, 15)] is None
     assert current[(first.context.sensor_ids[0], 15)] == snaps[1]["speeds"][-1, 0]
+
+
+def test_the_row_by_row_inputs_are_the_batch_rows(bundles) -> None:
+    first, _ = bundles
+    snap = snapshots(first.context)[1]
+    snap["speeds"][-1, 3] = 0.0  # a zero reading is no current speed either
+    predictions = first.predict(build_features(snap["speeds"], snap["step_ms"], first.context))
+    rows = prediction_inputs(snap, predictions, first)
+    assert rows == forecast_batch(snap, predictions, first).records()
+    unknown = {r["sensor_id"] for r in rows if r["current_speed_mph"] is None}
+    assert unknown == {first.context.sensor_ids[2], first.context.sensor_ids[3]}
 
 
 def test_batching_is_explicit() -> None:
