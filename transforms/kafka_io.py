@@ -332,8 +332,8 @@ class _WriteFn(beam.DoFn):
             try:
                 if at_ms is None:
                     self._producer.produce(self._topic, value, key)
-                else:
-                    self._producer.produce(self._topic, value, key, timestamp=at_ms)
+                else:  # positional (partition, callback, on_delivery, timestamp): a keyword makes a dict per record
+                    self._producer.produce(self._topic, value, key, -1, None, None, at_ms)
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: serve deliveries, then retry
