@@ -25,7 +25,7 @@ from kafka_client.config import (
     default_bootstrap_servers,
     producer_config,
 )
-from kafka_client.factories import make_consumer, make_producer
+from kafka_client.factories import make_consumer, make_producer, produce_at
 from kafka_client.reachability import KafkaUnavailableError, check_kafka, unreachable
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "describe_topics",
     "make_consumer",
     "make_producer",
+    "produce_at",
     "producer_config",
     "topic_configs",
     "unreachable",

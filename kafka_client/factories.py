@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer
 
 from kafka_client.config import consumer_config, producer_config
 
-__all__ = ["make_consumer", "make_producer"]
+__all__ = ["make_consumer", "make_producer", "produce_at"]
 
 
 def make_producer(bootstrap_servers: str, **settings: Any) -> Producer:
@@ -22,3 +22,10 @@ def make_consumer(
 ) -> Consumer:
     """An assign-only consumer with :func:`~kafka_client.config.consumer_config`."""
     return Consumer(consumer_config(bootstrap_servers, group_id, extra))
+
+
+def produce_at(producer: Producer, topic: str, value: bytes | None, key: bytes | None, timestamp_ms: int) -> None:
+    """One record stamped ``timestamp_ms``, its arguments by position (partition -1: the partitioner's; no
+    per-record callback, so the producer's ``on_delivery``). The keyword form builds a dict for every record,
+    which the job's sinks and the replay pay millions of times. Raises BufferError when the local queue is full."""
+    producer.produce(topic, value, key, -1, None, None, timestamp_ms)

@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
-from kafka_client import check_kafka
+from kafka_client import check_kafka, produce_at
 from ml.dataset import BUNDLED_DIR, MetrLA, load_metrla
 from pipelines.bad_records import BadRecordInjector, Reading
 from pipelines.replay_encoding import RawReadingEncoder
@@ -198,7 +198,7 @@ def replay(
         total=n_steps * n_sensors * loops if loops else None,
         unit="ev", unit_scale=True, disable=not progress, desc=f"replay -> {topic}", smoothing=0.1,
     )
-    produce, poll, encode = producer.produce, producer.poll, codec.encode
+    poll, encode = producer.poll, codec.encode
     fast = RawReadingEncoder.for_codec(codec, sensor_ids)
     started = time.monotonic()
     step_no = 0
@@ -224,11 +224,11 @@ def replay(
                 }
                 for j, value in enumerate(values):
                     try:
-                        produce(topic, value, keys[j], timestamp=event_ms)
+                        produce_at(producer, topic, value, keys[j], event_ms)
                     except BufferError:  # the local queue is full: let librdkafka send, then retry
-                        _send(produce, poll, topic, keys[j], value, event_ms)
+                        _send(producer, topic, keys[j], value, event_ms)
                     if j in bad_after:
-                        _send(produce, poll, topic, bad_after[j].key, bad_after[j].value, event_ms)
+                        _send(producer, topic, bad_after[j].key, bad_after[j].value, event_ms)
                 poll(0)
                 report.missing += row.count(0.0)
                 report.readings += n_sensors
@@ -256,13 +256,13 @@ def replay(
     return report
 
 
-def _send(produce: Any, poll: Any, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+def _send(producer: Any, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
     while True:
         try:
-            produce(topic, value, key, timestamp=timestamp_ms)
+            produce_at(producer, topic, value, key, timestamp_ms)
             return
         except BufferError:
-            poll(0.05)  # the local queue is full: let librdkafka send, then retry
+            producer.poll(0.05)  # the local queue is full: let librdkafka send, then retry
         except KafkaException as exc:
             raise ReplayError(f"cannot produce to {topic}: {exc.args[0].str() if exc.args else exc}") from None
 

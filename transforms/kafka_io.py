@@ -56,7 +56,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from kafka_client import KafkaUnavailableError, check_kafka, make_consumer, make_producer
+from kafka_client import KafkaUnavailableError, check_kafka, make_consumer, make_producer, produce_at
 from kafka_client import consumer_config as kafka_consumer_config
 from kafka_client.lifecycle import TrackedClient, close_client, track
 from schemas.batches import RawBatch
@@ -332,8 +332,8 @@ class _WriteFn(beam.DoFn):
             try:
                 if at_ms is None:
                     self._producer.produce(self._topic, value, key)
-                else:  # positional (partition, callback, on_delivery, timestamp): a keyword makes a dict per record
-                    self._producer.produce(self._topic, value, key, -1, None, None, at_ms)
+                else:
+                    produce_at(self._producer, self._topic, value, key, at_ms)
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: serve deliveries, then retry
