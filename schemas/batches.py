@@ -176,7 +176,7 @@ class OneText:
     def of(cls, column: Any) -> OneText | None:
         """``column`` as a OneText when it is a 1-d numpy text column of two or more rows, all the same; else None."""
         if not (isinstance(column, np.ndarray) and column.dtype.kind == "U" and column.ndim == 1 and len(column) > 1
-                and bool((column == column[0]).all())):
+                and column[-1] == column[0] and bool((column == column[0]).all())):  # most columns differ at the ends
             return None
         return cls(column.dtype.str, len(column), str(column[0]))
 

@@ -91,10 +91,10 @@ def test_a_batch_pickled_before_one_value_columns_still_reads() -> None:
 def test_compact_text_keeps_a_one_value_text_column_as_its_value_and_nothing_else() -> None:
     n = 500
     columns = {"model_version": np.full(n, "20261206T014903Z-da05fb"), "sensor_id": np.array(["a", "b"] * (n // 2)),
-               "one_number": np.zeros(n), "one_row": np.array(["x"])}
+               "one_number": np.zeros(n), "one_row": np.array(["x"]), "same_ends": np.array(["a", "b", "a"])}
     compact = compact_text(columns)
     assert compact["model_version"] == OneText("<U23", n, "20261206T014903Z-da05fb")
-    for name in ("sensor_id", "one_number", "one_row"):  # mixed, not text, a single row: as they are
+    for name in ("sensor_id", "one_number", "one_row", "same_ends"):  # mixed, not text, one row: as they are
         assert compact[name] is columns[name]
     back = expand_text(compact)
     for name, column in columns.items():
