@@ -335,6 +335,13 @@ def _arm(flush, due_ms: int) -> None:
     flush.set(Timestamp(micros=due_ms * 1000), dynamic_timer_tag=str(due_ms))
 
 
+def _scored_fields(predictions: Columns) -> Columns:
+    """Only the fields a score keeps cross to the keyed state: not the congestion text or the processing time,
+    a third of a prediction batch's bytes."""
+    fields = {name: predictions[name] for name in PREDICTION_FIELDS}
+    return Columns(predictions.kind, fields, predictions.nullable & frozenset(fields))
+
+
 def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple[str, Any]]]]:
     """Splits an element by :func:`score_key` (hour of target time); aggregates without their EARLY panes."""
     def keyed(element: Any) -> Iterator[tuple[int, tuple[str, Any]]]:
@@ -350,6 +357,8 @@ def _tag(kind: str, window_ms: int) -> Callable[[Any], Iterator[tuple[int, tuple
             return
         if not len(element):
             return
+        if kind == _PREDICTION and all(name in element.data for name in PREDICTION_FIELDS):
+            element = _scored_fields(element)
         targets = np.asarray(element["target_time" if kind == _PREDICTION else "window_start"], np.int64)
         keys = score_key(targets - targets % window_ms)
         first = int(keys[0])

@@ -23,7 +23,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns, records_of
 from transforms.exceptions import TransformConfigError
 from transforms.history import pane_ranks, step_actuals
-from transforms.score_state import ScoreState
+from transforms.score_state import PREDICTION_FIELDS, ScoreState
 from transforms.scoring import (
     _AGGREGATE,
     _PREDICTION,
@@ -353,7 +353,7 @@ def test_every_due_time_has_its_own_timer_so_one_watermark_jump_settles_a_whole_
 
 def test_an_element_is_split_by_hour_of_target() -> None:
     """A step's predictions target three times (15, 30, 60 min ahead), often in two hours: each keyed part holds
-    the rows of one hour, and the parts hold every row once, in order."""
+    the rows of one hour, and the parts hold every row once, in order, with the fields a score keeps."""
     step = next(s for s in range(STEPS) if (T0 + s * STEP_MS) // KEY_SPAN_MS
                 != (T0 + s * STEP_MS + 60 * 60_000) // KEY_SPAN_MS)
     records = predictions_at(step)
@@ -368,12 +368,15 @@ def test_an_element_is_split_by_hour_of_target() -> None:
         assert key_span_start(key) <= min(r["target_time"] for r in rows)
         assert max(r["target_time"] for r in rows) < key_span_start(key) + KEY_SPAN_MS
         seen += rows
-    assert sorted(seen, key=records.index) == records
+    assert {"congestion", "processing_time"} <= set(records[0])  # fields no score keeps: they stay behind
+    kept = [{name: r[name] for name in PREDICTION_FIELDS} for r in records]
+    assert sorted(seen, key=kept.index) == kept
     assert list(_tag(_PREDICTION, STEP_MS)(records[-1])) == [(score_key(records[-1]["target_time"]),
                                                               (_PREDICTION, records[-1]))]
     one_hour = batch.take(np.flatnonzero(np.asarray(batch["horizon_min"]) == 15))
     [(_, (_, part))] = _tag(_PREDICTION, STEP_MS)(one_hour)
-    assert part is one_hour  # one hour: passed on as it is
+    assert tuple(part.data) == PREDICTION_FIELDS  # one hour: passed on whole, its arrays not copied
+    assert all(part[name] is one_hour[name] for name in PREDICTION_FIELDS)
 
 
 def test_early_panes_are_left_out_before_the_shuffle() -> None:
