@@ -43,7 +43,7 @@ from ml.features import HISTORY_STEPS, build_features
 from ml.registry import MODEL_REFRESH_S, ModelBundle, ModelRegistry
 from schemas.batches import Columns
 
-__all__ = ["FORECAST_KIND", "ForecastModelHandler", "HandlerConfig", "LiveModel", "forecast_batch",
+__all__ = ["FORECAST_FIELDS", "FORECAST_KIND", "ForecastModelHandler", "HandlerConfig", "LiveModel", "forecast_batch",
            "make_model_handler", "prediction_inputs"]
 
 _LOG = logging.getLogger(__name__)
@@ -139,11 +139,8 @@ class LiveModel:
 
 
 FORECAST_KIND = "forecast"
-FORECAST_DTYPES: dict[str, Any] = {
-    "sensor_id": str, "event_time": np.int64, "horizon_min": np.int64, "predicted_speed_mph": np.float64,
-    "lower_mph": np.float64, "upper_mph": np.float64, "coverage": np.float64, "model_version": str,
-    "current_speed_mph": np.float64,
-}
+FORECAST_FIELDS = ("sensor_id", "event_time", "horizon_min", "predicted_speed_mph", "lower_mph", "upper_mph",
+                   "coverage", "model_version", "current_speed_mph")
 
 
 def forecast_batch(
@@ -185,7 +182,7 @@ def prediction_inputs(
     """
     data = forecast_batch(snapshot, predictions, bundle).data
     current = data["current_speed_mph"]
-    lists = [data[name].tolist() for name in FORECAST_DTYPES if name != "current_speed_mph"]
+    lists = [data[name].tolist() for name in FORECAST_FIELDS[:-1]]  # all but current_speed_mph, in order
     return [
         {"sensor_id": sensor, "event_time": step, "horizon_min": horizon, "predicted_speed_mph": yhat,
          "lower_mph": lower, "upper_mph": upper, "coverage": coverage, "model_version": version,

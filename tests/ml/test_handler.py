@@ -13,7 +13,14 @@ from apache_beam.testing.util import assert_that
 from ml.dataset import STEP_MS, load_metrla
 from ml.exceptions import ModelRegistryError
 from ml.features import HORIZONS_MIN, build_features, history_from_speeds
-from ml.handler import HandlerConfig, LiveModel, forecast_batch, make_model_handler, prediction_inputs
+from ml.handler import (
+    FORECAST_FIELDS,
+    HandlerConfig,
+    LiveModel,
+    forecast_batch,
+    make_model_handler,
+    prediction_inputs,
+)
 from ml.registry import ModelBundle, ModelRegistry
 from ml.residual_ridge import fit_residual_ridge
 from transforms.forecast import Forecast
@@ -89,7 +96,8 @@ def test_the_row_by_row_inputs_are_the_batch_rows(bundles) -> None:
     snap["speeds"][-1, 3] = 0.0  # a zero reading is no current speed either
     predictions = first.predict(build_features(snap["speeds"], snap["step_ms"], first.context))
     rows = prediction_inputs(snap, predictions, first)
-    assert rows == forecast_batch(snap, predictions, first).records()
+    batch = forecast_batch(snap, predictions, first)
+    assert tuple(batch.data) == FORECAST_FIELDS and rows == batch.records()
     unknown = {r["sensor_id"] for r in rows if r["current_speed_mph"] is None}
     assert unknown == {first.context.sensor_ids[2], first.context.sensor_ids[3]}
 
