@@ -162,9 +162,9 @@ def advance(
     observed = np.where(np.asarray(observed, dtype=np.float64) > 0, observed, np.nan)
     predicted = np.asarray(predicted, dtype=np.float64).reshape(len(horizons), len(sensor_ids))
     worst = np.fmin(observed, np.nanmin(np.where(np.isfinite(predicted), predicted, np.inf), axis=0))
-    in_incident = {m for inc in open_incidents for m in inc.members}
-    congested = [i for i in range(len(sensor_ids)) if np.isfinite(worst[i])
-                 and worst[i] < (rules.clear_mph if i in in_incident else rules.enter_mph)]
+    threshold = np.full(len(sensor_ids), rules.enter_mph)  # a member of an open incident stays in below clear_mph
+    threshold[np.fromiter((m for inc in open_incidents for m in inc.members), np.int64)] = rules.clear_mph
+    congested = np.flatnonzero(np.isfinite(worst) & (worst < threshold)).tolist()
     runs = components(congested, neighbours)
     order = sorted(range(len(open_incidents)),
                    key=lambda k: (open_incidents[k].opened_at, open_incidents[k].incident_id))

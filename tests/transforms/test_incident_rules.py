@@ -88,6 +88,17 @@ def test_a_flapping_sensor_keeps_one_incident(pattern: tuple[float, ...]) -> Non
     assert "CLOSED" not in [r["event"] for r in records]
 
 
+def test_a_member_stays_congested_until_clear_mph_and_others_join_below_enter_mph() -> None:
+    """Hysteresis: 40 mph (between enter 35 and clear 45) keeps a member in, and is not enough for a newcomer."""
+    sensors, links = ("a", "b"), (("a", "b"),)
+    a = [30, 30, 40, 40, 40, 46, 46, 46]
+    observed = np.array([[x, 40.0] for x in a])
+    records = run_steps(observed, np.repeat(observed[:, None, :], 3, axis=1), sensors=sensors, links=links)
+    assert [(r["event"], r["state"]) for r in records] == [("OPENED", "OPEN")] + [("UPDATED", "OPEN")] * 3 + [
+        ("UPDATED", "CLEARING"), ("UPDATED", "CLEARING"), ("CLOSED", "CLOSED")]
+    assert {tuple(r["sensor_ids"]) for r in records} == {("a",)}
+
+
 def test_a_one_step_dip_is_never_announced_and_three_clear_steps_close() -> None:
     sensors, links = ("a",), ()
     dip = np.array([60, 30, 60, 60, 60, 30, 30, 50, 50, 50, 60], dtype=float)
