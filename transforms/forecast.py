@@ -20,6 +20,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from ml.handler import HandlerConfig, make_model_handler
 from ml.registry import MODEL_REFRESH_S
+from schemas.batches import Columns
 
 __all__ = ["Forecast", "model_sensor_ids"]
 
@@ -55,7 +56,7 @@ class _ToBatch(beam.DoFn):
 
 
 class Forecast(beam.PTransform):
-    """Snapshots -> RunInference(sklearn bundle from the registry) -> PostProcess input dicts."""
+    """Snapshots -> RunInference(sklearn bundle from the registry) -> one ``forecast`` batch per snapshot."""
 
     def __init__(
         self,
@@ -81,7 +82,7 @@ class Forecast(beam.PTransform):
         )
         self.model_metadata_pcoll = model_metadata_pcoll
 
-    def expand(self, snapshots: beam.PCollection[dict]) -> beam.PCollection[dict]:
+    def expand(self, snapshots: beam.PCollection[dict]) -> beam.PCollection[Columns]:
         return (
             snapshots
             | "RunInference"

@@ -336,8 +336,8 @@ def _arm(flush, due_ms: int) -> None:
 
 
 def _scored_fields(predictions: Columns) -> Columns:
-    """Only the fields a score keeps cross to the keyed state: not the congestion text or the processing time,
-    a third of a prediction batch's bytes."""
+    """Only the fields a score keeps cross to the keyed state: not the congestion text (numpy text, 36 bytes a
+    row) or the processing time (8): 44 of a prediction row's 124 pickled bytes with METR-LA's six-digit ids."""
     fields = {name: predictions[name] for name in PREDICTION_FIELDS}
     return Columns(predictions.kind, fields, predictions.nullable & frozenset(fields))
 
