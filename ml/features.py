@@ -16,14 +16,15 @@ and the per-step streaming path share every line.
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 
 from ml.dataset import STEP_MS, MetrLA, load_adjacency
 from ml.exceptions import DataError
+from ml.feature_context import FeatureContext, row_normalise
 from ml.graph_features import GRAPH_FEATURE_NAMES, graph_columns
+from ml.network_ridge import MAX_RIDGE_SENSORS, NetworkRidge, day_fold, fit_network_ridge, ridge_inputs, ridge_targets
 
 __all__ = [
     "BASE_FEATURE_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "HISTORY_STEPS",
     "HORIZONS_MIN",
     "HORIZON_STEPS",
+    "RIDGE_FEATURE_NAMES",
     "steps_supported",
     "window_target_steps",
     "SLOTS_PER_DAY",
@@ -92,93 +94,9 @@ BASE_FEATURE_NAMES: tuple[str, ...] = (
     "degree_in",
     "degree_out",
 )
-FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURE_NAMES, *GRAPH_FEATURE_NAMES)
-
-
-@dataclass(frozen=True, eq=False)
-class FeatureContext:
-    """Everything the features need that is fitted on the training period.
-
-    profile / profile_std: (N, 2, SLOTS_PER_DAY) mean / std of observed speed by
-    day type (0 weekday, 1 weekend) and 5-minute slot of the day.
-    w_up / w_down: (N, N) row-normalised road-graph weights without the diagonal;
-    row i of w_up weighs the sensors upstream of i (adjacency[j, i] > 0), of
-    w_down those downstream (adjacency[i, j] > 0). w_hop2 = two hops, both ways.
-    """
-
-    sensor_ids: tuple[str, ...]
-    profile: np.ndarray
-    profile_std: np.ndarray
-    sensor_mean: np.ndarray
-    sensor_std: np.ndarray
-    w_up: np.ndarray
-    w_down: np.ndarray
-    w_hop2: np.ndarray
-    degree_in: np.ndarray
-    degree_out: np.ndarray
-    train_start_ms: int
-    train_end_ms: int
-
-    @property
-    def n_sensors(self) -> int:
-        return len(self.sensor_ids)
-
-    @property
-    def step_ms(self) -> int:
-        """The step length the context was fitted at: a day over the profile's slots."""
-        return _DAY_MS // self.profile.shape[2]
-
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        arrays = {
-            name: getattr(self, name)
-            for name in (
-                "profile", "profile_std", "sensor_mean", "sensor_std", "w_up", "w_down", "w_hop2",
-                "degree_in", "degree_out",
-            )
-        }
-        np.savez_compressed(
-            buffer,
-            sensor_ids=np.array(self.sensor_ids, dtype=str),
-            train_range_ms=np.array([self.train_start_ms, self.train_end_ms], dtype=np.int64),
-            **arrays,
-        )
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> FeatureContext:
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                values = {k: np.asarray(npz[k]) for k in npz.files}
-        except (ValueError, KeyError, OSError) as exc:
-            raise DataError(f"not a feature context .npz: {exc}") from None
-        start, end = (int(v) for v in values.pop("train_range_ms"))
-        ids = tuple(str(s) for s in values.pop("sensor_ids"))
-        return cls(sensor_ids=ids, train_start_ms=start, train_end_ms=end, **values)
-
-    def restrict(self, sensor_ids: tuple[str, ...]) -> FeatureContext:
-        """The context for a subset of sensors (graph weights renormalised over the subset)."""
-        index = {sid: i for i, sid in enumerate(self.sensor_ids)}
-        cols = np.array([index[s] for s in sensor_ids])
-        return FeatureContext(
-            sensor_ids=tuple(sensor_ids),
-            profile=self.profile[cols],
-            profile_std=self.profile_std[cols],
-            sensor_mean=self.sensor_mean[cols],
-            sensor_std=self.sensor_std[cols],
-            w_up=_row_normalise(self.w_up[np.ix_(cols, cols)]),
-            w_down=_row_normalise(self.w_down[np.ix_(cols, cols)]),
-            w_hop2=_row_normalise(self.w_hop2[np.ix_(cols, cols)]),
-            degree_in=self.degree_in[cols],
-            degree_out=self.degree_out[cols],
-            train_start_ms=self.train_start_ms,
-            train_end_ms=self.train_end_ms,
-        )
-
-
-def _row_normalise(w: np.ndarray) -> np.ndarray:
-    sums = w.sum(axis=1, keepdims=True)
-    return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
+# The network-wide ridge's forecast of the deviation change at each horizon (``ml.network_ridge``).
+RIDGE_FEATURE_NAMES: tuple[str, ...] = tuple(f"ridge_dev_change_h{h}" for h in HORIZONS_MIN)
+FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURE_NAMES, *GRAPH_FEATURE_NAMES, *RIDGE_FEATURE_NAMES)
 
 
 def steps_supported(step_ms: int) -> str | None:
@@ -251,12 +169,12 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
     adjacency = load_adjacency(data.sensor_ids) if adjacency is None else np.asarray(adjacency, dtype=np.float64)
     a = adjacency.copy()
     np.fill_diagonal(a, 0.0)
-    w_down = _row_normalise(a)
-    w_up = _row_normalise(a.T)
+    w_down = row_normalise(a)
+    w_up = row_normalise(a.T)
     sym = a + a.T
     hop2 = sym @ sym
     np.fill_diagonal(hop2, 0.0)
-    return FeatureContext(
+    ctx = FeatureContext(
         sensor_ids=tuple(data.sensor_ids),
         profile=profile.transpose(2, 0, 1).copy(),
         profile_std=profile_std.transpose(2, 0, 1).copy(),
@@ -264,12 +182,13 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
         sensor_std=sensor_std,
         w_up=w_up,
         w_down=w_down,
-        w_hop2=_row_normalise(hop2),
+        w_hop2=row_normalise(hop2),
         degree_in=a.sum(0),
         degree_out=a.sum(1),
         train_start_ms=int(times[0]),
         train_end_ms=int(times[-1]) + data.step_ms,
     )
+    return dataclasses.replace(ctx, ridge=_fit_ridge(data, ctx))
 
 
 def _smooth_slots(a: np.ndarray) -> np.ndarray:
@@ -300,18 +219,7 @@ def feature_columns(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureCon
     b, k, n = x.shape
     if k != HISTORY_STEPS or n != ctx.n_sensors or steps_ms.shape != (b,):
         raise DataError(f"histories {x.shape} / steps {steps_ms.shape} do not match ({HISTORY_STEPS}, {ctx.n_sensors})")
-    x = np.where(x > 0, x, np.nan)  # 0, negatives and NaN all mean missing
-    observed = np.isfinite(x)
-
-    # Profile at each history step and at the targets (indices only need the step times).
-    offsets = np.arange(-(HISTORY_STEPS - 1), 1) * ctx.step_ms
-    hist_times = steps_ms[:, None] + offsets[None, :]
-    hist_profile = _profile_at(ctx.profile, hist_times)  # (B, K, N)
-    # Impute: carry the last observation forward, before the first one use the profile.
-    idx = np.where(observed, np.arange(k)[None, :, None], -1)
-    last_idx = np.maximum.accumulate(idx, axis=1)
-    gathered = np.take_along_axis(np.where(observed, x, 0.0), np.clip(last_idx, 0, None), axis=1)
-    filled = np.where(last_idx >= 0, gathered, hist_profile)
+    x, observed, hist_profile, filled, last_idx = _imputed(x, steps_ms, ctx)
     last = filled[:, -1]
 
     def tail_mean(m: int) -> np.ndarray:
@@ -378,8 +286,58 @@ def feature_columns(histories: np.ndarray, steps_ms: np.ndarray, ctx: FeatureCon
         ctx.degree_in[None, :] * ones,
         ctx.degree_out[None, :] * ones,
         *graph_columns(filled, dev, ctx.w_up, ctx.w_down),
+        *_ridge_columns(dev, steps_ms, ctx),
     ]
     return columns
+
+
+def _ridge_columns(dev: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> list[np.ndarray]:
+    """The ``RIDGE_FEATURE_NAMES`` columns: a window in the training period reads the fit of the other half of
+    its days, any other the mean of both (``ml.network_ridge``); NaN with a context fitted before the ridge."""
+    if ctx.ridge is None:
+        return [np.broadcast_to(np.nan, dev[:, -1].shape)] * len(RIDGE_FEATURE_NAMES)
+    in_train = (steps_ms >= ctx.train_start_ms) & (steps_ms < ctx.train_end_ms)
+    out = ctx.ridge.predict(ridge_inputs(dev), np.where(in_train, day_fold(steps_ms), -1))
+    return list(out.transpose(1, 0, 2))
+
+
+def _fit_ridge(data: MetrLA, ctx: FeatureContext) -> NetworkRidge | None:
+    """The network ridge on every training window whose history and farthest target lie in the training period."""
+    if data.speed.shape[1] > MAX_RIDGE_SENSORS:
+        return None
+    k, step, times = HISTORY_STEPS, data.step_ms, data.times_ms
+    ahead = [h * 60_000 // step for h in HORIZONS_MIN]
+    train = data.split.of(times) == "train"
+    t = np.arange(k - 1, len(times) - ahead[-1])
+    whole = times[t + ahead[-1]] - times[t - k + 1] == (k - 1 + ahead[-1]) * step  # no gap in the window
+    t = t[train[t - k + 1] & train[t + ahead[-1]] & whole]
+    inputs, targets = [], []
+    for chunk in np.array_split(t, len(t) // 512 + 1):  # small chunks stay in the cache (4x faster than 2048)
+        _, _, hist_profile, filled, _ = _imputed(data.speed[chunk[:, None] + np.arange(1 - k, 1)].astype(np.float64),
+                                                 times[chunk], ctx)
+        dev = filled - hist_profile
+        future = data.speed[chunk[:, None] + np.array(ahead)].astype(np.float64)  # (B, H, N)
+        future_profile = _profile_at(ctx.profile, times[chunk][:, None] + np.array(ahead) * step)
+        inputs.append(ridge_inputs(dev))
+        targets.append(ridge_targets(np.where(future > 0, future, np.nan) - future_profile, dev[:, -1]))
+    if not inputs:
+        return None
+    return fit_network_ridge(np.concatenate(inputs), np.concatenate(targets), day_fold(times[t]))
+
+
+def _imputed(x: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> tuple[np.ndarray, ...]:
+    """Histories (B, K, N) -> readings (NaN = missing), observed, the profile at each step, the imputed
+    history (the last observation carried forward, the profile before the first one), the last observed index."""
+    k = x.shape[1]
+    x = np.where(x > 0, x, np.nan)  # 0, negatives and NaN all mean missing
+    observed = np.isfinite(x)
+    offsets = np.arange(-(k - 1), 1) * ctx.step_ms
+    hist_profile = _profile_at(ctx.profile, steps_ms[:, None] + offsets[None, :])  # (B, K, N)
+    idx = np.where(observed, np.arange(k)[None, :, None], -1)
+    last_idx = np.maximum.accumulate(idx, axis=1)
+    gathered = np.take_along_axis(np.where(observed, x, 0.0), np.clip(last_idx, 0, None), axis=1)
+    filled = np.where(last_idx >= 0, gathered, hist_profile)
+    return x, observed, hist_profile, filled, last_idx
 
 
 def _profile_at(profile: np.ndarray, times_ms: np.ndarray) -> np.ndarray:

@@ -72,12 +72,18 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
     identity (a row of zeros): the perceptron then reads its features alone.
     """
 
-    def __init__(self, key_columns: tuple[int, int] = (0, 1)) -> None:
+    def __init__(self, key_columns: tuple[int, int] = (0, 1), columns: tuple[int, ...] | None = None) -> None:
         self.key_columns = key_columns
+        self.columns = columns
+
+    def _read(self, x: np.ndarray) -> np.ndarray:
+        """The feature columns it scales and passes on: ``columns``, or all (a model stored before it had them)."""
+        columns = getattr(self, "columns", None)
+        return x if columns is None else x[:, list(columns)]
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> SensorIdentity:
         x = np.asarray(x)
-        self.scaler_ = StandardScaler().fit(x)
+        self.scaler_ = StandardScaler().fit(self._read(x))
         self.keys_ = np.unique(sensor_keys(x, self.key_columns))
         return self
 
@@ -87,10 +93,11 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
         x = np.asarray(x)
         keys = sensor_keys(x, self.key_columns)
         at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
-        n, f = x.shape
+        scaled = self.scaler_.transform(self._read(x))
+        n, f = scaled.shape
         # Row i holds its f scaled features, then 1 at column f + its sensor's (0, stored, for an unseen sensor).
         data = np.empty((n, f + 1), dtype=np.float32)
-        data[:, :f] = self.scaler_.transform(x)
+        data[:, :f] = scaled
         data[:, f] = self.keys_[at] == keys
         indices = np.empty((n, f + 1), dtype=np.int32)
         indices[:, :f] = np.arange(f, dtype=np.int32)
@@ -100,10 +107,14 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
 
 
 def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEATURE_NAMES,
-             identity: bool = True) -> Pipeline:
+             identity: bool = True, reads: tuple[str, ...] | None = None) -> Pipeline:
     """Standardised inputs (and, with ``identity``, the sensor's one-hot: ``SensorIdentity``) into a ReLU
-    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns it reads."""
-    inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS)) if identity else StandardScaler()
+    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns of its input rows;
+    ``reads``: those it reads (default all; only with ``identity``)."""
+    if reads is not None and not identity:
+        raise ValueError("a perceptron without the sensor's identity reads every column of its rows")
+    columns = None if reads is None else tuple(features.index(k) for k in reads)
+    inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS), columns) if identity else StandardScaler()
     return Pipeline([
         ("scale", inputs),
         ("mlp", MLPRegressor(

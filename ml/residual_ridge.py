@@ -11,11 +11,15 @@ from sklearn.linear_model import Ridge
 
 from ml.conformal import fit_binned_conformal
 from ml.dataset import MetrLA
-from ml.features import FEATURE_NAMES, HORIZONS_MIN, fit_context
+from ml.features import FEATURE_NAMES, HORIZONS_MIN, RIDGE_FEATURE_NAMES, fit_context
 from ml.registry import ModelBundle
 from ml.training_set import examples
 
 __all__ = ["fit_residual_ridge"]
+
+# Every feature but the network ridge's columns (NaN in a context fitted on less than two training days, and the
+# benchmarks that fit this model compare runs across versions).
+_READS = tuple(n for n in FEATURE_NAMES if n not in RIDGE_FEATURE_NAMES)
 
 
 def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_bin_rows: int = 100,
@@ -27,10 +31,12 @@ def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_b
     ctx = fit_context(data, adjacency)
     x, y, _ = examples(data, ctx, "train", stride=stride)
     last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
+    x = x[:, [FEATURE_NAMES.index(n) for n in _READS]]
     estimators, intervals = {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         ok = np.isfinite(y[:, j])
         estimators[h] = Ridge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
         intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=min_bin_rows)
     return ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx,
-                       model_names=dict.fromkeys(HORIZONS_MIN, "ridge"))
+                       model_names=dict.fromkeys(HORIZONS_MIN, "ridge"),
+                       feature_columns=dict.fromkeys(HORIZONS_MIN, _READS))

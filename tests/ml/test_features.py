@@ -123,7 +123,68 @@ def test_context_uses_only_training_steps(small: MetrLA, ctx: FeatureContext) ->
     refit = fit_context(_with_speed(small, speed))
     assert np.array_equal(refit.profile, ctx.profile)
     assert np.array_equal(refit.sensor_mean, ctx.sensor_mean)
+    assert ctx.ridge is not None and np.array_equal(refit.ridge.coef, ctx.ridge.coef)
+    assert np.array_equal(refit.ridge.intercept, ctx.ridge.intercept)
     assert ctx.train_end_ms <= TRAIN_END_MS
+
+
+def test_the_network_ridge_learns_from_targets_in_the_training_period(small: MetrLA, ctx: FeatureContext) -> None:
+    speed = small.speed.copy()
+    train = np.flatnonzero(small.times_ms < TRAIN_END_MS)
+    speed[train[len(train) // 2 :]] = 11.0  # the second half of the training period
+    refit = fit_context(_with_speed(small, speed))
+    assert not np.array_equal(refit.ridge.coef, ctx.ridge.coef)
+
+
+def _ridge_columns(ctx: FeatureContext, history: np.ndarray, step_ms: int) -> np.ndarray:
+    from ml.features import RIDGE_FEATURE_NAMES
+
+    row = build_features(history, step_ms, ctx)
+    return row[:, [FEATURE_NAMES.index(n) for n in RIDGE_FEATURE_NAMES]]
+
+
+def _scrambled(ctx: FeatureContext, fit: int) -> FeatureContext:
+    """``ctx`` with fit ``fit`` of the network ridge (the one of the days of that parity) replaced by noise."""
+    from dataclasses import replace
+
+    coef, intercept = ctx.ridge.coef.copy(), ctx.ridge.intercept.copy()
+    coef[fit] = np.random.default_rng(fit).normal(size=coef[fit].shape)
+    intercept[fit] += 5.0
+    return replace(ctx, ridge=replace(ctx.ridge, coef=coef, intercept=intercept))
+
+
+def test_a_training_window_reads_the_ridge_of_the_other_half_of_the_days(small: MetrLA, ctx: FeatureContext) -> None:
+    from ml.network_ridge import day_fold
+
+    t = int(np.flatnonzero(small.times_ms < ctx.train_end_ms)[HISTORY_STEPS + 30])
+    step_ms = int(small.times_ms[t])
+    history = history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1])
+    own = int(day_fold(np.array([step_ms]))[0])
+    before = _ridge_columns(ctx, history, step_ms)
+    assert np.isfinite(before).all()
+    assert np.array_equal(_ridge_columns(_scrambled(ctx, own), history, step_ms), before)  # never its own days' fit
+    assert not np.allclose(_ridge_columns(_scrambled(ctx, 1 - own), history, step_ms), before)
+
+
+def test_a_window_after_the_training_period_reads_both_fits(small: MetrLA, ctx: FeatureContext) -> None:
+    t = int(np.flatnonzero(small.times_ms >= TRAIN_END_MS)[HISTORY_STEPS])
+    step_ms = int(small.times_ms[t])
+    history = history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1])
+    before = _ridge_columns(ctx, history, step_ms)
+    for fit in (0, 1):
+        assert not np.allclose(_ridge_columns(_scrambled(ctx, fit), history, step_ms), before)
+
+
+def test_a_context_without_the_ridge_gives_nan_ridge_columns_and_finite_others(small: MetrLA,
+                                                                             ctx: FeatureContext) -> None:
+    from dataclasses import replace
+
+    t = small.n_steps - 13
+    history = history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1])
+    row = build_features(history, int(small.times_ms[t]), replace(ctx, ridge=None))
+    ridge = _ridge_columns(replace(ctx, ridge=None), history, int(small.times_ms[t]))
+    assert np.isnan(ridge).all()
+    assert np.isfinite(row).sum() == row.size - ridge.size
 
 
 def test_context_round_trips_through_npz_bytes(ctx: FeatureContext) -> None:
@@ -131,6 +192,14 @@ def test_context_round_trips_through_npz_bytes(ctx: FeatureContext) -> None:
     assert back.sensor_ids == ctx.sensor_ids
     assert np.array_equal(back.profile, ctx.profile) and np.array_equal(back.w_up, ctx.w_up)
     assert (back.train_start_ms, back.train_end_ms) == (ctx.train_start_ms, ctx.train_end_ms)
+    assert np.array_equal(back.ridge.coef, ctx.ridge.coef) and np.array_equal(back.ridge.scale, ctx.ridge.scale)
+
+
+def test_a_context_stored_before_the_ridge_loads_without_it(ctx: FeatureContext) -> None:
+    from dataclasses import replace
+
+    back = FeatureContext.from_bytes(replace(ctx, ridge=None).to_bytes())
+    assert back.ridge is None and np.array_equal(back.profile, ctx.profile)
 
 
 def test_feature_table_round_trips_through_parquet(small: MetrLA, ctx: FeatureContext, tmp_path) -> None:
@@ -167,9 +236,9 @@ def test_graph_features_follow_the_direction_of_the_road(ctx: FeatureContext) ->
 
 
 def test_the_first_models_features_are_an_unchanged_prefix() -> None:
-    from ml.features import BASE_FEATURE_NAMES
+    from ml.features import BASE_FEATURE_NAMES, RIDGE_FEATURE_NAMES
     from ml.graph_features import GRAPH_FEATURE_NAMES
 
     assert FEATURE_NAMES[: len(BASE_FEATURE_NAMES)] == BASE_FEATURE_NAMES
     assert len(BASE_FEATURE_NAMES) == 47 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
-    assert FEATURE_NAMES[len(BASE_FEATURE_NAMES) :] == GRAPH_FEATURE_NAMES
+    assert FEATURE_NAMES[len(BASE_FEATURE_NAMES) :] == (*GRAPH_FEATURE_NAMES, *RIDGE_FEATURE_NAMES)

@@ -1,0 +1,109 @@
+"""What the feature function needs that is fitted on the training period: :class:`FeatureContext`.
+
+``ml.features.fit_context`` fits it; bundles store it as ``.npz`` (``to_bytes`` / ``from_bytes``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml.exceptions import DataError
+from ml.network_ridge import NetworkRidge
+
+__all__ = ["FeatureContext", "row_normalise"]
+
+_DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureContext:
+    """Everything the features need that is fitted on the training period.
+
+    profile / profile_std: (N, 2, SLOTS_PER_DAY) mean / std of observed speed by
+    day type (0 weekday, 1 weekend) and 5-minute slot of the day.
+    w_up / w_down: (N, N) row-normalised road-graph weights without the diagonal;
+    row i of w_up weighs the sensors upstream of i (adjacency[j, i] > 0), of
+    w_down those downstream (adjacency[i, j] > 0). w_hop2 = two hops, both ways.
+    """
+
+    sensor_ids: tuple[str, ...]
+    profile: np.ndarray
+    profile_std: np.ndarray
+    sensor_mean: np.ndarray
+    sensor_std: np.ndarray
+    w_up: np.ndarray
+    w_down: np.ndarray
+    w_hop2: np.ndarray
+    degree_in: np.ndarray
+    degree_out: np.ndarray
+    train_start_ms: int
+    train_end_ms: int
+    ridge: NetworkRidge | None = None
+
+    @property
+    def n_sensors(self) -> int:
+        return len(self.sensor_ids)
+
+    @property
+    def step_ms(self) -> int:
+        """The step length the context was fitted at: a day over the profile's slots."""
+        return _DAY_MS // self.profile.shape[2]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        arrays = {
+            name: getattr(self, name)
+            for name in (
+                "profile", "profile_std", "sensor_mean", "sensor_std", "w_up", "w_down", "w_hop2",
+                "degree_in", "degree_out",
+            )
+        }
+        if self.ridge is not None:
+            arrays.update(self.ridge.to_arrays())
+        np.savez_compressed(
+            buffer,
+            sensor_ids=np.array(self.sensor_ids, dtype=str),
+            train_range_ms=np.array([self.train_start_ms, self.train_end_ms], dtype=np.int64),
+            **arrays,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeatureContext:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                values = {k: np.asarray(npz[k]) for k in npz.files}
+        except (ValueError, KeyError, OSError) as exc:
+            raise DataError(f"not a feature context .npz: {exc}") from None
+        start, end = (int(v) for v in values.pop("train_range_ms"))
+        ids = tuple(str(s) for s in values.pop("sensor_ids"))
+        ridge = NetworkRidge.from_arrays(values)
+        return cls(sensor_ids=ids, train_start_ms=start, train_end_ms=end, ridge=ridge, **values)
+
+    def restrict(self, sensor_ids: tuple[str, ...]) -> FeatureContext:
+        """The context for a subset of sensors (graph weights renormalised over the subset)."""
+        index = {sid: i for i, sid in enumerate(self.sensor_ids)}
+        cols = np.array([index[s] for s in sensor_ids])
+        return FeatureContext(
+            sensor_ids=tuple(sensor_ids),
+            profile=self.profile[cols],
+            profile_std=self.profile_std[cols],
+            sensor_mean=self.sensor_mean[cols],
+            sensor_std=self.sensor_std[cols],
+            w_up=row_normalise(self.w_up[np.ix_(cols, cols)]),
+            w_down=row_normalise(self.w_down[np.ix_(cols, cols)]),
+            w_hop2=row_normalise(self.w_hop2[np.ix_(cols, cols)]),
+            degree_in=self.degree_in[cols],
+            degree_out=self.degree_out[cols],
+            train_start_ms=self.train_start_ms,
+            train_end_ms=self.train_end_ms,
+            ridge=None if self.ridge is None else self.ridge.restrict(cols, self.n_sensors),
+        )
+
+
+def row_normalise(w: np.ndarray) -> np.ndarray:
+    sums = w.sum(axis=1, keepdims=True)
+    return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
