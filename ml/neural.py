@@ -13,7 +13,8 @@ not see) it lowers the trees' validation MAE by 0.02-0.05 at full scale
 (docs/model-experiments.md, third round).
 
 The candidate ``mlp`` is a bag: ``MeanOutputs`` of three perceptrons (``MLP_BAG``),
-each fitted on its own third of the capped rows with its own seed (``fit_bag``);
+each fitted on its own third of the capped rows with its own seed (``fit_bag``; ``traffic train`` fits
+them side by side in two processes, so the bag takes two members' time, not three);
 averaging two fits gained 0.005-0.012 MAE for the trees that read them (fourth
 round), a third 0.006-0.020 more (sixth round).
 Each perceptron also reads the sensor's identity (``SensorIdentity``: a one-hot
@@ -32,7 +33,9 @@ by side (``hgb_mlp_chain``: the perceptrons' forecasts and ``hgb_mlp``'s
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,10 +48,13 @@ from sklearn.preprocessing import StandardScaler
 from ml.ensemble import remembered, without_memo
 from ml.features import FEATURE_NAMES
 
-__all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
+__all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "POOL_MIN_ROWS", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
            "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
+# A bag's members are fitted in parallel processes only from this many rows each: a process costs about 2 s to start
+# and its rows must be copied to it.
+POOL_MIN_ROWS = 100_000
 # At most this many passes over the rows. Without the sensor identity early stopping ended the fits after 20-32
 # passes; with it they ran 31-34 and the default training took 16.7 min (docs/model-experiments.md, fifth round).
 MLP_EPOCHS = 22
@@ -148,13 +154,29 @@ def _reseeded(est: Any, seed: int) -> Any:
     return est.set_params(**{k: seed for k in params if k.endswith("random_state")}) if params else est
 
 
-def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int, rng: np.random.Generator) -> Any:
+def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int, rng: np.random.Generator,
+            workers: int = 1, pool_min_rows: int = POOL_MIN_ROWS) -> Any:
     """``make()`` fitted on (x, y); or, for ``members`` > 1, the ``MeanOutputs`` of that many, member k fitted on
-    the k-th of disjoint random parts of the rows with seed k."""
+    the k-th of disjoint random parts of the rows with seed k. With ``workers`` > 1 and parts of at least
+    ``pool_min_rows`` rows the members are fitted side by side in that many processes (the same models)."""
     if members <= 1:
         return make().fit(x, y)
     parts = [np.sort(p) for p in np.array_split(rng.permutation(len(x)), members)]
-    return MeanOutputs([_reseeded(make(), k).fit(x[p], y[p]) for k, p in enumerate(parts)])
+    jobs = [(_reseeded(make(), k), x[p], y[p]) for k, p in enumerate(parts)]
+    if workers <= 1 or len(parts[-1]) < pool_min_rows:
+        return MeanOutputs([_fit_member(*job) for job in jobs])
+    # spawn, not fork: the parent may hold BLAS / OpenMP threads; the pool is joined before it returns, so its
+    # processes' CPU time counts as the caller's children's.
+    with ProcessPoolExecutor(min(workers, members), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return MeanOutputs(list(pool.map(_fit_member, *zip(*jobs, strict=True))))
+
+
+def _fit_member(est: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    """One member's fit on one BLAS / OpenMP thread (members side by side must not oversubscribe the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return est.fit(x, y)
 
 
 class SharedOutputs:

@@ -42,6 +42,7 @@ from ml.models import (
     CHAIN_UPSTREAM,
     MLP_CHAIN_FIRST,
     MLP_UPSTREAM,
+    N_JOBS,
     ModelSpec,
     candidate_specs,
     default_candidates,
@@ -124,7 +125,8 @@ def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Gen
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
-    model = fit_bag(spec.make, x[np.ix_(rows, _columns(spec.features))], y[rows] - base, spec.bag, rng)
+    model = fit_bag(spec.make, x[np.ix_(rows, _columns(spec.features))], y[rows] - base, spec.bag, rng,
+                    workers=N_JOBS)
     return SharedOutputs(model), rows
 
 

@@ -351,3 +351,14 @@ def test_a_perceptron_without_the_identity_cannot_leave_columns_out() -> None:
 
     with pytest.raises(ValueError, match="every column"):
         make_mlp(quick=True, identity=False, reads=FEATURE_NAMES[:3])
+
+
+def test_a_bag_fitted_in_two_processes_is_the_bag_fitted_in_one() -> None:
+    sensors = np.random.default_rng(31).integers(0, 6, size=600)
+    x = _sensor_rows(sensors, seed=31)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 3]], axis=1).astype(np.float64)
+    one = fit_bag(lambda: make_mlp(quick=True), x, y, 3, np.random.default_rng(2))
+    two = fit_bag(lambda: make_mlp(quick=True), x, y, 3, np.random.default_rng(2), workers=2, pool_min_rows=0)
+    assert len(two.models) == 3
+    np.testing.assert_array_equal(two.predict(x), one.predict(x))
+    assert not np.allclose(*(m.predict(x) for m in two.models[:2]))  # its members still differ
