@@ -43,13 +43,15 @@ def test_asking_for_a_chained_blend_fits_its_members_and_the_chain_upstream() ->
 def test_the_default_set_is_the_selected_family_and_the_baselines_it_is_compared_with() -> None:
     assert default_candidates() == DEFAULT_CANDIDATES
     assert set(DEFAULT_CANDIDATES) < set(CANDIDATE_NAMES)
-    assert {"last_value", "hist_gradient_boosting", MLP_UPSTREAM, "hgb_mlp_chain"} <= set(DEFAULT_CANDIDATES)
+    assert {"last_value", MLP_UPSTREAM, "hgb_mlp_chain", "hgb_mlp_blend"} <= set(DEFAULT_CANDIDATES)
     assert "random_forest" not in DEFAULT_CANDIDATES and "hgb_chain" not in DEFAULT_CANDIDATES
     assert default_candidates(quick=True) == CANDIDATE_NAMES  # tiny models: the smoke run fits every code path
     # hgb_mlp is fitted at 15 min only (the chains' upstream, the 15-minute model, a member of the 15-minute blend);
     # 30 and 60 min fit the chains, and the blend offered at 15 min only brings no members there
     assert BLEND_HORIZONS["hgb_mlp_blend"] == (15,)
-    assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=True, horizon=15) == {*DEFAULT_CANDIDATES, "hgb_mlp"}
+    # the earlier model type is fitted at 15 min, as the blend's member, and not at 30 and 60 min
+    assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=True, horizon=15) == {
+        *DEFAULT_CANDIDATES, "hgb_mlp", "hist_gradient_boosting"}
     for h in (30, 60):
         assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=False, horizon=h) == set(DEFAULT_CANDIDATES) - {
             "hgb_mlp_blend"}
