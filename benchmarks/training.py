@@ -21,8 +21,11 @@ import platform as host_platform
 import resource
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
+
+import psutil
 
 from ml.dataset import load_metrla
 from ml.exceptions import DataError
@@ -39,6 +42,33 @@ def _cpu_s() -> float:
                                                                           resource.RUSAGE_CHILDREN)))
 
 
+class _TreePeak:
+    """The largest sum of RSS over this process and its children, sampled in a thread (``resource`` reports each
+    process's own peak, and a spawned child's includes the parent's pages it shared before its exec)."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, every_s: float) -> None:
+        me = psutil.Process()
+        while not self._done.wait(every_s):
+            total = 0
+            for proc in (me, *me.children(recursive=True)):
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass  # a child that just ended
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="registry root (default: a temporary directory)")
@@ -50,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         parser.error(str(exc))
     load_before = os.getloadavg()
+    tree_peak = _TreePeak()
     started, cpu_started = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory() as tmp:
         bundle, table = train(load_metrla(), candidates=candidates)
@@ -66,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           f"processes): {cpu_s:.0f} s")
     print(f"load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS: {peak_mib:,.0f} MiB (the largest fitting process: {child_mib:,.0f} MiB)")
+    print(f"peak RSS: {peak_mib:,.0f} MiB; with the fitting processes, sampled every 0.5 s: "
+          f"{tree_peak.stop() / 2**20:,.0f} MiB")
     print(f"model version: {version}")
     print(f"candidates: {','.join(candidates or DEFAULT_CANDIDATES)}")
     print("horizon | model | val MAE | val RMSE | fit s | selected")
