@@ -31,7 +31,9 @@ def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_b
     ctx = fit_context(data, adjacency)
     x, y, _ = examples(data, ctx, "train", stride=stride)
     last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    x = x[:, [FEATURE_NAMES.index(n) for n in _READS]]
+    # float64: a float32 ridge sums in float32, and its prediction of a row then depends on the rows beside it
+    # (BLAS kernels, alignment) by about 1e-5 mph, more than streaming and batch may differ.
+    x = x[:, [FEATURE_NAMES.index(n) for n in _READS]].astype(np.float64)
     estimators, intervals = {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         ok = np.isfinite(y[:, j])
