@@ -27,6 +27,9 @@ class FeatureContext:
     w_up / w_down: (N, N) row-normalised road-graph weights without the diagonal;
     row i of w_up weighs the sensors upstream of i (adjacency[j, i] > 0), of
     w_down those downstream (adjacency[i, j] > 0). w_hop2 = two hops, both ways.
+    ridge: the network-wide ridge of the deviation change (``ml.network_ridge``), fitted on training targets;
+    None in a context stored before it, or fitted on less than two training days or more than
+    ``MAX_RIDGE_SENSORS`` sensors (its three columns are then NaN).
     """
 
     sensor_ids: tuple[str, ...]

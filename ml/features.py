@@ -4,8 +4,9 @@
 readings of every sensor (steps t-11 .. t, oldest first, NaN = missing) into one
 row of ``FEATURE_NAMES`` per sensor. It receives nothing after t, so no feature
 can leak a target. Everything fitted (time-of-day x day-type speed profiles,
-sensor constants, the normalised road graph) lives in a :class:`FeatureContext`
-computed from the training period only (``fit_context``) and stored as ``.npz``.
+sensor constants, the normalised road graph, the network ridge of
+``ml.network_ridge``) lives in a :class:`FeatureContext` computed from the
+training period only (``fit_context``) and stored as ``.npz``.
 
 ``feature_columns`` is the same computation over a stack of histories, one
 array per feature (what a columnar table stores); ``build_features_batch``

@@ -162,13 +162,13 @@ def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int,
     if members <= 1:
         return make().fit(x, y)
     parts = [np.sort(p) for p in np.array_split(rng.permutation(len(x)), members)]
-    jobs = [(_reseeded(make(), k), x[p], y[p]) for k, p in enumerate(parts)]
+    models = [_reseeded(make(), k) for k in range(members)]
     if workers <= 1 or len(parts[-1]) < pool_min_rows:
-        return MeanOutputs([_fit_member(*job) for job in jobs])
+        return MeanOutputs([m.fit(x[p], y[p]) for m, p in zip(models, parts, strict=True)])
     # spawn, not fork: the parent may hold BLAS / OpenMP threads; the pool is joined before it returns, so its
     # processes' CPU time counts as the caller's children's.
     with ProcessPoolExecutor(min(workers, members), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return MeanOutputs(list(pool.map(_fit_member, *zip(*jobs, strict=True))))
+        return MeanOutputs(list(pool.map(_fit_member, models, (x[p] for p in parts), (y[p] for p in parts))))
 
 
 def _fit_member(est: Any, x: np.ndarray, y: np.ndarray) -> Any:
