@@ -103,3 +103,14 @@ def test_no_ridge_for_a_network_larger_than_the_cap() -> None:
     rows = 8
     inputs = np.random.default_rng(3).normal(size=(rows, 3 * (MAX_RIDGE_SENSORS + 1)))
     assert fit_network_ridge(inputs, np.zeros((rows, 3)), np.arange(rows) % 2) is None
+
+
+def test_a_windows_columns_do_not_depend_on_the_windows_beside_it() -> None:
+    n = 207  # METR-LA's size: a product over many rows sums in another order than one over a single row
+    inputs, _, rng = _linear_data(4, rows=900, n=n)
+    ridge = fit_network_ridge(inputs, inputs @ rng.normal(size=(3 * n, 3 * n)), np.arange(900) % 2)
+    probe, fold = inputs[:40], np.array([0, 1, -1, -1] * 10)
+    batch = ridge.predict(probe, fold)
+    alone = np.concatenate([ridge.predict(probe[b : b + 1], fold[b : b + 1]) for b in range(len(probe))])
+    assert np.array_equal(batch, alone)
+    assert ridge.predict(probe[:0], fold[:0]).shape == (0, 3, n)
