@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.exceptions import DataError
-from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN, RIDGE_FEATURE_NAMES
+from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
 
 __all__ = [
@@ -39,10 +39,8 @@ MLP_ROWS = 800_000  # per perceptron of the bag
 # The perceptron is the mean of three, each on its own 800,000 rows: a third gained 0.008 / 0.006 / 0.020 over two
 # (docs/model-experiments.md, sixth round); three on 533,334 rows each (the two's 1,600,000 split three ways) did not.
 MLP_BAG = 3
-# The perceptrons read every feature but the network ridge's columns (they take whole rows, so that the trees above
-# them share their memo): the ridge gained 0.008-0.015 MAE under trees that read perceptrons without them
-# (docs/model-experiments.md, row 31); perceptrons that read them too were not tried.
-MLP_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in RIDGE_FEATURE_NAMES)
+# The perceptrons read every feature, the network ridge's columns too: that gained 0.013 / 0.018 / 0.011 MAE over
+# perceptrons without them under the same trees (docs/model-experiments.md, seventh round, row 34).
 
 
 @dataclass(frozen=True)
@@ -163,8 +161,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         if horizon_min != min(HORIZONS_MIN):
             specs.append(ModelSpec("hgb_chain", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
                                    upstream=CHAIN_UPSTREAM))
-        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True, reads=MLP_FEATURES), max_rows=5_000,
-                               bag=MLP_BAG, features=FEATURE_NAMES, joint=True))
+        specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
+                               features=FEATURE_NAMES, joint=True))
         specs.append(ModelSpec("hgb_mlp", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
                                upstream=MLP_UPSTREAM))
         if horizon_min != min(HORIZONS_MIN):
@@ -208,8 +206,8 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             features=FEATURE_NAMES,
             upstream=CHAIN_UPSTREAM,
         ))
-    specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(reads=MLP_FEATURES), max_rows=MLP_BAG * MLP_ROWS,
-                           features=FEATURE_NAMES, joint=True, bag=MLP_BAG))
+    specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_BAG * MLP_ROWS, features=FEATURE_NAMES,
+                           joint=True, bag=MLP_BAG))
     specs.append(ModelSpec(
         "hgb_mlp",
         "speed_last",

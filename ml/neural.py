@@ -99,7 +99,9 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
         x = np.asarray(x)
         keys = sensor_keys(x, self.key_columns)
         at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
-        scaled = self.scaler_.transform(self._read(x))
+        # A column the context could not compute (NaN: the network ridge's, in a context without one) reads as
+        # its training mean; the scaler ignored NaN when it was fitted.
+        scaled = np.nan_to_num(self.scaler_.transform(self._read(x)), nan=0.0)
         n, f = scaled.shape
         # Row i holds its f scaled features, then 1 at column f + its sensor's (0, stored, for an unseen sensor).
         data = np.empty((n, f + 1), dtype=np.float32)

@@ -331,13 +331,13 @@ def test_the_candidate_perceptrons_read_the_sensor_identity() -> None:
 
 def test_the_perceptron_reads_only_its_columns_of_whole_feature_rows() -> None:
     from ml.features import RIDGE_FEATURE_NAMES
-    from ml.models import MLP_FEATURES
 
+    reads = tuple(n for n in FEATURE_NAMES if n not in RIDGE_FEATURE_NAMES)
     sensors = np.random.default_rng(21).integers(0, 6, size=400)
     x = _sensor_rows(sensors, seed=21)
     y = np.column_stack([x[:, 0], -x[:, 1], x[:, 2]])
-    model = make_mlp(quick=True, reads=MLP_FEATURES).fit(x, y)
-    assert model.named_steps["scale"].transform(x).shape[1] == len(MLP_FEATURES) + 6
+    model = make_mlp(quick=True, reads=reads).fit(x, y)
+    assert model.named_steps["scale"].transform(x).shape[1] == len(reads) + 6
     other = x.copy()
     other[:, [FEATURE_NAMES.index(n) for n in RIDGE_FEATURE_NAMES]] += 100.0  # the columns it does not read
     np.testing.assert_array_equal(model.predict(other), model.predict(x))
@@ -362,3 +362,20 @@ def test_a_bag_fitted_in_two_processes_is_the_bag_fitted_in_one() -> None:
     assert len(two.models) == 3
     np.testing.assert_array_equal(two.predict(x), one.predict(x))
     assert not np.allclose(*(m.predict(x) for m in two.models[:2]))  # its members still differ
+
+
+def test_a_column_the_context_could_not_compute_reads_as_its_training_mean() -> None:
+    from ml.features import RIDGE_FEATURE_NAMES
+
+    sensors = np.random.default_rng(41).integers(0, 6, size=400)
+    x = _sensor_rows(sensors, seed=41)
+    y = np.column_stack([x[:, 0], -x[:, 1], x[:, 2]])
+    ridge = [FEATURE_NAMES.index(n) for n in RIDGE_FEATURE_NAMES]
+    model = make_mlp(quick=True).fit(x, y)
+    missing = x.copy()
+    missing[:, ridge] = np.nan  # a context fitted without the ridge
+    at_mean = x.copy()
+    at_mean[:, ridge] = model.named_steps["scale"].scaler_.mean_[ridge]
+    np.testing.assert_allclose(model.predict(missing), model.predict(at_mean), atol=1e-5)
+    x[:, ridge] = np.nan
+    assert np.isfinite(make_mlp(quick=True).fit(x, y).predict(x)).all()  # fitted without them too
