@@ -27,6 +27,8 @@ from ml.exceptions import DataError
 
 __all__ = [
     "BUNDLED_DIR",
+    "DAY_MS",
+    "day_parity",
     "STEP_MS",
     "TRAIN_END_MS",
     "VAL_END_MS",
@@ -43,6 +45,7 @@ __all__ = [
 
 BUNDLED_DIR = REPO_ROOT / "data" / "metr-la"
 STEP_MS = 5 * 60 * 1000
+DAY_MS = 24 * 60 * 60 * 1000
 _START_MS = int(np.datetime64("2012-03-01T00:00", "ms").astype(np.int64))
 # The full dataset has 34,272 steps, hence 34,249 windows: train = first 23,974,
 # test = last 6,850, validation = the 3,425 between. Window i ends at step t = i + 11.
@@ -166,6 +169,12 @@ def _from_h5(data: bytes, source: str) -> MetrLA:
             raise DataError(f"{source} is not a METR-LA HDFStore with key 'df': {type(exc).__name__}") from None
     times = pd.DatetimeIndex(frame.index).as_unit("ms").asi8.astype(np.int64)
     return MetrLA(frame.to_numpy(dtype=np.float64), times, tuple(str(c) for c in frame.columns))
+
+
+def day_parity(times_ms: np.ndarray) -> np.ndarray:
+    """0 or 1 for each time: the parity of its UTC day number. The project's two halves of the days: validation
+    selects models on even days and calibrates intervals on odd ones; the network ridge is cross-fitted on them."""
+    return (np.asarray(times_ms, dtype=np.int64) // DAY_MS) % 2
 
 
 def load_metrla(path: str | Path | None = None, hdfs_options: dict | None = None) -> MetrLA:

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml.dataset import DAY_MS
 from ml.exceptions import DataError
 from ml.network_ridge import NetworkRidge
 
 __all__ = ["FeatureContext", "row_normalise"]
-
-_DAY_MS = 24 * 60 * 60 * 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +52,7 @@ class FeatureContext:
     @property
     def step_ms(self) -> int:
         """The step length the context was fitted at: a day over the profile's slots."""
-        return _DAY_MS // self.profile.shape[2]
+        return DAY_MS // self.profile.shape[2]
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

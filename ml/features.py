@@ -21,11 +21,11 @@ import dataclasses
 
 import numpy as np
 
-from ml.dataset import STEP_MS, MetrLA, load_adjacency
+from ml.dataset import DAY_MS, STEP_MS, MetrLA, day_parity, load_adjacency
 from ml.exceptions import DataError
 from ml.feature_context import FeatureContext, row_normalise
 from ml.graph_features import GRAPH_FEATURE_NAMES, graph_columns
-from ml.network_ridge import MAX_RIDGE_SENSORS, NetworkRidge, day_fold, fit_network_ridge, ridge_inputs, ridge_targets
+from ml.network_ridge import NetworkRidge, fit_network_ridge, fits_network, ridge_inputs, ridge_targets
 
 __all__ = [
     "BASE_FEATURE_NAMES",
@@ -50,7 +50,6 @@ HISTORY_STEPS = 12
 HORIZONS_MIN: tuple[int, ...] = (15, 30, 60)
 HORIZON_STEPS: dict[int, int] = {h: h * 60_000 // STEP_MS for h in HORIZONS_MIN}  # at METR-LA's 5-minute step
 SLOTS_PER_DAY = 24 * 60 * 60 * 1000 // STEP_MS  # at METR-LA's 5-minute step
-_DAY_MS = 24 * 60 * 60 * 1000
 _LAGS = (1, 2, 3, 6, 11)
 
 # The features of the first models (before issue 17); bundles trained on them keep exactly these columns.
@@ -102,7 +101,7 @@ FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURE_NAMES, *GRAPH_FEATURE_NAMES, *RI
 
 def steps_supported(step_ms: int) -> str | None:
     """Why a step length cannot be used, or None: the horizons (minutes) and the day must be whole steps."""
-    if step_ms <= 0 or _DAY_MS % step_ms or any((h * 60_000) % step_ms for h in HORIZONS_MIN):
+    if step_ms <= 0 or DAY_MS % step_ms or any((h * 60_000) % step_ms for h in HORIZONS_MIN):
         return (f"a step of {step_ms / 60_000:g} min does not divide the horizons ({', '.join(map(str, HORIZONS_MIN))} "
                 "min) and the day into whole steps")
     return None
@@ -116,8 +115,8 @@ def window_target_steps(step_ms: int) -> int:
 def slot_and_daytype(times_ms: np.ndarray, step_ms: int = STEP_MS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slot of the day (of ``step_ms``), day type (1 = Saturday/Sunday) and day of week (0 = Monday)."""
     times_ms = np.asarray(times_ms, dtype=np.int64)
-    slot = (times_ms % _DAY_MS) // step_ms
-    dow = (times_ms // _DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
+    slot = (times_ms % DAY_MS) // step_ms
+    dow = (times_ms // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
     return slot.astype(np.int64), (dow >= 5).astype(np.int64), dow.astype(np.int64)
 
 
@@ -136,7 +135,7 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
     reason = steps_supported(data.step_ms)
     if reason:
         raise DataError(reason)
-    slots_per_day = _DAY_MS // data.step_ms
+    slots_per_day = DAY_MS // data.step_ms
     speed = history_from_speeds(data.speed[train])
     times = data.times_ms[train]
     slot, daytype, _ = slot_and_daytype(times, data.step_ms)
@@ -298,13 +297,13 @@ def _ridge_columns(dev: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -
     if ctx.ridge is None:
         return [np.broadcast_to(np.nan, dev[:, -1].shape)] * len(RIDGE_FEATURE_NAMES)
     in_train = (steps_ms >= ctx.train_start_ms) & (steps_ms < ctx.train_end_ms)
-    out = ctx.ridge.predict(ridge_inputs(dev), np.where(in_train, day_fold(steps_ms), -1))
+    out = ctx.ridge.predict(ridge_inputs(dev), np.where(in_train, day_parity(steps_ms), -1))
     return list(out.transpose(1, 0, 2))
 
 
 def _fit_ridge(data: MetrLA, ctx: FeatureContext) -> NetworkRidge | None:
     """The network ridge on every training window whose history and farthest target lie in the training period."""
-    if data.speed.shape[1] > MAX_RIDGE_SENSORS:
+    if not fits_network(data.speed.shape[1]):
         return None
     k, step, times = HISTORY_STEPS, data.step_ms, data.times_ms
     ahead = [h * 60_000 // step for h in HORIZONS_MIN]
@@ -323,7 +322,7 @@ def _fit_ridge(data: MetrLA, ctx: FeatureContext) -> NetworkRidge | None:
         targets.append(ridge_targets(np.where(future > 0, future, np.nan) - future_profile, dev[:, -1]))
     if not inputs:
         return None
-    return fit_network_ridge(np.concatenate(inputs), np.concatenate(targets), day_fold(times[t]))
+    return fit_network_ridge(np.concatenate(inputs), np.concatenate(targets), day_parity(times[t]))
 
 
 def _imputed(x: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> tuple[np.ndarray, ...]:
@@ -343,5 +342,5 @@ def _imputed(x: np.ndarray, steps_ms: np.ndarray, ctx: FeatureContext) -> tuple[
 
 def _profile_at(profile: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
     """profile (N, 2, S) looked up at times (B, M) -> (B, M, N); a day has S steps."""
-    slot, daytype, _ = slot_and_daytype(times_ms, _DAY_MS // profile.shape[2])
+    slot, daytype, _ = slot_and_daytype(times_ms, DAY_MS // profile.shape[2])
     return profile[:, daytype, slot].transpose(1, 2, 0)

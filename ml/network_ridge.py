@@ -25,15 +25,15 @@ from functools import cached_property
 import numpy as np
 
 __all__ = [
-    "MAX_RIDGE_SENSORS", "NetworkRidge", "RIDGE_ALPHA", "day_fold", "fit_network_ridge", "ridge_inputs",
+    "MAX_RIDGE_SENSORS", "NetworkRidge", "RIDGE_ALPHA", "fit_network_ridge", "fits_network", "ridge_inputs",
     "ridge_targets",
 ]
 
-# Its coefficients grow with the square of the network: (2, 3 N, 3 N) float64 is 7 MB at METR-LA's 207 sensors and
-# 144 MB at 1,000. A larger network gets no ridge (its columns are NaN, which the trees read as missing).
+# Its coefficients grow with the square of the network: (2, 3 N, 3 N) float64 is 6 MB at METR-LA's 207 sensors and
+# 144 MB at 1,000. A larger network gets no ridge (its columns are NaN: missing to the trees, the training mean to
+# the perceptrons).
 MAX_RIDGE_SENSORS = 1000
-RIDGE_ALPHA = 1000.0  # on standardised inputs; 100 / 1,000 / 10,000 scored within 0.012 of one another (row 30)
-_DAY_MS = 24 * 60 * 60 * 1000
+RIDGE_ALPHA = 1000.0  # on standardised inputs; 100 / 1,000 / 10,000 scored within 0.018 of one another (row 30)
 
 
 def ridge_inputs(dev: np.ndarray) -> np.ndarray:
@@ -50,9 +50,9 @@ def ridge_targets(future_dev: np.ndarray, dev_last: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(change), change, 0.0).reshape(len(change), -1)
 
 
-def day_fold(steps_ms: np.ndarray) -> np.ndarray:
-    """0 or 1 for each step: the parity of its (UTC) day number."""
-    return (np.asarray(steps_ms, dtype=np.int64) // _DAY_MS) % 2
+def fits_network(n_sensors: int) -> bool:
+    """Whether a network of ``n_sensors`` gets a ridge (``MAX_RIDGE_SENSORS``)."""
+    return n_sensors <= MAX_RIDGE_SENSORS
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,12 +112,10 @@ class NetworkRidge:
 
 def fit_network_ridge(inputs: np.ndarray, targets: np.ndarray, fold: np.ndarray,
                       alpha: float = RIDGE_ALPHA) -> NetworkRidge | None:
-    """Fit on rows of the training windows: inputs (T, 3 N), targets (T, H N), fold (T,) 0 / 1 by the day.
-
-    None when either half of the days has no window (a training period shorter than two days), or for a network
-    of more than ``MAX_RIDGE_SENSORS``.
-    """
-    if not ((fold == 0).any() and (fold == 1).any()) or inputs.shape[1] > 3 * MAX_RIDGE_SENSORS:
+    """Fit on rows of the training windows: inputs (T, 3 N), targets (T, H N), fold (T,) 0 / 1 by the day
+    (``ml.dataset.day_parity``). None when either half of the days has no window (a training period shorter than
+    two days)."""
+    if not ((fold == 0).any() and (fold == 1).any()):
         return None
     mean = inputs.mean(0)
     scale = inputs.std(0)

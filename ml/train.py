@@ -29,7 +29,7 @@ import numpy as np
 
 from config.settings import default_registry_root
 from ml.conformal import fit_binned_conformal, fit_scaled_conformal, scale_inputs
-from ml.dataset import TRAIN_END_MS, MetrLA
+from ml.dataset import DAY_MS, TRAIN_END_MS, MetrLA, day_parity
 from ml.ensemble import ColumnBlend, HorizonChain
 from ml.exceptions import DataError
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, fit_context
@@ -65,9 +65,6 @@ __all__ = [
     "validation_halves",
 ]
 
-_DAY_MS = 24 * 60 * 60 * 1000
-
-
 @dataclass
 class TrainResult:
     bundle: ModelBundle
@@ -78,13 +75,13 @@ class TrainResult:
 
 def validation_halves(step_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks (selection, calibration) of validation rows: even vs odd day numbers."""
-    odd = (np.asarray(step_ms, dtype=np.int64) // _DAY_MS) % 2 == 1
+    odd = day_parity(step_ms) == 1
     return ~odd, odd
 
 
 def quick_window(sensor_ids: tuple[str, ...], train_end_ms: int = TRAIN_END_MS) -> tuple[int, int, tuple[str, ...]]:
     """(start_ms, end_ms, sensors) of ``--quick``: a few sensors and days around the train/validation boundary."""
-    return train_end_ms - QUICK_DAYS * _DAY_MS, train_end_ms + 2 * _DAY_MS, tuple(sensor_ids[:QUICK_SENSORS])
+    return train_end_ms - QUICK_DAYS * DAY_MS, train_end_ms + 2 * DAY_MS, tuple(sensor_ids[:QUICK_SENSORS])
 
 
 def quick_subset(data: MetrLA) -> MetrLA:

@@ -18,8 +18,9 @@ manifest's ``key`` differs from the request's (:func:`stale_reason`):
 - ``feature_code``: :func:`feature_code_version`, a hash of the feature names,
   history length, horizons, table columns, :data:`FEATURE_TABLE_VERSION` and
   the source text of ``ml/features.py``, ``ml/feature_context.py``,
-  ``ml/network_ridge.py`` and ``pipelines/tables.py`` (any edit of the feature
-  function, its context or the table writer rebuilds).
+  ``ml/network_ridge.py``, ``ml/dataset.py`` (the day parity the ridge's folds
+  use) and ``pipelines/tables.py`` (any edit of the feature function, its
+  context or the table writer rebuilds).
 
 Tables are also stale when the manifest is missing or unreadable, or the train
 or validation directory has no Parquet file. A build first deletes the manifest
@@ -88,6 +89,7 @@ def _filesystems(hdfs_options: tuple[tuple[str, Any], ...]) -> Any:
 
 def feature_code_version() -> str:
     """A hash of what decides the tables' contents besides the data (see the module doc)."""
+    import ml.dataset
     import ml.feature_context
     import ml.features
     import ml.network_ridge
@@ -97,7 +99,7 @@ def feature_code_version() -> str:
     constants = [FEATURE_TABLE_VERSION, list(FEATURE_NAMES), HISTORY_STEPS, list(HORIZONS_MIN),
                  sorted(HORIZON_STEPS.items()), list(FEATURE_TABLE_COLUMNS)]
     digest.update(json.dumps(constants).encode())
-    for module in (ml.features, ml.feature_context, ml.network_ridge, pipelines.tables):
+    for module in (ml.dataset, ml.features, ml.feature_context, ml.network_ridge, pipelines.tables):
         with open(module.__file__, "rb") as handle:
             digest.update(handle.read())
     return digest.hexdigest()[:16]

@@ -154,12 +154,12 @@ def _scrambled(ctx: FeatureContext, fit: int) -> FeatureContext:
 
 
 def test_a_training_window_reads_the_ridge_of_the_other_half_of_the_days(small: MetrLA, ctx: FeatureContext) -> None:
-    from ml.network_ridge import day_fold
+    from ml.dataset import day_parity
 
     t = int(np.flatnonzero(small.times_ms < ctx.train_end_ms)[HISTORY_STEPS + 30])
     step_ms = int(small.times_ms[t])
     history = history_from_speeds(small.speed[t - HISTORY_STEPS + 1 : t + 1])
-    own = int(day_fold(np.array([step_ms]))[0])
+    own = int(day_parity(np.array([step_ms]))[0])
     before = _ridge_columns(ctx, history, step_ms)
     assert np.isfinite(before).all()
     assert np.array_equal(_ridge_columns(_scrambled(ctx, own), history, step_ms), before)  # never its own days' fit

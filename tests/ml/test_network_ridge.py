@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.network_ridge import NetworkRidge, day_fold, fit_network_ridge, ridge_inputs, ridge_targets
+from ml.dataset import day_parity
+from ml.network_ridge import NetworkRidge, fit_network_ridge, ridge_inputs, ridge_targets
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -24,9 +25,9 @@ def test_targets_are_horizon_major_changes_with_missing_as_no_change() -> None:
     assert np.array_equal(targets, [[2.0, 0.0, 4.0, 5.0]])
 
 
-def test_the_day_fold_is_the_parity_of_the_utc_day() -> None:
+def test_the_folds_are_the_parity_of_the_utc_day() -> None:
     steps = np.array([0, DAY_MS - 1, DAY_MS, 2 * DAY_MS + 5])
-    assert day_fold(steps).tolist() == [0, 0, 1, 0]
+    assert day_parity(steps).tolist() == [0, 0, 1, 0]
 
 
 def _linear_data(seed: int = 0, rows: int = 600, n: int = 2):
@@ -98,19 +99,12 @@ def test_the_arrays_round_trip_and_an_older_store_has_none() -> None:
 
 
 def test_no_ridge_for_a_network_larger_than_the_cap() -> None:
-    from ml.network_ridge import MAX_RIDGE_SENSORS
+    from ml.dataset import STEP_MS, MetrLA
+    from ml.features import fit_context
+    from ml.network_ridge import MAX_RIDGE_SENSORS, fits_network
 
-    rows = 8
-    inputs = np.random.default_rng(3).normal(size=(rows, 3 * (MAX_RIDGE_SENSORS + 1)))
-    assert fit_network_ridge(inputs, np.zeros((rows, 3)), np.arange(rows) % 2) is None
-
-
-def test_a_windows_columns_do_not_depend_on_the_windows_beside_it() -> None:
-    n = 207  # METR-LA's size: a product over many rows sums in another order than one over a single row
-    inputs, _, rng = _linear_data(4, rows=900, n=n)
-    ridge = fit_network_ridge(inputs, inputs @ rng.normal(size=(3 * n, 3 * n)), np.arange(900) % 2)
-    probe, fold = inputs[:40], np.array([0, 1, -1, -1] * 10)
-    batch = ridge.predict(probe, fold)
-    alone = np.concatenate([ridge.predict(probe[b : b + 1], fold[b : b + 1]) for b in range(len(probe))])
-    assert np.array_equal(batch, alone)
-    assert ridge.predict(probe[:0], fold[:0]).shape == (0, 3, n)
+    assert fits_network(MAX_RIDGE_SENSORS) and not fits_network(MAX_RIDGE_SENSORS + 1)
+    n, steps = MAX_RIDGE_SENSORS + 1, 3 * 288  # three days: a smaller network would get its ridge
+    speed = np.random.default_rng(5).uniform(20.0, 70.0, size=(steps, n)).astype(np.float32)
+    data = MetrLA(speed, np.arange(steps, dtype=np.int64) * STEP_MS, tuple(f"s{i}" for i in range(n)))
+    assert fit_context(data, adjacency=np.zeros((n, n))).ridge is None
