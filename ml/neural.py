@@ -78,18 +78,12 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
     identity (a row of zeros): the perceptron then reads its features alone.
     """
 
-    def __init__(self, key_columns: tuple[int, int] = (0, 1), columns: tuple[int, ...] | None = None) -> None:
+    def __init__(self, key_columns: tuple[int, int] = (0, 1)) -> None:
         self.key_columns = key_columns
-        self.columns = columns
-
-    def _read(self, x: np.ndarray) -> np.ndarray:
-        """The feature columns it scales and passes on: ``columns``, or all (a model stored before it had them)."""
-        columns = getattr(self, "columns", None)
-        return x if columns is None else x[:, list(columns)]
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> SensorIdentity:
         x = np.asarray(x)
-        self.scaler_ = StandardScaler().fit(self._read(x))
+        self.scaler_ = StandardScaler().fit(x)
         self.keys_ = np.unique(sensor_keys(x, self.key_columns))
         return self
 
@@ -101,7 +95,7 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
         at = np.minimum(np.searchsorted(self.keys_, keys), len(self.keys_) - 1)
         # A column the context could not compute (NaN: the network ridge's, in a context without one) reads as
         # its training mean; the scaler ignored NaN when it was fitted.
-        scaled = np.nan_to_num(self.scaler_.transform(self._read(x)), nan=0.0)
+        scaled = np.nan_to_num(self.scaler_.transform(x), nan=0.0)
         n, f = scaled.shape
         # Row i holds its f scaled features, then 1 at column f + its sensor's (0, stored, for an unseen sensor).
         data = np.empty((n, f + 1), dtype=np.float32)
@@ -115,14 +109,10 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
 
 
 def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEATURE_NAMES,
-             identity: bool = True, reads: tuple[str, ...] | None = None) -> Pipeline:
+             identity: bool = True) -> Pipeline:
     """Standardised inputs (and, with ``identity``, the sensor's one-hot: ``SensorIdentity``) into a ReLU
-    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns of its input rows;
-    ``reads``: those it reads (default all; only with ``identity``)."""
-    if reads is not None and not identity:
-        raise ValueError("a perceptron without the sensor's identity reads every column of its rows")
-    columns = None if reads is None else tuple(features.index(k) for k in reads)
-    inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS), columns) if identity else StandardScaler()
+    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns it reads."""
+    inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS)) if identity else StandardScaler()
     return Pipeline([
         ("scale", inputs),
         ("mlp", MLPRegressor(

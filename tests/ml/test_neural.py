@@ -329,30 +329,6 @@ def test_the_candidate_perceptrons_read_the_sensor_identity() -> None:
         assert [spec.features[c] for c in inputs.key_columns] == list(SENSOR_KEYS)
 
 
-def test_the_perceptron_reads_only_its_columns_of_whole_feature_rows() -> None:
-    from ml.features import RIDGE_FEATURE_NAMES
-
-    reads = tuple(n for n in FEATURE_NAMES if n not in RIDGE_FEATURE_NAMES)
-    sensors = np.random.default_rng(21).integers(0, 6, size=400)
-    x = _sensor_rows(sensors, seed=21)
-    y = np.column_stack([x[:, 0], -x[:, 1], x[:, 2]])
-    model = make_mlp(quick=True, reads=reads).fit(x, y)
-    assert model.named_steps["scale"].transform(x).shape[1] == len(reads) + 6
-    other = x.copy()
-    other[:, [FEATURE_NAMES.index(n) for n in RIDGE_FEATURE_NAMES]] += 100.0  # the columns it does not read
-    np.testing.assert_array_equal(model.predict(other), model.predict(x))
-    read = x.copy()
-    read[:, 0] += 100.0
-    assert not np.allclose(model.predict(read), model.predict(x))
-
-
-def test_a_perceptron_without_the_identity_cannot_leave_columns_out() -> None:
-    import pytest
-
-    with pytest.raises(ValueError, match="every column"):
-        make_mlp(quick=True, identity=False, reads=FEATURE_NAMES[:3])
-
-
 def test_a_bag_fitted_in_two_processes_is_the_bag_fitted_in_one() -> None:
     sensors = np.random.default_rng(31).integers(0, 6, size=600)
     x = _sensor_rows(sensors, seed=31)
