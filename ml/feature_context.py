@@ -14,7 +14,7 @@ from ml.dataset import DAY_MS
 from ml.exceptions import DataError
 from ml.network_ridge import NetworkRidge
 
-__all__ = ["FeatureContext", "row_normalise"]
+__all__ = ["FeatureContext"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,28 +84,3 @@ class FeatureContext:
         ids = tuple(str(s) for s in values.pop("sensor_ids"))
         ridge = NetworkRidge.from_arrays(values)
         return cls(sensor_ids=ids, train_start_ms=start, train_end_ms=end, ridge=ridge, **values)
-
-    def restrict(self, sensor_ids: tuple[str, ...]) -> FeatureContext:
-        """The context for a subset of sensors (graph weights renormalised over the subset)."""
-        index = {sid: i for i, sid in enumerate(self.sensor_ids)}
-        cols = np.array([index[s] for s in sensor_ids])
-        return FeatureContext(
-            sensor_ids=tuple(sensor_ids),
-            profile=self.profile[cols],
-            profile_std=self.profile_std[cols],
-            sensor_mean=self.sensor_mean[cols],
-            sensor_std=self.sensor_std[cols],
-            w_up=row_normalise(self.w_up[np.ix_(cols, cols)]),
-            w_down=row_normalise(self.w_down[np.ix_(cols, cols)]),
-            w_hop2=row_normalise(self.w_hop2[np.ix_(cols, cols)]),
-            degree_in=self.degree_in[cols],
-            degree_out=self.degree_out[cols],
-            train_start_ms=self.train_start_ms,
-            train_end_ms=self.train_end_ms,
-            ridge=None if self.ridge is None else self.ridge.restrict(cols, self.n_sensors),
-        )
-
-
-def row_normalise(w: np.ndarray) -> np.ndarray:
-    sums = w.sum(axis=1, keepdims=True)
-    return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ml.dataset import DAY_MS, STEP_MS, MetrLA, day_parity, load_adjacency
 from ml.exceptions import DataError
-from ml.feature_context import FeatureContext, row_normalise
+from ml.feature_context import FeatureContext
 from ml.graph_features import GRAPH_FEATURE_NAMES, graph_columns
 from ml.network_ridge import NetworkRidge, fit_network_ridge, fits_network, ridge_inputs, ridge_targets
 
@@ -169,8 +169,8 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
     adjacency = load_adjacency(data.sensor_ids) if adjacency is None else np.asarray(adjacency, dtype=np.float64)
     a = adjacency.copy()
     np.fill_diagonal(a, 0.0)
-    w_down = row_normalise(a)
-    w_up = row_normalise(a.T)
+    w_down = _row_normalise(a)
+    w_up = _row_normalise(a.T)
     sym = a + a.T
     hop2 = sym @ sym
     np.fill_diagonal(hop2, 0.0)
@@ -182,13 +182,18 @@ def fit_context(data: MetrLA, adjacency: np.ndarray | None = None) -> FeatureCon
         sensor_std=sensor_std,
         w_up=w_up,
         w_down=w_down,
-        w_hop2=row_normalise(hop2),
+        w_hop2=_row_normalise(hop2),
         degree_in=a.sum(0),
         degree_out=a.sum(1),
         train_start_ms=int(times[0]),
         train_end_ms=int(times[-1]) + data.step_ms,
     )
     return dataclasses.replace(ctx, ridge=_fit_ridge(data, ctx))
+
+
+def _row_normalise(w: np.ndarray) -> np.ndarray:
+    sums = w.sum(axis=1, keepdims=True)
+    return np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
 
 
 def _smooth_slots(a: np.ndarray) -> np.ndarray:

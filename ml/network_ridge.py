@@ -89,14 +89,6 @@ class NetworkRidge:
         out = np.stack(rows) if rows else np.empty((0, self.coef.shape[2]))
         return out.reshape(len(z), self.n_horizons, self.coef.shape[2] // self.n_horizons)
 
-    def restrict(self, cols: np.ndarray, n_sensors: int) -> NetworkRidge:
-        """The ridge for the sensors at ``cols`` of ``n_sensors``: the absent sensors' inputs count as at their
-        training mean (they drop out of the product)."""
-        inputs = np.concatenate([k * n_sensors + cols for k in range(3)])
-        outputs = np.concatenate([k * n_sensors + cols for k in range(self.n_horizons)])
-        return NetworkRidge(self.mean[inputs], self.scale[inputs], self.coef[:, inputs][:, :, outputs],
-                            self.intercept[:, outputs])
-
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"ridge_mean": self.mean, "ridge_scale": self.scale, "ridge_coef": self.coef,
                 "ridge_intercept": self.intercept}

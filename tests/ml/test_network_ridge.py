@@ -73,21 +73,6 @@ def test_a_constant_input_does_not_break_the_fit() -> None:
     assert np.isfinite(ridge.coef).all() and ridge.scale[1] == 1.0
 
 
-def test_restricting_keeps_the_kept_sensors_outputs_with_the_others_at_their_mean() -> None:
-    n = 3
-    inputs, _, rng = _linear_data(2, n=n)
-    targets = inputs @ rng.normal(size=(3 * n, 3 * n))
-    ridge = fit_network_ridge(inputs, targets, np.arange(len(inputs)) % 2, alpha=10.0)
-    kept = np.array([0, 2])
-    small = ridge.restrict(kept, n)
-    probe = inputs[:5].copy()
-    absent = [k * n + 1 for k in range(3)]
-    probe[:, absent] = ridge.mean[absent]  # sensor 1 at its training mean: it adds nothing to the product
-    inputs_kept = probe[:, [k * n + i for k in range(3) for i in kept]]
-    fold = np.array([0, 1, -1, 0, 1])
-    assert np.allclose(small.predict(inputs_kept, fold), ridge.predict(probe, fold)[:, :, kept])
-
-
 def test_the_arrays_round_trip_and_an_older_store_has_none() -> None:
     inputs, weights, _ = _linear_data()
     ridge = fit_network_ridge(inputs, inputs @ weights, np.arange(len(inputs)) % 2)
