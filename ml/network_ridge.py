@@ -84,7 +84,7 @@ class NetworkRidge:
         fits = {0: (self.coef[1], self.intercept[1]), 1: (self.coef[0], self.intercept[0]), -1: self._mean_fit}
         # One vector-matrix product a window: a product over many rows sums in an order that depends on how many
         # there are, and a window's columns must not depend on the windows computed beside it (streaming computes
-        # one step or a few, the tables many). About 0.1 ms a window.
+        # one step or a few, the tables many). About 0.1 ms a window (ad hoc, 207 sensors).
         rows = [z[b] @ fits[int(f)][0] + fits[int(f)][1] for b, f in enumerate(fold)]
         out = np.stack(rows) if rows else np.empty((0, self.coef.shape[2]))
         return out.reshape(len(z), self.n_horizons, self.coef.shape[2] // self.n_horizons)
