@@ -10,9 +10,10 @@ from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
 from ml.conformal import fit_binned_conformal
+from ml.dataset import load_metrla
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN
-from ml.models import CANDIDATE_NAMES, MLP_BAG, MLP_ROWS, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.models import CANDIDATE_NAMES, HGB_MLP_ROWS, MLP_BAG, MLP_ROWS, MLP_UPSTREAM, ModelSpec, candidate_specs
 from ml.neural import (
     SENSOR_KEYS,
     HorizonOutput,
@@ -25,6 +26,7 @@ from ml.neural import (
 )
 from ml.registry import ModelBundle
 from ml.train import _fit_chain, _fit_joint, _wanted, train
+from ml.training_set import window_ends
 
 
 class _Counting:
@@ -110,6 +112,18 @@ def test_the_perceptron_is_one_joint_candidate_at_every_horizon() -> None:
             assert spec.bag == MLP_BAG >= 2  # a bag: the mean of perceptrons fitted on disjoint rows
             if not quick:  # each member gets MLP_ROWS of its own (a bigger bag is more rows, not thinner parts)
                 assert spec.max_rows == MLP_BAG * MLP_ROWS and MLP_BAG == 3 and MLP_ROWS == 800_000
+
+
+def test_the_trees_on_the_perceptron_take_a_million_rows_that_metr_la_leaves_them() -> None:
+    """hgb_mlp and the chains on it fit on HGB_MLP_ROWS; on the bundled METR-LA the training rows with an observed
+    target that neither the bag nor the 15-minute trees saw still fill the chains' cap at every horizon."""
+    data = load_metrla()
+    t = window_ends(data, "train")
+    for h in HORIZONS_MIN:
+        trees = [s for s in candidate_specs(h) if s.upstream == MLP_UPSTREAM]
+        assert trees and all(s.max_rows == HGB_MLP_ROWS == 1_000_000 for s in trees)
+        observed = int((data.speed[t + h * 60_000 // data.step_ms] > 0).sum())
+        assert observed - MLP_BAG * MLP_ROWS - HGB_MLP_ROWS >= HGB_MLP_ROWS
 
 
 def test_a_perceptron_bundle_round_trips_with_one_shared_model(tmp_path) -> None:
