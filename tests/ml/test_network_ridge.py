@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.dataset import day_parity
+from ml.dataset import DAY_MS, day_parity
 from ml.network_ridge import NetworkRidge, fit_network_ridge, ridge_inputs, ridge_targets
-
-DAY_MS = 24 * 60 * 60 * 1000
 
 
 def test_the_inputs_are_the_latest_deviation_and_its_changes_over_3_and_11_steps() -> None:
@@ -93,3 +91,14 @@ def test_no_ridge_for_a_network_larger_than_the_cap() -> None:
     speed = np.random.default_rng(5).uniform(20.0, 70.0, size=(steps, n)).astype(np.float32)
     data = MetrLA(speed, np.arange(steps, dtype=np.int64) * STEP_MS, tuple(f"s{i}" for i in range(n)))
     assert fit_context(data, adjacency=np.zeros((n, n))).ridge is None
+
+
+def test_a_windows_columns_do_not_depend_on_the_windows_beside_it() -> None:
+    n = 207  # METR-LA's size: a product over many rows sums in another order than one over a single row
+    inputs, _, rng = _linear_data(4, rows=900, n=n)
+    ridge = fit_network_ridge(inputs, inputs @ rng.normal(size=(3 * n, 3 * n)), np.arange(900) % 2)
+    probe, fold = inputs[:40], np.array([0, 1, -1, -1] * 10)
+    batch = ridge.predict(probe, fold)
+    alone = np.concatenate([ridge.predict(probe[b : b + 1], fold[b : b + 1]) for b in range(len(probe))])
+    assert np.array_equal(batch, alone)
+    assert ridge.predict(probe[:0], fold[:0]).shape == (0, 3, n)
