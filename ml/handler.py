@@ -43,8 +43,10 @@ from ml.features import HISTORY_STEPS, build_features
 from ml.registry import MODEL_REFRESH_S, ModelBundle, ModelRegistry
 from schemas.batches import Columns
 
-__all__ = ["FORECAST_FIELDS", "FORECAST_KIND", "ForecastModelHandler", "HandlerConfig", "LiveModel", "forecast_batch",
-           "make_model_handler", "per_snapshot", "prediction_inputs"]
+__all__ = ["FORECAST_FIELDS", "FORECAST_KIND", "INFERENCE_THREADS", "ForecastModelHandler", "HandlerConfig",
+           "LiveModel", "forecast_batch", "make_model_handler", "per_snapshot", "prediction_inputs"]
+
+INFERENCE_THREADS = 1  # the OpenMP/BLAS threads of an inference call by default (HandlerConfig.threads says why)
 
 _LOG = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class HandlerConfig:
     min_batch_size: int = 1
     max_batch_size: int = 16
     max_batch_duration_s: int | None = None
-    threads: int | None = 1
+    threads: int | None = INFERENCE_THREADS
     hdfs_options: tuple[tuple[str, Any], ...] = field(default=())
 
 
