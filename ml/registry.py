@@ -140,10 +140,7 @@ class ModelBundle:
         base = x[:, FEATURE_NAMES.index(base_name)].astype(np.float64) if base_name else np.zeros(len(x))
         est = self.estimators[horizon_min]
         if est is not None and len(x):
-            # float64: a linear model fitted on float32 rows sums in float32, and a row's prediction then depends
-            # on the rows predicted with it; trees read float64 anyway. The handler predicts many steps at once.
-            columns = self.columns(x, horizon_min).astype(np.float64)
-            base = base + np.asarray(est.predict(columns), dtype=np.float64)
+            base = base + np.asarray(est.predict(self.columns(x, horizon_min)), dtype=np.float64)
         return np.clip(base, 0.0, MAX_SPEED_MPH)
 
     def predict(self, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:

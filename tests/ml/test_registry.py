@@ -156,26 +156,3 @@ def test_a_model_needing_unknown_features_is_refused(bundle_and_rows) -> None:
     with pytest.raises(ModelRegistryError, match="does not compute: no_such_feature"):
         ModelBundle({15: None}, {15: "speed_last"}, {15: bundle.intervals[15]}, bundle.context,
                     feature_columns={15: ("speed_last", "no_such_feature")})
-
-
-@pytest.mark.parametrize("candidate", ["ridge", "mlp", "hgb_mlp_chain"])
-def test_a_rows_forecast_does_not_depend_on_the_rows_predicted_with_it(candidate) -> None:
-    """The handler predicts a catch-up's steps in one call: each step must come out as it would alone (float32
-    linear models summed differently with the row count, by about 1e-5 mph)."""
-    from ml_bundles import quick_examples
-
-    from ml.train import train
-
-    quick = quick_examples()
-    bundle, _ = train(quick.data, quick.table, quick.context, quick=True, candidates=(candidate,), max_rows=4000,
-                      progress=lambda _: None)
-    assert candidate in bundle.model_names.values()
-    n = bundle.context.n_sensors
-    rows = quick.x_val[: 16 * n]
-    together = bundle.predict(rows)
-    for size in (n, 3 * n, 1):
-        apart = [bundle.predict(rows[i : i + size]) for i in range(0, len(rows) if size > 1 else n, size)]
-        for h in together:
-            for part, whole in enumerate(together[h]):
-                alone = np.concatenate([a[h][part] for a in apart])
-                np.testing.assert_allclose(alone, whole[: len(alone)], rtol=0, atol=1e-9)
