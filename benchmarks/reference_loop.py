@@ -47,12 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from confluent_kafka import Producer, TopicPartition  # noqa: E402
-from threadpoolctl import ThreadpoolController  # noqa: E402
 
 from kafka_client import make_consumer, make_producer  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features  # noqa: E402
-from ml.handler import INFERENCE_THREADS, prediction_inputs  # noqa: E402
+from ml.handler import inference_threads, prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
 from ml.road_graph import bundled_road_links  # noqa: E402
 from pipelines.tables import join_path, parquet_schema  # noqa: E402
@@ -121,7 +120,6 @@ class ReferenceLoop:
         self.topics = topics
         self.raw_topic = raw_topic or topics.raw
         self.bundle = bundle
-        self._threads = ThreadpoolController()
         self.sensor_ids = tuple(bundle.context.sensor_ids)
         self.member = {s: i for i, s in enumerate(self.sensor_ids)}
         # The job's own check with the job's defaults: the DoFn inside the ValidateEvents composite.
@@ -261,7 +259,7 @@ class ReferenceLoop:
         x = build_features(speeds, step_ms, self.bundle.context)
         self.figures.stage_s["features"] += time.perf_counter() - started
         started = time.perf_counter()
-        with self._threads.limit(limits=INFERENCE_THREADS):  # as the job's handler predicts
+        with inference_threads():  # as the job's handler predicts
             predicted = self.bundle.predict(x)
         self.figures.stage_s["model"] += time.perf_counter() - started
         started = time.perf_counter()

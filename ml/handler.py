@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +45,7 @@ from ml.registry import MODEL_REFRESH_S, ModelBundle, ModelRegistry
 from schemas.batches import Columns
 
 __all__ = ["FORECAST_FIELDS", "FORECAST_KIND", "INFERENCE_THREADS", "ForecastModelHandler", "HandlerConfig",
-           "LiveModel", "forecast_batch", "make_model_handler", "prediction_inputs"]
+           "LiveModel", "forecast_batch", "inference_threads", "make_model_handler", "prediction_inputs"]
 
 INFERENCE_THREADS = 1  # the OpenMP/BLAS threads of an inference call by default (HandlerConfig.threads says why)
 
@@ -145,6 +146,23 @@ FORECAST_FIELDS = ("sensor_id", "event_time", "horizon_min", "predicted_speed_mp
                    "coverage", "model_version", "current_speed_mph")
 
 
+_POOLS: tuple[int, ThreadpoolController] | None = None  # (modules imported when read, this process's thread pools)
+
+
+def _threadpools() -> ThreadpoolController:
+    """This process's thread pools, read again when modules were imported since: loading a model imports the
+    libraries whose OpenMP runtime the cap must reach (reading them took about 2 ms, a cap 0.02 ms; ad hoc)."""
+    global _POOLS
+    if _POOLS is None or _POOLS[0] != len(sys.modules):
+        _POOLS = (len(sys.modules), ThreadpoolController())
+    return _POOLS[1]
+
+
+def inference_threads(threads: int | None = INFERENCE_THREADS) -> contextlib.AbstractContextManager:
+    """A context that caps the OpenMP/BLAS threads of an inference call (None: the libraries' default)."""
+    return contextlib.nullcontext() if threads is None else _threadpools().limit(limits=threads)
+
+
 def forecast_batch(
     snapshot: dict[str, Any], predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], bundle: ModelBundle
 ) -> Columns:
@@ -224,16 +242,8 @@ class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
     ) -> Iterable[PredictionResult]:
         if self._side_input_version is not None and model.pinned != self._side_input_version:
             model.pin(self._side_input_version)
-        with self._thread_limit():
+        with inference_threads(self.cfg.threads):
             return self._predict_each(batch, model.current())
-
-    def _thread_limit(self) -> contextlib.AbstractContextManager:
-        if self.cfg.threads is None:
-            return contextlib.nullcontext()
-        controller = getattr(self, "_threadpools", None)
-        if controller is None:  # made where it runs: the handler is pickled to the workers
-            controller = self._threadpools = ThreadpoolController()
-        return controller.limit(limits=self.cfg.threads)
 
     def _predict_each(self, batch: Sequence[dict], bundle: ModelBundle) -> list[PredictionResult]:
         n = bundle.context.n_sensors

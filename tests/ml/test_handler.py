@@ -279,3 +279,28 @@ def test_inference_runs_with_the_configured_number_of_openmp_threads(bundles, tm
     assert len(list(handler.run_inference(snapshots(bundles[0].context, count=2), handler.load_model()))) == 2
     assert seen == [{1}] if threads == 1 else seen == [default]
     assert openmp_threads() == default  # the limit ends with the call
+
+
+def test_the_thread_cap_reaches_an_openmp_runtime_loaded_after_its_first_use() -> None:
+    """A worker may cap a call before the model that loads OpenMP arrives (a hot swap to trees): a fresh process
+    caps once with no OpenMP loaded, imports scikit-learn's trees, and the next cap must reach them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = (
+        "from threadpoolctl import threadpool_info\n"
+        "from ml.handler import inference_threads\n"
+        "def openmp(): return {p['num_threads'] for p in threadpool_info() if p['user_api'] == 'openmp'}\n"
+        "with inference_threads(1): assert not openmp(), 'OpenMP loaded too early for this test'\n"
+        "import sklearn.ensemble  # noqa: F401\n"
+        "assert openmp() and openmp() != {1}, openmp()\n"
+        "with inference_threads(1): print(sorted(openmp()))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"
