@@ -8,7 +8,7 @@ One Python loop with confluent-kafka and the project's own pieces does what
     -> 5-minute event-time windows (the job's speed_stats) -> publish aggregates
     -> network history (12 steps x the model's sensors) once every sensor reported a step,
        or once the slowest partition's watermark passed it
-    -> features + model (the registry's bundle, one predict per step) -> PostProcess's
+    -> features + model (the registry's bundle, one predict per poll's completed steps) -> PostProcess's
        to_prediction / to_alerts -> publish predictions and alerts
     and, as the job does unless it is told to leave them out (``scores``, ``incidents``, ``files``):
     -> score the predictions held for a step once its window closes (the job's score_rows) -> publish scores
@@ -51,7 +51,7 @@ from confluent_kafka import Producer, TopicPartition  # noqa: E402
 from kafka_client import make_consumer, make_producer  # noqa: E402
 from ml.dataset import STEP_MS  # noqa: E402
 from ml.features import HISTORY_STEPS, HORIZONS_MIN, build_features  # noqa: E402
-from ml.handler import inference_threads, prediction_inputs  # noqa: E402
+from ml.handler import inference_threads, per_snapshot, prediction_inputs  # noqa: E402
 from ml.registry import MAX_SPEED_MPH, ModelBundle  # noqa: E402
 from ml.road_graph import bundled_road_links  # noqa: E402
 from pipelines.tables import join_path, parquet_schema  # noqa: E402
@@ -249,29 +249,37 @@ class ReferenceLoop:
                 means[i] = stats["mean"]
         return aggregates, means
 
-    def _forecast(self, step_ms: int) -> tuple[list[dict], list[dict]]:
+    def _speeds(self, step_ms: int) -> np.ndarray:
+        """The (HISTORY_STEPS, N) history ending at ``step_ms`` (NaN where a step or a sensor is missing)."""
         speeds = np.full((HISTORY_STEPS, len(self.sensor_ids)), np.nan)
         for row in range(HISTORY_STEPS):
             known = self._history.get(step_ms - (HISTORY_STEPS - 1 - row) * STEP_MS)
             if known is not None:
                 speeds[row] = known
+        return speeds
+
+    def _forecast(self, steps: list[tuple[int, np.ndarray]]) -> list[tuple[list[dict], list[dict]]]:
+        """Every (step, history) closed by one poll in one model call (as the job's handler predicts a batch)."""
         started = time.perf_counter()
-        x = build_features(speeds, step_ms, self.bundle.context)
+        x = np.concatenate([build_features(speeds, step_ms, self.bundle.context) for step_ms, speeds in steps])
         self.figures.stage_s["features"] += time.perf_counter() - started
         started = time.perf_counter()
         with inference_threads():  # as the job's handler predicts
-            predicted = self.bundle.predict(x)
+            predicted = per_snapshot(self.bundle.predict(x), len(self.sensor_ids))
         self.figures.stage_s["model"] += time.perf_counter() - started
         started = time.perf_counter()
-        rows = prediction_inputs({"speeds": speeds, "step_ms": step_ms}, predicted, self.bundle)
-        now = system_now_ms()
-        predictions, alerts = [], []
-        for row in rows:
-            p = to_prediction(row, MAX_SPEED_MPH, self.bundle.coverage, now)
-            predictions.append(p)
-            alerts.extend(to_alerts(p, row["current_speed_mph"], SUDDEN_DROP_MPH))
+        out = []
+        for (step_ms, speeds), part in zip(steps, predicted, strict=True):
+            rows = prediction_inputs({"speeds": speeds, "step_ms": step_ms}, part, self.bundle)
+            now = system_now_ms()
+            predictions, alerts = [], []
+            for row in rows:
+                p = to_prediction(row, MAX_SPEED_MPH, self.bundle.coverage, now)
+                predictions.append(p)
+                alerts.extend(to_alerts(p, row["current_speed_mph"], SUDDEN_DROP_MPH))
+            out.append((predictions, alerts))
         self.figures.stage_s["postprocess"] += time.perf_counter() - started
-        return predictions, alerts
+        return out
 
     def _score(self, start: int, means: np.ndarray) -> Any:
         """The predictions held for ``start`` against its window's means (SCORED or MISSING), as a score batch."""
@@ -348,18 +356,21 @@ class ReferenceLoop:
                 f.dead_letters += len(dead)
                 if dead:
                     self._produce(producer, t.dead_letters, "dead_letter", dead, "key")
+                closed = []
                 for start in self._timed("window", self._ready_steps):
                     aggregates, means = self._timed("window", lambda s=start: self._close(s))
                     self._closed_through = start
                     self._history[start] = means
+                    closed.append((start, aggregates, means, self._speeds(start)))
                     self._history.pop(start - HISTORY_STEPS * STEP_MS, None)
+                forecasts = self._forecast([(start, speeds) for start, _, _, speeds in closed]) if closed else []
+                for (start, aggregates, means, _), (predictions, alerts) in zip(closed, forecasts, strict=True):
                     f.aggregates += len(aggregates)
                     self._produce(producer, t.aggregates, "window_aggregate", aggregates, "sensor_id")
                     scores = self._timed("scores", lambda s=start, m=means: self._score(s, m)) if self.scores else None
                     if scores is not None:
                         f.scores += len(scores)
                         self._produce(producer, t.scores, "score", scores, "sensor_id")
-                    predictions, alerts = self._forecast(start)
                     f.steps += 1
                     f.predictions += len(predictions)
                     f.alerts += len(alerts)

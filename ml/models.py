@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.exceptions import DataError
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
+from ml.rowwise_ridge import RowwiseRidge
 
 __all__ = [
     "BLEND_HORIZONS", "BLEND_WEIGHTS", "BLENDS", "CANDIDATE_NAMES", "CHAIN_UPSTREAM", "DEFAULT_CANDIDATES", "ModelSpec",
@@ -127,7 +127,7 @@ def make_scale_model(quick: bool = False) -> HistGradientBoostingRegressor:
 
 
 def _ridge() -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1000.0))])
+    return Pipeline([("scale", StandardScaler()), ("ridge", RowwiseRidge(alpha=1000.0))])
 
 
 def _trees(max_iter: int) -> HistGradientBoostingRegressor:

@@ -68,6 +68,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "ml.neural.SensorIdentity",
     "ml.neural.SharedOutputs",
     "ml.neural.StackedOutputs",
+    "ml.rowwise_ridge.RowwiseRidge",
     "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "numpy.dtype",

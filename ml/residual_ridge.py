@@ -7,12 +7,12 @@ tests and benchmarks fit in seconds on a slice of METR-LA when they need a regis
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from ml.conformal import fit_binned_conformal
 from ml.dataset import MetrLA
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, RIDGE_FEATURE_NAMES, fit_context
 from ml.registry import ModelBundle
+from ml.rowwise_ridge import RowwiseRidge
 from ml.training_set import examples
 
 __all__ = ["fit_residual_ridge"]
@@ -37,7 +37,7 @@ def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_b
     estimators, intervals = {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         ok = np.isfinite(y[:, j])
-        estimators[h] = Ridge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
+        estimators[h] = RowwiseRidge(alpha=alpha).fit(x[ok], y[ok, j] - last[ok])
         intervals[h] = fit_binned_conformal(y[:, j], last + estimators[h].predict(x), 0.9, min_bin_rows=min_bin_rows)
     return ModelBundle(estimators, dict.fromkeys(HORIZONS_MIN, "speed_last"), intervals, ctx,
                        model_names=dict.fromkeys(HORIZONS_MIN, "ridge"),

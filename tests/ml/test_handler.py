@@ -54,13 +54,14 @@ def snapshots(ctx, first_t: int = 400, count: int = 5) -> list[dict]:
     return out
 
 
-def expected_rows(snapshot: dict, bundle: ModelBundle) -> list[tuple]:
-    x = build_features(snapshot["speeds"], snapshot["step_ms"], bundle.context)
-    pred = bundle.predict(x)
+def expected_rows(snapshot: dict, bundle: ModelBundle, pred: dict | None = None, first_row: int = 0) -> list[tuple]:
+    """The snapshot's rows from ``bundle.predict``: on its own features, or rows ``first_row``... of ``pred``."""
+    if pred is None:
+        pred = bundle.predict(build_features(snapshot["speeds"], snapshot["step_ms"], bundle.context))
     rows = []
     for i, sensor in enumerate(bundle.context.sensor_ids):
         for h in HORIZONS_MIN:
-            rows.append((sensor, snapshot["step_ms"], h, *(float(a[i]) for a in pred[h])))
+            rows.append((sensor, snapshot["step_ms"], h, *(float(a[first_row + i]) for a in pred[h])))
     return rows
 
 
@@ -77,17 +78,34 @@ def test_run_inference_equals_bundle_predict_on_build_features(bundles, tmp_path
     snaps = snapshots(first.context)
     results = list(handler.run_inference(snaps, model))
     assert len(results) == len(snaps)
-    for snap, result in zip(snaps, results, strict=True):
+    # One predict call for the whole batch: exactly the bundle's predictions of the snapshots' rows together.
+    together = first.predict(np.concatenate([build_features(s["speeds"], s["step_ms"], first.context) for s in snaps]))
+    for i, (snap, result) in enumerate(zip(snaps, results, strict=True)):
         assert result.model_id == version and result.example is snap
         assert result.inference.kind == "forecast" and result.inference.nullable == {"current_speed_mph"}
         rows = result.inference.records()
-        assert as_tuples(rows) == expected_rows(snap, first)
+        assert as_tuples(rows) == expected_rows(snap, first, together, i * first.context.n_sensors)
+        assert as_tuples(rows) == expected_rows(snap, first)  # and to the last bit as if predicted alone
         assert {r["model_version"] for r in rows} == {version}
         assert {r["coverage"] for r in rows} == {0.9}
     current = {(r["sensor_id"], r["horizon_min"]): r["current_speed_mph"] for r in results[1].inference.records()}
     sensor = first.context.sensor_ids[2]
     assert current[(sensor, 15)] is None
     assert current[(first.context.sensor_ids[0], 15)] == snaps[1]["speeds"][-1, 0]
+
+
+def test_a_batch_of_snapshots_is_one_model_call(bundles, tmp_path, monkeypatch) -> None:
+    """A catch-up's steps share one predict (about a quarter of a step's model cost each, docs/benchmarks.md)."""
+    first, _ = bundles
+    ModelRegistry(tmp_path).register(first)
+    handler = make_model_handler(HandlerConfig(str(tmp_path)))
+    model = handler.load_model()
+    calls = []
+    predict = ModelBundle.predict
+    monkeypatch.setattr(ModelBundle, "predict", lambda self, x: calls.append(len(x)) or predict(self, x))
+    assert len(list(handler.run_inference(snapshots(first.context, count=5), model))) == 5
+    assert calls == [5 * first.context.n_sensors]
+    assert list(handler.run_inference([], model)) == [] and len(calls) == 1
 
 
 def test_the_row_by_row_inputs_are_the_batch_rows(bundles) -> None:

@@ -156,3 +156,27 @@ def test_a_model_needing_unknown_features_is_refused(bundle_and_rows) -> None:
     with pytest.raises(ModelRegistryError, match="does not compute: no_such_feature"):
         ModelBundle({15: None}, {15: "speed_last"}, {15: bundle.intervals[15]}, bundle.context,
                     feature_columns={15: ("speed_last", "no_such_feature")})
+
+
+@pytest.mark.parametrize("candidate", ["ridge", "mlp", "hgb_mlp_chain"])
+def test_a_rows_forecast_does_not_depend_on_the_rows_predicted_with_it(candidate) -> None:
+    """The handler predicts a catch-up's steps in one call, grouped as the runner batches them: each step must come
+    out to the last bit as it would alone, or two backfills of the same data would differ (a BLAS ridge sums a row
+    differently with the row count, ``ml.rowwise_ridge``)."""
+    from ml_bundles import quick_examples
+
+    from ml.train import train
+
+    quick = quick_examples()
+    bundle, _ = train(quick.data, quick.table, quick.context, quick=True, candidates=(candidate,), max_rows=4000,
+                      progress=lambda _: None)
+    assert candidate in bundle.model_names.values()
+    n = bundle.context.n_sensors
+    rows = quick.x_val[: 16 * n]
+    together = bundle.predict(rows)
+    for size in (n, 3 * n, 1):
+        apart = [bundle.predict(rows[i : i + size]) for i in range(0, len(rows) if size > 1 else n, size)]
+        for h in together:
+            for part, whole in enumerate(together[h]):
+                alone = np.concatenate([a[h][part] for a in apart])
+                np.testing.assert_array_equal(alone, whole[: len(alone)])
