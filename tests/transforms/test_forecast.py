@@ -48,12 +48,6 @@ def expected(snaps: list[dict], bundle: ModelBundle) -> list[tuple]:
     return rows
 
 
-def same_row(a: tuple, b: tuple) -> bool:
-    """Keys, version and current speed exactly; forecast and bounds within float64 rounding (Forecast predicts a
-    batch of steps in one call; tests/ml/test_registry.py pins that a row does not depend on the rows beside it)."""
-    return a[:3] == b[:3] and a[6:] == b[6:] and all(abs(x - y) <= 1e-9 for x, y in zip(a[3:6], b[3:6], strict=True))
-
-
 def key(row: dict) -> tuple:
     return (row["sensor_id"], row["event_time"], row["horizon_min"], row["predicted_speed_mph"], row["lower_mph"],
             row["upper_mph"], row["model_version"], row["current_speed_mph"])
@@ -70,7 +64,7 @@ def test_forecast_emits_bundle_predictions_per_sensor_and_horizon(registry) -> N
     snaps[2]["speeds"][-1, 1] = np.nan
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         rows = p | beam.Create(snaps) | Forecast(root, max_batch_size=4) | beam.FlatMap(lambda b: b.records())
-        assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle), equals_fn=same_row))
+        assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle)))
 
 
 def test_forecast_output_is_postprocess_input(registry) -> None:
@@ -101,4 +95,4 @@ def test_forecast_in_streaming_mode_with_test_stream(registry) -> None:
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
         rows = p | stream | Forecast(root, max_batch_size=2) | beam.FlatMap(lambda b: b.records())
-        assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle), equals_fn=same_row))
+        assert_that(rows | beam.Map(key), equal_to(expected(snaps, bundle)))
