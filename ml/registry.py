@@ -294,14 +294,16 @@ class ModelRegistry:
     def load(self, version: str | None = None) -> ModelBundle:
         """Load ``version`` (default: LATEST). Refuses models containing types outside ``TRUSTED_TYPES``."""
         import skops.io as sio
+        from skops.io.exceptions import UntrustedTypesFoundException
 
         version = version or self._require_latest()
         metadata = self.load_metadata(version)
         model_bytes = self._read(_join(self.root, version, "model.skops"))
-        untrusted = set(sio.get_untrusted_types(data=model_bytes)) - set(TRUSTED_TYPES)
-        if untrusted:
-            raise ModelRegistryError(f"model {version} contains untrusted types: {', '.join(sorted(untrusted))}")
-        models = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
+        try:  # skops refuses any type outside its defaults and TRUSTED_TYPES before it builds one (one parse)
+            models = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
+        except UntrustedTypesFoundException:
+            untrusted = ", ".join(sorted(set(sio.get_untrusted_types(data=model_bytes)) - set(TRUSTED_TYPES)))
+            raise ModelRegistryError(f"model {version} contains untrusted types: {untrusted}") from None
         context = FeatureContext.from_bytes(self._read(_join(self.root, version, "context.npz")))
         horizons = [int(h) for h in metadata["horizons_min"]]
         # Bundles from before per-horizon columns: every horizon used the whole list they were trained on.

@@ -93,6 +93,19 @@ def test_untrusted_types_are_refused(bundle_and_rows, tmp_path, monkeypatch) -> 
         registry.load()
 
 
+def test_the_refusal_names_exactly_the_types_outside_the_list(bundle_and_rows, tmp_path, monkeypatch) -> None:
+    from ml.registry import TRUSTED_TYPES
+
+    bundle, _ = bundle_and_rows
+    registry = ModelRegistry(tmp_path)
+    version = registry.register(bundle)
+    tree = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    monkeypatch.setattr("ml.registry.TRUSTED_TYPES", tuple(t for t in TRUSTED_TYPES if t != tree))
+    with pytest.raises(ModelRegistryError) as refused:
+        registry.load()
+    assert str(refused.value) == f"model {version} contains untrusted types: {tree}"
+
+
 @pytest.mark.integration
 @pytest.mark.hdfs
 def test_registry_round_trip_on_hdfs(bundle_and_rows, hdfs_service, monkeypatch) -> None:
