@@ -31,8 +31,7 @@ def fit_residual_ridge(data: MetrLA, alpha: float = 10.0, stride: int = 2, min_b
     ctx = fit_context(data, adjacency)
     x, y, _ = examples(data, ctx, "train", stride=stride)
     last = x[:, FEATURE_NAMES.index("speed_last")].astype(np.float64)
-    # float64: a float32 ridge sums in float32, and its prediction of a row then depends on the rows beside it
-    # (BLAS kernels, alignment) by about 1e-5 mph, more than streaming and batch may differ.
+    # float64 rows: the ridge solves in its rows' dtype, and the benchmarks compare runs with this fit across versions.
     x = x[:, [FEATURE_NAMES.index(n) for n in _READS]].astype(np.float64)
     estimators, intervals = {}, {}
     for j, h in enumerate(HORIZONS_MIN):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import Ridge
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["RowwiseRidge"]
 
@@ -22,11 +22,8 @@ class RowwiseRidge(Ridge):
 
     def predict(self, X) -> np.ndarray:  # noqa: N803 - scikit-learn's argument name
         check_is_fitted(self)
-        x = check_array(X, dtype=np.float64, order="C")  # refuses NaN and infinity, as Ridge.predict does
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} expects {self.n_features_in_}")
-        coef = np.asarray(self.coef_, dtype=np.float64)
-        if coef.ndim == 1:
-            return np.multiply(x, coef).sum(axis=1) + float(self.intercept_)
-        sums = np.stack([np.multiply(x, c).sum(axis=1) for c in coef], axis=1)
-        return sums + np.asarray(self.intercept_, dtype=np.float64)
+        # Ridge.predict's own checks (NaN, infinity, the number of features), rows as C-ordered float64.
+        x = validate_data(self, X, reset=False, dtype=np.float64, order="C")
+        coef = np.atleast_2d(np.asarray(self.coef_, dtype=np.float64))
+        sums = np.stack([np.multiply(x, c).sum(axis=1) for c in coef], axis=1) + np.asarray(self.intercept_, np.float64)
+        return sums[:, 0] if np.ndim(self.coef_) == 1 else sums

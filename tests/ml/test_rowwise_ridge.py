@@ -56,5 +56,5 @@ def test_it_refuses_what_ridge_refuses(rows) -> None:
     bad[1, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.predict(bad)
-    with pytest.raises(ValueError, match="82 features, but RowwiseRidge expects 83"):
+    with pytest.raises(ValueError, match="X has 82 features, but RowwiseRidge is expecting 83 features as input"):
         model.predict(x[:3, :82])
