@@ -12,7 +12,7 @@ and what one core could sustain: steps/s and the matching readings/s (one
 reading per sensor per step). That is a ceiling of the streaming throughput
 from inference alone, before reading, validation, state and publishing.
 Then it times a catch-up: the same steps given to the handler ``--batch`` at a
-time (the streaming job's Forecast batches up to 16 snapshots; one
+time (by default as many as the streaming job's Forecast batches; one
 ``bundle.predict`` call per batch), in CPU ms per step.
 Exits 2 with one line when the registry has no model.
 """
@@ -34,6 +34,7 @@ from ml.dataset import TRAIN_END_MS, load_metrla  # noqa: E402
 from ml.features import HISTORY_STEPS, history_from_speeds  # noqa: E402
 from ml.handler import HandlerConfig, make_model_handler  # noqa: E402
 from ml.registry import ModelRegistry  # noqa: E402
+from transforms.forecast import MAX_BATCH_STEPS  # noqa: E402
 
 __all__ = ["main"]
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
     parser.add_argument("--steps", type=int, default=288, help="validation steps timed (default: one day)")
-    parser.add_argument("--batch", type=int, default=16, help="snapshots per call in the catch-up figure (default: 16)")
+    parser.add_argument("--batch", type=int, default=MAX_BATCH_STEPS,
+                        help=f"snapshots a call in the catch-up figure (default: the job's {MAX_BATCH_STEPS})")
     args = parser.parse_args(argv)
     registry = args.registry or default_registry_root()
     version = ModelRegistry(registry).latest_version()

@@ -116,7 +116,7 @@ def build_pipeline(p: beam.Pipeline, cfg: StreamingConfig) -> None:
                                                            "window_aggregate")
 
     forecasts = snapshots | "Forecast" >> Forecast(
-        cfg.registry, refresh_s=cfg.model_refresh_s, max_batch_size=16, hdfs_options=dict(cfg.hdfs_options) or None
+        cfg.registry, refresh_s=cfg.model_refresh_s, hdfs_options=dict(cfg.hdfs_options) or None
     )
     post = forecasts | "PostProcess" >> PostProcess()
     unusable = _count(post.dead_letter, "prediction_dead_letters", "CountUnusableDeadLetters")

@@ -22,7 +22,7 @@ from ml.handler import HandlerConfig, make_model_handler
 from ml.registry import MODEL_REFRESH_S
 from schemas.batches import Columns
 
-__all__ = ["Forecast", "model_sensor_ids"]
+__all__ = ["MAX_BATCH_STEPS", "Forecast", "model_sensor_ids"]
 
 
 def model_sensor_ids(
@@ -55,6 +55,11 @@ class _ToBatch(beam.DoFn):
         yield TimestampedValue(batch, int(result.example["step_ms"]) / 1000.0)
 
 
+# The most snapshots RunInference hands the model in one call by default: a catch-up's steps cost about half
+# each in calls of 16 (32 are no cheaper; docs/benchmarks.md); live, a bundle holds one step.
+MAX_BATCH_STEPS = 16
+
+
 class Forecast(beam.PTransform):
     """Snapshots -> RunInference(sklearn bundle from the registry) -> one ``forecast`` batch per snapshot."""
 
@@ -65,7 +70,7 @@ class Forecast(beam.PTransform):
         version: str | None = None,
         refresh_s: float = MODEL_REFRESH_S,
         min_batch_size: int = 1,
-        max_batch_size: int = 16,
+        max_batch_size: int = MAX_BATCH_STEPS,
         max_batch_duration_s: int | None = None,
         hdfs_options: dict[str, Any] | None = None,
         model_metadata_pcoll: beam.PCollection | None = None,
