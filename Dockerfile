@@ -39,6 +39,11 @@ RUN npm ci --no-audit --no-fund
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN pip install "pip==25.3" "setuptools==80.9.0" wheel
+# A C compiler for the package's one extension (ml._tree_walk, the trees' compiled walk); the runtime stage
+# gets the built package, not the compiler.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements.lock setup.py ./
 COPY schemas/ schemas/

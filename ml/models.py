@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ml.compiled_trees import CompiledTreesRegressor
 from ml.exceptions import DataError
 from ml.features import BASE_FEATURE_NAMES, FEATURE_NAMES, HORIZONS_MIN
 from ml.neural import make_mlp
@@ -118,9 +119,9 @@ def parse_candidates(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def make_scale_model(quick: bool = False) -> HistGradientBoostingRegressor:
+def make_scale_model(quick: bool = False) -> CompiledTreesRegressor:
     """The interval scale model: predicts the point model's absolute error (see ``ml.conformal.ScaledConformal``)."""
-    return HistGradientBoostingRegressor(
+    return CompiledTreesRegressor(
         loss="absolute_error", learning_rate=0.1, max_iter=10 if quick else 50, max_leaf_nodes=31,
         min_samples_leaf=200, early_stopping=False, random_state=0,
     )
@@ -130,16 +131,16 @@ def _ridge() -> Pipeline:
     return Pipeline([("scale", StandardScaler()), ("ridge", RowwiseRidge(alpha=1000.0))])
 
 
-def _trees(max_iter: int) -> HistGradientBoostingRegressor:
+def _trees(max_iter: int) -> CompiledTreesRegressor:
     """The gradient-boosted trees every full-scale tree candidate uses (63 leaves, absolute error)."""
-    return HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.1, max_iter=max_iter,
-                                         max_leaf_nodes=63, min_samples_leaf=100, l2_regularization=1.0,
-                                         early_stopping=False, random_state=0)
+    return CompiledTreesRegressor(loss="absolute_error", learning_rate=0.1, max_iter=max_iter,
+                                  max_leaf_nodes=63, min_samples_leaf=100, l2_regularization=1.0,
+                                  early_stopping=False, random_state=0)
 
 
-def _quick_trees() -> HistGradientBoostingRegressor:
+def _quick_trees() -> CompiledTreesRegressor:
     """The tiny gradient-boosted trees of every tree candidate in ``--quick`` runs (10 rounds)."""
-    return HistGradientBoostingRegressor(loss="absolute_error", max_iter=10, early_stopping=False, random_state=0)
+    return CompiledTreesRegressor(loss="absolute_error", max_iter=10, early_stopping=False, random_state=0)
 
 
 def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:

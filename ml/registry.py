@@ -69,6 +69,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "ml.neural.SharedOutputs",
     "ml.neural.StackedOutputs",
     "ml.rowwise_ridge.RowwiseRidge",
+    "ml.compiled_trees.CompiledTreesRegressor",
     "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "numpy.dtype",
