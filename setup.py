@@ -63,9 +63,11 @@ setup(
         "store": ["migrations/*.sql"],
         "api": ["static/*", "static/**/*"],
     },
-    # Every tree of a gradient-boosting model walked in one compiled call (ml/compiled_trees.py). No fast-math:
-    # NaN must compare as IEEE 754 says, and the sums must be the ones scikit-learn computes.
-    ext_modules=[Extension("ml._tree_walk", ["ml/_tree_walk.c"], extra_compile_args=["-O3"])],
+    # Every tree of a gradient-boosting model walked in one compiled call (ml/compiled_trees.py), and a
+    # perceptron's dense layers summed row by row (ml/rowwise_mlp.py). No fast-math and the baseline instruction
+    # set: NaN compares as IEEE 754 says, and every sum keeps its order.
+    ext_modules=[Extension(f"ml.{name}", [f"ml/{name}.c"], extra_compile_args=["-O3"])
+                 for name in ("_tree_walk", "_row_matmul")],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["traffic=cli.main:main"]},

@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.ensemble import remembered, without_memo
 from ml.features import FEATURE_NAMES
+from ml.rowwise_mlp import RowwiseMLPRegressor
 
 __all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "POOL_MIN_ROWS", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
            "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
@@ -111,11 +111,12 @@ class SensorIdentity(TransformerMixin, BaseEstimator):
 def make_mlp(quick: bool = False, seed: int = 0, features: tuple[str, ...] = FEATURE_NAMES,
              identity: bool = True) -> Pipeline:
     """Standardised inputs (and, with ``identity``, the sensor's one-hot: ``SensorIdentity``) into a ReLU
-    perceptron (Adam, early stopping on 10% of the training rows). ``features``: the columns it reads."""
+    perceptron (Adam, early stopping on 10% of the training rows; a row's forecast the same in any call:
+    ``ml.rowwise_mlp``). ``features``: the columns it reads."""
     inputs = SensorIdentity(tuple(features.index(k) for k in SENSOR_KEYS)) if identity else StandardScaler()
     return Pipeline([
         ("scale", inputs),
-        ("mlp", MLPRegressor(
+        ("mlp", RowwiseMLPRegressor(
             hidden_layer_sizes=(16,) if quick else MLP_HIDDEN, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
             max_iter=10 if quick else MLP_EPOCHS, early_stopping=True, validation_fraction=0.1, n_iter_no_change=4,
             random_state=seed,

@@ -70,6 +70,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "ml.neural.StackedOutputs",
     "ml.rowwise_ridge.RowwiseRidge",
     "ml.compiled_trees.CompiledTreesRegressor",
+    "ml.rowwise_mlp.RowwiseMLPRegressor",
     "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "numpy.dtype",

@@ -54,11 +54,18 @@ if [ -L .venv ] || [ ! -x .venv/bin/python ] || [ "$(cat .venv/.traffic-checkout
 fi
 venv_site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "import site; site.addsitedir('$deps_site')" > "$venv_site/traffic_shared_deps.pth"
-#    The install also compiles the C extension ml._tree_walk in place; it is compiled again when its source changed.
-built="$(ls ml/_tree_walk.*.so 2>/dev/null | head -n 1 || true)"
+#    The install also compiles the C extensions (ml/_*.c) in place; they are compiled again when a source changed.
+stale_extension() {
+  local source built
+  for source in ml/_*.c; do
+    built="$(ls "${source%.c}".*.so 2>/dev/null | head -n 1 || true)"
+    if [ -z "$built" ] || [ "$source" -nt "$built" ]; then return 0; fi
+  done
+  return 1
+}
 if ! .venv/bin/python -P -c "import cli, store, sys; sys.exit(0 if cli.__file__.startswith('$here/') else 1)" 2>/dev/null \
    || ! grep -q "from cli.main import" .venv/bin/traffic 2>/dev/null \
-   || [ -z "$built" ] || [ ml/_tree_walk.c -nt "$built" ]; then
+   || stale_extension; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 fi
 
