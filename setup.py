@@ -64,9 +64,9 @@ setup(
         "api": ["static/*", "static/**/*"],
     },
     # Every tree of a gradient-boosting model walked in one compiled call (ml/compiled_trees.py), and a
-    # perceptron's dense layers summed row by row (ml/rowwise_mlp.py). No fast-math and the baseline instruction
-    # set: NaN compares as IEEE 754 says, and every sum keeps its order.
-    ext_modules=[Extension(f"ml.{name}", [f"ml/{name}.c"], extra_compile_args=["-O3"])
+    # perceptron's dense layers summed row by row (ml/rowwise_mlp.py). No fast-math and no contraction into
+    # fused multiply-adds: NaN compares as IEEE 754 says, and every sum keeps its order and its roundings.
+    ext_modules=[Extension(f"ml.{name}", [f"ml/{name}.c"], extra_compile_args=["-O3", "-ffp-contract=off"])
                  for name in ("_tree_walk", "_row_matmul")],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
