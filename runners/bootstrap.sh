@@ -22,6 +22,7 @@ need python3.11 "Python 3.11" 2>/dev/null || need python3 "Python 3.11"
 need java "Java 17"
 need mvn "Maven"
 need go "Go"
+need cc "a C compiler for the package's extensions"
 
 python_bin="$(command -v python3.11 || command -v python3)"
 key="$(cat requirements.lock setup.py | sha256sum | cut -c1-16)"
