@@ -24,7 +24,10 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils.validation import check_is_fitted
 
-from ml import _tree_walk
+try:
+    from ml import _tree_walk
+except ImportError as exc:  # a checkout whose C extensions were not compiled
+    raise ImportError("ml._tree_walk is not built: run `make setup` (it compiles it; needs a C compiler)") from exc
 
 __all__ = ["CompiledTreesRegressor", "FlatTrees", "flat_trees"]
 

@@ -17,7 +17,10 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.neural_network._base import ACTIVATIONS
 from sklearn.utils.validation import validate_data
 
-from ml import _row_matmul
+try:
+    from ml import _row_matmul
+except ImportError as exc:  # a checkout whose C extensions were not compiled
+    raise ImportError("ml._row_matmul is not built: run `make setup` (it compiles it; needs a C compiler)") from exc
 
 __all__ = ["RowwiseMLPRegressor", "rowwise_matmul"]
 
