@@ -39,7 +39,7 @@ RUN npm ci --no-audit --no-fund
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN pip install "pip==25.3" "setuptools==80.9.0" wheel
-# A C compiler for the package's one extension (ml._tree_walk, the trees' compiled walk); the runtime stage
+# A C compiler for the package's two extensions (ml._tree_walk, ml._row_matmul: setup.py); the runtime stage
 # gets the built package, not the compiler.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \

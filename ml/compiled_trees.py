@@ -1,11 +1,11 @@
 """Gradient-boosted trees that predict with every tree in one compiled pass.
 
 scikit-learn's ``HistGradientBoostingRegressor.predict`` calls a compiled routine once per tree, with its own
-Python call, output array and OpenMP region each time. The default model walks about 717 trees a network
-step, so a step of 207 rows paid more for those calls than for the trees. ``CompiledTreesRegressor`` fits as
-``HistGradientBoostingRegressor`` does (it is one, with the same parameters and the same fitted trees) and
-predicts with ``ml._tree_walk``, which walks every tree for a block of rows in one call without the GIL, eight
-rows side by side.
+Python call, output array and OpenMP region each time. The default model walks 750 trees a network step
+(three models of 200, three interval models of 50), so a step of 207 rows paid more for those calls than for
+the trees. ``CompiledTreesRegressor`` fits as ``HistGradientBoostingRegressor`` does (it is one, with the same
+parameters and the same fitted trees) and predicts with ``ml._tree_walk``, which walks every tree for a block of
+rows in one call without the GIL, eight rows side by side.
 
 The forecast is the same to the last bit: scikit-learn's own input checks and float64 rows, a row's leaf values
 added to the baseline one tree at a time in the trees' order, and the same left or right at every split (NaN

@@ -250,9 +250,9 @@ class ForecastModelHandler(ModelHandler[dict, PredictionResult, LiveModel]):
             return self._predict_each(batch, model.current())
 
     def _predict_each(self, batch: Sequence[dict], bundle: ModelBundle) -> list[PredictionResult]:
-        """The batch's snapshots in one ``bundle.predict`` call (a catch-up's step then costs the default model about
-        half: 11.6 against 22.1 ms, docs/benchmarks.md), split back into one forecast batch per snapshot (see the
-        module's docstring)."""
+        """The batch's snapshots in one ``bundle.predict`` call (a catch-up's step then costs the default model less
+        than a step alone: ``benchmarks/inference_step.py``, figures in docs/benchmarks.md), split back into one
+        forecast batch per snapshot (see the module's docstring)."""
         n = bundle.context.n_sensors
         features = []
         for snapshot in batch:

@@ -34,8 +34,7 @@ def rowwise_matmul(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     if rows.ndim != 2 or weights.ndim != 2 or rows.shape[1] != weights.shape[0]:
         raise ValueError(f"rows {rows.shape} and weights {weights.shape} do not multiply")
     out = np.empty((rows.shape[0], weights.shape[1]), dtype=dtype)
-    if rows.shape[0]:
-        _row_matmul.matmul(rows, weights, out, weights.shape[0], weights.shape[1], kind)
+    _row_matmul.matmul(rows, weights, out, weights.shape[0], weights.shape[1], kind)
     return out
 
 

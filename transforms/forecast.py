@@ -55,8 +55,8 @@ class _ToBatch(beam.DoFn):
         yield TimestampedValue(batch, int(result.example["step_ms"]) / 1000.0)
 
 
-# The most snapshots RunInference hands the model in one call by default: a catch-up's steps cost about half
-# each in calls of 16 (32 are no cheaper; docs/benchmarks.md); live, a bundle holds one step.
+# The most snapshots RunInference hands the model in one call by default: a catch-up's steps cost less each in
+# calls of 16 than alone, and 32 were no cheaper when measured (docs/benchmarks.md); live, a bundle holds one step.
 MAX_BATCH_STEPS = 16
 
 
