@@ -14,6 +14,10 @@ from inference alone, before reading, validation, state and publishing.
 Then it times a catch-up: the same steps given to the handler ``--batch`` at a
 time (by default as many as the streaming job's Forecast batches; one
 ``bundle.predict`` call per batch), in CPU ms per step.
+First it times what a worker pays before its first forecast, as the job's
+RunInference stage does on its first bundle and on every hot swap: the
+handler's model load (the registry's files read and parsed), and the first
+call, which prepares the compiled trees.
 Exits 2 with one line when the registry has no model.
 """
 
@@ -64,6 +68,24 @@ def _time_per_step(registry: str, threads: int | None, snapshots: list[dict], ba
     return cpu_ms
 
 
+def _start_cost(registry: str, snapshots: list[dict], rounds: int = 3) -> tuple[float, float]:
+    """Median CPU s of the handler's model load, and CPU ms of the first one-step call after it beyond a warm
+    call's (the compiled trees' flat arrays are built then)."""
+    load_s, first_ms = [], []
+    for _ in range(rounds):
+        handler = make_model_handler(HandlerConfig(registry, threads=1))
+        started = time.process_time()
+        model = handler.load_model()
+        load_s.append(time.process_time() - started)
+        timed = []
+        for _ in range(2):
+            started = time.process_time()
+            list(handler.run_inference(snapshots[:1], model))
+            timed.append((time.process_time() - started) * 1000)
+        first_ms.append(timed[0] - timed[1])
+    return statistics.median(load_s), statistics.median(first_ms)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="model registry root (default: $TRAFFIC_MODEL_REGISTRY or <work>/models)")
@@ -82,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"date (UTC): {datetime.now(UTC).isoformat(timespec='minutes')}")
     print(f"machine: {os.cpu_count()} cores; load average (1 min) {os.getloadavg()[0]:.1f}")
     print(f"model: {version} ({n} sensors; horizons {bundle.horizons_min}); {len(snapshots)} validation steps")
+    load_s, first_ms = _start_cost(registry, snapshots)
+    print(f"before the first forecast (CPU, median of 3): model load {load_s:.3f} s; "
+          f"the first call {first_ms:.1f} ms more than the next")
     print("calls | threads | CPU ms per step p50 / mean / p99 | one core: steps/s | readings/s")
     for batch in (1, max(1, args.batch)):
         for threads in (1, None):

@@ -157,3 +157,71 @@ def test_trees_that_are_not_trees_are_refused(fitted) -> None:
     skipped.nodes = skipping
     with pytest.raises(ValueError, match="do not form a tree"):
         FlatTrees([[skipped]], 30)
+
+
+def test_the_model_is_stored_with_its_trees_packed_and_loads_to_the_same_predictions(fitted, rows) -> None:
+    import skops.io as sio
+
+    from ml.registry import TRUSTED_TYPES
+
+    mine, theirs = fitted
+    state = mine.__getstate__()
+    assert "_predictors" not in state and "_predictors" in mine.__dict__  # the live model keeps its trees
+    packed = state["_packed_trees"]
+    assert len(packed["node_counts"]) == PARAMS["max_iter"]
+    assert packed["node_counts"].sum() == len(packed["nodes"]) == sum(len(t.nodes) for (t,) in mine._predictors)
+    for loaded in (pickle.loads(pickle.dumps(mine)), sio.loads(sio.dumps(mine), trusted=list(TRUSTED_TYPES))):
+        assert type(loaded) is CompiledTreesRegressor and "_packed_trees" not in loaded.__dict__
+        for (a,), (b,) in zip(loaded._predictors, theirs._predictors, strict=True):
+            np.testing.assert_array_equal(a.nodes, b.nodes)
+            np.testing.assert_array_equal(a.raw_left_cat_bitsets, b.raw_left_cat_bitsets)
+        x = rows[0][:700]
+        np.testing.assert_array_equal(loaded.predict(x), theirs.predict(x))
+        np.testing.assert_array_equal(HistGradientBoostingRegressor.predict(loaded, x), theirs.predict(x))
+
+
+def test_a_model_stored_with_scikit_learns_three_arrays_a_tree_still_loads(fitted, rows) -> None:
+    mine, theirs = fitted
+    earlier = dict(HistGradientBoostingRegressor.__getstate__(mine))  # the form stored before the packing
+    earlier.pop("_flat_trees", None)
+    assert "_predictors" in earlier
+    loaded = CompiledTreesRegressor.__new__(CompiledTreesRegressor)
+    loaded.__setstate__(earlier)
+    np.testing.assert_array_equal(loaded.predict(rows[0][:300]), theirs.predict(rows[0][:300]))
+
+
+def test_packed_trees_that_do_not_add_up_are_refused(fitted) -> None:
+    from ml.compiled_trees import pack_trees, unpack_trees
+
+    mine, _ = fitted
+    packed = pack_trees(mine._predictors)
+    assert [len(i) for i in unpack_trees(packed)] == [1] * PARAMS["max_iter"]
+    counts = packed["node_counts"].copy()
+    counts[-1] += 1
+    with pytest.raises(ValueError, match="do not add up"):
+        unpack_trees(dict(packed, node_counts=counts))
+    with pytest.raises(ValueError, match="node records"):
+        unpack_trees(dict(packed, nodes=packed["nodes"]["value"]))
+    with pytest.raises(ValueError, match="whole iterations"):
+        unpack_trees(dict(packed, trees_per_iteration=3))
+    with pytest.raises(ValueError, match="different trees"):
+        unpack_trees(dict(packed, raw_bitsets=packed["raw_bitsets"][:0], raw_counts=packed["raw_counts"][:0]))
+
+
+def test_a_child_in_the_next_tree_is_refused(fitted) -> None:
+    mine, _ = fitted
+    (first,), (second,) = mine._predictors[:2]
+    nodes = first.nodes.copy()
+    inner = np.flatnonzero(~nodes["is_leaf"].astype(bool))
+    # Past its own tree, to a node of the next tree one level deeper: the depths alone would pass it.
+    (deeper,) = np.flatnonzero(second.nodes["depth"] == nodes["depth"][inner[-1]] + 1)[:1]
+    nodes["left"][inner[-1]] = len(nodes) + deeper
+
+    class Tree:
+        pass
+
+    stray = Tree()
+    stray.nodes = nodes
+    FlatTrees([[first], [second]], 30)
+    with pytest.raises(ValueError, match="do not form a tree"):
+        FlatTrees([[stray], [second]], 30)
