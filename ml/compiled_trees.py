@@ -66,10 +66,10 @@ class FlatTrees:
         # tree: a walk of the tree's depth from its root then stays in the arrays and ends at a leaf.
         columns = nodes["feature_idx"][inner].astype(np.int64)
         size = counts[tree_of[inner]]
-        local = np.concatenate([local_left[inner], local_right[inner]])
+        local = np.concatenate([local_left[inner], local_right[inner]])  # scikit-learn's child indices are unsigned
         children = np.concatenate([left[inner], right[inner]])
         if (counts == 0).any() or (depth[roots] != 0).any() or (columns >= n_features).any() \
-                or (columns < 0).any() or (local < 0).any() or (local >= np.tile(size, 2)).any() \
+                or (columns < 0).any() or (local >= np.tile(size, 2)).any() \
                 or (depth[children] != np.tile(depth[inner] + 1, 2)).any():
             raise ValueError("a tree's nodes do not form a tree over the model's features")
         if len(nodes) >= 2**31:
