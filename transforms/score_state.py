@@ -297,15 +297,16 @@ class ScoreState(ArrayState):
         return score_rows(self._named(st.take(held, ready)), actuals["mean"][at[ready]], now_ms)
 
     def settle(self, done: np.ndarray, now_ms: int) -> tuple[Columns | None, Rows, Rows]:
-        """Scores every prediction of the ``done`` targets not scored yet against the best actual known (MISSING
-        where none is an observation) and forgets those targets; (scores, their actuals, the keys held for them)."""
-        settling = np.isin(self.predictions["target_time"], done)
+        """Scores every prediction of the ``done`` targets (sorted) not scored yet against the best actual known
+        (MISSING where none is an observation) and forgets those targets; (scores, their actuals, the keys held for
+        them)."""
+        settling = st.holds(done, self.predictions["target_time"])
         waiting = settling & ~self.predictions["scored"]
         at = lookup([self.predictions["target_time"][waiting], self.predictions["sensor_id"][waiting]],
                     [self.actuals["target_time"], self.actuals["sensor_id"]])
         scores = score_rows(self._named(st.take(self.predictions, waiting)), st.gather(self.actuals["mean"], at),
                             now_ms) if waiting.any() else None
-        actuals = np.isin(self.actuals["target_time"], done)
+        actuals = st.holds(done, self.actuals["target_time"])
         keys = self._named({name: self.predictions[name][settling] for name in KEY_FIELDS})
         settled = self._named({name: self.actuals[name][actuals] for name in SETTLED_FIELDS})
         if settling.any():
@@ -356,19 +357,19 @@ class Settled(ArrayState):
         """Predictions for settled targets: each scored once against the kept actual (MISSING where the shard had
         none); predictions for targets not kept are dropped. (scores, duplicates left out)."""
         rows = _typed(predictions, PREDICTION_FIELDS)
-        rows = st.take(rows, np.isin(rows["target_time"], self.targets))
+        rows = st.take(rows, st.holds(self.targets, rows["target_time"]))
         if not st.size(rows):
             return None, 0
         keys = [rows[name] for name in KEY_FIELDS]
         # Joined with the kept rows of these targets only (a step's forecasts: one or two of a key's targets).
         targets = st.distinct_targets(rows["target_time"])
-        scored = st.take(self.keys, np.isin(self.keys["target_time"], targets))
+        scored = st.take(self.keys, st.holds(targets, self.keys["target_time"]))
         new = first_of_each(keys) & (lookup(keys, [scored[name] for name in KEY_FIELDS]) < 0)
         duplicates = int(len(new) - new.sum())
         if not new.any():
             return None, duplicates
         rows = st.take(rows, new)
-        kept = st.take(self.actuals, np.isin(self.actuals["target_time"], targets))
+        kept = st.take(self.actuals, st.holds(targets, self.actuals["target_time"]))
         at = lookup([rows["target_time"], rows["sensor_id"]], [kept["target_time"], kept["sensor_id"]])
         actual = st.gather(kept["mean"], at)
         self.keys = st.concat(self.keys, {name: rows[name] for name in KEY_FIELDS})

@@ -58,6 +58,7 @@ from transforms.exceptions import TransformConfigError
 from transforms.history import STEP_ACTUALS
 from transforms.panes import without_early_panes
 from transforms.score_state import MISSING, PREDICTION_FIELDS, SCORED, ScoreState, Settled
+from transforms.sorted_tables import holds
 from transforms.state_tables import StatefulFn, StateTable
 from transforms.validate import system_now_ms
 
@@ -228,7 +229,7 @@ class _ScoreFn(StatefulFn):
         late = np.zeros(len(targets), bool) if through is None else self._due(targets) <= through
         settled = Settled.of(settled_state.read())
         # Settled by their steps (below): all those targets will get, before the timers passed them.
-        after_step = np.isin(targets, settled.targets) & ~late
+        after_step = holds(settled.targets, targets) & ~late
         now = self._now()
         out: list[Columns | None] = []
         if late.any() or after_step.any():
