@@ -103,3 +103,11 @@ def test_compact_text_keeps_a_one_value_text_column_as_its_value_and_nothing_els
     sizes = [len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)) for value in (compact, columns)]
     assert sizes[0] < sizes[1] - n * 4 * 20
     assert expand_text(columns["sensor_id"]) is columns["sensor_id"] and expand_text(7) == 7
+
+
+def test_one_text_compares_whole_values_in_strided_and_padded_columns() -> None:
+    strided = np.array(["v", "w"] * 4)[::2]  # a view with a stride: every row "v"
+    assert not strided.flags.c_contiguous and OneText.of(strided) == OneText("<U1", 4, "v")
+    assert OneText.of(np.array(["v", "w", "x", "w", "v"])[::2]) is None  # same ends, another value inside
+    assert OneText.of(np.array(["a", "ab", "a"])) is None  # a shorter value is NUL-padded, not a prefix match
+    assert OneText.of(np.array(["ab", "ab", "ab"], dtype="<U5")) == OneText("<U5", 3, "ab")
