@@ -48,10 +48,18 @@ def span(table: Rows, lo: int, hi: int) -> slice:
     return slice(int(np.searchsorted(targets, lo, "left")), int(np.searchsorted(targets, hi, "right")))
 
 
+# Up to this many sorted values, ``holds`` compares with each in turn: a column's rows against the one to three
+# targets of a step's forecasts, 3-9 us for 7,452 rows where a binary search per row takes 29-34 us (ad hoc).
+_COMPARED_EACH = 8
+
+
 def holds(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
     """For each of ``values``, whether the sorted array holds it."""
-    if not len(sorted_values):
-        return np.zeros(len(values), bool)
+    if len(sorted_values) <= _COMPARED_EACH:
+        found = np.zeros(len(values), bool)
+        for value in sorted_values.tolist():
+            found |= values == value
+        return found
     at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
     return sorted_values[at] == values
 

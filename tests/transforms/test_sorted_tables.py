@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.sorted_tables import first_of_each, insert, lookup
+from transforms.sorted_tables import first_of_each, holds, insert, lookup
 
 STEP = 300_000
 
@@ -45,3 +45,13 @@ def test_insert_merges_rows_as_numpy_insert_would_and_keeps_the_targets_sorted()
         assert merged[name].tolist() == np.insert(table[name], at, rows[name][order]).tolist()
     assert np.all(np.diff(merged["target_time"]) >= 0) and len(merged["value"]) == 42
     assert insert(table, {name: column[:0] for name, column in rows.items()}) is table
+
+
+def test_holds_answers_as_a_set_would_with_few_and_many_sorted_values() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 40, 500).astype(np.int64) * STEP
+    for n in (0, 1, 3, 8, 9, 30):  # compared one by one up to eight, binary search past that
+        kept = np.unique(rng.integers(0, 40, n)).astype(np.int64) * STEP
+        want = [v in set(kept.tolist()) for v in values.tolist()]
+        assert holds(kept, values).tolist() == want, n
+    assert holds(np.array([STEP], np.int64), values[:0]).tolist() == []
