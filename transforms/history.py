@@ -38,9 +38,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.batches import Columns, OneText
+from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.panes import TIMING_RANK
+from transforms.panes import TIMING_RANK, timing_ranks
 from transforms.state_tables import StatefulFn
 
 __all__ = ["STEP_ACTUALS", "NetworkHistory", "StepActuals", "history_matrix", "last_best", "pane_parts", "pane_ranks",
@@ -61,14 +61,7 @@ Table = dict[int, tuple[np.ndarray, np.ndarray]]
 
 def pane_ranks(timings: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """One int64 per pane ordering LATE > ON_TIME > EARLY, then the larger count."""
-    timings = np.asarray(timings, dtype=str)
-    if (one := OneText.of(timings)) is not None:  # a pane: one timing for all its rows, no sort of the text
-        timing_rank = np.full(len(timings), TIMING_RANK.get(one.value, TIMING_RANK["UNKNOWN"]), np.int64)
-    else:
-        kinds, inverse = np.unique(timings, return_inverse=True)
-        kind_rank = np.array([TIMING_RANK.get(kind, TIMING_RANK["UNKNOWN"]) for kind in kinds.tolist()], np.int64)
-        timing_rank = kind_rank[inverse.reshape(-1)] if len(kinds) else np.empty(0, np.int64)
-    return timing_rank * (1 << 32) + np.clip(counts.astype(np.int64), 0, _COUNT_MASK)
+    return timing_ranks(timings) * (1 << 32) + np.clip(counts.astype(np.int64), 0, _COUNT_MASK)
 
 
 def pane_parts(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -254,12 +254,3 @@ def test_pane_parts_undo_pane_ranks():
     back_timings, back_counts = pane_parts(pane_ranks(timings, counts))
     assert back_timings.tolist() == ["LATE", "EARLY", "ON_TIME", "UNKNOWN", "UNKNOWN"]
     assert back_counts.tolist() == [3, 0, 7, 1, 2**32 - 1]
-
-
-@pytest.mark.parametrize("timing", ["LATE", "EARLY", "ON_TIME", "UNKNOWN", "SOMETHING ELSE"])
-def test_a_pane_of_one_timing_ranks_as_its_rows_would_among_others(timing):
-    counts = np.array([4, 0, 9])
-    alone = pane_ranks(np.full(3, timing), counts)  # a pane: every row the same timing
-    mixed = pane_ranks(np.array([timing] * 3 + ["LATE", "EARLY"]), np.append(counts, [1, 1]))[:3]
-    assert alone.dtype == np.int64 and alone.tolist() == mixed.tolist()
-    assert pane_parts(alone)[0].tolist() == [timing if timing != "SOMETHING ELSE" else "UNKNOWN"] * 3

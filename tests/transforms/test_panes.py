@@ -1,14 +1,15 @@
-"""Final panes: an aggregate element without its EARLY rows, in and out of a pipeline."""
+"""Pane timings: their ranks, and an aggregate element without its EARLY rows, in and out of a pipeline."""
 
 from __future__ import annotations
 
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.batches import Columns
-from transforms.panes import FinalPanes, without_early_panes
+from transforms.panes import TIMING_RANK, FinalPanes, timing_ranks, without_early_panes
 
 
 def _panes(timings: list[str]) -> Columns:
@@ -42,3 +43,12 @@ def test_final_panes_drops_elements_of_early_rows_only() -> None:
         out = (p | beam.Create(elements, reshuffle=False) | FinalPanes()
                | beam.Map(lambda e: e["sensor_id"].tolist() if isinstance(e, Columns) else [e["sensor_id"]]))
         assert_that(out, equal_to([["s1"], ["b"]]))
+
+
+@pytest.mark.parametrize("timing", ["LATE", "EARLY", "ON_TIME", "UNKNOWN", "SOMETHING ELSE"])
+def test_a_pane_of_one_timing_ranks_as_its_rows_would_among_others(timing):
+    alone = timing_ranks(np.full(3, timing))  # a pane: every row the same timing
+    mixed = timing_ranks(np.array([timing] * 3 + ["LATE", "EARLY"], object))[:3]
+    assert alone.dtype == np.int64 and alone.tolist() == mixed.tolist()
+    assert alone.tolist() == [TIMING_RANK.get(timing, TIMING_RANK["UNKNOWN"])] * 3
+    assert timing_ranks(np.array([], str)).tolist() == []
