@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas.batches import Columns
+from schemas.batches import Columns, OneText
 from transforms import sorted_tables as st
-from transforms.panes import TIMING_RANK
+from transforms.panes import TIMING_RANK, timing_ranks
 from transforms.sorted_tables import Rows, first_of_each, lookup
 from transforms.state_tables import ArrayState
 
@@ -132,7 +132,7 @@ class ScoreState(ArrayState):
         index = self.__dict__.get("_index")
         if index is None:
             index = self.__dict__["_index"] = {name: i for i, name in enumerate(self.names.tolist())}
-        if len(values) > 1 and (values == values[0]).all():  # one value (a model version): coded once
+        if OneText.of(values) is not None:  # one value (a model version): coded once
             return np.full(len(values), self._codes(values[:1])[0], np.int32)
         listed = values.tolist()
         new = [v for v in dict.fromkeys(listed) if v not in index]
@@ -247,13 +247,7 @@ class ScoreState(ArrayState):
         True when a final pane (ON_TIME or LATE) came: only then can held predictions become ready to score."""
         if not len(targets):
             return False
-        timing = np.asarray(actuals["pane_timing"], object)
-        if (timing == timing[0]).all():  # a pane: one timing for all its rows
-            rank = np.full(len(timing), TIMING_RANK.get(timing[0], TIMING_RANK["UNKNOWN"]), np.int64)
-        else:
-            rank = np.full(len(timing), TIMING_RANK["UNKNOWN"], np.int64)
-            for name, value in TIMING_RANK.items():
-                rank[timing == name] = value
+        rank = timing_ranks(actuals["pane_timing"])
         new = self._coded(_typed({"target_time": targets, "sensor_id": actuals["sensor_id"], "rank": rank,
                                   "count": actuals["count"], "mean": actuals["mean_speed_mph"]}, ACTUAL_FIELDS))
         one_target = (targets == targets[0]).all()
