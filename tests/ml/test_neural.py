@@ -19,12 +19,14 @@ from ml.neural import (
     HorizonOutput,
     MeanOutputs,
     SensorIdentity,
+    SensorIndex,
     SharedOutputs,
     StackedOutputs,
     fit_bag,
     make_mlp,
 )
 from ml.registry import ModelBundle
+from ml.rowwise_mlp import IndexedOneHotMLPRegressor
 from ml.train import _fit_chain, _fit_joint, _wanted, train
 from ml.training_set import window_ends
 
@@ -321,6 +323,19 @@ def test_the_identity_is_a_one_hot_of_the_sensor_read_from_its_constants() -> No
     np.testing.assert_array_equal(identity.transform(stranger).toarray()[:, len(FEATURE_NAMES):].sum(1), [0.0, 1.0])
 
 
+def test_the_sensor_index_is_the_identitys_one_hot_given_as_its_position() -> None:
+    sensors = np.random.default_rng(16).integers(0, 6, size=300)
+    x = _sensor_rows(sensors, seed=16)
+    one_hot = SensorIdentity(_KEYS).fit(x).transform(x).toarray()
+    indexed = SensorIndex(_KEYS).fit(x).transform(x)
+    f = len(FEATURE_NAMES)
+    assert indexed.shape == (300, f + 1) and indexed.dtype == np.float32
+    np.testing.assert_array_equal(indexed[:, :f], one_hot[:, :f])
+    np.testing.assert_array_equal(indexed[:, f], one_hot[:, f:].argmax(1))
+    stranger = _sensor_rows(np.array([99, 3]), seed=17)
+    np.testing.assert_array_equal(SensorIndex(_KEYS).fit(x).transform(stranger)[:, f], [-1, 3])
+
+
 def test_with_the_identity_the_perceptron_learns_each_sensors_own_offset() -> None:
     rng = np.random.default_rng(15)
     offsets = rng.normal(scale=5.0, size=40)  # not a smooth function of the sensor's constants
@@ -338,8 +353,8 @@ def test_with_the_identity_the_perceptron_learns_each_sensors_own_offset() -> No
 def test_the_candidate_perceptrons_read_the_sensor_identity() -> None:
     for quick in (False, True):
         (spec,) = [s for s in candidate_specs(15, quick=quick) if s.name == "mlp"]
-        inputs = spec.make().steps[0][1]
-        assert isinstance(inputs, SensorIdentity)
+        (_, inputs), (_, mlp) = spec.make().steps
+        assert isinstance(inputs, SensorIndex) and isinstance(mlp, IndexedOneHotMLPRegressor)
         assert [spec.features[c] for c in inputs.key_columns] == list(SENSOR_KEYS)
 
 
