@@ -34,7 +34,7 @@ from ml.dataset import load_metrla  # noqa: E402
 from ml.features import FEATURE_NAMES, fit_context  # noqa: E402
 from ml.models import MLP_ROWS  # noqa: E402
 from ml.network import BUNDLED_NETWORK, load_network  # noqa: E402
-from ml.neural import SENSOR_KEYS, SensorIdentity, make_mlp  # noqa: E402
+from ml.neural import SensorIdentity, make_mlp  # noqa: E402
 from ml.rowwise_mlp import RowwiseMLPRegressor  # noqa: E402
 from ml.training_set import examples  # noqa: E402
 
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.rows, args.passes, args.stride, args.repeats) < 1:
         parser.error("--rows, --passes, --stride and --repeats must be positive")
 
-    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {host_platform.node()}, {host_platform.processor() or '?'}, "
-          f"keys {SENSOR_KEYS}", flush=True)
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {host_platform.node()}, {host_platform.processor() or '?'}",
+          flush=True)
     started = time.perf_counter()
     x, y = _rows(args.rows, args.stride)
     print(f"rows: {len(x):,} x {x.shape[1]} features in {time.perf_counter() - started:.0f} s", flush=True)

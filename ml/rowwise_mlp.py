@@ -10,8 +10,8 @@ already is: scipy sums a row's stored values in order.
 
 ``IndexedOneHotMLPRegressor`` is the same model for inputs whose last column is a one-hot given as its index (the
 sensor's identity, ``ml.neural.SensorIndex``): its first layer adds that row of its weights instead of multiplying a
-sparse one-hot, in fitting and predicting, which fits the perceptron about 1.7x faster (docs/model-experiments.md,
-tenth round).
+sparse one-hot, in fitting and predicting, which fits the perceptron 1.58x faster (``benchmarks/perceptron_fit.py``;
+docs/model-experiments.md, tenth round).
 """
 
 from __future__ import annotations
@@ -49,19 +49,26 @@ class RowwiseMLPRegressor(MLPRegressor):
     def _forward_pass_fast(self, X, check_input=True):  # noqa: N803 - scikit-learn's names
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        activation = X
-        hidden = ACTIVATIONS[self.activation]
-        for i in range(self.n_layers_ - 1):
-            activation = self._first_layer(activation) if i == 0 else rowwise_matmul(activation, self.coefs_[i])
-            activation += self.intercepts_[i]
-            if i != self.n_layers_ - 2:
-                hidden(activation)
-        ACTIVATIONS[self.out_activation_](activation)
-        return activation
+        return self._through_layers(self._first_layer(X), rowwise_matmul)
 
     def _first_layer(self, X) -> np.ndarray:  # noqa: N803
         """The first layer's product for predicting, each row summed in one order."""
         return X @ self.coefs_[0] if sparse.issparse(X) else rowwise_matmul(X, self.coefs_[0])
+
+    def _through_layers(self, product: np.ndarray, matmul, activations: list | None = None) -> np.ndarray:
+        """The network from the first layer's ``product`` on: intercepts, activations and the later layers'
+        products (``matmul``); ``activations`` (when fitting) keeps every layer's output."""
+        hidden = ACTIVATIONS[self.activation]
+        for i in range(self.n_layers_ - 1):
+            if i:
+                product = matmul(product, self.coefs_[i])
+            product += self.intercepts_[i]
+            if i != self.n_layers_ - 2:
+                hidden(product)
+            if activations is not None:
+                activations[i + 1] = product
+        ACTIVATIONS[self.out_activation_](product)
+        return product
 
 
 class IndexedOneHotMLPRegressor(RowwiseMLPRegressor):
@@ -74,56 +81,56 @@ class IndexedOneHotMLPRegressor(RowwiseMLPRegressor):
     """
 
     def _fit(self, X, y, sample_weight=None, incremental=False):  # noqa: N803 - scikit-learn's names
-        if not (incremental or self.warm_start) or not hasattr(self, "coefs_"):
-            self.n_indexed_ = int(np.max(np.asarray(X)[:, -1], initial=-1.0)) + 1
-        return super()._fit(X, y, sample_weight, incremental)
+        # One-hot positions of these rows; scikit-learn decides whether this fit sizes new weights (_initialize).
+        self._positions = int(np.max(np.asarray(X)[:, -1], initial=-1.0)) + 1
+        try:
+            return super()._fit(X, y, sample_weight, incremental)
+        finally:
+            del self._positions
 
     def _initialize(self, y, layer_units, dtype):
         # scikit-learn sizes the first layer's weights (and their gradients) from this list: one row per dense
         # column and one per one-hot position, not one for the index column.
+        self.n_indexed_ = self._positions
         layer_units[0] += self.n_indexed_ - 1
         super()._initialize(y, layer_units, dtype)
 
-    def _split(self, X) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    @staticmethod
+    def _split(X) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
         """(the dense columns, the one-hot index of each row as an integer)."""
         X = np.asarray(X)
         return X[:, :-1], X[:, -1].astype(np.intp)
 
-    def _add_one_hot(self, product: np.ndarray, index: np.ndarray) -> np.ndarray:
-        dense = self.coefs_[0].shape[0] - self.n_indexed_
-        known = index >= 0
-        product[known] += self.coefs_[0][dense + index[known]]
+    def _first_product(self, X, matmul) -> np.ndarray:  # noqa: N803
+        """The dense columns times their weights (``matmul``), plus each row's one-hot weights."""
+        columns, index = self._split(X)
+        n_dense = columns.shape[1]
+        product = matmul(columns, self.coefs_[0][:n_dense])
+        if (known := index >= 0).all():
+            product += self.coefs_[0][n_dense + index]
+        else:
+            product[known] += self.coefs_[0][n_dense + index[known]]
         return product
 
     def _first_layer(self, X) -> np.ndarray:  # noqa: N803
-        columns, index = self._split(X)
-        return self._add_one_hot(rowwise_matmul(columns, self.coefs_[0][: columns.shape[1]]), index)
+        return self._first_product(X, rowwise_matmul)
 
     def _forward_pass(self, activations):
-        hidden = ACTIVATIONS[self.activation]
-        columns, index = self._split(activations[0])
-        for i in range(self.n_layers_ - 1):
-            if i == 0:
-                activations[1] = self._add_one_hot(columns @ self.coefs_[0][: columns.shape[1]], index)
-            else:
-                activations[i + 1] = activations[i] @ self.coefs_[i]
-            activations[i + 1] += self.intercepts_[i]
-            if i + 1 != self.n_layers_ - 1:
-                hidden(activations[i + 1])
-        ACTIVATIONS[self.out_activation_](activations[self.n_layers_ - 1])
+        self._through_layers(self._first_product(activations[0], np.matmul), np.matmul, activations)
         return activations
 
     def _compute_loss_grad(self, layer, sw_sum, activations, deltas, coef_grads, intercept_grads):
         if layer != 0:
-            return super()._compute_loss_grad(layer, sw_sum, activations, deltas, coef_grads, intercept_grads)
+            super()._compute_loss_grad(layer, sw_sum, activations, deltas, coef_grads, intercept_grads)
+            return
         columns, index = self._split(activations[0])
         delta = deltas[0]
         n_dense = columns.shape[1]
         grad = np.empty_like(self.coefs_[0])
         grad[:n_dense] = columns.T @ delta
         known = np.flatnonzero(index >= 0)
-        # The one-hot rows' gradient: each position's sum of its rows' deltas (a sparse product; numpy's add.at
-        # took seven times as long).
+        # The one-hot rows' gradient: each position's sum of its rows' deltas, as one sparse product (numpy's
+        # add.at took seven times as long in an ad hoc timing of a 512-row batch).
         one_hot = sparse.csr_matrix((np.ones(len(known), delta.dtype), (index[known], known)),
                                     shape=(self.n_indexed_, len(index)))
         grad[n_dense:] = one_hot @ delta
@@ -131,4 +138,3 @@ class IndexedOneHotMLPRegressor(RowwiseMLPRegressor):
         grad /= sw_sum
         coef_grads[0] = grad
         intercept_grads[0] = np.sum(delta, axis=0) / sw_sum
-        return None
