@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.dataset import load_metrla  # noqa: E402
-from pipelines.batch import build_parser, execute, summarise  # noqa: E402
+from pipelines.batch_cli import build_parser, execute, summarise  # noqa: E402
 from pipelines.beam_flags import parse_args  # noqa: E402
 
 

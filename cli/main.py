@@ -40,7 +40,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("topics", "runners.topics", "create, list or delete the Kafka topics"),
     ("network", "ml.network_cli", "import a sensor network (readings, locations, road graph), list or show networks"),
     ("replay", "pipelines.replay_cli", "send METR-LA readings to the raw topic in event-time order"),
-    ("batch", "pipelines.batch", "batch pipeline over history: feature tables or backfilled predictions"),
+    ("batch", "pipelines.batch_cli", "batch pipeline over history: feature tables or backfilled predictions"),
     ("train", "cli.train_cmd", "train the forecasting models and save them to the model registry"),
     ("evaluate", "ml.evaluate", "score the registered model on the validation (and test) split"),
     ("stream", "pipelines.streaming_cli",

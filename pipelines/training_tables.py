@@ -217,7 +217,7 @@ def expected_rows(window_ends_ms: frozenset[int], n_sensors: int, split: Split =
 def build_tables(directory: str, request: TableRequest, runner: str = "direct", progress_every: int = 100_000,
                  say: Callable[[str], None] = _LOG.info, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``traffic batch features`` for ``request`` into ``directory``, then write its manifest; the manifest."""
-    from pipelines.batch import build_parser, configure_logging, execute, summarise
+    from pipelines.batch_cli import build_parser, configure_logging, execute, summarise
     from pipelines.beam_flags import parse_args
 
     fs = _filesystems(request.hdfs_options)

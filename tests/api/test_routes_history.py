@@ -17,7 +17,7 @@ from api.app import create_app
 from api.settings import ApiSettings
 from config.settings import get_settings
 from ml.dataset import TRAIN_END_MS
-from pipelines.batch import run
+from pipelines.batch_cli import run
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,7 @@
 - features: the Beam path (validation, de-duplication, windows, network history, build_features,
   target join) writes exactly what ml.training_set.examples computes in-process for the same slice,
   split by split, from a Parquet input that also carries bad rows (which become dead letters);
-- backfill: predictions equal bundle.predict(build_features(...)) for every step with a full history;
-- the command: one-line errors, counts that add up.
+- backfill: predictions equal bundle.predict(build_features(...)) for every step with a full history.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from small_models import register_ridge_bundle
 
-from cli.main import main
 from ml.dataset import STEP_MS, TRAIN_END_MS, load_metrla
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, build_features, fit_context, history_from_speeds
 from ml.registry import ModelBundle
 from ml.training_set import FEATURE_TABLE_COLUMNS, examples, read_feature_table
-from pipelines.batch import BatchConfig, run, summarise
+from pipelines.batch_cli import run
 from pipelines.sources import SourceSpec, load_readings, write_readings_parquet
 
 DAY_MS = 24 * 3600 * 1000
@@ -118,25 +116,6 @@ def test_backfill_predictions_equal_bundle_predict(registered, tmp_path) -> None
                 worst = max(worst, float(np.max(np.abs(rows[column].to_numpy() - want))))
     assert worst <= 1e-9
     assert (out / "alerts").is_dir()
-
-
-def test_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
-    assert main(["batch", "features", "--data", str(tmp_path / "nope.npz")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"traffic: error: data file {tmp_path / 'nope.npz'} does not exist"
-
-
-def test_bad_time_flag_is_a_one_line_error(capsys) -> None:
-    assert main(["batch", "features", "--start", "yesterday"]) == 2
-    assert capsys.readouterr().err.strip().startswith("traffic: error: --start 'yesterday' is not a date/time")
-
-
-def test_summary_checks_that_counts_add_up() -> None:
-    cfg = BatchConfig(mode="features", source=SourceSpec(), output="out", sensor_ids=("a",))
-    text, ok = summarise(cfg, {"in": 10, "valid": 8, "dead_letters": 2, "late": 1}, 2.0)
-    assert ok and "in 10 = valid 8 + dead letters 2 (counts add up); 1 valid events came too late" in text
-    text, ok = summarise(cfg, {"in": 10, "valid": 7, "dead_letters": 2}, 2.0)
-    assert not ok and "DO NOT ADD UP" in text
 
 
 @pytest.mark.integration

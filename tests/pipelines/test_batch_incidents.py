@@ -10,7 +10,7 @@ from small_models import register_ridge_bundle
 from topic_contents import read_all
 
 from ml.dataset import load_metrla
-from pipelines.batch import run
+from pipelines.batch_cli import run
 from schemas.codec import AvroCodec
 
 SENSORS = 30

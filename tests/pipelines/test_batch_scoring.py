@@ -16,7 +16,7 @@ from ml.evaluate import evaluate
 from ml.features import HORIZONS_MIN
 from ml.registry import ModelBundle
 from ml.training_set import window_ends
-from pipelines.batch import run
+from pipelines.batch_cli import run
 
 SENSORS = 5
 HOURS = 4

@@ -11,7 +11,7 @@ from small_models import register_ridge_bundle
 
 from config.settings import get_settings
 from ml.dataset import TRAIN_END_MS, load_metrla
-from pipelines.batch import run
+from pipelines.batch_cli import run
 from store.db import connect
 from store.queries import history
 

@@ -31,7 +31,7 @@ from kafka_client import producer_config
 from ml.dataset import STEP_MS, VAL_END_MS, load_metrla, network_sensor_ids
 from ml.features import HISTORY_STEPS, HORIZONS_MIN
 from ml.registry import ModelBundle
-from pipelines.batch import run as run_batch
+from pipelines.batch_cli import run as run_batch
 from pipelines.replay import replay
 from pipelines.streaming import StreamingConfig, build_pipeline
 from runners.flink_jobs import cancel_flink_jobs

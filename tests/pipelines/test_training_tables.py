@@ -79,16 +79,16 @@ def test_the_manifest_counts_one_row_per_window_and_sensor(built) -> None:
 
 def test_a_build_that_loses_rows_gets_no_manifest(built, tmp_path, monkeypatch) -> None:
     """The row check of build_tables: a run whose tables miss rows is refused (here one row fewer is reported)."""
-    import pipelines.batch
+    import pipelines.batch_cli
 
     _, request, _ = built
-    real = pipelines.batch.execute
+    real = pipelines.batch_cli.execute
 
     def losing(args):  # noqa: ANN001, ANN202 - the real run, with one feature row fewer in its counters
         run = real(args)
         return replace(run, counts={**run.counts, "feature_rows": run.counts["feature_rows"] - 1})
 
-    monkeypatch.setattr(pipelines.batch, "execute", losing)
+    monkeypatch.setattr(pipelines.batch_cli, "execute", losing)
     with pytest.raises(DataError, match="expected .* feature rows|feature rows, expected"):
         ensure_tables(str(tmp_path / "tables"), request)
     assert read_manifest(str(tmp_path / "tables")) is None
