@@ -6,7 +6,7 @@ horizon, which is what varies; the baselines are a base alone (the last value;
 the historical average = the sensor's training-period profile at the target
 time). ``ModelSpec.make()`` returns an unfitted estimator; ``max_rows`` caps the
 training rows it sees (a seeded uniform subsample) so full training stays within
-the time budget on two cores.
+the time budget on two cores; ``half_life_days`` weights those rows by recency.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -44,6 +45,12 @@ MLP_ROWS = 800_000  # per perceptron of the bag
 # The perceptron is the mean of three, each on its own 800,000 rows: a third gained 0.008 / 0.006 / 0.020 over two
 # (docs/model-experiments.md, sixth round); three on 533,334 rows each (the two's 1,600,000 split three ways) did not.
 MLP_BAG = 3
+# The trees on the perceptrons weight a training row by half for every this many days it is older than the newest
+# training row (``ModelSpec.row_weights``): the validation period follows the training period, and what drifts between
+# them (by sensor and time of day, docs/model-experiments.md, eleventh round) is closer to the recent rows. 60 days
+# gained 0.003 / 0.006 / 0.005 MAE at 15 / 30 / 60 min; 30 days 0.002 / 0.005 / 0.003; 15 days nothing
+# (docs/model-experiments.md, twelfth round).
+HGB_MLP_HALF_LIFE_DAYS = 60.0
 # The perceptrons read every feature, the network ridge's columns too: that gained 0.013 / 0.018 / 0.011 MAE over
 # perceptrons without them under the same trees (docs/model-experiments.md, seventh round, row 34).
 
@@ -61,10 +68,20 @@ class ModelSpec:
     joint: bool = False  # one multi-output model for every horizon, fitted once (``ml.neural.HorizonOutput``)
     bag: int = 1  # a joint model: the mean of this many members, each fitted on its own part of the capped rows
     first_column: str | None = None  # a chain that also reads this candidate's 15-minute forecast (one more column)
+    half_life_days: float | None = None  # weight training rows by recency (``row_weights``); None: all alike
 
     @property
     def is_baseline(self) -> bool:
         return self.make is None
+
+    def row_weights(self, times_ms: np.ndarray) -> np.ndarray | None:
+        """Each training row's weight from its step time: 1/2 per ``half_life_days`` of age before the newest row,
+        scaled to a mean of 1 (the trees' regularisation keeps its scale); None without a half-life."""
+        if self.half_life_days is None or len(times_ms) == 0:
+            return None
+        age_days = (np.max(times_ms) - np.asarray(times_ms, np.float64)) / 86_400_000.0
+        weights = np.exp2(-age_days / self.half_life_days)
+        return weights / weights.mean()
 
 
 # Averages of fitted candidates (``ml.ensemble.ColumnBlend``): name -> members. (Blends of the trees with 20% of
@@ -169,10 +186,11 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
                                features=FEATURE_NAMES, joint=True))
         specs.append(ModelSpec("hgb_mlp", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
-                               upstream=MLP_UPSTREAM))
+                               upstream=MLP_UPSTREAM, half_life_days=HGB_MLP_HALF_LIFE_DAYS))
         if horizon_min != min(HORIZONS_MIN):
             specs.append(ModelSpec("hgb_mlp_chain", "speed_last", _quick_trees, max_rows=20_000,
-                                   features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST))
+                                   features=FEATURE_NAMES, upstream=MLP_UPSTREAM, first_column=MLP_CHAIN_FIRST,
+                                   half_life_days=HGB_MLP_HALF_LIFE_DAYS))
         return specs
     specs += [
         ModelSpec(
@@ -220,9 +238,10 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
         max_rows=HGB_MLP_ROWS,
         features=FEATURE_NAMES,
         upstream=MLP_UPSTREAM,
+        half_life_days=HGB_MLP_HALF_LIFE_DAYS,
     ))
     if horizon_min != min(HORIZONS_MIN):
         specs.append(ModelSpec("hgb_mlp_chain", "speed_last", lambda: _trees(HGB_CHAIN_ITERATIONS),
                                max_rows=HGB_MLP_ROWS, features=FEATURE_NAMES, upstream=MLP_UPSTREAM,
-                               first_column=MLP_CHAIN_FIRST))
+                               first_column=MLP_CHAIN_FIRST, half_life_days=HGB_MLP_HALF_LIFE_DAYS))
     return specs

@@ -128,8 +128,9 @@ def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Gen
 
 
 def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[Any, np.ndarray] | None,
-               rng: np.random.Generator):  # noqa: ANN202
-    """A ``HorizonChain`` on training rows the upstream (15-minute) model did not see, or (None, no rows)."""
+               rng: np.random.Generator, times_ms: np.ndarray):  # noqa: ANN202
+    """A ``HorizonChain`` on training rows the upstream (15-minute) model did not see, or (None, no rows); the rows
+    weighted as ``spec.row_weights`` says from their step times ``times_ms``."""
     if upstream is None or spec.make is None:
         return None, np.zeros(0, dtype=np.int64)
     up_est, up_used = upstream
@@ -142,7 +143,9 @@ def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[An
     cols = _columns(spec.features)
     xr = x[rows]
     base = xr[:, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
-    model = spec.make().fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base)
+    weights = spec.row_weights(times_ms[rows])
+    model = spec.make().fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base,
+                            **({} if weights is None else {"sample_weight": weights}))
     return HorizonChain(up_est, model, cols), np.union1d(rows, up_used)  # the scale model must see neither
 
 def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np.ndarray, rng: np.random.Generator,
@@ -224,12 +227,13 @@ def train(
         if data is None:
             raise DataError("training needs the raw data or a feature table")
         progress("features: building training and validation windows")
-        x_tr, y_tr, _ = examples(data, ctx, "train")
+        x_tr, y_tr, meta_tr = examples(data, ctx, "train")
+        t_tr = meta_tr.step_ms
         x_va, y_va, meta_va = examples(data, ctx, "val")
     else:
         x, y, meta = features
         split = (data.split if data is not None else network.split).of(meta.step_ms)
-        x_tr, y_tr = x[split == "train"], y[split == "train"]
+        x_tr, y_tr, t_tr = x[split == "train"], y[split == "train"], meta.step_ms[split == "train"]
         va = split == "val"
         x_va, y_va, meta_va = x[va], y[va], meta.take(np.flatnonzero(va))
     if len(x_tr) == 0 or len(x_va) == 0:
@@ -245,7 +249,7 @@ def train(
     joint: dict[str, tuple[SharedOutputs, np.ndarray]] = {}  # multi-output models, fitted at the first horizon
     stacked: dict[str, tuple[StackedOutputs, np.ndarray]] = {}  # upstreams of chains that read several models
     table: list[dict] = []
-    estimators, bases, names, intervals, metrics, columns = {}, {}, {}, {}, {}, {}
+    estimators, bases, names, intervals, metrics, columns, half_lives = {}, {}, {}, {}, {}, {}, {}
     for j, h in enumerate(HORIZONS_MIN):
         best = None
         wanted = _wanted(set(candidates or default_candidates(quick)), first_horizon=j == 0, horizon=h)
@@ -273,7 +277,7 @@ def train(
                     if spec.name not in stacked:
                         stacked[spec.name] = (StackedOutputs([up[0], extra[0]]), np.union1d(up[1], extra[1]))
                     up = stacked[spec.name]
-                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, _rng(seed, spec.name, h))
+                est, used = _fit_chain(spec, x_tr, y_tr[:, j], up, _rng(seed, spec.name, h), t_tr)
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))
@@ -316,6 +320,7 @@ def train(
         lower, upper = conformal.bounds(yhat[select], x_va[np.ix_(select, _columns(spec.features))])
         estimators[h], bases[h], names[h], intervals[h] = est, spec.base_feature, spec.name, conformal
         columns[h] = spec.features
+        half_lives[str(h)] = spec.half_life_days
         metrics[str(h)] = {
             "model": spec.name,
             "val_mae": row["val_mae"],
@@ -344,6 +349,7 @@ def train(
             "calibration": "normalised split conformal (a scale model of the absolute error, fitted on training rows "
             "the point model did not see) per predicted-speed bin, on validation days with an odd day number",
             "step_ms": ctx.step_ms,
+            "row_weight_half_life_days": half_lives,  # per horizon: the selected model's (None: rows alike)
             "network": network.name,
         },
     )

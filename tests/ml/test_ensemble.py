@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from ml_bundles import assert_same_predictions, round_trip, tiny_context
 from sklearn.linear_model import LinearRegression
 
 from ml.conformal import fit_binned_conformal
+from ml.dataset import STEP_MS
 from ml.ensemble import MEMO_ENTRIES, ColumnBlend, HorizonChain
 from ml.features import FEATURE_NAMES
 from ml.registry import ModelBundle
@@ -113,10 +115,11 @@ def test_a_chained_bundle_round_trips_and_shares_its_upstream(tmp_path) -> None:
 
 
 class _Recording:
-    """A test double regressor: remembers the rows it was fitted on, predicts 0."""
+    """A test double regressor: remembers the rows (and any row weights) it was fitted on, predicts 0."""
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> _Recording:
+    def fit(self, x: np.ndarray, y: np.ndarray, **given) -> _Recording:
         self.x = np.asarray(x)
+        self.given = given
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -135,10 +138,34 @@ def test_a_chain_is_fitted_on_rows_its_upstream_did_not_see() -> None:
     upstream = ColumnBlend([_Counting()], [np.array([1])], [1.0])
     up_used = np.arange(2000)
     spec = ModelSpec("hgb_chain", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, upstream="up")
-    chain, used = _fit_chain(spec, x, y, (upstream, up_used), np.random.default_rng(0))
+    times = np.arange(n) * STEP_MS
+    chain, used = _fit_chain(spec, x, y, (upstream, up_used), np.random.default_rng(0), times)
     fitted_rows = chain.model.x[:, 0].astype(int)
     assert len(fitted_rows) == 1000
     assert fitted_rows.min() >= 2000 and np.all(fitted_rows % 10 != 0)
     np.testing.assert_allclose(chain.model.x[:, -1], x[fitted_rows, 1], rtol=1e-6)  # the upstream forecast column
     assert set(up_used) <= set(used) and set(fitted_rows) <= set(used)  # the scale model avoids both
-    assert _fit_chain(spec, x, y, None, np.random.default_rng(0))[0] is None  # no upstream fitted: no chain
+    assert chain.model.given == {}  # no half-life: every row alike, no weights passed
+    assert _fit_chain(spec, x, y, None, np.random.default_rng(0), times)[0] is None  # no upstream fitted: no chain
+
+
+def test_a_chain_with_a_half_life_weights_its_rows_by_their_step_times() -> None:
+    from ml.models import ModelSpec
+    from ml.train import _fit_chain
+
+    n = 5000
+    x = _rows(n, seed=4)
+    x[:, 0] = np.arange(n)
+    y = np.ones(n)
+    times = np.arange(n) * STEP_MS
+    upstream = ColumnBlend([_Counting()], [np.array([1])], [1.0])
+    spec = ModelSpec("hgb_mlp", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, upstream="up",
+                     half_life_days=2.0)
+    chain, _ = _fit_chain(spec, x, y, (upstream, np.arange(2000)), np.random.default_rng(0), times)
+    rows = chain.model.x[:, 0].astype(int)
+    weights = chain.model.given["sample_weight"]
+    np.testing.assert_allclose(weights, spec.row_weights(times[rows]))
+    # the newest fitted row weighs most, and each row half as much per two days (one half-life) older
+    age_days = (times[rows].max() - times[rows]) / (24 * 3600 * 1000)
+    np.testing.assert_allclose(np.log2(weights / weights.max()), -age_days / 2.0, atol=1e-9)
+    assert weights.mean() == pytest.approx(1.0) and age_days.max() > 4  # more than two half-lives apart

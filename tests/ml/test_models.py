@@ -15,7 +15,9 @@ from ml.models import (
     CANDIDATE_NAMES,
     CHAIN_UPSTREAM,
     DEFAULT_CANDIDATES,
+    HGB_MLP_HALF_LIFE_DAYS,
     MLP_UPSTREAM,
+    ModelSpec,
     candidate_specs,
     default_candidates,
     parse_candidates,
@@ -56,6 +58,26 @@ def test_the_default_set_is_the_selected_family_and_the_baselines_it_is_compared
         assert _wanted(set(DEFAULT_CANDIDATES), first_horizon=False, horizon=h) == set(DEFAULT_CANDIDATES) - {
             "hgb_mlp_blend"}
     assert _wanted({"hgb_mlp_blend"}, first_horizon=False, horizon=30) >= {"hgb_mlp", "hist_gradient_boosting"}
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_only_the_trees_on_the_perceptrons_weight_rows_by_recency(quick) -> None:
+    for h in (15, 30, 60):
+        halves = {s.name: s.half_life_days for s in candidate_specs(h, quick=quick)}
+        assert halves.pop("hgb_mlp") == HGB_MLP_HALF_LIFE_DAYS
+        if h != 15:
+            assert halves.pop("hgb_mlp_chain") == HGB_MLP_HALF_LIFE_DAYS
+        assert set(halves.values()) == {None}
+
+
+def test_row_weights_halve_per_half_life_of_age_and_average_one() -> None:
+    day = 24 * 3600 * 1000
+    times = np.array([0, 10 * day, 20 * day, 30 * day, 30 * day])
+    weights = ModelSpec("t", "speed_last", half_life_days=10.0).row_weights(times)
+    np.testing.assert_allclose(weights / weights[-1], [1 / 8, 1 / 4, 1 / 2, 1, 1])
+    assert weights.mean() == pytest.approx(1.0)
+    assert ModelSpec("t", "speed_last").row_weights(times) is None  # no half-life: every row alike
+    assert ModelSpec("t", "speed_last", half_life_days=10.0).row_weights(times[:0]) is None
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -13,7 +13,16 @@ from ml.conformal import fit_binned_conformal
 from ml.dataset import load_metrla
 from ml.ensemble import HorizonChain
 from ml.features import FEATURE_NAMES, HORIZONS_MIN
-from ml.models import CANDIDATE_NAMES, HGB_MLP_ROWS, MLP_BAG, MLP_ROWS, MLP_UPSTREAM, ModelSpec, candidate_specs
+from ml.models import (
+    CANDIDATE_NAMES,
+    HGB_MLP_HALF_LIFE_DAYS,
+    HGB_MLP_ROWS,
+    MLP_BAG,
+    MLP_ROWS,
+    MLP_UPSTREAM,
+    ModelSpec,
+    candidate_specs,
+)
 from ml.neural import (
     SENSOR_KEYS,
     HorizonOutput,
@@ -163,7 +172,7 @@ def test_the_chain_on_the_perceptron_reads_all_its_outputs_on_rows_it_did_not_se
     up_used = np.arange(3000)
     spec = ModelSpec("hgb_mlp", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES,
                      upstream=MLP_UPSTREAM)
-    chain, used = _fit_chain(spec, x, y, (shared, up_used), np.random.default_rng(0))
+    chain, used = _fit_chain(spec, x, y, (shared, up_used), np.random.default_rng(0), np.zeros(n, np.int64))
     inputs = chain.model.x
     rows = inputs[:, 0].astype(int)
     assert inputs.shape == (1000, len(FEATURE_NAMES) + 3)
@@ -255,6 +264,8 @@ def test_the_chain_on_the_perceptron_and_the_15_minute_trees_shares_one_upstream
         (15, "mlp"), (15, "hgb_mlp"), (30, "mlp"), (30, "hgb_mlp_chain"), (60, "mlp"), (60, "hgb_mlp_chain")}
     # On this seeded quick slice the chains win at 30 and 60 min (and hgb_mlp at 15), so the bundle holds them.
     assert bundle.model_names == {15: "hgb_mlp", 30: "hgb_mlp_chain", 60: "hgb_mlp_chain"}
+    # their trees weighted the rows by recency, and the bundle says so
+    assert bundle.metadata["row_weight_half_life_days"] == {str(h): HGB_MLP_HALF_LIFE_DAYS for h in HORIZONS_MIN}
     for h in (30, 60):
         assert bundle.estimators[h].model.n_features_in_ == len(FEATURE_NAMES) + 4  # 3 perceptron + 1 15-min
     loaded = round_trip(bundle, tmp_path / "models")
