@@ -281,6 +281,8 @@ def train(
                 if est is None:
                     continue
             fitted.append((spec, est, used, time.perf_counter() - started))
+            if spec.half_life_days is not None:
+                half_lives[spec.name] = spec.half_life_days
         fitted += _blends(fitted, blends)
         if j == 0:
             first = {spec.name: (est, used) for spec, est, used, _ in fitted if est is not None}
@@ -320,7 +322,6 @@ def train(
         lower, upper = conformal.bounds(yhat[select], x_va[np.ix_(select, _columns(spec.features))])
         estimators[h], bases[h], names[h], intervals[h] = est, spec.base_feature, spec.name, conformal
         columns[h] = spec.features
-        half_lives[str(h)] = spec.half_life_days
         metrics[str(h)] = {
             "model": spec.name,
             "val_mae": row["val_mae"],
@@ -349,7 +350,7 @@ def train(
             "calibration": "normalised split conformal (a scale model of the absolute error, fitted on training rows "
             "the point model did not see) per predicted-speed bin, on validation days with an odd day number",
             "step_ms": ctx.step_ms,
-            "row_weight_half_life_days": half_lives,  # per horizon: the selected model's (None: rows alike)
+            "row_weight_half_life_days": half_lives,  # candidates fitted on recency-weighted rows (a blend: members)
             "network": network.name,
         },
     )

@@ -264,8 +264,9 @@ def test_the_chain_on_the_perceptron_and_the_15_minute_trees_shares_one_upstream
         (15, "mlp"), (15, "hgb_mlp"), (30, "mlp"), (30, "hgb_mlp_chain"), (60, "mlp"), (60, "hgb_mlp_chain")}
     # On this seeded quick slice the chains win at 30 and 60 min (and hgb_mlp at 15), so the bundle holds them.
     assert bundle.model_names == {15: "hgb_mlp", 30: "hgb_mlp_chain", 60: "hgb_mlp_chain"}
-    # their trees weighted the rows by recency, and the bundle says so
-    assert bundle.metadata["row_weight_half_life_days"] == {str(h): HGB_MLP_HALF_LIFE_DAYS for h in HORIZONS_MIN}
+    # their trees weighted the rows by recency (the perceptron's did not), and the bundle says so
+    assert bundle.metadata["row_weight_half_life_days"] == {"hgb_mlp": HGB_MLP_HALF_LIFE_DAYS,
+                                                            "hgb_mlp_chain": HGB_MLP_HALF_LIFE_DAYS}
     for h in (30, 60):
         assert bundle.estimators[h].model.n_features_in_ == len(FEATURE_NAMES) + 4  # 3 perceptron + 1 15-min
     loaded = round_trip(bundle, tmp_path / "models")
