@@ -104,15 +104,25 @@ def _columns(names: tuple[str, ...]) -> np.ndarray:
     return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)
 
 
-def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
-    """(the fitted estimator or None for a baseline, the training rows it saw)."""
+def _weighting(spec: ModelSpec, times_ms: np.ndarray) -> dict[str, np.ndarray]:
+    """The fit's keyword for ``spec``'s row weights from the fitted rows' step times; none when rows count alike
+    (not every estimator takes ``sample_weight``)."""
+    weights = spec.row_weights(times_ms)
+    return {} if weights is None else {"sample_weight": weights}
+
+
+def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+         times_ms: np.ndarray):  # noqa: ANN202
+    """(the fitted estimator or None for a baseline, the training rows it saw); rows weighted as
+    ``spec.row_weights`` says from their step times ``times_ms``."""
     rows = np.flatnonzero(np.isfinite(y))
     if spec.make is None:
         return None, rows[:0]
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)] if spec.base_feature else 0.0
-    return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base), rows
+    return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base,
+                           **_weighting(spec, times_ms[rows])), rows
 
 
 def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
@@ -143,9 +153,8 @@ def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[An
     cols = _columns(spec.features)
     xr = x[rows]
     base = xr[:, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
-    weights = spec.row_weights(times_ms[rows])
     model = spec.make().fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base,
-                            **({} if weights is None else {"sample_weight": weights}))
+                            **_weighting(spec, times_ms[rows]))
     return HorizonChain(up_est, model, cols), np.union1d(rows, up_used)  # the scale model must see neither
 
 def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np.ndarray, rng: np.random.Generator,
@@ -267,7 +276,7 @@ def train(
                     joint[spec.name] = _fit_joint(spec, x_tr, y_tr, _rng(seed, spec.name))
                 est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
             elif spec.upstream is None:
-                est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h))
+                est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h), t_tr)
             else:  # a chain: on the 15-minute upstream's forecast, or on every output of a multi-output model
                 up = joint.get(spec.upstream) or first.get(spec.upstream)
                 if spec.first_column is not None:  # one upstream (and memo) for every horizon's chain

@@ -169,3 +169,21 @@ def test_a_chain_with_a_half_life_weights_its_rows_by_their_step_times() -> None
     age_days = (times[rows].max() - times[rows]) / (24 * 3600 * 1000)
     np.testing.assert_allclose(np.log2(weights / weights.max()), -age_days / 2.0, atol=1e-9)
     assert weights.mean() == pytest.approx(1.0) and age_days.max() > 4  # more than two half-lives apart
+
+
+def test_a_plain_candidate_with_a_half_life_is_weighted_the_same_way() -> None:
+    from ml.models import ModelSpec
+    from ml.train import _fit
+
+    n = 3000
+    x = _rows(n, seed=5)
+    x[:, 0] = np.arange(n)
+    y = np.ones(n)
+    times = np.arange(n) * STEP_MS
+    spec = ModelSpec("trees", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES, half_life_days=2.0)
+    model, rows = _fit(spec, x, y, np.random.default_rng(0), times)
+    np.testing.assert_array_equal(model.x[:, 0].astype(int), rows)
+    np.testing.assert_allclose(model.given["sample_weight"], spec.row_weights(times[rows]))
+    plain, _ = _fit(ModelSpec("trees", "speed_last", _Recording, max_rows=1000, features=FEATURE_NAMES), x, y,
+                    np.random.default_rng(0), times)
+    assert plain.given == {}  # no half-life: no weights passed
