@@ -45,11 +45,12 @@ MLP_ROWS = 800_000  # per perceptron of the bag
 # The perceptron is the mean of three, each on its own 800,000 rows: a third gained 0.008 / 0.006 / 0.020 over two
 # (docs/model-experiments.md, sixth round); three on 533,334 rows each (the two's 1,600,000 split three ways) did not.
 MLP_BAG = 3
-# The trees on the perceptrons weight a training row by half for every this many days it is older than the newest
-# training row (``ModelSpec.row_weights``): the validation period follows the training period, and what drifts between
-# them (by sensor and time of day, docs/model-experiments.md, eleventh round) is closer to the recent rows. 60 days
-# gained 0.003 / 0.006 / 0.005 MAE at 15 / 30 / 60 min; 30 days 0.002 / 0.005 / 0.003; 15 days nothing
-# (docs/model-experiments.md, twelfth round).
+# The perceptrons and the trees on them weight a training row by half for every this many days it is older than the
+# newest training row (``ModelSpec.row_weights``): the validation period follows the training period, and what drifts
+# between them (by sensor and time of day, docs/model-experiments.md, eleventh round) is closer to the recent rows.
+# In the trees 60 days gained 0.003 / 0.006 / 0.005 MAE at 15 / 30 / 60 min, 30 days 0.002 / 0.005 / 0.003 and
+# 15 days nothing (twelfth round); in the perceptrons too, 0.002 / 0.002 / 0.007 more, where 120 days in both
+# gained less (thirteenth round).
 HGB_MLP_HALF_LIFE_DAYS = 60.0
 # The perceptrons read every feature, the network ridge's columns too: that gained 0.013 / 0.018 / 0.011 MAE over
 # perceptrons without them under the same trees (docs/model-experiments.md, seventh round, row 34).
@@ -184,7 +185,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             specs.append(ModelSpec("hgb_chain", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
                                    upstream=CHAIN_UPSTREAM))
         specs.append(ModelSpec("mlp", "speed_last", lambda: make_mlp(quick=True), max_rows=5_000, bag=MLP_BAG,
-                               features=FEATURE_NAMES, joint=True))
+                               features=FEATURE_NAMES, joint=True, half_life_days=HGB_MLP_HALF_LIFE_DAYS))
         specs.append(ModelSpec("hgb_mlp", "speed_last", _quick_trees, max_rows=20_000, features=FEATURE_NAMES,
                                upstream=MLP_UPSTREAM, half_life_days=HGB_MLP_HALF_LIFE_DAYS))
         if horizon_min != min(HORIZONS_MIN):
@@ -230,7 +231,7 @@ def candidate_specs(horizon_min: int, quick: bool = False) -> list[ModelSpec]:
             upstream=CHAIN_UPSTREAM,
         ))
     specs.append(ModelSpec("mlp", "speed_last", make_mlp, max_rows=MLP_BAG * MLP_ROWS, features=FEATURE_NAMES,
-                           joint=True, bag=MLP_BAG))
+                           joint=True, bag=MLP_BAG, half_life_days=HGB_MLP_HALF_LIFE_DAYS))
     specs.append(ModelSpec(
         "hgb_mlp",
         "speed_last",

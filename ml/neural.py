@@ -52,7 +52,8 @@ from ml.features import FEATURE_NAMES
 from ml.rowwise_mlp import IndexedOneHotMLPRegressor, RowwiseMLPRegressor
 
 __all__ = ["MLP_EPOCHS", "MLP_HIDDEN", "POOL_MIN_ROWS", "SENSOR_KEYS", "HorizonOutput", "MeanOutputs", "SensorIdentity",
-           "SensorIndex", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys"]
+           "SensorIndex", "SharedOutputs", "StackedOutputs", "fit_bag", "make_mlp", "outputs_of", "sensor_keys",
+           "weight_keyword"]
 
 MLP_HIDDEN: tuple[int, ...] = (128, 64)
 # A bag's members are fitted in parallel processes only from this many rows each: a process costs about 2 s to start
@@ -170,28 +171,42 @@ def _reseeded(est: Any, seed: int) -> Any:
 
 
 def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int, rng: np.random.Generator,
-            workers: int = 1, pool_min_rows: int = POOL_MIN_ROWS) -> Any:
+            workers: int = 1, pool_min_rows: int = POOL_MIN_ROWS, weights: np.ndarray | None = None) -> Any:
     """``make()`` fitted on (x, y); or, for ``members`` > 1, the ``MeanOutputs`` of that many, member k fitted on
-    the k-th of disjoint random parts of the rows with seed k. With ``workers`` > 1 and parts of at least
+    the k-th of disjoint random parts of the rows with seed k; each row weighted by its entry of ``weights``
+    (None: all alike). With ``workers`` > 1 and parts of at least
     ``pool_min_rows`` rows the members are fitted side by side in that many processes (the same models)."""
     if members <= 1:
-        return make().fit(x, y)
+        est = make()
+        return est.fit(x, y, **weight_keyword(est, weights))
     parts = [np.sort(p) for p in np.array_split(rng.permutation(len(x)), members)]
     models = [_reseeded(make(), k) for k in range(members)]
+    part_weights = [None if weights is None else weights[p] for p in parts]
     if workers <= 1 or len(parts[-1]) < pool_min_rows:
-        return MeanOutputs([m.fit(x[p], y[p]) for m, p in zip(models, parts, strict=True)])
+        return MeanOutputs([m.fit(x[p], y[p], **weight_keyword(m, w)) for m, p, w in zip(models, parts, part_weights,
+                                                                                     strict=True)])
     # spawn, not fork: the parent may hold BLAS / OpenMP threads; the pool is joined before it returns, so its
     # processes' CPU time counts as the caller's children's.
     with ProcessPoolExecutor(min(workers, members), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return MeanOutputs(list(pool.map(_fit_member, models, (x[p] for p in parts), (y[p] for p in parts))))
+        return MeanOutputs(list(pool.map(_fit_member, models, (x[p] for p in parts), (y[p] for p in parts),
+                                         part_weights)))
 
 
-def _fit_member(est: Any, x: np.ndarray, y: np.ndarray) -> Any:
+def weight_keyword(est: Any, weights: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``est.fit``'s keyword for row ``weights`` (a pipeline's go to its last step); none without weights (not
+    every estimator takes ``sample_weight``)."""
+    if weights is None:
+        return {}
+    key = f"{est.steps[-1][0]}__sample_weight" if isinstance(est, Pipeline) else "sample_weight"
+    return {key: weights}
+
+
+def _fit_member(est: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Any:
     """One member's fit on one BLAS / OpenMP thread (members side by side must not oversubscribe the cores)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return est.fit(x, y)
+        return est.fit(x, y, **weight_keyword(est, weights))
 
 
 class SharedOutputs:

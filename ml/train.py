@@ -49,7 +49,7 @@ from ml.models import (
     make_scale_model,
 )
 from ml.network import BUNDLED_NETWORK, Network, load_network
-from ml.neural import HorizonOutput, SharedOutputs, StackedOutputs, fit_bag
+from ml.neural import HorizonOutput, SharedOutputs, StackedOutputs, fit_bag, weight_keyword
 from ml.registry import MAX_SPEED_MPH, ModelBundle, ModelRegistry
 from ml.train_args import QUICK_DAYS, QUICK_SENSORS, add_arguments, check_arguments
 from ml.training_set import ExampleMeta, examples
@@ -104,11 +104,10 @@ def _columns(names: tuple[str, ...]) -> np.ndarray:
     return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)
 
 
-def _weighting(spec: ModelSpec, times_ms: np.ndarray) -> dict[str, np.ndarray]:
-    """The fit's keyword for ``spec``'s row weights from the fitted rows' step times; none when rows count alike
-    (not every estimator takes ``sample_weight``)."""
-    weights = spec.row_weights(times_ms)
-    return {} if weights is None else {"sample_weight": weights}
+def _weighting(spec: ModelSpec, est: Any, times_ms: np.ndarray) -> dict[str, np.ndarray]:
+    """``est.fit``'s keyword for ``spec``'s row weights from the fitted rows' step times; none when rows count
+    alike."""
+    return weight_keyword(est, spec.row_weights(times_ms))
 
 
 def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
@@ -121,19 +120,22 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)] if spec.base_feature else 0.0
-    return spec.make().fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base,
-                           **_weighting(spec, times_ms[rows])), rows
+    est = spec.make()
+    return est.fit(x[np.ix_(rows, _columns(spec.features))], y[rows] - base,
+                   **_weighting(spec, est, times_ms[rows])), rows
 
 
-def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+def _fit_joint(spec: ModelSpec, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+               times_ms: np.ndarray):  # noqa: ANN202
     """One multi-output model for every horizon (columns of ``y``), on rows where all targets are observed (a bag:
-    ``spec.bag`` members on disjoint parts of them, averaged)."""
+    ``spec.bag`` members on disjoint parts of them, averaged); the rows weighted as ``spec.row_weights`` says from
+    their step times ``times_ms``."""
     rows = np.flatnonzero(np.isfinite(y).all(1))
     if spec.max_rows is not None and len(rows) > spec.max_rows:
         rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
     base = x[rows, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64)[:, None] if spec.base_feature else 0.0
     model = fit_bag(spec.make, x[np.ix_(rows, _columns(spec.features))], y[rows] - base, spec.bag, rng,
-                    workers=N_JOBS)
+                    workers=N_JOBS, weights=spec.row_weights(times_ms[rows]))
     return SharedOutputs(model), rows
 
 
@@ -153,8 +155,9 @@ def _fit_chain(spec: ModelSpec, x: np.ndarray, y: np.ndarray, upstream: tuple[An
     cols = _columns(spec.features)
     xr = x[rows]
     base = xr[:, FEATURE_NAMES.index(spec.base_feature)].astype(np.float64) if spec.base_feature else 0.0
-    model = spec.make().fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base,
-                            **_weighting(spec, times_ms[rows]))
+    model = spec.make()
+    model.fit(HorizonChain.inputs(xr, cols, up_est.predict(xr)), y[rows] - base,
+              **_weighting(spec, model, times_ms[rows]))
     return HorizonChain(up_est, model, cols), np.union1d(rows, up_used)  # the scale model must see neither
 
 def _fit_scale(spec: ModelSpec, est: Any, x: np.ndarray, y: np.ndarray, used: np.ndarray, rng: np.random.Generator,
@@ -273,7 +276,7 @@ def train(
             started = time.perf_counter()
             if spec.joint:
                 if spec.name not in joint:
-                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, _rng(seed, spec.name))
+                    joint[spec.name] = _fit_joint(spec, x_tr, y_tr, _rng(seed, spec.name), t_tr)
                 est, used = HorizonOutput(joint[spec.name][0], j), joint[spec.name][1]
             elif spec.upstream is None:
                 est, used = _fit(spec, x_tr, y_tr[:, j], _rng(seed, spec.name, h), t_tr)

@@ -61,10 +61,10 @@ def test_the_default_set_is_the_selected_family_and_the_baselines_it_is_compared
 
 
 @pytest.mark.parametrize("quick", [False, True])
-def test_only_the_trees_on_the_perceptrons_weight_rows_by_recency(quick) -> None:
+def test_only_the_perceptrons_and_the_trees_on_them_weight_rows_by_recency(quick) -> None:
     for h in (15, 30, 60):
         halves = {s.name: s.half_life_days for s in candidate_specs(h, quick=quick)}
-        assert halves.pop("hgb_mlp") == HGB_MLP_HALF_LIFE_DAYS
+        assert halves.pop("mlp") == halves.pop("hgb_mlp") == HGB_MLP_HALF_LIFE_DAYS
         if h != 15:
             assert halves.pop("hgb_mlp_chain") == HGB_MLP_HALF_LIFE_DAYS
         assert set(halves.values()) == {None}
