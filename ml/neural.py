@@ -174,8 +174,8 @@ def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int,
             workers: int = 1, pool_min_rows: int = POOL_MIN_ROWS, weights: np.ndarray | None = None) -> Any:
     """``make()`` fitted on (x, y); or, for ``members`` > 1, the ``MeanOutputs`` of that many, member k fitted on
     the k-th of disjoint random parts of the rows with seed k; each row weighted by its entry of ``weights``
-    (None: all alike). With ``workers`` > 1 and parts of at least
-    ``pool_min_rows`` rows the members are fitted side by side in that many processes (the same models)."""
+    (None: all alike). With ``workers`` > 1 and parts of at least ``pool_min_rows`` rows the members are fitted
+    side by side in that many processes (the same models)."""
     if members <= 1:
         est = make()
         return est.fit(x, y, **weight_keyword(est, weights))
@@ -183,8 +183,8 @@ def fit_bag(make: Callable[[], Any], x: np.ndarray, y: np.ndarray, members: int,
     models = [_reseeded(make(), k) for k in range(members)]
     part_weights = [None if weights is None else weights[p] for p in parts]
     if workers <= 1 or len(parts[-1]) < pool_min_rows:
-        return MeanOutputs([m.fit(x[p], y[p], **weight_keyword(m, w)) for m, p, w in zip(models, parts, part_weights,
-                                                                                     strict=True)])
+        jobs = zip(models, parts, part_weights, strict=True)
+        return MeanOutputs([m.fit(x[p], y[p], **weight_keyword(m, w)) for m, p, w in jobs])
     # spawn, not fork: the parent may hold BLAS / OpenMP threads; the pool is joined before it returns, so its
     # processes' CPU time counts as the caller's children's.
     with ProcessPoolExecutor(min(workers, members), mp_context=multiprocessing.get_context("spawn")) as pool:
