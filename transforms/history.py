@@ -13,10 +13,18 @@ When a step is emitted (the rule that makes batch and streaming agree):
   the end of the newest pending step (so a batch run needs two firings, not one
   per incomplete step);
 * earlier, as soon as every sensor has an aggregate for the step *and* the
-  previous step has been emitted. The very first step is always emitted by its
-  timer. In batch every timer fires after all input has been read, so the
-  output is a function of the data alone; in streaming (with early panes) each
-  step is emitted the moment its last sensor reports.
+  previous step has been emitted, or, for the very first step, no earlier step
+  has any aggregate. A sensor's aggregates come in its own order of event time
+  (one Kafka partition per sensor, one path through the stages), so once every
+  sensor has reported a step nothing older can come but a reading out of order
+  in its own partition, which the rule for later steps does not wait for
+  either. A first step that is not complete waits for its timer.
+
+In batch every timer fires after all input has been read, so the output is a
+function of the data alone. In streaming (with early panes) each step is
+emitted the moment its last sensor reports, the first one too, so a catch-up's
+steps flow from its first seconds instead of waiting for a watermark that
+comes behind most of the backlog.
 
 A step's matrix is built from what is known when it is emitted; an aggregate
 that arrives after that only affects later steps (and is counted as
@@ -143,7 +151,7 @@ class _NetworkHistoryFn(StatefulFn):
         due = timer_at.read()
         if due is None or min(later) + self.step_ms < due:
             self._set_timer(flush, timer_at, min(later) + self.step_ms)
-        if last is not None and self._complete(table, last + self.step_ms):
+        if self._complete(table, min(table) if last is None else last + self.step_ms):
             yield from self._advance(key, table, last, None, pending, last_emitted, timer_at, flush)
 
     @on_timer(FLUSH)
@@ -180,14 +188,14 @@ class _NetworkHistoryFn(StatefulFn):
 
     def _advance(self, key, table: Table, last, watermark_ms, pending, last_emitted, timer_at,
                  flush) -> Iterator[Any]:
-        """Emit steps in order while they are due (watermark) or complete (after an emitted step)."""
+        """Emit steps in order while they are due (watermark) or complete (the first, or after an emitted step)."""
         candidates = [s for s in table if last is None or s > last]
         if not candidates:
             return
         step_ms = min(candidates) if last is None else last + self.step_ms
         while True:
             due = watermark_ms is not None and step_ms + self.step_ms <= watermark_ms
-            complete = last is not None and self._complete(table, step_ms)
+            complete = self._complete(table, step_ms)  # the first step is the table's earliest
             if not (due or complete):
                 break
             span_has_data = any(step_ms - back * self.step_ms in table for back in range(self.history_steps))

@@ -10,9 +10,10 @@ Steps are tracked in step order on one key (the whole network), with the same
 emission rule as NetworkHistory, which makes batch and streaming agree:
 
 * a step is taken as soon as its observation and every sensor x horizon
-  prediction have arrived *and* the previous step has been taken;
+  prediction have arrived *and* the previous step has been taken, or, for the
+  first step, no earlier step has any input (the history emits steps in order);
 * otherwise when the watermark passes the end of the step (event-time timer),
-  with what has arrived (NaN for the rest). The first step always waits for it.
+  with what has arrived (NaN for the rest).
 
 In batch every timer fires after all input is read, so the output is a
 function of the data alone. A step with no prediction at all is not tracked
@@ -133,7 +134,7 @@ class _IncidentsFn(StatefulFn):
         if due is None or step_ms + self.step_ms < due:
             flush.set(Timestamp(micros=(step_ms + self.step_ms) * 1000))
             timer_at.write(step_ms + self.step_ms)
-        if done is not None and step_ms == done + self.step_ms and self._complete(step):
+        if step_ms == (min(table) if done is None else done + self.step_ms) and self._complete(step):
             yield from self._advance(table, done, None, pending, open_, last, timer_at, flush)
 
     @on_timer(FLUSH)
@@ -145,12 +146,12 @@ class _IncidentsFn(StatefulFn):
         yield from self._advance(table, last.read(), fired_at.micros // 1000, pending, open_, last, timer_at, flush)
 
     def _advance(self, table, done, watermark_ms, pending, open_, last, timer_at, flush) -> Iterator[Any]:
-        """Track pending steps in order while they are due (watermark) or complete and next."""
+        """Track pending steps in order while they are due (watermark) or complete and next (or first)."""
         incidents: list[OpenIncident] = open_.read() or []
         for step_ms in sorted(table):
             step = table[step_ms]
             due = watermark_ms is not None and step_ms + self.step_ms <= watermark_ms
-            nxt = done is not None and step_ms == done + self.step_ms and self._complete(step)
+            nxt = (done is None or step_ms == done + self.step_ms) and self._complete(step)  # the first: the earliest
             if not (due or nxt):
                 break
             del table[step_ms]

@@ -24,10 +24,9 @@ the backlog (librdkafka hands over one partition's backlog before the next's).
 A read call lasts up to a second, and its watermark goes out when it ends. The
 first call of a fresh read ends as soon as it can promise a watermark (every
 partition has released a record): downstream a watermark waits behind every
-record sent before it, and the network history emits its first step on the
-watermark, so after a one-second first call in a 24 h catch-up no prediction
-came until most of the backlog had passed every stage (8-9 s of a 14 s drain
-on Flink; 3 s with the short first call).
+record sent before it. The network history emits a complete first step without
+waiting for the watermark, but an incomplete one waits for it, as do the
+windows' ON_TIME panes and the hourly files.
 
 The restriction records, per partition, the next offset and the newest
 timestamp read, so a checkpoint (``defer_remainder``; on Flink part of the

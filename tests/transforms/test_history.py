@@ -156,18 +156,25 @@ class _Timer:
         self.at = None
 
 
-def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was():
-    """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
-    fn = _NetworkHistoryFn(["a", "b"], 2, 300)
+def _fresh(members, history_steps):
+    fn = _NetworkHistoryFn(members, history_steps, 300)
     pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
 
-    def feed(a):
-        return [plain(s.value) for s in fn.process(("network", batch(a)), pending, last, timer_at, flush)]
+    def feed(*aggregates):
+        return [plain(s.value) for s in fn.process(("network", batch(*aggregates)), pending, last, timer_at, flush)]
 
-    assert feed(agg("a", 0, 50.0)) == [] and feed(agg("b", 0, 40.0)) == []  # the first step waits for its timer
+    def fire(at):
+        return [plain(s.value) for s in fn.on_flush("network", at, pending, last, timer_at, flush)]
+
+    return feed, fire, pending, last, timer_at, flush
+
+
+def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was():
+    """The DoFn alone, with in-memory state: prompt emission does not wait for the watermark."""
+    feed, _, pending, last, timer_at, flush = _fresh(["a", "b"], 2)
+    assert feed(agg("a", 0, 50.0)) == []  # step 0 lacks sensor b: it waits
     assert flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
-    fired = [plain(s.value) for s in fn.on_flush("network", flush.at, pending, last, timer_at, flush)]
-    assert fired == [(0, ((N, N), (50.0, 40.0)))]
+    assert feed(agg("b", 0, 40.0)) == [(0, ((N, N), (50.0, 40.0)))]  # the first step, complete: out at once
     assert set(pending.value) == {T0_MS}  # kept for the next span
     assert feed(agg("a", 1, 51.0)) == []
     assert np.flatnonzero(pending.value[T0_MS + S_MS][0] >= 0).tolist() == [0]  # step 1: only sensor a so far
@@ -178,13 +185,22 @@ def test_a_complete_step_is_emitted_before_its_timer_once_the_previous_step_was(
     assert set(pending.value) == {T0_MS + S_MS}  # step 0 left the table once no future span needs it
 
 
-def test_an_early_timer_firing_before_anything_is_due_waits():
-    fn = _NetworkHistoryFn(["a"], 2, 300)
-    pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
-    list(fn.process(("network", batch(agg("a", 3, 50.0))), pending, last, timer_at, flush))
-    early = Timestamp(micros=(T0_MS + S_MS) * 1000)
-    assert list(fn.on_flush("network", early, pending, last, timer_at, flush)) == []
-    assert last.value is None and flush.at == Timestamp(micros=(T0_MS + 4 * S_MS) * 1000)
+def test_a_first_step_that_is_not_complete_waits_for_its_timer_even_behind_a_complete_one():
+    """Only the table's earliest step may go out before its timer: an older sensor's aggregate could still come."""
+    feed, fire, _, last, _, flush = _fresh(["a", "b"], 2)
+    assert feed(agg("a", 0, 50.0)) == []
+    assert feed(agg("a", 1, 51.0)) == [] and feed(agg("b", 1, 41.0)) == []  # step 1 complete, step 0 not
+    assert last.value is None and flush.at == Timestamp(micros=(T0_MS + S_MS) * 1000)
+    fired = fire(flush.at)  # step 0 is due; step 1 is complete and goes out behind it
+    assert fired == [(0, ((N, N), (50.0, N))), (1, ((50.0, N), (51.0, 41.0)))]
+    assert last.value == T0_MS + S_MS
+
+
+def test_a_first_step_complete_in_one_batch_goes_out_with_the_complete_steps_after_it():
+    feed, _, _, last, _, _ = _fresh(["a", "b"], 2)
+    out = feed(agg("a", 0, 50.0), agg("b", 0, 40.0), agg("a", 1, 51.0), agg("b", 1, 41.0), agg("a", 2, 52.0))
+    assert out == [(0, ((N, N), (50.0, 40.0))), (1, ((50.0, 40.0), (51.0, 41.0)))]  # step 2 lacks b: it waits
+    assert last.value == T0_MS + S_MS
 
 
 def test_invalid_parameters_are_rejected():

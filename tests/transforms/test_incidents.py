@@ -1,5 +1,6 @@
 """TrackIncidents: the same composite in batch (Create, any order) and streaming (TestStream) gives the
-incidents that the pure lifecycle rules give for a real METR-LA congestion episode."""
+incidents that the pure lifecycle rules give for a real METR-LA congestion episode; the DoFn alone (in-memory
+state) takes a complete first step at once and leaves an incomplete one to its timer."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 from incident_episode import HORIZONS, LINKS, SENSORS, STEP_MS, STEPS, T0_MS, episode, prediction_dicts, snapshots
+from test_history import _State, _Timer
 from test_incident_rules import run_steps
 
-from transforms.incidents import TrackIncidents
+from transforms.incident_rules import IncidentRules
+from transforms.incidents import TrackIncidents, _IncidentsFn
 
 OBSERVED, PREDICTED = episode()
 
@@ -86,3 +90,43 @@ def test_missing_predictions_and_unknown_sensors_are_counted_not_fatal() -> None
         # step 30 alone (31 has no predictions): an incident that has not lasted open_steps is not announced
         assert_that(out, equal_to([]))
     assert not np.isnan(PREDICTED).any()
+
+
+
+def _tracker():
+    """The DoFn alone, with in-memory state: feed(kind, step) -> the records it yields at once."""
+    fn = _IncidentsFn(SENSORS, LINKS, HORIZONS, IncidentRules(), 300)
+    pending, open_, last, timer_at, flush = _State(), _State(), _State(), _State(), _Timer()
+    cells = (np.repeat(np.asarray(SENSORS), len(HORIZONS)), np.tile(np.asarray(HORIZONS), len(SENSORS)))
+
+    def feed(kind: str, t: int) -> list:
+        step_ms = T0_MS + t * STEP_MS
+        x = (("obs", step_ms, OBSERVED[t], "") if kind == "obs"
+             else ("pred", step_ms, (*cells, PREDICTED[t].T.ravel()), "oracle-test"))
+        return list(fn.process(("network", x), pending, open_, last, timer_at, flush))
+
+    def fire() -> list:
+        return list(fn.on_flush(flush.at, pending, open_, last, timer_at, flush))
+
+    return feed, fire, last, flush
+
+
+def test_the_first_step_is_tracked_as_soon_as_its_inputs_are_complete() -> None:
+    feed, _, last, _ = _tracker()
+    feed("obs", 0)
+    assert last.value is None  # predictions missing: it waits
+    feed("pred", 0)
+    assert last.value == T0_MS  # complete, and no earlier step has input: tracked before its timer
+    feed("obs", 1)
+    feed("pred", 1)
+    assert last.value == T0_MS + STEP_MS
+
+
+def test_a_first_step_that_is_not_complete_waits_for_its_timer_even_behind_a_complete_one() -> None:
+    feed, fire, last, flush = _tracker()
+    feed("obs", 0)  # step 0 has no predictions yet
+    feed("obs", 1)
+    feed("pred", 1)  # step 1 complete, but not the first
+    assert last.value is None and flush.at == Timestamp(micros=(T0_MS + STEP_MS) * 1000)
+    fire()  # step 0 is due; step 1 is complete and next
+    assert last.value == T0_MS + STEP_MS
