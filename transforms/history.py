@@ -14,11 +14,13 @@ When a step is emitted (the rule that makes batch and streaming agree):
   per incomplete step);
 * earlier, as soon as every sensor has an aggregate for the step *and* the
   previous step has been emitted, or, for the very first step, no earlier step
-  has any aggregate. A sensor's aggregates come in its own order of event time
-  (one Kafka partition per sensor, one path through the stages), so once every
-  sensor has reported a step nothing older can come but a reading out of order
-  in its own partition, which the rule for later steps does not wait for
-  either. A first step that is not complete waits for its timer.
+  has any aggregate, when the input is unbounded. A stream's aggregates come in
+  each sensor's own order of event time (one Kafka partition per sensor, one
+  path through the stages), so once every sensor has reported a step nothing
+  older can come but a reading out of order in its own partition, which the
+  rule for later steps does not wait for either. A bounded input has no such
+  order (a runner reads and shuffles it in any order), so there the first step
+  always waits for its timer, as does a first step that is not complete.
 
 In batch every timer fires after all input has been read, so the output is a
 function of the data alone. In streaming (with early panes) each step is
@@ -108,8 +110,9 @@ class _NetworkHistoryFn(StatefulFn):
     TIMER_AT_PARAM = beam.DoFn.StateParam(TIMER_AT)
     FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
 
-    def __init__(self, members: Sequence[str], history_steps: int, step_s: int) -> None:
+    def __init__(self, members: Sequence[str], history_steps: int, step_s: int, ordered: bool = False) -> None:
         self.members = tuple(members)
+        self.ordered = ordered  # a stream: a complete first step may go out before its timer
         self.n_members = len(self.members)
         self._by_id = np.argsort(np.asarray(self.members, dtype=str), kind="stable")
         self._sorted_ids = np.asarray(self.members, dtype=str)[self._by_id]
@@ -151,7 +154,8 @@ class _NetworkHistoryFn(StatefulFn):
         due = timer_at.read()
         if due is None or min(later) + self.step_ms < due:
             self._set_timer(flush, timer_at, min(later) + self.step_ms)
-        if self._complete(table, min(table) if last is None else last + self.step_ms):
+        head = (min(table) if self.ordered else None) if last is None else last + self.step_ms
+        if head is not None and self._complete(table, head):
             yield from self._advance(key, table, last, None, pending, last_emitted, timer_at, flush)
 
     @on_timer(FLUSH)
@@ -195,7 +199,7 @@ class _NetworkHistoryFn(StatefulFn):
         step_ms = min(candidates) if last is None else last + self.step_ms
         while True:
             due = watermark_ms is not None and step_ms + self.step_ms <= watermark_ms
-            complete = self._complete(table, step_ms)  # the first step is the table's earliest
+            complete = (last is not None or self.ordered) and self._complete(table, step_ms)  # first: the earliest
             if not (due or complete):
                 break
             span_has_data = any(step_ms - back * self.step_ms in table for back in range(self.history_steps))
@@ -260,7 +264,8 @@ class NetworkHistory(beam.PTransform):
             aggregates
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
             | "KeyByNetwork" >> beam.Map(lambda a: (_NETWORK_KEY, a)).with_output_types(tuple[str, Any])
-            | "AssembleSteps" >> beam.ParDo(_NetworkHistoryFn(self.sensor_ids, self.history_steps, self.step_s))
+            | "AssembleSteps" >> beam.ParDo(_NetworkHistoryFn(self.sensor_ids, self.history_steps, self.step_s,
+                                                              ordered=not aggregates.is_bounded))
         )
 
 

@@ -11,7 +11,9 @@ emission rule as NetworkHistory, which makes batch and streaming agree:
 
 * a step is taken as soon as its observation and every sensor x horizon
   prediction have arrived *and* the previous step has been taken, or, for the
-  first step, no earlier step has any input (the history emits steps in order);
+  first step of an unbounded input, no earlier step has any input (the history
+  emits a stream's steps in order; a bounded input comes in any order, and its
+  first step waits for the timer);
 * otherwise when the watermark passes the end of the step (event-time timer),
   with what has arrived (NaN for the rest).
 
@@ -85,7 +87,7 @@ class _IncidentsFn(StatefulFn):
     FLUSH = TimerSpec("incident_flush", TimeDomain.WATERMARK)
 
     def __init__(self, sensor_ids: Sequence[str], links: Sequence[tuple[str, str]], horizons: Sequence[int],
-                 rules: IncidentRules, step_s: int) -> None:
+                 rules: IncidentRules, step_s: int, ordered: bool = False) -> None:
         self.sensor_ids = tuple(sensor_ids)
         self.index = {s: i for i, s in enumerate(self.sensor_ids)}
         self.neighbours = road_neighbours(self.sensor_ids, links)
@@ -93,6 +95,7 @@ class _IncidentsFn(StatefulFn):
         self.h_index = {h: k for k, h in enumerate(self.horizons)}
         self.rules = rules
         self.step_ms = int(step_s) * 1000
+        self.ordered = ordered  # steps come in order (a stream): a complete first step may go before its timer
         self.steps = Metrics.counter(STEP, "steps_tracked")
         self.records = Metrics.counter(STEP, "incident_records")
         self.stale = Metrics.counter(STEP, "stale_inputs")
@@ -134,7 +137,8 @@ class _IncidentsFn(StatefulFn):
         if due is None or step_ms + self.step_ms < due:
             flush.set(Timestamp(micros=(step_ms + self.step_ms) * 1000))
             timer_at.write(step_ms + self.step_ms)
-        if step_ms == (min(table) if done is None else done + self.step_ms) and self._complete(step):
+        head = (min(table) if self.ordered else None) if done is None else done + self.step_ms
+        if step_ms == head and self._complete(step):
             yield from self._advance(table, done, None, pending, open_, last, timer_at, flush)
 
     @on_timer(FLUSH)
@@ -151,7 +155,8 @@ class _IncidentsFn(StatefulFn):
         for step_ms in sorted(table):
             step = table[step_ms]
             due = watermark_ms is not None and step_ms + self.step_ms <= watermark_ms
-            nxt = (done is None or step_ms == done + self.step_ms) and self._complete(step)  # the first: the earliest
+            nxt = ((self.ordered if done is None else step_ms == done + self.step_ms)  # the first: the earliest
+                   and self._complete(step))
             if not (due or nxt):
                 break
             del table[step_ms]
@@ -197,6 +202,7 @@ class TrackIncidents(beam.PTransform):
         self.step_s = int(step_s)
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        ordered = not (inputs["snapshots"].is_bounded or inputs["predictions"].is_bounded)
         observed = inputs["snapshots"] | "ObservedSpeeds" >> beam.Map(_observed)
         predicted = inputs["predictions"] | "PredictedSpeeds" >> beam.FlatMap(_predicted)
         return (
@@ -205,5 +211,5 @@ class TrackIncidents(beam.PTransform):
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
             | "KeyByNetwork" >> beam.Map(lambda x: (_KEY, x)).with_output_types(tuple[str, Any])
             | "TrackSteps" >> beam.ParDo(_IncidentsFn(self.sensor_ids, self.links, self.horizons, self.rules,
-                                                      self.step_s))
+                                                      self.step_s, ordered=ordered))
         )

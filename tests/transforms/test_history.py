@@ -156,8 +156,8 @@ class _Timer:
         self.at = None
 
 
-def _fresh(members, history_steps):
-    fn = _NetworkHistoryFn(members, history_steps, 300)
+def _fresh(members, history_steps, ordered=True):
+    fn = _NetworkHistoryFn(members, history_steps, 300, ordered=ordered)
     pending, last, timer_at, flush = _State(), _State(), _State(), _Timer()
 
     def feed(*aggregates):
@@ -194,6 +194,23 @@ def test_a_first_step_that_is_not_complete_waits_for_its_timer_even_behind_a_com
     fired = fire(flush.at)  # step 0 is due; step 1 is complete and goes out behind it
     assert fired == [(0, ((N, N), (50.0, N))), (1, ((50.0, N), (51.0, 41.0)))]
     assert last.value == T0_MS + S_MS
+
+
+def test_on_a_bounded_input_a_complete_first_step_still_waits_for_its_timer():
+    """A bounded input comes in any order: a complete step read first may not be the data's first step."""
+    feed, fire, _, last, _, flush = _fresh(["a", "b"], 2, ordered=False)
+    assert feed(agg("a", 1, 51.0), agg("b", 1, 41.0)) == [] and last.value is None
+    assert feed(agg("a", 0, 50.0)) == []
+    assert fire(Timestamp(micros=(T0_MS + 2 * S_MS) * 1000)) == [(0, ((N, N), (50.0, N))),
+                                                                  (1, ((50.0, N), (51.0, 41.0)))]
+
+
+def test_a_bounded_input_whose_later_step_completes_first_gives_every_step():
+    later_first = [agg(s, 1, 41.0) for s in SENSORS] + [agg(s, 0, 40.0) for s in SENSORS]
+    with test_pipeline.TestPipeline() as p:
+        snapshots = p | beam.Create([batch(a) for a in later_first]) | NetworkHistory(SENSORS, history_steps=2)
+        assert_that(snapshots | beam.Map(plain), equal_to([(0, ((N, N, N), (40.0, 40.0, 40.0))),
+                                                          (1, ((40.0, 40.0, 40.0), (41.0, 41.0, 41.0)))]))
 
 
 def test_a_first_step_complete_in_one_batch_goes_out_with_the_complete_steps_after_it():

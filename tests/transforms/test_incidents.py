@@ -93,9 +93,9 @@ def test_missing_predictions_and_unknown_sensors_are_counted_not_fatal() -> None
 
 
 
-def _tracker():
+def _tracker(ordered: bool = True):
     """The DoFn alone, with in-memory state: feed(kind, step) -> the records it yields at once."""
-    fn = _IncidentsFn(SENSORS, LINKS, HORIZONS, IncidentRules(), 300)
+    fn = _IncidentsFn(SENSORS, LINKS, HORIZONS, IncidentRules(), 300, ordered=ordered)
     pending, open_, last, timer_at, flush = _State(), _State(), _State(), _State(), _Timer()
     cells = (np.repeat(np.asarray(SENSORS), len(HORIZONS)), np.tile(np.asarray(HORIZONS), len(SENSORS)))
 
@@ -130,3 +130,14 @@ def test_a_first_step_that_is_not_complete_waits_for_its_timer_even_behind_a_com
     assert last.value is None and flush.at == Timestamp(micros=(T0_MS + STEP_MS) * 1000)
     fire()  # step 0 is due; step 1 is complete and next
     assert last.value == T0_MS + STEP_MS
+
+
+def test_on_a_bounded_input_a_complete_first_step_waits_for_its_timer() -> None:
+    """A bounded input comes in any order: the first complete step read may not be the data's first."""
+    feed, fire, last, flush = _tracker(ordered=False)
+    feed("obs", 1)
+    feed("pred", 1)
+    assert last.value is None and flush.at == Timestamp(micros=(T0_MS + 2 * STEP_MS) * 1000)
+    feed("obs", 0)
+    fire()
+    assert last.value == T0_MS + STEP_MS  # both steps, in order, on the timer
