@@ -198,7 +198,7 @@ def test_a_first_step_that_is_not_complete_waits_for_its_timer_even_behind_a_com
 
 def test_on_a_bounded_input_a_complete_first_step_still_waits_for_its_timer():
     """A bounded input comes in any order: a complete step read first may not be the data's first step."""
-    feed, fire, _, last, _, flush = _fresh(["a", "b"], 2, ordered=False)
+    feed, fire, _, last, _, _ = _fresh(["a", "b"], 2, ordered=False)
     assert feed(agg("a", 1, 51.0), agg("b", 1, 41.0)) == [] and last.value is None
     assert feed(agg("a", 0, 50.0)) == []
     assert fire(Timestamp(micros=(T0_MS + 2 * S_MS) * 1000)) == [(0, ((N, N), (50.0, N))),
