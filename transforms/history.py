@@ -143,9 +143,11 @@ class _NetworkHistoryFn(StatefulFn):
         ranks = pane_ranks(batch["pane_timing"], batch["count"])
         means = batch["mean_speed_mph"].astype(np.float64)
         table: Table = pending.read() or {}
-        arrived = np.unique(steps[use]).tolist()
-        for step_ms in arrived:
-            rows = np.flatnonzero(use & (steps == step_ms))
+        used = np.flatnonzero(use)
+        used = used[np.argsort(steps[used], kind="stable")]  # by step, arrival order within one (a day's batch)
+        bounds = np.flatnonzero(np.diff(steps[used])) + 1
+        arrived = steps[used[np.r_[0, bounds]]].tolist()
+        for step_ms, rows in zip(arrived, np.split(used, bounds), strict=True):
             self._keep_best(table, int(step_ms), members[rows], ranks[rows], means[rows])
         pending.write(table)
         later = [s for s in arrived if last is None or s > last]

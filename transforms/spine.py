@@ -10,8 +10,9 @@
 Every element is a batch (:mod:`schemas.batches`): a RawBatch per Kafka read
 (all partitions) or per chunk of a history file, a ``traffic_event`` batch per
 (shard, day) part of it, a ``window_aggregate`` batch per shard, window and
-pane (per window on bounded input), and one snapshot per network step. Records are counted once, by
-:class:`~transforms.counting.CountRecords` under the pipeline's namespace:
+pane (per day of windows on bounded input), and one snapshot per network step.
+Records are counted once, by :class:`~transforms.counting.CountRecords` under
+the pipeline's namespace:
 ``in = valid + dead_letters`` (invalid and duplicate records); ``late`` counts
 the valid events that came after their window closed (dead letters of reason
 ``late``); then ``aggregates`` and ``snapshots``.

@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 
 from schemas.codec import AvroCodec
 from transforms.aggregate import STEP, BatchSpeedStatsFn, WindowedAggregate, speed_stats, window_stats
@@ -263,11 +263,10 @@ def _window_and_time(batch, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.Ti
         yield start, window.start.micros // 1000, window.end.micros // 1000, timestamp.micros
 
 
-@pytest.mark.parametrize("allowed_lateness_s", [None, 0], ids=["bounded-path", "windowed-path"])
-def test_both_batch_paths_give_windowed_aggregates_stamped_with_the_window_end(allowed_lateness_s):
+def test_the_windowed_batch_path_gives_one_batch_per_window_stamped_with_the_window_end():
     events = [event("a", 10, 50.0), event("a", 20, 52.0), event("b", 400, None)]
     with test_pipeline.TestPipeline() as p:
-        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=allowed_lateness_s)
+        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=0)
         assert_that(
             result.aggregates | beam.FlatMap(_window_and_time),
             equal_to(
@@ -283,3 +282,50 @@ def test_both_batch_paths_give_windowed_aggregates_stamped_with_the_window_end(a
             equal_to([("a", 0, "ON_TIME", 2, 0, 51.0), ("b", 1, "ON_TIME", 1, 1, None)]),
             label="CheckValues",
         )
+
+
+def _block_and_time(batch, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    yield tuple(batch["window_start"].tolist()), isinstance(window, GlobalWindow), timestamp.micros
+
+
+def test_the_bounded_path_gives_one_batch_per_day_of_windows_stamped_with_its_last_window_end():
+    day_ms = 86_400_000
+    events = [event("a", 10, 50.0), event("b", 400, None), event("a", 20, 52.0),
+              event("a", day_ms / 1000 + 5, 60.0)]  # the next day
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create(events) | beam.Map(stamped) | WindowedAggregate(allowed_lateness_s=None)
+        assert_that(
+            result.aggregates | beam.FlatMap(_block_and_time),
+            equal_to([
+                ((T0_MS, T0_MS + W_MS), True, (T0_MS + 2 * W_MS) * 1000 - 1000),  # by window, then sensor
+                ((T0_MS + day_ms,), True, (T0_MS + day_ms + W_MS) * 1000 - 1000),
+            ]),
+            label="CheckBlocks",
+        )
+        assert_that(
+            records(result.aggregates) | "Brief" >> beam.Map(brief),
+            equal_to([("a", 0, "ON_TIME", 2, 0, 51.0), ("b", 1, "ON_TIME", 1, 1, None),
+                      ("a", day_ms // W_MS, "ON_TIME", 1, 0, 60.0)]),
+            label="CheckValues",
+        )
+        ends = records(result.aggregates, "Records2") | "Ends" >> beam.Map(
+            lambda a: a["window_end"] - a["window_start"])
+        assert_that(ends, equal_to([W_MS] * 3), label="CheckEnds")
+
+
+def test_stats_of_many_windows_at_once_equal_each_windows_own_bit_for_bit():
+    rng = np.random.default_rng(4)
+    sensors = rng.choice(np.array(["x", "y", "z"]), 900)
+    starts = rng.integers(0, 6, 900) * W_MS
+    speeds = np.where(rng.random(900) < 0.1, np.nan, rng.uniform(10, 70, 900))
+    together = window_stats(sensors, speeds, starts)
+    at = 0
+    for start in range(0, 6 * W_MS, W_MS):
+        alone = window_stats(sensors[starts == start], speeds[starts == start])
+        n = len(alone["sensor_id"])
+        assert together["window_start"][at : at + n].tolist() == [start] * n
+        assert together["sensor_id"][at : at + n].tolist() == alone["sensor_id"].tolist()
+        for name in ("mean", "min", "max", "stddev", "count", "missing"):
+            assert np.array_equal(together[name][at : at + n], alone[name], equal_nan=True), name
+        at += n
+    assert at == len(together["sensor_id"])

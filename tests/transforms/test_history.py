@@ -114,6 +114,15 @@ def test_the_later_pane_wins():
         assert_that(snapshots | beam.Map(plain), equal_to([(0, ((30.0,),))]))
 
 
+def test_in_a_batch_of_many_steps_the_later_of_two_equal_panes_wins_in_each_step():
+    """A day's batch is folded step by step, each step's panes in their order of arrival."""
+    aggregates = [agg("a", 1, 10.0), agg("a", 0, 1.0), agg("a", 2, 5.0), agg("a", 1, 20.0), agg("a", 0, 2.0),
+                  agg("a", 1, 30.0, count=0)]  # a lower-ranked pane: the 20.0 stays
+    with test_pipeline.TestPipeline() as p:
+        snapshots = p | beam.Create([batch(*aggregates)]) | NetworkHistory(["a"], history_steps=1)
+        assert_that(snapshots | beam.Map(plain), equal_to([(0, ((2.0,),)), (1, ((20.0,),)), (2, ((5.0,),))]))
+
+
 def test_streaming_with_early_panes_equals_batch():
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     watermark_ms = T0_MS
