@@ -9,7 +9,11 @@ exactly. Within a batch, arrival order decides which one is first.
 Each batch is split by sensor shard (:mod:`transforms.keys`; one key per
 shard, so a shard's batches keep their arrival order). A shard's state holds,
 per UTC day of the event times, the times each of its sensors has reported
-with their speeds, as sorted arrays. An event-time timer forgets a day once
+with their speeds, as sorted arrays. A bounded input is keyed by shard *and*
+day instead (:func:`shard_day_parts`; its arrival order means nothing): there
+no timer fires before the input ends, so a shard's state held every day, and a
+run over months rewrote all of them at every commit (the whole bundled history
+took 45 s instead of 27 s). An event-time timer forgets a day once
 the watermark is ``ttl_s`` past the day's end; a repeat arriving after that is
 not recognised as a duplicate (``ttl_s`` bounds how late a replayed duplicate
 can still be caught). The same code runs in batch and streaming; the output
@@ -35,11 +39,11 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
-from transforms.keys import shard_parts
+from transforms.keys import DEFAULT_SHARDS, shard_parts
 from transforms.state_tables import StatefulFn
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
-__all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins"]
+__all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins", "shard_day_parts"]
 
 STEP = "DeduplicateEvents"
 DEFAULT_DEDUPE_TTL_S = 6 * 3600
@@ -87,6 +91,21 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
             order = np.argsort(all_t, kind="stable")
             seen[sensor] = (all_t[order], all_v[order])
     return keep, first_speed
+
+
+def shard_day_parts(batch: Columns) -> Iterator[tuple[int, Columns]]:
+    """``(key, the batch's rows of one shard and UTC day of the event times)``, rows in order: bounded input's keys.
+
+    A repeat has its first's sensor and event time, so it has its key too. The
+    key is one int, ``day * DEFAULT_SHARDS + shard``.
+    """
+    for shard, part in shard_parts(batch, DEFAULT_SHARDS):
+        days = part["event_time"] // DAY_MS
+        if days.min() == days.max():
+            yield int(days[0]) * DEFAULT_SHARDS + shard, part
+            continue
+        for day in np.unique(days).tolist():
+            yield int(day) * DEFAULT_SHARDS + shard, part.take(np.flatnonzero(days == day))
 
 
 def _same(a: float, b: float) -> bool:
@@ -184,7 +203,7 @@ class DeduplicateEvents(beam.PTransform):
 
     Input: ``traffic_event`` batches (the ``valid`` output of
     :class:`~transforms.validate.ValidateEvents`). Output batches are in the
-    global window, one per shard of each input batch. The dead letter's
+    global window, one per shard (and UTC day, on bounded input) of each input batch. The dead letter's
     payload is the repeated event in the ``traffic_event`` wire format.
     """
 
@@ -206,7 +225,8 @@ class DeduplicateEvents(beam.PTransform):
         return (
             events
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "SplitByShard" >> beam.FlatMap(shard_parts).with_output_types(tuple[int, Any])
+            | "SplitByShard" >> beam.FlatMap(shard_day_parts if events.is_bounded else shard_parts).with_output_types(
+                tuple[int, Any])
             | "KeepFirst"
             >> beam.ParDo(_FirstWinsFn(self.ttl_s, self.now_ms_fn, self.registry_url)).with_outputs(
                 DEAD_LETTER_TAG, main=VALID_TAG

@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.codec import AvroCodec
-from transforms.dedupe import DAY_MS, DeduplicateEvents, first_wins
+from transforms.dedupe import DAY_MS, DeduplicateEvents, first_wins, shard_day_parts
 from transforms.exceptions import TransformConfigError
 from transforms.validate import event_columns
 
@@ -149,3 +149,29 @@ def test_sensors_sharing_a_shard_keep_their_own_readings():
         assert_that(result.dead_letter | beam.Map(lambda d: (d["reason"], d["key"])),
                     equal_to([("conflicting_duplicate", twin.encode()), ("duplicate", first.encode())]),
                     label="RepeatsPerSensor")
+
+
+def test_a_batch_across_midnight_splits_into_shard_and_day_keys_in_arrival_order():
+    from transforms.keys import DEFAULT_SHARDS, sensor_shard
+
+    day = T0_MS // DAY_MS
+    steps_to_midnight = (DAY_MS - T0_MS % DAY_MS) // STEP_MS
+    events = [event("a", steps_to_midnight, 1.0), event("b", 0, 2.0), event("a", 0, 3.0),
+              event("a", steps_to_midnight + 1, 4.0), event("a", 1, 5.0)]
+    parts = list(shard_day_parts(stamped(*events).value))
+    got = {(key % DEFAULT_SHARDS, key // DEFAULT_SHARDS): part["speed_mph"].tolist() for key, part in parts}
+    expected: dict = {}
+    for e in events:
+        key = (sensor_shard(e["sensor_id"]), e["event_time"] // DAY_MS)
+        expected.setdefault(key, []).append(e["speed_mph"])
+    assert got == expected and len(parts) == len(expected)
+    assert {d for _, d in got} == {day, day + 1}
+
+
+def test_a_repeat_from_an_earlier_day_after_a_later_days_readings_is_caught():
+    events = [event("a", 0, 50.0), event("a", 300, 60.0), event("a", 0, 50.0, validated_at=2)]  # 300 steps: a day on
+    with test_pipeline.TestPipeline() as p:
+        result = p | beam.Create([stamped(*events[:2]), stamped(events[2])]) | DeduplicateEvents(now_ms_fn=lambda: 7)
+        assert_that(records(result.valid) | beam.Map(summary), equal_to([("a", 0, 50.0), ("a", 300, 60.0)]),
+                    label="Valid")
+        assert_that(result.dead_letter | beam.Map(lambda d: d["reason"]), equal_to(["duplicate"]), label="Dead")
