@@ -45,7 +45,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
-from transforms.keys import shard_parts
+from transforms.keys import shard_parts, time_parts
 from transforms.state_tables import StatefulFn
 
 __all__ = [
@@ -198,23 +198,6 @@ class BatchSpeedStatsFn(beam.CombineFn):
         return window_stats(sensors, speeds, *starts)
 
 
-def _window_parts(batch: Columns, window_ms: int) -> Iterator[tuple[int, Columns]]:
-    """(window start, the batch's rows in that window) per window, rows in order.
-
-    One stable sort, then slices: a mask per window cost a pass over the whole
-    batch for each of its (up to 288) windows.
-    """
-    starts = batch["event_time"] - batch["event_time"] % window_ms
-    if len(starts) == 0:
-        return
-    if np.any(starts[1:] < starts[:-1]):
-        order = np.argsort(starts, kind="stable")
-        batch, starts = batch.take(order), starts[order]
-    edges = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(starts)]
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        yield int(starts[lo]), batch if hi - lo == len(starts) else batch.take(slice(lo, hi))
-
-
 def _stamped(shard: int, part: Columns) -> TimestampedValue:
     return TimestampedValue((shard, part), Timestamp(micros=int(part["event_time"].min()) * 1000))
 
@@ -249,19 +232,15 @@ class _FlagLateFn(StatefulFn):
             self.late.inc(int(late.sum()))
             yield TaggedOutput(LATE_TAG, batch.take(late))
             batch = batch.take(~late)
-        for _start, part in _window_parts(batch, self.window_ms):
+        for _start, part in time_parts(batch, self.window_ms):
             yield _stamped(shard, part)
 
 
 def _split_windows(element: tuple[int, Columns], window_ms: int) -> Iterator[TimestampedValue]:
     """``allowed_lateness_s=None``: nothing is late; stateless, so batch runners need no keyed state."""
     shard, batch = element
-    for _start, part in _window_parts(batch, window_ms):
+    for _start, part in time_parts(batch, window_ms):
         yield _stamped(shard, part)
-
-
-def _by_block(batch: Columns, block_ms: int) -> Iterator[tuple[int, Columns]]:
-    yield from _window_parts(batch, block_ms)
 
 
 def _block_aggregates(element: tuple[int, dict[str, np.ndarray]], window_ms: int) -> Iterator[TimestampedValue]:
@@ -370,7 +349,7 @@ class WindowedAggregate(beam.PTransform):
         block_ms = window_ms * max(1, BLOCK_MS // window_ms)  # whole windows: each lies in one block
         aggregates = (
             events
-            | "KeyByBlock" >> beam.FlatMap(_by_block, block_ms).with_output_types(tuple[int, Any])
+            | "KeyByBlock" >> beam.FlatMap(time_parts, block_ms).with_output_types(tuple[int, Any])
             | "SpeedStats" >> beam.CombinePerKey(BatchSpeedStatsFn(window_ms))
             | "ToWindowAggregates" >> beam.FlatMap(_block_aggregates, window_ms)
         )

@@ -39,7 +39,7 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
-from transforms.keys import DEFAULT_SHARDS, shard_parts
+from transforms.keys import DEFAULT_SHARDS, shard_parts, time_parts
 from transforms.state_tables import StatefulFn
 from transforms.validate import DEAD_LETTER_TAG, VALID_TAG, make_dead_letter, system_now_ms
 
@@ -100,12 +100,8 @@ def shard_day_parts(batch: Columns) -> Iterator[tuple[int, Columns]]:
     key is one int, ``day * DEFAULT_SHARDS + shard``.
     """
     for shard, part in shard_parts(batch, DEFAULT_SHARDS):
-        days = part["event_time"] // DAY_MS
-        if days.min() == days.max():
-            yield int(days[0]) * DEFAULT_SHARDS + shard, part
-            continue
-        for day in np.unique(days).tolist():
-            yield int(day) * DEFAULT_SHARDS + shard, part.take(np.flatnonzero(days == day))
+        for day_start, rows in time_parts(part, DAY_MS):
+            yield day_start // DAY_MS * DEFAULT_SHARDS + shard, rows
 
 
 def _same(a: float, b: float) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups", "shard_parts"]
+__all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups", "shard_parts", "time_parts"]
 
 DEFAULT_SHARDS = 4
 
@@ -43,3 +43,22 @@ def shard_parts(batch: Any, shards: int = DEFAULT_SHARDS) -> Iterator[tuple[int,
     """``(shard, the batch's rows of that shard)`` for a :class:`~schemas.batches.Columns` batch, rows in order."""
     for shard, rows in shard_groups(batch["sensor_id"], shards):
         yield shard, batch if len(rows) == len(batch) else batch.take(rows)
+
+
+def time_parts(batch: Any, span_ms: int) -> Iterator[tuple[int, Any]]:
+    """(span start, the batch's rows with event times in that span) per span of ``span_ms``, rows in order.
+
+    Spans start at multiples of ``span_ms`` since the epoch: windows, or UTC days.
+
+    One stable sort, then slices: a mask per span cost a pass over the whole
+    batch for each of its (up to 288) spans.
+    """
+    starts = batch["event_time"] - batch["event_time"] % span_ms
+    if len(starts) == 0:
+        return
+    if np.any(starts[1:] < starts[:-1]):
+        order = np.argsort(starts, kind="stable")
+        batch, starts = batch.take(order), starts[order]
+    edges = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(starts)]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        yield int(starts[lo]), batch if hi - lo == len(starts) else batch.take(slice(lo, hi))
