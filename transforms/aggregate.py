@@ -34,6 +34,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -104,6 +105,13 @@ AGGREGATE_KIND = "window_aggregate"
 AGGREGATE_NULLABLE = frozenset({"mean_speed_mph", "min_speed_mph", "max_speed_mph", "stddev_speed_mph"})
 
 
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """True where a run of equal keys begins."""
+    first = np.ones(len(sorted_keys), dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return first
+
+
 def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
                  window_starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """:func:`speed_stats` of every sensor's speeds (NaN = missing reading) at once, sensors in sorted order.
@@ -115,14 +123,19 @@ def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
     they arrived or were combined in, nor on what other windows came with
     them: batch and streaming agree bit for bit.
     """
-    keys = (speeds, sensor_ids) if window_starts is None else (speeds, sensor_ids, window_starts)
-    order = np.lexsort(keys)
+    # A hash pass gives each sensor (and window) its rank in sorted order: the sort compares integers, not text.
+    codes, uniques = pd.factorize(sensor_ids, sort=True)
+    key = codes.astype(np.int64)
+    if window_starts is not None:
+        key += pd.factorize(window_starts, sort=True)[0].astype(np.int64) * len(uniques)
+    order = np.argsort(key, kind="stable")
+    first = _group_starts(key[order])
+    if not first.all():  # some sensor has several readings in a window: they are summed in order of speed
+        order = np.lexsort((speeds, key))
+        first = _group_starts(key[order])
     s, v = sensor_ids[order], speeds[order]
-    first = np.ones(len(s), dtype=bool)
-    first[1:] = s[1:] != s[:-1]
     if window_starts is not None:
         w = np.asarray(window_starts, dtype=np.int64)[order]
-        first[1:] |= w[1:] != w[:-1]
     starts = np.flatnonzero(first)
     counts = np.diff(np.append(starts, len(s)))
     observed = ~np.isnan(v)

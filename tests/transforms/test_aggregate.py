@@ -329,3 +329,18 @@ def test_stats_of_many_windows_at_once_equal_each_windows_own_bit_for_bit():
             assert np.array_equal(together[name][at : at + n], alone[name], equal_nan=True), name
         at += n
     assert at == len(together["sensor_id"])
+
+
+def test_stats_of_one_reading_per_window_and_sensor_come_sorted_by_window_then_sensor_as_text():
+    rng = np.random.default_rng(8)
+    names = np.array(["773869", "717445", "9", "10", "717446"], dtype=object)  # text order, not number order
+    sensors, starts = np.repeat(names, 4), np.tile(np.array([3, 0, 2, 1]) * W_MS, len(names))
+    speeds = np.where(rng.random(len(sensors)) < 0.2, np.nan, rng.uniform(10, 70, len(sensors)))
+    order = rng.permutation(len(sensors))
+    got = window_stats(sensors[order], speeds[order], starts[order])
+    expected = sorted(zip(starts.tolist(), sensors.tolist(), speeds.tolist(), strict=True))
+    assert list(zip(got["window_start"].tolist(), got["sensor_id"].tolist(), strict=True)) == [
+        (start, sensor) for start, sensor, _ in expected]
+    assert np.array_equal(got["mean"], [speed for *_, speed in expected], equal_nan=True)
+    assert got["count"].tolist() == [1] * len(expected)
+    assert got["missing"].tolist() == [int(math.isnan(speed)) for *_, speed in expected]
