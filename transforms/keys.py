@@ -17,6 +17,7 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups", "shard_parts", "time_parts"]
 
@@ -33,8 +34,9 @@ def shard_groups(sensor_ids: np.ndarray, shards: int = DEFAULT_SHARDS) -> Iterat
     """(shard, row indices in order) for every shard present in ``sensor_ids``."""
     if len(sensor_ids) == 0:
         return
-    # One cached lookup per row: cheaper than sorting the ids to look up each distinct one once.
-    row_shards = np.fromiter(map(sensor_shard, sensor_ids.tolist(), repeat(shards)), np.int64, len(sensor_ids))
+    # A hash pass finds the distinct ids (no sort, no text comparisons); each one's shard is looked up once.
+    codes, distinct = pd.factorize(sensor_ids)
+    row_shards = np.fromiter(map(sensor_shard, distinct.tolist(), repeat(shards)), np.int64, len(distinct))[codes]
     for shard in np.flatnonzero(np.bincount(row_shards, minlength=shards)).tolist():
         yield int(shard), np.flatnonzero(row_shards == shard)
 
