@@ -28,6 +28,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -66,30 +67,31 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
     first_speed = np.full(n, np.nan)
     if n == 0:
         return keep, first_speed
-    unique, inverse = np.unique(sensors, return_inverse=True)
-    for k, sensor in enumerate(unique.tolist()):
-        rows = np.flatnonzero(inverse == k)
-        t, v = times[rows], speeds[rows]
-        known_t, known_v = seen.get(sensor, (np.empty(0, np.int64), np.empty(0)))
-        firsts, first_index = np.unique(t, return_index=True)
-        pos = np.searchsorted(known_t, t)
-        hit = (pos < len(known_t)) & (known_t[np.minimum(pos, len(known_t) - 1)] == t) if len(known_t) else (
-            np.zeros(len(t), bool))
-        fresh_first = np.zeros(len(t), dtype=bool)
-        fresh_first[first_index] = True
-        repeat = hit | ~fresh_first
-        keep[rows] = ~repeat
-        if repeat.any():
-            # The first speed: the stored one, or the batch's first occurrence of that time.
-            first_of_time = v[first_index][np.searchsorted(firsts, t)]
-            stored = known_v[np.minimum(pos, max(len(known_t) - 1, 0))] if len(known_t) else first_of_time
-            first_speed[rows] = np.where(hit, stored, first_of_time)
-        new = ~repeat
-        if new.any():
-            all_t = np.concatenate([known_t, t[new]])
-            all_v = np.concatenate([known_v, v[new]])
-            order = np.argsort(all_t, kind="stable")
-            seen[sensor] = (all_t[order], all_v[order])
+    codes, distinct = pd.factorize(sensors)
+    names = distinct.tolist()
+    known = [seen.get(name) for name in names]
+    # One table of what is known (ahead of every arrival, rank -1) and the batch (ranked by arrival), sorted by
+    # sensor, time and rank: a row is a repeat when the row before it has its sensor and time.
+    known_sizes = np.array([0 if k is None else len(k[0]) for k in known], np.int64)
+    all_codes = np.concatenate([np.repeat(np.arange(len(names)), known_sizes), codes])
+    all_times = np.concatenate([*(k[0] for k in known if k is not None), np.asarray(times, np.int64)])
+    all_speeds = np.concatenate([*(k[1] for k in known if k is not None), np.asarray(speeds, np.float64)])
+    ranks = np.concatenate([np.full(int(known_sizes.sum()), -1, np.int64), np.arange(n)])
+    order = np.lexsort((ranks, all_times, all_codes))
+    c, t = all_codes[order], all_times[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
+    group_first = order[np.flatnonzero(first)[np.cumsum(first) - 1]]  # each row's group's first row
+    arrived = ranks[order] >= 0
+    repeat = arrived & ~first
+    batch_rows = ranks[order][repeat]
+    keep[batch_rows] = False
+    first_speed[batch_rows] = all_speeds[group_first[repeat]]
+    # The new memory: each sensor's first rows (what was known and what is new), sorted by time.
+    firsts = order[first]
+    bounds = np.flatnonzero(np.diff(all_codes[firsts])) + 1
+    for rows in np.split(firsts, bounds):
+        seen[names[int(all_codes[rows[0]])]] = (all_times[rows], all_speeds[rows])
     return keep, first_speed
 
 

@@ -86,6 +86,31 @@ def test_first_wins_within_a_batch_and_against_what_was_seen():
     assert seen["a"][0].tolist() == [1] and sorted(seen) == ["a", "b", "c"]
 
 
+
+def test_first_wins_agrees_with_a_row_by_row_reading_over_many_batches():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        seen: dict = {}
+        first_of: dict[tuple[str, int], float] = {}  # the row-by-row reading: the first speed of each pair
+        for _ in range(int(rng.integers(1, 5))):
+            n = int(rng.integers(0, 25))
+            sensors = rng.choice(np.array(["x", "y", "z", "w"], dtype=object), n)
+            times = rng.integers(0, 6, n).astype(np.int64)
+            speeds = np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 3, n).astype(float))
+            keep, first = first_wins(seen, sensors, times, speeds)
+            for i, pair in enumerate(zip(sensors.tolist(), times.tolist(), strict=True)):
+                if pair in first_of:
+                    assert not keep[i] and (first[i] == first_of[pair] or (math.isnan(first[i])
+                                                                           and math.isnan(first_of[pair])))
+                else:
+                    assert keep[i]
+                    first_of[pair] = float(speeds[i])
+        for sensor, (times, speeds) in seen.items():  # the memory: each sensor's times in order, first speeds
+            expected = sorted((t, v) for (s, t), v in first_of.items() if s == sensor)
+            assert times.tolist() == [t for t, _ in expected]
+            assert np.array_equal(speeds, [v for _, v in expected], equal_nan=True)
+        assert sorted(seen) == sorted({s for s, _ in first_of})
+
 def test_streaming_gives_the_same_split():
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
     for e in EVENTS:
