@@ -65,7 +65,9 @@ class FeatureContext:
         }
         if self.ridge is not None:
             arrays.update(self.ridge.to_arrays())
-        np.savez_compressed(
+        # Stored, not deflated: compressed, METR-LA's context was 15% smaller and took 7x as long to read (about
+        # 35 ms, paid by every feature-table writer and model load).
+        np.savez(
             buffer,
             sensor_ids=np.array(self.sensor_ids, dtype=str),
             train_range_ms=np.array([self.train_start_ms, self.train_end_ms], dtype=np.int64),
