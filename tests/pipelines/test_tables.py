@@ -55,6 +55,9 @@ def test_feature_tables_per_day_equal_build_features_and_the_steps_means(tmp_pat
     assert np.array_equal(written_ctx.profile, ctx.profile)
     names = sorted(f.name for f in (out / "features" / "train").glob("*.parquet"))
     assert len(names) == 2 and all(n.startswith("part-") and ":" not in n for n in names)  # one per day
+    meta = pq.ParquetFile(out / "features" / "train" / names[0]).metadata.row_group(0)
+    with_stats = {meta.column(i).path_in_schema for i in range(meta.num_columns) if meta.column(i).is_stats_set}
+    assert with_stats == {"sensor_id", "step_ms", "split"}  # the keys a reader filters on, not every feature
     tables = {s: pq.read_table(out / "features" / s).to_pandas().sort_values(["step_ms", "sensor_id"])
               for s in ("train", "val")}
     assert tuple(tables["train"].columns) == FEATURE_TABLE_COLUMNS
