@@ -199,6 +199,7 @@ class _NetworkHistoryFn(StatefulFn):
         if not candidates:
             return
         step_ms = min(candidates) if last is None else last + self.step_ms
+        previous: tuple[int, np.ndarray] | None = None  # the last matrix emitted here: the next one is it moved up
         while True:
             due = watermark_ms is not None and step_ms + self.step_ms <= watermark_ms
             complete = (last is not None or self.ordered) and self._complete(table, step_ms)  # first: the earliest
@@ -207,7 +208,9 @@ class _NetworkHistoryFn(StatefulFn):
             span_has_data = any(step_ms - back * self.step_ms in table for back in range(self.history_steps))
             if span_has_data:
                 self.emitted.inc()
-                yield self._output(table, step_ms)
+                speeds = self._matrix(table, step_ms, previous)
+                previous = (step_ms, speeds)
+                yield self._output(table, step_ms, speeds)
             last = step_ms
             step_ms += self.step_ms
         if last is None:  # a firing before anything is due (e.g. a timer overtaken by a lower one): wait
@@ -231,8 +234,15 @@ class _NetworkHistoryFn(StatefulFn):
             flush.clear()
             timer_at.clear()
 
-    def _output(self, table: Table, step_ms: int) -> TimestampedValue:
-        speeds = history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)
+    def _matrix(self, table: Table, step_ms: int, previous: tuple[int, np.ndarray] | None) -> np.ndarray:
+        """The step's history matrix; after the step before it, that one's rows moved up and the step's own row
+        (a batch run emits thousands of steps in one firing: one row each instead of the whole span)."""
+        if previous is None or previous[0] != step_ms - self.step_ms:
+            return history_matrix(table, step_ms, self.history_steps, self.step_s, self.n_members)
+        newest = history_matrix({0: table[step_ms]} if step_ms in table else {}, 0, 1, self.step_s, self.n_members)
+        return np.concatenate([previous[1][1:], newest])
+
+    def _output(self, table: Table, step_ms: int, speeds: np.ndarray) -> TimestampedValue:
         row = table.get(step_ms)
         ranks = np.full(self.n_members, _NONE, np.int64) if row is None else row[0].copy()
         return TimestampedValue({"step_ms": step_ms, "speeds": speeds, "ranks": ranks},
