@@ -22,6 +22,9 @@ import pandas as pd
 __all__ = ["DEFAULT_SHARDS", "sensor_shard", "shard_groups", "shard_parts", "time_parts"]
 
 DEFAULT_SHARDS = 4
+# Rows from which shard_groups finds the distinct sensors first (a hash pass): cheaper than a lookup per row from
+# about a thousand rows (a day of METR-LA: 1.5 ms against 5.1 ms), dearer below (52 rows: 33 us against 16 us).
+HASHED_FROM = 1_024
 
 
 @lru_cache(maxsize=65_536)
@@ -34,9 +37,11 @@ def shard_groups(sensor_ids: np.ndarray, shards: int = DEFAULT_SHARDS) -> Iterat
     """(shard, row indices in order) for every shard present in ``sensor_ids``."""
     if len(sensor_ids) == 0:
         return
-    # A hash pass finds the distinct ids (no sort, no text comparisons); each one's shard is looked up once.
-    codes, distinct = pd.factorize(sensor_ids)
-    row_shards = np.fromiter(map(sensor_shard, distinct.tolist(), repeat(shards)), np.int64, len(distinct))[codes]
+    if len(sensor_ids) < HASHED_FROM:  # one cached lookup per row
+        row_shards = np.fromiter(map(sensor_shard, sensor_ids.tolist(), repeat(shards)), np.int64, len(sensor_ids))
+    else:  # a hash pass finds the distinct ids; each one's shard is looked up once
+        codes, distinct = pd.factorize(sensor_ids)
+        row_shards = np.fromiter(map(sensor_shard, distinct.tolist(), repeat(shards)), np.int64, len(distinct))[codes]
     for shard in np.flatnonzero(np.bincount(row_shards, minlength=shards)).tolist():
         yield int(shard), np.flatnonzero(row_shards == shard)
 
