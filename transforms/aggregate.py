@@ -44,6 +44,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from ml.dataset import DAY_MS
 from schemas.batches import Columns
 from transforms.exceptions import TransformConfigError
 from transforms.keys import shard_parts, time_parts
@@ -66,7 +67,7 @@ AGGREGATES_TAG = "aggregates"
 LATE_TAG = "late"
 STEP = "WindowedAggregate"
 DEFAULT_LATENESS_GRACE_S = 24 * 3600
-BLOCK_MS = 86_400_000  # bounded input: the windows of a day are aggregated, and go downstream, as one batch
+BLOCK_MS = DAY_MS  # bounded input: the windows of a day are aggregated, and go downstream, as one batch
 _TIMING = {PaneInfoTiming.EARLY: "EARLY", PaneInfoTiming.ON_TIME: "ON_TIME", PaneInfoTiming.LATE: "LATE"}
 
 
@@ -118,26 +119,19 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return first
 
 
-def _stats_order(sensor_ids: np.ndarray, speeds: np.ndarray,
-                 window_starts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The rows in order of (window,) sensor and speed, and True where a (window,) sensor's run begins."""
+def _stats_order(sensor_ids: np.ndarray, speeds: np.ndarray, window_starts: np.ndarray | None) -> np.ndarray:
+    """The rows in order of (window,) sensor and speed."""
     if len(sensor_ids) < HASHED_SORT_FROM:
-        order = np.lexsort((speeds, sensor_ids) if window_starts is None else (speeds, sensor_ids, window_starts))
-        first = _group_starts(sensor_ids[order])
-        if window_starts is not None:
-            first |= _group_starts(np.asarray(window_starts)[order])
-        return order, first
+        return np.lexsort((speeds, sensor_ids) if window_starts is None else (speeds, sensor_ids, window_starts))
     # Each sensor (and window) as its rank in sorted order: the sort compares integers, not text.
     codes, uniques = pd.factorize(sensor_ids, sort=True)
     key = codes.astype(np.int64)
     if window_starts is not None:
         key += pd.factorize(window_starts, sort=True)[0].astype(np.int64) * len(uniques)
     order = np.argsort(key, kind="stable")
-    first = _group_starts(key[order])
-    if not first.all():  # some sensor has several readings in a window: they are summed in order of speed
-        order = np.lexsort((speeds, key))
-        first = _group_starts(key[order])
-    return order, first
+    if _group_starts(key[order]).all():
+        return order
+    return np.lexsort((speeds, key))  # some sensor has several readings in a window: summed in order of speed
 
 
 def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
@@ -151,10 +145,12 @@ def window_stats(sensor_ids: np.ndarray, speeds: np.ndarray,
     they arrived or were combined in, nor on what other windows came with
     them: batch and streaming agree bit for bit.
     """
-    order, first = _stats_order(sensor_ids, speeds, window_starts)
+    order = _stats_order(sensor_ids, speeds, window_starts)
     s, v = sensor_ids[order], speeds[order]
+    first = _group_starts(s)
     if window_starts is not None:
         w = np.asarray(window_starts, dtype=np.int64)[order]
+        first |= _group_starts(w)
     starts = np.flatnonzero(first)
     counts = np.diff(np.append(starts, len(s)))
     observed = ~np.isnan(v)

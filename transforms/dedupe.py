@@ -37,6 +37,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
+from ml.dataset import DAY_MS
 from schemas.batches import Columns
 from schemas.codec import AvroCodec, codec_for
 from transforms.exceptions import TransformConfigError
@@ -48,7 +49,6 @@ __all__ = ["DAY_MS", "DEFAULT_DEDUPE_TTL_S", "DeduplicateEvents", "first_wins", 
 
 STEP = "DeduplicateEvents"
 DEFAULT_DEDUPE_TTL_S = 6 * 3600
-DAY_MS = 86_400_000
 
 # sensor_id -> (event times sorted, their first speeds): one key's memory.
 Seen = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -82,9 +82,9 @@ def first_wins(seen: Seen, sensors: np.ndarray, times: np.ndarray,
     first = np.ones(len(order), dtype=bool)
     first[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
     group_first = order[np.flatnonzero(first)[np.cumsum(first) - 1]]  # each row's group's first row
-    arrived = ranks[order] >= 0
-    repeat = arrived & ~first
-    batch_rows = ranks[order][repeat]
+    arrivals = ranks[order]  # -1 for what was known
+    repeat = (arrivals >= 0) & ~first
+    batch_rows = arrivals[repeat]
     keep[batch_rows] = False
     first_speed[batch_rows] = all_speeds[group_first[repeat]]
     # The new memory: each sensor's first rows (what was known and what is new), sorted by time.

@@ -86,7 +86,6 @@ def test_first_wins_within_a_batch_and_against_what_was_seen():
     assert seen["a"][0].tolist() == [1] and sorted(seen) == ["a", "b", "c"]
 
 
-
 def test_first_wins_agrees_with_a_row_by_row_reading_over_many_batches():
     rng = np.random.default_rng(11)
     for _ in range(200):
@@ -110,6 +109,7 @@ def test_first_wins_agrees_with_a_row_by_row_reading_over_many_batches():
             assert times.tolist() == [t for t, _ in expected]
             assert np.array_equal(speeds, [v for _, v in expected], equal_nan=True)
         assert sorted(seen) == sorted({s for s, _ in first_of})
+
 
 def test_streaming_gives_the_same_split():
     stream = test_stream.TestStream().advance_watermark_to(T0_MS / 1000)
