@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from ml.dataset import METR_LA_SPLIT, Split
+from ml.dataset import DAY_MS, METR_LA_SPLIT, Split
 from ml.features import FEATURE_NAMES, HORIZONS_MIN, FeatureContext, feature_columns
 from ml.training_set import FEATURE_TABLE_COLUMNS, TARGET_COLUMNS
 from schemas.batches import records_of
@@ -42,7 +42,6 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CONTEXT_FILE = "context.npz"  # the FeatureContext the tables were built with, beside the split directories
-_DAY_MS = 86_400_000  # feature tables are built a day of steps at a time
 
 
 def arrow_table(element: Any, schema: Any) -> Any:
@@ -267,7 +266,7 @@ class WriteFeatureTables(beam.PTransform):
         return (
             snapshots
             | "ToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByDay" >> beam.FlatMap(_block_parts, step_ms, _DAY_MS, self.window_ends_ms, target_steps)
+            | "KeyByDay" >> beam.FlatMap(_block_parts, step_ms, DAY_MS, self.window_ends_ms, target_steps)
             | "GroupByDay" >> beam.GroupByKey()
             | "WriteDayTables" >> beam.ParDo(
                 _FeatureBlockTables(self.sensor_ids, self.split, self.output, self.write_retry_s))
